@@ -1,0 +1,267 @@
+//! The policy file as written: one serde tree with `deny_unknown_fields` everywhere. Values that
+//! need checking (durations, algorithms, regexes) stay strings here so validation can report
+//! every problem at once with its path.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub version: Option<u32>,
+    /// Allows the built-in development issuer `urn:portcullis:dev`.
+    #[serde(default)]
+    pub dev: bool,
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub credentials: RawCredentials,
+    pub tenants: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub rate_limits: Option<RawRateLimits>,
+    pub ip: Option<RawIp>,
+    pub cache: Option<RawCache>,
+    pub state: Option<RawState>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub response: RawResponse,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    pub sessions: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub grpc: Option<String>,
+    pub health: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_inflight_checks: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub jwks: Option<RawJwks>,
+    pub pem_files: Option<Vec<String>>,
+    pub hmac_secret_file: Option<String>,
+    pub required: Option<bool>,
+    pub leeway: Option<String>,
+    pub max_token_age: Option<String>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    pub token_type: Option<RawTokenType>,
+    #[serde(default)]
+    pub header_typ: Vec<String>,
+    #[serde(default)]
+    pub trusted_claims: Vec<String>,
+    /// JSON Pointer to the roles claim (default `/roles`).
+    pub roles_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub url: Option<String>,
+    pub discovery: Option<String>,
+    pub file: Option<String>,
+    /// A JWKS document, as a YAML mapping or a JSON string.
+    pub inline: Option<serde_json::Value>,
+    pub refresh: Option<String>,
+    pub fallback_file: Option<String>,
+    pub max_stale: Option<String>,
+    pub refetch_interval: Option<String>,
+    pub insecure_http: Option<bool>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenType {
+    pub claim: String,
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    #[serde(default = "yes")]
+    pub bearer: bool,
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    pub api_keys: Option<serde::de::IgnoredAny>,
+    pub csrf: Option<serde::de::IgnoredAny>,
+    /// `realm` of the `www-authenticate` challenge.
+    pub realm: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawCredentials {
+    fn default() -> Self {
+        Self { bearer: true, cookies: Vec::new(), api_keys: None, csrf: None, realm: None }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub optional: bool,
+    pub require: Option<RawRequire>,
+    pub rate_limit: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub claims: Vec<RawClaimMatcher>,
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub tenant: Option<bool>,
+    pub tenant_roles: Option<Vec<String>>,
+    pub step_up: Option<serde::de::IgnoredAny>,
+    pub source_principals: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaimMatcher {
+    pub path: String,
+    pub equals: Option<serde_json::Value>,
+    pub one_of: Option<Vec<serde_json::Value>>,
+    pub contains: Option<serde_json::Value>,
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub key: String,
+    pub rps: Option<f64>,
+    pub per_minute: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIp {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub allow_files: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub deny_files: Vec<String>,
+    #[serde(default)]
+    pub trusted_cidrs: Vec<String>,
+    pub auto_block: Option<RawAutoBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoBlock {
+    pub failures: u32,
+    pub window: String,
+    pub block_for: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub ttl: Option<String>,
+    pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: String,
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub max_staleness: Option<String>,
+    pub fail_open_when_stale: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    /// Header name → JSON Pointer into the claims, or `tenant`.
+    #[serde(default)]
+    pub identity_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    #[serde(default)]
+    pub remove_authorization: bool,
+    #[serde(default)]
+    pub security_headers: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub log_format: Option<String>,
+    pub audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub allow_sample_rate: Option<f64>,
+}

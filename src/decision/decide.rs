@@ -1,0 +1,127 @@
+//! The request path as one pure function: path, route, credential, token, requirements, answer.
+
+use super::claims::{TimePolicy, check_times};
+use super::credential::{CredentialPolicy, extract_credential};
+use super::headers::{ResponsePolicy, identity_headers};
+use super::input::CheckInput;
+use super::path::validate_path;
+use super::reason::{Deny, DenyReason};
+use super::requirements::{Requirements, check_requirements};
+use super::route::{Access, Route, find_route};
+use super::types::{Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Per-issuer rules the core applies after verification.
+#[derive(Debug, Clone)]
+pub struct IssuerRules {
+    pub time: TimePolicy,
+    /// JSON Pointer to the roles claim.
+    pub roles_pointer: String,
+}
+
+/// The immutable policy a decision is made against.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub routes: Vec<Route>,
+    pub credentials: CredentialPolicy,
+    pub response: ResponsePolicy,
+    /// Indexed by [`super::IssuerId`].
+    pub issuers: Vec<IssuerRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allow { set_headers: Vec<(String, String)>, remove_headers: Vec<String> },
+    Deny(Deny),
+}
+
+/// Who and what a decision was about, for the answer's metadata and the audit event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionContext {
+    pub rule: Option<String>,
+    pub issuer: Option<Arc<str>>,
+    pub subject: Option<Subject>,
+    pub tenant: Option<String>,
+    /// First 12 hex digits of the credential's SHA-256; never the credential.
+    pub credential_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub context: DecisionContext,
+}
+
+impl Decision {
+    pub fn deny(deny: Deny, context: DecisionContext) -> Self {
+        Self { outcome: Outcome::Deny(deny), context }
+    }
+
+    /// The reason string for metrics and audit (`allow` decisions report `allowed`).
+    pub fn reason(&self) -> &'static str {
+        match &self.outcome {
+            Outcome::Allow { .. } => "allowed",
+            Outcome::Deny(d) => d.reason.as_str(),
+        }
+    }
+}
+
+pub fn fingerprint(credential: &str) -> String {
+    let digest = Sha256::digest(credential.as_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn token_deny(err: TokenError) -> Deny {
+    Deny::new(DenyReason::TokenInvalid, err.to_string())
+}
+
+fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
+    match identity_headers(&policy.response, token.map(|t| t.claims.as_ref()), context.tenant.as_deref()) {
+        Ok((set_headers, remove_headers)) => Decision { outcome: Outcome::Allow { set_headers, remove_headers }, context },
+        Err(deny) => Decision::deny(deny, context),
+    }
+}
+
+/// Decides one request. Pure: the same inputs always give the same decision.
+pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier, now: UnixTime) -> Decision {
+    let mut context = DecisionContext::default();
+    let path = match validate_path(&input.path) {
+        Ok(path) => path,
+        Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),
+    };
+    let Some(route) = find_route(&policy.routes, &input.host, path, &input.method) else {
+        return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context);
+    };
+    context.rule = Some(route.name.clone());
+    let (requirements, credential_required): (&Requirements, bool) = match &route.access {
+        Access::Public => return allow(policy, None, context),
+        Access::Optional(req) => (req, false),
+        Access::Required(req) => (req, true),
+    };
+    let credential = match extract_credential(input, &policy.credentials) {
+        Ok(Some(credential)) => credential,
+        Ok(None) if credential_required => {
+            return Decision::deny(Deny::new(DenyReason::CredentialMissing, "no credential"), context);
+        }
+        Ok(None) => return allow(policy, None, context),
+        Err(deny) => return Decision::deny(deny, context),
+    };
+    context.credential_fingerprint = Some(fingerprint(credential.token()));
+    let token = match verifier.verify(credential.token()) {
+        Ok(token) => token,
+        Err(err) => return Decision::deny(token_deny(err), context),
+    };
+    context.issuer = Some(token.iss.clone());
+    context.subject = Some(token.subject.clone());
+    let Some(rules) = policy.issuers.get(token.issuer.0) else {
+        return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
+    };
+    if let Err(deny) = check_times(&token, rules.time, now) {
+        return Decision::deny(deny, context);
+    }
+    if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
+        return Decision::deny(deny, context);
+    }
+    allow(policy, Some(&token), context)
+}

@@ -1,0 +1,107 @@
+//! Identity headers set on allow, and the header names removed on every allow (DESIGN step 12).
+
+use super::reason::{Deny, DenyReason};
+use serde_json::Value;
+
+/// Longest encoded identity header value forwarded; longer ones deny the request.
+pub const MAX_HEADER_VALUE: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// JSON Pointer into the verified claims.
+    Claim(String),
+    /// The verified tenant (tenant resolution arrives with the tenant issue).
+    Tenant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// Lowercase header name.
+    pub name: String,
+    pub source: IdentitySource,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResponsePolicy {
+    pub identity_headers: Vec<IdentityHeader>,
+    /// Lowercase names removed from every allowed request unless set as identity headers.
+    pub strip_headers: Vec<String>,
+    pub remove_authorization: bool,
+    /// `realm` of the `www-authenticate` challenge.
+    pub realm: String,
+}
+
+/// Percent-encodes everything outside visible ASCII (and `%` itself) so a claim can never inject
+/// header syntax; arrays are comma-joined. Objects, nulls and over-long values are refused.
+pub fn encode_header_value(value: &Value) -> Result<String, Deny> {
+    let raw = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => parts.push(s.clone()),
+                    Value::Number(n) => parts.push(n.to_string()),
+                    Value::Bool(b) => parts.push(b.to_string()),
+                    _ => return Err(unforwardable("nested value in identity claim")),
+                }
+            }
+            parts.join(",")
+        }
+        Value::Null | Value::Object(_) => return Err(unforwardable("identity claim is not a scalar or list")),
+    };
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+        if out.len() > MAX_HEADER_VALUE {
+            return Err(unforwardable("identity header value longer than 1 KiB"));
+        }
+    }
+    Ok(out)
+}
+
+fn unforwardable(detail: &str) -> Deny {
+    Deny::new(DenyReason::ClaimMismatch, detail)
+}
+
+/// Header sets and removals for an allow. `claims` is `None` for anonymous requests.
+pub fn identity_headers(
+    policy: &ResponsePolicy,
+    claims: Option<&Value>,
+    tenant: Option<&str>,
+) -> Result<(Vec<(String, String)>, Vec<String>), Deny> {
+    let mut set: Vec<(String, String)> = Vec::new();
+    for header in &policy.identity_headers {
+        let value = match (&header.source, claims) {
+            (IdentitySource::Claim(pointer), Some(claims)) => match claims.pointer(pointer) {
+                Some(Value::Null) | None => None,
+                Some(v) => Some(encode_header_value(v)?),
+            },
+            (IdentitySource::Tenant, Some(_)) => tenant.map(|t| encode_header_value(&Value::String(t.to_string()))).transpose()?,
+            (_, None) => None,
+        };
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            set.push((header.name.clone(), value));
+        }
+    }
+    let mut remove: Vec<String> = Vec::new();
+    let candidates = policy
+        .identity_headers
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(policy.strip_headers.iter().map(String::as_str))
+        .chain(policy.remove_authorization.then_some("authorization"));
+    for name in candidates {
+        // Envoy applies removals after sets, so a header that is set must not be removed.
+        if !set.iter().any(|(n, _)| n == name) && !remove.iter().any(|n| n == name) {
+            remove.push(name.to_string());
+        }
+    }
+    Ok((set, remove))
+}

@@ -1,0 +1,28 @@
+//! The pure decision core: everything between a protocol-neutral [`CheckInput`] and a
+//! [`Decision`].
+//!
+//! Architecture Invariant: no tokio, tonic, prost, redis or I/O in this module tree; the current
+//! time comes in as an argument and token verification comes in through [`TokenVerifier`].
+
+mod claims;
+mod credential;
+mod decide;
+mod headers;
+mod input;
+mod path;
+mod reason;
+mod requirements;
+mod route;
+mod types;
+
+pub use claims::{TimePolicy, check_times};
+pub use credential::{Credential, CredentialPolicy, extract_credential};
+pub use decide::{Decision, DecisionContext, IssuerRules, Outcome, Policy, decide, fingerprint};
+pub use headers::{IdentityHeader, IdentitySource, ResponsePolicy, encode_header_value};
+pub use input::CheckInput;
+pub use path::validate_path;
+pub use reason::{Challenge, Deny, DenyReason};
+pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
+pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
+pub use types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
+

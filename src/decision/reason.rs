@@ -1,0 +1,151 @@
+//! Deny reasons: one variant per reason of the status contract, with its HTTP status.
+
+/// Every reason Portcullis can deny for. The string form is a contract (metrics, audit, body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    CredentialMissing,
+    TokenInvalid,
+    TokenExpired,
+    TokenRevoked,
+    ApiKeyInvalid,
+    SessionIdle,
+    StepUpRequired,
+    InvalidRequest,
+    PathInvalid,
+    TenantConflict,
+    TenantMissing,
+    InsufficientScope,
+    RoleRequired,
+    ClaimMismatch,
+    TenantForbidden,
+    IpBlocked,
+    CsrfRejected,
+    NoRoute,
+    RateLimited,
+    KeysUnavailable,
+    StateStale,
+    Overloaded,
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 22] = [
+        Self::CredentialMissing,
+        Self::TokenInvalid,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+        Self::ApiKeyInvalid,
+        Self::SessionIdle,
+        Self::StepUpRequired,
+        Self::InvalidRequest,
+        Self::PathInvalid,
+        Self::TenantConflict,
+        Self::TenantMissing,
+        Self::InsufficientScope,
+        Self::RoleRequired,
+        Self::ClaimMismatch,
+        Self::TenantForbidden,
+        Self::IpBlocked,
+        Self::CsrfRejected,
+        Self::NoRoute,
+        Self::RateLimited,
+        Self::KeysUnavailable,
+        Self::StateStale,
+        Self::Overloaded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CredentialMissing => "credential_missing",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::ApiKeyInvalid => "api_key_invalid",
+            Self::SessionIdle => "session_idle",
+            Self::StepUpRequired => "step_up_required",
+            Self::InvalidRequest => "invalid_request",
+            Self::PathInvalid => "path_invalid",
+            Self::TenantConflict => "tenant_conflict",
+            Self::TenantMissing => "tenant_missing",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::RoleRequired => "role_required",
+            Self::ClaimMismatch => "claim_mismatch",
+            Self::TenantForbidden => "tenant_forbidden",
+            Self::IpBlocked => "ip_blocked",
+            Self::CsrfRejected => "csrf_rejected",
+            Self::NoRoute => "no_route",
+            Self::RateLimited => "rate_limited",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::StateStale => "state_stale",
+            Self::Overloaded => "overloaded",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::CredentialMissing
+            | Self::TokenInvalid
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::ApiKeyInvalid
+            | Self::SessionIdle
+            | Self::StepUpRequired => 401,
+            Self::InvalidRequest | Self::PathInvalid | Self::TenantConflict | Self::TenantMissing => 400,
+            Self::InsufficientScope
+            | Self::RoleRequired
+            | Self::ClaimMismatch
+            | Self::TenantForbidden
+            | Self::IpBlocked
+            | Self::CsrfRejected
+            | Self::NoRoute => 403,
+            Self::RateLimited => 429,
+            Self::KeysUnavailable | Self::StateStale | Self::Overloaded => 503,
+        }
+    }
+
+    /// The RFC 6750 / RFC 9470 challenge this reason carries, if any.
+    pub fn challenge(self) -> Challenge {
+        match self {
+            Self::CredentialMissing => Challenge::Bare,
+            Self::TokenInvalid | Self::TokenExpired | Self::TokenRevoked | Self::ApiKeyInvalid | Self::SessionIdle => {
+                Challenge::Error("invalid_token")
+            }
+            Self::StepUpRequired => Challenge::Error("insufficient_user_authentication"),
+            Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => Challenge::Error("invalid_request"),
+            Self::InsufficientScope | Self::RoleRequired | Self::ClaimMismatch => Challenge::Error("insufficient_scope"),
+            _ => Challenge::None,
+        }
+    }
+
+    /// Whether the answer carries `retry-after`.
+    pub fn retry_after_secs(self) -> Option<u32> {
+        match self {
+            Self::RateLimited | Self::KeysUnavailable | Self::StateStale | Self::Overloaded => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// The `www-authenticate` challenge kind for a deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    None,
+    /// `Bearer realm="..."` alone (no credential was presented).
+    Bare,
+    /// `Bearer realm="...", error="..."`.
+    Error(&'static str),
+}
+
+/// A deny with its reason and a short operator-facing detail (never the credential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub reason: DenyReason,
+    pub detail: String,
+    /// Scopes to name in an `insufficient_scope` challenge.
+    pub scope_hint: Option<String>,
+}
+
+impl Deny {
+    pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into(), scope_hint: None }
+    }
+}

@@ -1,0 +1,101 @@
+//! Route requirements on verified claims (DESIGN step 10): issuers, audiences, scopes, roles,
+//! claim matchers.
+
+use super::reason::{Deny, DenyReason};
+use super::types::VerifiedToken;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimTest {
+    Equals(Value),
+    OneOf(Vec<Value>),
+    /// The claim is an array holding this value, or a space-separated string holding this word.
+    Contains(Value),
+    Present,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimMatcher {
+    /// JSON Pointer (RFC 6901) into the claim set.
+    pub pointer: String,
+    pub test: ClaimTest,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requirements {
+    /// Allowed `iss` values; empty means every configured issuer.
+    pub issuers: Vec<String>,
+    /// At least one of these must be in `aud`; empty means the issuer's audiences suffice.
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub claims: Vec<ClaimMatcher>,
+}
+
+/// Strings of a claim that is an array of strings or a space-separated string.
+fn string_set(value: Option<&Value>) -> Vec<&str> {
+    match value {
+        Some(Value::String(s)) => s.split(' ').filter(|w| !w.is_empty()).collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn scopes_of(claims: &Value) -> Vec<&str> {
+    let mut scopes = string_set(claims.get("scope"));
+    scopes.extend(string_set(claims.get("scp")));
+    scopes
+}
+
+fn claim_test_holds(value: Option<&Value>, test: &ClaimTest) -> bool {
+    match (test, value) {
+        (ClaimTest::Present, v) => v.is_some_and(|v| !v.is_null()),
+        (_, None) => false,
+        (ClaimTest::Equals(want), Some(v)) => v == want,
+        (ClaimTest::OneOf(options), Some(v)) => options.contains(v),
+        (ClaimTest::Contains(want), Some(Value::Array(items))) => items.contains(want),
+        (ClaimTest::Contains(Value::String(word)), Some(Value::String(s))) => s.split(' ').any(|w| w == word),
+        (ClaimTest::Contains(_), Some(_)) => false,
+    }
+}
+
+/// Checks a verified token against a route's requirements. `roles_pointer` is the issuer's roles claim.
+pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_pointer: &str) -> Result<(), Deny> {
+    if !req.issuers.is_empty() && !req.issuers.iter().any(|i| **i == *token.iss) {
+        return Err(Deny::new(DenyReason::TokenInvalid, "issuer not accepted on this route"));
+    }
+    if !req.audiences.is_empty() {
+        let aud = match token.claims.get("aud") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !req.audiences.iter().any(|a| aud.contains(&a.as_str())) {
+            return Err(Deny::new(DenyReason::TokenInvalid, "audience not accepted on this route"));
+        }
+    }
+    let scopes = scopes_of(&token.claims);
+    let missing: Vec<&str> = req
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !scopes.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        let mut deny = Deny::new(DenyReason::InsufficientScope, format!("missing scope {}", missing.join(" ")));
+        deny.scope_hint = Some(req.scopes.join(" "));
+        return Err(deny);
+    }
+    if !req.roles.is_empty() {
+        let roles = string_set(token.claims.pointer(roles_pointer));
+        if !req.roles.iter().any(|r| roles.contains(&r.as_str())) {
+            return Err(Deny::new(DenyReason::RoleRequired, format!("one of roles {} required", req.roles.join(","))));
+        }
+    }
+    for matcher in &req.claims {
+        if !claim_test_holds(token.claims.pointer(&matcher.pointer), &matcher.test) {
+            return Err(Deny::new(DenyReason::ClaimMismatch, format!("claim {} does not match", matcher.pointer)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Identifiers and the seam between the core and token verification.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Seconds since the Unix epoch. The core never reads a clock; callers pass this in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnixTime(pub i64);
+
+/// Index of a configured issuer in the policy snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IssuerId(pub usize);
+
+/// The `sub` claim of a verified token. Subjects are always scoped by their issuer.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Subject(pub String);
+
+impl fmt::Debug for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Subject({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A token whose signature, issuer, audience, type and required claims have been verified.
+/// Time claims are re-checked by the core on every use (see [`crate::decision::check_times`]).
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub issuer: IssuerId,
+    pub iss: Arc<str>,
+    pub subject: Subject,
+    pub claims: Arc<serde_json::Value>,
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+}
+
+/// Why a token was refused before any time check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a well-formed compact JWS or its JSON is unusable.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// A JOSE header rule was broken (`crit`, `jku`, disallowed `alg`, bad `typ`, ...).
+    #[error("header rejected: {0}")]
+    Header(String),
+    /// No key for this issuer, `kid` and `alg`.
+    #[error("no matching key: {0}")]
+    UnknownKey(String),
+    /// The signature does not verify under the selected key.
+    #[error("bad signature")]
+    Signature,
+    /// `iss`, `aud`, token type or a required claim is wrong.
+    #[error("claims rejected: {0}")]
+    Claims(String),
+}
+
+/// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.
+pub trait TokenVerifier {
+    fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;
+}

@@ -1,0 +1,16 @@
+//! JWT verification: key sets from static sources, the JOSE header rules and the verifier the
+//! core calls through [`crate::decision::TokenVerifier`].
+//!
+//! Architecture Invariant: no decision here is made on an unverified claim; the unverified
+//! `iss`, `kid` and `alg` only select a key.
+
+mod alg;
+mod header;
+mod keys;
+mod verify;
+
+pub use alg::{Alg, AlgFamily};
+pub use keys::{KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem};
+pub use header::normalize_typ;
+pub use verify::{IssuerVerifier, TokenType, Verifier};
+

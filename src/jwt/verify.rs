@@ -1,0 +1,158 @@
+//! The verifier: compact JWS parsing, key selection, signature, issuer, audience, token type and
+//! required claims. Time claims are checked by the core (`crate::decision::check_times`).
+
+use super::alg::Alg;
+use super::header::{normalize_typ, parse_header};
+use super::keys::KeySet;
+use crate::decision::{IssuerId, Subject, TokenError, TokenVerifier, VerifiedToken};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// `token_type: { claim, allowed }`: the claim must be present and one of `allowed`.
+#[derive(Debug, Clone)]
+pub struct TokenType {
+    pub claim: String,
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerVerifier {
+    pub issuer: Arc<str>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    pub keys: KeySet,
+    /// Claims that must be present (`sub` and `exp` always are).
+    pub required_claims: Vec<String>,
+    pub token_type: Option<TokenType>,
+    /// Normalized allowed JOSE `typ` values; empty means any.
+    pub header_typ: Vec<String>,
+}
+
+/// All configured issuers, selected by the token's exact `iss`.
+#[derive(Debug, Clone, Default)]
+pub struct Verifier {
+    pub issuers: Vec<IssuerVerifier>,
+}
+
+fn is_b64url(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed("segment is not base64url"))
+}
+
+/// A NumericDate claim: a JSON number (never a string), truncated to whole seconds.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| TokenError::Claims(format!("{name} is not a valid NumericDate"))),
+        Some(_) => Err(TokenError::Claims(format!("{name} is not a number"))),
+    }
+}
+
+fn audience_matches(claims: &Map<String, Value>, audiences: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(s)) => audiences.iter().any(|a| a == s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|s| audiences.iter().any(|a| a == s)),
+        _ => false,
+    }
+}
+
+impl IssuerVerifier {
+    fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), TokenError> {
+        if !audience_matches(claims, &self.audiences) {
+            return Err(TokenError::Claims("audience not accepted".into()));
+        }
+        for name in ["sub", "exp"].iter().copied().chain(self.required_claims.iter().map(String::as_str)) {
+            if claims.get(name).is_none_or(Value::is_null) {
+                return Err(TokenError::Claims(format!("required claim {name} missing")));
+            }
+        }
+        if let Some(tt) = &self.token_type {
+            match claims.get(&tt.claim) {
+                Some(Value::String(v)) if tt.allowed.iter().any(|a| a == v) => {}
+                Some(_) => return Err(TokenError::Claims(format!("token type ({}) not accepted", tt.claim))),
+                None => return Err(TokenError::Claims(format!("token type claim {} missing", tt.claim))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TokenVerifier for Verifier {
+    fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed("not a compact JWS"));
+        };
+        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+            return Err(TokenError::Malformed("empty segment"));
+        }
+        if !is_b64url(header_b64) || !is_b64url(payload_b64) || !is_b64url(signature_b64) {
+            return Err(TokenError::Malformed("segment is not base64url"));
+        }
+        let header = parse_header(&decode_segment(header_b64)?)?;
+        let claims: Map<String, Value> = serde_json::from_slice(&decode_segment(payload_b64)?)
+            .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
+
+        // Unverified iss selects the issuer (and so the keys); nothing else is read before the
+        // signature holds.
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TokenError::Claims("iss missing".into()))?;
+        let (index, issuer) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| *i.issuer == *iss)
+            .ok_or_else(|| TokenError::Claims("unknown issuer".into()))?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(TokenError::Header(format!("alg {} not allowed for this issuer", header.alg)));
+        }
+        if !issuer.header_typ.is_empty() {
+            let typ = header.typ.as_deref().map(normalize_typ);
+            if !typ.is_some_and(|t| issuer.header_typ.contains(&t)) {
+                return Err(TokenError::Header("typ not accepted".into()));
+            }
+        }
+        let key = issuer.keys.select(header.kid.as_deref(), header.alg).map_err(TokenError::UnknownKey)?;
+        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
+        let signing_input = &token.as_bytes()[..signing_input_len];
+        let valid = jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.decoding, header.alg.to_jsonwebtoken())
+            .map_err(|_| TokenError::Signature)?;
+        if !valid {
+            return Err(TokenError::Signature);
+        }
+
+        issuer.check_claims(&claims)?;
+        let exp = numeric_date(&claims, "exp")?.ok_or_else(|| TokenError::Claims("exp missing".into()))?;
+        let nbf = numeric_date(&claims, "nbf")?;
+        let iat = numeric_date(&claims, "iat")?;
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => Subject(s.clone()),
+            _ => return Err(TokenError::Claims("sub is not a non-empty string".into())),
+        };
+        Ok(VerifiedToken {
+            issuer: IssuerId(index),
+            iss: issuer.issuer.clone(),
+            subject,
+            claims: Arc::new(Value::Object(claims)),
+            exp,
+            nbf,
+            iat,
+        })
+    }
+}

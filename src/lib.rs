@@ -1,0 +1,7 @@
+//! Portcullis: an authorization sidecar answering Envoy's ext_authz v3 `Check`.
+//!
+//! See ARCHITECTURE.md for the code map.
+
+pub mod config;
+pub mod decision;
+pub mod jwt;
