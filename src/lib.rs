@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
+pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod dev;
 pub mod jwt;
+pub mod server;
+pub mod telemetry;

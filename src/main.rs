@@ -1,1 +1,174 @@
-fn main(){}
+//! The `portcullis` binary: parse the command line, load and validate the policy, start the
+//! servers, run until a signal. Everything else lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis::clock::{Clock, SystemClock};
+use portcullis::config::{self, ConfigError, EXIT_CONFIG, ListenAddr, Settings};
+use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use portcullis::server::{Server, convert};
+use portcullis::{dev, telemetry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Authorization sidecar for Envoy ext_authz")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the policy in --config.
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a policy file and exit (0 valid, 64 invalid).
+    CheckConfig { file: PathBuf },
+    /// Run with the embedded development policy and key set; prints a token to try.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        grpc: String,
+        #[arg(long, default_value = "127.0.0.1:9190")]
+        health: String,
+    },
+    /// Mint a development token (only the `dev` policy accepts it).
+    DevToken {
+        #[arg(long, default_value = "alice")]
+        sub: String,
+        #[arg(long = "scope", default_value = "read")]
+        scopes: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("portcullis: {err}");
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::load_file(&file) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Serve { config: None } => {
+            eprintln!("portcullis: serve needs --config FILE (try `portcullis dev` for a demo)");
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
+        Command::Serve { config: Some(file) } => match config::load_file(&file) {
+            Ok(settings) => run(settings, None),
+            Err(e) => config_failure(&e),
+        },
+        Command::Dev { grpc, health } => {
+            let settings = dev::settings().map(|mut s| {
+                s.grpc = ListenAddr::parse(&grpc, true).unwrap_or(s.grpc);
+                s.health = health.parse().unwrap_or(s.health);
+                s
+            });
+            match settings {
+                Ok(settings) => run(settings, Some(())),
+                Err(e) => config_failure(&e),
+            }
+        }
+        Command::DevToken { sub, scopes, roles, ttl } => {
+            let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
+            match dev::mint(&spec, SystemClock.now().0) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
+    telemetry::init_logging(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings, dev_mode.is_some())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings, dev_mode: bool) -> anyhow::Result<()> {
+    telemetry::metrics::install();
+    let server = Server::bind(&settings).await?;
+    let grpc = server.grpc_addr();
+    if dev_mode {
+        let grpc = grpc.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dev_banner(grpc).await {
+                eprintln!("portcullis dev: self-check failed: {e:#}");
+            }
+        });
+    }
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}
+
+/// Prints a token and asks the running server for one allow and one deny.
+async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
+    let spec = dev::DevToken { subject: "alice".into(), scopes: vec!["read".into()], roles: vec![], ttl_secs: 3600 };
+    let token = dev::mint(&spec, SystemClock.now().0)?;
+    println!("portcullis dev: serving the embedded development policy on {grpc} (never use in production)");
+    println!("  token for alice (scope read, 1h):\n    {token}");
+    println!("  through Envoy (deploy/envoy/envoy.yaml):");
+    println!("    curl -i -H \"authorization: Bearer {token}\" http://127.0.0.1:10000/hello");
+    println!("  more tokens: portcullis dev-token --sub bob --scope read --role admin");
+    let ListenAddr::Tcp(addr) = grpc else {
+        return Ok(());
+    };
+    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .context("connecting to the gRPC listener")?;
+    let bearer = format!("Bearer {token}");
+    for (label, headers) in [("with the token", vec![("authorization", bearer.as_str())]), ("without a token", vec![])] {
+        let response = client
+            .check(check_request("GET", "/hello", &headers, HeaderEncoding::Map))
+            .await
+            .context("Check call")?
+            .into_inner();
+        println!("  self-check: GET /hello {label} -> {}", convert::summarize(&response));
+    }
+    Ok(())
+}

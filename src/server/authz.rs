@@ -1,0 +1,73 @@
+//! The tonic `Authorization` service: bound the work, decide, record, answer.
+
+use super::convert::{check_input, check_response};
+use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
+use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use crate::clock::Clock;
+use crate::config::Snapshot;
+use crate::decision::{Decision, DecisionContext, Deny, DenyReason, Outcome, decide};
+use crate::telemetry::{audit, metrics as names};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+/// What every Check shares.
+pub struct AppState {
+    pub snapshot: Arc<Snapshot>,
+    pub clock: Arc<dyn Clock>,
+    /// Permits for in-flight checks; none left means an immediate 503 `overloaded`.
+    pub inflight: Arc<Semaphore>,
+    pub max_inflight: usize,
+}
+
+impl AppState {
+    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, max_inflight: usize) -> Self {
+        Self { snapshot, clock, inflight: Arc::new(Semaphore::new(max_inflight)), max_inflight }
+    }
+
+    /// Decides one request (no transport involved); used by the service and by tests.
+    pub fn check(&self, request: CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        let input = check_input(request);
+        let snapshot = &self.snapshot;
+        let decision = match self.inflight.try_acquire() {
+            Ok(_permit) => {
+                let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
+                gauge.increment(1.0);
+                let decision = decide(&input, &snapshot.policy, &snapshot.verifier, self.clock.now());
+                gauge.decrement(1.0);
+                decision
+            }
+            Err(_) => Decision::deny(
+                Deny::new(DenyReason::Overloaded, "max_inflight_checks reached"),
+                DecisionContext::default(),
+            ),
+        };
+        let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
+        let elapsed = started.elapsed();
+        let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
+        metrics::counter!(names::DECISIONS_TOTAL, "decision" => verdict, "reason" => decision.reason()).increment(1);
+        metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
+        audit::record(&input, &decision, elapsed);
+        response
+    }
+}
+
+pub struct AuthzService {
+    state: Arc<AppState>,
+}
+
+impl AuthzService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        // Deciding is CPU-only and short; it runs inline on the runtime thread.
+        Ok(Response::new(self.state.check(request.into_inner())))
+    }
+}

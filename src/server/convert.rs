@@ -1,0 +1,185 @@
+//! The one place protocol types meet the core: `CheckRequest` → [`CheckInput`], and
+//! [`Decision`] → `CheckResponse` (the single decision → response mapping).
+
+use super::proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address, header_value_option};
+use super::proto::envoy::r#type::v3::HttpStatus;
+use super::proto::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
+};
+use super::proto::google::rpc::Status;
+use crate::decision::{Challenge, CheckInput, Decision, Deny, Outcome};
+use prost_types::{Struct, Value, value::Kind};
+use std::collections::BTreeMap;
+
+/// gRPC codes used in `CheckResponse.status` (the RPC itself always succeeds).
+const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+const GRPC_UNAUTHENTICATED: i32 = 16;
+
+pub fn check_input(request: CheckRequest) -> CheckInput {
+    let attributes = request.attributes.unwrap_or_default();
+    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+    let source = attributes.source.unwrap_or_default();
+    let peer_ip = source
+        .address
+        .and_then(|a| a.address)
+        .and_then(|a| match a {
+            address::Address::SocketAddress(s) => s.address.parse().ok(),
+            address::Address::Pipe(_) => None,
+        });
+    // With `encode_raw_headers` Envoy fills header_map (duplicates kept apart, bytes in
+    // raw_value); otherwise the legacy map with duplicates comma-joined.
+    let headers: Vec<(String, String)> = match http.header_map {
+        Some(map) if !map.headers.is_empty() => map
+            .headers
+            .into_iter()
+            .map(|h| {
+                let value = if h.raw_value.is_empty() { h.value } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
+                (h.key.to_ascii_lowercase(), value)
+            })
+            .collect(),
+        _ => http.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+    };
+    let request_id = if http.id.is_empty() {
+        headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or_default()
+    } else {
+        http.id
+    };
+    CheckInput {
+        method: http.method,
+        host: http.host,
+        path: http.path,
+        headers,
+        peer_ip,
+        peer_principal: source.principal,
+        context_extensions: attributes.context_extensions.into_iter().collect(),
+        request_id,
+    }
+}
+
+fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue { key: key.to_string(), value: value.into(), raw_value: Vec::new() }),
+        append: None,
+        append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        keep_empty_value: false,
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value { kind: Some(Kind::StringValue(s.to_string())) }
+}
+
+fn metadata(decision: &Decision) -> Struct {
+    let ctx = &decision.context;
+    let mut fields = BTreeMap::new();
+    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
+    fields.insert("decision".to_string(), string_value(verdict));
+    fields.insert("reason".to_string(), string_value(decision.reason()));
+    let optional = [
+        ("rule", ctx.rule.as_deref()),
+        ("issuer", ctx.issuer.as_deref()),
+        ("subject", ctx.subject.as_ref().map(|s| s.0.as_str())),
+        ("tenant", ctx.tenant.as_deref()),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            fields.insert(key.to_string(), string_value(value));
+        }
+    }
+    Struct { fields }
+}
+
+/// Request ids are echoed only when they cannot carry anything surprising.
+fn safe_request_id(id: &str) -> Option<&str> {
+    let ok = (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(id)
+}
+
+fn error_word(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        429 => "too_many_requests",
+        _ => "unavailable",
+    }
+}
+
+fn challenge(deny: &Deny, realm: &str) -> Option<String> {
+    match deny.reason.challenge() {
+        Challenge::None => None,
+        Challenge::Bare => Some(format!("Bearer realm=\"{realm}\"")),
+        Challenge::Error(error) => {
+            let mut value = format!("Bearer realm=\"{realm}\", error=\"{error}\"");
+            if let Some(scope) = &deny.scope_hint {
+                value.push_str(&format!(", scope=\"{scope}\""));
+            }
+            Some(value)
+        }
+    }
+}
+
+/// Maps every decision to its `CheckResponse`. Denies always carry a `denied_response` and a
+/// PERMISSION_DENIED or UNAUTHENTICATED status, never another code.
+pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> CheckResponse {
+    let dynamic_metadata = Some(metadata(decision));
+    match &decision.outcome {
+        Outcome::Allow { set_headers, remove_headers } => CheckResponse {
+            status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
+            http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
+                headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
+                headers_to_remove: remove_headers.clone(),
+                response_headers_to_add: Vec::new(),
+            })),
+            dynamic_metadata,
+        },
+        Outcome::Deny(deny) => {
+            let status = deny.reason.http_status();
+            let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
+            let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
+            if let Some(value) = challenge(deny, realm) {
+                headers.push(header("www-authenticate", value));
+            }
+            if let Some(secs) = deny.reason.retry_after_secs() {
+                headers.push(header("retry-after", secs.to_string()));
+            }
+            let body = serde_json::json!({
+                "error": error_word(status),
+                "reason": deny.reason.as_str(),
+                "request_id": safe_request_id(request_id),
+            });
+            CheckResponse {
+                status: Some(Status { code, message: deny.reason.as_str().to_string(), details: Vec::new() }),
+                http_response: Some(check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: i32::from(status) }),
+                    headers,
+                    body: body.to_string(),
+                })),
+                dynamic_metadata,
+            }
+        }
+    }
+}
+
+/// One line describing a `CheckResponse` (for `portcullis dev` and test messages).
+pub fn summarize(response: &CheckResponse) -> String {
+    match &response.http_response {
+        Some(check_response::HttpResponse::OkResponse(ok)) => {
+            let set: Vec<String> = ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| format!("{}: {}", h.key, h.value))
+                .collect();
+            format!("allow (200), sets [{}]", set.join(", "))
+        }
+        Some(check_response::HttpResponse::DeniedResponse(denied)) => {
+            let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
+            let reason = response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+            format!("deny ({status}) {reason}")
+        }
+        None => "no answer".into(),
+    }
+}
