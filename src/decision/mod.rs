@@ -11,8 +11,8 @@ mod headers;
 mod input;
 mod path;
 mod reason;
-mod requirements;
-mod route;
+pub(crate) mod requirements;
+pub(crate) mod route;
 mod types;
 
 pub use claims::{TimePolicy, check_times};
@@ -26,3 +26,6 @@ pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
 pub use types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
 
+
+#[cfg(test)]
+mod tests;

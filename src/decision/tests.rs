@@ -1,0 +1,277 @@
+//! Table-driven tests of the pure core: the shared token corpus, then each step on its own.
+
+#[path = "../../tests/support/corpus.rs"]
+mod corpus;
+
+use super::*;
+use crate::config::parse_and_validate;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+const NOW: i64 = 1_790_000_000;
+
+fn snapshot() -> Arc<crate::config::Snapshot> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let text = std::fs::read_to_string(dir.join("policy.yaml")).expect("policy");
+    match parse_and_validate(&text, &dir) {
+        Ok(settings) => settings.snapshot,
+        Err(e) => panic!("fixture policy invalid: {e}"),
+    }
+}
+
+fn input(method: &str, path: &str, headers: &[(String, String)]) -> CheckInput {
+    CheckInput {
+        method: method.into(),
+        host: "api.example.com".into(),
+        path: path.into(),
+        headers: headers.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn corpus_decisions() {
+    let snap = snapshot();
+    let cases = corpus::cases(NOW);
+    assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
+    for case in &cases {
+        let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &snap.verifier, UnixTime(NOW));
+        match &decision.outcome {
+            Outcome::Allow { set_headers, remove_headers } => {
+                assert_eq!(case.status, 200, "{}: allowed, expected {} {}", case.name, case.status, case.reason);
+                let user = set_headers.iter().find(|(k, _)| k == "x-user-id").map(|(_, v)| v.clone());
+                assert_eq!(user, case.user, "{}: x-user-id", case.name);
+                for name in ["x-tenant-id", "x-customer-id"] {
+                    assert!(remove_headers.iter().any(|h| h == name), "{}: {name} not removed", case.name);
+                }
+                for (name, _) in set_headers {
+                    assert!(!remove_headers.contains(name), "{}: {name} both set and removed", case.name);
+                }
+                if case.user.is_none() {
+                    assert!(remove_headers.iter().any(|h| h == "x-user-id"), "{}: x-user-id not removed", case.name);
+                }
+            }
+            Outcome::Deny(deny) => {
+                assert_eq!(
+                    (deny.reason.http_status(), deny.reason.as_str()),
+                    (case.status, case.reason),
+                    "{}: denied ({})",
+                    case.name,
+                    deny.detail
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn path_validation_table() {
+    let cases: &[(&str, Result<&str, ()>)] = &[
+        ("/a/b", Ok("/a/b")),
+        ("/a/b?x=../..", Ok("/a/b")),
+        ("/a/b#frag", Ok("/a/b")),
+        ("/", Ok("/")),
+        ("/a%20b", Ok("/a%20b")),
+        ("/a/../b", Err(())),
+        ("/a/./b", Err(())),
+        ("/..", Err(())),
+        ("//a", Err(())),
+        ("/a//b", Err(())),
+        ("/a/%2e%2e/b", Err(())),
+        ("/a/%2E/b", Err(())),
+        ("/a%2fb", Err(())),
+        ("/a%5Cb", Err(())),
+        ("/a\\b", Err(())),
+        ("/a%00b", Err(())),
+        ("/a\0b", Err(())),
+        ("/caf\u{e9}", Err(())),
+        ("/%61dmin", Err(())),
+        ("/a%2", Err(())),
+        ("/a%zz", Err(())),
+        ("a/b", Err(())),
+        ("", Err(())),
+    ];
+    for (path, want) in cases {
+        assert_eq!(validate_path(path).map_err(|_| ()), *want, "path {path:?}");
+    }
+}
+
+#[test]
+fn route_matching_table() {
+    let route = |name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>| Route {
+        name: name.into(),
+        matcher: RouteMatch { host, path, methods: methods.iter().map(|m| m.to_string()).collect() },
+        access: Access::Public,
+    };
+    let routes = vec![
+        route("health", PathMatch::Prefix("/healthz".into()), &[], None),
+        route("login", PathMatch::Exact("/login".into()), &["POST"], None),
+        route("regex", PathMatch::Regex(regex::Regex::new("^(?:/v[0-9]+/items)$").expect("regex")), &[], None),
+        route("host", PathMatch::Prefix("/".into()), &[], Some(HostMatch::Exact("admin.example.com".into()))),
+        route("wild", PathMatch::Prefix("/w".into()), &[], Some(HostMatch::Suffix(".example.org".into()))),
+    ];
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        ("x", "/healthz", "GET", Some("health")),
+        ("x", "/healthz/live", "GET", Some("health")),
+        ("x", "/healthzX", "GET", None),
+        ("x", "/login", "POST", Some("login")),
+        ("x", "/login", "GET", None),
+        ("x", "/login/x", "POST", None),
+        ("x", "/v1/items", "GET", Some("regex")),
+        ("x", "/v1/items/2", "GET", None),
+        ("x", "/xv1/items", "GET", None),
+        ("Admin.Example.COM:8443", "/anything", "GET", Some("host")),
+        ("admin.example.com.evil", "/anything", "GET", None),
+        ("a.example.org", "/w", "GET", Some("wild")),
+        ("example.org", "/w", "GET", None),
+    ];
+    for (host, path, method, want) in cases {
+        let got = route::find_route(&routes, host, path, method).map(|r| r.name.as_str());
+        assert_eq!(got, *want, "{method} {host}{path}");
+    }
+}
+
+#[test]
+fn header_value_encoding_table() {
+    let cases = [
+        (json!("alice"), Ok("alice".to_string())),
+        (json!("a b"), Ok("a%20b".to_string())),
+        (json!("x\r\nInjected: 1"), Ok("x%0D%0AInjected:%201".to_string())),
+        (json!("100%"), Ok("100%25".to_string())),
+        (json!("caf\u{e9}"), Ok("caf%C3%A9".to_string())),
+        (json!(["a", "b", 3]), Ok("a,b,3".to_string())),
+        (json!(42), Ok("42".to_string())),
+        (json!(true), Ok("true".to_string())),
+        (json!({"a": 1}), Err(DenyReason::ClaimMismatch)),
+        (json!([["nested"]]), Err(DenyReason::ClaimMismatch)),
+        (json!("y".repeat(1025)), Err(DenyReason::ClaimMismatch)),
+        (json!("\u{1}".repeat(400)), Err(DenyReason::ClaimMismatch)),
+    ];
+    for (value, want) in cases {
+        assert_eq!(encode_header_value(&value).map_err(|d| d.reason), want, "value {value}");
+    }
+}
+
+fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
+    VerifiedToken {
+        issuer: IssuerId(0),
+        iss: Arc::from("https://issuer.test/"),
+        subject: Subject("s".into()),
+        claims: Arc::new(json!({})),
+        exp,
+        nbf,
+        iat,
+    }
+}
+
+#[test]
+fn time_checks_table() {
+    let policy = TimePolicy { leeway: 30, max_token_age: Some(3600) };
+    let no_age = TimePolicy { leeway: 30, max_token_age: None };
+    let cases: &[(&str, VerifiedToken, TimePolicy, Option<DenyReason>)] = &[
+        ("valid", token(NOW + 60, None, Some(NOW - 10)), policy, None),
+        ("expired within leeway", token(NOW - 10, None, Some(NOW - 100)), policy, None),
+        ("expired past leeway", token(NOW - 30, None, Some(NOW - 100)), policy, Some(DenyReason::TokenExpired)),
+        ("nbf within leeway", token(NOW + 60, Some(NOW + 20), Some(NOW - 10)), policy, None),
+        ("nbf in future", token(NOW + 600, Some(NOW + 31), Some(NOW - 10)), policy, Some(DenyReason::TokenInvalid)),
+        ("iat in future", token(NOW + 600, None, Some(NOW + 120)), policy, Some(DenyReason::TokenInvalid)),
+        ("too old", token(NOW + 600, None, Some(NOW - 3700)), policy, Some(DenyReason::TokenExpired)),
+        ("max age needs iat", token(NOW + 600, None, None), policy, Some(DenyReason::TokenInvalid)),
+        ("no max age, no iat", token(NOW + 600, None, None), no_age, None),
+    ];
+    for (name, tok, pol, want) in cases {
+        assert_eq!(check_times(tok, *pol, UnixTime(NOW)).err().map(|d| d.reason), *want, "{name}");
+    }
+}
+
+#[test]
+fn credential_extraction_table() {
+    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()] };
+    let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let big = "a".repeat(8 * 1024 + 1);
+    let big_header = format!("Bearer {big}");
+    let cases: Vec<(&str, Vec<(String, String)>, Result<Option<&str>, DenyReason>)> = vec![
+        ("none", h(&[]), Ok(None)),
+        ("bearer", h(&[("authorization", "Bearer abc.def")]), Ok(Some("abc.def"))),
+        ("scheme case", h(&[("authorization", "BEARER abc")]), Ok(Some("abc"))),
+        ("basic", h(&[("authorization", "Basic abc")]), Err(DenyReason::InvalidRequest)),
+        ("no token", h(&[("authorization", "Bearer")]), Err(DenyReason::InvalidRequest)),
+        ("two spaces", h(&[("authorization", "Bearer  abc")]), Err(DenyReason::InvalidRequest)),
+        ("comma joined", h(&[("authorization", "Bearer a,Bearer b")]), Err(DenyReason::InvalidRequest)),
+        ("two headers", h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]), Err(DenyReason::InvalidRequest)),
+        ("too big", h(&[("authorization", big_header.as_str())]), Err(DenyReason::TokenInvalid)),
+        ("cookie", h(&[("cookie", "a=1; sid=tok")]), Ok(Some("tok"))),
+        ("empty cookie", h(&[("cookie", "sid=")]), Ok(None)),
+        ("other cookie", h(&[("cookie", "sidx=tok")]), Ok(None)),
+        ("two cookies", h(&[("cookie", "sid=a; sid=b")]), Err(DenyReason::InvalidRequest)),
+        ("two cookie headers", h(&[("cookie", "sid=a"), ("cookie", "sid=b")]), Err(DenyReason::InvalidRequest)),
+        ("bearer and cookie", h(&[("authorization", "Bearer a"), ("cookie", "sid=b")]), Err(DenyReason::InvalidRequest)),
+    ];
+    for (name, headers, want) in cases {
+        let input = input("GET", "/", &headers);
+        let got = extract_credential(&input, &policy).map(|c| c.map(|c| c.token())).map_err(|d| d.reason);
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn requirements_table() {
+    let mut tok = token(NOW + 600, None, None);
+    tok.claims = Arc::new(json!({
+        "aud": ["api", "web"], "scp": ["read", "write"], "roles": "viewer editor",
+        "org": {"plan": "pro", "tags": ["eu"]}, "email_verified": true,
+    }));
+    let req = |f: &dyn Fn(&mut Requirements)| {
+        let mut r = Requirements::default();
+        f(&mut r);
+        r
+    };
+    let matcher = |pointer: &str, test: ClaimTest| ClaimMatcher { pointer: pointer.into(), test };
+    let cases: Vec<(&str, Requirements, Option<DenyReason>)> = vec![
+        ("nothing", Requirements::default(), None),
+        ("scp array", req(&|r| r.scopes = vec!["read".into(), "write".into()]), None),
+        ("missing scope", req(&|r| r.scopes = vec!["admin".into()]), Some(DenyReason::InsufficientScope)),
+        ("role string", req(&|r| r.roles = vec!["editor".into()]), None),
+        ("missing role", req(&|r| r.roles = vec!["admin".into()]), Some(DenyReason::RoleRequired)),
+        ("audience", req(&|r| r.audiences = vec!["web".into()]), None),
+        ("wrong audience", req(&|r| r.audiences = vec!["mobile".into()]), Some(DenyReason::TokenInvalid)),
+        ("issuer", req(&|r| r.issuers = vec!["https://issuer.test/".into()]), None),
+        ("wrong issuer", req(&|r| r.issuers = vec!["https://other.test/".into()]), Some(DenyReason::TokenInvalid)),
+        ("equals", req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!("pro")))]), None),
+        ("not equals", req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!("free")))]), Some(DenyReason::ClaimMismatch)),
+        ("bool", req(&|r| r.claims = vec![matcher("/email_verified", ClaimTest::Equals(json!(true)))]), None),
+        ("string true is not true", req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!(true)))]), Some(DenyReason::ClaimMismatch)),
+        ("one_of", req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::OneOf(vec![json!("pro"), json!("ent")]))]), None),
+        ("contains", req(&|r| r.claims = vec![matcher("/org/tags", ClaimTest::Contains(json!("eu")))]), None),
+        ("absent", req(&|r| r.claims = vec![matcher("/org/missing", ClaimTest::Present)]), Some(DenyReason::ClaimMismatch)),
+    ];
+    for (name, r, want) in cases {
+        let got = requirements::check_requirements(&tok, &r, "/roles").err().map(|d| d.reason);
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn reason_contract() {
+    let expected: &[(DenyReason, u16)] = &[
+        (DenyReason::CredentialMissing, 401),
+        (DenyReason::TokenInvalid, 401),
+        (DenyReason::StepUpRequired, 401),
+        (DenyReason::PathInvalid, 400),
+        (DenyReason::TenantConflict, 400),
+        (DenyReason::InsufficientScope, 403),
+        (DenyReason::NoRoute, 403),
+        (DenyReason::IpBlocked, 403),
+        (DenyReason::RateLimited, 429),
+        (DenyReason::Overloaded, 503),
+        (DenyReason::StateStale, 503),
+    ];
+    for (reason, status) in expected {
+        assert_eq!(reason.http_status(), *status, "{}", reason.as_str());
+    }
+    for reason in DenyReason::ALL {
+        let retry = reason.retry_after_secs().is_some();
+        assert_eq!(retry, matches!(reason.http_status(), 429 | 503), "{} retry-after", reason.as_str());
+    }
+}
