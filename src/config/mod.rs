@@ -47,3 +47,6 @@ impl fmt::Display for Problems {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -204,7 +204,7 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
     let pem_bytes = pem_text.as_bytes();
     let (family, curve, decoding) = if contains(head, OID_RSA) {
         let bits = aws_lc_rs::rsa::PublicEncryptingKey::from_der(der)
-            .map_err(|e| KeyError::BadPem(e.to_string()))?
+            .map_err(|e| KeyError::BadPem(format!("RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required")))?
             .key_size_bits();
         if bits < MIN_RSA_BITS {
             return Err(KeyError::BadPem(format!("RSA key has {bits} bits; at least {MIN_RSA_BITS} required")));

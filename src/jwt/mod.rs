@@ -14,3 +14,6 @@ pub use keys::{KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwk
 pub use header::normalize_typ;
 pub use verify::{IssuerVerifier, TokenType, Verifier};
 
+
+#[cfg(test)]
+mod tests;

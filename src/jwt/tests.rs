@@ -1,0 +1,124 @@
+//! Key loading and verification rules beyond the shared corpus.
+
+#[path = "../../tests/support/corpus.rs"]
+mod corpus;
+
+use super::*;
+use crate::decision::{TokenError, TokenVerifier};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(corpus::fixtures().join("keys").join(name)).expect("fixture")
+}
+
+fn jwk(name: &str) -> serde_json::Value {
+    let set: serde_json::Value = serde_json::from_str(&fixture("jwks.json")).expect("json");
+    set["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == name).cloned().expect("kid")
+}
+
+#[test]
+fn jwks_key_rules_table() {
+    let mut rsa_enc = jwk("rsa-1");
+    rsa_enc["use"] = json!("enc");
+    let mut rsa_wrong_alg = jwk("rsa-1");
+    rsa_wrong_alg["alg"] = json!("ES256");
+    let mut ec_p384_claim = jwk("ec-1");
+    ec_p384_claim["crv"] = json!("P-384");
+    let mut okp_x448 = jwk("ed-1");
+    okp_x448["crv"] = json!("X25519");
+    let cases: Vec<(&str, serde_json::Value, Result<usize, ()>)> = vec![
+        ("all three", serde_json::from_str(&fixture("jwks.json")).expect("json"), Ok(3)),
+        ("enc key skipped", json!({"keys": [rsa_enc]}), Ok(0)),
+        ("alg does not fit kty", json!({"keys": [rsa_wrong_alg]}), Err(())),
+        ("coordinates do not fit curve", json!({"keys": [ec_p384_claim]}), Err(())),
+        ("unsupported OKP curve", json!({"keys": [okp_x448]}), Err(())),
+        ("oct never from JWKS", json!({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}), Err(())),
+        ("1024-bit RSA", serde_json::from_str(&fixture("jwks-rsa1024.json")).expect("json"), Err(())),
+        ("not a JWKS", json!({"kty": "RSA"}), Err(())),
+    ];
+    for (name, doc, want) in cases {
+        let got = keys_from_jwks(&doc.to_string()).map(|s| s.keys.len()).map_err(|_| ());
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn key_selection_table() {
+    let set = keys_from_jwks(&fixture("jwks.json")).expect("jwks");
+    let cases: &[(Option<&str>, Alg, bool)] = &[
+        (Some("rsa-1"), Alg::RS256, true),
+        (Some("rsa-1"), Alg::PS256, false), // the JWK says alg RS256
+        (Some("rsa-1"), Alg::ES256, false),
+        (Some("ec-1"), Alg::ES256, true),
+        (Some("ec-1"), Alg::ES384, false),
+        (Some("ed-1"), Alg::EdDSA, true),
+        (Some("missing"), Alg::RS256, false),
+        (None, Alg::EdDSA, true), // exactly one key fits
+        (None, Alg::HS256, false),
+    ];
+    for (kid, alg, ok) in cases {
+        assert_eq!(set.select(*kid, *alg).is_ok(), *ok, "kid {kid:?} alg {alg}");
+    }
+}
+
+fn verifier() -> Verifier {
+    Verifier {
+        issuers: vec![IssuerVerifier {
+            issuer: "https://issuer.test/".into(),
+            audiences: vec!["api".into()],
+            algorithms: vec![Alg::RS256, Alg::ES256, Alg::EdDSA],
+            keys: keys_from_jwks(&fixture("jwks.json")).expect("jwks"),
+            required_claims: vec!["jti".into()],
+            token_type: None,
+            header_typ: vec!["at+jwt".into(), "jwt".into()],
+        }],
+    }
+}
+
+#[test]
+fn verification_rules_table() {
+    let v = verifier();
+    let base = corpus::claims(corpus::ISSUER, "alice", 1_790_000_000);
+    let with = |key: &str, value: serde_json::Value| {
+        let mut c = base.clone();
+        c[key] = value;
+        corpus::sign(Algorithm::RS256, Some("rsa-1"), &c)
+    };
+    let without = |key: &str| {
+        let mut c = base.clone();
+        c.as_object_mut().map(|m| m.remove(key));
+        corpus::sign(Algorithm::RS256, Some("rsa-1"), &c)
+    };
+    let good = corpus::sign(Algorithm::RS256, Some("rsa-1"), &base);
+    let typed = |typ: &str| corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &base, None);
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("valid", good.clone(), true),
+        ("typ at+jwt", typed("at+jwt"), true),
+        ("typ application/at+JWT", typed("application/at+JWT"), true),
+        ("typ dpop+jwt", typed("dpop+jwt"), false),
+        ("no typ while typ is required", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1"}), &base, None), false),
+        ("exp as string", with("exp", json!("1790000600")), false),
+        ("iat as string", with("iat", json!("1790000000")), false),
+        ("aud array with api", with("aud", json!(["x", "api"])), true),
+        ("aud absent", without("aud"), false),
+        ("sub absent", without("sub"), false),
+        ("sub not a string", with("sub", json!(42)), false),
+        ("exp absent", without("exp"), false),
+        ("jti required", without("jti"), false),
+        ("five segments (JWE)", format!("{good}.x.y"), false),
+        ("two segments", good.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default(), false),
+        ("padding in segment", format!("{good}="), false),
+        ("x5c header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["AA"]}), &base, None), false),
+        ("jwk header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "jwk": {"kty": "RSA"}}), &base, None), false),
+        ("b64 header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "b64": false}), &base, None), false),
+        ("kid traversal", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &base, None), false),
+        ("kid not a string", corpus::with_raw_header(&json!({"alg": "RS256", "kid": 1}), &base, None), false),
+        ("header not an object", format!("WzFd.{}", good.split('.').nth(1).unwrap_or_default()) + ".c2ln", false),
+    ];
+    for (name, token, ok) in cases {
+        let got = v.verify(&token);
+        assert_eq!(got.is_ok(), ok, "{name}: {:?}", got.err());
+    }
+    assert!(matches!(v.verify("garbage"), Err(TokenError::Malformed(_))));
+}
