@@ -9,3 +9,8 @@ pub mod dev;
 pub mod jwt;
 pub mod server;
 pub mod telemetry;
+
+/// The shared token corpus (also compiled into the integration tests).
+#[cfg(test)]
+#[path = "../tests/support/corpus.rs"]
+pub(crate) mod corpus;

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Authorization sidecar for Envoy ext_authz")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Authorization sidecar for Envoy ext_authz"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,8 +87,18 @@ fn main() -> ExitCode {
                 Err(e) => config_failure(&e),
             }
         }
-        Command::DevToken { sub, scopes, roles, ttl } => {
-            let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
+        Command::DevToken {
+            sub,
+            scopes,
+            roles,
+            ttl,
+        } => {
+            let spec = dev::DevToken {
+                subject: sub,
+                scopes,
+                roles,
+                ttl_secs: ttl,
+            };
             match dev::mint(&spec, SystemClock.now().0) {
                 Ok(token) => {
                     println!("{token}");
@@ -101,7 +115,10 @@ fn main() -> ExitCode {
 
 fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
     telemetry::init_logging(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start runtime: {e}");
@@ -148,9 +165,16 @@ async fn shutdown_signal() {
 
 /// Prints a token and asks the running server for one allow and one deny.
 async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
-    let spec = dev::DevToken { subject: "alice".into(), scopes: vec!["read".into()], roles: vec![], ttl_secs: 3600 };
+    let spec = dev::DevToken {
+        subject: "alice".into(),
+        scopes: vec!["read".into()],
+        roles: vec![],
+        ttl_secs: 3600,
+    };
     let token = dev::mint(&spec, SystemClock.now().0)?;
-    println!("portcullis dev: serving the embedded development policy on {grpc} (never use in production)");
+    println!(
+        "portcullis dev: serving the embedded development policy on {grpc} (never use in production)"
+    );
     println!("  token for alice (scope read, 1h):\n    {token}");
     println!("  through Envoy (deploy/envoy/envoy.yaml):");
     println!("    curl -i -H \"authorization: Bearer {token}\" http://127.0.0.1:10000/hello");
@@ -162,13 +186,24 @@ async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
         .await
         .context("connecting to the gRPC listener")?;
     let bearer = format!("Bearer {token}");
-    for (label, headers) in [("with the token", vec![("authorization", bearer.as_str())]), ("without a token", vec![])] {
+    for (label, headers) in [
+        ("with the token", vec![("authorization", bearer.as_str())]),
+        ("without a token", vec![]),
+    ] {
         let response = client
-            .check(check_request("GET", "/hello", &headers, HeaderEncoding::Map))
+            .check(check_request(
+                "GET",
+                "/hello",
+                &headers,
+                HeaderEncoding::Map,
+            ))
             .await
             .context("Check call")?
             .into_inner();
-        println!("  self-check: GET /hello {label} -> {}", convert::summarize(&response));
+        println!(
+            "  self-check: GET /hello {label} -> {}",
+            convert::summarize(&response)
+        );
     }
     Ok(())
 }

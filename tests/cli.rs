@@ -25,7 +25,11 @@ routes:
 fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let keys = support::corpus::fixtures().join("keys");
     let path = dir.join(name);
-    std::fs::write(&path, text.replace("keys/", &format!("{}/", keys.display()))).expect("write");
+    std::fs::write(
+        &path,
+        text.replace("keys/", &format!("{}/", keys.display())),
+    )
+    .expect("write");
     path
 }
 
@@ -33,7 +37,11 @@ fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std:
 fn check_config_reports_every_mistake_and_exits_64() {
     let dir = scratch("cli");
     let bad = write_in_fixtures_copy(&dir, "bad.yaml", THREE_MISTAKES);
-    let out = portcullis().arg("check-config").arg(&bad).output().expect("run");
+    let out = portcullis()
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     for want in [
@@ -45,15 +53,33 @@ fn check_config_reports_every_mistake_and_exits_64() {
     }
 
     // serve refuses the same file with the same report, before binding anything.
-    let out = portcullis().arg("serve").arg("--config").arg(&bad).output().expect("run");
+    let out = portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm \"RS999\""));
 
     let good = support::corpus::fixtures().join("policy.yaml");
-    let out = portcullis().arg("check-config").arg(&good).output().expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = portcullis()
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let out = portcullis().arg("check-config").arg(dir.join("missing.yaml")).output().expect("run");
+    let out = portcullis()
+        .arg("check-config")
+        .arg(dir.join("missing.yaml"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -67,7 +93,11 @@ fn serve_needs_a_config_and_dev_issuer_needs_dev_true() {
     let dir = scratch("cli-dev");
     let dev_policy = portcullis::dev::POLICY.replace("dev: true", "dev: false");
     let path = write_in_fixtures_copy(&dir, "dev.yaml", &dev_policy);
-    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
+    let out = portcullis()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("urn:portcullis:dev"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -79,10 +109,20 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     let grpc = free_port();
     let health = free_port();
     let mut cmd = portcullis();
-    cmd.args(["dev", "--grpc", &format!("127.0.0.1:{grpc}"), "--health", &format!("127.0.0.1:{health}")]);
+    cmd.args([
+        "dev",
+        "--grpc",
+        &format!("127.0.0.1:{grpc}"),
+        "--health",
+        &format!("127.0.0.1:{health}"),
+    ]);
     let mut proc = Proc::spawn(&mut cmd, &dir, "dev");
     let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
-    assert!(wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)), "{}", proc.output());
+    assert!(
+        wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)),
+        "{}",
+        proc.output()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = String::new();
     while Instant::now() < deadline {
@@ -92,27 +132,57 @@ fn dev_mode_shows_an_allow_and_a_deny() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(out.contains("with the token -> allow (200), sets [x-user-id: alice"), "{out}");
-    assert!(out.contains("without a token -> deny (401) credential_missing"), "{out}");
+    assert!(
+        out.contains("with the token -> allow (200), sets [x-user-id: alice"),
+        "{out}"
+    );
+    assert!(
+        out.contains("without a token -> deny (401) credential_missing"),
+        "{out}"
+    );
     assert!(out.contains("curl -i -H \"authorization: Bearer "), "{out}");
-    let metrics = support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("metrics");
-    assert!(metrics.body.contains("portcullis_dev_mode 1"), "{}", metrics.body);
+    let metrics = support::raw_http(
+        health_addr,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .expect("metrics");
+    assert!(
+        metrics.body.contains("portcullis_dev_mode 1"),
+        "{}",
+        metrics.body
+    );
     proc.stop();
-    assert_eq!(proc.child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0), "SIGTERM drains and exits 0");
+    assert_eq!(
+        proc.child.try_wait().ok().flatten().and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM drains and exits 0"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
-    let out = portcullis().args(["dev-token", "--sub", "bob", "--role", "admin"]).output().expect("run");
+    let out = portcullis()
+        .args(["dev-token", "--sub", "bob", "--role", "admin"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
     use portcullis::decision::TokenVerifier;
     let dev = portcullis::dev::settings().expect("dev policy");
-    let verified = dev.snapshot.verifier.verify(&token).expect("dev policy accepts it");
+    let verified = dev
+        .snapshot
+        .verifier
+        .verify(&token)
+        .expect("dev policy accepts it");
     assert_eq!(verified.subject.0, "bob");
     assert_eq!(verified.claims["roles"], serde_json::json!(["admin"]));
-    let test_policy = portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml")).expect("policy");
-    assert!(test_policy.snapshot.verifier.verify(&token).is_err(), "no other policy accepts dev tokens");
+    let test_policy =
+        portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml"))
+            .expect("policy");
+    assert!(
+        test_policy.snapshot.verifier.verify(&token).is_err(),
+        "no other policy accepts dev tokens"
+    );
 }

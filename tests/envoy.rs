@@ -43,13 +43,20 @@ fn serve_connection(stream: std::net::TcpStream, seen: Arc<Mutex<Vec<String>>>) 
                 break;
             }
             if let Some((k, v)) = line.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
+                headers.insert(
+                    k.trim().to_ascii_lowercase(),
+                    Value::String(v.trim().to_string()),
+                );
             }
         }
         if let Some(Value::String(id)) = headers.get("x-test-case") {
             seen.lock().expect("lock").push(id.clone());
         }
-        let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+        let path = request_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -86,8 +93,18 @@ struct Envoy {
     listener: SocketAddr,
 }
 
-fn start_envoy(dir: &std::path::Path, name: &str, grpc_port: u16, upstream: SocketAddr, raw_headers: bool) -> Envoy {
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy.yaml")).expect("envoy.yaml");
+fn start_envoy(
+    dir: &std::path::Path,
+    name: &str,
+    grpc_port: u16,
+    upstream: SocketAddr,
+    raw_headers: bool,
+) -> Envoy {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/envoy/envoy.yaml"
+    ))
+    .expect("envoy.yaml");
     let listen_port = free_port();
     let admin_port = free_port();
     let mut config = template.clone();
@@ -95,23 +112,40 @@ fn start_envoy(dir: &std::path::Path, name: &str, grpc_port: u16, upstream: Sock
         ("port_value: 9901", format!("port_value: {admin_port}")),
         ("port_value: 10000", format!("port_value: {listen_port}")),
         ("port_value: 9191", format!("port_value: {grpc_port}")),
-        ("port_value: 8080", format!("port_value: {}", upstream.port())),
+        (
+            "port_value: 8080",
+            format!("port_value: {}", upstream.port()),
+        ),
         ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
-        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
+        (
+            "encode_raw_headers: false",
+            format!("encode_raw_headers: {raw_headers}"),
+        ),
     ] {
-        assert!(config.contains(from), "deploy/envoy/envoy.yaml no longer contains {from:?}");
+        assert!(
+            config.contains(from),
+            "deploy/envoy/envoy.yaml no longer contains {from:?}"
+        );
         config = config.replace(from, &to);
     }
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).expect("write envoy config");
     let mut cmd = Command::new(support::envoy_binary());
-    cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    cmd.arg("-c")
+        .arg(&path)
+        .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
     let proc = Proc::spawn(&mut cmd, dir, name);
-    Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
+    Envoy {
+        proc,
+        listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+    }
 }
 
 fn request_text(case: &Case, id: &str) -> String {
-    let mut text = format!("{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n", case.method, case.path);
+    let mut text = format!(
+        "{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n",
+        case.method, case.path
+    );
     for (k, v) in &case.headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -128,32 +162,59 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
             continue;
         };
         if resp.status != case.status {
-            failures.push(format!("[{mode}] {}: status {} want {} body {}", case.name, resp.status, case.status, resp.body));
+            failures.push(format!(
+                "[{mode}] {}: status {} want {} body {}",
+                case.name, resp.status, case.status, resp.body
+            ));
             continue;
         }
         if case.status == 200 {
             let echoed: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
             let user = echoed["headers"]["x-user-id"].as_str().map(str::to_string);
             if user != case.user {
-                failures.push(format!("[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}", case.name, case.user));
+                failures.push(format!(
+                    "[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}",
+                    case.name, case.user
+                ));
             }
             if !upstream.saw(&id) {
-                failures.push(format!("[{mode}] {}: allowed but upstream not called", case.name));
+                failures.push(format!(
+                    "[{mode}] {}: allowed but upstream not called",
+                    case.name
+                ));
             }
             continue;
         }
         if upstream.saw(&id) {
-            failures.push(format!("[{mode}] {}: denied but the upstream was called", case.name));
+            failures.push(format!(
+                "[{mode}] {}: denied but the upstream was called",
+                case.name
+            ));
         }
         let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
         if body["reason"] != case.reason {
-            failures.push(format!("[{mode}] {}: reason {} want {}", case.name, body["reason"], case.reason));
+            failures.push(format!(
+                "[{mode}] {}: reason {} want {}",
+                case.name, body["reason"], case.reason
+            ));
         }
         if resp.header("cache-control") != Some("no-store") {
-            failures.push(format!("[{mode}] {}: cache-control {:?}", case.name, resp.header("cache-control")));
+            failures.push(format!(
+                "[{mode}] {}: cache-control {:?}",
+                case.name,
+                resp.header("cache-control")
+            ));
         }
-        if case.status == 401 && !resp.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer realm=")) {
-            failures.push(format!("[{mode}] {}: www-authenticate {:?}", case.name, resp.header("www-authenticate")));
+        if case.status == 401
+            && !resp
+                .header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer realm="))
+        {
+            failures.push(format!(
+                "[{mode}] {}: www-authenticate {:?}",
+                case.name,
+                resp.header("www-authenticate")
+            ));
         }
     }
     failures
@@ -161,7 +222,10 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
 
 /// Every 16-character window of every secret, for a linear scan of the output.
 fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
-    let windows: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(16)).collect();
+    let windows: HashSet<&[u8]> = secrets
+        .iter()
+        .flat_map(|s| s.as_bytes().windows(16))
+        .collect();
     let mut hits: Vec<String> = output
         .as_bytes()
         .windows(16)
@@ -175,35 +239,67 @@ fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
 #[test]
 fn envoy_end_to_end() {
     let dir = scratch("envoy");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let cases = corpus::cases(now);
     let upstream = Upstream::start();
 
     let grpc_port = free_port();
     let health_port = free_port();
     let config = dir.join("policy.yaml");
-    std::fs::write(&config, support::policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)).expect("policy");
+    std::fs::write(
+        &config,
+        support::policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port),
+    )
+    .expect("policy");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "trace");
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "trace");
     let mut portcullis = Proc::spawn(&mut cmd, &dir, "portcullis");
     let health = SocketAddr::from(([127, 0, 0, 1], health_port));
-    assert!(wait_http_ok(health, "/readyz", Duration::from_secs(20)), "portcullis not ready:\n{}", portcullis.output());
+    assert!(
+        wait_http_ok(health, "/readyz", Duration::from_secs(20)),
+        "portcullis not ready:\n{}",
+        portcullis.output()
+    );
 
     let mut envoys = Vec::new();
     let mut failures = Vec::new();
     for (mode, raw) in [("map", false), ("raw", true)] {
-        let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
+        let envoy = start_envoy(
+            &dir,
+            &format!("envoy-{mode}"),
+            grpc_port,
+            upstream.addr,
+            raw,
+        );
         // Ready once the authz cluster is healthy and a public route passes end to end.
         let ready = (0..200).any(|_| {
-            let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let probe = raw_http(
+                envoy.listener,
+                "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            );
             std::thread::sleep(Duration::from_millis(100));
             probe.is_some_and(|r| r.status == 200)
         });
-        assert!(ready, "envoy ({mode}) never passed a public request:\n{}", envoy.proc.output());
+        assert!(
+            ready,
+            "envoy ({mode}) never passed a public request:\n{}",
+            envoy.proc.output()
+        );
         failures.extend(run_corpus(&envoy, &upstream, &cases, mode));
         envoys.push(envoy);
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Portcullis stopped: Envoy fails closed with 503 and never calls the upstream.
     portcullis.stop();
@@ -211,9 +307,13 @@ fn envoy_end_to_end() {
         let case = &cases[0];
         for attempt in 0..3 {
             let id = format!("down-{}-{attempt}", envoy.listener.port());
-            let resp = raw_http(envoy.listener, &request_text(case, &id)).expect("response while portcullis is down");
+            let resp = raw_http(envoy.listener, &request_text(case, &id))
+                .expect("response while portcullis is down");
             assert_eq!(resp.status, 503, "with Portcullis stopped: {}", resp.body);
-            assert!(!upstream.saw(&id), "upstream called while Portcullis was down");
+            assert!(
+                !upstream.saw(&id),
+                "upstream called while Portcullis was down"
+            );
         }
     }
 
@@ -224,10 +324,42 @@ fn envoy_end_to_end() {
         outputs.push(("envoy", envoy.proc.output()));
     }
     let trace_lines = outputs[0].1.lines().count();
-    assert!(trace_lines > 100, "portcullis ran at trace level but printed only {trace_lines} lines");
+    assert!(
+        trace_lines > 100,
+        "portcullis ran at trace level but printed only {trace_lines} lines"
+    );
     for (name, output) in &outputs {
         let hits = leaked_windows(&secrets, output);
-        assert!(hits.is_empty(), "{name} output contains token material: {:?}", &hits[..hits.len().min(5)]);
+        assert!(
+            hits.is_empty(),
+            "{name} output contains token material: {:?}",
+            &hits[..hits.len().min(5)]
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deploy_envoy_configs_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("deploy/envoy") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = Command::new(support::envoy_binary())
+            .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run envoy --mode validate");
+        assert!(
+            out.status.success(),
+            "{} failed validation:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "no Envoy configs found under deploy/envoy");
 }

@@ -37,10 +37,23 @@ fn fixture_policy_is_valid() {
 fn design_example_parses_and_names_unbuilt_sections() {
     let text = std::fs::read_to_string(fixtures().join("design-example.yaml")).expect("example");
     let found = problems(&text);
-    assert!(!found.iter().any(|p| p.starts_with('<')), "schema must accept the DESIGN example: {found:?}");
-    for section in ["tenants", "rate_limits", "ip", "cache", "admin", "issuers[0].jwks.url", "listen.admin"] {
+    assert!(
+        !found.iter().any(|p| p.starts_with('<')),
+        "schema must accept the DESIGN example: {found:?}"
+    );
+    for section in [
+        "tenants",
+        "rate_limits",
+        "ip",
+        "cache",
+        "admin",
+        "issuers[0].jwks.url",
+        "listen.admin",
+    ] {
         assert!(
-            found.iter().any(|p| p.starts_with(&format!("{section}:")) && p.contains("not yet supported")),
+            found
+                .iter()
+                .any(|p| p.starts_with(&format!("{section}:")) && p.contains("not yet supported")),
             "{section} should be 'not yet supported': {found:?}"
         );
     }
@@ -65,7 +78,10 @@ routes:
         "routes[0].match.path_regex: invalid regex",
     ];
     for w in want {
-        assert!(found.iter().any(|p| p.starts_with(w)), "missing {w:?} in {found:?}");
+        assert!(
+            found.iter().any(|p| p.starts_with(w)),
+            "missing {w:?} in {found:?}"
+        );
     }
     assert_eq!(found.len(), 3, "{found:?}");
 }
@@ -74,19 +90,51 @@ routes:
 fn validation_table() {
     let cases: &[(&str, &str, &str)] = &[
         ("alg none", "algorithms: [RS256]", "algorithms: [none]"),
-        ("mixed hmac", "algorithms: [RS256]", "algorithms: [RS256, HS256]"),
+        (
+            "mixed hmac",
+            "algorithms: [RS256]",
+            "algorithms: [RS256, HS256]",
+        ),
         ("no audience", "audiences: [api]", "audiences: []"),
-        ("dev issuer", "issuer: https://issuer.test/", "issuer: urn:portcullis:dev"),
+        (
+            "dev issuer",
+            "issuer: https://issuer.test/",
+            "issuer: urn:portcullis:dev",
+        ),
         ("small rsa", "keys/jwks.json", "keys/jwks-rsa1024.json"),
         ("missing file", "keys/jwks.json", "keys/nope.json"),
-        ("bad listen", "issuers:", "listen: { grpc: \"localhost\" }\nissuers:"),
-        ("unix health", "issuers:", "listen: { health: \"unix:/tmp/x\" }\nissuers:"),
-        ("jwks url", "jwks: { file: keys/jwks.json }", "jwks: { url: https://x/jwks }"),
+        (
+            "bad listen",
+            "issuers:",
+            "listen: { grpc: \"localhost\" }\nissuers:",
+        ),
+        (
+            "unix health",
+            "issuers:",
+            "listen: { health: \"unix:/tmp/x\" }\nissuers:",
+        ),
+        (
+            "jwks url",
+            "jwks: { file: keys/jwks.json }",
+            "jwks: { url: https://x/jwks }",
+        ),
         ("prefix", "path_prefix: /", "path_prefix: api"),
-        ("two path kinds", "path_prefix: /", "path_prefix: /, path_exact: /x"),
-        ("public with require", "require: { scopes: [read] }", "public: true, require: { scopes: [read] }"),
+        (
+            "two path kinds",
+            "path_prefix: /",
+            "path_prefix: /, path_exact: /x",
+        ),
+        (
+            "public with require",
+            "require: { scopes: [read] }",
+            "public: true, require: { scopes: [read] }",
+        ),
         ("tenant requirement", "scopes: [read]", "tenant: true"),
-        ("bad duration", "algorithms: [RS256]", "algorithms: [RS256]\n    leeway: soon"),
+        (
+            "bad duration",
+            "algorithms: [RS256]",
+            "algorithms: [RS256]\n    leeway: soon",
+        ),
         ("version", "issuers:", "version: 2\nissuers:"),
     ];
     for (name, from, to) in cases {
@@ -99,31 +147,78 @@ fn validation_table() {
 #[test]
 fn unknown_fields_and_bad_yaml_are_refused() {
     let unknown = format!("{BASE}\nsurprise: 1\n");
-    assert!(matches!(parse_and_validate(&unknown, &fixtures()), Err(ConfigError::Parse(_))));
+    assert!(matches!(
+        parse_and_validate(&unknown, &fixtures()),
+        Err(ConfigError::Parse(_))
+    ));
     let nested = BASE.replace("audiences: [api]", "audiences: [api]\n    audience: api");
-    assert!(matches!(parse_and_validate(&nested, &fixtures()), Err(ConfigError::Parse(_))));
-    assert!(matches!(parse_and_validate("issuers: [", &fixtures()), Err(ConfigError::Parse(_))));
+    assert!(matches!(
+        parse_and_validate(&nested, &fixtures()),
+        Err(ConfigError::Parse(_))
+    ));
+    assert!(matches!(
+        parse_and_validate("issuers: [", &fixtures()),
+        Err(ConfigError::Parse(_))
+    ));
 }
 
 #[test]
 fn hmac_and_pem_sources() {
-    let hmac = BASE.replace("algorithms: [RS256]", "algorithms: [HS256]").replace("jwks: { file: keys/jwks.json }", "hmac_secret_file: keys/hmac.secret");
+    let hmac = BASE
+        .replace("algorithms: [RS256]", "algorithms: [HS256]")
+        .replace(
+            "jwks: { file: keys/jwks.json }",
+            "hmac_secret_file: keys/hmac.secret",
+        );
     assert!(problems(&hmac).is_empty(), "{:?}", problems(&hmac));
-    let hmac_from_pem = BASE.replace("algorithms: [RS256]", "algorithms: [HS256]").replace("jwks: { file: keys/jwks.json }", "pem_files: [keys/rsa.pub.pem]");
+    let hmac_from_pem = BASE
+        .replace("algorithms: [RS256]", "algorithms: [HS256]")
+        .replace(
+            "jwks: { file: keys/jwks.json }",
+            "pem_files: [keys/rsa.pub.pem]",
+        );
     assert!(!problems(&hmac_from_pem).is_empty());
-    let short = BASE.replace("algorithms: [RS256]", "algorithms: [HS384]").replace("jwks: { file: keys/jwks.json }", "hmac_secret_file: keys/hmac.secret");
-    assert!(problems(&short).iter().any(|p| p.contains("at least 48")), "{:?}", problems(&short));
-    let pem = BASE.replace("jwks: { file: keys/jwks.json }", "pem_files: [keys/rsa.pub.pem]");
+    let short = BASE
+        .replace("algorithms: [RS256]", "algorithms: [HS384]")
+        .replace(
+            "jwks: { file: keys/jwks.json }",
+            "hmac_secret_file: keys/hmac.secret",
+        );
+    assert!(
+        problems(&short).iter().any(|p| p.contains("at least 48")),
+        "{:?}",
+        problems(&short)
+    );
+    let pem = BASE.replace(
+        "jwks: { file: keys/jwks.json }",
+        "pem_files: [keys/rsa.pub.pem]",
+    );
     assert!(problems(&pem).is_empty(), "{:?}", problems(&pem));
-    let small_pem = BASE.replace("jwks: { file: keys/jwks.json }", "pem_files: [keys/rsa-1024.pub.pem]");
-    assert!(problems(&small_pem).iter().any(|p| p.contains("2048")), "{:?}", problems(&small_pem));
-    let private = BASE.replace("jwks: { file: keys/jwks.json }", "pem_files: [keys/rsa.pem]");
-    assert!(!problems(&private).is_empty(), "a private key file must be refused");
+    let small_pem = BASE.replace(
+        "jwks: { file: keys/jwks.json }",
+        "pem_files: [keys/rsa-1024.pub.pem]",
+    );
+    assert!(
+        problems(&small_pem).iter().any(|p| p.contains("2048")),
+        "{:?}",
+        problems(&small_pem)
+    );
+    let private = BASE.replace(
+        "jwks: { file: keys/jwks.json }",
+        "pem_files: [keys/rsa.pem]",
+    );
+    assert!(
+        !problems(&private).is_empty(),
+        "a private key file must be refused"
+    );
 }
 
 #[test]
 fn unix_grpc_listener() {
     let yaml = format!("listen: {{ grpc: \"unix:/run/portcullis.sock\" }}\n{BASE}");
     let settings = parse_and_validate(&yaml, &fixtures()).expect("valid");
-    assert_eq!(settings.grpc, ListenAddr::Unix("/run/portcullis.sock".into()));
+    assert_eq!(
+        settings.grpc,
+        ListenAddr::Unix("/run/portcullis.sock".into())
+    );
 }

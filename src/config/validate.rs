@@ -5,10 +5,13 @@ use super::schema::*;
 use super::settings::{LogFormat, Settings, Snapshot};
 use super::{ConfigError, Problems};
 use crate::decision::{
-    Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
-    PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
+    Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource,
+    IssuerRules, PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
 };
-use crate::jwt::{Alg, AlgFamily, IssuerVerifier, KeySet, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks, keys_from_pem};
+use crate::jwt::{
+    Alg, AlgFamily, IssuerVerifier, KeySet, TokenType, Verifier, keys_from_hmac_secret,
+    keys_from_jwks, keys_from_pem,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +23,21 @@ const NOT_YET: &str = "not yet supported";
 
 /// Reads, parses and validates a policy file. Relative paths in it are resolved from its folder.
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_and_validate(&text, &base)
 }
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
-    let mut v = Validator { base: base.to_path_buf(), problems: Problems::default() };
+    let raw: RawConfig = serde_saphyr::from_str(text)
+        .map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
+    let mut v = Validator {
+        base: base.to_path_buf(),
+        problems: Problems::default(),
+    };
     let settings = v.settings(raw);
     match settings {
         Some(s) if v.problems.0.is_empty() => Ok(s),
@@ -43,8 +52,9 @@ struct Validator {
 
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 impl Validator {
@@ -56,7 +66,10 @@ impl Validator {
         match value {
             None => default,
             Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
-                self.problems.add(path, format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"));
+                self.problems.add(
+                    path,
+                    format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"),
+                );
                 default
             }),
         }
@@ -67,7 +80,8 @@ impl Validator {
         match std::fs::read(&full) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.problems.add(path, format!("cannot read {}: {e}", full.display()));
+                self.problems
+                    .add(path, format!("cannot read {}: {e}", full.display()));
                 None
             }
         }
@@ -77,7 +91,10 @@ impl Validator {
         if let Some(version) = raw.version
             && version != 1
         {
-            self.problems.add("version", format!("unsupported version {version}; this release reads version 1"));
+            self.problems.add(
+                "version",
+                format!("unsupported version {version}; this release reads version 1"),
+            );
         }
         let grpc = ListenAddr::parse(raw.listen.grpc.as_deref().unwrap_or("127.0.0.1:9191"), true)
             .map_err(|e| self.problems.add("listen.grpc", e))
@@ -88,14 +105,18 @@ impl Validator {
             .as_deref()
             .unwrap_or("127.0.0.1:9190")
             .parse()
-            .map_err(|_| self.problems.add("listen.health", "expected host:port with an IP address"))
+            .map_err(|_| {
+                self.problems
+                    .add("listen.health", "expected host:port with an IP address")
+            })
             .ok();
         if raw.listen.admin.is_some() {
             self.not_yet("listen.admin");
         }
         let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
         if max_inflight_checks == 0 {
-            self.problems.add("limits.max_inflight_checks", "must be at least 1");
+            self.problems
+                .add("limits.max_inflight_checks", "must be at least 1");
         }
         for (present, path) in [
             (raw.tenants.is_some(), "tenants"),
@@ -113,7 +134,10 @@ impl Validator {
             match state.backend.as_str() {
                 "memory" => {}
                 "redis" => self.not_yet("state.backend"),
-                other => self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)")),
+                other => self.problems.add(
+                    "state.backend",
+                    format!("unknown backend \"{other}\" (memory or redis)"),
+                ),
             }
             if state.url.is_some() || state.username.is_some() || state.password_file.is_some() {
                 self.not_yet("state.url");
@@ -126,7 +150,10 @@ impl Validator {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                self.problems.add("telemetry.log_format", format!("\"{other}\" is not json or text"));
+                self.problems.add(
+                    "telemetry.log_format",
+                    format!("\"{other}\" is not json or text"),
+                );
                 LogFormat::Json
             }
         };
@@ -139,10 +166,19 @@ impl Validator {
 
         let (verifier, rules) = self.issuers(&raw.issuers, raw.dev);
         let credentials = self.credentials(&raw.credentials);
-        let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
+        let issuer_names: Vec<&str> = raw
+            .issuers
+            .iter()
+            .filter_map(|i| i.issuer.as_deref())
+            .collect();
         let routes = self.routes(&raw.routes, &issuer_names);
         let response = self.response(&raw.response, raw.credentials.realm.as_deref());
-        let policy = Policy { routes, credentials, response, issuers: rules };
+        let policy = Policy {
+            routes,
+            credentials,
+            response,
+            issuers: rules,
+        };
         Some(Settings {
             grpc: grpc?,
             health: health?,
@@ -157,7 +193,8 @@ impl Validator {
         let mut verifier = Verifier::default();
         let mut rules = Vec::new();
         if raw.is_empty() {
-            self.problems.add("issuers", "at least one issuer is required");
+            self.problems
+                .add("issuers", "at least one issuer is required");
         }
         for (i, issuer) in raw.iter().enumerate() {
             let p = format!("issuers[{i}]");
@@ -165,33 +202,59 @@ impl Validator {
             if name.is_empty() {
                 self.problems.add(format!("{p}.issuer"), "required");
             } else if name == DEV_ISSUER && !dev {
-                self.problems.add(format!("{p}.issuer"), format!("the development issuer {DEV_ISSUER} is only allowed with `dev: true`"));
+                self.problems.add(
+                    format!("{p}.issuer"),
+                    format!("the development issuer {DEV_ISSUER} is only allowed with `dev: true`"),
+                );
             }
             if raw[..i].iter().any(|other| other.issuer == issuer.issuer) {
-                self.problems.add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
+                self.problems.add(
+                    format!("{p}.issuer"),
+                    format!("duplicate issuer \"{name}\""),
+                );
             }
             if issuer.audiences.is_empty() {
-                self.problems.add(format!("{p}.audiences"), "at least one audience is required");
+                self.problems.add(
+                    format!("{p}.audiences"),
+                    "at least one audience is required",
+                );
             }
             let algorithms = self.algorithms(&p, &issuer.algorithms);
             let keys = self.keys(&p, issuer, &algorithms);
-            let leeway = self.duration(&format!("{p}.leeway"), issuer.leeway.as_deref(), Duration::from_secs(30));
+            let leeway = self.duration(
+                &format!("{p}.leeway"),
+                issuer.leeway.as_deref(),
+                Duration::from_secs(30),
+            );
             if leeway > MAX_LEEWAY {
-                self.problems.add(format!("{p}.leeway"), "must be at most 5m");
+                self.problems
+                    .add(format!("{p}.leeway"), "must be at most 5m");
             }
-            let max_token_age = issuer
-                .max_token_age
-                .as_deref()
-                .map(|s| self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO).as_secs() as i64);
+            let max_token_age = issuer.max_token_age.as_deref().map(|s| {
+                self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO)
+                    .as_secs() as i64
+            });
             let token_type = issuer.token_type.as_ref().map(|tt| {
                 if tt.claim.is_empty() || tt.allowed.is_empty() {
-                    self.problems.add(format!("{p}.token_type"), "needs a claim and at least one allowed value");
+                    self.problems.add(
+                        format!("{p}.token_type"),
+                        "needs a claim and at least one allowed value",
+                    );
                 }
-                TokenType { claim: tt.claim.clone(), allowed: tt.allowed.clone() }
+                TokenType {
+                    claim: tt.claim.clone(),
+                    allowed: tt.allowed.clone(),
+                }
             });
-            let roles_pointer = issuer.roles_claim.clone().unwrap_or_else(|| "/roles".into());
+            let roles_pointer = issuer
+                .roles_claim
+                .clone()
+                .unwrap_or_else(|| "/roles".into());
             if !roles_pointer.starts_with('/') {
-                self.problems.add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
+                self.problems.add(
+                    format!("{p}.roles_claim"),
+                    "must be a JSON Pointer starting with '/'",
+                );
             }
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
@@ -200,10 +263,17 @@ impl Validator {
                 keys: keys.unwrap_or_default(),
                 required_claims: issuer.required_claims.clone(),
                 token_type,
-                header_typ: issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect(),
+                header_typ: issuer
+                    .header_typ
+                    .iter()
+                    .map(|t| crate::jwt::normalize_typ(t))
+                    .collect(),
             });
             rules.push(IssuerRules {
-                time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },
+                time: TimePolicy {
+                    leeway: leeway.as_secs() as i64,
+                    max_token_age,
+                },
                 roles_pointer,
             });
         }
@@ -212,35 +282,55 @@ impl Validator {
 
     fn algorithms(&mut self, p: &str, raw: &[String]) -> Vec<Alg> {
         if raw.is_empty() {
-            self.problems.add(format!("{p}.algorithms"), "at least one algorithm is required");
+            self.problems.add(
+                format!("{p}.algorithms"),
+                "at least one algorithm is required",
+            );
         }
         let mut algs = Vec::new();
         for (j, name) in raw.iter().enumerate() {
             match name.parse::<Alg>() {
                 Ok(alg) => algs.push(alg),
                 Err(()) if name.eq_ignore_ascii_case("none") => {
-                    self.problems.add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
+                    self.problems
+                        .add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
                 }
-                Err(()) => self.problems.add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
+                Err(()) => self.problems.add(
+                    format!("{p}.algorithms[{j}]"),
+                    format!("unknown algorithm \"{name}\""),
+                ),
             }
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
         if hmac && algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
-            self.problems.add(format!("{p}.algorithms"), "an issuer never mixes HS* with asymmetric algorithms");
+            self.problems.add(
+                format!("{p}.algorithms"),
+                "an issuer never mixes HS* with asymmetric algorithms",
+            );
         }
         algs
     }
 
     fn keys(&mut self, p: &str, issuer: &RawIssuer, algs: &[Alg]) -> Option<KeySet> {
-        let sources = [issuer.jwks.is_some(), issuer.pem_files.is_some(), issuer.hmac_secret_file.is_some()];
+        let sources = [
+            issuer.jwks.is_some(),
+            issuer.pem_files.is_some(),
+            issuer.hmac_secret_file.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            self.problems.add(p, "exactly one of jwks, pem_files or hmac_secret_file is required");
+            self.problems.add(
+                p,
+                "exactly one of jwks, pem_files or hmac_secret_file is required",
+            );
             return None;
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
         if let Some(file) = &issuer.hmac_secret_file {
             if algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
-                self.problems.add(format!("{p}.hmac_secret_file"), "an HMAC secret only verifies HS* algorithms");
+                self.problems.add(
+                    format!("{p}.hmac_secret_file"),
+                    "an HMAC secret only verifies HS* algorithms",
+                );
             }
             let bytes = self.read(&format!("{p}.hmac_secret_file"), file)?;
             return keys_from_hmac_secret(&bytes, algs)
@@ -248,16 +338,22 @@ impl Validator {
                 .ok();
         }
         if hmac {
-            self.problems.add(format!("{p}.algorithms"), "HS* algorithms need hmac_secret_file (never a JWKS or PEM key)");
+            self.problems.add(
+                format!("{p}.algorithms"),
+                "HS* algorithms need hmac_secret_file (never a JWKS or PEM key)",
+            );
         }
         if let Some(files) = &issuer.pem_files {
             if files.is_empty() {
-                self.problems.add(format!("{p}.pem_files"), "at least one file is required");
+                self.problems
+                    .add(format!("{p}.pem_files"), "at least one file is required");
             }
             let mut set = KeySet::default();
             for (j, file) in files.iter().enumerate() {
                 let path = format!("{p}.pem_files[{j}]");
-                let Some(bytes) = self.read(&path, file) else { continue };
+                let Some(bytes) = self.read(&path, file) else {
+                    continue;
+                };
                 let text = String::from_utf8_lossy(&bytes);
                 match keys_from_pem(&text, None) {
                     Ok(key) => set.keys.push(key),
@@ -283,22 +379,30 @@ impl Validator {
             }
         }
         let text = match (&jwks.file, &jwks.inline) {
-            (Some(file), None) => String::from_utf8_lossy(&self.read(&format!("{jp}.file"), file)?).into_owned(),
+            (Some(file), None) => {
+                String::from_utf8_lossy(&self.read(&format!("{jp}.file"), file)?).into_owned()
+            }
             (None, Some(serde_json::Value::String(s))) => s.clone(),
             (None, Some(value)) => value.to_string(),
             (None, None) if jwks.url.is_some() || jwks.discovery.is_some() => return None,
             _ => {
-                self.problems.add(&jp, "exactly one of file, inline, url or discovery is required");
+                self.problems.add(
+                    &jp,
+                    "exactly one of file, inline, url or discovery is required",
+                );
                 return None;
             }
         };
-        let set = keys_from_jwks(&text).map_err(|e| self.problems.add(&jp, e)).ok()?;
+        let set = keys_from_jwks(&text)
+            .map_err(|e| self.problems.add(&jp, e))
+            .ok()?;
         if set.keys.is_empty() {
             self.problems.add(&jp, "no usable signing key");
         }
         for alg in algs {
             if !set.keys.iter().any(|k| k.fits(*alg)) {
-                self.problems.add(&jp, format!("no key fits algorithm {alg}"));
+                self.problems
+                    .add(&jp, format!("no key fits algorithm {alg}"));
             }
         }
         Some(set)
@@ -312,19 +416,33 @@ impl Validator {
             self.not_yet("credentials.csrf");
         }
         if !raw.bearer && raw.cookies.is_empty() {
-            self.problems.add("credentials", "enable bearer or name at least one cookie");
+            self.problems
+                .add("credentials", "enable bearer or name at least one cookie");
         }
         for (i, name) in raw.cookies.iter().enumerate() {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-                self.problems.add(format!("credentials.cookies[{i}]"), format!("\"{name}\" is not a cookie name"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                self.problems.add(
+                    format!("credentials.cookies[{i}]"),
+                    format!("\"{name}\" is not a cookie name"),
+                );
             }
         }
-        CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone() }
+        CredentialPolicy {
+            bearer: raw.bearer,
+            cookies: raw.cookies.clone(),
+        }
     }
 
     fn routes(&mut self, raw: &[RawRoute], issuers: &[&str]) -> Vec<Route> {
         if raw.is_empty() {
-            self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
+            self.problems.add(
+                "routes",
+                "at least one route is required (unmatched requests are denied)",
+            );
         }
         let mut routes = Vec::new();
         for (i, route) in raw.iter().enumerate() {
@@ -339,9 +457,14 @@ impl Validator {
                 self.not_yet(&format!("{p}.rate_limit"));
             }
             if route.public && (route.optional || route.require.is_some()) {
-                self.problems.add(&p, "a public route takes neither optional nor require");
+                self.problems
+                    .add(&p, "a public route takes neither optional nor require");
             }
-            let requirements = route.require.as_ref().map(|r| self.requirements(&p, r, issuers)).unwrap_or_default();
+            let requirements = route
+                .require
+                .as_ref()
+                .map(|r| self.requirements(&p, r, issuers))
+                .unwrap_or_default();
             let access = if route.public {
                 Access::Public
             } else if route.optional {
@@ -350,26 +473,39 @@ impl Validator {
                 Access::Required(requirements)
             };
             if let Some(matcher) = matcher {
-                routes.push(Route { name, matcher, access });
+                routes.push(Route {
+                    name,
+                    matcher,
+                    access,
+                });
             }
         }
         routes
     }
 
     fn route_match(&mut self, p: &str, m: &RawMatch) -> Option<RouteMatch> {
-        let kinds = [m.path_prefix.is_some(), m.path_exact.is_some(), m.path_regex.is_some()];
+        let kinds = [
+            m.path_prefix.is_some(),
+            m.path_exact.is_some(),
+            m.path_regex.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            self.problems.add(format!("{p}.match"), "exactly one of path_prefix, path_exact or path_regex is required");
+            self.problems.add(
+                format!("{p}.match"),
+                "exactly one of path_prefix, path_exact or path_regex is required",
+            );
             return None;
         }
         let path = if let Some(prefix) = &m.path_prefix {
             if !prefix.starts_with('/') {
-                self.problems.add(format!("{p}.match.path_prefix"), "must start with '/'");
+                self.problems
+                    .add(format!("{p}.match.path_prefix"), "must start with '/'");
             }
             PathMatch::Prefix(prefix.clone())
         } else if let Some(exact) = &m.path_exact {
             if !exact.starts_with('/') {
-                self.problems.add(format!("{p}.match.path_exact"), "must start with '/'");
+                self.problems
+                    .add(format!("{p}.match.path_exact"), "must start with '/'");
             }
             PathMatch::Exact(exact.clone())
         } else {
@@ -377,7 +513,10 @@ impl Validator {
             match regex::Regex::new(&format!("^(?:{re})$")) {
                 Ok(r) => PathMatch::Regex(r),
                 Err(e) => {
-                    self.problems.add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
+                    self.problems.add(
+                        format!("{p}.match.path_regex"),
+                        format!("invalid regex: {e}"),
+                    );
                     return None;
                 }
             }
@@ -392,11 +531,18 @@ impl Validator {
         let mut methods = Vec::new();
         for (j, method) in m.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                self.problems.add(format!("{p}.match.methods[{j}]"), format!("\"{method}\" is not an HTTP method"));
+                self.problems.add(
+                    format!("{p}.match.methods[{j}]"),
+                    format!("\"{method}\" is not an HTTP method"),
+                );
             }
             methods.push(method.to_ascii_uppercase());
         }
-        Some(RouteMatch { host, path, methods })
+        Some(RouteMatch {
+            host,
+            path,
+            methods,
+        })
     }
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
@@ -412,14 +558,20 @@ impl Validator {
         }
         for (j, iss) in r.issuers.iter().enumerate() {
             if !issuers.contains(&iss.as_str()) {
-                self.problems.add(format!("{p}.require.issuers[{j}]"), format!("\"{iss}\" is not a configured issuer"));
+                self.problems.add(
+                    format!("{p}.require.issuers[{j}]"),
+                    format!("\"{iss}\" is not a configured issuer"),
+                );
             }
         }
         let mut claims = Vec::new();
         for (j, c) in r.claims.iter().enumerate() {
             let cp = format!("{p}.require.claims[{j}]");
             if !c.path.starts_with('/') {
-                self.problems.add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
+                self.problems.add(
+                    format!("{cp}.path"),
+                    "must be a JSON Pointer starting with '/'",
+                );
             }
             let tests: Vec<ClaimTest> = [
                 c.equals.clone().map(ClaimTest::Equals),
@@ -431,8 +583,14 @@ impl Validator {
             .flatten()
             .collect();
             match <[ClaimTest; 1]>::try_from(tests) {
-                Ok([test]) => claims.push(ClaimMatcher { pointer: c.path.clone(), test }),
-                Err(_) => self.problems.add(&cp, "exactly one of equals, one_of, contains or present: true is required"),
+                Ok([test]) => claims.push(ClaimMatcher {
+                    pointer: c.path.clone(),
+                    test,
+                }),
+                Err(_) => self.problems.add(
+                    &cp,
+                    "exactly one of equals, one_of, contains or present: true is required",
+                ),
             }
         }
         Requirements {
@@ -452,9 +610,13 @@ impl Validator {
         for (name, source) in &raw.identity_headers {
             let p = format!("response.identity_headers.{name}");
             if !is_header_name(name) {
-                self.problems.add(&p, "header names must be lowercase token characters");
+                self.problems
+                    .add(&p, "header names must be lowercase token characters");
             }
-            if matches!(name.as_str(), "authorization" | "host" | "cookie" | "content-length" | "te" | "connection") {
+            if matches!(
+                name.as_str(),
+                "authorization" | "host" | "cookie" | "content-length" | "te" | "connection"
+            ) {
                 self.problems.add(&p, "this header cannot carry identity");
             }
             let source = if source == "tenant" {
@@ -463,19 +625,29 @@ impl Validator {
             } else if source.starts_with('/') {
                 IdentitySource::Claim(source.clone())
             } else {
-                self.problems.add(&p, "must be a JSON Pointer (like /sub) or `tenant`");
+                self.problems
+                    .add(&p, "must be a JSON Pointer (like /sub) or `tenant`");
                 continue;
             };
-            identity_headers.push(IdentityHeader { name: name.clone(), source });
+            identity_headers.push(IdentityHeader {
+                name: name.clone(),
+                source,
+            });
         }
         for (i, name) in raw.strip_headers.iter().enumerate() {
             if !is_header_name(name) {
-                self.problems.add(format!("response.strip_headers[{i}]"), "header names must be lowercase token characters");
+                self.problems.add(
+                    format!("response.strip_headers[{i}]"),
+                    "header names must be lowercase token characters",
+                );
             }
         }
         let realm = realm.unwrap_or("portcullis");
         if realm.contains(['"', '\\']) || !realm.is_ascii() {
-            self.problems.add("credentials.realm", "must be ASCII without quotes or backslashes");
+            self.problems.add(
+                "credentials.realm",
+                "must be ASCII without quotes or backslashes",
+            );
         }
         ResponsePolicy {
             identity_headers,

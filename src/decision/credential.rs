@@ -40,29 +40,44 @@ impl<'a> Credential<'a> {
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn bearer_token(value: &str) -> Result<&str, Deny> {
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "authorization header without a token"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        Deny::new(
+            DenyReason::InvalidRequest,
+            "authorization header without a token",
+        )
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Deny::new(DenyReason::InvalidRequest, "authorization scheme is not Bearer"));
+        return Err(Deny::new(
+            DenyReason::InvalidRequest,
+            "authorization scheme is not Bearer",
+        ));
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
+        return Err(Deny::new(
+            DenyReason::TokenInvalid,
+            "token larger than 8 KiB",
+        ));
     }
     if !is_token68(token) {
-        return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
+        return Err(Deny::new(
+            DenyReason::InvalidRequest,
+            "malformed bearer token",
+        ));
     }
     Ok(token)
 }
 
 /// Finds the request's single credential. `Ok(None)` means none was sent.
-pub fn extract_credential<'a>(input: &'a CheckInput, policy: &'a CredentialPolicy) -> Result<Option<Credential<'a>>, Deny> {
+pub fn extract_credential<'a>(
+    input: &'a CheckInput,
+    policy: &'a CredentialPolicy,
+) -> Result<Option<Credential<'a>>, Deny> {
     let mut found: Vec<Credential<'a>> = Vec::new();
     if policy.bearer {
         for value in input.header_values("authorization") {
@@ -72,8 +87,13 @@ pub fn extract_credential<'a>(input: &'a CheckInput, policy: &'a CredentialPolic
     for name in &policy.cookies {
         // Cookie values cannot hold ',' or ';' (RFC 6265), so splitting on both also handles
         // cookie headers that Envoy comma-joined.
-        for pair in input.header_values("cookie").flat_map(|v| v.split([';', ','])) {
-            let Some((k, v)) = pair.trim().split_once('=') else { continue };
+        for pair in input
+            .header_values("cookie")
+            .flat_map(|v| v.split([';', ',']))
+        {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
             if k != name {
                 continue;
             }
@@ -82,14 +102,23 @@ pub fn extract_credential<'a>(input: &'a CheckInput, policy: &'a CredentialPolic
                 continue; // a cleared cookie is no credential
             }
             if v.len() > MAX_TOKEN_BYTES {
-                return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
+                return Err(Deny::new(
+                    DenyReason::TokenInvalid,
+                    "token larger than 8 KiB",
+                ));
             }
-            found.push(Credential::Cookie { name: name.as_str(), token: v });
+            found.push(Credential::Cookie {
+                name: name.as_str(),
+                token: v,
+            });
         }
     }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        _ => Err(Deny::new(DenyReason::InvalidRequest, "more than one credential in the request")),
+        _ => Err(Deny::new(
+            DenyReason::InvalidRequest,
+            "more than one credential in the request",
+        )),
     }
 }

@@ -32,7 +32,10 @@ pub struct Policy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow { set_headers: Vec<(String, String)>, remove_headers: Vec<String> },
+    Allow {
+        set_headers: Vec<(String, String)>,
+        remove_headers: Vec<String>,
+    },
     Deny(Deny),
 }
 
@@ -55,7 +58,10 @@ pub struct Decision {
 
 impl Decision {
     pub fn deny(deny: Deny, context: DecisionContext) -> Self {
-        Self { outcome: Outcome::Deny(deny), context }
+        Self {
+            outcome: Outcome::Deny(deny),
+            context,
+        }
     }
 
     /// The reason string for metrics and audit (`allow` decisions report `allowed`).
@@ -77,14 +83,29 @@ fn token_deny(err: TokenError) -> Deny {
 }
 
 fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
-    match identity_headers(&policy.response, token.map(|t| t.claims.as_ref()), context.tenant.as_deref()) {
-        Ok((set_headers, remove_headers)) => Decision { outcome: Outcome::Allow { set_headers, remove_headers }, context },
+    match identity_headers(
+        &policy.response,
+        token.map(|t| t.claims.as_ref()),
+        context.tenant.as_deref(),
+    ) {
+        Ok(plan) => Decision {
+            outcome: Outcome::Allow {
+                set_headers: plan.set,
+                remove_headers: plan.remove,
+            },
+            context,
+        },
         Err(deny) => Decision::deny(deny, context),
     }
 }
 
 /// Decides one request. Pure: the same inputs always give the same decision.
-pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier, now: UnixTime) -> Decision {
+pub fn decide(
+    input: &CheckInput,
+    policy: &Policy,
+    verifier: &dyn TokenVerifier,
+    now: UnixTime,
+) -> Decision {
     let mut context = DecisionContext::default();
     let path = match validate_path(&input.path) {
         Ok(path) => path,
@@ -102,7 +123,10 @@ pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier,
     let credential = match extract_credential(input, &policy.credentials) {
         Ok(Some(credential)) => credential,
         Ok(None) if credential_required => {
-            return Decision::deny(Deny::new(DenyReason::CredentialMissing, "no credential"), context);
+            return Decision::deny(
+                Deny::new(DenyReason::CredentialMissing, "no credential"),
+                context,
+            );
         }
         Ok(None) => return allow(policy, None, context),
         Err(deny) => return Decision::deny(deny, context),
@@ -115,7 +139,10 @@ pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier,
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());
     let Some(rules) = policy.issuers.get(token.issuer.0) else {
-        return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
+        return Decision::deny(
+            Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"),
+            context,
+        );
     };
     if let Err(deny) = check_times(&token, rules.time, now) {
         return Decision::deny(deny, context);

@@ -50,7 +50,9 @@ pub fn encode_header_value(value: &Value) -> Result<String, Deny> {
             }
             parts.join(",")
         }
-        Value::Null | Value::Object(_) => return Err(unforwardable("identity claim is not a scalar or list")),
+        Value::Null | Value::Object(_) => {
+            return Err(unforwardable("identity claim is not a scalar or list"));
+        }
     };
     let mut out = String::with_capacity(raw.len());
     for byte in raw.bytes() {
@@ -70,12 +72,21 @@ fn unforwardable(detail: &str) -> Deny {
     Deny::new(DenyReason::ClaimMismatch, detail)
 }
 
+/// What an allow does to the request's headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPlan {
+    /// Set (overwriting any client value).
+    pub set: Vec<(String, String)>,
+    /// Removed; never also in `set`, since Envoy applies removals after sets.
+    pub remove: Vec<String>,
+}
+
 /// Header sets and removals for an allow. `claims` is `None` for anonymous requests.
 pub fn identity_headers(
     policy: &ResponsePolicy,
     claims: Option<&Value>,
     tenant: Option<&str>,
-) -> Result<(Vec<(String, String)>, Vec<String>), Deny> {
+) -> Result<HeaderPlan, Deny> {
     let mut set: Vec<(String, String)> = Vec::new();
     for header in &policy.identity_headers {
         let value = match (&header.source, claims) {
@@ -83,7 +94,9 @@ pub fn identity_headers(
                 Some(Value::Null) | None => None,
                 Some(v) => Some(encode_header_value(v)?),
             },
-            (IdentitySource::Tenant, Some(_)) => tenant.map(|t| encode_header_value(&Value::String(t.to_string()))).transpose()?,
+            (IdentitySource::Tenant, Some(_)) => tenant
+                .map(|t| encode_header_value(&Value::String(t.to_string())))
+                .transpose()?,
             (_, None) => None,
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {
@@ -103,5 +116,5 @@ pub fn identity_headers(
             remove.push(name.to_string());
         }
     }
-    Ok((set, remove))
+    Ok(HeaderPlan { set, remove })
 }

@@ -26,6 +26,5 @@ pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
 pub use types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
 
-
 #[cfg(test)]
 mod tests;

@@ -89,7 +89,10 @@ impl DenyReason {
             | Self::ApiKeyInvalid
             | Self::SessionIdle
             | Self::StepUpRequired => 401,
-            Self::InvalidRequest | Self::PathInvalid | Self::TenantConflict | Self::TenantMissing => 400,
+            Self::InvalidRequest
+            | Self::PathInvalid
+            | Self::TenantConflict
+            | Self::TenantMissing => 400,
             Self::InsufficientScope
             | Self::RoleRequired
             | Self::ClaimMismatch
@@ -106,12 +109,18 @@ impl DenyReason {
     pub fn challenge(self) -> Challenge {
         match self {
             Self::CredentialMissing => Challenge::Bare,
-            Self::TokenInvalid | Self::TokenExpired | Self::TokenRevoked | Self::ApiKeyInvalid | Self::SessionIdle => {
-                Challenge::Error("invalid_token")
-            }
+            Self::TokenInvalid
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::ApiKeyInvalid
+            | Self::SessionIdle => Challenge::Error("invalid_token"),
             Self::StepUpRequired => Challenge::Error("insufficient_user_authentication"),
-            Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => Challenge::Error("invalid_request"),
-            Self::InsufficientScope | Self::RoleRequired | Self::ClaimMismatch => Challenge::Error("insufficient_scope"),
+            Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => {
+                Challenge::Error("invalid_request")
+            }
+            Self::InsufficientScope | Self::RoleRequired | Self::ClaimMismatch => {
+                Challenge::Error("insufficient_scope")
+            }
             _ => Challenge::None,
         }
     }
@@ -119,7 +128,9 @@ impl DenyReason {
     /// Whether the answer carries `retry-after`.
     pub fn retry_after_secs(self) -> Option<u32> {
         match self {
-            Self::RateLimited | Self::KeysUnavailable | Self::StateStale | Self::Overloaded => Some(1),
+            Self::RateLimited | Self::KeysUnavailable | Self::StateStale | Self::Overloaded => {
+                Some(1)
+            }
             _ => None,
         }
     }
@@ -146,6 +157,10 @@ pub struct Deny {
 
 impl Deny {
     pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into(), scope_hint: None }
+        Self {
+            reason,
+            detail: detail.into(),
+            scope_hint: None,
+        }
     }
 }

@@ -54,15 +54,24 @@ fn claim_test_holds(value: Option<&Value>, test: &ClaimTest) -> bool {
         (ClaimTest::Equals(want), Some(v)) => v == want,
         (ClaimTest::OneOf(options), Some(v)) => options.contains(v),
         (ClaimTest::Contains(want), Some(Value::Array(items))) => items.contains(want),
-        (ClaimTest::Contains(Value::String(word)), Some(Value::String(s))) => s.split(' ').any(|w| w == word),
+        (ClaimTest::Contains(Value::String(word)), Some(Value::String(s))) => {
+            s.split(' ').any(|w| w == word)
+        }
         (ClaimTest::Contains(_), Some(_)) => false,
     }
 }
 
 /// Checks a verified token against a route's requirements. `roles_pointer` is the issuer's roles claim.
-pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_pointer: &str) -> Result<(), Deny> {
+pub fn check_requirements(
+    token: &VerifiedToken,
+    req: &Requirements,
+    roles_pointer: &str,
+) -> Result<(), Deny> {
     if !req.issuers.is_empty() && !req.issuers.iter().any(|i| **i == *token.iss) {
-        return Err(Deny::new(DenyReason::TokenInvalid, "issuer not accepted on this route"));
+        return Err(Deny::new(
+            DenyReason::TokenInvalid,
+            "issuer not accepted on this route",
+        ));
     }
     if !req.audiences.is_empty() {
         let aud = match token.claims.get("aud") {
@@ -71,7 +80,10 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
             _ => Vec::new(),
         };
         if !req.audiences.iter().any(|a| aud.contains(&a.as_str())) {
-            return Err(Deny::new(DenyReason::TokenInvalid, "audience not accepted on this route"));
+            return Err(Deny::new(
+                DenyReason::TokenInvalid,
+                "audience not accepted on this route",
+            ));
         }
     }
     let scopes = scopes_of(&token.claims);
@@ -82,19 +94,28 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
         .filter(|s| !scopes.contains(s))
         .collect();
     if !missing.is_empty() {
-        let mut deny = Deny::new(DenyReason::InsufficientScope, format!("missing scope {}", missing.join(" ")));
+        let mut deny = Deny::new(
+            DenyReason::InsufficientScope,
+            format!("missing scope {}", missing.join(" ")),
+        );
         deny.scope_hint = Some(req.scopes.join(" "));
         return Err(deny);
     }
     if !req.roles.is_empty() {
         let roles = string_set(token.claims.pointer(roles_pointer));
         if !req.roles.iter().any(|r| roles.contains(&r.as_str())) {
-            return Err(Deny::new(DenyReason::RoleRequired, format!("one of roles {} required", req.roles.join(","))));
+            return Err(Deny::new(
+                DenyReason::RoleRequired,
+                format!("one of roles {} required", req.roles.join(",")),
+            ));
         }
     }
     for matcher in &req.claims {
         if !claim_test_holds(token.claims.pointer(&matcher.pointer), &matcher.test) {
-            return Err(Deny::new(DenyReason::ClaimMismatch, format!("claim {} does not match", matcher.pointer)));
+            return Err(Deny::new(
+                DenyReason::ClaimMismatch,
+                format!("claim {} does not match", matcher.pointer),
+            ));
         }
     }
     Ok(())

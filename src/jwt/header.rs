@@ -16,13 +16,17 @@ pub struct JoseHeader {
 }
 
 pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
-    let map: Map<String, Value> =
-        serde_json::from_slice(json).map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+    let map: Map<String, Value> = serde_json::from_slice(json)
+        .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
     if let Some(name) = FORBIDDEN.iter().find(|name| map.contains_key(**name)) {
-        return Err(TokenError::Header(format!("header parameter \"{name}\" is not accepted")));
+        return Err(TokenError::Header(format!(
+            "header parameter \"{name}\" is not accepted"
+        )));
     }
     let alg = match map.get("alg") {
-        Some(Value::String(s)) => s.parse::<Alg>().map_err(|_| TokenError::Header("unsupported alg".into()))?,
+        Some(Value::String(s)) => s
+            .parse::<Alg>()
+            .map_err(|_| TokenError::Header("unsupported alg".into()))?,
         _ => return Err(TokenError::Header("alg missing".into())),
     };
     let kid = match map.get("kid") {
@@ -41,5 +45,8 @@ pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
 /// Media types compare case-insensitively and may omit the `application/` prefix (RFC 7515 4.1.9).
 pub fn normalize_typ(typ: &str) -> String {
     let lower = typ.to_ascii_lowercase();
-    lower.strip_prefix("application/").map(str::to_string).unwrap_or(lower)
+    lower
+        .strip_prefix("application/")
+        .map(str::to_string)
+        .unwrap_or(lower)
 }

@@ -79,7 +79,11 @@ impl KeySet {
                     .find(|k| k.kid.as_deref() == Some(kid))
                     .or_else(|| self.only_unnamed(alg))
                     .ok_or_else(|| "unknown kid".to_string())?;
-                if key.fits(alg) { Ok(key) } else { Err(format!("key does not fit alg {alg}")) }
+                if key.fits(alg) {
+                    Ok(key)
+                } else {
+                    Err(format!("key does not fit alg {alg}"))
+                }
             }
             None => {
                 let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
@@ -94,8 +98,12 @@ impl KeySet {
 }
 
 fn b64(value: Option<&Value>, field: &str) -> Result<Vec<u8>, String> {
-    let s = value.and_then(Value::as_str).ok_or_else(|| format!("\"{field}\" missing"))?;
-    URL_SAFE_NO_PAD.decode(s).map_err(|_| format!("\"{field}\" is not base64url"))
+    let s = value
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("\"{field}\" missing"))?;
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| format!("\"{field}\" is not base64url"))
 }
 
 fn rsa_bits(modulus: &[u8]) -> usize {
@@ -117,7 +125,10 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
         return Ok(None); // encryption keys share JWKS documents with signing keys
     }
     let alg = match field("alg") {
-        Some(name) => Some(name.parse::<Alg>().map_err(|_| format!("unsupported alg \"{name}\""))?),
+        Some(name) => Some(
+            name.parse::<Alg>()
+                .map_err(|_| format!("unsupported alg \"{name}\""))?,
+        ),
         None => None,
     };
     let kid = field("kid").map(str::to_string);
@@ -127,9 +138,15 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
             let e = b64(jwk.get("e"), "e")?;
             let bits = rsa_bits(&n);
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key has {bits} bits; at least {MIN_RSA_BITS} required"));
+                return Err(format!(
+                    "RSA key has {bits} bits; at least {MIN_RSA_BITS} required"
+                ));
             }
-            (AlgFamily::Rsa, None, DecodingKey::from_rsa_raw_components(&n, &e))
+            (
+                AlgFamily::Rsa,
+                None,
+                DecodingKey::from_rsa_raw_components(&n, &e),
+            )
         }
         Some("EC") => {
             let (curve, len) = match field("crv") {
@@ -142,8 +159,11 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
             if x.len() != len || y.len() != len {
                 return Err(format!("EC coordinates do not fit {curve}"));
             }
-            let key = DecodingKey::from_ec_components(field("x").unwrap_or_default(), field("y").unwrap_or_default())
-                .map_err(|e| e.to_string())?;
+            let key = DecodingKey::from_ec_components(
+                field("x").unwrap_or_default(),
+                field("y").unwrap_or_default(),
+            )
+            .map_err(|e| e.to_string())?;
             (AlgFamily::Ec, Some(curve), key)
         }
         Some("OKP") => {
@@ -153,10 +173,13 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
             if b64(jwk.get("x"), "x")?.len() != 32 {
                 return Err("Ed25519 key is not 32 bytes".into());
             }
-            let key = DecodingKey::from_ed_components(field("x").unwrap_or_default()).map_err(|e| e.to_string())?;
+            let key = DecodingKey::from_ed_components(field("x").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
             (AlgFamily::Ed, None, key)
         }
-        Some("oct") => return Err("symmetric (kty \"oct\") keys are never accepted from a JWKS".into()),
+        Some("oct") => {
+            return Err("symmetric (kty \"oct\") keys are never accepted from a JWKS".into());
+        }
         other => return Err(format!("unsupported kty {other:?}")),
     };
     if let Some(alg) = alg
@@ -164,13 +187,22 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
     {
         return Err(format!("alg {alg} does not fit the key type"));
     }
-    Ok(Some(VerifyKey { kid, alg, family, curve, decoding }))
+    Ok(Some(VerifyKey {
+        kid,
+        alg,
+        family,
+        curve,
+        decoding,
+    }))
 }
 
 /// Parses a JWKS document. Every key must be usable: a bad key is an error, not a silent skip.
 pub fn keys_from_jwks(json: &str) -> Result<KeySet, KeyError> {
     let doc: Value = serde_json::from_str(json).map_err(|_| KeyError::NotJwks)?;
-    let items = doc.get("keys").and_then(Value::as_array).ok_or(KeyError::NotJwks)?;
+    let items = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(KeyError::NotJwks)?;
     let mut keys = Vec::new();
     for (index, jwk) in items.iter().enumerate() {
         if let Some(key) = jwk_to_key(jwk).map_err(|why| KeyError::BadJwk { index, why })? {
@@ -181,7 +213,9 @@ pub fn keys_from_jwks(json: &str) -> Result<KeySet, KeyError> {
 }
 
 // DER encodings of the SubjectPublicKeyInfo algorithm identifiers we accept.
-const OID_RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const OID_RSA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
 const OID_EC: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -195,7 +229,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, KeyError> {
     let block = pem::parse(pem_text).map_err(|e| KeyError::BadPem(e.to_string()))?;
     if block.tag() != "PUBLIC KEY" {
-        return Err(KeyError::BadPem(format!("expected a PUBLIC KEY block, found {}", block.tag())));
+        return Err(KeyError::BadPem(format!(
+            "expected a PUBLIC KEY block, found {}",
+            block.tag()
+        )));
     }
     let der = block.contents();
     // The algorithm identifier sits at the start of the SPKI; search only its first bytes.
@@ -204,12 +241,22 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
     let pem_bytes = pem_text.as_bytes();
     let (family, curve, decoding) = if contains(head, OID_RSA) {
         let bits = aws_lc_rs::rsa::PublicEncryptingKey::from_der(der)
-            .map_err(|e| KeyError::BadPem(format!("RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required")))?
+            .map_err(|e| {
+                KeyError::BadPem(format!(
+                    "RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required"
+                ))
+            })?
             .key_size_bits();
         if bits < MIN_RSA_BITS {
-            return Err(KeyError::BadPem(format!("RSA key has {bits} bits; at least {MIN_RSA_BITS} required")));
+            return Err(KeyError::BadPem(format!(
+                "RSA key has {bits} bits; at least {MIN_RSA_BITS} required"
+            )));
         }
-        (AlgFamily::Rsa, None, DecodingKey::from_rsa_pem(pem_bytes).map_err(bad)?)
+        (
+            AlgFamily::Rsa,
+            None,
+            DecodingKey::from_rsa_pem(pem_bytes).map_err(bad)?,
+        )
     } else if contains(head, OID_EC) {
         let curve = if contains(head, OID_P256) {
             "P-256"
@@ -218,22 +265,43 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
         } else {
             return Err(KeyError::BadPem("unsupported EC curve".into()));
         };
-        (AlgFamily::Ec, Some(curve), DecodingKey::from_ec_pem(pem_bytes).map_err(bad)?)
+        (
+            AlgFamily::Ec,
+            Some(curve),
+            DecodingKey::from_ec_pem(pem_bytes).map_err(bad)?,
+        )
     } else if contains(head, OID_ED25519) {
-        (AlgFamily::Ed, None, DecodingKey::from_ed_pem(pem_bytes).map_err(bad)?)
+        (
+            AlgFamily::Ed,
+            None,
+            DecodingKey::from_ed_pem(pem_bytes).map_err(bad)?,
+        )
     } else {
         return Err(KeyError::BadPem("unsupported public key type".into()));
     };
-    Ok(VerifyKey { kid, alg: None, family, curve, decoding })
+    Ok(VerifyKey {
+        kid,
+        alg: None,
+        family,
+        curve,
+        decoding,
+    })
 }
 
 /// An HMAC key from a secret file's bytes (one trailing newline is ignored).
 pub fn keys_from_hmac_secret(secret: &[u8], algorithms: &[Alg]) -> Result<KeySet, KeyError> {
     let secret = secret.strip_suffix(b"\n").unwrap_or(secret);
     let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
-    let needed = algorithms.iter().map(|a| a.hmac_min_secret()).max().unwrap_or(32);
+    let needed = algorithms
+        .iter()
+        .map(|a| a.hmac_min_secret())
+        .max()
+        .unwrap_or(32);
     if secret.len() < needed {
-        return Err(KeyError::BadSecret(format!("{} bytes; at least {needed} required", secret.len())));
+        return Err(KeyError::BadSecret(format!(
+            "{} bytes; at least {needed} required",
+            secret.len()
+        )));
     }
     let key = VerifyKey {
         kid: None,

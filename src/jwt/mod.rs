@@ -10,10 +10,9 @@ mod keys;
 mod verify;
 
 pub use alg::{Alg, AlgFamily};
-pub use keys::{KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem};
 pub use header::normalize_typ;
+pub use keys::{KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem};
 pub use verify::{IssuerVerifier, TokenType, Verifier};
-
 
 #[cfg(test)]
 mod tests;

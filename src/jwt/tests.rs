@@ -1,7 +1,6 @@
 //! Key loading and verification rules beyond the shared corpus.
 
-#[path = "../../tests/support/corpus.rs"]
-mod corpus;
+use crate::corpus;
 
 use super::*;
 use crate::decision::{TokenError, TokenVerifier};
@@ -14,7 +13,13 @@ fn fixture(name: &str) -> String {
 
 fn jwk(name: &str) -> serde_json::Value {
     let set: serde_json::Value = serde_json::from_str(&fixture("jwks.json")).expect("json");
-    set["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == name).cloned().expect("kid")
+    set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == name)
+        .cloned()
+        .expect("kid")
 }
 
 #[test]
@@ -28,17 +33,43 @@ fn jwks_key_rules_table() {
     let mut okp_x448 = jwk("ed-1");
     okp_x448["crv"] = json!("X25519");
     let cases: Vec<(&str, serde_json::Value, Result<usize, ()>)> = vec![
-        ("all three", serde_json::from_str(&fixture("jwks.json")).expect("json"), Ok(3)),
+        (
+            "all three",
+            serde_json::from_str(&fixture("jwks.json")).expect("json"),
+            Ok(3),
+        ),
         ("enc key skipped", json!({"keys": [rsa_enc]}), Ok(0)),
-        ("alg does not fit kty", json!({"keys": [rsa_wrong_alg]}), Err(())),
-        ("coordinates do not fit curve", json!({"keys": [ec_p384_claim]}), Err(())),
-        ("unsupported OKP curve", json!({"keys": [okp_x448]}), Err(())),
-        ("oct never from JWKS", json!({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}), Err(())),
-        ("1024-bit RSA", serde_json::from_str(&fixture("jwks-rsa1024.json")).expect("json"), Err(())),
+        (
+            "alg does not fit kty",
+            json!({"keys": [rsa_wrong_alg]}),
+            Err(()),
+        ),
+        (
+            "coordinates do not fit curve",
+            json!({"keys": [ec_p384_claim]}),
+            Err(()),
+        ),
+        (
+            "unsupported OKP curve",
+            json!({"keys": [okp_x448]}),
+            Err(()),
+        ),
+        (
+            "oct never from JWKS",
+            json!({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}),
+            Err(()),
+        ),
+        (
+            "1024-bit RSA",
+            serde_json::from_str(&fixture("jwks-rsa1024.json")).expect("json"),
+            Err(()),
+        ),
         ("not a JWKS", json!({"kty": "RSA"}), Err(())),
     ];
     for (name, doc, want) in cases {
-        let got = keys_from_jwks(&doc.to_string()).map(|s| s.keys.len()).map_err(|_| ());
+        let got = keys_from_jwks(&doc.to_string())
+            .map(|s| s.keys.len())
+            .map_err(|_| ());
         assert_eq!(got, want, "{name}");
     }
 }
@@ -91,13 +122,23 @@ fn verification_rules_table() {
         corpus::sign(Algorithm::RS256, Some("rsa-1"), &c)
     };
     let good = corpus::sign(Algorithm::RS256, Some("rsa-1"), &base);
-    let typed = |typ: &str| corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &base, None);
+    let typed = |typ: &str| {
+        corpus::with_raw_header(
+            &json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}),
+            &base,
+            None,
+        )
+    };
     let cases: Vec<(&str, String, bool)> = vec![
         ("valid", good.clone(), true),
         ("typ at+jwt", typed("at+jwt"), true),
         ("typ application/at+JWT", typed("application/at+JWT"), true),
         ("typ dpop+jwt", typed("dpop+jwt"), false),
-        ("no typ while typ is required", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1"}), &base, None), false),
+        (
+            "no typ while typ is required",
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1"}), &base, None),
+            false,
+        ),
         ("exp as string", with("exp", json!("1790000600")), false),
         ("iat as string", with("iat", json!("1790000000")), false),
         ("aud array with api", with("aud", json!(["x", "api"])), true),
@@ -107,14 +148,60 @@ fn verification_rules_table() {
         ("exp absent", without("exp"), false),
         ("jti required", without("jti"), false),
         ("five segments (JWE)", format!("{good}.x.y"), false),
-        ("two segments", good.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default(), false),
+        (
+            "two segments",
+            good.rsplit_once('.')
+                .map(|(a, _)| a.to_string())
+                .unwrap_or_default(),
+            false,
+        ),
         ("padding in segment", format!("{good}="), false),
-        ("x5c header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["AA"]}), &base, None), false),
-        ("jwk header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "jwk": {"kty": "RSA"}}), &base, None), false),
-        ("b64 header", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "b64": false}), &base, None), false),
-        ("kid traversal", corpus::with_raw_header(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &base, None), false),
-        ("kid not a string", corpus::with_raw_header(&json!({"alg": "RS256", "kid": 1}), &base, None), false),
-        ("header not an object", format!("WzFd.{}", good.split('.').nth(1).unwrap_or_default()) + ".c2ln", false),
+        (
+            "x5c header",
+            corpus::with_raw_header(
+                &json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["AA"]}),
+                &base,
+                None,
+            ),
+            false,
+        ),
+        (
+            "jwk header",
+            corpus::with_raw_header(
+                &json!({"alg": "RS256", "kid": "rsa-1", "jwk": {"kty": "RSA"}}),
+                &base,
+                None,
+            ),
+            false,
+        ),
+        (
+            "b64 header",
+            corpus::with_raw_header(
+                &json!({"alg": "RS256", "kid": "rsa-1", "b64": false}),
+                &base,
+                None,
+            ),
+            false,
+        ),
+        (
+            "kid traversal",
+            corpus::with_raw_header(
+                &json!({"alg": "RS256", "kid": "../../etc/passwd"}),
+                &base,
+                None,
+            ),
+            false,
+        ),
+        (
+            "kid not a string",
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": 1}), &base, None),
+            false,
+        ),
+        (
+            "header not an object",
+            format!("WzFd.{}", good.split('.').nth(1).unwrap_or_default()) + ".c2ln",
+            false,
+        ),
     ];
     for (name, token, ok) in cases {
         let got = v.verify(&token);

@@ -37,11 +37,14 @@ pub struct Verifier {
 }
 
 fn is_b64url(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed("segment is not base64url"))
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed("segment is not base64url"))
 }
 
 /// A NumericDate claim: a JSON number (never a string), truncated to whole seconds.
@@ -73,7 +76,11 @@ impl IssuerVerifier {
         if !audience_matches(claims, &self.audiences) {
             return Err(TokenError::Claims("audience not accepted".into()));
         }
-        for name in ["sub", "exp"].iter().copied().chain(self.required_claims.iter().map(String::as_str)) {
+        for name in ["sub", "exp"]
+            .iter()
+            .copied()
+            .chain(self.required_claims.iter().map(String::as_str))
+        {
             if claims.get(name).is_none_or(Value::is_null) {
                 return Err(TokenError::Claims(format!("required claim {name} missing")));
             }
@@ -81,8 +88,18 @@ impl IssuerVerifier {
         if let Some(tt) = &self.token_type {
             match claims.get(&tt.claim) {
                 Some(Value::String(v)) if tt.allowed.iter().any(|a| a == v) => {}
-                Some(_) => return Err(TokenError::Claims(format!("token type ({}) not accepted", tt.claim))),
-                None => return Err(TokenError::Claims(format!("token type claim {} missing", tt.claim))),
+                Some(_) => {
+                    return Err(TokenError::Claims(format!(
+                        "token type ({}) not accepted",
+                        tt.claim
+                    )));
+                }
+                None => {
+                    return Err(TokenError::Claims(format!(
+                        "token type claim {} missing",
+                        tt.claim
+                    )));
+                }
             }
         }
         Ok(())
@@ -120,7 +137,10 @@ impl TokenVerifier for Verifier {
             .find(|(_, i)| *i.issuer == *iss)
             .ok_or_else(|| TokenError::Claims("unknown issuer".into()))?;
         if !issuer.algorithms.contains(&header.alg) {
-            return Err(TokenError::Header(format!("alg {} not allowed for this issuer", header.alg)));
+            return Err(TokenError::Header(format!(
+                "alg {} not allowed for this issuer",
+                header.alg
+            )));
         }
         if !issuer.header_typ.is_empty() {
             let typ = header.typ.as_deref().map(normalize_typ);
@@ -128,17 +148,26 @@ impl TokenVerifier for Verifier {
                 return Err(TokenError::Header("typ not accepted".into()));
             }
         }
-        let key = issuer.keys.select(header.kid.as_deref(), header.alg).map_err(TokenError::UnknownKey)?;
+        let key = issuer
+            .keys
+            .select(header.kid.as_deref(), header.alg)
+            .map_err(TokenError::UnknownKey)?;
         let signing_input_len = header_b64.len() + 1 + payload_b64.len();
         let signing_input = &token.as_bytes()[..signing_input_len];
-        let valid = jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.decoding, header.alg.to_jsonwebtoken())
-            .map_err(|_| TokenError::Signature)?;
+        let valid = jsonwebtoken::crypto::verify(
+            signature_b64,
+            signing_input,
+            &key.decoding,
+            header.alg.to_jsonwebtoken(),
+        )
+        .map_err(|_| TokenError::Signature)?;
         if !valid {
             return Err(TokenError::Signature);
         }
 
         issuer.check_claims(&claims)?;
-        let exp = numeric_date(&claims, "exp")?.ok_or_else(|| TokenError::Claims("exp missing".into()))?;
+        let exp = numeric_date(&claims, "exp")?
+            .ok_or_else(|| TokenError::Claims("exp missing".into()))?;
         let nbf = numeric_date(&claims, "nbf")?;
         let iat = numeric_date(&claims, "iat")?;
         let subject = match claims.get("sub") {

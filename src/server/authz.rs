@@ -23,7 +23,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, max_inflight: usize) -> Self {
-        Self { snapshot, clock, inflight: Arc::new(Semaphore::new(max_inflight)), max_inflight }
+        Self {
+            snapshot,
+            clock,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+        }
     }
 
     /// Decides one request (no transport involved); used by the service and by tests.
@@ -35,7 +40,12 @@ impl AppState {
             Ok(_permit) => {
                 let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
                 gauge.increment(1.0);
-                let decision = decide(&input, &snapshot.policy, &snapshot.verifier, self.clock.now());
+                let decision = decide(
+                    &input,
+                    &snapshot.policy,
+                    &snapshot.verifier,
+                    self.clock.now(),
+                );
                 gauge.decrement(1.0);
                 decision
             }
@@ -44,9 +54,17 @@ impl AppState {
                 DecisionContext::default(),
             ),
         };
-        let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
+        let response = check_response(
+            &decision,
+            &input.request_id,
+            &snapshot.policy.response.realm,
+        );
         let elapsed = started.elapsed();
-        let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
+        let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
+            "allow"
+        } else {
+            "deny"
+        };
         metrics::counter!(names::DECISIONS_TOTAL, "decision" => verdict, "reason" => decision.reason()).increment(1);
         metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
         audit::record(&input, &decision, elapsed);
@@ -66,7 +84,10 @@ impl AuthzService {
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         // Deciding is CPU-only and short; it runs inline on the runtime thread.
         Ok(Response::new(self.state.check(request.into_inner())))
     }

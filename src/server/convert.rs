@@ -1,11 +1,13 @@
 //! The one place protocol types meet the core: `CheckRequest` → [`CheckInput`], and
 //! [`Decision`] → `CheckResponse` (the single decision → response mapping).
 
-use super::proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address, header_value_option};
-use super::proto::envoy::r#type::v3::HttpStatus;
+use super::proto::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, address, header_value_option,
+};
 use super::proto::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
 };
+use super::proto::envoy::r#type::v3::HttpStatus;
 use super::proto::google::rpc::Status;
 use crate::decision::{Challenge, CheckInput, Decision, Deny, Outcome};
 use prost_types::{Struct, Value, value::Kind};
@@ -34,14 +36,26 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
             .headers
             .into_iter()
             .map(|h| {
-                let value = if h.raw_value.is_empty() { h.value } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
+                let value = if h.raw_value.is_empty() {
+                    h.value
+                } else {
+                    String::from_utf8_lossy(&h.raw_value).into_owned()
+                };
                 (h.key.to_ascii_lowercase(), value)
             })
             .collect(),
-        _ => http.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+        _ => http
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
     };
     let request_id = if http.id.is_empty() {
-        headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or_default()
+        headers
+            .iter()
+            .find(|(k, _)| k == "x-request-id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     } else {
         http.id
     };
@@ -59,7 +73,11 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
 
 fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue { key: key.to_string(), value: value.into(), raw_value: Vec::new() }),
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value: value.into(),
+            raw_value: Vec::new(),
+        }),
         append: None,
         append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         keep_empty_value: false,
@@ -67,13 +85,19 @@ fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
 }
 
 fn string_value(s: &str) -> Value {
-    Value { kind: Some(Kind::StringValue(s.to_string())) }
+    Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    }
 }
 
 fn metadata(decision: &Decision) -> Struct {
     let ctx = &decision.context;
     let mut fields = BTreeMap::new();
-    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
+    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
+        "allow"
+    } else {
+        "deny"
+    };
     fields.insert("decision".to_string(), string_value(verdict));
     fields.insert("reason".to_string(), string_value(decision.reason()));
     let optional = [
@@ -93,7 +117,9 @@ fn metadata(decision: &Decision) -> Struct {
 /// Request ids are echoed only when they cannot carry anything surprising.
 fn safe_request_id(id: &str) -> Option<&str> {
     let ok = (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     ok.then_some(id)
 }
 
@@ -126,10 +152,20 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
 pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> CheckResponse {
     let dynamic_metadata = Some(metadata(decision));
     match &decision.outcome {
-        Outcome::Allow { set_headers, remove_headers } => CheckResponse {
-            status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
+        Outcome::Allow {
+            set_headers,
+            remove_headers,
+        } => CheckResponse {
+            status: Some(Status {
+                code: GRPC_OK,
+                message: String::new(),
+                details: Vec::new(),
+            }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-                headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
+                headers: set_headers
+                    .iter()
+                    .map(|(k, v)| header(k, v.as_str()))
+                    .collect(),
                 headers_to_remove: remove_headers.clone(),
                 response_headers_to_add: Vec::new(),
             })),
@@ -137,8 +173,15 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
         },
         Outcome::Deny(deny) => {
             let status = deny.reason.http_status();
-            let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
-            let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
+            let code = if status == 401 {
+                GRPC_UNAUTHENTICATED
+            } else {
+                GRPC_PERMISSION_DENIED
+            };
+            let mut headers = vec![
+                header("cache-control", "no-store"),
+                header("content-type", "application/json"),
+            ];
             if let Some(value) = challenge(deny, realm) {
                 headers.push(header("www-authenticate", value));
             }
@@ -151,12 +194,20 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
                 "request_id": safe_request_id(request_id),
             });
             CheckResponse {
-                status: Some(Status { code, message: deny.reason.as_str().to_string(), details: Vec::new() }),
-                http_response: Some(check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus { code: i32::from(status) }),
-                    headers,
-                    body: body.to_string(),
-                })),
+                status: Some(Status {
+                    code,
+                    message: deny.reason.as_str().to_string(),
+                    details: Vec::new(),
+                }),
+                http_response: Some(check_response::HttpResponse::DeniedResponse(
+                    DeniedHttpResponse {
+                        status: Some(HttpStatus {
+                            code: i32::from(status),
+                        }),
+                        headers,
+                        body: body.to_string(),
+                    },
+                )),
                 dynamic_metadata,
             }
         }
@@ -177,7 +228,11 @@ pub fn summarize(response: &CheckResponse) -> String {
         }
         Some(check_response::HttpResponse::DeniedResponse(denied)) => {
             let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
-            let reason = response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+            let reason = response
+                .status
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .unwrap_or_default();
             format!("deny ({status}) {reason}")
         }
         None => "no answer".into(),

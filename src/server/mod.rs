@@ -6,8 +6,8 @@
 mod authz;
 pub mod convert;
 mod health_http;
-pub mod request;
 pub mod proto;
+pub mod request;
 
 pub use authz::{AppState, AuthzService};
 
@@ -27,7 +27,10 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("health server failed: {0}")]
@@ -59,24 +62,44 @@ impl Server {
         Self::bind_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn bind_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
+    pub async fn bind_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
         let grpc = match &settings.grpc {
-            ListenAddr::Tcp(addr) => GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
+            ListenAddr::Tcp(addr) => {
+                GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?)
+            }
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path);
-                let listener = UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
+                let listener =
+                    UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
                 GrpcListener::Unix(listener, path.clone())
             }
         };
-        let health = TcpListener::bind(settings.health).await.map_err(bind_error(settings.health))?;
-        let state = Arc::new(AppState::new(settings.snapshot.clone(), clock, settings.max_inflight_checks));
+        let health = TcpListener::bind(settings.health)
+            .await
+            .map_err(bind_error(settings.health))?;
+        let state = Arc::new(AppState::new(
+            settings.snapshot.clone(),
+            clock,
+            settings.max_inflight_checks,
+        ));
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
-        Ok(Self { grpc, health, state, ready: Arc::new(AtomicBool::new(false)) })
+        Ok(Self {
+            grpc,
+            health,
+            state,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     pub fn grpc_addr(&self) -> ListenAddr {
         match &self.grpc {
-            GrpcListener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp).unwrap_or(ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 0)))),
+            GrpcListener::Tcp(l) => l
+                .local_addr()
+                .map(ListenAddr::Tcp)
+                .unwrap_or(ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 0)))),
             GrpcListener::Unix(_, path) => ListenAddr::Unix(path.clone()),
         }
     }
@@ -90,15 +113,22 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight checks finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        reporter.set_serving::<AuthorizationServer<AuthzService>>().await;
+        reporter
+            .set_serving::<AuthorizationServer<AuthzService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let router = tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AuthzService::new(self.state.clone())))
+            .add_service(AuthorizationServer::new(AuthzService::new(
+                self.state.clone(),
+            )))
             .add_service(health_service)
             .add_service(reflection);
 
@@ -114,7 +144,10 @@ impl Server {
         };
 
         let grpc_addr = self.grpc_addr();
-        let health_state = HealthState { ready: self.ready.clone(), metrics: names::install() };
+        let health_state = HealthState {
+            ready: self.ready.clone(),
+            metrics: names::install(),
+        };
         let health = axum::serve(self.health, health_http::router(health_state))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
@@ -124,12 +157,18 @@ impl Server {
         let grpc_result = match self.grpc {
             GrpcListener::Tcp(listener) => {
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()))
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        stopped(stop_rx.clone()),
+                    )
                     .await
             }
             GrpcListener::Unix(listener, path) => {
                 let result = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()))
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(listener),
+                        stopped(stop_rx.clone()),
+                    )
                     .await;
                 remove_stale_socket(&path);
                 result

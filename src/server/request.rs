@@ -1,6 +1,8 @@
 //! Builds `CheckRequest`s the way Envoy does; used by `portcullis dev`'s self-check and tests.
 
-use super::proto::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress, address};
+use super::proto::envoy::config::core::v3::{
+    Address, HeaderMap, HeaderValue, SocketAddress, address,
+};
 use super::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
 
 /// How Envoy encodes the request headers.
@@ -12,7 +14,12 @@ pub enum HeaderEncoding {
     Raw,
 }
 
-pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encoding: HeaderEncoding) -> CheckRequest {
+pub fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    encoding: HeaderEncoding,
+) -> CheckRequest {
     let mut http = attribute_context::HttpRequest {
         id: "req-1".into(),
         method: method.into(),
@@ -38,7 +45,11 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encodin
             http.header_map = Some(HeaderMap {
                 headers: headers
                     .iter()
-                    .map(|(k, v)| HeaderValue { key: k.to_ascii_lowercase(), value: String::new(), raw_value: v.as_bytes().to_vec() })
+                    .map(|(k, v)| HeaderValue {
+                        key: k.to_ascii_lowercase(),
+                        value: String::new(),
+                        raw_value: v.as_bytes().to_vec(),
+                    })
                     .collect(),
             });
         }
@@ -54,7 +65,10 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encodin
                 }),
                 ..Default::default()
             }),
-            request: Some(attribute_context::Request { time: None, http: Some(http) }),
+            request: Some(attribute_context::Request {
+                time: None,
+                http: Some(http),
+            }),
             ..Default::default()
         }),
     }

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 pub fn record(input: &CheckInput, decision: &Decision, latency: Duration) {
     let ctx = &decision.context;
-    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
+    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
+        "allow"
+    } else {
+        "deny"
+    };
     let detail = match &decision.outcome {
         Outcome::Deny(d) => d.detail.as_str(),
         Outcome::Allow { .. } => "",

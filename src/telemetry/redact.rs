@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 /// recognisable by their prefix.
 static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
-        (r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}", "[redacted]"),
+        (
+            r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}",
+            "[redacted]",
+        ),
         (r"(?i)\b(bearer|basic)(\s+|%20)[^\s,;]+", "$1 [redacted]"),
         (r"\bpk_[A-Za-z0-9_-]{8,}", "[redacted]"),
     ]
@@ -21,7 +24,9 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 pub fn scrub(text: &str) -> String {
     PATTERNS
         .iter()
-        .fold(text.to_string(), |acc, (re, replacement)| re.replace_all(&acc, *replacement).into_owned())
+        .fold(text.to_string(), |acc, (re, replacement)| {
+            re.replace_all(&acc, *replacement).into_owned()
+        })
 }
 
 /// A writer that scrubs each formatted log line before it reaches stderr.
@@ -47,7 +52,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
     type Writer = RedactingWriter<io::Stderr>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter { inner: io::stderr() }
+        RedactingWriter {
+            inner: io::stderr(),
+        }
     }
 }
 
@@ -60,9 +67,18 @@ mod tests {
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
         let cases = [
             (format!("token={jwt} end"), "token=[redacted] end"),
-            ("authorization: Bearer abc.def-ghi".to_string(), "authorization: Bearer [redacted]"),
-            ("header BEARER%20xyz".to_string(), "header BEARER [redacted]"),
-            ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
+            (
+                "authorization: Bearer abc.def-ghi".to_string(),
+                "authorization: Bearer [redacted]",
+            ),
+            (
+                "header BEARER%20xyz".to_string(),
+                "header BEARER [redacted]",
+            ),
+            (
+                "key pk_abcdefghijklmnop here".to_string(),
+                "key [redacted] here",
+            ),
             ("plain text stays".to_string(), "plain text stays"),
         ];
         for (input, want) in cases {

