@@ -11,17 +11,6 @@ fn portcullis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
 }
 
-const THREE_MISTAKES: &str = r#"
-issuers:
-  - issuer: https://issuer.test/
-    audiences: [api]
-    algorithms: [RS256, RS999]
-    jwks: { file: keys/jwks.json }
-    leeway: 10m
-routes:
-  - { match: { path_regex: "([" } }
-"#;
-
 fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let keys = support::corpus::fixtures().join("keys");
     let path = dir.join(name);
@@ -36,7 +25,7 @@ fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std:
 #[test]
 fn check_config_reports_every_mistake_and_exits_64() {
     let dir = scratch("cli");
-    let bad = write_in_fixtures_copy(&dir, "bad.yaml", THREE_MISTAKES);
+    let bad = support::corpus::fixtures().join("three-mistakes.yaml");
     let out = portcullis()
         .arg("check-config")
         .arg(&bad)

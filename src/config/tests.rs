@@ -61,17 +61,8 @@ fn design_example_parses_and_names_unbuilt_sections() {
 
 #[test]
 fn three_mistakes_are_all_reported_with_paths() {
-    let yaml = r#"
-issuers:
-  - issuer: https://issuer.test/
-    audiences: [api]
-    algorithms: [RS256, RS999]
-    jwks: { file: keys/jwks.json }
-    leeway: 10m
-routes:
-  - { match: { path_regex: "([" } }
-"#;
-    let found = problems(yaml);
+    let yaml = std::fs::read_to_string(fixtures().join("three-mistakes.yaml")).expect("fixture");
+    let found = problems(&yaml);
     let want = [
         r#"issuers[0].algorithms[1]: unknown algorithm "RS999""#,
         "issuers[0].leeway: must be at most 5m",
