@@ -13,11 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "Authorization sidecar for Envoy ext_authz"
-)]
+#[command(name = "portcullis", version, about = "Authorization sidecar for Envoy ext_authz")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,10 +111,7 @@ fn main() -> ExitCode {
 
 fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
     telemetry::init_logging(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start runtime: {e}");
@@ -172,9 +165,7 @@ async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
         ttl_secs: 3600,
     };
     let token = dev::mint(&spec, SystemClock.now().0)?;
-    println!(
-        "portcullis dev: serving the embedded development policy on {grpc} (never use in production)"
-    );
+    println!("portcullis dev: serving the embedded development policy on {grpc} (never use in production)");
     println!("  token for alice (scope read, 1h):\n    {token}");
     println!("  through Envoy (deploy/envoy/envoy.yaml):");
     println!("    curl -i -H \"authorization: Bearer {token}\" http://127.0.0.1:10000/hello");
@@ -191,19 +182,11 @@ async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
         ("without a token", vec![]),
     ] {
         let response = client
-            .check(check_request(
-                "GET",
-                "/hello",
-                &headers,
-                HeaderEncoding::Map,
-            ))
+            .check(check_request("GET", "/hello", &headers, HeaderEncoding::Map))
             .await
             .context("Check call")?
             .into_inner();
-        println!(
-            "  self-check: GET /hello {label} -> {}",
-            convert::summarize(&response)
-        );
+        println!("  self-check: GET /hello {label} -> {}", convert::summarize(&response));
     }
     Ok(())
 }

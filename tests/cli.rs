@@ -14,11 +14,7 @@ fn portcullis() -> Command {
 fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let keys = support::corpus::fixtures().join("keys");
     let path = dir.join(name);
-    std::fs::write(
-        &path,
-        text.replace("keys/", &format!("{}/", keys.display())),
-    )
-    .expect("write");
+    std::fs::write(&path, text.replace("keys/", &format!("{}/", keys.display()))).expect("write");
     path
 }
 
@@ -26,11 +22,7 @@ fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std:
 fn check_config_reports_every_mistake_and_exits_64() {
     let dir = scratch("cli");
     let bad = support::corpus::fixtures().join("three-mistakes.yaml");
-    let out = portcullis()
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .expect("run");
+    let out = portcullis().arg("check-config").arg(&bad).output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     for want in [
@@ -52,17 +44,8 @@ fn check_config_reports_every_mistake_and_exits_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm \"RS999\""));
 
     let good = support::corpus::fixtures().join("policy.yaml");
-    let out = portcullis()
-        .arg("check-config")
-        .arg(&good)
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = portcullis().arg("check-config").arg(&good).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = portcullis()
         .arg("check-config")
@@ -82,11 +65,7 @@ fn serve_needs_a_config_and_dev_issuer_needs_dev_true() {
     let dir = scratch("cli-dev");
     let dev_policy = portcullis::dev::POLICY.replace("dev: true", "dev: false");
     let path = write_in_fixtures_copy(&dir, "dev.yaml", &dev_policy);
-    let out = portcullis()
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("urn:portcullis:dev"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -135,11 +114,7 @@ fn dev_mode_shows_an_allow_and_a_deny() {
         "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
     .expect("metrics");
-    assert!(
-        metrics.body.contains("portcullis_dev_mode 1"),
-        "{}",
-        metrics.body
-    );
+    assert!(metrics.body.contains("portcullis_dev_mode 1"), "{}", metrics.body);
     proc.stop();
     assert_eq!(
         proc.child.try_wait().ok().flatten().and_then(|s| s.code()),
@@ -160,16 +135,10 @@ fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
     assert_eq!(token.split('.').count(), 3, "{token}");
     use portcullis::decision::TokenVerifier;
     let dev = portcullis::dev::settings().expect("dev policy");
-    let verified = dev
-        .snapshot
-        .verifier
-        .verify(&token)
-        .expect("dev policy accepts it");
+    let verified = dev.snapshot.verifier.verify(&token).expect("dev policy accepts it");
     assert_eq!(verified.subject.0, "bob");
     assert_eq!(verified.claims["roles"], serde_json::json!(["admin"]));
-    let test_policy =
-        portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml"))
-            .expect("policy");
+    let test_policy = portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml")).expect("policy");
     assert!(
         test_policy.snapshot.verifier.verify(&token).is_err(),
         "no other policy accepts dev tokens"

@@ -43,20 +43,13 @@ fn serve_connection(stream: std::net::TcpStream, seen: Arc<Mutex<Vec<String>>>) 
                 break;
             }
             if let Some((k, v)) = line.split_once(':') {
-                headers.insert(
-                    k.trim().to_ascii_lowercase(),
-                    Value::String(v.trim().to_string()),
-                );
+                headers.insert(k.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
             }
         }
         if let Some(Value::String(id)) = headers.get("x-test-case") {
             seen.lock().expect("lock").push(id.clone());
         }
-        let path = request_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
+        let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
         let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -93,18 +86,9 @@ struct Envoy {
     listener: SocketAddr,
 }
 
-fn start_envoy(
-    dir: &std::path::Path,
-    name: &str,
-    grpc_port: u16,
-    upstream: SocketAddr,
-    raw_headers: bool,
-) -> Envoy {
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/envoy/envoy.yaml"
-    ))
-    .expect("envoy.yaml");
+fn start_envoy(dir: &std::path::Path, name: &str, grpc_port: u16, upstream: SocketAddr, raw_headers: bool) -> Envoy {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy.yaml")).expect("envoy.yaml");
     let listen_port = free_port();
     let admin_port = free_port();
     let mut config = template.clone();
@@ -112,10 +96,7 @@ fn start_envoy(
         ("port_value: 9901", format!("port_value: {admin_port}")),
         ("port_value: 10000", format!("port_value: {listen_port}")),
         ("port_value: 9191", format!("port_value: {grpc_port}")),
-        (
-            "port_value: 8080",
-            format!("port_value: {}", upstream.port()),
-        ),
+        ("port_value: 8080", format!("port_value: {}", upstream.port())),
         ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
         (
             "encode_raw_headers: false",
@@ -178,18 +159,12 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
                 ));
             }
             if !upstream.saw(&id) {
-                failures.push(format!(
-                    "[{mode}] {}: allowed but upstream not called",
-                    case.name
-                ));
+                failures.push(format!("[{mode}] {}: allowed but upstream not called", case.name));
             }
             continue;
         }
         if upstream.saw(&id) {
-            failures.push(format!(
-                "[{mode}] {}: denied but the upstream was called",
-                case.name
-            ));
+            failures.push(format!("[{mode}] {}: denied but the upstream was called", case.name));
         }
         let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
         if body["reason"] != case.reason {
@@ -222,10 +197,7 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
 
 /// Every 16-character window of every secret, for a linear scan of the output.
 fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
-    let windows: HashSet<&[u8]> = secrets
-        .iter()
-        .flat_map(|s| s.as_bytes().windows(16))
-        .collect();
+    let windows: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(16)).collect();
     let mut hits: Vec<String> = output
         .as_bytes()
         .windows(16)
@@ -239,10 +211,7 @@ fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
 #[test]
 fn envoy_end_to_end() {
     let dir = scratch("envoy");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
     let cases = corpus::cases(now);
     let upstream = Upstream::start();
 
@@ -255,10 +224,7 @@ fn envoy_end_to_end() {
     )
     .expect("policy");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "trace");
+    cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "trace");
     let mut portcullis = Proc::spawn(&mut cmd, &dir, "portcullis");
     let health = SocketAddr::from(([127, 0, 0, 1], health_port));
     assert!(
@@ -270,13 +236,7 @@ fn envoy_end_to_end() {
     let mut envoys = Vec::new();
     let mut failures = Vec::new();
     for (mode, raw) in [("map", false), ("raw", true)] {
-        let envoy = start_envoy(
-            &dir,
-            &format!("envoy-{mode}"),
-            grpc_port,
-            upstream.addr,
-            raw,
-        );
+        let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
         // Ready once the authz cluster is healthy and a public route passes end to end.
         let ready = (0..200).any(|_| {
             let probe = raw_http(
@@ -307,13 +267,9 @@ fn envoy_end_to_end() {
         let case = &cases[0];
         for attempt in 0..3 {
             let id = format!("down-{}-{attempt}", envoy.listener.port());
-            let resp = raw_http(envoy.listener, &request_text(case, &id))
-                .expect("response while portcullis is down");
+            let resp = raw_http(envoy.listener, &request_text(case, &id)).expect("response while portcullis is down");
             assert_eq!(resp.status, 503, "with Portcullis stopped: {}", resp.body);
-            assert!(
-                !upstream.saw(&id),
-                "upstream called while Portcullis was down"
-            );
+            assert!(!upstream.saw(&id), "upstream called while Portcullis was down");
         }
     }
 

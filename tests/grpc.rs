@@ -7,9 +7,7 @@ mod support;
 use portcullis::config::{ListenAddr, Settings, parse_and_validate};
 use portcullis::server::Server;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use portcullis::server::proto::envoy::service::auth::v3::{
-    CheckResponse, check_response::HttpResponse,
-};
+use portcullis::server::proto::envoy::service::auth::v3::{CheckResponse, check_response::HttpResponse};
 use portcullis::server::request::{HeaderEncoding, check_request};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -63,10 +61,7 @@ impl Running {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
 fn header<'a>(
@@ -86,21 +81,14 @@ fn contract_failure(case: &corpus::Case, resp: &CheckResponse) -> Option<String>
     match &resp.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             if case.status != 200 || code != 0 {
-                return Some(format!(
-                    "allowed (code {code}), want {} {}",
-                    case.status, case.reason
-                ));
+                return Some(format!("allowed (code {code}), want {} {}", case.status, case.reason));
             }
             let user = header(&ok.headers, "x-user-id").map(str::to_string);
             if user != case.user {
                 return Some(format!("x-user-id {user:?} want {:?}", case.user));
             }
             for h in &ok.headers {
-                let key = h
-                    .header
-                    .as_ref()
-                    .map(|h| h.key.as_str())
-                    .unwrap_or_default();
+                let key = h.header.as_ref().map(|h| h.key.as_str()).unwrap_or_default();
                 if ok.headers_to_remove.iter().any(|r| r == key) {
                     return Some(format!("{key} both set and removed"));
                 }
@@ -128,19 +116,14 @@ fn contract_failure(case: &corpus::Case, resp: &CheckResponse) -> Option<String>
                 ));
             }
             let body: Value = serde_json::from_str(&denied.body).unwrap_or(Value::Null);
-            if body["reason"] != case.reason
-                || body["request_id"] != "req-1"
-                || body["error"].as_str().is_none()
-            {
+            if body["reason"] != case.reason || body["request_id"] != "req-1" || body["error"].as_str().is_none() {
                 return Some(format!("body {}", denied.body));
             }
             if header(&denied.headers, "cache-control") != Some("no-store") {
                 return Some("no cache-control: no-store".into());
             }
             let challenge = header(&denied.headers, "www-authenticate");
-            if case.status == 401
-                && !challenge.is_some_and(|c| c.starts_with("Bearer realm=\"portcullis\""))
-            {
+            if case.status == 401 && !challenge.is_some_and(|c| c.starts_with("Bearer realm=\"portcullis\"")) {
                 return Some(format!("www-authenticate {challenge:?}"));
             }
             if case.reason == "insufficient_scope"
@@ -167,11 +150,7 @@ async fn corpus_over_grpc_in_both_encodings() {
     let mut failures = Vec::new();
     for encoding in [HeaderEncoding::Map, HeaderEncoding::Raw] {
         for case in &cases {
-            let headers: Vec<(&str, &str)> = case
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let resp = client
                 .check(check_request(case.method, &case.path, &headers, encoding))
                 .await
@@ -236,36 +215,25 @@ async fn health_reflection_and_http_listener() {
         names.contains(&"envoy.service.auth.v3.Authorization".to_string()),
         "{names:?}"
     );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", server.health);
-    for (path, status) in [
-        ("/livez", 200),
-        ("/readyz", 200),
-        ("/metrics", 200),
-        ("/admin", 404),
-    ] {
-        let resp = http
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("health listener");
-        assert_eq!(resp.status().as_u16(), status, "{path}");
-    }
-    let post = http
-        .post(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        post.status().as_u16(),
-        405,
-        "the health listener is read-only"
-    );
+    // The health listener: read-only, three paths.
+    let health_addr = server.health;
+    let answers = tokio::task::spawn_blocking(move || {
+        let get = |path: &str| {
+            support::raw_http(health_addr, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
+                .map(|r| r.status)
+        };
+        let post = support::raw_http(
+            health_addr,
+            "POST /readyz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .map(|r| r.status);
+        (get("/livez"), get("/readyz"), get("/metrics"), get("/admin"), post)
+    })
+    .await
+    .expect("health requests");
+    assert_eq!(answers, (Some(200), Some(200), Some(200), Some(404), Some(405)), "livez, readyz, metrics, admin, POST");
     server.shutdown().await;
 }
 
@@ -279,7 +247,9 @@ async fn beyond_max_inflight_checks_is_an_immediate_503() {
         .clone()
         .try_acquire_many_owned(state.max_inflight as u32)
         .expect("permits");
-    let resp = state.check(check_request("GET", "/api/items", &[], HeaderEncoding::Map));
+    let resp = state
+        .check(check_request("GET", "/api/items", &[], HeaderEncoding::Map))
+        .await;
     let Some(HttpResponse::DeniedResponse(denied)) = &resp.http_response else {
         panic!("expected a deny")
     };
@@ -292,11 +262,11 @@ async fn beyond_max_inflight_checks_is_an_immediate_503() {
     assert_eq!(header(&denied.headers, "retry-after"), Some("1"));
     assert!(denied.body.contains("\"overloaded\""), "{}", denied.body);
     drop(held);
-    let resp = state.check(check_request("GET", "/api/items", &[], HeaderEncoding::Map));
+    let resp = state
+        .check(check_request("GET", "/api/items", &[], HeaderEncoding::Map))
+        .await;
     assert!(
-        resp.status
-            .as_ref()
-            .is_some_and(|s| s.message == "credential_missing"),
+        resp.status.as_ref().is_some_and(|s| s.message == "credential_missing"),
         "permits are back"
     );
     server.shutdown().await;

@@ -21,9 +21,9 @@ impl ListenAddr {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        s.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
-            format!("\"{s}\" is not host:port (an IP address and a port) or unix:/path")
-        })
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|_| format!("\"{s}\" is not host:port (an IP address and a port) or unix:/path"))
     }
 }
 

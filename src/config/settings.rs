@@ -3,6 +3,7 @@
 use super::listen::ListenAddr;
 use crate::decision::Policy;
 use crate::jwt::Verifier;
+use crate::jwt::fetch::JwksJob;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,4 +28,6 @@ pub struct Settings {
     pub dev: bool,
     pub log_format: LogFormat,
     pub snapshot: Arc<Snapshot>,
+    /// Remote key sets the server keeps fetched.
+    pub jwks_jobs: Vec<JwksJob>,
 }

@@ -5,16 +5,24 @@ use super::schema::*;
 use super::settings::{LogFormat, Settings, Snapshot};
 use super::{ConfigError, Problems};
 use crate::decision::{
-    Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource,
-    IssuerRules, PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
+    Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
+    PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
 };
+use crate::jwt::fetch::JwksJob;
+use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
 use crate::jwt::{
-    Alg, AlgFamily, IssuerVerifier, KeySet, TokenType, Verifier, keys_from_hmac_secret,
-    keys_from_jwks, keys_from_pem,
+    Alg, AlgFamily, IssuerVerifier, KeySet, KeyStore, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks,
+    keys_from_pem,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where an issuer's keys come from.
+enum KeySource {
+    Fixed(KeySet),
+    Remote(RemoteJwks),
+}
 
 /// The built-in development issuer; refused unless the file says `dev: true`.
 pub const DEV_ISSUER: &str = "urn:portcullis:dev";
@@ -32,8 +40,7 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
     let mut v = Validator {
         base: base.to_path_buf(),
         problems: Problems::default(),
@@ -52,9 +59,8 @@ struct Validator {
 
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Validator {
@@ -66,10 +72,8 @@ impl Validator {
         match value {
             None => default,
             Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
-                self.problems.add(
-                    path,
-                    format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"),
-                );
+                self.problems
+                    .add(path, format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"));
                 default
             }),
         }
@@ -80,8 +84,7 @@ impl Validator {
         match std::fs::read(&full) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.problems
-                    .add(path, format!("cannot read {}: {e}", full.display()));
+                self.problems.add(path, format!("cannot read {}: {e}", full.display()));
                 None
             }
         }
@@ -115,8 +118,7 @@ impl Validator {
         }
         let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
         if max_inflight_checks == 0 {
-            self.problems
-                .add("limits.max_inflight_checks", "must be at least 1");
+            self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
         for (present, path) in [
             (raw.tenants.is_some(), "tenants"),
@@ -150,10 +152,8 @@ impl Validator {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                self.problems.add(
-                    "telemetry.log_format",
-                    format!("\"{other}\" is not json or text"),
-                );
+                self.problems
+                    .add("telemetry.log_format", format!("\"{other}\" is not json or text"));
                 LogFormat::Json
             }
         };
@@ -164,13 +164,9 @@ impl Validator {
             self.not_yet("telemetry.audit");
         }
 
-        let (verifier, rules) = self.issuers(&raw.issuers, raw.dev);
+        let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
         let credentials = self.credentials(&raw.credentials);
-        let issuer_names: Vec<&str> = raw
-            .issuers
-            .iter()
-            .filter_map(|i| i.issuer.as_deref())
-            .collect();
+        let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let routes = self.routes(&raw.routes, &issuer_names);
         let response = self.response(&raw.response, raw.credentials.realm.as_deref());
         let policy = Policy {
@@ -186,15 +182,16 @@ impl Validator {
             dev: raw.dev,
             log_format,
             snapshot: Arc::new(Snapshot { policy, verifier }),
+            jwks_jobs,
         })
     }
 
-    fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>) {
+    fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {
         let mut verifier = Verifier::default();
+        let mut jobs = Vec::new();
         let mut rules = Vec::new();
         if raw.is_empty() {
-            self.problems
-                .add("issuers", "at least one issuer is required");
+            self.problems.add("issuers", "at least one issuer is required");
         }
         for (i, issuer) in raw.iter().enumerate() {
             let p = format!("issuers[{i}]");
@@ -208,27 +205,34 @@ impl Validator {
                 );
             }
             if raw[..i].iter().any(|other| other.issuer == issuer.issuer) {
-                self.problems.add(
-                    format!("{p}.issuer"),
-                    format!("duplicate issuer \"{name}\""),
-                );
+                self.problems
+                    .add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
             }
             if issuer.audiences.is_empty() {
-                self.problems.add(
-                    format!("{p}.audiences"),
-                    "at least one audience is required",
-                );
+                self.problems
+                    .add(format!("{p}.audiences"), "at least one audience is required");
             }
             let algorithms = self.algorithms(&p, &issuer.algorithms);
-            let keys = self.keys(&p, issuer, &algorithms);
+            let store = match self.keys(&p, issuer, &algorithms) {
+                Some(KeySource::Fixed(set)) => Arc::new(KeyStore::fixed(set)),
+                Some(KeySource::Remote(remote)) => {
+                    let store = Arc::new(KeyStore::remote());
+                    jobs.push(JwksJob {
+                        issuer: Arc::from(name.as_str()),
+                        store: store.clone(),
+                        remote,
+                    });
+                    store
+                }
+                None => Arc::new(KeyStore::fixed(KeySet::default())),
+            };
             let leeway = self.duration(
                 &format!("{p}.leeway"),
                 issuer.leeway.as_deref(),
                 Duration::from_secs(30),
             );
             if leeway > MAX_LEEWAY {
-                self.problems
-                    .add(format!("{p}.leeway"), "must be at most 5m");
+                self.problems.add(format!("{p}.leeway"), "must be at most 5m");
             }
             let max_token_age = issuer.max_token_age.as_deref().map(|s| {
                 self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO)
@@ -246,28 +250,20 @@ impl Validator {
                     allowed: tt.allowed.clone(),
                 }
             });
-            let roles_pointer = issuer
-                .roles_claim
-                .clone()
-                .unwrap_or_else(|| "/roles".into());
+            let roles_pointer = issuer.roles_claim.clone().unwrap_or_else(|| "/roles".into());
             if !roles_pointer.starts_with('/') {
-                self.problems.add(
-                    format!("{p}.roles_claim"),
-                    "must be a JSON Pointer starting with '/'",
-                );
+                self.problems
+                    .add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
             }
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
                 audiences: issuer.audiences.clone(),
                 algorithms,
-                keys: keys.unwrap_or_default(),
+                keys: store,
+                required: issuer.required.unwrap_or(true),
                 required_claims: issuer.required_claims.clone(),
                 token_type,
-                header_typ: issuer
-                    .header_typ
-                    .iter()
-                    .map(|t| crate::jwt::normalize_typ(t))
-                    .collect(),
+                header_typ: issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect(),
             });
             rules.push(IssuerRules {
                 time: TimePolicy {
@@ -277,15 +273,13 @@ impl Validator {
                 roles_pointer,
             });
         }
-        (verifier, rules)
+        (verifier, rules, jobs)
     }
 
     fn algorithms(&mut self, p: &str, raw: &[String]) -> Vec<Alg> {
         if raw.is_empty() {
-            self.problems.add(
-                format!("{p}.algorithms"),
-                "at least one algorithm is required",
-            );
+            self.problems
+                .add(format!("{p}.algorithms"), "at least one algorithm is required");
         }
         let mut algs = Vec::new();
         for (j, name) in raw.iter().enumerate() {
@@ -295,10 +289,9 @@ impl Validator {
                     self.problems
                         .add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
                 }
-                Err(()) => self.problems.add(
-                    format!("{p}.algorithms[{j}]"),
-                    format!("unknown algorithm \"{name}\""),
-                ),
+                Err(()) => self
+                    .problems
+                    .add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
             }
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
@@ -311,17 +304,15 @@ impl Validator {
         algs
     }
 
-    fn keys(&mut self, p: &str, issuer: &RawIssuer, algs: &[Alg]) -> Option<KeySet> {
+    fn keys(&mut self, p: &str, issuer: &RawIssuer, algs: &[Alg]) -> Option<KeySource> {
         let sources = [
             issuer.jwks.is_some(),
             issuer.pem_files.is_some(),
             issuer.hmac_secret_file.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            self.problems.add(
-                p,
-                "exactly one of jwks, pem_files or hmac_secret_file is required",
-            );
+            self.problems
+                .add(p, "exactly one of jwks, pem_files or hmac_secret_file is required");
             return None;
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
@@ -335,7 +326,8 @@ impl Validator {
             let bytes = self.read(&format!("{p}.hmac_secret_file"), file)?;
             return keys_from_hmac_secret(&bytes, algs)
                 .map_err(|e| self.problems.add(format!("{p}.hmac_secret_file"), e))
-                .ok();
+                .ok()
+                .map(KeySource::Fixed);
         }
         if hmac {
             self.problems.add(
@@ -360,13 +352,25 @@ impl Validator {
                     Err(e) => self.problems.add(&path, e),
                 }
             }
-            return Some(set);
+            return Some(KeySource::Fixed(set));
         }
         let jwks = issuer.jwks.as_ref()?;
         let jp = format!("{p}.jwks");
+        let sources = [
+            jwks.file.is_some(),
+            jwks.inline.is_some(),
+            jwks.url.is_some(),
+            jwks.discovery.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.problems
+                .add(&jp, "exactly one of file, inline, url or discovery is required");
+            return None;
+        }
+        if jwks.url.is_some() || jwks.discovery.is_some() {
+            return self.remote_jwks(&jp, jwks).map(KeySource::Remote);
+        }
         for (present, field) in [
-            (jwks.url.is_some(), "url"),
-            (jwks.discovery.is_some(), "discovery"),
             (jwks.refresh.is_some(), "refresh"),
             (jwks.fallback_file.is_some(), "fallback_file"),
             (jwks.max_stale.is_some(), "max_stale"),
@@ -375,37 +379,101 @@ impl Validator {
             (jwks.ca_file.is_some(), "ca_file"),
         ] {
             if present {
-                self.not_yet(&format!("{jp}.{field}"));
+                self.problems
+                    .add(format!("{jp}.{field}"), "only applies with url or discovery");
             }
         }
         let text = match (&jwks.file, &jwks.inline) {
-            (Some(file), None) => {
-                String::from_utf8_lossy(&self.read(&format!("{jp}.file"), file)?).into_owned()
-            }
+            (Some(file), _) => String::from_utf8_lossy(&self.read(&format!("{jp}.file"), file)?).into_owned(),
             (None, Some(serde_json::Value::String(s))) => s.clone(),
             (None, Some(value)) => value.to_string(),
-            (None, None) if jwks.url.is_some() || jwks.discovery.is_some() => return None,
-            _ => {
-                self.problems.add(
-                    &jp,
-                    "exactly one of file, inline, url or discovery is required",
-                );
-                return None;
-            }
+            (None, None) => return None,
         };
-        let set = keys_from_jwks(&text)
-            .map_err(|e| self.problems.add(&jp, e))
-            .ok()?;
+        let set = keys_from_jwks(&text).map_err(|e| self.problems.add(&jp, e)).ok()?;
         if set.keys.is_empty() {
             self.problems.add(&jp, "no usable signing key");
         }
         for alg in algs {
             if !set.keys.iter().any(|k| k.fits(*alg)) {
-                self.problems
-                    .add(&jp, format!("no key fits algorithm {alg}"));
+                self.problems.add(&jp, format!("no key fits algorithm {alg}"));
             }
         }
-        Some(set)
+        Some(KeySource::Fixed(set))
+    }
+
+    fn remote_jwks(&mut self, jp: &str, jwks: &RawJwks) -> Option<RemoteJwks> {
+        let insecure_http = jwks.insecure_http.unwrap_or(false);
+        let source = match (&jwks.url, &jwks.discovery) {
+            (Some(url), _) => {
+                check_url(url, insecure_http)
+                    .map_err(|e| self.problems.add(format!("{jp}.url"), e))
+                    .ok()?;
+                RemoteSource::Url(url.clone())
+            }
+            (None, Some(base)) => {
+                check_url(base, insecure_http)
+                    .map_err(|e| self.problems.add(format!("{jp}.discovery"), e))
+                    .ok()?;
+                RemoteSource::Discovery(base.clone())
+            }
+            (None, None) => return None,
+        };
+        let refresh = self.duration(
+            &format!("{jp}.refresh"),
+            jwks.refresh.as_deref(),
+            Duration::from_secs(3600),
+        );
+        let refetch_interval = self.duration(
+            &format!("{jp}.refetch_interval"),
+            jwks.refetch_interval.as_deref(),
+            Duration::from_secs(30),
+        );
+        let max_stale = self.duration(
+            &format!("{jp}.max_stale"),
+            jwks.max_stale.as_deref(),
+            Duration::from_secs(86_400),
+        );
+        for (name, value) in [
+            ("refresh", refresh),
+            ("refetch_interval", refetch_interval),
+            ("max_stale", max_stale),
+        ] {
+            if value < Duration::from_secs(1) {
+                self.problems.add(format!("{jp}.{name}"), "must be at least 1s");
+            }
+        }
+        if max_stale < refresh {
+            self.problems
+                .add(format!("{jp}.max_stale"), "must not be shorter than refresh");
+        }
+        let fallback_file = jwks.fallback_file.as_ref().and_then(|file| {
+            let path = self.base.join(file);
+            let bytes = self.read(&format!("{jp}.fallback_file"), file)?;
+            keys_from_jwks(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| self.problems.add(format!("{jp}.fallback_file"), e))
+                .ok()?;
+            Some(path)
+        });
+        let ca_pem = jwks.ca_file.as_ref().and_then(|file| {
+            let bytes = self.read(&format!("{jp}.ca_file"), file)?;
+            match reqwest::Certificate::from_pem_bundle(&bytes) {
+                Ok(certs) if !certs.is_empty() => Some(bytes),
+                _ => {
+                    self.problems
+                        .add(format!("{jp}.ca_file"), "no PEM certificate in the file");
+                    None
+                }
+            }
+        });
+        Some(RemoteJwks {
+            source,
+            refresh,
+            refetch_interval,
+            max_stale,
+            fallback_file,
+            ca_pem,
+            insecure_http,
+        })
     }
 
     fn credentials(&mut self, raw: &RawCredentials) -> CredentialPolicy {
@@ -473,22 +541,14 @@ impl Validator {
                 Access::Required(requirements)
             };
             if let Some(matcher) = matcher {
-                routes.push(Route {
-                    name,
-                    matcher,
-                    access,
-                });
+                routes.push(Route { name, matcher, access });
             }
         }
         routes
     }
 
     fn route_match(&mut self, p: &str, m: &RawMatch) -> Option<RouteMatch> {
-        let kinds = [
-            m.path_prefix.is_some(),
-            m.path_exact.is_some(),
-            m.path_regex.is_some(),
-        ];
+        let kinds = [m.path_prefix.is_some(), m.path_exact.is_some(), m.path_regex.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
             self.problems.add(
                 format!("{p}.match"),
@@ -513,10 +573,8 @@ impl Validator {
             match regex::Regex::new(&format!("^(?:{re})$")) {
                 Ok(r) => PathMatch::Regex(r),
                 Err(e) => {
-                    self.problems.add(
-                        format!("{p}.match.path_regex"),
-                        format!("invalid regex: {e}"),
-                    );
+                    self.problems
+                        .add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
                     return None;
                 }
             }
@@ -538,11 +596,7 @@ impl Validator {
             }
             methods.push(method.to_ascii_uppercase());
         }
-        Some(RouteMatch {
-            host,
-            path,
-            methods,
-        })
+        Some(RouteMatch { host, path, methods })
     }
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
@@ -568,10 +622,8 @@ impl Validator {
         for (j, c) in r.claims.iter().enumerate() {
             let cp = format!("{p}.require.claims[{j}]");
             if !c.path.starts_with('/') {
-                self.problems.add(
-                    format!("{cp}.path"),
-                    "must be a JSON Pointer starting with '/'",
-                );
+                self.problems
+                    .add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
             }
             let tests: Vec<ClaimTest> = [
                 c.equals.clone().map(ClaimTest::Equals),
@@ -610,8 +662,7 @@ impl Validator {
         for (name, source) in &raw.identity_headers {
             let p = format!("response.identity_headers.{name}");
             if !is_header_name(name) {
-                self.problems
-                    .add(&p, "header names must be lowercase token characters");
+                self.problems.add(&p, "header names must be lowercase token characters");
             }
             if matches!(
                 name.as_str(),
@@ -625,8 +676,7 @@ impl Validator {
             } else if source.starts_with('/') {
                 IdentitySource::Claim(source.clone())
             } else {
-                self.problems
-                    .add(&p, "must be a JSON Pointer (like /sub) or `tenant`");
+                self.problems.add(&p, "must be a JSON Pointer (like /sub) or `tenant`");
                 continue;
             };
             identity_headers.push(IdentityHeader {
@@ -644,10 +694,8 @@ impl Validator {
         }
         let realm = realm.unwrap_or("portcullis");
         if realm.contains(['"', '\\']) || !realm.is_ascii() {
-            self.problems.add(
-                "credentials.realm",
-                "must be ASCII without quotes or backslashes",
-            );
+            self.problems
+                .add("credentials.realm", "must be ASCII without quotes or backslashes");
         }
         ResponsePolicy {
             identity_headers,

@@ -20,31 +20,19 @@ pub fn check_times(token: &VerifiedToken, policy: TimePolicy, now: UnixTime) -> 
     if let Some(nbf) = token.nbf
         && now.saturating_add(policy.leeway) < nbf
     {
-        return Err(Deny::new(
-            DenyReason::TokenInvalid,
-            "token not yet valid (nbf)",
-        ));
+        return Err(Deny::new(DenyReason::TokenInvalid, "token not yet valid (nbf)"));
     }
     if let Some(iat) = token.iat
         && now.saturating_add(policy.leeway) < iat
     {
-        return Err(Deny::new(
-            DenyReason::TokenInvalid,
-            "token issued in the future (iat)",
-        ));
+        return Err(Deny::new(DenyReason::TokenInvalid, "token issued in the future (iat)"));
     }
     if let Some(max_age) = policy.max_token_age {
         let Some(iat) = token.iat else {
-            return Err(Deny::new(
-                DenyReason::TokenInvalid,
-                "iat required by max_token_age",
-            ));
+            return Err(Deny::new(DenyReason::TokenInvalid, "iat required by max_token_age"));
         };
         if now.saturating_sub(iat) > max_age.saturating_add(policy.leeway) {
-            return Err(Deny::new(
-                DenyReason::TokenExpired,
-                "token older than max_token_age",
-            ));
+            return Err(Deny::new(DenyReason::TokenExpired, "token older than max_token_age"));
         }
     }
     Ok(())

@@ -40,18 +40,15 @@ impl<'a> Credential<'a> {
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 fn bearer_token(value: &str) -> Result<&str, Deny> {
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        Deny::new(
-            DenyReason::InvalidRequest,
-            "authorization header without a token",
-        )
-    })?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "authorization header without a token"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Deny::new(
             DenyReason::InvalidRequest,
@@ -59,16 +56,10 @@ fn bearer_token(value: &str) -> Result<&str, Deny> {
         ));
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(Deny::new(
-            DenyReason::TokenInvalid,
-            "token larger than 8 KiB",
-        ));
+        return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
     }
     if !is_token68(token) {
-        return Err(Deny::new(
-            DenyReason::InvalidRequest,
-            "malformed bearer token",
-        ));
+        return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
     }
     Ok(token)
 }
@@ -87,10 +78,7 @@ pub fn extract_credential<'a>(
     for name in &policy.cookies {
         // Cookie values cannot hold ',' or ';' (RFC 6265), so splitting on both also handles
         // cookie headers that Envoy comma-joined.
-        for pair in input
-            .header_values("cookie")
-            .flat_map(|v| v.split([';', ',']))
-        {
+        for pair in input.header_values("cookie").flat_map(|v| v.split([';', ','])) {
             let Some((k, v)) = pair.trim().split_once('=') else {
                 continue;
             };
@@ -102,10 +90,7 @@ pub fn extract_credential<'a>(
                 continue; // a cleared cookie is no credential
             }
             if v.len() > MAX_TOKEN_BYTES {
-                return Err(Deny::new(
-                    DenyReason::TokenInvalid,
-                    "token larger than 8 KiB",
-                ));
+                return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
             }
             found.push(Credential::Cookie {
                 name: name.as_str(),

@@ -8,7 +8,7 @@ use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements};
 use super::route::{Access, Route, find_route};
-use super::types::{Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
+use super::types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -48,6 +48,9 @@ pub struct DecisionContext {
     pub tenant: Option<String>,
     /// First 12 hex digits of the credential's SHA-256; never the credential.
     pub credential_fingerprint: Option<String>,
+    /// Set when the token named a key its issuer does not have: the edge may refetch the
+    /// issuer's keys and decide again.
+    pub key_miss: Option<IssuerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +81,15 @@ pub fn fingerprint(credential: &str) -> String {
     hex::encode(&digest[..6])
 }
 
-fn token_deny(err: TokenError) -> Deny {
-    Deny::new(DenyReason::TokenInvalid, err.to_string())
+fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
+    match err {
+        TokenError::KeysUnavailable { .. } => Deny::new(DenyReason::KeysUnavailable, err.to_string()),
+        TokenError::UnknownKey { issuer, .. } => {
+            context.key_miss = Some(issuer);
+            Deny::new(DenyReason::TokenInvalid, err.to_string())
+        }
+        other => Deny::new(DenyReason::TokenInvalid, other.to_string()),
+    }
 }
 
 fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
@@ -100,12 +110,7 @@ fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContex
 }
 
 /// Decides one request. Pure: the same inputs always give the same decision.
-pub fn decide(
-    input: &CheckInput,
-    policy: &Policy,
-    verifier: &dyn TokenVerifier,
-    now: UnixTime,
-) -> Decision {
+pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
     let path = match validate_path(&input.path) {
         Ok(path) => path,
@@ -123,10 +128,7 @@ pub fn decide(
     let credential = match extract_credential(input, &policy.credentials) {
         Ok(Some(credential)) => credential,
         Ok(None) if credential_required => {
-            return Decision::deny(
-                Deny::new(DenyReason::CredentialMissing, "no credential"),
-                context,
-            );
+            return Decision::deny(Deny::new(DenyReason::CredentialMissing, "no credential"), context);
         }
         Ok(None) => return allow(policy, None, context),
         Err(deny) => return Decision::deny(deny, context),
@@ -134,7 +136,10 @@ pub fn decide(
     context.credential_fingerprint = Some(fingerprint(credential.token()));
     let token = match verifier.verify(credential.token()) {
         Ok(token) => token,
-        Err(err) => return Decision::deny(token_deny(err), context),
+        Err(err) => {
+            let deny = token_deny(err, &mut context);
+            return Decision::deny(deny, context);
+        }
     };
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());

@@ -21,17 +21,12 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
     if path.contains("//") {
         return Err("empty path segment");
     }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
         return Err("dot-segment in path");
     }
     let bytes = path.as_bytes();
     for (i, _) in path.match_indices('%') {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .ok_or("truncated percent-encoding")?;
+        let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-encoding")?;
         let hex = std::str::from_utf8(hex).map_err(|_| "bad percent-encoding")?;
         let value = u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?;
         if matches!(value, b'.' | b'/' | b'\\' | 0) {

@@ -89,10 +89,7 @@ impl DenyReason {
             | Self::ApiKeyInvalid
             | Self::SessionIdle
             | Self::StepUpRequired => 401,
-            Self::InvalidRequest
-            | Self::PathInvalid
-            | Self::TenantConflict
-            | Self::TenantMissing => 400,
+            Self::InvalidRequest | Self::PathInvalid | Self::TenantConflict | Self::TenantMissing => 400,
             Self::InsufficientScope
             | Self::RoleRequired
             | Self::ClaimMismatch
@@ -109,15 +106,11 @@ impl DenyReason {
     pub fn challenge(self) -> Challenge {
         match self {
             Self::CredentialMissing => Challenge::Bare,
-            Self::TokenInvalid
-            | Self::TokenExpired
-            | Self::TokenRevoked
-            | Self::ApiKeyInvalid
-            | Self::SessionIdle => Challenge::Error("invalid_token"),
-            Self::StepUpRequired => Challenge::Error("insufficient_user_authentication"),
-            Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => {
-                Challenge::Error("invalid_request")
+            Self::TokenInvalid | Self::TokenExpired | Self::TokenRevoked | Self::ApiKeyInvalid | Self::SessionIdle => {
+                Challenge::Error("invalid_token")
             }
+            Self::StepUpRequired => Challenge::Error("insufficient_user_authentication"),
+            Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => Challenge::Error("invalid_request"),
             Self::InsufficientScope | Self::RoleRequired | Self::ClaimMismatch => {
                 Challenge::Error("insufficient_scope")
             }
@@ -128,9 +121,7 @@ impl DenyReason {
     /// Whether the answer carries `retry-after`.
     pub fn retry_after_secs(self) -> Option<u32> {
         match self {
-            Self::RateLimited | Self::KeysUnavailable | Self::StateStale | Self::Overloaded => {
-                Some(1)
-            }
+            Self::RateLimited | Self::KeysUnavailable | Self::StateStale | Self::Overloaded => Some(1),
             _ => None,
         }
     }

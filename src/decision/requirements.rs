@@ -54,24 +54,15 @@ fn claim_test_holds(value: Option<&Value>, test: &ClaimTest) -> bool {
         (ClaimTest::Equals(want), Some(v)) => v == want,
         (ClaimTest::OneOf(options), Some(v)) => options.contains(v),
         (ClaimTest::Contains(want), Some(Value::Array(items))) => items.contains(want),
-        (ClaimTest::Contains(Value::String(word)), Some(Value::String(s))) => {
-            s.split(' ').any(|w| w == word)
-        }
+        (ClaimTest::Contains(Value::String(word)), Some(Value::String(s))) => s.split(' ').any(|w| w == word),
         (ClaimTest::Contains(_), Some(_)) => false,
     }
 }
 
 /// Checks a verified token against a route's requirements. `roles_pointer` is the issuer's roles claim.
-pub fn check_requirements(
-    token: &VerifiedToken,
-    req: &Requirements,
-    roles_pointer: &str,
-) -> Result<(), Deny> {
+pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_pointer: &str) -> Result<(), Deny> {
     if !req.issuers.is_empty() && !req.issuers.iter().any(|i| **i == *token.iss) {
-        return Err(Deny::new(
-            DenyReason::TokenInvalid,
-            "issuer not accepted on this route",
-        ));
+        return Err(Deny::new(DenyReason::TokenInvalid, "issuer not accepted on this route"));
     }
     if !req.audiences.is_empty() {
         let aud = match token.claims.get("aud") {

@@ -88,12 +88,7 @@ pub fn normalize_host(host: &str) -> String {
 }
 
 /// The first route matching host, path and method; `None` is the default deny.
-pub fn find_route<'a>(
-    routes: &'a [Route],
-    host: &str,
-    path: &str,
-    method: &str,
-) -> Option<&'a Route> {
+pub fn find_route<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Option<&'a Route> {
     let host = normalize_host(host);
     routes.iter().find(|route| {
         let m = &route.matcher;

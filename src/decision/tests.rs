@@ -33,11 +33,7 @@ fn input(method: &str, path: &str, headers: &[(String, String)]) -> CheckInput {
 fn corpus_decisions() {
     let snap = snapshot();
     let cases = corpus::cases(NOW);
-    assert!(
-        cases.len() > 40,
-        "corpus unexpectedly small: {}",
-        cases.len()
-    );
+    assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
     for case in &cases {
         let decision = decide(
             &input(case.method, &case.path, &case.headers),
@@ -186,10 +182,7 @@ fn header_value_encoding_table() {
     let cases = [
         (json!("alice"), Ok("alice".to_string())),
         (json!("a b"), Ok("a%20b".to_string())),
-        (
-            json!("x\r\nInjected: 1"),
-            Ok("x%0D%0AInjected:%201".to_string()),
-        ),
+        (json!("x\r\nInjected: 1"), Ok("x%0D%0AInjected:%201".to_string())),
         (json!("100%"), Ok("100%25".to_string())),
         (json!("caf\u{e9}"), Ok("caf%C3%A9".to_string())),
         (json!(["a", "b", 3]), Ok("a,b,3".to_string())),
@@ -201,11 +194,7 @@ fn header_value_encoding_table() {
         (json!("\u{1}".repeat(400)), Err(DenyReason::ClaimMismatch)),
     ];
     for (value, want) in cases {
-        assert_eq!(
-            encode_header_value(&value).map_err(|d| d.reason),
-            want,
-            "value {value}"
-        );
+        assert_eq!(encode_header_value(&value).map_err(|d| d.reason), want, "value {value}");
     }
 }
 
@@ -275,29 +264,18 @@ fn time_checks_table() {
             policy,
             Some(DenyReason::TokenInvalid),
         ),
-        (
-            "no max age, no iat",
-            token(NOW + 600, None, None),
-            no_age,
-            None,
-        ),
+        ("no max age, no iat", token(NOW + 600, None, None), no_age, None),
     ];
     for (name, tok, pol, want) in cases {
         assert_eq!(
-            check_times(tok, *pol, UnixTime(NOW))
-                .err()
-                .map(|d| d.reason),
+            check_times(tok, *pol, UnixTime(NOW)).err().map(|d| d.reason),
             *want,
             "{name}"
         );
     }
 }
 
-type CredentialCase<'a> = (
-    &'a str,
-    Vec<(String, String)>,
-    Result<Option<&'a str>, DenyReason>,
-);
+type CredentialCase<'a> = (&'a str, Vec<(String, String)>, Result<Option<&'a str>, DenyReason>);
 
 #[test]
 fn credential_extraction_table() {
@@ -315,16 +293,8 @@ fn credential_extraction_table() {
     let big_header = format!("Bearer {big}");
     let cases: Vec<CredentialCase> = vec![
         ("none", h(&[]), Ok(None)),
-        (
-            "bearer",
-            h(&[("authorization", "Bearer abc.def")]),
-            Ok(Some("abc.def")),
-        ),
-        (
-            "scheme case",
-            h(&[("authorization", "BEARER abc")]),
-            Ok(Some("abc")),
-        ),
+        ("bearer", h(&[("authorization", "Bearer abc.def")]), Ok(Some("abc.def"))),
+        ("scheme case", h(&[("authorization", "BEARER abc")]), Ok(Some("abc"))),
         (
             "basic",
             h(&[("authorization", "Basic abc")]),
@@ -411,11 +381,7 @@ fn requirements_table() {
             req(&|r| r.scopes = vec!["admin".into()]),
             Some(DenyReason::InsufficientScope),
         ),
-        (
-            "role string",
-            req(&|r| r.roles = vec!["editor".into()]),
-            None,
-        ),
+        ("role string", req(&|r| r.roles = vec!["editor".into()]), None),
         (
             "missing role",
             req(&|r| r.roles = vec!["admin".into()]),
@@ -459,12 +425,7 @@ fn requirements_table() {
         ),
         (
             "one_of",
-            req(&|r| {
-                r.claims = vec![matcher(
-                    "/org/plan",
-                    ClaimTest::OneOf(vec![json!("pro"), json!("ent")]),
-                )]
-            }),
+            req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::OneOf(vec![json!("pro"), json!("ent")]))]),
             None,
         ),
         (

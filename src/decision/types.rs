@@ -49,9 +49,12 @@ pub enum TokenError {
     /// A JOSE header rule was broken (`crit`, `jku`, disallowed `alg`, bad `typ`, ...).
     #[error("header rejected: {0}")]
     Header(String),
-    /// No key for this issuer, `kid` and `alg`.
-    #[error("no matching key: {0}")]
-    UnknownKey(String),
+    /// No key for this issuer, `kid` and `alg` (a remote key set may learn it on refetch).
+    #[error("no matching key: {why}")]
+    UnknownKey { issuer: IssuerId, why: String },
+    /// The issuer has no usable key set at all (never fetched, or past `max_stale`).
+    #[error("keys unavailable for this issuer")]
+    KeysUnavailable { issuer: IssuerId },
     /// The signature does not verify under the selected key.
     #[error("bad signature")]
     Signature,

@@ -64,9 +64,7 @@ impl Alg {
     pub fn family(self) -> AlgFamily {
         match self {
             Alg::HS256 | Alg::HS384 | Alg::HS512 => AlgFamily::Hmac,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
-                AlgFamily::Rsa
-            }
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => AlgFamily::Rsa,
             Alg::ES256 | Alg::ES384 => AlgFamily::Ec,
             Alg::EdDSA => AlgFamily::Ed,
         }

@@ -16,8 +16,8 @@ pub struct JoseHeader {
 }
 
 pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
-    let map: Map<String, Value> = serde_json::from_slice(json)
-        .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+    let map: Map<String, Value> =
+        serde_json::from_slice(json).map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
     if let Some(name) = FORBIDDEN.iter().find(|name| map.contains_key(**name)) {
         return Err(TokenError::Header(format!(
             "header parameter \"{name}\" is not accepted"
@@ -45,8 +45,5 @@ pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
 /// Media types compare case-insensitively and may omit the `application/` prefix (RFC 7515 4.1.9).
 pub fn normalize_typ(typ: &str) -> String {
     let lower = typ.to_ascii_lowercase();
-    lower
-        .strip_prefix("application/")
-        .map(str::to_string)
-        .unwrap_or(lower)
+    lower.strip_prefix("application/").map(str::to_string).unwrap_or(lower)
 }

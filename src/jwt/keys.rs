@@ -31,6 +31,15 @@ pub struct VerifyKey {
     /// EC curve name (`P-256`, `P-384`) for EC keys.
     pub curve: Option<&'static str>,
     pub decoding: DecodingKey,
+    /// Identifies the key material (public parameters, or a digest of a secret) so that two
+    /// fetches of the same JWKS compare equal.
+    pub material: String,
+}
+
+impl PartialEq for VerifyKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kid == other.kid && self.alg == other.alg && self.material == other.material
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -54,7 +63,7 @@ impl VerifyKey {
 }
 
 /// The keys of one issuer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeySet {
     pub keys: Vec<VerifyKey>,
 }
@@ -125,28 +134,24 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
         return Ok(None); // encryption keys share JWKS documents with signing keys
     }
     let alg = match field("alg") {
-        Some(name) => Some(
-            name.parse::<Alg>()
-                .map_err(|_| format!("unsupported alg \"{name}\""))?,
-        ),
+        Some(name) => Some(name.parse::<Alg>().map_err(|_| format!("unsupported alg \"{name}\""))?),
         None => None,
     };
     let kid = field("kid").map(str::to_string);
+    let material = ["kty", "crv", "n", "e", "x", "y"]
+        .iter()
+        .map(|name| field(name).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("|");
     let (family, curve, decoding) = match field("kty") {
         Some("RSA") => {
             let n = b64(jwk.get("n"), "n")?;
             let e = b64(jwk.get("e"), "e")?;
             let bits = rsa_bits(&n);
             if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA key has {bits} bits; at least {MIN_RSA_BITS} required"
-                ));
+                return Err(format!("RSA key has {bits} bits; at least {MIN_RSA_BITS} required"));
             }
-            (
-                AlgFamily::Rsa,
-                None,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-            )
+            (AlgFamily::Rsa, None, DecodingKey::from_rsa_raw_components(&n, &e))
         }
         Some("EC") => {
             let (curve, len) = match field("crv") {
@@ -159,11 +164,8 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
             if x.len() != len || y.len() != len {
                 return Err(format!("EC coordinates do not fit {curve}"));
             }
-            let key = DecodingKey::from_ec_components(
-                field("x").unwrap_or_default(),
-                field("y").unwrap_or_default(),
-            )
-            .map_err(|e| e.to_string())?;
+            let key = DecodingKey::from_ec_components(field("x").unwrap_or_default(), field("y").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
             (AlgFamily::Ec, Some(curve), key)
         }
         Some("OKP") => {
@@ -173,8 +175,7 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
             if b64(jwk.get("x"), "x")?.len() != 32 {
                 return Err("Ed25519 key is not 32 bytes".into());
             }
-            let key = DecodingKey::from_ed_components(field("x").unwrap_or_default())
-                .map_err(|e| e.to_string())?;
+            let key = DecodingKey::from_ed_components(field("x").unwrap_or_default()).map_err(|e| e.to_string())?;
             (AlgFamily::Ed, None, key)
         }
         Some("oct") => {
@@ -193,16 +194,14 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
         family,
         curve,
         decoding,
+        material,
     }))
 }
 
 /// Parses a JWKS document. Every key must be usable: a bad key is an error, not a silent skip.
 pub fn keys_from_jwks(json: &str) -> Result<KeySet, KeyError> {
     let doc: Value = serde_json::from_str(json).map_err(|_| KeyError::NotJwks)?;
-    let items = doc
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or(KeyError::NotJwks)?;
+    let items = doc.get("keys").and_then(Value::as_array).ok_or(KeyError::NotJwks)?;
     let mut keys = Vec::new();
     for (index, jwk) in items.iter().enumerate() {
         if let Some(key) = jwk_to_key(jwk).map_err(|why| KeyError::BadJwk { index, why })? {
@@ -213,9 +212,7 @@ pub fn keys_from_jwks(json: &str) -> Result<KeySet, KeyError> {
 }
 
 // DER encodings of the SubjectPublicKeyInfo algorithm identifiers we accept.
-const OID_RSA: &[u8] = &[
-    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
-];
+const OID_RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 const OID_EC: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -241,22 +238,14 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
     let pem_bytes = pem_text.as_bytes();
     let (family, curve, decoding) = if contains(head, OID_RSA) {
         let bits = aws_lc_rs::rsa::PublicEncryptingKey::from_der(der)
-            .map_err(|e| {
-                KeyError::BadPem(format!(
-                    "RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required"
-                ))
-            })?
+            .map_err(|e| KeyError::BadPem(format!("RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required")))?
             .key_size_bits();
         if bits < MIN_RSA_BITS {
             return Err(KeyError::BadPem(format!(
                 "RSA key has {bits} bits; at least {MIN_RSA_BITS} required"
             )));
         }
-        (
-            AlgFamily::Rsa,
-            None,
-            DecodingKey::from_rsa_pem(pem_bytes).map_err(bad)?,
-        )
+        (AlgFamily::Rsa, None, DecodingKey::from_rsa_pem(pem_bytes).map_err(bad)?)
     } else if contains(head, OID_EC) {
         let curve = if contains(head, OID_P256) {
             "P-256"
@@ -271,20 +260,18 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
             DecodingKey::from_ec_pem(pem_bytes).map_err(bad)?,
         )
     } else if contains(head, OID_ED25519) {
-        (
-            AlgFamily::Ed,
-            None,
-            DecodingKey::from_ed_pem(pem_bytes).map_err(bad)?,
-        )
+        (AlgFamily::Ed, None, DecodingKey::from_ed_pem(pem_bytes).map_err(bad)?)
     } else {
         return Err(KeyError::BadPem("unsupported public key type".into()));
     };
+    let material = hex::encode(der);
     Ok(VerifyKey {
         kid,
         alg: None,
         family,
         curve,
         decoding,
+        material,
     })
 }
 
@@ -292,11 +279,7 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
 pub fn keys_from_hmac_secret(secret: &[u8], algorithms: &[Alg]) -> Result<KeySet, KeyError> {
     let secret = secret.strip_suffix(b"\n").unwrap_or(secret);
     let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
-    let needed = algorithms
-        .iter()
-        .map(|a| a.hmac_min_secret())
-        .max()
-        .unwrap_or(32);
+    let needed = algorithms.iter().map(|a| a.hmac_min_secret()).max().unwrap_or(32);
     if secret.len() < needed {
         return Err(KeyError::BadSecret(format!(
             "{} bytes; at least {needed} required",
@@ -309,6 +292,40 @@ pub fn keys_from_hmac_secret(secret: &[u8], algorithms: &[Alg]) -> Result<KeySet
         family: AlgFamily::Hmac,
         curve: None,
         decoding: DecodingKey::from_secret(secret),
+        material: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret)),
     };
     Ok(KeySet { keys: vec![key] })
+}
+
+/// Most keys accepted from one remote JWKS.
+pub const MAX_REMOTE_KEYS: usize = 100;
+
+/// Parses a JWKS fetched from an identity provider. A symmetric key or more than
+/// [`MAX_REMOTE_KEYS`] keys refuse the whole document; other unusable keys (unsupported curves,
+/// weak RSA) are skipped and reported, since IdPs publish keys for other consumers too.
+pub fn keys_from_remote_jwks(json: &str) -> Result<(KeySet, Vec<String>), KeyError> {
+    let doc: Value = serde_json::from_str(json).map_err(|_| KeyError::NotJwks)?;
+    let items = doc.get("keys").and_then(Value::as_array).ok_or(KeyError::NotJwks)?;
+    if items.len() > MAX_REMOTE_KEYS {
+        return Err(KeyError::BadJwk {
+            index: MAX_REMOTE_KEYS,
+            why: format!("more than {MAX_REMOTE_KEYS} keys"),
+        });
+    }
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, jwk) in items.iter().enumerate() {
+        if jwk.get("kty").and_then(Value::as_str) == Some("oct") {
+            return Err(KeyError::BadJwk {
+                index,
+                why: "symmetric (kty \"oct\") keys are never accepted from a JWKS".into(),
+            });
+        }
+        match jwk_to_key(jwk) {
+            Ok(Some(key)) => keys.push(key),
+            Ok(None) => {}
+            Err(why) => skipped.push(format!("key {index}: {why}")),
+        }
+    }
+    Ok((KeySet { keys }, skipped))
 }

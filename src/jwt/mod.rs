@@ -5,13 +5,19 @@
 //! `iss`, `kid` and `alg` only select a key.
 
 mod alg;
+pub mod fetch;
 mod header;
 mod keys;
+pub mod remote;
+mod store;
 mod verify;
 
 pub use alg::{Alg, AlgFamily};
 pub use header::normalize_typ;
-pub use keys::{KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem};
+pub use keys::{
+    KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem, keys_from_remote_jwks,
+};
+pub use store::KeyStore;
 pub use verify::{IssuerVerifier, TokenType, Verifier};
 
 #[cfg(test)]

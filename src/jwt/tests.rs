@@ -39,21 +39,13 @@ fn jwks_key_rules_table() {
             Ok(3),
         ),
         ("enc key skipped", json!({"keys": [rsa_enc]}), Ok(0)),
-        (
-            "alg does not fit kty",
-            json!({"keys": [rsa_wrong_alg]}),
-            Err(()),
-        ),
+        ("alg does not fit kty", json!({"keys": [rsa_wrong_alg]}), Err(())),
         (
             "coordinates do not fit curve",
             json!({"keys": [ec_p384_claim]}),
             Err(()),
         ),
-        (
-            "unsupported OKP curve",
-            json!({"keys": [okp_x448]}),
-            Err(()),
-        ),
+        ("unsupported OKP curve", json!({"keys": [okp_x448]}), Err(())),
         (
             "oct never from JWKS",
             json!({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}),
@@ -67,9 +59,7 @@ fn jwks_key_rules_table() {
         ("not a JWKS", json!({"kty": "RSA"}), Err(())),
     ];
     for (name, doc, want) in cases {
-        let got = keys_from_jwks(&doc.to_string())
-            .map(|s| s.keys.len())
-            .map_err(|_| ());
+        let got = keys_from_jwks(&doc.to_string()).map(|s| s.keys.len()).map_err(|_| ());
         assert_eq!(got, want, "{name}");
     }
 }
@@ -99,7 +89,8 @@ fn verifier() -> Verifier {
             issuer: "https://issuer.test/".into(),
             audiences: vec!["api".into()],
             algorithms: vec![Alg::RS256, Alg::ES256, Alg::EdDSA],
-            keys: keys_from_jwks(&fixture("jwks.json")).expect("jwks"),
+            keys: std::sync::Arc::new(KeyStore::fixed(keys_from_jwks(&fixture("jwks.json")).expect("jwks"))),
+            required: true,
             required_claims: vec!["jti".into()],
             token_type: None,
             header_typ: vec!["at+jwt".into(), "jwt".into()],
@@ -122,13 +113,7 @@ fn verification_rules_table() {
         corpus::sign(Algorithm::RS256, Some("rsa-1"), &c)
     };
     let good = corpus::sign(Algorithm::RS256, Some("rsa-1"), &base);
-    let typed = |typ: &str| {
-        corpus::with_raw_header(
-            &json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}),
-            &base,
-            None,
-        )
-    };
+    let typed = |typ: &str| corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &base, None);
     let cases: Vec<(&str, String, bool)> = vec![
         ("valid", good.clone(), true),
         ("typ at+jwt", typed("at+jwt"), true),
@@ -150,19 +135,13 @@ fn verification_rules_table() {
         ("five segments (JWE)", format!("{good}.x.y"), false),
         (
             "two segments",
-            good.rsplit_once('.')
-                .map(|(a, _)| a.to_string())
-                .unwrap_or_default(),
+            good.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default(),
             false,
         ),
         ("padding in segment", format!("{good}="), false),
         (
             "x5c header",
-            corpus::with_raw_header(
-                &json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["AA"]}),
-                &base,
-                None,
-            ),
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "x5c": ["AA"]}), &base, None),
             false,
         ),
         (
@@ -176,20 +155,12 @@ fn verification_rules_table() {
         ),
         (
             "b64 header",
-            corpus::with_raw_header(
-                &json!({"alg": "RS256", "kid": "rsa-1", "b64": false}),
-                &base,
-                None,
-            ),
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "b64": false}), &base, None),
             false,
         ),
         (
             "kid traversal",
-            corpus::with_raw_header(
-                &json!({"alg": "RS256", "kid": "../../etc/passwd"}),
-                &base,
-                None,
-            ),
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &base, None),
             false,
         ),
         (

@@ -3,7 +3,7 @@
 
 use super::alg::Alg;
 use super::header::{normalize_typ, parse_header};
-use super::keys::KeySet;
+use super::store::KeyStore;
 use crate::decision::{IssuerId, Subject, TokenError, TokenVerifier, VerifiedToken};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,7 +22,9 @@ pub struct IssuerVerifier {
     pub issuer: Arc<str>,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Alg>,
-    pub keys: KeySet,
+    pub keys: Arc<KeyStore>,
+    /// Readiness waits for this issuer's keys.
+    pub required: bool,
     /// Claims that must be present (`sub` and `exp` always are).
     pub required_claims: Vec<String>,
     pub token_type: Option<TokenType>,
@@ -36,9 +38,19 @@ pub struct Verifier {
     pub issuers: Vec<IssuerVerifier>,
 }
 
+impl Verifier {
+    /// True once every `required` issuer has keys.
+    pub fn required_keys_present(&self) -> bool {
+        self.issuers.iter().filter(|i| i.required).all(|i| i.keys.has_keys())
+    }
+
+    pub fn store(&self, issuer: IssuerId) -> Option<&Arc<KeyStore>> {
+        self.issuers.get(issuer.0).map(|i| &i.keys)
+    }
+}
+
 fn is_b64url(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
@@ -89,16 +101,10 @@ impl IssuerVerifier {
             match claims.get(&tt.claim) {
                 Some(Value::String(v)) if tt.allowed.iter().any(|a| a == v) => {}
                 Some(_) => {
-                    return Err(TokenError::Claims(format!(
-                        "token type ({}) not accepted",
-                        tt.claim
-                    )));
+                    return Err(TokenError::Claims(format!("token type ({}) not accepted", tt.claim)));
                 }
                 None => {
-                    return Err(TokenError::Claims(format!(
-                        "token type claim {} missing",
-                        tt.claim
-                    )));
+                    return Err(TokenError::Claims(format!("token type claim {} missing", tt.claim)));
                 }
             }
         }
@@ -148,10 +154,14 @@ impl TokenVerifier for Verifier {
                 return Err(TokenError::Header("typ not accepted".into()));
             }
         }
-        let key = issuer
+        let issuer_id = IssuerId(index);
+        let keys = issuer
             .keys
+            .keys()
+            .ok_or(TokenError::KeysUnavailable { issuer: issuer_id })?;
+        let key = keys
             .select(header.kid.as_deref(), header.alg)
-            .map_err(TokenError::UnknownKey)?;
+            .map_err(|why| TokenError::UnknownKey { issuer: issuer_id, why })?;
         let signing_input_len = header_b64.len() + 1 + payload_b64.len();
         let signing_input = &token.as_bytes()[..signing_input_len];
         let valid = jsonwebtoken::crypto::verify(
@@ -166,8 +176,7 @@ impl TokenVerifier for Verifier {
         }
 
         issuer.check_claims(&claims)?;
-        let exp = numeric_date(&claims, "exp")?
-            .ok_or_else(|| TokenError::Claims("exp missing".into()))?;
+        let exp = numeric_date(&claims, "exp")?.ok_or_else(|| TokenError::Claims("exp missing".into()))?;
         let nbf = numeric_date(&claims, "nbf")?;
         let iat = numeric_date(&claims, "iat")?;
         let subject = match claims.get("sub") {
@@ -175,7 +184,7 @@ impl TokenVerifier for Verifier {
             _ => return Err(TokenError::Claims("sub is not a non-empty string".into())),
         };
         Ok(VerifiedToken {
-            issuer: IssuerId(index),
+            issuer: issuer_id,
             iss: issuer.issuer.clone(),
             subject,
             claims: Arc::new(Value::Object(claims)),

@@ -5,12 +5,15 @@ use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::clock::Clock;
 use crate::config::Snapshot;
-use crate::decision::{Decision, DecisionContext, Deny, DenyReason, Outcome, decide};
+use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, decide};
 use crate::telemetry::{audit, metrics as names};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+
+/// Longest a check waits for an unknown `kid`'s refetch before answering 401.
+pub const KEY_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What every Check shares.
 pub struct AppState {
@@ -32,7 +35,7 @@ impl AppState {
     }
 
     /// Decides one request (no transport involved); used by the service and by tests.
-    pub fn check(&self, request: CheckRequest) -> CheckResponse {
+    pub async fn check(&self, request: CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let input = check_input(request);
         let snapshot = &self.snapshot;
@@ -40,12 +43,7 @@ impl AppState {
             Ok(_permit) => {
                 let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
                 gauge.increment(1.0);
-                let decision = decide(
-                    &input,
-                    &snapshot.policy,
-                    &snapshot.verifier,
-                    self.clock.now(),
-                );
+                let decision = self.decide_with_key_refetch(&input, snapshot).await;
                 gauge.decrement(1.0);
                 decision
             }
@@ -54,11 +52,7 @@ impl AppState {
                 DecisionContext::default(),
             ),
         };
-        let response = check_response(
-            &decision,
-            &input.request_id,
-            &snapshot.policy.response.realm,
-        );
+        let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
         let elapsed = started.elapsed();
         let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
             "allow"
@@ -69,6 +63,31 @@ impl AppState {
         metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
         audit::record(&input, &decision, elapsed);
         response
+    }
+}
+
+impl AppState {
+    /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and
+    /// waits at most [`KEY_REFETCH_WAIT`] for new keys before deciding once more.
+    async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
+        let decision = decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now());
+        let Some(store) = decision
+            .context
+            .key_miss
+            .and_then(|issuer| snapshot.verifier.store(issuer))
+        else {
+            return decision;
+        };
+        if !store.is_remote() {
+            return decision;
+        }
+        let mut generations = store.subscribe();
+        let seen = *generations.borrow_and_update();
+        store.request_refetch();
+        match tokio::time::timeout(KEY_REFETCH_WAIT, generations.wait_for(|g| *g != seen)).await {
+            Ok(Ok(_)) => decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now()),
+            _ => decision,
+        }
     }
 }
 
@@ -84,11 +103,9 @@ impl AuthzService {
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        // Deciding is CPU-only and short; it runs inline on the runtime thread.
-        Ok(Response::new(self.state.check(request.into_inner())))
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        // Deciding is CPU-only and short; it runs inline on the runtime thread (it only awaits
+        // for an unknown kid's key refetch, at most KEY_REFETCH_WAIT).
+        Ok(Response::new(self.state.check(request.into_inner()).await))
     }
 }

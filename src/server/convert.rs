@@ -1,9 +1,7 @@
 //! The one place protocol types meet the core: `CheckRequest` → [`CheckInput`], and
 //! [`Decision`] → `CheckResponse` (the single decision → response mapping).
 
-use super::proto::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, address, header_value_option,
-};
+use super::proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address, header_value_option};
 use super::proto::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
 };
@@ -22,13 +20,10 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
     let attributes = request.attributes.unwrap_or_default();
     let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
     let source = attributes.source.unwrap_or_default();
-    let peer_ip = source
-        .address
-        .and_then(|a| a.address)
-        .and_then(|a| match a {
-            address::Address::SocketAddress(s) => s.address.parse().ok(),
-            address::Address::Pipe(_) => None,
-        });
+    let peer_ip = source.address.and_then(|a| a.address).and_then(|a| match a {
+        address::Address::SocketAddress(s) => s.address.parse().ok(),
+        address::Address::Pipe(_) => None,
+    });
     // With `encode_raw_headers` Envoy fills header_map (duplicates kept apart, bytes in
     // raw_value); otherwise the legacy map with duplicates comma-joined.
     let headers: Vec<(String, String)> = match http.header_map {
@@ -162,10 +157,7 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
                 details: Vec::new(),
             }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-                headers: set_headers
-                    .iter()
-                    .map(|(k, v)| header(k, v.as_str()))
-                    .collect(),
+                headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
                 headers_to_remove: remove_headers.clone(),
                 response_headers_to_add: Vec::new(),
             })),
@@ -199,15 +191,13 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
                     message: deny.reason.as_str().to_string(),
                     details: Vec::new(),
                 }),
-                http_response: Some(check_response::HttpResponse::DeniedResponse(
-                    DeniedHttpResponse {
-                        status: Some(HttpStatus {
-                            code: i32::from(status),
-                        }),
-                        headers,
-                        body: body.to_string(),
-                    },
-                )),
+                http_response: Some(check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(status),
+                    }),
+                    headers,
+                    body: body.to_string(),
+                })),
                 dynamic_metadata,
             }
         }
@@ -228,11 +218,7 @@ pub fn summarize(response: &CheckResponse) -> String {
         }
         Some(check_response::HttpResponse::DeniedResponse(denied)) => {
             let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
-            let reason = response
-                .status
-                .as_ref()
-                .map(|s| s.message.as_str())
-                .unwrap_or_default();
+            let reason = response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
             format!("deny ({status}) {reason}")
         }
         None => "no answer".into(),

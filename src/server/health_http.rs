@@ -7,11 +7,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Answers whether the server is ready to take traffic.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub struct HealthState {
-    pub ready: Arc<AtomicBool>,
+    pub ready: Readiness,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -20,7 +22,7 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if (state.ready)() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

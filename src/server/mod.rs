@@ -13,8 +13,9 @@ pub use authz::{AppState, AuthzService};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
+use crate::jwt::fetch::{self, JwksJob};
 use crate::telemetry::metrics as names;
-use health_http::HealthState;
+use health_http::{HealthState, Readiness};
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,14 +28,13 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("health server failed: {0}")]
     Health(std::io::Error),
+    #[error("issuer {0}: cannot build the JWKS client: {1}")]
+    Jwks(String, String),
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -50,6 +50,8 @@ pub struct Server {
     health: TcpListener,
     state: Arc<AppState>,
     ready: Arc<AtomicBool>,
+    jwks_jobs: Vec<JwksJob>,
+    clock: Arc<dyn Clock>,
 }
 
 fn bind_error(addr: impl ToString) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -62,18 +64,12 @@ impl Server {
         Self::bind_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn bind_with_clock(
-        settings: &Settings,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, ServeError> {
+    pub async fn bind_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
         let grpc = match &settings.grpc {
-            ListenAddr::Tcp(addr) => {
-                GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?)
-            }
+            ListenAddr::Tcp(addr) => GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path);
-                let listener =
-                    UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
+                let listener = UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
                 GrpcListener::Unix(listener, path.clone())
             }
         };
@@ -82,15 +78,21 @@ impl Server {
             .map_err(bind_error(settings.health))?;
         let state = Arc::new(AppState::new(
             settings.snapshot.clone(),
-            clock,
+            clock.clone(),
             settings.max_inflight_checks,
         ));
+        // Build each JWKS client now so a bad CA bundle fails before serving.
+        for job in &settings.jwks_jobs {
+            fetch::http_client(&job.remote).map_err(|e| ServeError::Jwks(job.issuer.to_string(), e))?;
+        }
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
         Ok(Self {
             grpc,
             health,
             state,
             ready: Arc::new(AtomicBool::new(false)),
+            jwks_jobs: settings.jwks_jobs.clone(),
+            clock,
         })
     }
 
@@ -113,22 +115,15 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight checks finish.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<AuthorizationServer<AuthzService>>()
-            .await;
+        reporter.set_serving::<AuthorizationServer<AuthzService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let router = tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AuthzService::new(
-                self.state.clone(),
-            )))
+            .add_service(AuthorizationServer::new(AuthzService::new(self.state.clone())))
             .add_service(health_service)
             .add_service(reflection);
 
@@ -144,8 +139,17 @@ impl Server {
         };
 
         let grpc_addr = self.grpc_addr();
+        let mut fetchers = Vec::new();
+        for job in self.jwks_jobs {
+            let client = fetch::http_client(&job.remote).map_err(|e| ServeError::Jwks(job.issuer.to_string(), e))?;
+            fetchers.push(tokio::spawn(fetch::run(job, client, self.clock.clone())));
+        }
+        let serving = self.ready.clone();
+        let snapshot = self.state.snapshot.clone();
+        let readiness: Readiness =
+            Arc::new(move || serving.load(Ordering::Acquire) && snapshot.verifier.required_keys_present());
         let health_state = HealthState {
-            ready: self.ready.clone(),
+            ready: readiness,
             metrics: names::install(),
         };
         let health = axum::serve(self.health, health_http::router(health_state))
@@ -157,23 +161,20 @@ impl Server {
         let grpc_result = match self.grpc {
             GrpcListener::Tcp(listener) => {
                 router
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        stopped(stop_rx.clone()),
-                    )
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()))
                     .await
             }
             GrpcListener::Unix(listener, path) => {
                 let result = router
-                    .serve_with_incoming_shutdown(
-                        UnixListenerStream::new(listener),
-                        stopped(stop_rx.clone()),
-                    )
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()))
                     .await;
                 remove_stale_socket(&path);
                 result
             }
         };
+        for fetcher in fetchers {
+            fetcher.abort();
+        }
         grpc_result?;
         match health.await {
             Ok(result) => result,

@@ -1,8 +1,6 @@
 //! Builds `CheckRequest`s the way Envoy does; used by `portcullis dev`'s self-check and tests.
 
-use super::proto::envoy::config::core::v3::{
-    Address, HeaderMap, HeaderValue, SocketAddress, address,
-};
+use super::proto::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress, address};
 use super::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
 
 /// How Envoy encodes the request headers.
@@ -14,12 +12,7 @@ pub enum HeaderEncoding {
     Raw,
 }
 
-pub fn check_request(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    encoding: HeaderEncoding,
-) -> CheckRequest {
+pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encoding: HeaderEncoding) -> CheckRequest {
     let mut http = attribute_context::HttpRequest {
         id: "req-1".into(),
         method: method.into(),

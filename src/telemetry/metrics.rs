@@ -10,8 +10,7 @@ pub const DEV_MODE: &str = "portcullis_dev_mode";
 
 /// Histogram buckets from 25 µs to 1 s.
 const DURATION_BUCKETS: [f64; 14] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 1.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -22,19 +21,13 @@ pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(CHECK_DURATION_SECONDS.into()),
-                    &DURATION_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full(CHECK_DURATION_SECONDS.into()), &DURATION_BUCKETS)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             metrics::describe_counter!(DECISIONS_TOTAL, "Check decisions by decision and reason");
             metrics::describe_histogram!(CHECK_DURATION_SECONDS, "Time to decide one Check");
             metrics::describe_gauge!(INFLIGHT_CHECKS, "Checks being decided now");
-            metrics::describe_gauge!(
-                DEV_MODE,
-                "1 when running with the development issuer allowed"
-            );
+            metrics::describe_gauge!(DEV_MODE, "1 when running with the development issuer allowed");
             Some(handle)
         })
         .clone()

@@ -8,10 +8,7 @@ use std::sync::LazyLock;
 /// recognisable by their prefix.
 static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
-        (
-            r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}",
-            "[redacted]",
-        ),
+        (r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}", "[redacted]"),
         (r"(?i)\b(bearer|basic)(\s+|%20)[^\s,;]+", "$1 [redacted]"),
         (r"\bpk_[A-Za-z0-9_-]{8,}", "[redacted]"),
     ]
@@ -22,11 +19,9 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 
 /// Returns `text` with every credential-shaped run replaced.
 pub fn scrub(text: &str) -> String {
-    PATTERNS
-        .iter()
-        .fold(text.to_string(), |acc, (re, replacement)| {
-            re.replace_all(&acc, *replacement).into_owned()
-        })
+    PATTERNS.iter().fold(text.to_string(), |acc, (re, replacement)| {
+        re.replace_all(&acc, *replacement).into_owned()
+    })
 }
 
 /// A writer that scrubs each formatted log line before it reaches stderr.
@@ -52,9 +47,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
     type Writer = RedactingWriter<io::Stderr>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter {
-            inner: io::stderr(),
-        }
+        RedactingWriter { inner: io::stderr() }
     }
 }
 
@@ -71,14 +64,8 @@ mod tests {
                 "authorization: Bearer abc.def-ghi".to_string(),
                 "authorization: Bearer [redacted]",
             ),
-            (
-                "header BEARER%20xyz".to_string(),
-                "header BEARER [redacted]",
-            ),
-            (
-                "key pk_abcdefghijklmnop here".to_string(),
-                "key [redacted] here",
-            ),
+            ("header BEARER%20xyz".to_string(), "header BEARER [redacted]"),
+            ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
             ("plain text stays".to_string(), "plain text stays"),
         ];
         for (input, want) in cases {

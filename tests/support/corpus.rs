@@ -101,13 +101,7 @@ pub struct Case {
     pub user: Option<String>,
 }
 
-fn case(
-    name: &str,
-    path: &str,
-    headers: Vec<(String, String)>,
-    status: u16,
-    reason: &'static str,
-) -> Case {
+fn case(name: &str, path: &str, headers: Vec<(String, String)>, status: u16, reason: &'static str) -> Case {
     Case {
         name: name.into(),
         method: "GET",
@@ -164,11 +158,7 @@ pub fn cases(now: i64) -> Vec<Case> {
     out.push(allow(
         "hmac issuer",
         "/api/items",
-        bearer(&sign(
-            Algorithm::HS256,
-            None,
-            &claims(HMAC_ISSUER, "hmac-user", now),
-        )),
+        bearer(&sign(Algorithm::HS256, None, &claims(HMAC_ISSUER, "hmac-user", now))),
         "hmac-user",
     ));
     let mut admin = c("root");
@@ -206,13 +196,7 @@ pub fn cases(now: i64) -> Vec<Case> {
     public_with_token.user = None;
     out.push(public_with_token);
 
-    out.push(case(
-        "no token",
-        "/api/items",
-        vec![],
-        401,
-        "credential_missing",
-    ));
+    out.push(case("no token", "/api/items", vec![], 401, "credential_missing"));
     let mut expired = c("bob");
     expired["exp"] = json!(now - 120);
     out.push(case(
@@ -294,12 +278,7 @@ pub fn cases(now: i64) -> Vec<Case> {
     ));
     let good = sign(Algorithm::RS256, Some("rsa-1"), &c("bob"));
     let parts: Vec<&str> = good.split('.').collect();
-    let tampered = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(c("root").to_string().as_bytes()),
-        parts[2]
-    );
+    let tampered = format!("{}.{}.{}", parts[0], b64(c("root").to_string().as_bytes()), parts[2]);
     out.push(case(
         "tampered payload",
         "/api/items",
@@ -337,25 +316,13 @@ pub fn cases(now: i64) -> Vec<Case> {
         &c("bob"),
         None,
     );
-    out.push(case(
-        "crit header",
-        "/api/items",
-        bearer(&crit),
-        401,
-        "token_invalid",
-    ));
+    out.push(case("crit header", "/api/items", bearer(&crit), 401, "token_invalid"));
     let jku = with_raw_header(
         &json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://evil.test/jwks.json"}),
         &c("bob"),
         None,
     );
-    out.push(case(
-        "jku header",
-        "/api/items",
-        bearer(&jku),
-        401,
-        "token_invalid",
-    ));
+    out.push(case("jku header", "/api/items", bearer(&jku), 401, "token_invalid"));
     let mut huge = c("bob");
     huge["padding"] = json!("x".repeat(12 * 1024));
     out.push(case(
@@ -381,13 +348,7 @@ pub fn cases(now: i64) -> Vec<Case> {
         403,
         "role_required",
     ));
-    out.push(case(
-        "unmatched path",
-        "/other",
-        bearer(&good),
-        403,
-        "no_route",
-    ));
+    out.push(case("unmatched path", "/other", bearer(&good), 403, "no_route"));
     out.push(case(
         "prefix bounded at a segment",
         "/apiX",
@@ -402,13 +363,7 @@ pub fn cases(now: i64) -> Vec<Case> {
         "/public/./x",
         "/%61dmin/panel",
     ] {
-        out.push(case(
-            &format!("path {path}"),
-            path,
-            bearer(&good),
-            400,
-            "path_invalid",
-        ));
+        out.push(case(&format!("path {path}"), path, bearer(&good), 400, "path_invalid"));
     }
     let two = vec![
         ("authorization".into(), format!("Bearer {good}")),
@@ -425,17 +380,8 @@ pub fn cases(now: i64) -> Vec<Case> {
         ("authorization".into(), format!("Bearer {good}")),
         ("cookie".into(), format!("session_jwt={good}")),
     ];
-    out.push(case(
-        "bearer and cookie",
-        "/api/items",
-        mixed,
-        400,
-        "invalid_request",
-    ));
-    let two_cookies = vec![(
-        "cookie".into(),
-        format!("session_jwt={good}; session_jwt={good}"),
-    )];
+    out.push(case("bearer and cookie", "/api/items", mixed, 400, "invalid_request"));
+    let two_cookies = vec![("cookie".into(), format!("session_jwt={good}; session_jwt={good}"))];
     out.push(case(
         "two cookies of one name",
         "/api/items",
@@ -474,12 +420,7 @@ pub fn secrets(cases: &[Case]) -> Vec<String> {
     let mut out = Vec::new();
     for case in cases {
         if let Some((_, query)) = case.path.split_once('?') {
-            out.extend(
-                query
-                    .split(['.', '='])
-                    .filter(|p| p.len() >= 16)
-                    .map(str::to_string),
-            );
+            out.extend(query.split(['.', '=']).filter(|p| p.len() >= 16).map(str::to_string));
         }
         for (name, value) in &case.headers {
             if name == "authorization" || name == "cookie" {

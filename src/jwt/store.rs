@@ -1,0 +1,96 @@
+//! A per-issuer key store: the current key set (or none), its generation and when it was last
+//! confirmed. Readers never block; the JWKS fetcher swaps whole sets in.
+
+use super::keys::KeySet;
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug)]
+pub struct KeyStore {
+    current: ArcSwapOption<KeySet>,
+    /// Bumped on every change of the key set; cached verifications carry it (issue: cache).
+    generation: watch::Sender<u64>,
+    /// Unix seconds of the last successful fetch (or load), 0 before any.
+    confirmed_at: AtomicI64,
+    /// Set for remote key sets: an unknown `kid` asks the fetcher for a refetch.
+    remote: bool,
+    refetch: Notify,
+}
+
+impl KeyStore {
+    /// A store that starts with `keys` (static sources) or empty (remote JWKS before the first fetch).
+    pub fn fixed(keys: KeySet) -> Self {
+        Self::build(Some(keys), 0, false)
+    }
+
+    /// An empty store that the JWKS fetcher fills.
+    pub fn remote() -> Self {
+        Self::build(None, 0, true)
+    }
+
+    fn build(keys: Option<KeySet>, now: i64, remote: bool) -> Self {
+        Self {
+            current: ArcSwapOption::new(keys.map(Arc::new)),
+            generation: watch::Sender::new(0),
+            confirmed_at: AtomicI64::new(now),
+            remote,
+            refetch: Notify::new(),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// Asks the fetcher for a refetch; many requests before it runs count as one.
+    pub fn request_refetch(&self) {
+        if self.remote {
+            self.refetch.notify_one();
+        }
+    }
+
+    /// Completes when a refetch was requested (the fetcher's side).
+    pub async fn refetch_requested(&self) {
+        self.refetch.notified().await;
+    }
+
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    pub fn confirmed_at(&self) -> i64 {
+        self.confirmed_at.load(Ordering::Acquire)
+    }
+
+    /// Installs a freshly fetched set; the generation changes only if the keys did.
+    pub fn replace(&self, keys: KeySet, now: i64) {
+        let changed = self.current.load().as_deref() != Some(&keys);
+        if changed {
+            self.current.store(Some(Arc::new(keys)));
+            self.generation.send_modify(|g| *g += 1);
+        }
+        self.confirmed_at.store(now, Ordering::Release);
+    }
+
+    /// Drops the keys (past `max_stale`): the issuer's tokens then answer `keys_unavailable`.
+    pub fn expire(&self) {
+        if self.current.swap(None).is_some() {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// A receiver that sees every later generation change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
