@@ -221,8 +221,11 @@ async fn health_reflection_and_http_listener() {
     let health_addr = server.health;
     let answers = tokio::task::spawn_blocking(move || {
         let get = |path: &str| {
-            support::raw_http(health_addr, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
-                .map(|r| r.status)
+            support::raw_http(
+                health_addr,
+                &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            )
+            .map(|r| r.status)
         };
         let post = support::raw_http(
             health_addr,
@@ -233,7 +236,11 @@ async fn health_reflection_and_http_listener() {
     })
     .await
     .expect("health requests");
-    assert_eq!(answers, (Some(200), Some(200), Some(200), Some(404), Some(405)), "livez, readyz, metrics, admin, POST");
+    assert_eq!(
+        answers,
+        (Some(200), Some(200), Some(200), Some(404), Some(405)),
+        "livez, readyz, metrics, admin, POST"
+    );
     server.shutdown().await;
 }
 

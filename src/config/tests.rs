@@ -41,14 +41,7 @@ fn design_example_parses_and_names_unbuilt_sections() {
         !found.iter().any(|p| p.starts_with('<')),
         "schema must accept the DESIGN example: {found:?}"
     );
-    for section in [
-        "tenants",
-        "rate_limits",
-        "ip",
-        "cache",
-        "admin",
-        "listen.admin",
-    ] {
+    for section in ["tenants", "rate_limits", "ip", "cache", "admin", "listen.admin"] {
         assert!(
             found
                 .iter()

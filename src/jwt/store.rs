@@ -17,6 +17,8 @@ pub struct KeyStore {
     /// Set for remote key sets: an unknown `kid` asks the fetcher for a refetch.
     remote: bool,
     refetch: Notify,
+    /// Unix milliseconds before which the fetcher will not refetch (its `refetch_interval`).
+    refetch_not_before_ms: AtomicI64,
 }
 
 impl KeyStore {
@@ -37,6 +39,7 @@ impl KeyStore {
             confirmed_at: AtomicI64::new(now),
             remote,
             refetch: Notify::new(),
+            refetch_not_before_ms: AtomicI64::new(0),
         }
     }
 
@@ -44,11 +47,19 @@ impl KeyStore {
         self.remote
     }
 
-    /// Asks the fetcher for a refetch; many requests before it runs count as one.
-    pub fn request_refetch(&self) {
-        if self.remote {
-            self.refetch.notify_one();
+    /// Asks the fetcher for a refetch; many requests before it runs count as one. Returns
+    /// false (and asks nothing) while the fetcher is cooling down, so callers need not wait.
+    pub fn request_refetch(&self, now_ms: i64) -> bool {
+        if !self.remote || now_ms < self.refetch_not_before_ms.load(Ordering::Acquire) {
+            return false;
         }
+        self.refetch.notify_one();
+        true
+    }
+
+    /// The fetcher's side: no refetch before `not_before_ms`.
+    pub fn set_refetch_not_before(&self, not_before_ms: i64) {
+        self.refetch_not_before_ms.store(not_before_ms, Ordering::Release);
     }
 
     /// Completes when a refetch was requested (the fetcher's side).

@@ -83,7 +83,9 @@ impl AppState {
         }
         let mut generations = store.subscribe();
         let seen = *generations.borrow_and_update();
-        store.request_refetch();
+        if !store.request_refetch(crate::clock::unix_millis()) {
+            return decision; // the fetcher refetched recently; waiting would change nothing
+        }
         match tokio::time::timeout(KEY_REFETCH_WAIT, generations.wait_for(|g| *g != seen)).await {
             Ok(Ok(_)) => decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now()),
             _ => decision,

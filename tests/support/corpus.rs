@@ -53,8 +53,15 @@ pub fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
 }
 
 pub fn sign_pem_issuer(claims: &Value) -> String {
+    sign_rsa_other(None, claims)
+}
+
+/// RS256 with the second RSA key (`rsa-other.pem`, published as `rsa-2` in the rotation fixtures).
+pub fn sign_rsa_other(kid: Option<&str>, claims: &Value) -> String {
     let key = EncodingKey::from_rsa_pem(&read("rsa-other.pem")).expect("fixture key");
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign")
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
 }
 
 /// A token with an arbitrary JOSE header, signed over that header with `alg` under the RSA key

@@ -1,0 +1,455 @@
+//! Keys from identity providers: a JWKS served by the test over HTTP on loopback, rotated,
+//! broken and hung while Portcullis keeps answering.
+
+mod support;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use portcullis::config::{Settings, parse_and_validate};
+use portcullis::server::Server;
+use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::corpus;
+use tokio::sync::oneshot;
+
+const ISSUER: &str = "https://idp.test/";
+
+#[derive(Clone)]
+enum Mode {
+    Serve(String),
+    Fail,
+    Hang,
+}
+
+/// The test's identity provider: a JWKS (and discovery document) whose behaviour the test sets.
+#[derive(Clone)]
+struct Idp {
+    mode: Arc<Mutex<Mode>>,
+    fetches: Arc<AtomicUsize>,
+    addr: SocketAddr,
+    discovery_issuer: Arc<Mutex<String>>,
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(corpus::fixtures().join("keys").join(name)).expect("fixture")
+}
+
+async fn jwks(State(idp): State<Idp>) -> impl IntoResponse {
+    idp.fetches.fetch_add(1, Ordering::SeqCst);
+    let mode = idp.mode.lock().expect("lock").clone();
+    match mode {
+        Mode::Serve(body) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, "application/json".parse().expect("header"));
+            (StatusCode::OK, headers, body)
+        }
+        Mode::Fail => (StatusCode::INTERNAL_SERVER_ERROR, HeaderMap::new(), "boom".to_string()),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (StatusCode::OK, HeaderMap::new(), String::new())
+        }
+    }
+}
+
+async fn discovery(State(idp): State<Idp>) -> impl IntoResponse {
+    let issuer = idp.discovery_issuer.lock().expect("lock").clone();
+    axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("http://{}/jwks", idp.addr) }))
+}
+
+impl Idp {
+    async fn start(initial: Mode) -> Idp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind idp");
+        let addr = listener.local_addr().expect("addr");
+        let idp = Idp {
+            mode: Arc::new(Mutex::new(initial)),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            addr,
+            discovery_issuer: Arc::new(Mutex::new(ISSUER.to_string())),
+        };
+        let app = Router::new()
+            .route("/jwks", get(jwks))
+            .route("/.well-known/openid-configuration", get(discovery))
+            .with_state(idp.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        idp
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+fn policy(issuers: &str) -> Settings {
+    let text = format!(
+        r#"
+listen: {{ grpc: "127.0.0.1:0", health: "127.0.0.1:0" }}
+issuers:
+{issuers}
+routes:
+  - {{ match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}
+"#
+    );
+    match parse_and_validate(&text, &corpus::fixtures()) {
+        Ok(s) => s,
+        Err(e) => panic!("policy invalid: {e}\n{text}"),
+    }
+}
+
+fn issuer_block(iss: &str, jwks: &str, extra: &str) -> String {
+    format!("  - {{ issuer: \"{iss}\", audiences: [api], algorithms: [RS256], jwks: {jwks}{extra} }}\n")
+}
+
+struct Running {
+    server_state: Arc<portcullis::server::AppState>,
+    health: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Running {
+    async fn start(settings: Settings) -> Running {
+        let server = Server::bind(&settings).await.expect("bind");
+        let health = server.health_addr().expect("health");
+        let server_state = server.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Running {
+            server_state,
+            health,
+            stop: Some(stop),
+        }
+    }
+
+    async fn check(&self, token: &str) -> (u16, String) {
+        let bearer = format!("Bearer {token}");
+        let resp = self
+            .server_state
+            .check(check_request(
+                "GET",
+                "/x",
+                &[("authorization", &bearer)],
+                HeaderEncoding::Map,
+            ))
+            .await;
+        outcome(&resp)
+    }
+
+    async fn readyz(&self) -> u16 {
+        let addr = self.health;
+        tokio::task::spawn_blocking(move || {
+            support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+        })
+        .await
+        .expect("join")
+        .unwrap_or(0)
+    }
+
+    async fn metrics(&self) -> String {
+        let addr = self.health;
+        tokio::task::spawn_blocking(move || {
+            support::raw_http(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.body)
+        })
+        .await
+        .expect("join")
+        .unwrap_or_default()
+    }
+
+    async fn wait_ready(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.readyz().await == 200 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn outcome(resp: &CheckResponse) -> (u16, String) {
+    use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn rsa1_token(iss: &str) -> String {
+    corpus::sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        &corpus::claims(iss, "alice", now()),
+    )
+}
+
+fn rsa2_token(iss: &str) -> String {
+    corpus::sign_rsa_other(Some("rsa-2"), &corpus::claims(iss, "bob", now()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let jwks = format!(
+        "{{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 2s }}",
+        idp.addr
+    );
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
+    assert_eq!(
+        server.check(&rsa2_token(ISSUER)).await.0,
+        401,
+        "rsa-2 is not published yet"
+    );
+
+    idp.set(Mode::Serve(fixture("jwks-rotated.json")));
+    let rotated = Instant::now();
+    let mut accepted = None;
+    while rotated.elapsed() < Duration::from_secs(10) {
+        if server.check(&rsa2_token(ISSUER)).await.0 == 200 {
+            accepted = Some(rotated.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = accepted.expect("the rotated key was never accepted");
+    println!("new kid accepted {:?} after the IdP started serving it", accepted);
+
+    // 100 requests with random unknown kids over about 3 s: at most one fetch per 2 s interval.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = idp.fetches();
+    let flood = Instant::now();
+    for i in 0..100 {
+        let token = corpus::sign(
+            jsonwebtoken::Algorithm::RS256,
+            Some(&format!("kid-{i}-{}", now())),
+            &corpus::claims(ISSUER, "x", now()),
+        );
+        assert_eq!(server.check(&token).await.0, 401);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = flood.elapsed();
+    let fetched = idp.fetches() - before;
+    let allowed = (elapsed.as_secs_f64() / 2.0).ceil() as usize + 1;
+    println!("unknown-kid flood: {fetched} fetches in {elapsed:?} (bound {allowed})");
+    assert!(fetched >= 1, "an unknown kid should trigger a refetch");
+    assert!(
+        fetched <= allowed,
+        "{fetched} fetches in {elapsed:?} exceeds one per refetch_interval"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("portcullis_jwks_refresh_total{issuer=\"https://idp.test/\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_jwks_keys_age_seconds{issuer=\"https://idp.test/\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let jwks = format!(
+        "{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}",
+        idp.addr
+    );
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
+    let good = rsa1_token(ISSUER);
+    assert_eq!(server.check(&good).await.0, 200);
+
+    for mode in [Mode::Fail, Mode::Hang] {
+        idp.set(mode);
+        let before = idp.fetches();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            assert_eq!(
+                server.check(&good).await.0,
+                200,
+                "a known key must keep passing during an IdP outage"
+            );
+            assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 401);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(idp.fetches() > before, "refreshes were attempted during the outage");
+        assert_eq!(server.readyz().await, 200, "still ready with last good keys");
+    }
+
+    // A restart while the IdP hangs: the fallback file makes it ready.
+    let extra = ", fallback_file: keys/jwks-rsa1.json";
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1h{extra} }}", idp.addr);
+    let restarted = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(
+        restarted.wait_ready(Duration::from_secs(10)).await,
+        "restart with fallback_file never became ready"
+    );
+    assert_eq!(restarted.check(&good).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_jwks_stops_verifying() {
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rotated.json"))).await;
+    let jwks = format!(
+        "{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}",
+        idp.addr
+    );
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
+    let old = rsa1_token(ISSUER);
+    assert_eq!(server.check(&old).await.0, 200);
+    assert_eq!(
+        server.check(&old).await.0,
+        200,
+        "checked twice while its key is published"
+    );
+
+    idp.set(Mode::Serve(fixture("jwks-rsa2.json")));
+    let removed = Instant::now();
+    let mut refused = None;
+    while removed.elapsed() < Duration::from_secs(10) {
+        if server.check(&old).await.0 == 401 {
+            refused = Some(removed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a token signed with a removed key was still accepted");
+    println!("removed key refused {refused:?} after the IdP dropped it");
+    assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_required_issuers() {
+    let up = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let down = Idp::start(Mode::Fail).await;
+    let up_jwks = format!("{{ url: \"http://{}/jwks\" }}", up.addr);
+    let down_jwks = format!("{{ url: \"http://{}/jwks\" }}", down.addr);
+    const OTHER: &str = "https://other.test/";
+
+    // A required issuer without keys: not ready.
+    let blocked = Running::start(policy(
+        &(issuer_block(ISSUER, &up_jwks, "") + &issuer_block(OTHER, &down_jwks, "")),
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(blocked.readyz().await, 503, "a required issuer has no keys");
+    drop(blocked);
+
+    // The same issuer marked required: false: ready, and only its tokens answer 503.
+    let optional = issuer_block(OTHER, &down_jwks, ", required: false");
+    let server = Running::start(policy(&(issuer_block(ISSUER, &up_jwks, "") + &optional))).await;
+    assert!(
+        server.wait_ready(Duration::from_secs(10)).await,
+        "ready without the optional issuer"
+    );
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
+    let (status, reason) = server.check(&rsa1_token(OTHER)).await;
+    assert_eq!((status, reason.as_str()), (503, "keys_unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_requires_the_exact_issuer() {
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let jwks = format!("{{ discovery: \"http://{}/\" }}", idp.addr);
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(
+        server.wait_ready(Duration::from_secs(10)).await,
+        "discovery never produced keys"
+    );
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
+    drop(server);
+
+    *idp.discovery_issuer.lock().expect("lock") = "https://idp.test".to_string();
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.readyz().await,
+        503,
+        "a discovery document for another issuer must not be used"
+    );
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_symmetric_jwks_are_refused() {
+    let big = json!({"keys": (0..101).map(|i| json!({"kty": "EC", "kid": format!("k{i}"), "crv": "P-521"})).collect::<Vec<_>>()});
+    let oct = json!({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]});
+    let huge = format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    for body in [big.to_string(), oct.to_string(), huge] {
+        let idp = Idp::start(Mode::Serve(body)).await;
+        let jwks = format!("{{ url: \"http://{}/jwks\" }}", idp.addr);
+        let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(idp.fetches() >= 1);
+        assert_eq!(
+            server.readyz().await,
+            503,
+            "a refused JWKS must not make the issuer ready"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_past_max_stale_are_dropped() {
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1s, max_stale: 2s }}", idp.addr);
+    let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
+    let good = rsa1_token(ISSUER);
+    assert_eq!(server.check(&good).await.0, 200);
+    idp.set(Mode::Fail);
+    let failed = Instant::now();
+    let mut dropped = None;
+    while failed.elapsed() < Duration::from_secs(10) {
+        let (status, reason) = server.check(&good).await;
+        if status != 200 {
+            assert_eq!((status, reason.as_str()), (503, "keys_unavailable"));
+            dropped = Some(failed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dropped = dropped.expect("keys were never dropped past max_stale");
+    assert!(dropped >= Duration::from_secs(1), "dropped too early: {dropped:?}");
+    assert_eq!(server.readyz().await, 503, "a required issuer past max_stale is not ready");
+    idp.set(Mode::Serve(fixture("jwks-rsa1.json")));
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "recovers when the IdP is back");
+    assert_eq!(server.check(&good).await.0, 200);
+}
