@@ -7,7 +7,7 @@ use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::{self, ConfigError, EXIT_CONFIG, ListenAddr, Settings};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::request::{HeaderEncoding, check_request};
-use portcullis::server::{Server, convert};
+use portcullis::server::{ServeOptions, Server, convert};
 use portcullis::{dev, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG as u8)
         }
         Command::Serve { config: Some(file) } => match config::load_file(&file) {
-            Ok(settings) => run(settings, None),
+            Ok(settings) => run(settings, Mode::Serve(file)),
             Err(e) => config_failure(&e),
         },
         Command::Dev { grpc, health } => {
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
                 s
             });
             match settings {
-                Ok(settings) => run(settings, Some(())),
+                Ok(settings) => run(settings, Mode::Dev),
                 Err(e) => config_failure(&e),
             }
         }
@@ -109,8 +109,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
-    telemetry::init_logging(settings.log_format);
+/// How the server was started.
+enum Mode {
+    /// `serve --config FILE`: reload FILE on change.
+    Serve(PathBuf),
+    /// `dev`: the embedded policy; prints a banner and self-checks.
+    Dev,
+}
+
+fn run(settings: Settings, mode: Mode) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -118,7 +125,7 @@ fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings, dev_mode.is_some())) {
+    match runtime.block_on(serve(settings, mode)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e:#}");
@@ -127,19 +134,31 @@ fn run(settings: Settings, dev_mode: Option<()>) -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings, dev_mode: bool) -> anyhow::Result<()> {
+async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(settings.log_format, settings.otlp_endpoint.as_deref())?;
     telemetry::metrics::install();
-    let server = Server::bind(&settings).await?;
-    let grpc = server.grpc_addr();
-    if dev_mode {
-        let grpc = grpc.clone();
+    let options = ServeOptions {
+        reload_from: match &mode {
+            Mode::Serve(file) => Some(file.clone()),
+            Mode::Dev => None,
+        },
+        trace_context: telemetry.tracing_enabled(),
+        ..ServeOptions::default()
+    };
+    let server = Server::bind_with(&settings, options).await?;
+    if let Mode::Dev = mode {
+        let grpc = server.grpc_addr();
         tokio::spawn(async move {
             if let Err(e) = dev_banner(grpc).await {
                 eprintln!("portcullis dev: self-check failed: {e:#}");
             }
         });
     }
-    server.run(shutdown_signal()).await?;
+    let result = server.run(shutdown_signal()).await;
+    // Flushing spans blocks on the exporter, which runs on this runtime: do it off the workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result?;
+    tracing::info!("drained; exiting");
     Ok(())
 }
 

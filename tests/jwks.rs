@@ -448,8 +448,15 @@ async fn keys_past_max_stale_are_dropped() {
     }
     let dropped = dropped.expect("keys were never dropped past max_stale");
     assert!(dropped >= Duration::from_secs(1), "dropped too early: {dropped:?}");
-    assert_eq!(server.readyz().await, 503, "a required issuer past max_stale is not ready");
+    assert_eq!(
+        server.readyz().await,
+        503,
+        "a required issuer past max_stale is not ready"
+    );
     idp.set(Mode::Serve(fixture("jwks-rsa1.json")));
-    assert!(server.wait_ready(Duration::from_secs(10)).await, "recovers when the IdP is back");
+    assert!(
+        server.wait_ready(Duration::from_secs(10)).await,
+        "recovers when the IdP is back"
+    );
     assert_eq!(server.check(&good).await.0, 200);
 }

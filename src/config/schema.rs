@@ -33,6 +33,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub telemetry: RawTelemetry,
     pub sessions: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -270,4 +272,15 @@ pub struct RawTelemetry {
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     pub allow_sample_rate: Option<f64>,
+    /// Append audit lines to this file instead of stdout.
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// After SIGTERM, keep serving (not ready) this long so callers stop sending.
+    pub drain_delay: Option<String>,
+    /// Then wait at most this long for in-flight checks.
+    pub drain_timeout: Option<String>,
 }

@@ -14,6 +14,7 @@ use crate::jwt::{
     Alg, AlgFamily, IssuerVerifier, KeySet, KeyStore, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks,
     keys_from_pem,
 };
+use crate::telemetry::audit::AuditSettings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigErr
     let mut v = Validator {
         base: base.to_path_buf(),
         problems: Problems::default(),
+        sources: Vec::new(),
     };
     let settings = v.settings(raw);
     match settings {
@@ -55,6 +57,8 @@ pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigErr
 struct Validator {
     base: PathBuf,
     problems: Problems,
+    /// Files read while validating.
+    sources: Vec<PathBuf>,
 }
 
 fn is_header_name(s: &str) -> bool {
@@ -81,6 +85,7 @@ impl Validator {
 
     fn read(&mut self, path: &str, file: &str) -> Option<Vec<u8>> {
         let full = self.base.join(file);
+        self.sources.push(full.clone());
         match std::fs::read(&full) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -157,12 +162,28 @@ impl Validator {
                 LogFormat::Json
             }
         };
-        if raw.telemetry.otlp_endpoint.is_some() {
-            self.not_yet("telemetry.otlp_endpoint");
+        let otlp_endpoint = raw.telemetry.otlp_endpoint.clone();
+        if let Some(endpoint) = &otlp_endpoint
+            && reqwest::Url::parse(endpoint)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            self.problems.add(
+                "telemetry.otlp_endpoint",
+                format!("\"{endpoint}\" is not an http(s) URL"),
+            );
         }
-        if raw.telemetry.audit.is_some() {
-            self.not_yet("telemetry.audit");
-        }
+        let audit = self.audit(raw.telemetry.audit.as_ref());
+        let drain_delay = self.duration(
+            "shutdown.drain_delay",
+            raw.shutdown.drain_delay.as_deref(),
+            Duration::ZERO,
+        );
+        let drain_timeout = self.duration(
+            "shutdown.drain_timeout",
+            raw.shutdown.drain_timeout.as_deref(),
+            Duration::from_secs(20),
+        );
 
         let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
         let credentials = self.credentials(&raw.credentials);
@@ -181,9 +202,43 @@ impl Validator {
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
             log_format,
-            snapshot: Arc::new(Snapshot { policy, verifier }),
+            snapshot: Arc::new(Snapshot {
+                policy,
+                verifier,
+                generation: 1,
+            }),
             jwks_jobs,
+            audit,
+            otlp_endpoint,
+            drain_delay,
+            drain_timeout,
+            sources: std::mem::take(&mut self.sources),
         })
+    }
+
+    fn audit(&mut self, raw: Option<&RawAudit>) -> AuditSettings {
+        let Some(raw) = raw else {
+            return AuditSettings::default();
+        };
+        let allow_sample_rate = raw.allow_sample_rate.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&allow_sample_rate) {
+            self.problems
+                .add("telemetry.audit.allow_sample_rate", "must be between 0.0 and 1.0");
+        }
+        let file = raw.file.as_ref().map(|f| self.base.join(f));
+        if let Some(parent) = file.as_ref().and_then(|f| f.parent())
+            && !parent.as_os_str().is_empty()
+            && !parent.is_dir()
+        {
+            self.problems.add(
+                "telemetry.audit.file",
+                format!("folder {} does not exist", parent.display()),
+            );
+        }
+        AuditSettings {
+            file,
+            allow_sample_rate,
+        }
     }
 
     fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {

@@ -6,44 +6,71 @@ use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, decide};
-use crate::telemetry::{audit, metrics as names};
+use crate::telemetry::audit::AuditSink;
+use crate::telemetry::{metrics as names, tracing_otel};
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Longest a check waits for an unknown `kid`'s refetch before answering 401.
 pub const KEY_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What every Check shares.
 pub struct AppState {
-    pub snapshot: Arc<Snapshot>,
+    /// The policy in force; hot reload swaps it whole, between checks.
+    pub snapshot: ArcSwap<Snapshot>,
     pub clock: Arc<dyn Clock>,
     /// Permits for in-flight checks; none left means an immediate 503 `overloaded`.
     pub inflight: Arc<Semaphore>,
     pub max_inflight: usize,
+    pub audit: AuditSink,
+    /// Continue the caller's `traceparent` (only worth the parsing when traces are exported).
+    pub tracing: bool,
 }
 
 impl AppState {
-    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, max_inflight: usize) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, max_inflight: usize, audit: AuditSink) -> Self {
         Self {
-            snapshot,
+            snapshot: ArcSwap::new(snapshot),
             clock,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
+            audit,
+            tracing: false,
         }
     }
 
     /// Decides one request (no transport involved); used by the service and by tests.
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
-        let started = Instant::now();
         let input = check_input(request);
-        let snapshot = &self.snapshot;
+        let span = tracing::info_span!(
+            target: "portcullis::check",
+            "Check",
+            otel.kind = "server",
+            request_id = %input.request_id,
+            decision = Empty,
+            reason = Empty,
+            rule = Empty,
+        );
+        if self.tracing {
+            let _ = span.set_parent(tracing_otel::remote_context(&input));
+        }
+        self.check_input(input, span.clone()).instrument(span).await
+    }
+
+    async fn check_input(&self, input: CheckInput, span: tracing::Span) -> CheckResponse {
+        let started = Instant::now();
+        let snapshot = self.snapshot.load_full();
         let decision = match self.inflight.try_acquire() {
             Ok(_permit) => {
                 let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
                 gauge.increment(1.0);
-                let decision = self.decide_with_key_refetch(&input, snapshot).await;
+                let decision = self.decide_with_key_refetch(&input, &snapshot).await;
                 gauge.decrement(1.0);
                 decision
             }
@@ -59,14 +86,15 @@ impl AppState {
         } else {
             "deny"
         };
+        span.record("decision", verdict);
+        span.record("reason", decision.reason());
+        span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
         metrics::counter!(names::DECISIONS_TOTAL, "decision" => verdict, "reason" => decision.reason()).increment(1);
         metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
-        audit::record(&input, &decision, elapsed);
+        self.audit.record(&input, &decision, elapsed);
         response
     }
-}
 
-impl AppState {
     /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and
     /// waits at most [`KEY_REFETCH_WAIT`] for new keys before deciding once more.
     async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
@@ -78,13 +106,10 @@ impl AppState {
         else {
             return decision;
         };
-        if !store.is_remote() {
-            return decision;
-        }
         let mut generations = store.subscribe();
         let seen = *generations.borrow_and_update();
         if !store.request_refetch(crate::clock::unix_millis()) {
-            return decision; // the fetcher refetched recently; waiting would change nothing
+            return decision; // a static key set, or the fetcher refetched recently
         }
         match tokio::time::timeout(KEY_REFETCH_WAIT, generations.wait_for(|g| *g != seen)).await {
             Ok(Ok(_)) => decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now()),

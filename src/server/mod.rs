@@ -1,27 +1,32 @@
-//! The transport edge: gRPC (Check, health, reflection) and the health HTTP listener.
+//! The transport edge: gRPC (Check, health, reflection), the health HTTP listener, JWKS
+//! fetchers, hot reload and the drain on shutdown.
 //!
 //! Architecture Invariant: protocol types are converted only in [`convert`]; every deny goes
 //! through [`convert::check_response`].
 
 mod authz;
 pub mod convert;
+mod fetchers;
 mod health_http;
 pub mod proto;
+mod reload;
 pub mod request;
 
-pub use authz::{AppState, AuthzService};
+pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT};
+pub use reload::RELOAD_TOTAL;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
-use crate::jwt::fetch::{self, JwksJob};
+use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
+use fetchers::Fetchers;
 use health_http::{HealthState, Readiness};
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
@@ -33,10 +38,32 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("health server failed: {0}")]
     Health(std::io::Error),
-    #[error("issuer {0}: cannot build the JWKS client: {1}")]
-    Jwks(String, String),
+    #[error("JWKS client: {0}")]
+    Jwks(String),
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// How the server runs, beyond the policy.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Watch this policy file (and the files it names) and reload on change or SIGHUP.
+    pub reload_from: Option<PathBuf>,
+    /// Continue the caller's `traceparent` in the Check span (when traces are exported).
+    pub trace_context: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            reload_from: None,
+            trace_context: false,
+        }
+    }
 }
 
 enum GrpcListener {
@@ -49,9 +76,10 @@ pub struct Server {
     grpc: GrpcListener,
     health: TcpListener,
     state: Arc<AppState>,
-    ready: Arc<AtomicBool>,
-    jwks_jobs: Vec<JwksJob>,
-    clock: Arc<dyn Clock>,
+    serving: Arc<AtomicBool>,
+    fetchers: Arc<Mutex<Fetchers>>,
+    settings: Settings,
+    options: ServeOptions,
 }
 
 fn bind_error(addr: impl ToString) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -61,10 +89,10 @@ fn bind_error(addr: impl ToString) -> impl FnOnce(std::io::Error) -> ServeError 
 
 impl Server {
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
-        Self::bind_with_clock(settings, Arc::new(SystemClock)).await
+        Self::bind_with(settings, ServeOptions::default()).await
     }
 
-    pub async fn bind_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
+    pub async fn bind_with(settings: &Settings, options: ServeOptions) -> Result<Self, ServeError> {
         let grpc = match &settings.grpc {
             ListenAddr::Tcp(addr) => GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
             ListenAddr::Unix(path) => {
@@ -76,23 +104,34 @@ impl Server {
         let health = TcpListener::bind(settings.health)
             .await
             .map_err(bind_error(settings.health))?;
-        let state = Arc::new(AppState::new(
+        let mut settings = settings.clone();
+        // Fresh snapshot so the fetchers can rewire key stores before anything shares it.
+        settings.snapshot = Arc::new(crate::config::Snapshot {
+            policy: settings.snapshot.policy.clone(),
+            verifier: settings.snapshot.verifier.clone(),
+            generation: settings.snapshot.generation,
+        });
+        let mut fetchers = Fetchers::default();
+        fetchers
+            .reconcile(&mut settings, &options.clock)
+            .map_err(ServeError::Jwks)?;
+        let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
+        let mut state = AppState::new(
             settings.snapshot.clone(),
-            clock.clone(),
+            options.clock.clone(),
             settings.max_inflight_checks,
-        ));
-        // Build each JWKS client now so a bad CA bundle fails before serving.
-        for job in &settings.jwks_jobs {
-            fetch::http_client(&job.remote).map_err(|e| ServeError::Jwks(job.issuer.to_string(), e))?;
-        }
+            audit,
+        );
+        state.tracing = options.trace_context;
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
         Ok(Self {
             grpc,
             health,
-            state,
-            ready: Arc::new(AtomicBool::new(false)),
-            jwks_jobs: settings.jwks_jobs.clone(),
-            clock,
+            state: Arc::new(state),
+            serving: Arc::new(AtomicBool::new(false)),
+            fetchers: Arc::new(Mutex::new(fetchers)),
+            settings,
+            options,
         })
     }
 
@@ -114,7 +153,9 @@ impl Server {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight checks finish.
+    /// Serves until `shutdown` completes, then drains: not ready at once (health and gRPC
+    /// health say so), still answering for `drain_delay`, then no new connections and at most
+    /// `drain_timeout` for the checks in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_serving::<AuthorizationServer<AuthzService>>().await;
@@ -127,27 +168,45 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection);
 
+        let reloader = self.options.reload_from.clone().map(|path| {
+            tokio::spawn(
+                reload::Reloader {
+                    path,
+                    state: self.state.clone(),
+                    fetchers: self.fetchers.clone(),
+                    clock: self.options.clock.clone(),
+                    started_with: self.settings.clone(),
+                }
+                .run(),
+            )
+        });
+
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let ready = self.ready.clone();
+        let serving = self.serving.clone();
+        let (drain_delay, drain_timeout) = (self.settings.drain_delay, self.settings.drain_timeout);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             shutdown.await;
-            ready.store(false, Ordering::Release);
+            serving.store(false, Ordering::Release);
+            reporter.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            tracing::info!(delay = ?drain_delay, "draining: not ready; still answering checks");
+            tokio::time::sleep(drain_delay).await;
             let _ = stop_tx.send(true);
+            tokio::time::sleep(drain_timeout).await;
+            let _ = drained_tx.send(());
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
         let grpc_addr = self.grpc_addr();
-        let mut fetchers = Vec::new();
-        for job in self.jwks_jobs {
-            let client = fetch::http_client(&job.remote).map_err(|e| ServeError::Jwks(job.issuer.to_string(), e))?;
-            fetchers.push(tokio::spawn(fetch::run(job, client, self.clock.clone())));
-        }
-        let serving = self.ready.clone();
-        let snapshot = self.state.snapshot.clone();
+        let serving = self.serving.clone();
+        let state = self.state.clone();
         let readiness: Readiness =
-            Arc::new(move || serving.load(Ordering::Acquire) && snapshot.verifier.required_keys_present());
+            Arc::new(move || serving.load(Ordering::Acquire) && state.snapshot.load().verifier.required_keys_present());
         let health_state = HealthState {
             ready: readiness,
             metrics: names::install(),
@@ -156,24 +215,36 @@ impl Server {
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
 
-        self.ready.store(true, Ordering::Release);
+        self.serving.store(true, Ordering::Release);
         tracing::info!(grpc = %grpc_addr, "serving");
-        let grpc_result = match self.grpc {
-            GrpcListener::Tcp(listener) => {
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()))
-                    .await
-            }
-            GrpcListener::Unix(listener, path) => {
-                let result = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()))
-                    .await;
-                remove_stale_socket(&path);
-                result
+        let grpc = async {
+            match self.grpc {
+                GrpcListener::Tcp(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()))
+                        .await
+                }
+                GrpcListener::Unix(listener, path) => {
+                    let result = router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()))
+                        .await;
+                    remove_stale_socket(&path);
+                    result
+                }
             }
         };
-        for fetcher in fetchers {
-            fetcher.abort();
+        let grpc_result = tokio::select! {
+            result = grpc => result,
+            _ = drained_rx => {
+                tracing::warn!("drain_timeout reached with checks still in flight; stopping");
+                Ok(())
+            }
+        };
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
+        if let Ok(mut fetchers) = self.fetchers.lock() {
+            fetchers.stop();
         }
         grpc_result?;
         match health.await {

@@ -1,4 +1,4 @@
-//! Logging (behind a redaction layer), metrics and the audit event.
+//! Logging (behind a redaction layer), metrics, traces and the audit event.
 //!
 //! Architecture Invariant: every byte of log output passes through [`redact::scrub`], so a
 //! credential that reaches a log call by mistake is still never written.
@@ -6,20 +6,60 @@
 pub mod audit;
 pub mod metrics;
 pub mod redact;
+pub mod tracing_otel;
 
 use crate::config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global log subscriber (level from `RUST_LOG`, default `info`). Safe to call twice.
-pub fn init_logging(format: LogFormat) {
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn tracing_enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes pending spans (blocking; call outside the runtime's worker threads).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("portcullis: trace exporter shutdown: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs (level from `RUST_LOG`, default `info`) through the
+/// redaction writer, and, with an OTLP endpoint, Portcullis' own spans to OpenTelemetry. Call
+/// from inside the tokio runtime. A second call keeps the first subscriber.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, tracing_otel::OtelError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(redact::RedactingStderr);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(redact::RedactingStderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(redact::RedactingStderr)
+            .with_filter(filter)
+            .boxed(),
     };
-    // A second init (tests, `dev` after config) keeps the first subscriber.
-    drop(result);
+    let provider = otlp_endpoint.map(tracing_otel::provider).transpose()?;
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracing_otel::tracer(p))
+            // Only Portcullis' spans are exported, whatever the log level says.
+            .with_filter(Targets::new().with_target("portcullis", Level::INFO))
+    });
+    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    Ok(Telemetry { provider })
 }
