@@ -37,7 +37,9 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
         source,
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_and_validate(&text, &base)
+    let mut settings = parse_and_validate(&text, &base)?;
+    settings.sources.insert(0, path.to_path_buf());
+    Ok(settings)
 }
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {

@@ -63,6 +63,7 @@ impl Reloader {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut watched = fingerprints(&self.started_with.sources);
         let mut generation = self.state.snapshot.load().generation;
+        tracing::debug!(files = watched.len(), "watching the policy files for changes");
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(POLL_INTERVAL) => false,

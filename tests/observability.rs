@@ -1,0 +1,439 @@
+//! Audit, metrics, traces, hot reload and drain, against the real binary.
+
+mod support;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
+use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{Portcullis, corpus, scratch};
+use tonic::transport::Channel;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn status(resp: &CheckResponse) -> u16 {
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+        None => 0,
+    }
+}
+
+async fn client(p: &Portcullis) -> AuthorizationClient<Channel> {
+    AuthorizationClient::connect(format!("http://{}", p.grpc))
+        .await
+        .expect("connect")
+}
+
+/// Spans received by the test's OTLP collector: (trace id hex, span name, attributes).
+type Spans = Arc<Mutex<Vec<(String, String, BTreeMap<String, String>)>>>;
+
+struct Collector(Spans);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().expect("lock");
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let attrs = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(AnyValue::StringValue(s)) => s.clone(),
+                                Some(other) => format!("{other:?}"),
+                                None => String::new(),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    spans.push((hex::encode(&span.trace_id), span.name.clone(), attrs));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+async fn start_collector() -> (std::net::SocketAddr, Spans) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind collector");
+    let addr = listener.local_addr().expect("addr");
+    let spans: Spans = Arc::default();
+    let service = TraceServiceServer::new(Collector(spans.clone()));
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    (addr, spans)
+}
+
+/// Every 16-character window of every secret, scanned for in `text`.
+fn leaks(secrets: &[String], text: &str) -> usize {
+    let windows: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(16)).collect();
+    text.as_bytes().windows(16).filter(|w| windows.contains(w)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_metrics_and_audit_over_the_corpus() {
+    let dir = scratch("obs");
+    let (collector, spans) = start_collector().await;
+    let audit = dir.join("audit.log");
+    let extra = format!(
+        "telemetry: {{ otlp_endpoint: \"http://{collector}\", audit: {{ file: \"{}\", allow_sample_rate: 1.0 }} }}",
+        audit.display()
+    );
+    let p = Portcullis::start(
+        &dir,
+        &extra,
+        &[("RUST_LOG", "trace"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let mut c = client(&p).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let token = corpus::sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        &corpus::claims(corpus::ISSUER, "traced", now()),
+    );
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("traceparent", traceparent.as_str()),
+    ];
+    let resp = c
+        .check(check_request("GET", "/api/items", &headers, HeaderEncoding::Map))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(status(&resp), 200);
+
+    // The corpus: every reason it exercises must be counted in /metrics and audited.
+    let cases = corpus::cases(now());
+    let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for case in &cases {
+        let h: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let resp = c
+            .check(check_request(case.method, &case.path, &h, HeaderEncoding::Raw))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(status(&resp), case.status, "{}", case.name);
+        let decision = if case.status == 200 { "allow" } else { "deny" };
+        *expected
+            .entry((decision.to_string(), case.reason.to_string()))
+            .or_default() += 1;
+    }
+
+    // The Check span arrives with the caller's trace id and the decision attributes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let traced = loop {
+        let found = spans
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(t, _, _)| t == trace_id)
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span with trace id {trace_id} reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(traced.1, "Check");
+    assert_eq!(
+        traced.2.get("decision").map(String::as_str),
+        Some("allow"),
+        "{:?}",
+        traced.2
+    );
+    assert_eq!(traced.2.get("reason").map(String::as_str), Some("allowed"));
+    assert_eq!(traced.2.get("rule").map(String::as_str), Some("api"));
+
+    // /metrics is Prometheus text and counts each reason exercised.
+    let metrics = p.get("/metrics").expect("metrics").body;
+    let sample = regex::Regex::new(
+        r#"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.eE+-]+|NaN|\+Inf$"#,
+    )
+    .expect("re");
+    for line in metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        assert!(sample.is_match(line), "not Prometheus text: {line}");
+    }
+    for ((decision, reason), count) in &expected {
+        let prefix = format!("portcullis_decisions_total{{decision=\"{decision}\",reason=\"{reason}\"}} ");
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing from /metrics"));
+        assert!(value >= *count as f64, "{prefix}{value} < {count}");
+    }
+    for name in [
+        "portcullis_check_duration_seconds_bucket",
+        "portcullis_inflight_checks",
+        "portcullis_dev_mode 0",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+
+    // Audit: one JSON line per decision with the contract fields, fingerprints only.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit_text = std::fs::read_to_string(&audit).expect("audit file");
+    let lines: Vec<serde_json::Value> = audit_text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), cases.len() + 1, "one audit line per decision");
+    for field in [
+        "time",
+        "request_id",
+        "decision",
+        "reason",
+        "rule",
+        "issuer",
+        "subject",
+        "tenant",
+        "client_ip",
+        "credential",
+        "latency_us",
+    ] {
+        assert!(lines.iter().all(|l| l.get(field).is_some()), "audit lines lack {field}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["credential"].as_str().is_some_and(|c| c.len() == 12))
+    );
+
+    // No token material in the audit file, the spans or any output at trace level.
+    let mut secrets = corpus::secrets(&cases);
+    secrets.extend(token.split('.').map(str::to_string));
+    let span_dump = format!("{:?}", spans.lock().expect("lock"));
+    let output = p.proc.output();
+    assert!(output.lines().count() > 100, "trace-level output expected");
+    for (name, text) in [
+        ("audit file", &audit_text),
+        ("spans", &span_dump),
+        ("process output", &output),
+    ] {
+        assert_eq!(leaks(&secrets, text), 0, "token material in the {name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() {
+    let dir = scratch("reload");
+    let p = Portcullis::start(&dir, "", &[]);
+    let original = std::fs::read_to_string(&p.config).expect("policy");
+    let token = corpus::sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        &corpus::claims(corpus::ISSUER, "loader", now()),
+    );
+    let bearer = format!("Bearer {token}");
+
+    // Steady load: every answer must be 200 (old policy) or 403 (new policy), and once a
+    // worker has seen the new policy it never sees the old one again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let unexpected = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let new_seen = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let mut c = client(&p).await;
+        let (stop, unexpected, sent, new_seen, bearer) = (
+            stop.clone(),
+            unexpected.clone(),
+            sent.clone(),
+            new_seen.clone(),
+            bearer.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut mine_new = false;
+            while !stop.load(Ordering::Acquire) {
+                let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+                match c.check(req).await {
+                    Ok(r) => match (status(&r.into_inner()), mine_new) {
+                        (200, false) => {}
+                        (403, _) => {
+                            mine_new = true;
+                            new_seen.store(true, Ordering::Release);
+                        }
+                        (s, _) => unexpected
+                            .lock()
+                            .expect("lock")
+                            .push(format!("status {s} (after new policy: {mine_new})")),
+                    },
+                    Err(e) => unexpected.lock().expect("lock").push(format!("transport: {e}")),
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changed = original.replace("require: { scopes: [read] }", "require: { scopes: [write] }");
+    assert_ne!(changed, original);
+    std::fs::write(&p.config, &changed).expect("write");
+    let t = Instant::now();
+    while !new_seen.load(Ordering::Acquire) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the valid change never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("reload took effect after {:?}", t.elapsed());
+
+    // An invalid change: logged, counted, and the new-but-valid policy keeps answering 403.
+    std::fs::write(&p.config, changed.replace("algorithms: [RS256]", "algorithms: [RS999]")).expect("write");
+    let t = Instant::now();
+    let errors = loop {
+        let metrics = p.get("/metrics").map(|r| r.body).unwrap_or_default();
+        let errors = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_config_reload_total{result=\"error\"} "))
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(errors) = errors {
+            break errors;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the invalid change was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(errors >= 1.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let unexpected = unexpected.lock().expect("lock").clone();
+    println!("{} checks under reload", sent.load(Ordering::Relaxed));
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected answers: {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
+    let mut c = client(&p).await;
+    let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+    assert_eq!(
+        status(&c.check(req).await.expect("check").into_inner()),
+        403,
+        "old (valid) policy still in force"
+    );
+
+    // SIGHUP reloads on demand (here: back to the original policy).
+    std::fs::write(&p.config, &original).expect("write");
+    p.signal("HUP");
+    let t = Instant::now();
+    loop {
+        let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+        if status(&c.check(req).await.expect("check").into_inner()) == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "SIGHUP reload never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ok = p.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(ok.contains("portcullis_config_reload_total{result=\"ok\"}"), "{ok}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_without_transport_errors() {
+    let dir = scratch("drain");
+    let mut p = Portcullis::start(&dir, "shutdown: { drain_delay: 1500ms, drain_timeout: 5s }", &[]);
+    let token = corpus::sign(
+        jsonwebtoken::Algorithm::EdDSA,
+        Some("ed-1"),
+        &corpus::claims(corpus::ISSUER, "drain", now()),
+    );
+    let bearer = format!("Bearer {token}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let mut c = client(&p).await;
+        let (stop, errors, answered, bearer) = (stop.clone(), errors.clone(), answered.clone(), bearer.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+                match c.check(req).await {
+                    Ok(r) if status(r.get_ref()) == 200 => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => errors
+                        .lock()
+                        .expect("lock")
+                        .push(format!("status {}", status(r.get_ref()))),
+                    Err(e) => errors.lock().expect("lock").push(format!("transport: {e}")),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = answered.load(Ordering::Relaxed);
+    p.signal("TERM");
+    let term = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.get("/readyz").map(|r| r.status),
+        Some(503),
+        "not ready while draining"
+    );
+    // Keep the load on through most of the drain delay, as a caller would until it notices.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let during = answered.load(Ordering::Relaxed) - before;
+    let errors = errors.lock().expect("lock").clone();
+    assert!(
+        errors.is_empty(),
+        "{} errors during the drain: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(during > 10, "the load kept being answered during the drain ({during})");
+    let code = loop {
+        if let Ok(Some(status)) = p.proc.child.try_wait() {
+            break status.code();
+        }
+        assert!(term.elapsed() < Duration::from_secs(10), "did not exit after drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        term.elapsed() >= Duration::from_millis(1400),
+        "exited before the drain delay"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
