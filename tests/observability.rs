@@ -195,6 +195,8 @@ async fn traces_metrics_and_audit_over_the_corpus() {
         "portcullis_check_duration_seconds_bucket",
         "portcullis_inflight_checks",
         "portcullis_dev_mode 0",
+        "portcullis_jwt_verifications_total{issuer=\"https://issuer.test/\",result=\"ok\"}",
+        "portcullis_jwt_verifications_total{issuer=\"https://issuer.test/\",result=\"bad_signature\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }

@@ -10,6 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+/// Signature verifications by configured issuer and result (`ok`, `bad_signature`).
+pub const VERIFICATIONS_TOTAL: &str = "portcullis_jwt_verifications_total";
+
 /// `token_type: { claim, allowed }`: the claim must be present and one of `allowed`.
 #[derive(Debug, Clone)]
 pub struct TokenType {
@@ -170,7 +173,9 @@ impl TokenVerifier for Verifier {
             &key.decoding,
             header.alg.to_jsonwebtoken(),
         )
-        .map_err(|_| TokenError::Signature)?;
+        .unwrap_or(false);
+        let result = if valid { "ok" } else { "bad_signature" };
+        metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => result).increment(1);
         if !valid {
             return Err(TokenError::Signature);
         }

@@ -67,6 +67,10 @@ mod tests {
             ("header BEARER%20xyz".to_string(), "header BEARER [redacted]"),
             ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
             ("plain text stays".to_string(), "plain text stays"),
+            (
+                r#"{"detail":"malformed bearer token","x":1}"#.to_string(),
+                r#"{"detail":"malformed bearer [redacted]","x":1}"#,
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(scrub(&input), want, "input {input}");
