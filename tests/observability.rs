@@ -439,3 +439,52 @@ async fn sigterm_under_load_drains_without_transport_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_file_reloads_too() {
+    let dir = scratch("keyfile");
+    std::fs::copy(corpus::fixtures().join("keys/jwks-rsa1.json"), dir.join("idp.json")).expect("copy");
+    let p = Portcullis::start(&dir, "", &[]);
+    // Point the first issuer at a key file of its own (RS256 only), then change that file only.
+    let policy = std::fs::read_to_string(&p.config).expect("policy");
+    let jwks_line = policy
+        .lines()
+        .find(|l| l.contains("jwks: { file:"))
+        .expect("jwks line")
+        .to_string();
+    let own = policy
+        .replace(
+            &jwks_line,
+            &format!("    jwks: {{ file: {} }}", dir.join("idp.json").display()),
+        )
+        .replacen("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]", 1);
+    std::fs::write(&p.config, own).expect("write");
+    let c = client(&p).await;
+    let token = |alg, kid| {
+        format!(
+            "Bearer {}",
+            corpus::sign(alg, Some(kid), &corpus::claims(corpus::ISSUER, "k", now()))
+        )
+    };
+    let rsa1 = token(jsonwebtoken::Algorithm::RS256, "rsa-1");
+    let es = token(jsonwebtoken::Algorithm::ES256, "ec-1");
+    // The policy change: ES256 is no longer allowed.
+    wait_for_status(&c, &es, 401).await;
+    wait_for_status(&c, &rsa1, 200).await;
+    // The key file change alone: rsa-1 replaced by rsa-2.
+    std::fs::copy(corpus::fixtures().join("keys/jwks-rsa2.json"), dir.join("idp.json")).expect("copy");
+    wait_for_status(&c, &rsa1, 401).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn wait_for_status(c: &AuthorizationClient<Channel>, bearer: &str, want: u16) {
+    let t = Instant::now();
+    loop {
+        let req = check_request("GET", "/api/items", &[("authorization", bearer)], HeaderEncoding::Map);
+        if status(&c.clone().check(req).await.expect("check").into_inner()) == want {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "never answered {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
