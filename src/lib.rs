@@ -2,11 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod dev;
 pub mod jwt;
+pub mod revocation;
 pub mod server;
 pub mod telemetry;
 

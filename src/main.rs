@@ -83,18 +83,8 @@ fn main() -> ExitCode {
                 Err(e) => config_failure(&e),
             }
         }
-        Command::DevToken {
-            sub,
-            scopes,
-            roles,
-            ttl,
-        } => {
-            let spec = dev::DevToken {
-                subject: sub,
-                scopes,
-                roles,
-                ttl_secs: ttl,
-            };
+        Command::DevToken { sub, scopes, roles, ttl } => {
+            let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
             match dev::mint(&spec, SystemClock.now().0) {
                 Ok(token) => {
                     println!("{token}");
@@ -177,12 +167,7 @@ async fn shutdown_signal() {
 
 /// Prints a token and asks the running server for one allow and one deny.
 async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
-    let spec = dev::DevToken {
-        subject: "alice".into(),
-        scopes: vec!["read".into()],
-        roles: vec![],
-        ttl_secs: 3600,
-    };
+    let spec = dev::DevToken { subject: "alice".into(), scopes: vec!["read".into()], roles: vec![], ttl_secs: 3600 };
     let token = dev::mint(&spec, SystemClock.now().0)?;
     println!("portcullis dev: serving the embedded development policy on {grpc} (never use in production)");
     println!("  token for alice (scope read, 1h):\n    {token}");
@@ -192,14 +177,11 @@ async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
     let ListenAddr::Tcp(addr) = grpc else {
         return Ok(());
     };
-    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
-        .await
-        .context("connecting to the gRPC listener")?;
+    let mut client =
+        AuthorizationClient::connect(format!("http://{addr}")).await.context("connecting to the gRPC listener")?;
     let bearer = format!("Bearer {token}");
-    for (label, headers) in [
-        ("with the token", vec![("authorization", bearer.as_str())]),
-        ("without a token", vec![]),
-    ] {
+    for (label, headers) in [("with the token", vec![("authorization", bearer.as_str())]), ("without a token", vec![])]
+    {
         let response = client
             .check(check_request("GET", "/hello", &headers, HeaderEncoding::Map))
             .await

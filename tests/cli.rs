@@ -34,12 +34,7 @@ fn check_config_reports_every_mistake_and_exits_64() {
     }
 
     // serve refuses the same file with the same report, before binding anything.
-    let out = portcullis()
-        .arg("serve")
-        .arg("--config")
-        .arg(&bad)
-        .output()
-        .expect("run");
+    let out = portcullis().arg("serve").arg("--config").arg(&bad).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm \"RS999\""));
 
@@ -47,11 +42,7 @@ fn check_config_reports_every_mistake_and_exits_64() {
     let out = portcullis().arg("check-config").arg(&good).output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = portcullis()
-        .arg("check-config")
-        .arg(dir.join("missing.yaml"))
-        .output()
-        .expect("run");
+    let out = portcullis().arg("check-config").arg(dir.join("missing.yaml")).output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -77,20 +68,10 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     let grpc = free_port();
     let health = free_port();
     let mut cmd = portcullis();
-    cmd.args([
-        "dev",
-        "--grpc",
-        &format!("127.0.0.1:{grpc}"),
-        "--health",
-        &format!("127.0.0.1:{health}"),
-    ]);
+    cmd.args(["dev", "--grpc", &format!("127.0.0.1:{grpc}"), "--health", &format!("127.0.0.1:{health}")]);
     let mut proc = Proc::spawn(&mut cmd, &dir, "dev");
     let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
-    assert!(
-        wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)),
-        "{}",
-        proc.output()
-    );
+    assert!(wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)), "{}", proc.output());
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = String::new();
     while Instant::now() < deadline {
@@ -100,36 +81,20 @@ fn dev_mode_shows_an_allow_and_a_deny() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        out.contains("with the token -> allow (200), sets [x-user-id: alice"),
-        "{out}"
-    );
-    assert!(
-        out.contains("without a token -> deny (401) credential_missing"),
-        "{out}"
-    );
+    assert!(out.contains("with the token -> allow (200), sets [x-user-id: alice"), "{out}");
+    assert!(out.contains("without a token -> deny (401) credential_missing"), "{out}");
     assert!(out.contains("curl -i -H \"authorization: Bearer "), "{out}");
-    let metrics = support::raw_http(
-        health_addr,
-        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .expect("metrics");
+    let metrics = support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("metrics");
     assert!(metrics.body.contains("portcullis_dev_mode 1"), "{}", metrics.body);
     proc.stop();
-    assert_eq!(
-        proc.child.try_wait().ok().flatten().and_then(|s| s.code()),
-        Some(0),
-        "SIGTERM drains and exits 0"
-    );
+    assert_eq!(proc.child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0), "SIGTERM drains and exits 0");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
-    let out = portcullis()
-        .args(["dev-token", "--sub", "bob", "--role", "admin"])
-        .output()
-        .expect("run");
+    let out = portcullis().args(["dev-token", "--sub", "bob", "--role", "admin"]).output().expect("run");
     assert!(out.status.success());
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
@@ -139,8 +104,5 @@ fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
     assert_eq!(verified.subject.0, "bob");
     assert_eq!(verified.claims["roles"], serde_json::json!(["admin"]));
     let test_policy = portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml")).expect("policy");
-    assert!(
-        test_policy.snapshot.verifier.verify(&token).is_err(),
-        "no other policy accepts dev tokens"
-    );
+    assert!(test_policy.snapshot.verifier.verify(&token).is_err(), "no other policy accepts dev tokens");
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::corpus::{self, Case};
-use support::{Proc, free_port, raw_http, scratch, wait_http_ok};
+use support::{Portcullis, Proc, free_port, raw_http, scratch};
 
 /// An HTTP/1.1 upstream that answers every request with the headers it received, as JSON, and
 /// remembers which test cases reached it.
@@ -98,35 +98,21 @@ fn start_envoy(dir: &std::path::Path, name: &str, grpc_port: u16, upstream: Sock
         ("port_value: 9191", format!("port_value: {grpc_port}")),
         ("port_value: 8080", format!("port_value: {}", upstream.port())),
         ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
-        (
-            "encode_raw_headers: false",
-            format!("encode_raw_headers: {raw_headers}"),
-        ),
+        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
     ] {
-        assert!(
-            config.contains(from),
-            "deploy/envoy/envoy.yaml no longer contains {from:?}"
-        );
+        assert!(config.contains(from), "deploy/envoy/envoy.yaml no longer contains {from:?}");
         config = config.replace(from, &to);
     }
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).expect("write envoy config");
     let mut cmd = Command::new(support::envoy_binary());
-    cmd.arg("-c")
-        .arg(&path)
-        .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
     let proc = Proc::spawn(&mut cmd, dir, name);
-    Envoy {
-        proc,
-        listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
-    }
+    Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
 }
 
 fn request_text(case: &Case, id: &str) -> String {
-    let mut text = format!(
-        "{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n",
-        case.method, case.path
-    );
+    let mut text = format!("{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n", case.method, case.path);
     for (k, v) in &case.headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -153,10 +139,7 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
             let echoed: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
             let user = echoed["headers"]["x-user-id"].as_str().map(str::to_string);
             if user != case.user {
-                failures.push(format!(
-                    "[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}",
-                    case.name, case.user
-                ));
+                failures.push(format!("[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}", case.name, case.user));
             }
             if !upstream.saw(&id) {
                 failures.push(format!("[{mode}] {}: allowed but upstream not called", case.name));
@@ -168,28 +151,13 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
         }
         let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
         if body["reason"] != case.reason {
-            failures.push(format!(
-                "[{mode}] {}: reason {} want {}",
-                case.name, body["reason"], case.reason
-            ));
+            failures.push(format!("[{mode}] {}: reason {} want {}", case.name, body["reason"], case.reason));
         }
         if resp.header("cache-control") != Some("no-store") {
-            failures.push(format!(
-                "[{mode}] {}: cache-control {:?}",
-                case.name,
-                resp.header("cache-control")
-            ));
+            failures.push(format!("[{mode}] {}: cache-control {:?}", case.name, resp.header("cache-control")));
         }
-        if case.status == 401
-            && !resp
-                .header("www-authenticate")
-                .is_some_and(|v| v.starts_with("Bearer realm="))
-        {
-            failures.push(format!(
-                "[{mode}] {}: www-authenticate {:?}",
-                case.name,
-                resp.header("www-authenticate")
-            ));
+        if case.status == 401 && !resp.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer realm=")) {
+            failures.push(format!("[{mode}] {}: www-authenticate {:?}", case.name, resp.header("www-authenticate")));
         }
     }
     failures
@@ -215,23 +183,8 @@ fn envoy_end_to_end() {
     let cases = corpus::cases(now);
     let upstream = Upstream::start();
 
-    let grpc_port = free_port();
-    let health_port = free_port();
-    let config = dir.join("policy.yaml");
-    std::fs::write(
-        &config,
-        support::policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port),
-    )
-    .expect("policy");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "trace");
-    let mut portcullis = Proc::spawn(&mut cmd, &dir, "portcullis");
-    let health = SocketAddr::from(([127, 0, 0, 1], health_port));
-    assert!(
-        wait_http_ok(health, "/readyz", Duration::from_secs(20)),
-        "portcullis not ready:\n{}",
-        portcullis.output()
-    );
+    let mut portcullis = Portcullis::start(&dir, "", &[("RUST_LOG", "trace")]);
+    let grpc_port = portcullis.grpc.port();
 
     let mut envoys = Vec::new();
     let mut failures = Vec::new();
@@ -239,30 +192,18 @@ fn envoy_end_to_end() {
         let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
         // Ready once the authz cluster is healthy and a public route passes end to end.
         let ready = (0..200).any(|_| {
-            let probe = raw_http(
-                envoy.listener,
-                "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-            );
+            let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
             std::thread::sleep(Duration::from_millis(100));
             probe.is_some_and(|r| r.status == 200)
         });
-        assert!(
-            ready,
-            "envoy ({mode}) never passed a public request:\n{}",
-            envoy.proc.output()
-        );
+        assert!(ready, "envoy ({mode}) never passed a public request:\n{}", envoy.proc.output());
         failures.extend(run_corpus(&envoy, &upstream, &cases, mode));
         envoys.push(envoy);
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 
     // Portcullis stopped: Envoy fails closed with 503 and never calls the upstream.
-    portcullis.stop();
+    portcullis.proc.stop();
     for envoy in &envoys {
         let case = &cases[0];
         for attempt in 0..3 {
@@ -275,22 +216,15 @@ fn envoy_end_to_end() {
 
     let secrets = corpus::secrets(&cases);
     assert!(secrets.len() > 40, "leak test needs the corpus tokens");
-    let mut outputs = vec![("portcullis", portcullis.output())];
+    let mut outputs = vec![("portcullis", portcullis.proc.output())];
     for envoy in &envoys {
         outputs.push(("envoy", envoy.proc.output()));
     }
     let trace_lines = outputs[0].1.lines().count();
-    assert!(
-        trace_lines > 100,
-        "portcullis ran at trace level but printed only {trace_lines} lines"
-    );
+    assert!(trace_lines > 100, "portcullis ran at trace level but printed only {trace_lines} lines");
     for (name, output) in &outputs {
         let hits = leaked_windows(&secrets, output);
-        assert!(
-            hits.is_empty(),
-            "{name} output contains token material: {:?}",
-            &hits[..hits.len().min(5)]
-        );
+        assert!(hits.is_empty(), "{name} output contains token material: {:?}", &hits[..hits.len().min(5)]);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -318,4 +252,80 @@ fn deploy_envoy_configs_validate() {
         checked += 1;
     }
     assert!(checked >= 1, "no Envoy configs found under deploy/envoy");
+}
+
+/// Starts Envoy in front of `portcullis` and waits until a public request passes.
+fn envoy_in_front(dir: &std::path::Path, portcullis: &Portcullis, upstream: &Upstream) -> Envoy {
+    let envoy = start_envoy(dir, "envoy", portcullis.grpc.port(), upstream.addr, false);
+    let ready = (0..200).any(|_| {
+        let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+        probe.is_some_and(|r| r.status == 200)
+    });
+    assert!(ready, "envoy never passed a public request:\n{}", envoy.proc.output());
+    envoy
+}
+
+fn get_with_token(envoy: &Envoy, token: &str) -> (u16, String) {
+    let request = format!(
+        "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    let resp = raw_http(envoy.listener, &request).expect("response");
+    let reason = serde_json::from_str::<Value>(&resp.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string));
+    (resp.status, reason.unwrap_or_default())
+}
+
+#[test]
+fn revocations_take_effect_on_the_next_request_through_envoy() {
+    let dir = scratch("envoy-revoke");
+    let upstream = Upstream::start();
+    let portcullis = Portcullis::start(&dir, "", &[]);
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let sign = |claims: &Value| corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims);
+    let revoke = |body: String| {
+        let resp = portcullis.admin_request("POST", "/v1/revocations", &body).expect("admin");
+        assert_eq!(resp.status, 201, "{}", resp.body);
+    };
+    let revoked = (401, "token_revoked".to_string());
+
+    // By jti.
+    let mut by_jti = corpus::claims(corpus::ISSUER, "jti-user", now);
+    by_jti["jti"] = serde_json::json!("jti-to-revoke");
+    let token = sign(&by_jti);
+    assert_eq!(get_with_token(&envoy, &token).0, 200);
+    assert_eq!(get_with_token(&envoy, &token).0, 200, "cached");
+    revoke(format!(r#"{{"jti":"jti-to-revoke","iss":"{}"}}"#, corpus::ISSUER));
+    assert_eq!(get_with_token(&envoy, &token), revoked, "jti revocation on the very next request");
+
+    // By subject before T: the older token is refused, a newer one of the subject passes.
+    let mut older = corpus::claims(corpus::ISSUER, "sub-user", now);
+    older["iat"] = serde_json::json!(now - 20);
+    let older = sign(&older);
+    assert_eq!(get_with_token(&envoy, &older).0, 200);
+    let before = time::OffsetDateTime::from_unix_timestamp(now - 10)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    revoke(format!(r#"{{"sub":"sub-user","iss":"{}","before":"{before}"}}"#, corpus::ISSUER));
+    assert_eq!(get_with_token(&envoy, &older), revoked, "subject revocation on the very next request");
+    let mut newer = corpus::claims(corpus::ISSUER, "sub-user", now);
+    newer["iat"] = serde_json::json!(now);
+    newer["jti"] = serde_json::json!("newer");
+    assert_eq!(get_with_token(&envoy, &sign(&newer)).0, 200, "a token issued after T still passes");
+
+    // By session id.
+    let mut session = corpus::claims(corpus::ISSUER, "sid-user", now);
+    session["sid"] = serde_json::json!("session-42");
+    let token = sign(&session);
+    assert_eq!(get_with_token(&envoy, &token).0, 200);
+    revoke(format!(r#"{{"sid":"session-42","iss":"{}"}}"#, corpus::ISSUER));
+    assert_eq!(get_with_token(&envoy, &token), revoked, "session revocation on the very next request");
+
+    let list = portcullis.admin_request("GET", "/v1/revocations", "").expect("list");
+    assert_eq!(
+        serde_json::from_str::<Value>(&list.body).expect("json")["revocations"].as_array().map(Vec::len),
+        Some(3)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

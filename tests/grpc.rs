@@ -42,13 +42,7 @@ async fn start(grpc: &str) -> Running {
             .await
             .expect("server run");
     });
-    Running {
-        grpc,
-        health,
-        state,
-        stop: Some(stop),
-        task,
-    }
+    Running { grpc, health, state, stop: Some(stop), task }
 }
 
 impl Running {
@@ -68,11 +62,7 @@ fn header<'a>(
     headers: &'a [portcullis::server::proto::envoy::config::core::v3::HeaderValueOption],
     name: &str,
 ) -> Option<&'a str> {
-    headers
-        .iter()
-        .filter_map(|h| h.header.as_ref())
-        .find(|h| h.key == name)
-        .map(|h| h.value.as_str())
+    headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
 }
 
 /// Checks one answer against the contract of DESIGN step 12; returns a failure description.
@@ -99,21 +89,14 @@ fn contract_failure(case: &corpus::Case, resp: &CheckResponse) -> Option<String>
             if !ok.headers_to_remove.iter().any(|h| h == "x-customer-id") {
                 return Some("x-customer-id not removed".into());
             }
-            let md = resp
-                .dynamic_metadata
-                .as_ref()
-                .map(|m| m.fields.contains_key("rule"))
-                .unwrap_or(false);
+            let md = resp.dynamic_metadata.as_ref().map(|m| m.fields.contains_key("rule")).unwrap_or(false);
             (!md).then(|| "dynamic_metadata lacks rule".to_string())
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             let want_code = if case.status == 401 { 16 } else { 7 };
             let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
             if code != want_code || status != i32::from(case.status) {
-                return Some(format!(
-                    "denied code {code} status {status}, want {want_code} {}",
-                    case.status
-                ));
+                return Some(format!("denied code {code} status {status}, want {want_code} {}", case.status));
             }
             let body: Value = serde_json::from_str(&denied.body).unwrap_or(Value::Null);
             if body["reason"] != case.reason || body["request_id"] != "req-1" || body["error"].as_str().is_none() {
@@ -140,12 +123,8 @@ fn contract_failure(case: &corpus::Case, resp: &CheckResponse) -> Option<String>
 #[tokio::test]
 async fn corpus_over_grpc_in_both_encodings() {
     let server = start("127.0.0.1:0").await;
-    let ListenAddr::Tcp(addr) = server.grpc else {
-        panic!("tcp expected")
-    };
-    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
+    let ListenAddr::Tcp(addr) = server.grpc else { panic!("tcp expected") };
+    let mut client = AuthorizationClient::connect(format!("http://{addr}")).await.expect("connect");
     let cases = corpus::cases(now());
     let mut failures = Vec::new();
     for encoding in [HeaderEncoding::Map, HeaderEncoding::Raw] {
@@ -168,9 +147,7 @@ async fn corpus_over_grpc_in_both_encodings() {
 #[tokio::test]
 async fn health_reflection_and_http_listener() {
     let server = start("127.0.0.1:0").await;
-    let ListenAddr::Tcp(addr) = server.grpc else {
-        panic!("tcp expected")
-    };
+    let ListenAddr::Tcp(addr) = server.grpc else { panic!("tcp expected") };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -180,17 +157,11 @@ async fn health_reflection_and_http_listener() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in ["envoy.service.auth.v3.Authorization", ""] {
         let resp = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
             .await
             .expect("health")
             .into_inner();
-        assert_eq!(
-            resp.status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
-            "{service:?}"
-        );
+        assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -201,31 +172,22 @@ async fn health_reflection_and_http_listener() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
+    let mut stream =
+        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.expect("reflection").into_inner();
     let reply = stream.message().await.expect("reply").expect("one reply");
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"envoy.service.auth.v3.Authorization".to_string()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"envoy.service.auth.v3.Authorization".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 
     // The health listener: read-only, three paths.
     let health_addr = server.health;
     let answers = tokio::task::spawn_blocking(move || {
         let get = |path: &str| {
-            support::raw_http(
-                health_addr,
-                &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
-            )
-            .map(|r| r.status)
+            support::raw_http(health_addr, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
+                .map(|r| r.status)
         };
         let post = support::raw_http(
             health_addr,
@@ -236,11 +198,7 @@ async fn health_reflection_and_http_listener() {
     })
     .await
     .expect("health requests");
-    assert_eq!(
-        answers,
-        (Some(200), Some(200), Some(200), Some(404), Some(405)),
-        "livez, readyz, metrics, admin, POST"
-    );
+    assert_eq!(answers, (Some(200), Some(200), Some(200), Some(404), Some(405)), "livez, readyz, metrics, admin, POST");
     server.shutdown().await;
 }
 
@@ -249,33 +207,16 @@ async fn beyond_max_inflight_checks_is_an_immediate_503() {
     let server = start("127.0.0.1:0").await;
     let state = server.state.clone();
     // Hold every permit, as if that many checks were in flight.
-    let held = state
-        .inflight
-        .clone()
-        .try_acquire_many_owned(state.max_inflight as u32)
-        .expect("permits");
-    let resp = state
-        .check(check_request("GET", "/api/items", &[], HeaderEncoding::Map))
-        .await;
-    let Some(HttpResponse::DeniedResponse(denied)) = &resp.http_response else {
-        panic!("expected a deny")
-    };
-    assert_eq!(
-        resp.status.as_ref().map(|s| s.code),
-        Some(7),
-        "PERMISSION_DENIED, never an error code"
-    );
+    let held = state.inflight.clone().try_acquire_many_owned(state.max_inflight as u32).expect("permits");
+    let resp = state.check(check_request("GET", "/api/items", &[], HeaderEncoding::Map)).await;
+    let Some(HttpResponse::DeniedResponse(denied)) = &resp.http_response else { panic!("expected a deny") };
+    assert_eq!(resp.status.as_ref().map(|s| s.code), Some(7), "PERMISSION_DENIED, never an error code");
     assert_eq!(denied.status.as_ref().map(|s| s.code), Some(503));
     assert_eq!(header(&denied.headers, "retry-after"), Some("1"));
     assert!(denied.body.contains("\"overloaded\""), "{}", denied.body);
     drop(held);
-    let resp = state
-        .check(check_request("GET", "/api/items", &[], HeaderEncoding::Map))
-        .await;
-    assert!(
-        resp.status.as_ref().is_some_and(|s| s.message == "credential_missing"),
-        "permits are back"
-    );
+    let resp = state.check(check_request("GET", "/api/items", &[], HeaderEncoding::Map)).await;
+    assert!(resp.status.as_ref().is_some_and(|s| s.message == "credential_missing"), "permits are back");
     server.shutdown().await;
 }
 
@@ -288,35 +229,20 @@ async fn unix_socket_listener() {
     let channel = tonic::transport::Endpoint::from_static("http://uds.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
+            async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
         }))
         .await
         .expect("connect over uds");
     let mut client = AuthorizationClient::new(channel);
-    let token = corpus::sign(
-        jsonwebtoken::Algorithm::EdDSA,
-        Some("ed-1"),
-        &corpus::claims(corpus::ISSUER, "uds-user", now()),
-    );
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::EdDSA, Some("ed-1"), &corpus::claims(corpus::ISSUER, "uds-user", now()));
     let bearer = format!("Bearer {token}");
     let resp = client
-        .check(check_request(
-            "GET",
-            "/api/x",
-            &[("authorization", &bearer)],
-            HeaderEncoding::Raw,
-        ))
+        .check(check_request("GET", "/api/x", &[("authorization", &bearer)], HeaderEncoding::Raw))
         .await
         .expect("check")
         .into_inner();
-    assert!(
-        matches!(resp.http_response, Some(HttpResponse::OkResponse(_))),
-        "{resp:?}"
-    );
+    assert!(matches!(resp.http_response, Some(HttpResponse::OkResponse(_))), "{resp:?}");
     server.shutdown().await;
     assert!(!path.exists(), "socket file removed on shutdown");
     let _ = std::fs::remove_dir_all(&dir);

@@ -132,23 +132,14 @@ impl Running {
                 })
                 .await;
         });
-        Running {
-            server_state,
-            health,
-            stop: Some(stop),
-        }
+        Running { server_state, health, stop: Some(stop) }
     }
 
     async fn check(&self, token: &str) -> (u16, String) {
         let bearer = format!("Bearer {token}");
         let resp = self
             .server_state
-            .check(check_request(
-                "GET",
-                "/x",
-                &[("authorization", &bearer)],
-                HeaderEncoding::Map,
-            ))
+            .check(check_request("GET", "/x", &[("authorization", &bearer)], HeaderEncoding::Map))
             .await;
         outcome(&resp)
     }
@@ -210,11 +201,7 @@ fn now() -> i64 {
 }
 
 fn rsa1_token(iss: &str) -> String {
-    corpus::sign(
-        jsonwebtoken::Algorithm::RS256,
-        Some("rsa-1"),
-        &corpus::claims(iss, "alice", now()),
-    )
+    corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(iss, "alice", now()))
 }
 
 fn rsa2_token(iss: &str) -> String {
@@ -224,18 +211,11 @@ fn rsa2_token(iss: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
     let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
-    let jwks = format!(
-        "{{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 2s }}",
-        idp.addr
-    );
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 2s }}", idp.addr);
     let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
     assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
     assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
-    assert_eq!(
-        server.check(&rsa2_token(ISSUER)).await.0,
-        401,
-        "rsa-2 is not published yet"
-    );
+    assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 401, "rsa-2 is not published yet");
 
     idp.set(Mode::Serve(fixture("jwks-rotated.json")));
     let rotated = Instant::now();
@@ -268,28 +248,16 @@ async fn rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
     let allowed = (elapsed.as_secs_f64() / 2.0).ceil() as usize + 1;
     println!("unknown-kid flood: {fetched} fetches in {elapsed:?} (bound {allowed})");
     assert!(fetched >= 1, "an unknown kid should trigger a refetch");
-    assert!(
-        fetched <= allowed,
-        "{fetched} fetches in {elapsed:?} exceeds one per refetch_interval"
-    );
+    assert!(fetched <= allowed, "{fetched} fetches in {elapsed:?} exceeds one per refetch_interval");
     let metrics = server.metrics().await;
-    assert!(
-        metrics.contains("portcullis_jwks_refresh_total{issuer=\"https://idp.test/\",result=\"ok\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("portcullis_jwks_keys_age_seconds{issuer=\"https://idp.test/\"}"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("portcullis_jwks_refresh_total{issuer=\"https://idp.test/\",result=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("portcullis_jwks_keys_age_seconds{issuer=\"https://idp.test/\"}"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
     let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
-    let jwks = format!(
-        "{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}",
-        idp.addr
-    );
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}", idp.addr);
     let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
     assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
     let good = rsa1_token(ISSUER);
@@ -300,11 +268,7 @@ async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
         let before = idp.fetches();
         let until = Instant::now() + Duration::from_secs(3);
         while Instant::now() < until {
-            assert_eq!(
-                server.check(&good).await.0,
-                200,
-                "a known key must keep passing during an IdP outage"
-            );
+            assert_eq!(server.check(&good).await.0, 200, "a known key must keep passing during an IdP outage");
             assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 401);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -316,29 +280,19 @@ async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
     let extra = ", fallback_file: keys/jwks-rsa1.json";
     let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1h{extra} }}", idp.addr);
     let restarted = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
-    assert!(
-        restarted.wait_ready(Duration::from_secs(10)).await,
-        "restart with fallback_file never became ready"
-    );
+    assert!(restarted.wait_ready(Duration::from_secs(10)).await, "restart with fallback_file never became ready");
     assert_eq!(restarted.check(&good).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_removed_from_the_jwks_stops_verifying() {
     let idp = Idp::start(Mode::Serve(fixture("jwks-rotated.json"))).await;
-    let jwks = format!(
-        "{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}",
-        idp.addr
-    );
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1s, refetch_interval: 1s }}", idp.addr);
     let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
     assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
     let old = rsa1_token(ISSUER);
     assert_eq!(server.check(&old).await.0, 200);
-    assert_eq!(
-        server.check(&old).await.0,
-        200,
-        "checked twice while its key is published"
-    );
+    assert_eq!(server.check(&old).await.0, 200, "checked twice while its key is published");
 
     idp.set(Mode::Serve(fixture("jwks-rsa2.json")));
     let removed = Instant::now();
@@ -364,10 +318,8 @@ async fn readiness_follows_required_issuers() {
     const OTHER: &str = "https://other.test/";
 
     // A required issuer without keys: not ready.
-    let blocked = Running::start(policy(
-        &(issuer_block(ISSUER, &up_jwks, "") + &issuer_block(OTHER, &down_jwks, "")),
-    ))
-    .await;
+    let blocked =
+        Running::start(policy(&(issuer_block(ISSUER, &up_jwks, "") + &issuer_block(OTHER, &down_jwks, "")))).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(blocked.readyz().await, 503, "a required issuer has no keys");
     drop(blocked);
@@ -375,10 +327,7 @@ async fn readiness_follows_required_issuers() {
     // The same issuer marked required: false: ready, and only its tokens answer 503.
     let optional = issuer_block(OTHER, &down_jwks, ", required: false");
     let server = Running::start(policy(&(issuer_block(ISSUER, &up_jwks, "") + &optional))).await;
-    assert!(
-        server.wait_ready(Duration::from_secs(10)).await,
-        "ready without the optional issuer"
-    );
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "ready without the optional issuer");
     assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
     let (status, reason) = server.check(&rsa1_token(OTHER)).await;
     assert_eq!((status, reason.as_str()), (503, "keys_unavailable"));
@@ -389,21 +338,14 @@ async fn discovery_requires_the_exact_issuer() {
     let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
     let jwks = format!("{{ discovery: \"http://{}/\" }}", idp.addr);
     let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
-    assert!(
-        server.wait_ready(Duration::from_secs(10)).await,
-        "discovery never produced keys"
-    );
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "discovery never produced keys");
     assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
     drop(server);
 
     *idp.discovery_issuer.lock().expect("lock") = "https://idp.test".to_string();
     let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        server.readyz().await,
-        503,
-        "a discovery document for another issuer must not be used"
-    );
+    assert_eq!(server.readyz().await, 503, "a discovery document for another issuer must not be used");
     assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 503);
 }
 
@@ -418,11 +360,7 @@ async fn oversized_or_symmetric_jwks_are_refused() {
         let server = Running::start(policy(&issuer_block(ISSUER, &jwks, ""))).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(idp.fetches() >= 1);
-        assert_eq!(
-            server.readyz().await,
-            503,
-            "a refused JWKS must not make the issuer ready"
-        );
+        assert_eq!(server.readyz().await, 503, "a refused JWKS must not make the issuer ready");
     }
 }
 
@@ -448,15 +386,8 @@ async fn keys_past_max_stale_are_dropped() {
     }
     let dropped = dropped.expect("keys were never dropped past max_stale");
     assert!(dropped >= Duration::from_secs(1), "dropped too early: {dropped:?}");
-    assert_eq!(
-        server.readyz().await,
-        503,
-        "a required issuer past max_stale is not ready"
-    );
+    assert_eq!(server.readyz().await, 503, "a required issuer past max_stale is not ready");
     idp.set(Mode::Serve(fixture("jwks-rsa1.json")));
-    assert!(
-        server.wait_ready(Duration::from_secs(10)).await,
-        "recovers when the IdP is back"
-    );
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "recovers when the IdP is back");
     assert_eq!(server.check(&good).await.0, 200);
 }

@@ -29,9 +29,7 @@ fn status(resp: &CheckResponse) -> u16 {
 }
 
 async fn client(p: &Portcullis) -> AuthorizationClient<Channel> {
-    AuthorizationClient::connect(format!("http://{}", p.grpc))
-        .await
-        .expect("connect")
+    AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect")
 }
 
 /// Spans received by the test's OTLP collector: (trace id hex, span name, attributes).
@@ -65,16 +63,12 @@ impl TraceService for Collector {
                 }
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
 async fn start_collector() -> (std::net::SocketAddr, Spans) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind collector");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind collector");
     let addr = listener.local_addr().expect("addr");
     let spans: Spans = Arc::default();
     let service = TraceServiceServer::new(Collector(spans.clone()));
@@ -102,30 +96,17 @@ async fn traces_metrics_and_audit_over_the_corpus() {
         "telemetry: {{ otlp_endpoint: \"http://{collector}\", audit: {{ file: \"{}\", allow_sample_rate: 1.0 }} }}",
         audit.display()
     );
-    let p = Portcullis::start(
-        &dir,
-        &extra,
-        &[("RUST_LOG", "trace"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let p = Portcullis::start(&dir, &extra, &[("RUST_LOG", "trace"), ("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     let mut c = client(&p).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let token = corpus::sign(
-        jsonwebtoken::Algorithm::RS256,
-        Some("rsa-1"),
-        &corpus::claims(corpus::ISSUER, "traced", now()),
-    );
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "traced", now()));
     let bearer = format!("Bearer {token}");
-    let headers = [
-        ("authorization", bearer.as_str()),
-        ("traceparent", traceparent.as_str()),
-    ];
-    let resp = c
-        .check(check_request("GET", "/api/items", &headers, HeaderEncoding::Map))
-        .await
-        .expect("check")
-        .into_inner();
+    let headers = [("authorization", bearer.as_str()), ("traceparent", traceparent.as_str())];
+    let resp =
+        c.check(check_request("GET", "/api/items", &headers, HeaderEncoding::Map)).await.expect("check").into_inner();
     assert_eq!(status(&resp), 200);
 
     // The corpus: every reason it exercises must be counted in /metrics and audited.
@@ -133,43 +114,25 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
     for case in &cases {
         let h: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let resp = c
-            .check(check_request(case.method, &case.path, &h, HeaderEncoding::Raw))
-            .await
-            .expect("check")
-            .into_inner();
+        let resp =
+            c.check(check_request(case.method, &case.path, &h, HeaderEncoding::Raw)).await.expect("check").into_inner();
         assert_eq!(status(&resp), case.status, "{}", case.name);
         let decision = if case.status == 200 { "allow" } else { "deny" };
-        *expected
-            .entry((decision.to_string(), case.reason.to_string()))
-            .or_default() += 1;
+        *expected.entry((decision.to_string(), case.reason.to_string())).or_default() += 1;
     }
 
     // The Check span arrives with the caller's trace id and the decision attributes.
     let deadline = Instant::now() + Duration::from_secs(20);
     let traced = loop {
-        let found = spans
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|(t, _, _)| t == trace_id)
-            .cloned();
+        let found = spans.lock().expect("lock").iter().find(|(t, _, _)| t == trace_id).cloned();
         if let Some(found) = found {
             break found;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no span with trace id {trace_id} reached the collector"
-        );
+        assert!(Instant::now() < deadline, "no span with trace id {trace_id} reached the collector");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(traced.1, "Check");
-    assert_eq!(
-        traced.2.get("decision").map(String::as_str),
-        Some("allow"),
-        "{:?}",
-        traced.2
-    );
+    assert_eq!(traced.2.get("decision").map(String::as_str), Some("allow"), "{:?}", traced.2);
     assert_eq!(traced.2.get("reason").map(String::as_str), Some("allowed"));
     assert_eq!(traced.2.get("rule").map(String::as_str), Some("api"));
 
@@ -204,10 +167,8 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     // Audit: one JSON line per decision with the contract fields, fingerprints only.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let audit_text = std::fs::read_to_string(&audit).expect("audit file");
-    let lines: Vec<serde_json::Value> = audit_text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        audit_text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), cases.len() + 1, "one audit line per decision");
     for field in [
         "time",
@@ -224,11 +185,7 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     ] {
         assert!(lines.iter().all(|l| l.get(field).is_some()), "audit lines lack {field}");
     }
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["credential"].as_str().is_some_and(|c| c.len() == 12))
-    );
+    assert!(lines.iter().any(|l| l["credential"].as_str().is_some_and(|c| c.len() == 12)));
 
     // No token material in the audit file, the spans or any output at trace level.
     let mut secrets = corpus::secrets(&cases);
@@ -236,11 +193,7 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     let span_dump = format!("{:?}", spans.lock().expect("lock"));
     let output = p.proc.output();
     assert!(output.lines().count() > 100, "trace-level output expected");
-    for (name, text) in [
-        ("audit file", &audit_text),
-        ("spans", &span_dump),
-        ("process output", &output),
-    ] {
+    for (name, text) in [("audit file", &audit_text), ("spans", &span_dump), ("process output", &output)] {
         assert_eq!(leaks(&secrets, text), 0, "token material in the {name}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -251,11 +204,8 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     let dir = scratch("reload");
     let p = Portcullis::start(&dir, "", &[]);
     let original = std::fs::read_to_string(&p.config).expect("policy");
-    let token = corpus::sign(
-        jsonwebtoken::Algorithm::RS256,
-        Some("rsa-1"),
-        &corpus::claims(corpus::ISSUER, "loader", now()),
-    );
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "loader", now()));
     let bearer = format!("Bearer {token}");
 
     // Steady load: every answer must be 200 (old policy) or 403 (new policy), and once a
@@ -267,13 +217,8 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     let mut workers = Vec::new();
     for _ in 0..4 {
         let mut c = client(&p).await;
-        let (stop, unexpected, sent, new_seen, bearer) = (
-            stop.clone(),
-            unexpected.clone(),
-            sent.clone(),
-            new_seen.clone(),
-            bearer.clone(),
-        );
+        let (stop, unexpected, sent, new_seen, bearer) =
+            (stop.clone(), unexpected.clone(), sent.clone(), new_seen.clone(), bearer.clone());
         workers.push(tokio::spawn(async move {
             let mut mine_new = false;
             while !stop.load(Ordering::Acquire) {
@@ -285,10 +230,9 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
                             mine_new = true;
                             new_seen.store(true, Ordering::Release);
                         }
-                        (s, _) => unexpected
-                            .lock()
-                            .expect("lock")
-                            .push(format!("status {s} (after new policy: {mine_new})")),
+                        (s, _) => {
+                            unexpected.lock().expect("lock").push(format!("status {s} (after new policy: {mine_new})"))
+                        }
                     },
                     Err(e) => unexpected.lock().expect("lock").push(format!("transport: {e}")),
                 }
@@ -302,10 +246,7 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     std::fs::write(&p.config, &changed).expect("write");
     let t = Instant::now();
     while !new_seen.load(Ordering::Acquire) {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the valid change never took effect"
-        );
+        assert!(t.elapsed() < Duration::from_secs(5), "the valid change never took effect");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("reload took effect after {:?}", t.elapsed());
@@ -322,10 +263,7 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
         if let Some(errors) = errors {
             break errors;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the invalid change was never counted"
-        );
+        assert!(t.elapsed() < Duration::from_secs(5), "the invalid change was never counted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(errors >= 1.0);
@@ -344,11 +282,7 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     );
     let mut c = client(&p).await;
     let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
-    assert_eq!(
-        status(&c.check(req).await.expect("check").into_inner()),
-        403,
-        "old (valid) policy still in force"
-    );
+    assert_eq!(status(&c.check(req).await.expect("check").into_inner()), 403, "old (valid) policy still in force");
 
     // SIGHUP reloads on demand (here: back to the original policy).
     std::fs::write(&p.config, &original).expect("write");
@@ -371,11 +305,8 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
 async fn sigterm_under_load_drains_without_transport_errors() {
     let dir = scratch("drain");
     let mut p = Portcullis::start(&dir, "shutdown: { drain_delay: 1500ms, drain_timeout: 5s }", &[]);
-    let token = corpus::sign(
-        jsonwebtoken::Algorithm::EdDSA,
-        Some("ed-1"),
-        &corpus::claims(corpus::ISSUER, "drain", now()),
-    );
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::EdDSA, Some("ed-1"), &corpus::claims(corpus::ISSUER, "drain", now()));
     let bearer = format!("Bearer {token}");
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -391,10 +322,7 @@ async fn sigterm_under_load_drains_without_transport_errors() {
                     Ok(r) if status(r.get_ref()) == 200 => {
                         answered.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) => errors
-                        .lock()
-                        .expect("lock")
-                        .push(format!("status {}", status(r.get_ref()))),
+                    Ok(r) => errors.lock().expect("lock").push(format!("status {}", status(r.get_ref()))),
                     Err(e) => errors.lock().expect("lock").push(format!("transport: {e}")),
                 }
             }
@@ -405,11 +333,7 @@ async fn sigterm_under_load_drains_without_transport_errors() {
     p.signal("TERM");
     let term = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        p.get("/readyz").map(|r| r.status),
-        Some(503),
-        "not ready while draining"
-    );
+    assert_eq!(p.get("/readyz").map(|r| r.status), Some(503), "not ready while draining");
     // Keep the load on through most of the drain delay, as a caller would until it notices.
     tokio::time::sleep(Duration::from_millis(900)).await;
     stop.store(true, Ordering::Release);
@@ -418,12 +342,7 @@ async fn sigterm_under_load_drains_without_transport_errors() {
     }
     let during = answered.load(Ordering::Relaxed) - before;
     let errors = errors.lock().expect("lock").clone();
-    assert!(
-        errors.is_empty(),
-        "{} errors during the drain: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    assert!(errors.is_empty(), "{} errors during the drain: {:?}", errors.len(), &errors[..errors.len().min(5)]);
     assert!(during > 10, "the load kept being answered during the drain ({during})");
     let code = loop {
         if let Ok(Some(status)) = p.proc.child.try_wait() {
@@ -433,10 +352,7 @@ async fn sigterm_under_load_drains_without_transport_errors() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(code, Some(0));
-    assert!(
-        term.elapsed() >= Duration::from_millis(1400),
-        "exited before the drain delay"
-    );
+    assert!(term.elapsed() >= Duration::from_millis(1400), "exited before the drain delay");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -447,25 +363,14 @@ async fn a_changed_key_file_reloads_too() {
     let p = Portcullis::start(&dir, "", &[]);
     // Point the first issuer at a key file of its own (RS256 only), then change that file only.
     let policy = std::fs::read_to_string(&p.config).expect("policy");
-    let jwks_line = policy
-        .lines()
-        .find(|l| l.contains("jwks: { file:"))
-        .expect("jwks line")
-        .to_string();
+    let jwks_line = policy.lines().find(|l| l.contains("jwks: { file:")).expect("jwks line").to_string();
     let own = policy
-        .replace(
-            &jwks_line,
-            &format!("    jwks: {{ file: {} }}", dir.join("idp.json").display()),
-        )
+        .replace(&jwks_line, &format!("    jwks: {{ file: {} }}", dir.join("idp.json").display()))
         .replacen("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]", 1);
     std::fs::write(&p.config, own).expect("write");
     let c = client(&p).await;
-    let token = |alg, kid| {
-        format!(
-            "Bearer {}",
-            corpus::sign(alg, Some(kid), &corpus::claims(corpus::ISSUER, "k", now()))
-        )
-    };
+    let token =
+        |alg, kid| format!("Bearer {}", corpus::sign(alg, Some(kid), &corpus::claims(corpus::ISSUER, "k", now())));
     let rsa1 = token(jsonwebtoken::Algorithm::RS256, "rsa-1");
     let es = token(jsonwebtoken::Algorithm::ES256, "ec-1");
     // The policy change: ES256 is no longer allowed.

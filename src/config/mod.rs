@@ -10,7 +10,7 @@ mod settings;
 mod validate;
 
 pub use listen::ListenAddr;
-pub use settings::{LogFormat, Settings, Snapshot};
+pub use settings::{AdminSettings, AdminToken, LogFormat, Settings, Snapshot};
 pub use validate::{DEV_ISSUER, load_file, parse_and_validate};
 
 use std::fmt;

@@ -118,13 +118,7 @@ fn yes() -> bool {
 
 impl Default for RawCredentials {
     fn default() -> Self {
-        Self {
-            bearer: true,
-            cookies: Vec::new(),
-            api_keys: None,
-            csrf: None,
-            realm: None,
-        }
+        Self { bearer: true, cookies: Vec::new(), api_keys: None, csrf: None, realm: None }
     }
 }
 

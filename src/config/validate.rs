@@ -4,6 +4,8 @@ use super::listen::ListenAddr;
 use super::schema::*;
 use super::settings::{LogFormat, Settings, Snapshot};
 use super::{ConfigError, Problems};
+use crate::cache::CacheSettings;
+use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
     PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
@@ -32,10 +34,8 @@ const NOT_YET: &str = "not yet supported";
 
 /// Reads, parses and validates a policy file. Relative paths in it are resolved from its folder.
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut settings = parse_and_validate(&text, &base)?;
     settings.sources.insert(0, path.to_path_buf());
@@ -44,11 +44,7 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
-    let mut v = Validator {
-        base: base.to_path_buf(),
-        problems: Problems::default(),
-        sources: Vec::new(),
-    };
+    let mut v = Validator { base: base.to_path_buf(), problems: Problems::default(), sources: Vec::new() };
     let settings = v.settings(raw);
     match settings {
         Some(s) if v.problems.0.is_empty() => Ok(s),
@@ -64,9 +60,7 @@ struct Validator {
 }
 
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Validator {
@@ -78,8 +72,7 @@ impl Validator {
         match value {
             None => default,
             Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
-                self.problems
-                    .add(path, format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"));
+                self.problems.add(path, format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"));
                 default
             }),
         }
@@ -101,10 +94,7 @@ impl Validator {
         if let Some(version) = raw.version
             && version != 1
         {
-            self.problems.add(
-                "version",
-                format!("unsupported version {version}; this release reads version 1"),
-            );
+            self.problems.add("version", format!("unsupported version {version}; this release reads version 1"));
         }
         let grpc = ListenAddr::parse(raw.listen.grpc.as_deref().unwrap_or("127.0.0.1:9191"), true)
             .map_err(|e| self.problems.add("listen.grpc", e))
@@ -115,14 +105,10 @@ impl Validator {
             .as_deref()
             .unwrap_or("127.0.0.1:9190")
             .parse()
-            .map_err(|_| {
-                self.problems
-                    .add("listen.health", "expected host:port with an IP address")
-            })
+            .map_err(|_| self.problems.add("listen.health", "expected host:port with an IP address"))
             .ok();
-        if raw.listen.admin.is_some() {
-            self.not_yet("listen.admin");
-        }
+        let admin = self.admin(raw.listen.admin.as_deref(), raw.admin.as_ref());
+        let cache = self.cache(raw.cache.as_ref());
         let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
         if max_inflight_checks == 0 {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
@@ -131,8 +117,6 @@ impl Validator {
             (raw.tenants.is_some(), "tenants"),
             (raw.rate_limits.is_some(), "rate_limits"),
             (raw.ip.is_some(), "ip"),
-            (raw.cache.is_some(), "cache"),
-            (raw.admin.is_some(), "admin"),
             (raw.sessions.is_some(), "sessions"),
         ] {
             if present {
@@ -143,10 +127,7 @@ impl Validator {
             match state.backend.as_str() {
                 "memory" => {}
                 "redis" => self.not_yet("state.backend"),
-                other => self.problems.add(
-                    "state.backend",
-                    format!("unknown backend \"{other}\" (memory or redis)"),
-                ),
+                other => self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)")),
             }
             if state.url.is_some() || state.username.is_some() || state.password_file.is_some() {
                 self.not_yet("state.url");
@@ -159,63 +140,87 @@ impl Validator {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                self.problems
-                    .add("telemetry.log_format", format!("\"{other}\" is not json or text"));
+                self.problems.add("telemetry.log_format", format!("\"{other}\" is not json or text"));
                 LogFormat::Json
             }
         };
         let otlp_endpoint = raw.telemetry.otlp_endpoint.clone();
         if let Some(endpoint) = &otlp_endpoint
-            && reqwest::Url::parse(endpoint)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
+            && reqwest::Url::parse(endpoint).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
         {
-            self.problems.add(
-                "telemetry.otlp_endpoint",
-                format!("\"{endpoint}\" is not an http(s) URL"),
-            );
+            self.problems.add("telemetry.otlp_endpoint", format!("\"{endpoint}\" is not an http(s) URL"));
         }
         let audit = self.audit(raw.telemetry.audit.as_ref());
-        let drain_delay = self.duration(
-            "shutdown.drain_delay",
-            raw.shutdown.drain_delay.as_deref(),
-            Duration::ZERO,
-        );
-        let drain_timeout = self.duration(
-            "shutdown.drain_timeout",
-            raw.shutdown.drain_timeout.as_deref(),
-            Duration::from_secs(20),
-        );
+        let drain_delay = self.duration("shutdown.drain_delay", raw.shutdown.drain_delay.as_deref(), Duration::ZERO);
+        let drain_timeout =
+            self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
 
         let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
+        // No token outlives this, so neither need a revocation: the longest max_token_age when
+        // every issuer sets one, else a day.
+        let longest_token_lifetime = rules
+            .iter()
+            .map(|r| r.time.max_token_age)
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|ages| ages.into_iter().max())
+            .map(|secs| Duration::from_secs(secs.max(0) as u64))
+            .unwrap_or(Duration::from_secs(86_400));
         let credentials = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let routes = self.routes(&raw.routes, &issuer_names);
         let response = self.response(&raw.response, raw.credentials.realm.as_deref());
-        let policy = Policy {
-            routes,
-            credentials,
-            response,
-            issuers: rules,
-        };
+        let policy = Policy { routes, credentials, response, issuers: rules };
         Some(Settings {
             grpc: grpc?,
             health: health?,
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
             log_format,
-            snapshot: Arc::new(Snapshot {
-                policy,
-                verifier,
-                generation: 1,
-            }),
+            snapshot: Arc::new(Snapshot { policy, verifier, generation: 1 }),
             jwks_jobs,
             audit,
             otlp_endpoint,
             drain_delay,
             drain_timeout,
+            cache,
+            admin,
+            longest_token_lifetime,
             sources: std::mem::take(&mut self.sources),
         })
+    }
+
+    fn admin(&mut self, listen: Option<&str>, raw: Option<&RawAdmin>) -> Option<AdminSettings> {
+        let token_file = raw.and_then(|a| a.token_file.as_deref());
+        let Some(listen) = listen else {
+            if raw.is_some() {
+                self.problems.add("admin", "needs listen.admin");
+            }
+            return None;
+        };
+        let addr =
+            listen.parse().map_err(|_| self.problems.add("listen.admin", "expected host:port with an IP address")).ok();
+        let Some(file) = token_file else {
+            self.problems.add("admin.token_file", "required with listen.admin (the admin API always needs a token)");
+            return None;
+        };
+        let bytes = self.read("admin.token_file", file)?;
+        let token = String::from_utf8(bytes).map(|t| t.trim().to_string()).unwrap_or_default();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problems.add("admin.token_file", "the token must be at least 16 visible characters");
+            return None;
+        }
+        Some(AdminSettings { addr: addr?, token: AdminToken::new(token) })
+    }
+
+    fn cache(&mut self, raw: Option<&RawCache>) -> CacheSettings {
+        let defaults = CacheSettings::default();
+        let Some(raw) = raw else { return defaults };
+        let ttl = self.duration("cache.ttl", raw.ttl.as_deref(), defaults.ttl);
+        let max_entries = raw.max_entries.unwrap_or(defaults.max_entries);
+        if max_entries == 0 {
+            self.problems.add("cache.max_entries", "must be at least 1 (set ttl: 0s to disable caching)");
+        }
+        CacheSettings { ttl, max_entries }
     }
 
     fn audit(&mut self, raw: Option<&RawAudit>) -> AuditSettings {
@@ -224,23 +229,16 @@ impl Validator {
         };
         let allow_sample_rate = raw.allow_sample_rate.unwrap_or(1.0);
         if !(0.0..=1.0).contains(&allow_sample_rate) {
-            self.problems
-                .add("telemetry.audit.allow_sample_rate", "must be between 0.0 and 1.0");
+            self.problems.add("telemetry.audit.allow_sample_rate", "must be between 0.0 and 1.0");
         }
         let file = raw.file.as_ref().map(|f| self.base.join(f));
         if let Some(parent) = file.as_ref().and_then(|f| f.parent())
             && !parent.as_os_str().is_empty()
             && !parent.is_dir()
         {
-            self.problems.add(
-                "telemetry.audit.file",
-                format!("folder {} does not exist", parent.display()),
-            );
+            self.problems.add("telemetry.audit.file", format!("folder {} does not exist", parent.display()));
         }
-        AuditSettings {
-            file,
-            allow_sample_rate,
-        }
+        AuditSettings { file, allow_sample_rate }
     }
 
     fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {
@@ -262,55 +260,38 @@ impl Validator {
                 );
             }
             if raw[..i].iter().any(|other| other.issuer == issuer.issuer) {
-                self.problems
-                    .add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
+                self.problems.add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
             }
             if issuer.audiences.is_empty() {
-                self.problems
-                    .add(format!("{p}.audiences"), "at least one audience is required");
+                self.problems.add(format!("{p}.audiences"), "at least one audience is required");
             }
             let algorithms = self.algorithms(&p, &issuer.algorithms);
             let store = match self.keys(&p, issuer, &algorithms) {
                 Some(KeySource::Fixed(set)) => Arc::new(KeyStore::fixed(set)),
                 Some(KeySource::Remote(remote)) => {
                     let store = Arc::new(KeyStore::remote());
-                    jobs.push(JwksJob {
-                        issuer: Arc::from(name.as_str()),
-                        store: store.clone(),
-                        remote,
-                    });
+                    jobs.push(JwksJob { issuer: Arc::from(name.as_str()), store: store.clone(), remote });
                     store
                 }
                 None => Arc::new(KeyStore::fixed(KeySet::default())),
             };
-            let leeway = self.duration(
-                &format!("{p}.leeway"),
-                issuer.leeway.as_deref(),
-                Duration::from_secs(30),
-            );
+            let leeway = self.duration(&format!("{p}.leeway"), issuer.leeway.as_deref(), Duration::from_secs(30));
             if leeway > MAX_LEEWAY {
                 self.problems.add(format!("{p}.leeway"), "must be at most 5m");
             }
-            let max_token_age = issuer.max_token_age.as_deref().map(|s| {
-                self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO)
-                    .as_secs() as i64
-            });
+            let max_token_age = issuer
+                .max_token_age
+                .as_deref()
+                .map(|s| self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO).as_secs() as i64);
             let token_type = issuer.token_type.as_ref().map(|tt| {
                 if tt.claim.is_empty() || tt.allowed.is_empty() {
-                    self.problems.add(
-                        format!("{p}.token_type"),
-                        "needs a claim and at least one allowed value",
-                    );
+                    self.problems.add(format!("{p}.token_type"), "needs a claim and at least one allowed value");
                 }
-                TokenType {
-                    claim: tt.claim.clone(),
-                    allowed: tt.allowed.clone(),
-                }
+                TokenType { claim: tt.claim.clone(), allowed: tt.allowed.clone() }
             });
             let roles_pointer = issuer.roles_claim.clone().unwrap_or_else(|| "/roles".into());
             if !roles_pointer.starts_with('/') {
-                self.problems
-                    .add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
+                self.problems.add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
             }
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
@@ -323,10 +304,7 @@ impl Validator {
                 header_typ: issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect(),
             });
             rules.push(IssuerRules {
-                time: TimePolicy {
-                    leeway: leeway.as_secs() as i64,
-                    max_token_age,
-                },
+                time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },
                 roles_pointer,
             });
         }
@@ -335,50 +313,35 @@ impl Validator {
 
     fn algorithms(&mut self, p: &str, raw: &[String]) -> Vec<Alg> {
         if raw.is_empty() {
-            self.problems
-                .add(format!("{p}.algorithms"), "at least one algorithm is required");
+            self.problems.add(format!("{p}.algorithms"), "at least one algorithm is required");
         }
         let mut algs = Vec::new();
         for (j, name) in raw.iter().enumerate() {
             match name.parse::<Alg>() {
                 Ok(alg) => algs.push(alg),
                 Err(()) if name.eq_ignore_ascii_case("none") => {
-                    self.problems
-                        .add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
+                    self.problems.add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
                 }
-                Err(()) => self
-                    .problems
-                    .add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
+                Err(()) => self.problems.add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
             }
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
         if hmac && algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
-            self.problems.add(
-                format!("{p}.algorithms"),
-                "an issuer never mixes HS* with asymmetric algorithms",
-            );
+            self.problems.add(format!("{p}.algorithms"), "an issuer never mixes HS* with asymmetric algorithms");
         }
         algs
     }
 
     fn keys(&mut self, p: &str, issuer: &RawIssuer, algs: &[Alg]) -> Option<KeySource> {
-        let sources = [
-            issuer.jwks.is_some(),
-            issuer.pem_files.is_some(),
-            issuer.hmac_secret_file.is_some(),
-        ];
+        let sources = [issuer.jwks.is_some(), issuer.pem_files.is_some(), issuer.hmac_secret_file.is_some()];
         if sources.iter().filter(|s| **s).count() != 1 {
-            self.problems
-                .add(p, "exactly one of jwks, pem_files or hmac_secret_file is required");
+            self.problems.add(p, "exactly one of jwks, pem_files or hmac_secret_file is required");
             return None;
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
         if let Some(file) = &issuer.hmac_secret_file {
             if algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
-                self.problems.add(
-                    format!("{p}.hmac_secret_file"),
-                    "an HMAC secret only verifies HS* algorithms",
-                );
+                self.problems.add(format!("{p}.hmac_secret_file"), "an HMAC secret only verifies HS* algorithms");
             }
             let bytes = self.read(&format!("{p}.hmac_secret_file"), file)?;
             return keys_from_hmac_secret(&bytes, algs)
@@ -387,15 +350,12 @@ impl Validator {
                 .map(KeySource::Fixed);
         }
         if hmac {
-            self.problems.add(
-                format!("{p}.algorithms"),
-                "HS* algorithms need hmac_secret_file (never a JWKS or PEM key)",
-            );
+            self.problems
+                .add(format!("{p}.algorithms"), "HS* algorithms need hmac_secret_file (never a JWKS or PEM key)");
         }
         if let Some(files) = &issuer.pem_files {
             if files.is_empty() {
-                self.problems
-                    .add(format!("{p}.pem_files"), "at least one file is required");
+                self.problems.add(format!("{p}.pem_files"), "at least one file is required");
             }
             let mut set = KeySet::default();
             for (j, file) in files.iter().enumerate() {
@@ -413,15 +373,9 @@ impl Validator {
         }
         let jwks = issuer.jwks.as_ref()?;
         let jp = format!("{p}.jwks");
-        let sources = [
-            jwks.file.is_some(),
-            jwks.inline.is_some(),
-            jwks.url.is_some(),
-            jwks.discovery.is_some(),
-        ];
+        let sources = [jwks.file.is_some(), jwks.inline.is_some(), jwks.url.is_some(), jwks.discovery.is_some()];
         if sources.iter().filter(|s| **s).count() != 1 {
-            self.problems
-                .add(&jp, "exactly one of file, inline, url or discovery is required");
+            self.problems.add(&jp, "exactly one of file, inline, url or discovery is required");
             return None;
         }
         if jwks.url.is_some() || jwks.discovery.is_some() {
@@ -436,8 +390,7 @@ impl Validator {
             (jwks.ca_file.is_some(), "ca_file"),
         ] {
             if present {
-                self.problems
-                    .add(format!("{jp}.{field}"), "only applies with url or discovery");
+                self.problems.add(format!("{jp}.{field}"), "only applies with url or discovery");
             }
         }
         let text = match (&jwks.file, &jwks.inline) {
@@ -462,46 +415,27 @@ impl Validator {
         let insecure_http = jwks.insecure_http.unwrap_or(false);
         let source = match (&jwks.url, &jwks.discovery) {
             (Some(url), _) => {
-                check_url(url, insecure_http)
-                    .map_err(|e| self.problems.add(format!("{jp}.url"), e))
-                    .ok()?;
+                check_url(url, insecure_http).map_err(|e| self.problems.add(format!("{jp}.url"), e)).ok()?;
                 RemoteSource::Url(url.clone())
             }
             (None, Some(base)) => {
-                check_url(base, insecure_http)
-                    .map_err(|e| self.problems.add(format!("{jp}.discovery"), e))
-                    .ok()?;
+                check_url(base, insecure_http).map_err(|e| self.problems.add(format!("{jp}.discovery"), e)).ok()?;
                 RemoteSource::Discovery(base.clone())
             }
             (None, None) => return None,
         };
-        let refresh = self.duration(
-            &format!("{jp}.refresh"),
-            jwks.refresh.as_deref(),
-            Duration::from_secs(3600),
-        );
-        let refetch_interval = self.duration(
-            &format!("{jp}.refetch_interval"),
-            jwks.refetch_interval.as_deref(),
-            Duration::from_secs(30),
-        );
-        let max_stale = self.duration(
-            &format!("{jp}.max_stale"),
-            jwks.max_stale.as_deref(),
-            Duration::from_secs(86_400),
-        );
-        for (name, value) in [
-            ("refresh", refresh),
-            ("refetch_interval", refetch_interval),
-            ("max_stale", max_stale),
-        ] {
+        let refresh = self.duration(&format!("{jp}.refresh"), jwks.refresh.as_deref(), Duration::from_secs(3600));
+        let refetch_interval =
+            self.duration(&format!("{jp}.refetch_interval"), jwks.refetch_interval.as_deref(), Duration::from_secs(30));
+        let max_stale =
+            self.duration(&format!("{jp}.max_stale"), jwks.max_stale.as_deref(), Duration::from_secs(86_400));
+        for (name, value) in [("refresh", refresh), ("refetch_interval", refetch_interval), ("max_stale", max_stale)] {
             if value < Duration::from_secs(1) {
                 self.problems.add(format!("{jp}.{name}"), "must be at least 1s");
             }
         }
         if max_stale < refresh {
-            self.problems
-                .add(format!("{jp}.max_stale"), "must not be shorter than refresh");
+            self.problems.add(format!("{jp}.max_stale"), "must not be shorter than refresh");
         }
         let fallback_file = jwks.fallback_file.as_ref().and_then(|file| {
             let path = self.base.join(file);
@@ -516,21 +450,12 @@ impl Validator {
             match reqwest::Certificate::from_pem_bundle(&bytes) {
                 Ok(certs) if !certs.is_empty() => Some(bytes),
                 _ => {
-                    self.problems
-                        .add(format!("{jp}.ca_file"), "no PEM certificate in the file");
+                    self.problems.add(format!("{jp}.ca_file"), "no PEM certificate in the file");
                     None
                 }
             }
         });
-        Some(RemoteJwks {
-            source,
-            refresh,
-            refetch_interval,
-            max_stale,
-            fallback_file,
-            ca_pem,
-            insecure_http,
-        })
+        Some(RemoteJwks { source, refresh, refetch_interval, max_stale, fallback_file, ca_pem, insecure_http })
     }
 
     fn credentials(&mut self, raw: &RawCredentials) -> CredentialPolicy {
@@ -541,33 +466,19 @@ impl Validator {
             self.not_yet("credentials.csrf");
         }
         if !raw.bearer && raw.cookies.is_empty() {
-            self.problems
-                .add("credentials", "enable bearer or name at least one cookie");
+            self.problems.add("credentials", "enable bearer or name at least one cookie");
         }
         for (i, name) in raw.cookies.iter().enumerate() {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            {
-                self.problems.add(
-                    format!("credentials.cookies[{i}]"),
-                    format!("\"{name}\" is not a cookie name"),
-                );
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                self.problems.add(format!("credentials.cookies[{i}]"), format!("\"{name}\" is not a cookie name"));
             }
         }
-        CredentialPolicy {
-            bearer: raw.bearer,
-            cookies: raw.cookies.clone(),
-        }
+        CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone() }
     }
 
     fn routes(&mut self, raw: &[RawRoute], issuers: &[&str]) -> Vec<Route> {
         if raw.is_empty() {
-            self.problems.add(
-                "routes",
-                "at least one route is required (unmatched requests are denied)",
-            );
+            self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
         }
         let mut routes = Vec::new();
         for (i, route) in raw.iter().enumerate() {
@@ -582,14 +493,9 @@ impl Validator {
                 self.not_yet(&format!("{p}.rate_limit"));
             }
             if route.public && (route.optional || route.require.is_some()) {
-                self.problems
-                    .add(&p, "a public route takes neither optional nor require");
+                self.problems.add(&p, "a public route takes neither optional nor require");
             }
-            let requirements = route
-                .require
-                .as_ref()
-                .map(|r| self.requirements(&p, r, issuers))
-                .unwrap_or_default();
+            let requirements = route.require.as_ref().map(|r| self.requirements(&p, r, issuers)).unwrap_or_default();
             let access = if route.public {
                 Access::Public
             } else if route.optional {
@@ -607,22 +513,17 @@ impl Validator {
     fn route_match(&mut self, p: &str, m: &RawMatch) -> Option<RouteMatch> {
         let kinds = [m.path_prefix.is_some(), m.path_exact.is_some(), m.path_regex.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            self.problems.add(
-                format!("{p}.match"),
-                "exactly one of path_prefix, path_exact or path_regex is required",
-            );
+            self.problems.add(format!("{p}.match"), "exactly one of path_prefix, path_exact or path_regex is required");
             return None;
         }
         let path = if let Some(prefix) = &m.path_prefix {
             if !prefix.starts_with('/') {
-                self.problems
-                    .add(format!("{p}.match.path_prefix"), "must start with '/'");
+                self.problems.add(format!("{p}.match.path_prefix"), "must start with '/'");
             }
             PathMatch::Prefix(prefix.clone())
         } else if let Some(exact) = &m.path_exact {
             if !exact.starts_with('/') {
-                self.problems
-                    .add(format!("{p}.match.path_exact"), "must start with '/'");
+                self.problems.add(format!("{p}.match.path_exact"), "must start with '/'");
             }
             PathMatch::Exact(exact.clone())
         } else {
@@ -630,8 +531,7 @@ impl Validator {
             match regex::Regex::new(&format!("^(?:{re})$")) {
                 Ok(r) => PathMatch::Regex(r),
                 Err(e) => {
-                    self.problems
-                        .add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
+                    self.problems.add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
                     return None;
                 }
             }
@@ -646,10 +546,7 @@ impl Validator {
         let mut methods = Vec::new();
         for (j, method) in m.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                self.problems.add(
-                    format!("{p}.match.methods[{j}]"),
-                    format!("\"{method}\" is not an HTTP method"),
-                );
+                self.problems.add(format!("{p}.match.methods[{j}]"), format!("\"{method}\" is not an HTTP method"));
             }
             methods.push(method.to_ascii_uppercase());
         }
@@ -669,18 +566,14 @@ impl Validator {
         }
         for (j, iss) in r.issuers.iter().enumerate() {
             if !issuers.contains(&iss.as_str()) {
-                self.problems.add(
-                    format!("{p}.require.issuers[{j}]"),
-                    format!("\"{iss}\" is not a configured issuer"),
-                );
+                self.problems.add(format!("{p}.require.issuers[{j}]"), format!("\"{iss}\" is not a configured issuer"));
             }
         }
         let mut claims = Vec::new();
         for (j, c) in r.claims.iter().enumerate() {
             let cp = format!("{p}.require.claims[{j}]");
             if !c.path.starts_with('/') {
-                self.problems
-                    .add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
+                self.problems.add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
             }
             let tests: Vec<ClaimTest> = [
                 c.equals.clone().map(ClaimTest::Equals),
@@ -692,14 +585,10 @@ impl Validator {
             .flatten()
             .collect();
             match <[ClaimTest; 1]>::try_from(tests) {
-                Ok([test]) => claims.push(ClaimMatcher {
-                    pointer: c.path.clone(),
-                    test,
-                }),
-                Err(_) => self.problems.add(
-                    &cp,
-                    "exactly one of equals, one_of, contains or present: true is required",
-                ),
+                Ok([test]) => claims.push(ClaimMatcher { pointer: c.path.clone(), test }),
+                Err(_) => {
+                    self.problems.add(&cp, "exactly one of equals, one_of, contains or present: true is required")
+                }
             }
         }
         Requirements {
@@ -721,10 +610,7 @@ impl Validator {
             if !is_header_name(name) {
                 self.problems.add(&p, "header names must be lowercase token characters");
             }
-            if matches!(
-                name.as_str(),
-                "authorization" | "host" | "cookie" | "content-length" | "te" | "connection"
-            ) {
+            if matches!(name.as_str(), "authorization" | "host" | "cookie" | "content-length" | "te" | "connection") {
                 self.problems.add(&p, "this header cannot carry identity");
             }
             let source = if source == "tenant" {
@@ -736,23 +622,17 @@ impl Validator {
                 self.problems.add(&p, "must be a JSON Pointer (like /sub) or `tenant`");
                 continue;
             };
-            identity_headers.push(IdentityHeader {
-                name: name.clone(),
-                source,
-            });
+            identity_headers.push(IdentityHeader { name: name.clone(), source });
         }
         for (i, name) in raw.strip_headers.iter().enumerate() {
             if !is_header_name(name) {
-                self.problems.add(
-                    format!("response.strip_headers[{i}]"),
-                    "header names must be lowercase token characters",
-                );
+                self.problems
+                    .add(format!("response.strip_headers[{i}]"), "header names must be lowercase token characters");
             }
         }
         let realm = realm.unwrap_or("portcullis");
         if realm.contains(['"', '\\']) || !realm.is_ascii() {
-            self.problems
-                .add("credentials.realm", "must be ASCII without quotes or backslashes");
+            self.problems.add("credentials.realm", "must be ASCII without quotes or backslashes");
         }
         ResponsePolicy {
             identity_headers,

@@ -40,9 +40,7 @@ impl<'a> Credential<'a> {
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 fn bearer_token(value: &str) -> Result<&str, Deny> {
@@ -50,10 +48,7 @@ fn bearer_token(value: &str) -> Result<&str, Deny> {
         .split_once(' ')
         .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "authorization header without a token"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Deny::new(
-            DenyReason::InvalidRequest,
-            "authorization scheme is not Bearer",
-        ));
+        return Err(Deny::new(DenyReason::InvalidRequest, "authorization scheme is not Bearer"));
     }
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
@@ -92,18 +87,12 @@ pub fn extract_credential<'a>(
             if v.len() > MAX_TOKEN_BYTES {
                 return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
             }
-            found.push(Credential::Cookie {
-                name: name.as_str(),
-                token: v,
-            });
+            found.push(Credential::Cookie { name: name.as_str(), token: v });
         }
     }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        _ => Err(Deny::new(
-            DenyReason::InvalidRequest,
-            "more than one credential in the request",
-        )),
+        _ => Err(Deny::new(DenyReason::InvalidRequest, "more than one credential in the request")),
     }
 }

@@ -8,7 +8,7 @@ use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements};
 use super::route::{Access, Route, find_route};
-use super::types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
+use super::types::{IssuerId, Services, Subject, TokenError, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -32,10 +32,7 @@ pub struct Policy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow {
-        set_headers: Vec<(String, String)>,
-        remove_headers: Vec<String>,
-    },
+    Allow { set_headers: Vec<(String, String)>, remove_headers: Vec<String> },
     Deny(Deny),
 }
 
@@ -61,10 +58,7 @@ pub struct Decision {
 
 impl Decision {
     pub fn deny(deny: Deny, context: DecisionContext) -> Self {
-        Self {
-            outcome: Outcome::Deny(deny),
-            context,
-        }
+        Self { outcome: Outcome::Deny(deny), context }
     }
 
     /// The reason string for metrics and audit (`allow` decisions report `allowed`).
@@ -93,24 +87,16 @@ fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
 }
 
 fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
-    match identity_headers(
-        &policy.response,
-        token.map(|t| t.claims.as_ref()),
-        context.tenant.as_deref(),
-    ) {
-        Ok(plan) => Decision {
-            outcome: Outcome::Allow {
-                set_headers: plan.set,
-                remove_headers: plan.remove,
-            },
-            context,
-        },
+    match identity_headers(&policy.response, token.map(|t| t.claims.as_ref()), context.tenant.as_deref()) {
+        Ok(plan) => {
+            Decision { outcome: Outcome::Allow { set_headers: plan.set, remove_headers: plan.remove }, context }
+        }
         Err(deny) => Decision::deny(deny, context),
     }
 }
 
 /// Decides one request. Pure: the same inputs always give the same decision.
-pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier, now: UnixTime) -> Decision {
+pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
     let path = match validate_path(&input.path) {
         Ok(path) => path,
@@ -134,7 +120,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier,
         Err(deny) => return Decision::deny(deny, context),
     };
     context.credential_fingerprint = Some(fingerprint(credential.token()));
-    let token = match verifier.verify(credential.token()) {
+    let token = match services.verifier.verify(credential.token()) {
         Ok(token) => token,
         Err(err) => {
             let deny = token_deny(err, &mut context);
@@ -144,13 +130,14 @@ pub fn decide(input: &CheckInput, policy: &Policy, verifier: &dyn TokenVerifier,
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());
     let Some(rules) = policy.issuers.get(token.issuer.0) else {
-        return Decision::deny(
-            Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"),
-            context,
-        );
+        return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
     };
     if let Err(deny) = check_times(&token, rules.time, now) {
         return Decision::deny(deny, context);
+    }
+    // Checked on every request, cache hits included.
+    if let Some(why) = services.revocations.revoked(&token, now) {
+        return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
     }
     if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
         return Decision::deny(deny, context);

@@ -94,9 +94,9 @@ pub fn identity_headers(
                 Some(Value::Null) | None => None,
                 Some(v) => Some(encode_header_value(v)?),
             },
-            (IdentitySource::Tenant, Some(_)) => tenant
-                .map(|t| encode_header_value(&Value::String(t.to_string())))
-                .transpose()?,
+            (IdentitySource::Tenant, Some(_)) => {
+                tenant.map(|t| encode_header_value(&Value::String(t.to_string()))).transpose()?
+            }
             (_, None) => None,
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {

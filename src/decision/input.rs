@@ -23,9 +23,6 @@ pub struct CheckInput {
 impl CheckInput {
     /// Every value of header `name` (lowercase), in order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }

@@ -24,7 +24,9 @@ pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
-pub use types::{IssuerId, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken};
+pub use types::{
+    IssuerId, NoRevocations, RevocationCheck, Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
+};
 
 #[cfg(test)]
 mod tests;

@@ -148,10 +148,6 @@ pub struct Deny {
 
 impl Deny {
     pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-            scope_hint: None,
-        }
+        Self { reason, detail: detail.into(), scope_hint: None }
     }
 }

@@ -71,42 +71,25 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
             _ => Vec::new(),
         };
         if !req.audiences.iter().any(|a| aud.contains(&a.as_str())) {
-            return Err(Deny::new(
-                DenyReason::TokenInvalid,
-                "audience not accepted on this route",
-            ));
+            return Err(Deny::new(DenyReason::TokenInvalid, "audience not accepted on this route"));
         }
     }
     let scopes = scopes_of(&token.claims);
-    let missing: Vec<&str> = req
-        .scopes
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !scopes.contains(s))
-        .collect();
+    let missing: Vec<&str> = req.scopes.iter().map(String::as_str).filter(|s| !scopes.contains(s)).collect();
     if !missing.is_empty() {
-        let mut deny = Deny::new(
-            DenyReason::InsufficientScope,
-            format!("missing scope {}", missing.join(" ")),
-        );
+        let mut deny = Deny::new(DenyReason::InsufficientScope, format!("missing scope {}", missing.join(" ")));
         deny.scope_hint = Some(req.scopes.join(" "));
         return Err(deny);
     }
     if !req.roles.is_empty() {
         let roles = string_set(token.claims.pointer(roles_pointer));
         if !req.roles.iter().any(|r| roles.contains(&r.as_str())) {
-            return Err(Deny::new(
-                DenyReason::RoleRequired,
-                format!("one of roles {} required", req.roles.join(",")),
-            ));
+            return Err(Deny::new(DenyReason::RoleRequired, format!("one of roles {} required", req.roles.join(","))));
         }
     }
     for matcher in &req.claims {
         if !claim_test_holds(token.claims.pointer(&matcher.pointer), &matcher.test) {
-            return Err(Deny::new(
-                DenyReason::ClaimMismatch,
-                format!("claim {} does not match", matcher.pointer),
-            ));
+            return Err(Deny::new(DenyReason::ClaimMismatch, format!("claim {} does not match", matcher.pointer)));
         }
     }
     Ok(())

@@ -34,48 +34,22 @@ fn corpus_decisions() {
     let snap = snapshot();
     let cases = corpus::cases(NOW);
     assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
+    let services = Services { verifier: &snap.verifier, revocations: &NoRevocations };
     for case in &cases {
-        let decision = decide(
-            &input(case.method, &case.path, &case.headers),
-            &snap.policy,
-            &snap.verifier,
-            UnixTime(NOW),
-        );
+        let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &services, UnixTime(NOW));
         match &decision.outcome {
-            Outcome::Allow {
-                set_headers,
-                remove_headers,
-            } => {
-                assert_eq!(
-                    case.status, 200,
-                    "{}: allowed, expected {} {}",
-                    case.name, case.status, case.reason
-                );
-                let user = set_headers
-                    .iter()
-                    .find(|(k, _)| k == "x-user-id")
-                    .map(|(_, v)| v.clone());
+            Outcome::Allow { set_headers, remove_headers } => {
+                assert_eq!(case.status, 200, "{}: allowed, expected {} {}", case.name, case.status, case.reason);
+                let user = set_headers.iter().find(|(k, _)| k == "x-user-id").map(|(_, v)| v.clone());
                 assert_eq!(user, case.user, "{}: x-user-id", case.name);
                 for name in ["x-tenant-id", "x-customer-id"] {
-                    assert!(
-                        remove_headers.iter().any(|h| h == name),
-                        "{}: {name} not removed",
-                        case.name
-                    );
+                    assert!(remove_headers.iter().any(|h| h == name), "{}: {name} not removed", case.name);
                 }
                 for (name, _) in set_headers {
-                    assert!(
-                        !remove_headers.contains(name),
-                        "{}: {name} both set and removed",
-                        case.name
-                    );
+                    assert!(!remove_headers.contains(name), "{}: {name} both set and removed", case.name);
                 }
                 if case.user.is_none() {
-                    assert!(
-                        remove_headers.iter().any(|h| h == "x-user-id"),
-                        "{}: x-user-id not removed",
-                        case.name
-                    );
+                    assert!(remove_headers.iter().any(|h| h == "x-user-id"), "{}: x-user-id not removed", case.name);
                 }
             }
             Outcome::Deny(deny) => {
@@ -127,34 +101,15 @@ fn path_validation_table() {
 fn route_matching_table() {
     let route = |name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>| Route {
         name: name.into(),
-        matcher: RouteMatch {
-            host,
-            path,
-            methods: methods.iter().map(|m| m.to_string()).collect(),
-        },
+        matcher: RouteMatch { host, path, methods: methods.iter().map(|m| m.to_string()).collect() },
         access: Access::Public,
     };
     let routes = vec![
         route("health", PathMatch::Prefix("/healthz".into()), &[], None),
         route("login", PathMatch::Exact("/login".into()), &["POST"], None),
-        route(
-            "regex",
-            PathMatch::Regex(regex::Regex::new("^(?:/v[0-9]+/items)$").expect("regex")),
-            &[],
-            None,
-        ),
-        route(
-            "host",
-            PathMatch::Prefix("/".into()),
-            &[],
-            Some(HostMatch::Exact("admin.example.com".into())),
-        ),
-        route(
-            "wild",
-            PathMatch::Prefix("/w".into()),
-            &[],
-            Some(HostMatch::Suffix(".example.org".into())),
-        ),
+        route("regex", PathMatch::Regex(regex::Regex::new("^(?:/v[0-9]+/items)$").expect("regex")), &[], None),
+        route("host", PathMatch::Prefix("/".into()), &[], Some(HostMatch::Exact("admin.example.com".into()))),
+        route("wild", PathMatch::Prefix("/w".into()), &[], Some(HostMatch::Suffix(".example.org".into()))),
     ];
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
         ("x", "/healthz", "GET", Some("health")),
@@ -212,66 +167,21 @@ fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
 
 #[test]
 fn time_checks_table() {
-    let policy = TimePolicy {
-        leeway: 30,
-        max_token_age: Some(3600),
-    };
-    let no_age = TimePolicy {
-        leeway: 30,
-        max_token_age: None,
-    };
+    let policy = TimePolicy { leeway: 30, max_token_age: Some(3600) };
+    let no_age = TimePolicy { leeway: 30, max_token_age: None };
     let cases: &[(&str, VerifiedToken, TimePolicy, Option<DenyReason>)] = &[
         ("valid", token(NOW + 60, None, Some(NOW - 10)), policy, None),
-        (
-            "expired within leeway",
-            token(NOW - 10, None, Some(NOW - 100)),
-            policy,
-            None,
-        ),
-        (
-            "expired past leeway",
-            token(NOW - 30, None, Some(NOW - 100)),
-            policy,
-            Some(DenyReason::TokenExpired),
-        ),
-        (
-            "nbf within leeway",
-            token(NOW + 60, Some(NOW + 20), Some(NOW - 10)),
-            policy,
-            None,
-        ),
-        (
-            "nbf in future",
-            token(NOW + 600, Some(NOW + 31), Some(NOW - 10)),
-            policy,
-            Some(DenyReason::TokenInvalid),
-        ),
-        (
-            "iat in future",
-            token(NOW + 600, None, Some(NOW + 120)),
-            policy,
-            Some(DenyReason::TokenInvalid),
-        ),
-        (
-            "too old",
-            token(NOW + 600, None, Some(NOW - 3700)),
-            policy,
-            Some(DenyReason::TokenExpired),
-        ),
-        (
-            "max age needs iat",
-            token(NOW + 600, None, None),
-            policy,
-            Some(DenyReason::TokenInvalid),
-        ),
+        ("expired within leeway", token(NOW - 10, None, Some(NOW - 100)), policy, None),
+        ("expired past leeway", token(NOW - 30, None, Some(NOW - 100)), policy, Some(DenyReason::TokenExpired)),
+        ("nbf within leeway", token(NOW + 60, Some(NOW + 20), Some(NOW - 10)), policy, None),
+        ("nbf in future", token(NOW + 600, Some(NOW + 31), Some(NOW - 10)), policy, Some(DenyReason::TokenInvalid)),
+        ("iat in future", token(NOW + 600, None, Some(NOW + 120)), policy, Some(DenyReason::TokenInvalid)),
+        ("too old", token(NOW + 600, None, Some(NOW - 3700)), policy, Some(DenyReason::TokenExpired)),
+        ("max age needs iat", token(NOW + 600, None, None), policy, Some(DenyReason::TokenInvalid)),
         ("no max age, no iat", token(NOW + 600, None, None), no_age, None),
     ];
     for (name, tok, pol, want) in cases {
-        assert_eq!(
-            check_times(tok, *pol, UnixTime(NOW)).err().map(|d| d.reason),
-            *want,
-            "{name}"
-        );
+        assert_eq!(check_times(tok, *pol, UnixTime(NOW)).err().map(|d| d.reason), *want, "{name}");
     }
 }
 
@@ -279,65 +189,29 @@ type CredentialCase<'a> = (&'a str, Vec<(String, String)>, Result<Option<&'a str
 
 #[test]
 fn credential_extraction_table() {
-    let policy = CredentialPolicy {
-        bearer: true,
-        cookies: vec!["sid".into()],
-    };
-    let h = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-    };
+    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()] };
+    let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let big = "a".repeat(8 * 1024 + 1);
     let big_header = format!("Bearer {big}");
     let cases: Vec<CredentialCase> = vec![
         ("none", h(&[]), Ok(None)),
         ("bearer", h(&[("authorization", "Bearer abc.def")]), Ok(Some("abc.def"))),
         ("scheme case", h(&[("authorization", "BEARER abc")]), Ok(Some("abc"))),
-        (
-            "basic",
-            h(&[("authorization", "Basic abc")]),
-            Err(DenyReason::InvalidRequest),
-        ),
-        (
-            "no token",
-            h(&[("authorization", "Bearer")]),
-            Err(DenyReason::InvalidRequest),
-        ),
-        (
-            "two spaces",
-            h(&[("authorization", "Bearer  abc")]),
-            Err(DenyReason::InvalidRequest),
-        ),
-        (
-            "comma joined",
-            h(&[("authorization", "Bearer a,Bearer b")]),
-            Err(DenyReason::InvalidRequest),
-        ),
+        ("basic", h(&[("authorization", "Basic abc")]), Err(DenyReason::InvalidRequest)),
+        ("no token", h(&[("authorization", "Bearer")]), Err(DenyReason::InvalidRequest)),
+        ("two spaces", h(&[("authorization", "Bearer  abc")]), Err(DenyReason::InvalidRequest)),
+        ("comma joined", h(&[("authorization", "Bearer a,Bearer b")]), Err(DenyReason::InvalidRequest)),
         (
             "two headers",
             h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
             Err(DenyReason::InvalidRequest),
         ),
-        (
-            "too big",
-            h(&[("authorization", big_header.as_str())]),
-            Err(DenyReason::TokenInvalid),
-        ),
+        ("too big", h(&[("authorization", big_header.as_str())]), Err(DenyReason::TokenInvalid)),
         ("cookie", h(&[("cookie", "a=1; sid=tok")]), Ok(Some("tok"))),
         ("empty cookie", h(&[("cookie", "sid=")]), Ok(None)),
         ("other cookie", h(&[("cookie", "sidx=tok")]), Ok(None)),
-        (
-            "two cookies",
-            h(&[("cookie", "sid=a; sid=b")]),
-            Err(DenyReason::InvalidRequest),
-        ),
-        (
-            "two cookie headers",
-            h(&[("cookie", "sid=a"), ("cookie", "sid=b")]),
-            Err(DenyReason::InvalidRequest),
-        ),
+        ("two cookies", h(&[("cookie", "sid=a; sid=b")]), Err(DenyReason::InvalidRequest)),
+        ("two cookie headers", h(&[("cookie", "sid=a"), ("cookie", "sid=b")]), Err(DenyReason::InvalidRequest)),
         (
             "bearer and cookie",
             h(&[("authorization", "Bearer a"), ("cookie", "sid=b")]),
@@ -346,9 +220,7 @@ fn credential_extraction_table() {
     ];
     for (name, headers, want) in cases {
         let input = input("GET", "/", &headers);
-        let got = extract_credential(&input, &policy)
-            .map(|c| c.map(|c| c.token()))
-            .map_err(|d| d.reason);
+        let got = extract_credential(&input, &policy).map(|c| c.map(|c| c.token())).map_err(|d| d.reason);
         assert_eq!(got, want, "{name}");
     }
 }
@@ -365,59 +237,24 @@ fn requirements_table() {
         f(&mut r);
         r
     };
-    let matcher = |pointer: &str, test: ClaimTest| ClaimMatcher {
-        pointer: pointer.into(),
-        test,
-    };
+    let matcher = |pointer: &str, test: ClaimTest| ClaimMatcher { pointer: pointer.into(), test };
     let cases: Vec<(&str, Requirements, Option<DenyReason>)> = vec![
         ("nothing", Requirements::default(), None),
-        (
-            "scp array",
-            req(&|r| r.scopes = vec!["read".into(), "write".into()]),
-            None,
-        ),
-        (
-            "missing scope",
-            req(&|r| r.scopes = vec!["admin".into()]),
-            Some(DenyReason::InsufficientScope),
-        ),
+        ("scp array", req(&|r| r.scopes = vec!["read".into(), "write".into()]), None),
+        ("missing scope", req(&|r| r.scopes = vec!["admin".into()]), Some(DenyReason::InsufficientScope)),
         ("role string", req(&|r| r.roles = vec!["editor".into()]), None),
-        (
-            "missing role",
-            req(&|r| r.roles = vec!["admin".into()]),
-            Some(DenyReason::RoleRequired),
-        ),
+        ("missing role", req(&|r| r.roles = vec!["admin".into()]), Some(DenyReason::RoleRequired)),
         ("audience", req(&|r| r.audiences = vec!["web".into()]), None),
-        (
-            "wrong audience",
-            req(&|r| r.audiences = vec!["mobile".into()]),
-            Some(DenyReason::TokenInvalid),
-        ),
-        (
-            "issuer",
-            req(&|r| r.issuers = vec!["https://issuer.test/".into()]),
-            None,
-        ),
-        (
-            "wrong issuer",
-            req(&|r| r.issuers = vec!["https://other.test/".into()]),
-            Some(DenyReason::TokenInvalid),
-        ),
-        (
-            "equals",
-            req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!("pro")))]),
-            None,
-        ),
+        ("wrong audience", req(&|r| r.audiences = vec!["mobile".into()]), Some(DenyReason::TokenInvalid)),
+        ("issuer", req(&|r| r.issuers = vec!["https://issuer.test/".into()]), None),
+        ("wrong issuer", req(&|r| r.issuers = vec!["https://other.test/".into()]), Some(DenyReason::TokenInvalid)),
+        ("equals", req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!("pro")))]), None),
         (
             "not equals",
             req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!("free")))]),
             Some(DenyReason::ClaimMismatch),
         ),
-        (
-            "bool",
-            req(&|r| r.claims = vec![matcher("/email_verified", ClaimTest::Equals(json!(true)))]),
-            None,
-        ),
+        ("bool", req(&|r| r.claims = vec![matcher("/email_verified", ClaimTest::Equals(json!(true)))]), None),
         (
             "string true is not true",
             req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::Equals(json!(true)))]),
@@ -428,11 +265,7 @@ fn requirements_table() {
             req(&|r| r.claims = vec![matcher("/org/plan", ClaimTest::OneOf(vec![json!("pro"), json!("ent")]))]),
             None,
         ),
-        (
-            "contains",
-            req(&|r| r.claims = vec![matcher("/org/tags", ClaimTest::Contains(json!("eu")))]),
-            None,
-        ),
+        ("contains", req(&|r| r.claims = vec![matcher("/org/tags", ClaimTest::Contains(json!("eu")))]), None),
         (
             "absent",
             req(&|r| r.claims = vec![matcher("/org/missing", ClaimTest::Present)]),
@@ -440,9 +273,7 @@ fn requirements_table() {
         ),
     ];
     for (name, r, want) in cases {
-        let got = requirements::check_requirements(&tok, &r, "/roles")
-            .err()
-            .map(|d| d.reason);
+        let got = requirements::check_requirements(&tok, &r, "/roles").err().map(|d| d.reason);
         assert_eq!(got, want, "{name}");
     }
 }
@@ -467,11 +298,6 @@ fn reason_contract() {
     }
     for reason in DenyReason::ALL {
         let retry = reason.retry_after_secs().is_some();
-        assert_eq!(
-            retry,
-            matches!(reason.http_status(), 429 | 503),
-            "{} retry-after",
-            reason.as_str()
-        );
+        assert_eq!(retry, matches!(reason.http_status(), 429 | 503), "{} retry-after", reason.as_str());
     }
 }

@@ -63,6 +63,27 @@ pub enum TokenError {
     Claims(String),
 }
 
+/// Answers whether a verified token has been revoked (local state only; never waits).
+pub trait RevocationCheck {
+    /// `Some(why)` when revoked.
+    fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str>;
+}
+
+/// For policies and tests without revocation state.
+pub struct NoRevocations;
+
+impl RevocationCheck for NoRevocations {
+    fn revoked(&self, _token: &VerifiedToken, _now: UnixTime) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What a decision consults besides the policy.
+pub struct Services<'a> {
+    pub verifier: &'a dyn TokenVerifier,
+    pub revocations: &'a dyn RevocationCheck,
+}
+
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.
 pub trait TokenVerifier {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;

@@ -66,25 +66,16 @@ pub fn install_crypto_provider() {
 }
 
 async fn get_limited(client: &reqwest::Client, url: &reqwest::Url) -> Result<(String, Option<Duration>), FetchError> {
-    let http = |source| FetchError::Http {
-        url: url.to_string(),
-        source,
-    };
+    let http = |source| FetchError::Http { url: url.to_string(), source };
     let mut response = client.get(url.clone()).send().await.map_err(http)?;
     if !response.status().is_success() {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status: response.status().as_u16(),
-        });
+        return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
     }
     if response.content_length().is_some_and(|len| len > MAX_JWKS_BYTES as u64) {
         return Err(FetchError::TooLarge { url: url.to_string() });
     }
-    let max_age = response
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_max_age);
+    let max_age =
+        response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http)? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {

@@ -19,14 +19,10 @@ pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
     let map: Map<String, Value> =
         serde_json::from_slice(json).map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
     if let Some(name) = FORBIDDEN.iter().find(|name| map.contains_key(**name)) {
-        return Err(TokenError::Header(format!(
-            "header parameter \"{name}\" is not accepted"
-        )));
+        return Err(TokenError::Header(format!("header parameter \"{name}\" is not accepted")));
     }
     let alg = match map.get("alg") {
-        Some(Value::String(s)) => s
-            .parse::<Alg>()
-            .map_err(|_| TokenError::Header("unsupported alg".into()))?,
+        Some(Value::String(s)) => s.parse::<Alg>().map_err(|_| TokenError::Header("unsupported alg".into()))?,
         _ => return Err(TokenError::Header("alg missing".into())),
     };
     let kid = match map.get("kid") {

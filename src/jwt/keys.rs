@@ -88,11 +88,7 @@ impl KeySet {
                     .find(|k| k.kid.as_deref() == Some(kid))
                     .or_else(|| self.only_unnamed(alg))
                     .ok_or_else(|| "unknown kid".to_string())?;
-                if key.fits(alg) {
-                    Ok(key)
-                } else {
-                    Err(format!("key does not fit alg {alg}"))
-                }
+                if key.fits(alg) { Ok(key) } else { Err(format!("key does not fit alg {alg}")) }
             }
             None => {
                 let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
@@ -107,12 +103,8 @@ impl KeySet {
 }
 
 fn b64(value: Option<&Value>, field: &str) -> Result<Vec<u8>, String> {
-    let s = value
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("\"{field}\" missing"))?;
-    URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| format!("\"{field}\" is not base64url"))
+    let s = value.and_then(Value::as_str).ok_or_else(|| format!("\"{field}\" missing"))?;
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| format!("\"{field}\" is not base64url"))
 }
 
 fn rsa_bits(modulus: &[u8]) -> usize {
@@ -188,14 +180,7 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<VerifyKey>, String> {
     {
         return Err(format!("alg {alg} does not fit the key type"));
     }
-    Ok(Some(VerifyKey {
-        kid,
-        alg,
-        family,
-        curve,
-        decoding,
-        material,
-    }))
+    Ok(Some(VerifyKey { kid, alg, family, curve, decoding, material }))
 }
 
 /// Parses a JWKS document. Every key must be usable: a bad key is an error, not a silent skip.
@@ -226,10 +211,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, KeyError> {
     let block = pem::parse(pem_text).map_err(|e| KeyError::BadPem(e.to_string()))?;
     if block.tag() != "PUBLIC KEY" {
-        return Err(KeyError::BadPem(format!(
-            "expected a PUBLIC KEY block, found {}",
-            block.tag()
-        )));
+        return Err(KeyError::BadPem(format!("expected a PUBLIC KEY block, found {}", block.tag())));
     }
     let der = block.contents();
     // The algorithm identifier sits at the start of the SPKI; search only its first bytes.
@@ -241,9 +223,7 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
             .map_err(|e| KeyError::BadPem(format!("RSA key rejected ({e}); at least {MIN_RSA_BITS} bits required")))?
             .key_size_bits();
         if bits < MIN_RSA_BITS {
-            return Err(KeyError::BadPem(format!(
-                "RSA key has {bits} bits; at least {MIN_RSA_BITS} required"
-            )));
+            return Err(KeyError::BadPem(format!("RSA key has {bits} bits; at least {MIN_RSA_BITS} required")));
         }
         (AlgFamily::Rsa, None, DecodingKey::from_rsa_pem(pem_bytes).map_err(bad)?)
     } else if contains(head, OID_EC) {
@@ -254,25 +234,14 @@ pub fn keys_from_pem(pem_text: &str, kid: Option<String>) -> Result<VerifyKey, K
         } else {
             return Err(KeyError::BadPem("unsupported EC curve".into()));
         };
-        (
-            AlgFamily::Ec,
-            Some(curve),
-            DecodingKey::from_ec_pem(pem_bytes).map_err(bad)?,
-        )
+        (AlgFamily::Ec, Some(curve), DecodingKey::from_ec_pem(pem_bytes).map_err(bad)?)
     } else if contains(head, OID_ED25519) {
         (AlgFamily::Ed, None, DecodingKey::from_ed_pem(pem_bytes).map_err(bad)?)
     } else {
         return Err(KeyError::BadPem("unsupported public key type".into()));
     };
     let material = hex::encode(der);
-    Ok(VerifyKey {
-        kid,
-        alg: None,
-        family,
-        curve,
-        decoding,
-        material,
-    })
+    Ok(VerifyKey { kid, alg: None, family, curve, decoding, material })
 }
 
 /// An HMAC key from a secret file's bytes (one trailing newline is ignored).
@@ -281,10 +250,7 @@ pub fn keys_from_hmac_secret(secret: &[u8], algorithms: &[Alg]) -> Result<KeySet
     let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
     let needed = algorithms.iter().map(|a| a.hmac_min_secret()).max().unwrap_or(32);
     if secret.len() < needed {
-        return Err(KeyError::BadSecret(format!(
-            "{} bytes; at least {needed} required",
-            secret.len()
-        )));
+        return Err(KeyError::BadSecret(format!("{} bytes; at least {needed} required", secret.len())));
     }
     let key = VerifyKey {
         kid: None,
@@ -307,10 +273,7 @@ pub fn keys_from_remote_jwks(json: &str) -> Result<(KeySet, Vec<String>), KeyErr
     let doc: Value = serde_json::from_str(json).map_err(|_| KeyError::NotJwks)?;
     let items = doc.get("keys").and_then(Value::as_array).ok_or(KeyError::NotJwks)?;
     if items.len() > MAX_REMOTE_KEYS {
-        return Err(KeyError::BadJwk {
-            index: MAX_REMOTE_KEYS,
-            why: format!("more than {MAX_REMOTE_KEYS} keys"),
-        });
+        return Err(KeyError::BadJwk { index: MAX_REMOTE_KEYS, why: format!("more than {MAX_REMOTE_KEYS} keys") });
     }
     let mut keys = Vec::new();
     let mut skipped = Vec::new();

@@ -99,11 +99,7 @@ mod tests {
             (h, Some(Duration::from_secs(600)), Duration::from_secs(600)),
             (h, Some(Duration::from_secs(5)), MIN_MAX_AGE),
             (h, Some(Duration::from_secs(86_400)), h),
-            (
-                Duration::from_secs(1),
-                Some(Duration::from_secs(5)),
-                Duration::from_secs(1),
-            ),
+            (Duration::from_secs(1), Some(Duration::from_secs(5)), Duration::from_secs(1)),
         ];
         for (refresh, max_age, want) in cases {
             assert_eq!(next_refresh(refresh, max_age), want, "{refresh:?} {max_age:?}");

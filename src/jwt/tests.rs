@@ -13,13 +13,7 @@ fn fixture(name: &str) -> String {
 
 fn jwk(name: &str) -> serde_json::Value {
     let set: serde_json::Value = serde_json::from_str(&fixture("jwks.json")).expect("json");
-    set["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["kid"] == name)
-        .cloned()
-        .expect("kid")
+    set["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == name).cloned().expect("kid")
 }
 
 #[test]
@@ -33,29 +27,17 @@ fn jwks_key_rules_table() {
     let mut okp_x448 = jwk("ed-1");
     okp_x448["crv"] = json!("X25519");
     let cases: Vec<(&str, serde_json::Value, Result<usize, ()>)> = vec![
-        (
-            "all three",
-            serde_json::from_str(&fixture("jwks.json")).expect("json"),
-            Ok(3),
-        ),
+        ("all three", serde_json::from_str(&fixture("jwks.json")).expect("json"), Ok(3)),
         ("enc key skipped", json!({"keys": [rsa_enc]}), Ok(0)),
         ("alg does not fit kty", json!({"keys": [rsa_wrong_alg]}), Err(())),
-        (
-            "coordinates do not fit curve",
-            json!({"keys": [ec_p384_claim]}),
-            Err(()),
-        ),
+        ("coordinates do not fit curve", json!({"keys": [ec_p384_claim]}), Err(())),
         ("unsupported OKP curve", json!({"keys": [okp_x448]}), Err(())),
         (
             "oct never from JWKS",
             json!({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}),
             Err(()),
         ),
-        (
-            "1024-bit RSA",
-            serde_json::from_str(&fixture("jwks-rsa1024.json")).expect("json"),
-            Err(()),
-        ),
+        ("1024-bit RSA", serde_json::from_str(&fixture("jwks-rsa1024.json")).expect("json"), Err(())),
         ("not a JWKS", json!({"kty": "RSA"}), Err(())),
     ];
     for (name, doc, want) in cases {
@@ -133,11 +115,7 @@ fn verification_rules_table() {
         ("exp absent", without("exp"), false),
         ("jti required", without("jti"), false),
         ("five segments (JWE)", format!("{good}.x.y"), false),
-        (
-            "two segments",
-            good.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default(),
-            false,
-        ),
+        ("two segments", good.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default(), false),
         ("padding in segment", format!("{good}="), false),
         (
             "x5c header",
@@ -146,11 +124,7 @@ fn verification_rules_table() {
         ),
         (
             "jwk header",
-            corpus::with_raw_header(
-                &json!({"alg": "RS256", "kid": "rsa-1", "jwk": {"kty": "RSA"}}),
-                &base,
-                None,
-            ),
+            corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "jwk": {"kty": "RSA"}}), &base, None),
             false,
         ),
         (
@@ -163,16 +137,8 @@ fn verification_rules_table() {
             corpus::with_raw_header(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &base, None),
             false,
         ),
-        (
-            "kid not a string",
-            corpus::with_raw_header(&json!({"alg": "RS256", "kid": 1}), &base, None),
-            false,
-        ),
-        (
-            "header not an object",
-            format!("WzFd.{}", good.split('.').nth(1).unwrap_or_default()) + ".c2ln",
-            false,
-        ),
+        ("kid not a string", corpus::with_raw_header(&json!({"alg": "RS256", "kid": 1}), &base, None), false),
+        ("header not an object", format!("WzFd.{}", good.split('.').nth(1).unwrap_or_default()) + ".c2ln", false),
     ];
     for (name, token, ok) in cases {
         let got = v.verify(&token);

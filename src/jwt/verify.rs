@@ -57,9 +57,7 @@ fn is_b64url(s: &str) -> bool {
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::Malformed("segment is not base64url"))
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed("segment is not base64url"))
 }
 
 /// A NumericDate claim: a JSON number (never a string), truncated to whole seconds.
@@ -78,10 +76,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
 fn audience_matches(claims: &Map<String, Value>, audiences: &[String]) -> bool {
     match claims.get("aud") {
         Some(Value::String(s)) => audiences.iter().any(|a| a == s),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|s| audiences.iter().any(|a| a == s)),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(|s| audiences.iter().any(|a| a == s)),
         _ => false,
     }
 }
@@ -91,11 +86,7 @@ impl IssuerVerifier {
         if !audience_matches(claims, &self.audiences) {
             return Err(TokenError::Claims("audience not accepted".into()));
         }
-        for name in ["sub", "exp"]
-            .iter()
-            .copied()
-            .chain(self.required_claims.iter().map(String::as_str))
-        {
+        for name in ["sub", "exp"].iter().copied().chain(self.required_claims.iter().map(String::as_str)) {
             if claims.get(name).is_none_or(Value::is_null) {
                 return Err(TokenError::Claims(format!("required claim {name} missing")));
             }
@@ -135,10 +126,7 @@ impl TokenVerifier for Verifier {
 
         // Unverified iss selects the issuer (and so the keys); nothing else is read before the
         // signature holds.
-        let iss = claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .ok_or_else(|| TokenError::Claims("iss missing".into()))?;
+        let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(|| TokenError::Claims("iss missing".into()))?;
         let (index, issuer) = self
             .issuers
             .iter()
@@ -146,10 +134,7 @@ impl TokenVerifier for Verifier {
             .find(|(_, i)| *i.issuer == *iss)
             .ok_or_else(|| TokenError::Claims("unknown issuer".into()))?;
         if !issuer.algorithms.contains(&header.alg) {
-            return Err(TokenError::Header(format!(
-                "alg {} not allowed for this issuer",
-                header.alg
-            )));
+            return Err(TokenError::Header(format!("alg {} not allowed for this issuer", header.alg)));
         }
         if !issuer.header_typ.is_empty() {
             let typ = header.typ.as_deref().map(normalize_typ);
@@ -158,22 +143,15 @@ impl TokenVerifier for Verifier {
             }
         }
         let issuer_id = IssuerId(index);
-        let keys = issuer
-            .keys
-            .keys()
-            .ok_or(TokenError::KeysUnavailable { issuer: issuer_id })?;
+        let keys = issuer.keys.keys().ok_or(TokenError::KeysUnavailable { issuer: issuer_id })?;
         let key = keys
             .select(header.kid.as_deref(), header.alg)
             .map_err(|why| TokenError::UnknownKey { issuer: issuer_id, why })?;
         let signing_input_len = header_b64.len() + 1 + payload_b64.len();
         let signing_input = &token.as_bytes()[..signing_input_len];
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            signing_input,
-            &key.decoding,
-            header.alg.to_jsonwebtoken(),
-        )
-        .unwrap_or(false);
+        let valid =
+            jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.decoding, header.alg.to_jsonwebtoken())
+                .unwrap_or(false);
         let result = if valid { "ok" } else { "bad_signature" };
         metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => result).increment(1);
         if !valid {

@@ -3,9 +3,11 @@
 use super::convert::{check_input, check_response};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
-use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, decide};
+use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, decide};
+use crate::revocation::RevocationStore;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::{metrics as names, tracing_otel};
 use arc_swap::ArcSwap;
@@ -20,6 +22,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Longest a check waits for an unknown `kid`'s refetch before answering 401.
 pub const KEY_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// What [`AppState::new`] is built from.
+pub struct StateParts {
+    pub snapshot: Arc<Snapshot>,
+    pub clock: Arc<dyn Clock>,
+    pub max_inflight: usize,
+    pub audit: AuditSink,
+    pub tracing: bool,
+    pub cache: CacheSettings,
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
 /// What every Check shares.
 pub struct AppState {
     /// The policy in force; hot reload swaps it whole, between checks.
@@ -31,18 +44,29 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Continue the caller's `traceparent` (only worth the parsing when traces are exported).
     pub tracing: bool,
+    pub cache: ClaimsCache,
+    pub revocations: Arc<dyn RevocationStore>,
 }
 
 impl AppState {
-    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, max_inflight: usize, audit: AuditSink) -> Self {
+    pub fn new(parts: StateParts) -> Self {
         Self {
-            snapshot: ArcSwap::new(snapshot),
-            clock,
-            inflight: Arc::new(Semaphore::new(max_inflight)),
-            max_inflight,
-            audit,
-            tracing: false,
+            snapshot: ArcSwap::new(parts.snapshot),
+            clock: parts.clock,
+            inflight: Arc::new(Semaphore::new(parts.max_inflight)),
+            max_inflight: parts.max_inflight,
+            audit: parts.audit,
+            tracing: parts.tracing,
+            cache: ClaimsCache::new(parts.cache),
+            revocations: parts.revocations,
         }
+    }
+
+    fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
+        let now = self.clock.now();
+        let verifier = self.cache.verifier(&snapshot.verifier, snapshot.generation, now);
+        let services = Services { verifier: &verifier, revocations: self.revocations.as_ref() };
+        decide(input, &snapshot.policy, &services, now)
     }
 
     /// Decides one request (no transport involved); used by the service and by tests.
@@ -81,11 +105,7 @@ impl AppState {
         };
         let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
         let elapsed = started.elapsed();
-        let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
-            "allow"
-        } else {
-            "deny"
-        };
+        let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
         span.record("decision", verdict);
         span.record("reason", decision.reason());
         span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
@@ -98,12 +118,8 @@ impl AppState {
     /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and
     /// waits at most [`KEY_REFETCH_WAIT`] for new keys before deciding once more.
     async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
-        let decision = decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now());
-        let Some(store) = decision
-            .context
-            .key_miss
-            .and_then(|issuer| snapshot.verifier.store(issuer))
-        else {
+        let decision = self.decide_now(input, snapshot);
+        let Some(store) = decision.context.key_miss.and_then(|issuer| snapshot.verifier.store(issuer)) else {
             return decision;
         };
         let mut generations = store.subscribe();
@@ -112,7 +128,7 @@ impl AppState {
             return decision; // a static key set, or the fetcher refetched recently
         }
         match tokio::time::timeout(KEY_REFETCH_WAIT, generations.wait_for(|g| *g != seen)).await {
-            Ok(Ok(_)) => decide(input, &snapshot.policy, &snapshot.verifier, self.clock.now()),
+            Ok(Ok(_)) => self.decide_now(input, snapshot),
             _ => decision,
         }
     }

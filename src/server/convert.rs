@@ -31,26 +31,15 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
             .headers
             .into_iter()
             .map(|h| {
-                let value = if h.raw_value.is_empty() {
-                    h.value
-                } else {
-                    String::from_utf8_lossy(&h.raw_value).into_owned()
-                };
+                let value =
+                    if h.raw_value.is_empty() { h.value } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
                 (h.key.to_ascii_lowercase(), value)
             })
             .collect(),
-        _ => http
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect(),
+        _ => http.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
     };
     let request_id = if http.id.is_empty() {
-        headers
-            .iter()
-            .find(|(k, _)| k == "x-request-id")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or_default()
     } else {
         http.id
     };
@@ -68,11 +57,7 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
 
 fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_string(),
-            value: value.into(),
-            raw_value: Vec::new(),
-        }),
+        header: Some(HeaderValue { key: key.to_string(), value: value.into(), raw_value: Vec::new() }),
         append: None,
         append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         keep_empty_value: false,
@@ -80,19 +65,13 @@ fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
 }
 
 fn string_value(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.to_string())),
-    }
+    Value { kind: Some(Kind::StringValue(s.to_string())) }
 }
 
 fn metadata(decision: &Decision) -> Struct {
     let ctx = &decision.context;
     let mut fields = BTreeMap::new();
-    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) {
-        "allow"
-    } else {
-        "deny"
-    };
+    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
     fields.insert("decision".to_string(), string_value(verdict));
     fields.insert("reason".to_string(), string_value(decision.reason()));
     let optional = [
@@ -112,9 +91,7 @@ fn metadata(decision: &Decision) -> Struct {
 /// Request ids are echoed only when they cannot carry anything surprising.
 fn safe_request_id(id: &str) -> Option<&str> {
     let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     ok.then_some(id)
 }
 
@@ -147,15 +124,8 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
 pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> CheckResponse {
     let dynamic_metadata = Some(metadata(decision));
     match &decision.outcome {
-        Outcome::Allow {
-            set_headers,
-            remove_headers,
-        } => CheckResponse {
-            status: Some(Status {
-                code: GRPC_OK,
-                message: String::new(),
-                details: Vec::new(),
-            }),
+        Outcome::Allow { set_headers, remove_headers } => CheckResponse {
+            status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
                 headers_to_remove: remove_headers.clone(),
@@ -165,15 +135,8 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
         },
         Outcome::Deny(deny) => {
             let status = deny.reason.http_status();
-            let code = if status == 401 {
-                GRPC_UNAUTHENTICATED
-            } else {
-                GRPC_PERMISSION_DENIED
-            };
-            let mut headers = vec![
-                header("cache-control", "no-store"),
-                header("content-type", "application/json"),
-            ];
+            let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
+            let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
             if let Some(value) = challenge(deny, realm) {
                 headers.push(header("www-authenticate", value));
             }
@@ -186,15 +149,9 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
                 "request_id": safe_request_id(request_id),
             });
             CheckResponse {
-                status: Some(Status {
-                    code,
-                    message: deny.reason.as_str().to_string(),
-                    details: Vec::new(),
-                }),
+                status: Some(Status { code, message: deny.reason.as_str().to_string(), details: Vec::new() }),
                 http_response: Some(check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: i32::from(status),
-                    }),
+                    status: Some(HttpStatus { code: i32::from(status) }),
                     headers,
                     body: body.to_string(),
                 })),

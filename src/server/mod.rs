@@ -4,6 +4,7 @@
 //! Architecture Invariant: protocol types are converted only in [`convert`]; every deny goes
 //! through [`convert::check_response`].
 
+mod admin;
 mod authz;
 pub mod convert;
 mod fetchers;
@@ -12,11 +13,12 @@ pub mod proto;
 mod reload;
 pub mod request;
 
-pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT};
+pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
+use crate::revocation::MemoryRevocations;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
@@ -58,11 +60,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self {
-            clock: Arc::new(SystemClock),
-            reload_from: None,
-            trace_context: false,
-        }
+        Self { clock: Arc::new(SystemClock), reload_from: None, trace_context: false }
     }
 }
 
@@ -75,6 +73,7 @@ enum GrpcListener {
 pub struct Server {
     grpc: GrpcListener,
     health: TcpListener,
+    admin: Option<TcpListener>,
     state: Arc<AppState>,
     serving: Arc<AtomicBool>,
     fetchers: Arc<Mutex<Fetchers>>,
@@ -101,9 +100,11 @@ impl Server {
                 GrpcListener::Unix(listener, path.clone())
             }
         };
-        let health = TcpListener::bind(settings.health)
-            .await
-            .map_err(bind_error(settings.health))?;
+        let health = TcpListener::bind(settings.health).await.map_err(bind_error(settings.health))?;
+        let admin = match &settings.admin {
+            Some(admin) => Some(TcpListener::bind(admin.addr).await.map_err(bind_error(admin.addr))?),
+            None => None,
+        };
         let mut settings = settings.clone();
         // Fresh snapshot so the fetchers can rewire key stores before anything shares it.
         settings.snapshot = Arc::new(crate::config::Snapshot {
@@ -112,21 +113,22 @@ impl Server {
             generation: settings.snapshot.generation,
         });
         let mut fetchers = Fetchers::default();
-        fetchers
-            .reconcile(&mut settings, &options.clock)
-            .map_err(ServeError::Jwks)?;
+        fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
-        let mut state = AppState::new(
-            settings.snapshot.clone(),
-            options.clock.clone(),
-            settings.max_inflight_checks,
+        let state = AppState::new(StateParts {
+            snapshot: settings.snapshot.clone(),
+            clock: options.clock.clone(),
+            max_inflight: settings.max_inflight_checks,
             audit,
-        );
-        state.tracing = options.trace_context;
+            tracing: options.trace_context,
+            cache: settings.cache,
+            revocations: Arc::new(MemoryRevocations::new()),
+        });
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
         Ok(Self {
             grpc,
             health,
+            admin,
             state: Arc::new(state),
             serving: Arc::new(AtomicBool::new(false)),
             fetchers: Arc::new(Mutex::new(fetchers)),
@@ -137,16 +139,19 @@ impl Server {
 
     pub fn grpc_addr(&self) -> ListenAddr {
         match &self.grpc {
-            GrpcListener::Tcp(l) => l
-                .local_addr()
-                .map(ListenAddr::Tcp)
-                .unwrap_or(ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 0)))),
+            GrpcListener::Tcp(l) => {
+                l.local_addr().map(ListenAddr::Tcp).unwrap_or(ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))))
+            }
             GrpcListener::Unix(_, path) => ListenAddr::Unix(path.clone()),
         }
     }
 
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.health.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -189,9 +194,7 @@ impl Server {
             shutdown.await;
             serving.store(false, Ordering::Release);
             reporter.set_not_serving::<AuthorizationServer<AuthzService>>().await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             tracing::info!(delay = ?drain_delay, "draining: not ready; still answering checks");
             tokio::time::sleep(drain_delay).await;
             let _ = stop_tx.send(true);
@@ -207,13 +210,31 @@ impl Server {
         let state = self.state.clone();
         let readiness: Readiness =
             Arc::new(move || serving.load(Ordering::Acquire) && state.snapshot.load().verifier.required_keys_present());
-        let health_state = HealthState {
-            ready: readiness,
-            metrics: names::install(),
-        };
+        let health_state = HealthState { ready: readiness, metrics: names::install() };
         let health = axum::serve(self.health, health_http::router(health_state))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
+
+        let admin = match (self.admin, &self.settings.admin) {
+            (Some(listener), Some(settings)) => {
+                let state = admin::AdminState {
+                    app: self.state.clone(),
+                    token: settings.token.clone(),
+                    longest_token_lifetime: self.settings.longest_token_lifetime,
+                };
+                let server =
+                    axum::serve(listener, admin::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+                Some(tokio::spawn(async move { server.await.map_err(ServeError::Health) }))
+            }
+            _ => None,
+        };
+        let purge_state = self.state.clone();
+        let purger = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                purge_state.revocations.purge_expired(purge_state.clock.now());
+            }
+        });
 
         self.serving.store(true, Ordering::Release);
         tracing::info!(grpc = %grpc_addr, "serving");
@@ -242,6 +263,10 @@ impl Server {
         };
         if let Some(reloader) = reloader {
             reloader.abort();
+        }
+        purger.abort();
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         if let Ok(mut fetchers) = self.fetchers.lock() {
             fetchers.stop();

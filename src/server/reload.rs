@@ -17,20 +17,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 type Fingerprints = Vec<(PathBuf, Option<[u8; 32]>)>;
 
 fn fingerprints(paths: &[PathBuf]) -> Fingerprints {
-    paths
-        .iter()
-        .map(|p| {
-            (
-                p.clone(),
-                std::fs::read(p).ok().map(|bytes| Sha256::digest(&bytes).into()),
-            )
-        })
-        .collect()
+    paths.iter().map(|p| (p.clone(), std::fs::read(p).ok().map(|bytes| Sha256::digest(&bytes).into()))).collect()
 }
 
 fn changed(old: &Fingerprints) -> bool {
-    old.iter()
-        .any(|(path, digest)| std::fs::read(path).ok().map(|b| Sha256::digest(&b).into()) != *digest)
+    old.iter().any(|(path, digest)| std::fs::read(path).ok().map(|b| Sha256::digest(&b).into()) != *digest)
 }
 
 /// Settings that only take effect at start; a reload that changes them says so.
@@ -99,10 +90,7 @@ impl Reloader {
             .map_err(|_| "fetcher registry poisoned".to_string())?
             .reconcile(&mut settings, &self.clock)?;
         for what in restart_only_differences(&self.started_with, &settings) {
-            tracing::warn!(
-                setting = what,
-                "changed in the policy file; takes effect at the next restart"
-            );
+            tracing::warn!(setting = what, "changed in the policy file; takes effect at the next restart");
         }
         self.state.snapshot.store(settings.snapshot.clone());
         tracing::info!(file = %self.path.display(), generation, "policy reloaded");

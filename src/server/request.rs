@@ -58,10 +58,7 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encodin
                 }),
                 ..Default::default()
             }),
-            request: Some(attribute_context::Request {
-                time: None,
-                http: Some(http),
-            }),
+            request: Some(attribute_context::Request { time: None, http: Some(http) }),
             ..Default::default()
         }),
     }

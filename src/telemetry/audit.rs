@@ -19,10 +19,7 @@ pub struct AuditSettings {
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self {
-            file: None,
-            allow_sample_rate: 1.0,
-        }
+        Self { file: None, allow_sample_rate: 1.0 }
     }
 }
 
@@ -35,25 +32,17 @@ pub struct AuditSink {
 
 impl std::fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditSink")
-            .field("rate", &self.rate)
-            .finish_non_exhaustive()
+        f.debug_struct("AuditSink").field("rate", &self.rate).finish_non_exhaustive()
     }
 }
 
 impl AuditSink {
     pub fn open(settings: &AuditSettings) -> io::Result<Self> {
         let out: Box<dyn Write + Send> = match &settings.file {
-            Some(path) => Box::new(LineWriter::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
+            Some(path) => Box::new(LineWriter::new(OpenOptions::new().create(true).append(true).open(path)?)),
             None => Box::new(LineWriter::new(io::stdout())),
         };
-        Ok(Self {
-            out: Mutex::new(out),
-            rate: settings.allow_sample_rate,
-            credit: Mutex::new(0.0),
-        })
+        Ok(Self { out: Mutex::new(out), rate: settings.allow_sample_rate, credit: Mutex::new(0.0) })
     }
 
     fn sampled(&self) -> bool {
@@ -118,11 +107,7 @@ mod tests {
     use crate::decision::{Deny, DenyReason};
 
     fn sink(rate: f64, file: &std::path::Path) -> AuditSink {
-        AuditSink::open(&AuditSettings {
-            file: Some(file.to_path_buf()),
-            allow_sample_rate: rate,
-        })
-        .expect("open")
+        AuditSink::open(&AuditSettings { file: Some(file.to_path_buf()), allow_sample_rate: rate }).expect("open")
     }
 
     #[test]
@@ -130,15 +115,9 @@ mod tests {
         let file = std::env::temp_dir().join(format!("portcullis-audit-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&file);
         let audit = sink(0.25, &file);
-        let input = CheckInput {
-            request_id: "r".into(),
-            ..Default::default()
-        };
+        let input = CheckInput { request_id: "r".into(), ..Default::default() };
         let allow = Decision {
-            outcome: Outcome::Allow {
-                set_headers: vec![],
-                remove_headers: vec![],
-            },
+            outcome: Outcome::Allow { set_headers: vec![], remove_headers: vec![] },
             context: Default::default(),
         };
         let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());

@@ -9,9 +9,8 @@ pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";
 
 /// Histogram buckets from 25 µs to 1 s.
-const DURATION_BUCKETS: [f64; 14] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
+const DURATION_BUCKETS: [f64; 14] =
+    [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

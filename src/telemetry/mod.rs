@@ -48,10 +48,9 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
             .with_writer(redact::RedactingStderr)
             .with_filter(filter)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(redact::RedactingStderr)
-            .with_filter(filter)
-            .boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_writer(redact::RedactingStderr).with_filter(filter).boxed()
+        }
     };
     let provider = otlp_endpoint.map(tracing_otel::provider).transpose()?;
     let traces = provider.as_ref().map(|p| {

@@ -19,9 +19,7 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 
 /// Returns `text` with every credential-shaped run replaced.
 pub fn scrub(text: &str) -> String {
-    PATTERNS.iter().fold(text.to_string(), |acc, (re, replacement)| {
-        re.replace_all(&acc, *replacement).into_owned()
-    })
+    PATTERNS.iter().fold(text.to_string(), |acc, (re, replacement)| re.replace_all(&acc, *replacement).into_owned())
 }
 
 /// A writer that scrubs each formatted log line before it reaches stderr.
@@ -60,10 +58,7 @@ mod tests {
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
         let cases = [
             (format!("token={jwt} end"), "token=[redacted] end"),
-            (
-                "authorization: Bearer abc.def-ghi".to_string(),
-                "authorization: Bearer [redacted]",
-            ),
+            ("authorization: Bearer abc.def-ghi".to_string(), "authorization: Bearer [redacted]"),
             ("header BEARER%20xyz".to_string(), "header BEARER [redacted]"),
             ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
             ("plain text stays".to_string(), "plain text stays"),

@@ -48,10 +48,7 @@ pub fn provider(endpoint: &str) -> Result<SdkTracerProvider, OtelError> {
         .build()
         .map_err(|e| OtelError(e.to_string()))?;
     let resource = Resource::builder().with_service_name("portcullis").build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(OnRuntime { inner, runtime })
-        .with_resource(resource)
-        .build())
+    Ok(SdkTracerProvider::builder().with_batch_exporter(OnRuntime { inner, runtime }).with_resource(resource).build())
 }
 
 pub fn tracer(provider: &SdkTracerProvider) -> opentelemetry_sdk::trace::Tracer {
@@ -62,11 +59,7 @@ struct Headers<'a>(&'a CheckInput);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .headers
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
+        self.0.headers.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -67,11 +67,7 @@ pub fn sign_rsa_other(kid: Option<&str>, claims: &Value) -> String {
 /// A token with an arbitrary JOSE header, signed over that header with `alg` under the RSA key
 /// (or unsigned when `signature` is given).
 pub fn with_raw_header(header: &Value, claims: &Value, signature: Option<&str>) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let sig = match signature {
         Some(s) => s.to_string(),
         None => {
@@ -85,11 +81,7 @@ pub fn with_raw_header(header: &Value, claims: &Value, signature: Option<&str>) 
 /// HS256 keyed with the RSA public key's PEM text: the classic algorithm-confusion attack.
 pub fn hs256_with_public_key(claims: &Value) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"});
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let key = EncodingKey::from_secret(&read("rsa.pub.pem"));
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).expect("sign");
     format!("{input}.{sig}")
@@ -109,15 +101,7 @@ pub struct Case {
 }
 
 fn case(name: &str, path: &str, headers: Vec<(String, String)>, status: u16, reason: &'static str) -> Case {
-    Case {
-        name: name.into(),
-        method: "GET",
-        path: path.into(),
-        headers,
-        status,
-        reason,
-        user: None,
-    }
+    Case { name: name.into(), method: "GET", path: path.into(), headers, status, reason, user: None }
 }
 
 fn bearer(token: &str) -> Vec<(String, String)> {
@@ -138,24 +122,9 @@ pub fn cases(now: i64) -> Vec<Case> {
         k.user = Some(user.into());
         k
     };
-    out.push(allow(
-        "rs256",
-        "/api/items",
-        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("alice-rs"))),
-        "alice-rs",
-    ));
-    out.push(allow(
-        "es256",
-        "/api/items",
-        bearer(&sign(Algorithm::ES256, Some("ec-1"), &c("alice-es"))),
-        "alice-es",
-    ));
-    out.push(allow(
-        "eddsa",
-        "/api/items",
-        bearer(&sign(Algorithm::EdDSA, Some("ed-1"), &c("alice-ed"))),
-        "alice-ed",
-    ));
+    out.push(allow("rs256", "/api/items", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c("alice-rs"))), "alice-rs"));
+    out.push(allow("es256", "/api/items", bearer(&sign(Algorithm::ES256, Some("ec-1"), &c("alice-es"))), "alice-es"));
+    out.push(allow("eddsa", "/api/items", bearer(&sign(Algorithm::EdDSA, Some("ed-1"), &c("alice-ed"))), "alice-ed"));
     out.push(allow(
         "pem issuer",
         "/api/items",
@@ -170,36 +139,17 @@ pub fn cases(now: i64) -> Vec<Case> {
     ));
     let mut admin = c("root");
     admin["roles"] = json!(["admin"]);
-    out.push(allow(
-        "admin role",
-        "/admin/panel",
-        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &admin)),
-        "root",
-    ));
+    out.push(allow("admin role", "/admin/panel", bearer(&sign(Algorithm::RS256, Some("rsa-1"), &admin)), "root"));
     let cookie = vec![(
         "cookie".into(),
-        format!(
-            "theme=dark; session_jwt={}",
-            sign(Algorithm::EdDSA, Some("ed-1"), &c("cookie-user"))
-        ),
+        format!("theme=dark; session_jwt={}", sign(Algorithm::EdDSA, Some("ed-1"), &c("cookie-user"))),
     )];
     out.push(allow("cookie", "/api/items", cookie, "cookie-user"));
-    let mut public = case(
-        "public route strips identity",
-        "/public/page",
-        spoofed(vec![]),
-        200,
-        "allowed",
-    );
+    let mut public = case("public route strips identity", "/public/page", spoofed(vec![]), 200, "allowed");
     public.user = None;
     out.push(public);
-    let mut public_with_token = case(
-        "public route ignores token",
-        "/public/page",
-        spoofed(bearer("garbage")),
-        200,
-        "allowed",
-    );
+    let mut public_with_token =
+        case("public route ignores token", "/public/page", spoofed(bearer("garbage")), 200, "allowed");
     public_with_token.user = None;
     out.push(public_with_token);
 
@@ -260,21 +210,9 @@ pub fn cases(now: i64) -> Vec<Case> {
     ));
     for alg in ["none", "None", "NONE", "nOnE"] {
         let token = with_raw_header(&json!({"alg": alg, "typ": "JWT"}), &c("bob"), Some(""));
-        out.push(case(
-            &format!("alg {alg} empty signature"),
-            "/api/items",
-            bearer(&token),
-            401,
-            "token_invalid",
-        ));
+        out.push(case(&format!("alg {alg} empty signature"), "/api/items", bearer(&token), 401, "token_invalid"));
         let token = with_raw_header(&json!({"alg": alg, "typ": "JWT"}), &c("bob"), Some("c2ln"));
-        out.push(case(
-            &format!("alg {alg}"),
-            "/api/items",
-            bearer(&token),
-            401,
-            "token_invalid",
-        ));
+        out.push(case(&format!("alg {alg}"), "/api/items", bearer(&token), 401, "token_invalid"));
     }
     out.push(case(
         "HS256 keyed with the RSA public key",
@@ -286,13 +224,7 @@ pub fn cases(now: i64) -> Vec<Case> {
     let good = sign(Algorithm::RS256, Some("rsa-1"), &c("bob"));
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!("{}.{}.{}", parts[0], b64(c("root").to_string().as_bytes()), parts[2]);
-    out.push(case(
-        "tampered payload",
-        "/api/items",
-        bearer(&tampered),
-        401,
-        "token_invalid",
-    ));
+    out.push(case("tampered payload", "/api/items", bearer(&tampered), 401, "token_invalid"));
     out.push(case(
         "unknown kid",
         "/api/items",
@@ -318,11 +250,7 @@ pub fn cases(now: i64) -> Vec<Case> {
         401,
         "token_invalid",
     ));
-    let crit = with_raw_header(
-        &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}),
-        &c("bob"),
-        None,
-    );
+    let crit = with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}), &c("bob"), None);
     out.push(case("crit header", "/api/items", bearer(&crit), 401, "token_invalid"));
     let jku = with_raw_header(
         &json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://evil.test/jwks.json"}),
@@ -356,46 +284,18 @@ pub fn cases(now: i64) -> Vec<Case> {
         "role_required",
     ));
     out.push(case("unmatched path", "/other", bearer(&good), 403, "no_route"));
-    out.push(case(
-        "prefix bounded at a segment",
-        "/apiX",
-        bearer(&good),
-        403,
-        "no_route",
-    ));
-    for path in [
-        "/public/../admin",
-        "/public/%2e%2e/admin",
-        "//admin",
-        "/public/./x",
-        "/%61dmin/panel",
-    ] {
+    out.push(case("prefix bounded at a segment", "/apiX", bearer(&good), 403, "no_route"));
+    for path in ["/public/../admin", "/public/%2e%2e/admin", "//admin", "/public/./x", "/%61dmin/panel"] {
         out.push(case(&format!("path {path}"), path, bearer(&good), 400, "path_invalid"));
     }
-    let two = vec![
-        ("authorization".into(), format!("Bearer {good}")),
-        ("authorization".into(), format!("Bearer {good}")),
-    ];
-    out.push(case(
-        "two authorization headers",
-        "/api/items",
-        two,
-        400,
-        "invalid_request",
-    ));
-    let mixed = vec![
-        ("authorization".into(), format!("Bearer {good}")),
-        ("cookie".into(), format!("session_jwt={good}")),
-    ];
+    let two =
+        vec![("authorization".into(), format!("Bearer {good}")), ("authorization".into(), format!("Bearer {good}"))];
+    out.push(case("two authorization headers", "/api/items", two, 400, "invalid_request"));
+    let mixed =
+        vec![("authorization".into(), format!("Bearer {good}")), ("cookie".into(), format!("session_jwt={good}"))];
     out.push(case("bearer and cookie", "/api/items", mixed, 400, "invalid_request"));
     let two_cookies = vec![("cookie".into(), format!("session_jwt={good}; session_jwt={good}"))];
-    out.push(case(
-        "two cookies of one name",
-        "/api/items",
-        two_cookies,
-        400,
-        "invalid_request",
-    ));
+    out.push(case("two cookies of one name", "/api/items", two_cookies, 400, "invalid_request"));
     let mut lower = case(
         "lowercase scheme",
         "/api/items",

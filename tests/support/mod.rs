@@ -9,12 +9,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it).
+/// A port that was free a moment ago, for processes that must be told their port up front.
+/// Drawn below the kernel's ephemeral range (32768 and up), so no `bind(0)` or outgoing
+/// connection elsewhere in the test run can take it between this check and its use.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) ^ SystemTimeSeed::nanos();
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20_000 + (n.wrapping_mul(2_654_435_761) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
+}
+
+struct SystemTimeSeed;
+
+impl SystemTimeSeed {
+    fn nanos() -> u32 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    }
 }
 
 /// A fresh scratch folder under the system temp dir.
@@ -63,10 +80,7 @@ impl Proc {
 
     pub fn stop(&mut self) {
         // SIGTERM first so the server drains; then make sure.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -90,10 +104,8 @@ impl Drop for Proc {
 pub fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Some(r) = raw_http(
-            addr,
-            &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"),
-        ) && r.status == 200
+        if let Some(r) = raw_http(addr, &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"))
+            && r.status == 200
         {
             return true;
         }
@@ -130,11 +142,7 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Some(HttpResponse {
-        status,
-        headers,
-        body: body.to_string(),
-    })
+    Some(HttpResponse { status, headers, body: body.to_string() })
 }
 
 /// The Envoy binary: `$PORTCULLIS_ENVOY`, the project venv's, or `envoy` on PATH. Never skipped:
@@ -159,18 +167,29 @@ pub struct Portcullis {
     pub proc: Proc,
     pub grpc: SocketAddr,
     pub health: SocketAddr,
+    pub admin: SocketAddr,
     pub config: PathBuf,
 }
+
+/// The admin token every [`Portcullis`] test process is given.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 impl Portcullis {
     /// Writes the test policy plus `extra` YAML into `dir` and serves it.
     pub fn start(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Portcullis {
         let grpc_port = free_port();
         let health_port = free_port();
+        let admin_port = free_port();
         let config = dir.join("policy.yaml");
+        let token_file = dir.join("admin-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
         let text = format!(
-            "{}\n{extra}\n",
-            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)
+            "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
+            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port).replace(
+                &format!("health: \"127.0.0.1:{health_port}\""),
+                &format!("health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\""),
+            ),
+            token_file.display()
         );
         std::fs::write(&config, text).expect("write policy");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -180,31 +199,26 @@ impl Portcullis {
         }
         let proc = Proc::spawn(&mut cmd, dir, "portcullis");
         let health = SocketAddr::from(([127, 0, 0, 1], health_port));
-        assert!(
-            wait_http_ok(health, "/readyz", Duration::from_secs(20)),
-            "portcullis not ready:\n{}",
-            proc.output()
-        );
-        Portcullis {
-            proc,
-            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            health,
-            config,
-        }
+        assert!(wait_http_ok(health, "/readyz", Duration::from_secs(20)), "portcullis not ready:\n{}", proc.output());
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        Portcullis { proc, grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)), health, admin, config }
     }
 
     pub fn get(&self, path: &str) -> Option<HttpResponse> {
-        raw_http(
-            self.health,
-            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
-        )
+        raw_http(self.health, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
+    }
+
+    /// A JSON request to the admin API with the admin token.
+    pub fn admin_request(&self, method: &str, path: &str, body: &str) -> Option<HttpResponse> {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        raw_http(self.admin, &request)
     }
 
     /// Sends a signal (`TERM`, `HUP`) to the process.
     pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.proc.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(self.proc.child.id().to_string()).status();
     }
 }

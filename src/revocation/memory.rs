@@ -1,0 +1,116 @@
+//! The in-memory revocation store, indexed for O(1) checks on the hot path.
+
+use super::{Revocation, RevocationStore, StoreError};
+use crate::decision::{RevocationCheck, UnixTime, VerifiedToken};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+type Issuer = String;
+
+#[derive(Default)]
+struct Index {
+    jti: HashMap<(Issuer, String), i64>,
+    /// (iss, sub) → (before, expires_at); a later revocation with a later `before` wins.
+    subject: HashMap<(Issuer, String), (i64, i64)>,
+    session: HashMap<(Issuer, String), i64>,
+}
+
+#[derive(Default)]
+pub struct MemoryRevocations {
+    index: RwLock<Index>,
+}
+
+impl std::fmt::Debug for MemoryRevocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRevocations").finish_non_exhaustive()
+    }
+}
+
+impl MemoryRevocations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies a revocation to local state (also used by replicated backends).
+    pub fn apply(&self, revocation: Revocation) {
+        let Ok(mut index) = self.index.write() else { return };
+        match revocation {
+            Revocation::Jti { iss, jti, expires_at } => {
+                let e = index.jti.entry((iss, jti)).or_insert(expires_at);
+                *e = (*e).max(expires_at);
+            }
+            Revocation::Subject { iss, sub, before, expires_at } => {
+                let e = index.subject.entry((iss, sub)).or_insert((before, expires_at));
+                *e = (e.0.max(before), e.1.max(expires_at));
+            }
+            Revocation::Session { iss, sid, expires_at } => {
+                let e = index.session.entry((iss, sid)).or_insert(expires_at);
+                *e = (*e).max(expires_at);
+            }
+        }
+    }
+}
+
+impl RevocationCheck for MemoryRevocations {
+    fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str> {
+        // A poisoned lock means a writer panicked mid-update: refuse rather than guess.
+        let Ok(index) = self.index.read() else { return Some("revocation state unavailable") };
+        let iss = token.iss.to_string();
+        let live = |expires_at: &i64| *expires_at > now.0;
+        let claim = |name: &str| token.claims.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        if let Some(jti) = claim("jti")
+            && index.jti.get(&(iss.clone(), jti)).is_some_and(live)
+        {
+            return Some("jti revoked");
+        }
+        if let Some((before, expires_at)) = index.subject.get(&(iss.clone(), token.subject.0.clone()))
+            && live(expires_at)
+            && token.iat.is_none_or(|iat| iat <= *before)
+        {
+            return Some("subject revoked");
+        }
+        if let Some(sid) = claim("sid")
+            && index.session.get(&(iss, sid)).is_some_and(live)
+        {
+            return Some("session revoked");
+        }
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for MemoryRevocations {
+    async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
+        self.apply(revocation);
+        Ok(())
+    }
+
+    fn list(&self, now: UnixTime) -> Vec<Revocation> {
+        let Ok(index) = self.index.read() else { return Vec::new() };
+        let mut out = Vec::new();
+        for ((iss, jti), expires_at) in &index.jti {
+            out.push(Revocation::Jti { iss: iss.clone(), jti: jti.clone(), expires_at: *expires_at });
+        }
+        for ((iss, sub), (before, expires_at)) in &index.subject {
+            out.push(Revocation::Subject {
+                iss: iss.clone(),
+                sub: sub.clone(),
+                before: *before,
+                expires_at: *expires_at,
+            });
+        }
+        for ((iss, sid), expires_at) in &index.session {
+            out.push(Revocation::Session { iss: iss.clone(), sid: sid.clone(), expires_at: *expires_at });
+        }
+        out.retain(|r| r.expires_at() > now.0);
+        out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        out
+    }
+
+    fn purge_expired(&self, now: UnixTime) {
+        let Ok(mut index) = self.index.write() else { return };
+        index.jti.retain(|_, e| *e > now.0);
+        index.subject.retain(|_, (_, e)| *e > now.0);
+        index.session.retain(|_, e| *e > now.0);
+    }
+}

@@ -1,0 +1,62 @@
+//! Revocations: by `jti`, by subject issued at or before a time, by session id. Read on every
+//! request from local memory; written through a [`RevocationStore`] (memory now, Redis later).
+
+mod memory;
+
+pub use memory::MemoryRevocations;
+
+use crate::decision::{RevocationCheck, UnixTime};
+use serde::{Deserialize, Serialize};
+
+/// One revocation. Times are Unix seconds; `expires_at` is when the entry can be forgotten
+/// because no token it covers can still be valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revocation {
+    Jti {
+        iss: String,
+        jti: String,
+        expires_at: i64,
+    },
+    /// Tokens of (iss, sub) with `iat <= before` (and tokens without `iat`) are refused.
+    Subject {
+        iss: String,
+        sub: String,
+        before: i64,
+        expires_at: i64,
+    },
+    Session {
+        iss: String,
+        sid: String,
+        expires_at: i64,
+    },
+}
+
+impl Revocation {
+    pub fn expires_at(&self) -> i64 {
+        match self {
+            Self::Jti { expires_at, .. } | Self::Subject { expires_at, .. } | Self::Session { expires_at, .. } => {
+                *expires_at
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not persist the change; nothing was applied.
+    #[error("revocation store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where revocations are written. Reads on the hot path go through [`RevocationCheck`] and
+/// never wait on a backend.
+#[async_trait::async_trait]
+pub trait RevocationStore: RevocationCheck + Send + Sync {
+    /// Persists and applies one revocation; returns only once it is durable for this backend.
+    async fn add(&self, revocation: Revocation) -> Result<(), StoreError>;
+    /// Every live revocation.
+    fn list(&self, now: UnixTime) -> Vec<Revocation>;
+    /// Forgets revocations whose `expires_at` has passed.
+    fn purge_expired(&self, now: UnixTime);
+}

@@ -1,0 +1,197 @@
+//! The admin API (`listen.admin`): revocations and the claims cache. Every request needs the
+//! admin token (constant-time compare, no loopback exemption); a refused request changes nothing.
+
+use super::authz::AppState;
+use crate::config::AdminToken;
+use crate::revocation::Revocation;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Longest identifier accepted in a request body.
+const MAX_ID: usize = 1024;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub app: Arc<AppState>,
+    pub token: AdminToken,
+    pub longest_token_lifetime: Duration,
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = (status, axum::Json(json!({ "error": message.into() }))).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
+    match presented {
+        Some(token) if state.token.matches(token) => next.run(request).await,
+        _ => {
+            let mut response = problem(StatusCode::UNAUTHORIZED, "a valid admin token is required");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis-admin\""));
+            response
+        }
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/revocations", get(list_revocations).post(add_revocation))
+        .route("/v1/cache", delete(clear_cache))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("{field}: \"{value}\" is not an RFC 3339 time"))
+}
+
+fn revocation_json(r: &Revocation) -> Value {
+    match r {
+        Revocation::Jti { iss, jti, expires_at } => json!({"jti": jti, "iss": iss, "expires_at": rfc3339(*expires_at)}),
+        Revocation::Subject { iss, sub, before, expires_at } => {
+            json!({"sub": sub, "iss": iss, "before": rfc3339(*before), "expires_at": rfc3339(*expires_at)})
+        }
+        Revocation::Session { iss, sid, expires_at } => {
+            json!({"sid": sid, "iss": iss, "expires_at": rfc3339(*expires_at)})
+        }
+    }
+}
+
+async fn list_revocations(State(state): State<AdminState>) -> Response {
+    let now = state.app.clock.now();
+    let items: Vec<Value> = state.app.revocations.list(now).iter().map(revocation_json).collect();
+    (StatusCode::OK, axum::Json(json!({ "revocations": items }))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    jti: Option<String>,
+    sub: Option<String>,
+    sid: Option<String>,
+    tenant: Option<String>,
+    iss: Option<String>,
+    before: Option<String>,
+    expires_at: Option<String>,
+}
+
+/// The issuer a request names, or the only configured one.
+fn resolve_issuer(state: &AdminState, iss: Option<&str>) -> Result<String, String> {
+    let snapshot = state.app.snapshot.load();
+    let issuers: Vec<&str> = snapshot.verifier.issuers.iter().map(|i| &*i.issuer).collect();
+    match (iss, issuers.as_slice()) {
+        (Some(iss), _) if issuers.contains(&iss) => Ok(iss.to_string()),
+        (Some(iss), _) => Err(format!("iss: \"{iss}\" is not a configured issuer")),
+        (None, [only]) => Ok(only.to_string()),
+        (None, _) => Err("iss is required when several issuers are configured".to_string()),
+    }
+}
+
+/// The revocation a request asks for, or why the request is malformed (answered 400).
+fn revocation_from(state: &AdminState, body: RevocationBody) -> Result<Revocation, String> {
+    let now = state.app.clock.now().0;
+    let ids = [("jti", &body.jti), ("sub", &body.sub), ("sid", &body.sid), ("tenant", &body.tenant)];
+    let given: Vec<(&str, &String)> = ids.iter().filter_map(|(n, v)| v.as_ref().map(|v| (*n, v))).collect();
+    let [(kind, id)] = given.as_slice() else {
+        return Err("exactly one of jti, sub, sid or tenant is required".to_string());
+    };
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(format!("{kind} must be 1 to {MAX_ID} characters"));
+    }
+    if *kind == "tenant" {
+        return Err("tenant revocation is not yet supported".to_string());
+    }
+    if body.before.is_some() && *kind != "sub" {
+        return Err("before applies only to sub".to_string());
+    }
+    let iss = resolve_issuer(state, body.iss.as_deref())?;
+    let lifetime = state.longest_token_lifetime.as_secs() as i64;
+    let before = body.before.as_deref().map(|b| parse_time("before", b)).transpose()?.unwrap_or(now);
+    let default_expiry = if *kind == "sub" { before.max(now) + lifetime } else { now + lifetime };
+    let expires_at =
+        body.expires_at.as_deref().map(|e| parse_time("expires_at", e)).transpose()?.unwrap_or(default_expiry);
+    if expires_at <= now {
+        return Err("expires_at must be in the future".to_string());
+    }
+    let id = id.to_string();
+    Ok(match *kind {
+        "jti" => Revocation::Jti { iss, jti: id, expires_at },
+        "sub" => Revocation::Subject { iss, sub: id, before, expires_at },
+        _ => Revocation::Session { iss, sid: id, expires_at },
+    })
+}
+
+async fn add_revocation(State(state): State<AdminState>, body: Bytes) -> Response {
+    let parsed: RevocationBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+    };
+    let revocation = match revocation_from(&state, parsed) {
+        Ok(r) => r,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    match state.app.revocations.add(revocation.clone()).await {
+        Ok(()) => {
+            tracing::info!(target: "portcullis::admin", revocation = ?revocation, "revocation added");
+            (StatusCode::CREATED, axum::Json(revocation_json(&revocation))).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheQuery {
+    sub: Option<String>,
+    iss: Option<String>,
+    tenant: Option<String>,
+}
+
+async fn clear_cache(
+    State(state): State<AdminState>,
+    query: Result<Query<CacheQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return problem(StatusCode::BAD_REQUEST, "query: only sub, iss and tenant are accepted");
+    };
+    let cache = &state.app.cache;
+    match (query.sub, query.iss, query.tenant) {
+        (None, None, None) => {
+            cache.clear();
+            (StatusCode::OK, axum::Json(json!({"cleared": "all"}))).into_response()
+        }
+        (Some(sub), iss, None) => match cache.invalidate_subject(&sub, iss.as_deref()) {
+            Ok(()) => (StatusCode::OK, axum::Json(json!({"cleared": {"sub": sub, "iss": iss}}))).into_response(),
+            Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        (None, Some(_), None) => problem(StatusCode::BAD_REQUEST, "iss needs sub"),
+        (_, _, Some(_)) => problem(StatusCode::BAD_REQUEST, "clearing by tenant is not yet supported"),
+    }
+}

@@ -1,0 +1,238 @@
+//! The revocation behaviour suite on the memory store, the claims cache under concurrency and
+//! a moving clock, and the admin API's refusals.
+
+#[path = "support/revocation_suite.rs"]
+mod revocation_suite;
+mod support;
+
+use portcullis::clock::Clock;
+use portcullis::config::parse_and_validate;
+use portcullis::decision::UnixTime;
+use portcullis::revocation::MemoryRevocations;
+use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
+use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use portcullis::server::{AppState, ServeOptions, Server};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{corpus, raw_http, scratch};
+
+#[tokio::test]
+async fn memory_store_behaviour() {
+    revocation_suite::run(&MemoryRevocations::new()).await;
+}
+
+/// A clock the test moves.
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        UnixTime(self.0.load(Ordering::SeqCst))
+    }
+}
+
+fn wall() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+struct Running {
+    state: Arc<AppState>,
+    admin: SocketAddr,
+    clock: Arc<TestClock>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    dir: std::path::PathBuf,
+}
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+async fn start(extra: &str) -> Running {
+    let dir = scratch("rev");
+    std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("token file");
+    let text = format!(
+        "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
+        support::policy_with_ports("127.0.0.1:0", 0)
+            .replace("health: \"127.0.0.1:0\"", "health: \"127.0.0.1:0\", admin: \"127.0.0.1:0\""),
+        dir.join("admin-token").display()
+    );
+    let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    let clock = Arc::new(TestClock(AtomicI64::new(wall())));
+    let options = ServeOptions { clock: clock.clone(), ..ServeOptions::default() };
+    let server = Server::bind_with(&settings, options).await.expect("bind");
+    let admin = server.admin_addr().expect("admin listener");
+    let state = server.state();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running { state, admin, clock, _stop: stop, dir }
+}
+
+fn status(resp: &CheckResponse) -> (u16, String) {
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    }
+}
+
+async fn check(state: &AppState, token: &str) -> (u16, String) {
+    let bearer = format!("Bearer {token}");
+    status(&state.check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map)).await)
+}
+
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+fn verifications(issuer: &str, result: &str) -> f64 {
+    let handle = portcullis::telemetry::metrics::install().expect("recorder");
+    counter(
+        &handle.render(),
+        &format!("portcullis_jwt_verifications_total{{issuer=\"{issuer}\",result=\"{result}\"}} "),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_negative_ttl() {
+    portcullis::telemetry::metrics::install();
+    let server = start("").await;
+    // This test alone uses the PEM and HMAC issuers, so their counters are its own.
+    let token = corpus::sign_pem_issuer(&corpus::claims(corpus::PEM_ISSUER, "flash", wall()));
+    let before = verifications(corpus::PEM_ISSUER, "ok");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (state, token) = (server.state.clone(), token.clone());
+        tasks.push(tokio::spawn(async move { check(&state, &token).await.0 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    let verified = verifications(corpus::PEM_ISSUER, "ok") - before;
+    println!("200 concurrent identical checks: {verified} signature verification(s)");
+    assert_eq!(verified, 1.0);
+
+    let good = corpus::sign(jsonwebtoken::Algorithm::HS256, None, &corpus::claims(corpus::HMAC_ISSUER, "x", wall()));
+    let parts: Vec<&str> = good.split('.').collect();
+    let forged_payload = corpus::claims(corpus::HMAC_ISSUER, "root", wall()).to_string();
+    use base64::Engine;
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_payload),
+        parts[2]
+    );
+    let before = verifications(corpus::HMAC_ISSUER, "bad_signature");
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(6500) {
+        assert_eq!(check(&server.state, &tampered).await, (401, "token_invalid".to_string()));
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let verified = verifications(corpus::HMAC_ISSUER, "bad_signature") - before;
+    println!("tampered flood: {sent} checks in {:?}, {verified} verifications", started.elapsed());
+    assert!((1.0..=2.0).contains(&verified), "one verification per 5 s negative TTL, got {verified}");
+    let _ = std::fs::remove_dir_all(&server.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_entry_is_refused_once_exp_passes() {
+    let server = start("cache: { ttl: 10m, max_entries: 1000 }").await;
+    let now = server.clock.now().0;
+    let mut claims = corpus::claims(corpus::ISSUER, "short-lived", now);
+    claims["exp"] = serde_json::json!(now + 60);
+    let token = corpus::sign(jsonwebtoken::Algorithm::EdDSA, Some("ed-1"), &claims);
+    assert_eq!(check(&server.state, &token).await.0, 200);
+    assert_eq!(check(&server.state, &token).await.0, 200, "served from the cache");
+    // Past exp and the 30 s leeway on the injected clock; the cache entry's own TTL has not run out.
+    server.clock.0.store(now + 60 + 31, Ordering::SeqCst);
+    assert_eq!(check(&server.state, &token).await, (401, "token_expired".to_string()));
+    let _ = std::fs::remove_dir_all(&server.dir);
+}
+
+fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> support::HttpResponse {
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_http(addr, &request).expect("admin response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_refuses_without_the_token_and_rejects_malformed_bodies() {
+    let server = start("").await;
+    let addr = server.admin;
+    let list = move |token| {
+        let r = admin(addr, "GET", "/v1/revocations", token, "");
+        (r.status, r.body)
+    };
+    let valid = format!(r#"{{"jti":"j-admin","iss":"{}"}}"#, corpus::ISSUER);
+    let results = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for token in [None, Some("wrong-token-wrong-token"), Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1])] {
+            out.push(("unauthorized POST", admin(addr, "POST", "/v1/revocations", token, &valid).status, 401));
+            out.push(("unauthorized DELETE", admin(addr, "DELETE", "/v1/cache", token, "").status, 401));
+        }
+        out.push(("empty list", list(Some(ADMIN_TOKEN)).0, 200));
+        let t = Some(ADMIN_TOKEN);
+        let bad = [
+            "not json",
+            "{}",
+            r#"{"jti":"a","sub":"b"}"#,
+            r#"{"jti":"a","iss":"https://unknown.test/"}"#,
+            r#"{"jti":"a"}"#,
+            r#"{"sub":"a","iss":"https://issuer.test/","before":"yesterday"}"#,
+            r#"{"jti":"a","iss":"https://issuer.test/","expires_at":"2001-01-01T00:00:00Z"}"#,
+            r#"{"jti":"a","iss":"https://issuer.test/","surprise":1}"#,
+            r#"{"jti":"","iss":"https://issuer.test/"}"#,
+            r#"{"sid":"a","iss":"https://issuer.test/","before":"2030-01-01T00:00:00Z"}"#,
+        ];
+        for body in bad {
+            out.push(("malformed", admin(addr, "POST", "/v1/revocations", t, body).status, 400));
+        }
+        out.push(("bad cache query", admin(addr, "DELETE", "/v1/cache?iss=x", t, "").status, 400));
+        out.push(("created", admin(addr, "POST", "/v1/revocations", t, &valid).status, 201));
+        out.push(("clear cache", admin(addr, "DELETE", "/v1/cache", t, "").status, 200));
+        out.push((
+            "clear subject",
+            admin(addr, "DELETE", "/v1/cache?sub=alice&iss=https://issuer.test/", t, "").status,
+            200,
+        ));
+        (out, list(Some(ADMIN_TOKEN)))
+    })
+    .await
+    .expect("admin calls");
+    let (calls, (status, body)) = results;
+    for (what, got, want) in calls {
+        assert_eq!(got, want, "{what}");
+    }
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let items = listed["revocations"].as_array().expect("array");
+    assert_eq!(items.len(), 1, "only the authorized, well-formed revocation was stored: {body}");
+    assert_eq!(items[0]["jti"], "j-admin");
+    assert!(items[0]["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {body}");
+    let _ = std::fs::remove_dir_all(&server.dir);
+}
+
+#[test]
+fn the_openapi_file_documents_every_admin_route() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-openapi.yaml")).expect("openapi");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for (path, method) in [("/v1/revocations", "get"), ("/v1/revocations", "post"), ("/v1/cache", "delete")] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} undocumented");
+        assert!(doc["paths"][path][method]["responses"]["401"].is_object(), "{method} {path}: 401 undocumented");
+    }
+}

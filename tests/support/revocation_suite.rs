@@ -1,0 +1,82 @@
+//! The behaviour every revocation store must show. Each backend's test calls [`run`] with a
+//! fresh, empty store.
+#![allow(dead_code)]
+
+use portcullis::decision::{IssuerId, Subject, UnixTime, VerifiedToken};
+use portcullis::revocation::{Revocation, RevocationStore};
+use serde_json::json;
+use std::sync::Arc;
+
+const ISS: &str = "https://issuer.test/";
+const OTHER: &str = "https://other.test/";
+const NOW: i64 = 1_790_000_000;
+
+fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option<i64>) -> VerifiedToken {
+    let mut claims = json!({ "iss": iss, "sub": sub });
+    if let Some(jti) = jti {
+        claims["jti"] = json!(jti);
+    }
+    if let Some(sid) = sid {
+        claims["sid"] = json!(sid);
+    }
+    VerifiedToken {
+        issuer: IssuerId(0),
+        iss: Arc::from(iss),
+        subject: Subject(sub.into()),
+        claims: Arc::new(claims),
+        exp: NOW + 3600,
+        nbf: None,
+        iat,
+    }
+}
+
+/// Runs the whole suite against `store`, which must start empty.
+pub async fn run(store: &dyn RevocationStore) {
+    let at = UnixTime(NOW);
+    let alice = token(ISS, "alice", Some("j1"), Some("s1"), Some(NOW - 100));
+    assert_eq!(store.revoked(&alice, at), None, "an empty store revokes nothing");
+    assert!(store.list(at).is_empty());
+
+    // jti: exact (iss, jti), until its expiry.
+    store.add(Revocation::Jti { iss: ISS.into(), jti: "j1".into(), expires_at: NOW + 60 }).await.expect("add jti");
+    assert!(store.revoked(&alice, at).is_some(), "revoked jti");
+    assert_eq!(store.revoked(&token(ISS, "alice", Some("j2"), None, Some(NOW)), at), None, "other jti");
+    assert_eq!(store.revoked(&token(OTHER, "alice", Some("j1"), None, Some(NOW)), at), None, "same jti, other issuer");
+    assert_eq!(store.revoked(&alice, UnixTime(NOW + 61)), None, "a jti revocation ends at expires_at");
+
+    // subject before T: older tokens and tokens without iat refused, newer ones pass.
+    store
+        .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 50, expires_at: NOW + 600 })
+        .await
+        .expect("add subject");
+    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "issued before T");
+    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 50)), at).is_some(), "issued at T");
+    assert!(store.revoked(&token(ISS, "bob", None, None, None), at).is_some(), "no iat while it lives");
+    assert_eq!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 49)), at), None, "issued after T");
+    assert_eq!(store.revoked(&token(OTHER, "bob", None, None, Some(NOW - 60)), at), None, "subjects are per issuer");
+    assert_eq!(store.revoked(&token(ISS, "bobby", None, None, Some(NOW - 60)), at), None, "exact subject");
+
+    // A later `before` for the same subject extends it; an earlier one never shortens it.
+    store
+        .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 10, expires_at: NOW + 600 })
+        .await
+        .expect("add subject again");
+    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some());
+    store
+        .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 500, expires_at: NOW + 600 })
+        .await
+        .expect("add older subject");
+    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some(), "not shortened");
+
+    // session id.
+    store.add(Revocation::Session { iss: ISS.into(), sid: "s9".into(), expires_at: NOW + 60 }).await.expect("add sid");
+    assert!(store.revoked(&token(ISS, "carol", Some("j5"), Some("s9"), Some(NOW)), at).is_some(), "revoked session");
+    assert_eq!(store.revoked(&token(ISS, "carol", Some("j5"), Some("s8"), Some(NOW)), at), None, "other session");
+
+    // Listing shows live entries; purging forgets expired ones.
+    assert_eq!(store.list(at).len(), 3, "{:?}", store.list(at));
+    assert_eq!(store.list(UnixTime(NOW + 100)).len(), 1, "only the subject revocation outlives 100 s");
+    store.purge_expired(UnixTime(NOW + 100));
+    assert_eq!(store.list(at).len(), 1, "expired entries purged");
+    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "live entries kept");
+}
