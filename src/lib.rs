@@ -10,6 +10,7 @@ pub mod dev;
 pub mod jwt;
 pub mod revocation;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 
 /// The shared token corpus (also compiled into the integration tests).

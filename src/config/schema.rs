@@ -232,6 +232,7 @@ pub struct RawState {
     pub password_file: Option<String>,
     pub max_staleness: Option<String>,
     pub fail_open_when_stale: Option<bool>,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

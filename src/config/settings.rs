@@ -2,6 +2,7 @@
 
 use super::listen::ListenAddr;
 use crate::cache::CacheSettings;
+use crate::state::StateBackend;
 use crate::decision::Policy;
 use crate::jwt::Verifier;
 use crate::jwt::fetch::JwksJob;
@@ -47,6 +48,7 @@ pub struct Settings {
     pub admin: Option<AdminSettings>,
     /// Default lifetime of a revocation: the longest any accepted token can live.
     pub longest_token_lifetime: Duration,
+    pub state: StateBackend,
     /// Every file this configuration was read from (the policy and the files it names), for
     /// hot reload.
     pub sources: Vec<PathBuf>,

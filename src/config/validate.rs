@@ -5,6 +5,7 @@ use super::schema::*;
 use super::settings::{LogFormat, Settings, Snapshot};
 use super::{ConfigError, Problems};
 use crate::cache::CacheSettings;
+use crate::state::{RedisSettings, Secret, StateBackend};
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
@@ -123,19 +124,7 @@ impl Validator {
                 self.not_yet(path);
             }
         }
-        if let Some(state) = &raw.state {
-            match state.backend.as_str() {
-                "memory" => {}
-                "redis" => self.not_yet("state.backend"),
-                other => self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)")),
-            }
-            if state.url.is_some() || state.username.is_some() || state.password_file.is_some() {
-                self.not_yet("state.url");
-            }
-            if state.max_staleness.is_some() || state.fail_open_when_stale.is_some() {
-                self.not_yet("state.max_staleness");
-            }
-        }
+        let state = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
         let log_format = match raw.telemetry.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -185,6 +174,7 @@ impl Validator {
             cache,
             admin,
             longest_token_lifetime,
+            state,
             sources: std::mem::take(&mut self.sources),
         })
     }
@@ -210,6 +200,59 @@ impl Validator {
             return None;
         }
         Some(AdminSettings { addr: addr?, token: AdminToken::new(token) })
+    }
+
+    fn state(&mut self, raw: &RawState) -> StateBackend {
+        let redis_only = [
+            (raw.url.is_some(), "url"),
+            (raw.username.is_some(), "username"),
+            (raw.password_file.is_some(), "password_file"),
+            (raw.max_staleness.is_some(), "max_staleness"),
+            (raw.fail_open_when_stale.is_some(), "fail_open_when_stale"),
+            (raw.key_prefix.is_some(), "key_prefix"),
+        ];
+        match raw.backend.as_str() {
+            "memory" => {
+                for (present, field) in redis_only {
+                    if present {
+                        self.problems.add(format!("state.{field}"), "only applies with backend: redis");
+                    }
+                }
+                StateBackend::Memory
+            }
+            "redis" => {
+                let url = raw.url.clone().unwrap_or_default();
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    self.problems.add("state.url", "required with backend: redis (redis://host:port or rediss://host:port)");
+                } else if url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@')) {
+                    self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
+                }
+                let password = raw.password_file.as_ref().and_then(|f| {
+                    let bytes = self.read("state.password_file", f)?;
+                    Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
+                });
+                let max_staleness = self.duration("state.max_staleness", raw.max_staleness.as_deref(), Duration::from_secs(30));
+                if max_staleness < Duration::from_secs(1) {
+                    self.problems.add("state.max_staleness", "must be at least 1s");
+                }
+                let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "portcullis".into());
+                if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
+                    self.problems.add("state.key_prefix", "must be non-empty without glob characters or spaces");
+                }
+                StateBackend::Redis(RedisSettings {
+                    url,
+                    username: raw.username.clone(),
+                    password,
+                    key_prefix,
+                    max_staleness,
+                    fail_open_when_stale: raw.fail_open_when_stale.unwrap_or(false),
+                })
+            }
+            other => {
+                self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)"));
+                StateBackend::Memory
+            }
+        }
     }
 
     fn cache(&mut self, raw: Option<&RawCache>) -> CacheSettings {

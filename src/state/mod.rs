@@ -1,0 +1,96 @@
+//! Fleet state: where revocations (and later blocks, memberships, counters) live. `memory`
+//! keeps them in this process; `redis` stores every change in Redis with a TTL, appends it to
+//! one trimmed stream that every replica follows into its local state, and resyncs from the
+//! keys at start and after any reconnect. The hot path only ever reads local state.
+
+pub mod redis_store;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+pub const BACKEND_UP: &str = "portcullis_state_backend_up";
+pub const STREAM_LAG_SECONDS: &str = "portcullis_state_stream_lag_seconds";
+
+/// A secret read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` or `rediss://...`; credentials come from the fields below.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Prefix of every key and of the stream.
+    pub key_prefix: String,
+    pub max_staleness: Duration,
+    pub fail_open_when_stale: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    Redis(RedisSettings),
+}
+
+/// Contact bookkeeping between the Redis follower and the hot path.
+#[derive(Debug)]
+pub struct StateHealth {
+    last_contact_ms: AtomicI64,
+    synced: AtomicBool,
+    max_staleness_ms: i64,
+    fail_open: bool,
+}
+
+impl StateHealth {
+    pub fn new(max_staleness: Duration, fail_open: bool, now_ms: i64) -> Self {
+        Self {
+            // Start counting from launch: a replica that never reaches Redis goes stale too.
+            last_contact_ms: AtomicI64::new(now_ms),
+            synced: AtomicBool::new(false),
+            max_staleness_ms: max_staleness.as_millis() as i64,
+            fail_open,
+        }
+    }
+
+    pub fn contact(&self, now_ms: i64) {
+        self.last_contact_ms.fetch_max(now_ms, Ordering::AcqRel);
+        metrics::gauge!(BACKEND_UP).set(1.0);
+    }
+
+    pub fn lost(&self) {
+        metrics::gauge!(BACKEND_UP).set(0.0);
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Whether the first full resync has completed (readiness waits for it).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// True when checks must be refused: no contact for longer than `max_staleness` and no
+    /// explicit opt-in to answer anyway.
+    pub fn refuse_as_stale(&self, now_ms: i64) -> bool {
+        !self.fail_open && now_ms - self.last_contact_ms.load(Ordering::Acquire) > self.max_staleness_ms
+    }
+}
