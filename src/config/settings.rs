@@ -2,10 +2,10 @@
 
 use super::listen::ListenAddr;
 use crate::cache::CacheSettings;
-use crate::state::StateBackend;
 use crate::decision::Policy;
 use crate::jwt::Verifier;
 use crate::jwt::fetch::JwksJob;
+use crate::state::StateBackend;
 use crate::telemetry::audit::AuditSettings;
 use std::net::SocketAddr;
 use std::path::PathBuf;

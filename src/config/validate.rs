@@ -5,7 +5,6 @@ use super::schema::*;
 use super::settings::{LogFormat, Settings, Snapshot};
 use super::{ConfigError, Problems};
 use crate::cache::CacheSettings;
-use crate::state::{RedisSettings, Secret, StateBackend};
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
@@ -17,6 +16,7 @@ use crate::jwt::{
     Alg, AlgFamily, IssuerVerifier, KeySet, KeyStore, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks,
     keys_from_pem,
 };
+use crate::state::{RedisSettings, Secret, StateBackend};
 use crate::telemetry::audit::AuditSettings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -223,15 +223,20 @@ impl Validator {
             "redis" => {
                 let url = raw.url.clone().unwrap_or_default();
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    self.problems.add("state.url", "required with backend: redis (redis://host:port or rediss://host:port)");
-                } else if url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@')) {
+                    self.problems
+                        .add("state.url", "required with backend: redis (redis://host:port or rediss://host:port)");
+                } else if url
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+                {
                     self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
                 }
                 let password = raw.password_file.as_ref().and_then(|f| {
                     let bytes = self.read("state.password_file", f)?;
                     Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
                 });
-                let max_staleness = self.duration("state.max_staleness", raw.max_staleness.as_deref(), Duration::from_secs(30));
+                let max_staleness =
+                    self.duration("state.max_staleness", raw.max_staleness.as_deref(), Duration::from_secs(30));
                 if max_staleness < Duration::from_secs(1) {
                     self.problems.add("state.max_staleness", "must be at least 1s");
                 }

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, decide};
 use crate::revocation::RevocationStore;
+use crate::state::StateHealth;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::{metrics as names, tracing_otel};
 use arc_swap::ArcSwap;
@@ -31,6 +32,7 @@ pub struct StateParts {
     pub tracing: bool,
     pub cache: CacheSettings,
     pub revocations: Arc<dyn RevocationStore>,
+    pub state_health: Option<Arc<StateHealth>>,
 }
 
 /// What every Check shares.
@@ -46,6 +48,8 @@ pub struct AppState {
     pub tracing: bool,
     pub cache: ClaimsCache,
     pub revocations: Arc<dyn RevocationStore>,
+    /// Contact with the shared state backend; `None` for memory state.
+    pub state_health: Option<Arc<StateHealth>>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             tracing: parts.tracing,
             cache: ClaimsCache::new(parts.cache),
             revocations: parts.revocations,
+            state_health: parts.state_health,
         }
     }
 
@@ -90,7 +95,13 @@ impl AppState {
     async fn check_input(&self, input: CheckInput, span: tracing::Span) -> CheckResponse {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
+        let stale = self.state_health.as_ref().is_some_and(|h| h.refuse_as_stale(crate::clock::unix_millis()));
         let decision = match self.inflight.try_acquire() {
+            // Revocations may have been missed: refuse rather than allow on outdated state.
+            Ok(_) if stale => Decision::deny(
+                Deny::new(DenyReason::StateStale, "no contact with the state backend for longer than max_staleness"),
+                DecisionContext::default(),
+            ),
             Ok(_permit) => {
                 let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
                 gauge.increment(1.0);

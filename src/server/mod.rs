@@ -18,7 +18,9 @@ pub use reload::RELOAD_TOTAL;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
-use crate::revocation::MemoryRevocations;
+use crate::revocation::{MemoryRevocations, RevocationStore};
+use crate::state::redis_store::RedisRevocations;
+use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
@@ -42,6 +44,8 @@ pub enum ServeError {
     Health(std::io::Error),
     #[error("JWKS client: {0}")]
     Jwks(String),
+    #[error("state backend: {0}")]
+    State(String),
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),
     #[error("reflection setup failed: {0}")]
@@ -77,6 +81,8 @@ pub struct Server {
     state: Arc<AppState>,
     serving: Arc<AtomicBool>,
     fetchers: Arc<Mutex<Fetchers>>,
+    /// Follows the Redis change stream into local state (Redis backend only).
+    redis_follower: Option<Arc<RedisRevocations>>,
     settings: Settings,
     options: ServeOptions,
 }
@@ -115,6 +121,18 @@ impl Server {
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
+        let (revocations, redis_follower, state_health): (Arc<dyn RevocationStore>, _, _) = match &settings.state {
+            StateBackend::Memory => (Arc::new(MemoryRevocations::new()), None, None),
+            StateBackend::Redis(redis) => {
+                let health = Arc::new(StateHealth::new(
+                    redis.max_staleness,
+                    redis.fail_open_when_stale,
+                    crate::clock::unix_millis(),
+                ));
+                let store = Arc::new(RedisRevocations::new(redis, health.clone()).map_err(ServeError::State)?);
+                (store.clone(), Some(store), Some(health))
+            }
+        };
         let state = AppState::new(StateParts {
             snapshot: settings.snapshot.clone(),
             clock: options.clock.clone(),
@@ -122,7 +140,8 @@ impl Server {
             audit,
             tracing: options.trace_context,
             cache: settings.cache,
-            revocations: Arc::new(MemoryRevocations::new()),
+            revocations,
+            state_health,
         });
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
         Ok(Self {
@@ -132,6 +151,7 @@ impl Server {
             state: Arc::new(state),
             serving: Arc::new(AtomicBool::new(false)),
             fetchers: Arc::new(Mutex::new(fetchers)),
+            redis_follower,
             settings,
             options,
         })
@@ -208,8 +228,11 @@ impl Server {
         let grpc_addr = self.grpc_addr();
         let serving = self.serving.clone();
         let state = self.state.clone();
-        let readiness: Readiness =
-            Arc::new(move || serving.load(Ordering::Acquire) && state.snapshot.load().verifier.required_keys_present());
+        let readiness: Readiness = Arc::new(move || {
+            serving.load(Ordering::Acquire)
+                && state.snapshot.load().verifier.required_keys_present()
+                && state.state_health.as_ref().is_none_or(|h| h.synced())
+        });
         let health_state = HealthState { ready: readiness, metrics: names::install() };
         let health = axum::serve(self.health, health_http::router(health_state))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -228,6 +251,7 @@ impl Server {
             }
             _ => None,
         };
+        let follower = self.redis_follower.clone().map(|store| tokio::spawn(store.follow()));
         let purge_state = self.state.clone();
         let purger = tokio::spawn(async move {
             loop {
@@ -265,6 +289,9 @@ impl Server {
             reloader.abort();
         }
         purger.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         if let Some(admin) = admin {
             let _ = admin.await;
         }

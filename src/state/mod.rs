@@ -61,6 +61,7 @@ pub struct StateHealth {
 
 impl StateHealth {
     pub fn new(max_staleness: Duration, fail_open: bool, now_ms: i64) -> Self {
+        metrics::gauge!(BACKEND_UP).set(0.0);
         Self {
             // Start counting from launch: a replica that never reaches Redis goes stale too.
             last_contact_ms: AtomicI64::new(now_ms),

@@ -90,7 +90,11 @@ impl RedisRevocations {
         if let Some(conn) = writer.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = self.client.get_multiplexed_async_connection_with_config(&connection_config()).await.map_err(unavailable)?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config())
+            .await
+            .map_err(unavailable)?;
         *writer = Some(conn.clone());
         Ok(conn)
     }

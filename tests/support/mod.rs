@@ -222,3 +222,91 @@ impl Portcullis {
         let _ = Command::new("kill").arg(format!("-{name}")).arg(self.proc.child.id().to_string()).status();
     }
 }
+
+/// A `redis-server` on a free loopback port, without persistence (a restart starts empty).
+pub struct RedisServer {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn redis_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PORTCULLIS_REDIS") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("redis-server")).find(|c| c.exists()));
+    on_path.flatten().unwrap_or_else(|| {
+        panic!("redis-server not found: run scripts/test.sh (it installs the Debian package) or set PORTCULLIS_REDIS")
+    })
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> RedisServer {
+        let mut server = RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf() };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut cmd = Command::new(redis_binary());
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir);
+        self.proc = Some(Proc::spawn(&mut cmd, &self.dir, &format!("redis-{}", self.port)));
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf).is_ok_and(|n| n > 0)
+                    && buf.starts_with(b"+PONG")
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+
+    /// Runs one command through redis-cli's wire protocol (inline), returning the raw reply.
+    pub fn command(&self, line: &str) -> String {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect redis");
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+        s.write_all(format!("{line}\r\n").as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.ends_with(b"\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,180 @@
+//! Fleet state on a real `redis-server` started by the test: the revocation behaviour suite,
+//! propagation between replicas, outages, staleness and an emptied Redis.
+
+#[path = "support/revocation_suite.rs"]
+mod revocation_suite;
+mod support;
+
+use portcullis::clock::unix_millis;
+use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use portcullis::state::redis_store::RedisRevocations;
+use portcullis::state::{RedisSettings, StateHealth};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{Portcullis, RedisServer, corpus, scratch};
+
+fn settings(url: String, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        url,
+        username: None,
+        password: None,
+        key_prefix: prefix.into(),
+        max_staleness: Duration::from_secs(30),
+        fail_open_when_stale: false,
+    }
+}
+
+fn store(url: String, prefix: &str) -> Arc<RedisRevocations> {
+    let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
+    Arc::new(RedisRevocations::new(&settings(url, prefix), health).expect("store"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_behaviour_and_replication() {
+    let dir = scratch("redis-suite");
+    let redis = RedisServer::start(&dir);
+    let writer = store(redis.url(), "suite");
+    let follower = store(redis.url(), "suite");
+    let following = tokio::spawn(follower.clone().follow());
+    revocation_suite::run(writer.as_ref()).await;
+    // Everything the suite wrote reaches a second store through the stream.
+    let now = portcullis::decision::UnixTime(unix_millis() / 1000);
+    let t = Instant::now();
+    while follower.list(now).len() < writer.list(now).len() {
+        assert!(t.elapsed() < Duration::from_secs(5), "follower never caught up: {:?}", follower.list(now));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (The suite purged the writer's expired entries locally; the follower may still hold them.)
+    for revocation in writer.list(now) {
+        assert!(follower.list(now).contains(&revocation), "{revocation:?} did not replicate");
+    }
+    // A store started later resyncs from the keys.
+    let late = store(redis.url(), "suite");
+    let late_following = tokio::spawn(late.clone().follow());
+    let t = Instant::now();
+    while late.list(now).len() < writer.list(now).len() {
+        assert!(t.elapsed() < Duration::from_secs(5), "late store never resynced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    following.abort();
+    late_following.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+use portcullis::revocation::RevocationStore;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+async fn check(p: &Portcullis, token: &str) -> (u16, String) {
+    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
+    let bearer = format!("Bearer {token}");
+    let resp = c
+        .check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map))
+        .await
+        .expect("check")
+        .into_inner();
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    }
+}
+
+async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let got = check(p, token).await;
+        if (got.0, got.1.as_str()) == want {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "never answered {want:?} (last {got:?})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn token_with_jti(sub: &str, jti: &str) -> String {
+    let mut claims = corpus::claims(corpus::ISSUER, sub, now());
+    claims["jti"] = serde_json::json!(jti);
+    corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims)
+}
+
+fn revoke(p: &Portcullis, jti: &str) -> u16 {
+    let body = format!(r#"{{"jti":"{jti}","iss":"{}"}}"#, corpus::ISSUER);
+    p.admin_request("POST", "/v1/revocations", &body).map(|r| r.status).unwrap_or(0)
+}
+
+fn replica(dir: &std::path::Path, name: &str, redis: &RedisServer, max_staleness: &str) -> Portcullis {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).expect("dir");
+    Portcullis::start(
+        &sub,
+        &format!("state: {{ backend: redis, url: \"{}\", max_staleness: {max_staleness} }}", redis.url()),
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_revocations_through_redis() {
+    let dir = scratch("redis-fleet");
+    let mut redis = RedisServer::start(&dir);
+    let a = replica(&dir, "a", &redis, "30s");
+    let b = replica(&dir, "b", &redis, "2s");
+    let revoked = (401, "token_revoked");
+
+    // 1. Revoke on A; B denies on its next check.
+    let token = token_with_jti("fleet", "jti-fleet-1");
+    assert_eq!(check(&b, &token).await.0, 200, "cached on B before the revocation");
+    let sent = Instant::now();
+    assert_eq!(revoke(&a, "jti-fleet-1"), 201);
+    let written = sent.elapsed();
+    let propagated = wait_for(&b, &token, revoked, Duration::from_secs(2)).await;
+    println!("revocation written in {written:?}; B denied it {propagated:?} later");
+
+    // 2. A replica started later denies it too.
+    let c = replica(&dir, "c", &redis, "30s");
+    assert_eq!(check(&c, &token).await, (401, "token_revoked".to_string()));
+
+    // 3. Redis stopped: local state keeps answering; writes are refused with 503.
+    let valid = token_with_jti("fleet", "jti-fleet-valid");
+    redis.stop();
+    for p in [&a, &b] {
+        assert_eq!(check(p, &valid).await.0, 200, "valid tokens pass while Redis is down");
+        assert_eq!(check(p, &token).await, (401, "token_revoked".to_string()), "revoked stays revoked");
+    }
+    assert_eq!(revoke(&a, "jti-during-outage"), 503, "a write that cannot reach Redis is refused");
+    // Past B's 2 s max_staleness it refuses as stale; A (30 s) still answers.
+    wait_for(&b, &valid, (503, "state_stale"), Duration::from_secs(8)).await;
+    assert_eq!(check(&a, &valid).await.0, 200);
+    let metrics = b.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(metrics.contains("portcullis_state_backend_up 0"), "{metrics}");
+
+    // Redis back (empty): a revocation written to A reaches B, and B recovers.
+    redis.restart();
+    let later = token_with_jti("fleet", "jti-fleet-2");
+    let t = Instant::now();
+    while revoke(&a, "jti-fleet-2") != 201 {
+        assert!(t.elapsed() < Duration::from_secs(10), "A never wrote to the restarted Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(&b, &later, revoked, Duration::from_secs(10)).await;
+    wait_for(&b, &valid, (200, "allowed"), Duration::from_secs(10)).await;
+    let metrics = b.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(metrics.contains("portcullis_state_backend_up 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_state_stream_lag_seconds"), "{metrics}");
+
+    // 4. Redis restarted empty: replicas keep what they knew, and publish nothing back.
+    assert_eq!(check(&a, &token).await, (401, "token_revoked".to_string()));
+    assert_eq!(check(&b, &token).await, (401, "token_revoked".to_string()));
+    let keys = redis.command("KEYS portcullis:rev:*");
+    let stream_len = redis.command("XLEN portcullis:changes");
+    assert_eq!(keys.matches("portcullis:rev:").count(), 1, "only the one revocation written after the restart: {keys}");
+    assert_eq!(stream_len.trim(), ":1", "nothing re-published: {stream_len}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
