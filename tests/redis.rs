@@ -178,3 +178,28 @@ async fn replicas_share_revocations_through_redis() {
     assert_eq!(stream_len.trim(), ":1", "nothing re-published: {stream_len}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_username_and_password() {
+    let dir = scratch("redis-acl");
+    let redis = RedisServer::start(&dir);
+    let reply = redis.command("ACL SETUSER portcullis on >correct-horse-battery ~* &* +@all");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let health = || Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
+    let revocation = portcullis::revocation::Revocation::Jti {
+        iss: corpus::ISSUER.into(),
+        jti: "acl".into(),
+        expires_at: now() + 60,
+    };
+    let mut good = settings(redis.url(), "acl");
+    good.username = Some("portcullis".into());
+    good.password = Some(portcullis::state::Secret::new("correct-horse-battery".into()));
+    let store = RedisRevocations::new(&good, health()).expect("store");
+    store.add(revocation.clone()).await.expect("authenticated write");
+    let mut bad = good.clone();
+    bad.password = Some(portcullis::state::Secret::new("wrong".into()));
+    let store = RedisRevocations::new(&bad, health()).expect("store");
+    assert!(store.add(revocation).await.is_err(), "a wrong password must not write");
+    assert!(!format!("{bad:?}").contains("wrong"), "the password is redacted in Debug");
+    let _ = std::fs::remove_dir_all(&dir);
+}
