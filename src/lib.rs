@@ -8,6 +8,7 @@ pub mod config;
 pub mod decision;
 pub mod dev;
 pub mod jwt;
+pub mod membership;
 pub mod revocation;
 pub mod server;
 pub mod state;

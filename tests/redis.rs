@@ -9,7 +9,7 @@ use portcullis::clock::unix_millis;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
 use portcullis::server::request::{HeaderEncoding, check_request};
-use portcullis::state::redis_store::RedisRevocations;
+use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, StateHealth};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,9 +26,9 @@ fn settings(url: String, prefix: &str) -> RedisSettings {
     }
 }
 
-fn store(url: String, prefix: &str) -> Arc<RedisRevocations> {
+fn store(url: String, prefix: &str) -> Arc<RedisState> {
     let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
-    Arc::new(RedisRevocations::new(&settings(url, prefix), health).expect("store"))
+    Arc::new(RedisState::new(&settings(url, prefix), health).expect("store"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,11 +194,11 @@ async fn acl_username_and_password() {
     let mut good = settings(redis.url(), "acl");
     good.username = Some("portcullis".into());
     good.password = Some(portcullis::state::Secret::new("correct-horse-battery".into()));
-    let store = RedisRevocations::new(&good, health()).expect("store");
+    let store = RedisState::new(&good, health()).expect("store");
     store.add(revocation.clone()).await.expect("authenticated write");
     let mut bad = good.clone();
     bad.password = Some(portcullis::state::Secret::new("wrong".into()));
-    let store = RedisRevocations::new(&bad, health()).expect("store");
+    let store = RedisState::new(&bad, health()).expect("store");
     assert!(store.add(revocation).await.is_err(), "a wrong password must not write");
     assert!(!format!("{bad:?}").contains("wrong"), "the password is redacted in Debug");
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,7 +20,7 @@ pub struct RawConfig {
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub credentials: RawCredentials,
-    pub tenants: Option<serde::de::IgnoredAny>,
+    pub tenants: Option<RawTenants>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub rate_limits: Option<RawRateLimits>,
@@ -278,4 +278,53 @@ pub struct RawShutdown {
     pub drain_delay: Option<String>,
     /// Then wait at most this long for in-flight checks.
     pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenants {
+    #[serde(default)]
+    pub from: Vec<RawTenantSource>,
+    pub id_pattern: Option<String>,
+    pub membership: Option<RawMembership>,
+}
+
+/// Exactly one key per entry.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantSource {
+    pub header: Option<String>,
+    pub path: Option<String>,
+    pub host_suffix: Option<String>,
+    pub context_extension: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMembership {
+    /// JSON Pointer of the membership claim.
+    pub claim: Option<String>,
+    /// Personal tenant template with `{sub}`, e.g. `user:{sub}`.
+    pub personal: Option<String>,
+    /// The issuer whose subjects own personal tenants (required with several issuers).
+    pub personal_issuer: Option<String>,
+    /// A YAML file `members: { tenant: [ {iss, sub, roles} ] }`, reloaded on change.
+    pub file: Option<String>,
+}
+
+/// The membership file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemberFile {
+    #[serde(default)]
+    pub members: BTreeMap<String, Vec<RawMember>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    pub iss: Option<String>,
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }

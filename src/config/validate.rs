@@ -8,7 +8,8 @@ use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
-    PathMatch, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TimePolicy,
+    MemberTable, PathMatch, PersonalTenant, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TenantPolicy,
+    TenantSource, TimePolicy,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -115,7 +116,6 @@ impl Validator {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
         for (present, path) in [
-            (raw.tenants.is_some(), "tenants"),
             (raw.rate_limits.is_some(), "rate_limits"),
             (raw.ip.is_some(), "ip"),
             (raw.sessions.is_some(), "sessions"),
@@ -157,8 +157,20 @@ impl Validator {
         let credentials = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let routes = self.routes(&raw.routes, &issuer_names);
-        let response = self.response(&raw.response, raw.credentials.realm.as_deref());
-        let policy = Policy { routes, credentials, response, issuers: rules };
+        let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
+        if raw.tenants.is_none() {
+            for route in &routes {
+                let req = match &route.access {
+                    Access::Optional(r) | Access::Required(r) => r,
+                    Access::Public => continue,
+                };
+                if req.tenant {
+                    self.problems.add(&route.name, "require.tenant needs a tenants section");
+                }
+            }
+        }
+        let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
+        let policy = Policy { routes, credentials, response, issuers: rules, tenants };
         Some(Settings {
             grpc: grpc?,
             health: health?,
@@ -207,8 +219,6 @@ impl Validator {
             (raw.url.is_some(), "url"),
             (raw.username.is_some(), "username"),
             (raw.password_file.is_some(), "password_file"),
-            (raw.max_staleness.is_some(), "max_staleness"),
-            (raw.fail_open_when_stale.is_some(), "fail_open_when_stale"),
             (raw.key_prefix.is_some(), "key_prefix"),
         ];
         match raw.backend.as_str() {
@@ -354,6 +364,7 @@ impl Validator {
             rules.push(IssuerRules {
                 time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },
                 roles_pointer,
+                trusted_claims: issuer.trusted_claims.iter().map(|c| c.trim_start_matches('/').to_string()).collect(),
             });
         }
         (verifier, rules, jobs)
@@ -603,8 +614,6 @@ impl Validator {
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
         for (present, field) in [
-            (r.tenant.is_some(), "tenant"),
-            (r.tenant_roles.is_some(), "tenant_roles"),
             (r.step_up.is_some(), "step_up"),
             (r.source_principals.is_some(), "source_principals"),
         ] {
@@ -645,10 +654,112 @@ impl Validator {
             scopes: r.scopes.clone(),
             roles: r.roles.clone(),
             claims,
+            tenant: r.tenant.unwrap_or(false) || r.tenant_roles.as_ref().is_some_and(|t| !t.is_empty()),
+            tenant_roles: r.tenant_roles.clone().unwrap_or_default(),
         }
     }
 
-    fn response(&mut self, raw: &RawResponse, realm: Option<&str>) -> ResponsePolicy {
+    fn tenants(&mut self, raw: &RawTenants, issuers: &[&str]) -> Option<TenantPolicy> {
+        let mut sources = Vec::new();
+        if raw.from.is_empty() {
+            self.problems.add("tenants.from", "at least one tenant source is required");
+        }
+        for (i, s) in raw.from.iter().enumerate() {
+            let p = format!("tenants.from[{i}]");
+            let given = [s.header.is_some(), s.path.is_some(), s.host_suffix.is_some(), s.context_extension.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                self.problems.add(&p, "exactly one of header, path, host_suffix or context_extension");
+                continue;
+            }
+            if let Some(h) = &s.header {
+                if !is_header_name(h) {
+                    self.problems.add(format!("{p}.header"), "header names must be lowercase token characters");
+                }
+                sources.push(TenantSource::Header(h.clone()));
+            } else if let Some(re) = &s.path {
+                match regex::Regex::new(re) {
+                    Ok(r) if r.capture_names().any(|n| n == Some("tenant")) => sources.push(TenantSource::Path(r)),
+                    Ok(_) => self.problems.add(format!("{p}.path"), "needs a named group (?P<tenant>...)"),
+                    Err(e) => self.problems.add(format!("{p}.path"), format!("invalid regex: {e}")),
+                }
+            } else if let Some(suffix) = &s.host_suffix {
+                if !suffix.starts_with('.') {
+                    self.problems.add(format!("{p}.host_suffix"), "must start with '.' (like .tenants.example.com)");
+                }
+                sources.push(TenantSource::HostSuffix(suffix.to_ascii_lowercase()));
+            } else if let Some(key) = &s.context_extension {
+                sources.push(TenantSource::ContextExtension(key.clone()));
+            }
+        }
+        let pattern = raw.id_pattern.as_deref().unwrap_or("^[a-z0-9][a-z0-9:_-]{0,62}$");
+        let id_pattern = match regex::Regex::new(&format!("^(?:{})$", pattern.trim_start_matches('^').trim_end_matches('$'))) {
+            Ok(r) => r,
+            Err(e) => {
+                self.problems.add("tenants.id_pattern", format!("invalid regex: {e}"));
+                return None;
+            }
+        };
+        let membership = raw.membership.as_ref();
+        let claim = membership.and_then(|m| m.claim.clone());
+        if let Some(c) = &claim
+            && !c.starts_with('/')
+        {
+            self.problems.add("tenants.membership.claim", "must be a JSON Pointer starting with '/'");
+        }
+        let personal = membership.and_then(|m| m.personal.as_ref()).and_then(|template| {
+            let Some((prefix, suffix)) = template.split_once("{sub}") else {
+                self.problems.add("tenants.membership.personal", "must contain {sub}, like user:{sub}");
+                return None;
+            };
+            let issuer = match (membership.and_then(|m| m.personal_issuer.clone()), issuers) {
+                (Some(iss), _) if issuers.contains(&iss.as_str()) => iss,
+                (Some(iss), _) => {
+                    self.problems.add("tenants.membership.personal_issuer", format!("\"{iss}\" is not a configured issuer"));
+                    return None;
+                }
+                (None, [only]) => only.to_string(),
+                (None, _) => {
+                    self.problems.add(
+                        "tenants.membership.personal_issuer",
+                        "required with several issuers: personal tenants belong to the subjects of one issuer",
+                    );
+                    return None;
+                }
+            };
+            Some(PersonalTenant { prefix: prefix.to_string(), suffix: suffix.to_string(), issuer })
+        });
+        let file_members = membership.and_then(|m| m.file.as_ref()).map(|f| self.member_file(f, issuers)).unwrap_or_default();
+        Some(TenantPolicy { sources, id_pattern, claim, personal, file_members })
+    }
+
+    fn member_file(&mut self, file: &str, issuers: &[&str]) -> MemberTable {
+        let p = "tenants.membership.file";
+        let mut table = MemberTable::new();
+        let Some(bytes) = self.read(p, file) else { return table };
+        let parsed: RawMemberFile = match serde_saphyr::from_str(&String::from_utf8_lossy(&bytes)) {
+            Ok(f) => f,
+            Err(e) => {
+                self.problems.add(p, format!("invalid membership file: {e}"));
+                return table;
+            }
+        };
+        for (tenant, members) in parsed.members {
+            for (i, m) in members.into_iter().enumerate() {
+                let iss = match (m.iss, issuers) {
+                    (Some(iss), _) if issuers.contains(&iss.as_str()) => iss,
+                    (None, [only]) => only.to_string(),
+                    (iss, _) => {
+                        self.problems.add(format!("{p}: members.{tenant}[{i}].iss"), format!("{iss:?} is not a configured issuer"));
+                        continue;
+                    }
+                };
+                table.insert((tenant.clone(), iss, m.sub), m.roles);
+            }
+        }
+        table
+    }
+
+    fn response(&mut self, raw: &RawResponse, realm: Option<&str>, tenants: bool) -> ResponsePolicy {
         if raw.security_headers {
             self.not_yet("response.security_headers");
         }
@@ -662,7 +773,9 @@ impl Validator {
                 self.problems.add(&p, "this header cannot carry identity");
             }
             let source = if source == "tenant" {
-                self.not_yet(&format!("{p} (tenant)"));
+                if !tenants {
+                    self.problems.add(&p, "`tenant` needs a tenants section");
+                }
                 IdentitySource::Tenant
             } else if source.starts_with('/') {
                 IdentitySource::Claim(source.clone())

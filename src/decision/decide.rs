@@ -8,6 +8,7 @@ use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements};
 use super::route::{Access, Route, find_route};
+use super::tenant::{TenantPolicy, membership, resolve_tenant};
 use super::types::{IssuerId, Services, Subject, TokenError, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub struct IssuerRules {
     pub time: TimePolicy,
     /// JSON Pointer to the roles claim.
     pub roles_pointer: String,
+    /// Claim names (JSON Pointers without the leading `/`) this issuer is trusted for.
+    pub trusted_claims: Vec<String>,
 }
 
 /// The immutable policy a decision is made against.
@@ -28,6 +31,7 @@ pub struct Policy {
     pub response: ResponsePolicy,
     /// Indexed by [`super::IssuerId`].
     pub issuers: Vec<IssuerRules>,
+    pub tenants: Option<TenantPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +115,17 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
     };
+    // The tenant the request asks for (not yet proven): malformed or conflicting asks are 400.
+    let requested_tenant = match &policy.tenants {
+        Some(tenants) => match resolve_tenant(tenants, input, path) {
+            Ok(tenant) => tenant,
+            Err(deny) => return Decision::deny(deny, context),
+        },
+        None => None,
+    };
+    if requirements.tenant && requested_tenant.is_none() {
+        return Decision::deny(Deny::new(DenyReason::TenantMissing, "this route needs a tenant"), context);
+    }
     let credential = match extract_credential(input, &policy.credentials) {
         Ok(Some(credential)) => credential,
         Ok(None) if credential_required => {
@@ -138,6 +153,20 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     // Checked on every request, cache hits included.
     if let Some(why) = services.revocations.revoked(&token, now) {
         return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
+    }
+    if let (Some(tenant), Some(tenants)) = (requested_tenant, &policy.tenants) {
+        let claim_trusted = tenants.claim.as_deref().is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
+        let roles = match membership(tenants, &token, &tenant, claim_trusted, services.memberships) {
+            Ok(roles) => roles,
+            Err(deny) => return Decision::deny(deny, context),
+        };
+        if services.revocations.tenant_revoked(&tenant, &token, now) {
+            return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tokens for this tenant revoked"), context);
+        }
+        if !requirements.tenant_roles.is_empty() && !requirements.tenant_roles.iter().any(|r| roles.contains(r)) {
+            return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tenant role required"), context);
+        }
+        context.tenant = Some(tenant);
     }
     if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
         return Decision::deny(deny, context);

@@ -13,6 +13,7 @@ mod path;
 mod reason;
 pub(crate) mod requirements;
 pub(crate) mod route;
+mod tenant;
 mod types;
 
 pub use claims::{TimePolicy, check_times};
@@ -24,6 +25,7 @@ pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
+pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
     IssuerId, NoRevocations, RevocationCheck, Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
 };

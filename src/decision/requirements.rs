@@ -30,6 +30,10 @@ pub struct Requirements {
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
     pub claims: Vec<ClaimMatcher>,
+    /// A proven tenant is required.
+    pub tenant: bool,
+    /// One of these tenant roles is required (implies `tenant`).
+    pub tenant_roles: Vec<String>,
 }
 
 /// Strings of a claim that is an array of strings or a space-separated string.

@@ -67,6 +67,12 @@ pub enum TokenError {
 pub trait RevocationCheck {
     /// `Some(why)` when revoked.
     fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str>;
+
+    /// Whether tokens like `token` are revoked for `tenant` (issued at or before a tenant
+    /// revocation's time).
+    fn tenant_revoked(&self, _tenant: &str, _token: &VerifiedToken, _now: UnixTime) -> bool {
+        false
+    }
 }
 
 /// For policies and tests without revocation state.
@@ -82,6 +88,7 @@ impl RevocationCheck for NoRevocations {
 pub struct Services<'a> {
     pub verifier: &'a dyn TokenVerifier,
     pub revocations: &'a dyn RevocationCheck,
+    pub memberships: &'a dyn super::tenant::MembershipCheck,
 }
 
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.

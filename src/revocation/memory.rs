@@ -13,6 +13,8 @@ struct Index {
     /// (iss, sub) → (before, expires_at); a later revocation with a later `before` wins.
     subject: HashMap<(Issuer, String), (i64, i64)>,
     session: HashMap<(Issuer, String), i64>,
+    /// tenant → (before, expires_at).
+    tenant: HashMap<String, (i64, i64)>,
 }
 
 #[derive(Default)]
@@ -47,6 +49,10 @@ impl MemoryRevocations {
                 let e = index.session.entry((iss, sid)).or_insert(expires_at);
                 *e = (*e).max(expires_at);
             }
+            Revocation::Tenant { tenant, before, expires_at } => {
+                let e = index.tenant.entry(tenant).or_insert((before, expires_at));
+                *e = (e.0.max(before), e.1.max(expires_at));
+            }
         }
     }
 }
@@ -76,6 +82,14 @@ impl RevocationCheck for MemoryRevocations {
         }
         None
     }
+
+    fn tenant_revoked(&self, tenant: &str, token: &VerifiedToken, now: UnixTime) -> bool {
+        let Ok(index) = self.index.read() else { return true };
+        index
+            .tenant
+            .get(tenant)
+            .is_some_and(|(before, expires_at)| *expires_at > now.0 && token.iat.is_none_or(|iat| iat <= *before))
+    }
 }
 
 #[async_trait::async_trait]
@@ -102,6 +116,9 @@ impl RevocationStore for MemoryRevocations {
         for ((iss, sid), expires_at) in &index.session {
             out.push(Revocation::Session { iss: iss.clone(), sid: sid.clone(), expires_at: *expires_at });
         }
+        for (tenant, (before, expires_at)) in &index.tenant {
+            out.push(Revocation::Tenant { tenant: tenant.clone(), before: *before, expires_at: *expires_at });
+        }
         out.retain(|r| r.expires_at() > now.0);
         out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         out
@@ -112,5 +129,6 @@ impl RevocationStore for MemoryRevocations {
         index.jti.retain(|_, e| *e > now.0);
         index.subject.retain(|_, (_, e)| *e > now.0);
         index.session.retain(|_, e| *e > now.0);
+        index.tenant.retain(|_, (_, e)| *e > now.0);
     }
 }

@@ -30,14 +30,21 @@ pub enum Revocation {
         sid: String,
         expires_at: i64,
     },
+    /// Tokens with `iat <= before` (and tokens without `iat`) are refused for this tenant.
+    Tenant {
+        tenant: String,
+        before: i64,
+        expires_at: i64,
+    },
 }
 
 impl Revocation {
     pub fn expires_at(&self) -> i64 {
         match self {
-            Self::Jti { expires_at, .. } | Self::Subject { expires_at, .. } | Self::Session { expires_at, .. } => {
-                *expires_at
-            }
+            Self::Jti { expires_at, .. }
+            | Self::Subject { expires_at, .. }
+            | Self::Session { expires_at, .. }
+            | Self::Tenant { expires_at, .. } => *expires_at,
         }
     }
 }

@@ -3,14 +3,15 @@
 
 use super::authz::AppState;
 use crate::config::AdminToken;
+use crate::membership::Member;
 use crate::revocation::Revocation;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/revocations", get(list_revocations).post(add_revocation))
         .route("/v1/cache", delete(clear_cache))
+        .route("/v1/tenants/{tenant}/members", put(put_member).delete(remove_member))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -80,6 +82,9 @@ fn revocation_json(r: &Revocation) -> Value {
         }
         Revocation::Session { iss, sid, expires_at } => {
             json!({"sid": sid, "iss": iss, "expires_at": rfc3339(*expires_at)})
+        }
+        Revocation::Tenant { tenant, before, expires_at } => {
+            json!({"tenant": tenant, "before": rfc3339(*before), "expires_at": rfc3339(*expires_at)})
         }
     }
 }
@@ -125,22 +130,26 @@ fn revocation_from(state: &AdminState, body: RevocationBody) -> Result<Revocatio
     if id.is_empty() || id.len() > MAX_ID {
         return Err(format!("{kind} must be 1 to {MAX_ID} characters"));
     }
-    if *kind == "tenant" {
-        return Err("tenant revocation is not yet supported".to_string());
+    let before_applies = matches!(*kind, "sub" | "tenant");
+    if body.before.is_some() && !before_applies {
+        return Err("before applies only to sub and tenant".to_string());
     }
-    if body.before.is_some() && *kind != "sub" {
-        return Err("before applies only to sub".to_string());
+    if *kind == "tenant" && body.iss.is_some() {
+        return Err("a tenant revocation covers every issuer; iss does not apply".to_string());
     }
-    let iss = resolve_issuer(state, body.iss.as_deref())?;
     let lifetime = state.longest_token_lifetime.as_secs() as i64;
     let before = body.before.as_deref().map(|b| parse_time("before", b)).transpose()?.unwrap_or(now);
-    let default_expiry = if *kind == "sub" { before.max(now) + lifetime } else { now + lifetime };
+    let default_expiry = if before_applies { before.max(now) + lifetime } else { now + lifetime };
     let expires_at =
         body.expires_at.as_deref().map(|e| parse_time("expires_at", e)).transpose()?.unwrap_or(default_expiry);
     if expires_at <= now {
         return Err("expires_at must be in the future".to_string());
     }
     let id = id.to_string();
+    if *kind == "tenant" {
+        return Ok(Revocation::Tenant { tenant: id, before, expires_at });
+    }
+    let iss = resolve_issuer(state, body.iss.as_deref())?;
     Ok(match *kind {
         "jti" => Revocation::Jti { iss, jti: id, expires_at },
         "sub" => Revocation::Subject { iss, sub: id, before, expires_at },
@@ -192,6 +201,65 @@ async fn clear_cache(
             Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
         (None, Some(_), None) => problem(StatusCode::BAD_REQUEST, "iss needs sub"),
-        (_, _, Some(_)) => problem(StatusCode::BAD_REQUEST, "clearing by tenant is not yet supported"),
+        (None, None, Some(tenant)) => {
+            // Cached claims are not keyed by tenant (membership is proven per request), so a
+            // tenant clear drops everything.
+            cache.clear();
+            (StatusCode::OK, axum::Json(json!({"cleared": "all", "tenant": tenant}))).into_response()
+        }
+        (_, _, Some(_)) => problem(StatusCode::BAD_REQUEST, "tenant cannot be combined with sub or iss"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    iss: Option<String>,
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+fn member_request(state: &AdminState, tenant: &str, body: &Bytes) -> Result<Member, String> {
+    let parsed: MemberBody = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    let snapshot = state.app.snapshot.load();
+    if let Some(tenants) = &snapshot.policy.tenants
+        && !tenants.id_pattern.is_match(tenant)
+    {
+        return Err("tenant id does not match tenants.id_pattern".to_string());
+    }
+    if parsed.sub.is_empty() || parsed.sub.len() > MAX_ID {
+        return Err(format!("sub must be 1 to {MAX_ID} characters"));
+    }
+    let iss = resolve_issuer(state, parsed.iss.as_deref())?;
+    Ok(Member { tenant: tenant.to_string(), iss, sub: parsed.sub, roles: parsed.roles })
+}
+
+async fn put_member(State(state): State<AdminState>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let member = match member_request(&state, &tenant, &body) {
+        Ok(m) => m,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    match state.app.members.put(member.clone()).await {
+        Ok(()) => {
+            tracing::info!(target: "portcullis::admin", tenant = %member.tenant, sub = %member.sub, "member added");
+            (StatusCode::CREATED, axum::Json(json!(member))).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn remove_member(State(state): State<AdminState>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let member = match member_request(&state, &tenant, &body) {
+        Ok(m) => m,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    match state.app.members.remove(&member.tenant, &member.iss, &member.sub).await {
+        Ok(()) => {
+            tracing::info!(target: "portcullis::admin", tenant = %member.tenant, sub = %member.sub, "member removed");
+            (StatusCode::OK, axum::Json(json!({"removed": {"tenant": member.tenant, "iss": member.iss, "sub": member.sub}})))
+                .into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

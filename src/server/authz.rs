@@ -7,6 +7,7 @@ use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, decide};
+use crate::membership::MemberStore;
 use crate::revocation::RevocationStore;
 use crate::state::StateHealth;
 use crate::telemetry::audit::AuditSink;
@@ -32,6 +33,7 @@ pub struct StateParts {
     pub tracing: bool,
     pub cache: CacheSettings,
     pub revocations: Arc<dyn RevocationStore>,
+    pub members: Arc<dyn MemberStore>,
     pub state_health: Option<Arc<StateHealth>>,
 }
 
@@ -48,6 +50,8 @@ pub struct AppState {
     pub tracing: bool,
     pub cache: ClaimsCache,
     pub revocations: Arc<dyn RevocationStore>,
+    /// Dynamic tenant memberships (admin API).
+    pub members: Arc<dyn MemberStore>,
     /// Contact with the shared state backend; `None` for memory state.
     pub state_health: Option<Arc<StateHealth>>,
 }
@@ -63,6 +67,7 @@ impl AppState {
             tracing: parts.tracing,
             cache: ClaimsCache::new(parts.cache),
             revocations: parts.revocations,
+            members: parts.members,
             state_health: parts.state_health,
         }
     }
@@ -70,7 +75,11 @@ impl AppState {
     fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
         let now = self.clock.now();
         let verifier = self.cache.verifier(&snapshot.verifier, snapshot.generation, now);
-        let services = Services { verifier: &verifier, revocations: self.revocations.as_ref() };
+        let services = Services {
+            verifier: &verifier,
+            revocations: self.revocations.as_ref(),
+            memberships: self.members.as_ref(),
+        };
         decide(input, &snapshot.policy, &services, now)
     }
 

@@ -18,8 +18,9 @@ pub use reload::RELOAD_TOTAL;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
+use crate::membership::{MemberStore, MemoryMembers};
 use crate::revocation::{MemoryRevocations, RevocationStore};
-use crate::state::redis_store::RedisRevocations;
+use crate::state::redis_store::RedisState;
 use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
@@ -82,7 +83,7 @@ pub struct Server {
     serving: Arc<AtomicBool>,
     fetchers: Arc<Mutex<Fetchers>>,
     /// Follows the Redis change stream into local state (Redis backend only).
-    redis_follower: Option<Arc<RedisRevocations>>,
+    redis_follower: Option<Arc<RedisState>>,
     settings: Settings,
     options: ServeOptions,
 }
@@ -121,16 +122,17 @@ impl Server {
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
-        let (revocations, redis_follower, state_health): (Arc<dyn RevocationStore>, _, _) = match &settings.state {
-            StateBackend::Memory => (Arc::new(MemoryRevocations::new()), None, None),
+        type Stores = (Arc<dyn RevocationStore>, Arc<dyn MemberStore>, Option<Arc<RedisState>>, Option<Arc<StateHealth>>);
+        let (revocations, members, redis_follower, state_health): Stores = match &settings.state {
+            StateBackend::Memory => (Arc::new(MemoryRevocations::new()), Arc::new(MemoryMembers::new()), None, None),
             StateBackend::Redis(redis) => {
                 let health = Arc::new(StateHealth::new(
                     redis.max_staleness,
                     redis.fail_open_when_stale,
                     crate::clock::unix_millis(),
                 ));
-                let store = Arc::new(RedisRevocations::new(redis, health.clone()).map_err(ServeError::State)?);
-                (store.clone(), Some(store), Some(health))
+                let store = Arc::new(RedisState::new(redis, health.clone()).map_err(ServeError::State)?);
+                (store.clone(), store.clone(), Some(store), Some(health))
             }
         };
         let state = AppState::new(StateParts {
@@ -141,6 +143,7 @@ impl Server {
             tracing: options.trace_context,
             cache: settings.cache,
             revocations,
+            members,
             state_health,
         });
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });

@@ -1,10 +1,11 @@
-//! The Redis state backend for revocations: write-through to Redis (key with TTL + stream
-//! entry, atomically), local reads, and the follower task that keeps every replica's local
-//! state current.
+//! The Redis state backend: write-through to Redis (one key per item plus a stream entry, in
+//! one transaction), local reads, and the follower task that keeps every replica's local state
+//! current. Holds revocations and tenant memberships.
 
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::clock::unix_millis;
-use crate::decision::{RevocationCheck, UnixTime, VerifiedToken};
+use crate::decision::{MembershipCheck, RevocationCheck, UnixTime, VerifiedToken};
+use crate::membership::{Member, MemberStore, MemoryMembers};
 use crate::revocation::{MemoryRevocations, Revocation, RevocationStore, StoreError};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
@@ -20,24 +21,33 @@ const STREAM_MAXLEN: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(2);
 const BLOCK_MS: u64 = 1_000;
 
-/// One change on the stream. Later issues add variants (blocks, memberships, counters).
+/// One change on the stream (and, for additions, the value of its key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Change {
     Revocation(Revocation),
+    MemberPut(Member),
+    MemberRemoved { tenant: String, iss: String, sub: String },
 }
 
-pub struct RedisRevocations {
-    local: MemoryRevocations,
+/// What a change does to its key.
+enum KeyOp {
+    Set { ttl: Option<i64> },
+    Delete,
+}
+
+pub struct RedisState {
+    revocations: MemoryRevocations,
+    members: MemoryMembers,
     client: Client,
     writer: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     health: Arc<StateHealth>,
 }
 
-impl std::fmt::Debug for RedisRevocations {
+impl std::fmt::Debug for RedisState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisRevocations").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisState").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -49,7 +59,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-impl RedisRevocations {
+fn digest(identity: &str) -> String {
+    hex::encode(Sha256::digest(identity.as_bytes()))
+}
+
+impl RedisState {
     pub fn new(settings: &RedisSettings, health: Arc<StateHealth>) -> Result<Self, String> {
         crate::jwt::fetch::install_crypto_provider();
         let mut info = settings.url.as_str().into_connection_info().map_err(|e| format!("state.url: {e}"))?;
@@ -63,7 +77,8 @@ impl RedisRevocations {
         info = info.set_redis_settings(redis);
         let client = Client::open(info).map_err(|e| format!("state.url: {e}"))?;
         Ok(Self {
-            local: MemoryRevocations::new(),
+            revocations: MemoryRevocations::new(),
+            members: MemoryMembers::new(),
             client,
             writer: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
@@ -75,14 +90,25 @@ impl RedisRevocations {
         format!("{}:changes", self.prefix)
     }
 
-    /// One key per revocation identity, so a repeated revocation overwrites rather than adds.
-    fn key(&self, revocation: &Revocation) -> String {
-        let identity = match revocation {
-            Revocation::Jti { iss, jti, .. } => format!("jti\0{iss}\0{jti}"),
-            Revocation::Subject { iss, sub, before, .. } => format!("sub\0{iss}\0{sub}\0{before}"),
-            Revocation::Session { iss, sid, .. } => format!("sid\0{iss}\0{sid}"),
-        };
-        format!("{}:rev:{}", self.prefix, hex::encode(Sha256::digest(identity.as_bytes())))
+    /// One key per item identity, so repeating a change overwrites rather than adds.
+    fn key(&self, change: &Change) -> String {
+        match change {
+            Change::Revocation(r) => {
+                let identity = match r {
+                    Revocation::Jti { iss, jti, .. } => format!("jti\0{iss}\0{jti}"),
+                    Revocation::Subject { iss, sub, before, .. } => format!("sub\0{iss}\0{sub}\0{before}"),
+                    Revocation::Session { iss, sid, .. } => format!("sid\0{iss}\0{sid}"),
+                    Revocation::Tenant { tenant, before, .. } => format!("tenant\0{tenant}\0{before}"),
+                };
+                format!("{}:rev:{}", self.prefix, digest(&identity))
+            }
+            Change::MemberPut(m) => self.member_key(&m.tenant, &m.iss, &m.sub),
+            Change::MemberRemoved { tenant, iss, sub } => self.member_key(tenant, iss, sub),
+        }
+    }
+
+    fn member_key(&self, tenant: &str, iss: &str, sub: &str) -> String {
+        format!("{}:member:{}", self.prefix, digest(&format!("{tenant}\0{iss}\0{sub}")))
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
@@ -90,11 +116,8 @@ impl RedisRevocations {
         if let Some(conn) = writer.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&connection_config())
-            .await
-            .map_err(unavailable)?;
+        let conn =
+            self.client.get_multiplexed_async_connection_with_config(&connection_config()).await.map_err(unavailable)?;
         *writer = Some(conn.clone());
         Ok(conn)
     }
@@ -105,45 +128,102 @@ impl RedisRevocations {
 
     fn apply(&self, change: Change) {
         match change {
-            Change::Revocation(r) => self.local.apply(r),
+            Change::Revocation(r) => self.revocations.apply(r),
+            Change::MemberPut(m) => self.members.apply_put(m),
+            Change::MemberRemoved { tenant, iss, sub } => self.members.apply_remove(&tenant, &iss, &sub),
         }
     }
 
-    /// Loads every stored change into local state; returns the stream position to follow from.
-    async fn resync(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
-        // Position first: anything written during the scan is then also replayed (idempotent).
-        let last: StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(self.stream()).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
-        let position = last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
+    /// Writes `change` to its key and the stream in one transaction, then applies it locally.
+    /// A connection broken by a Redis restart fails once; a fresh one then gets one more try
+    /// (repeating is harmless: the key is overwritten, a duplicate stream entry re-applies).
+    async fn publish(&self, change: Change, op: KeyOp) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&change).map_err(unavailable)?;
+        let key = self.key(&change);
+        let mut last_error = None;
+        for _ in 0..2 {
+            match self.write(&key, &json, &op).await {
+                Ok(()) => {
+                    self.health.contact(unix_millis());
+                    self.apply(change);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.forget_connection().await;
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
+    }
+
+    async fn write(&self, key: &str, json: &str, op: &KeyOp) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match op {
+            KeyOp::Set { ttl: Some(ttl) } => pipe.cmd("SET").arg(key).arg(json).arg("EX").arg(*ttl).ignore(),
+            KeyOp::Set { ttl: None } => pipe.cmd("SET").arg(key).arg(json).ignore(),
+            KeyOp::Delete => pipe.cmd("DEL").arg(key).ignore(),
+        };
+        pipe.cmd("XADD")
+            .arg(self.stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAXLEN)
+            .arg("*")
+            .arg("change")
+            .arg(json)
+            .ignore();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn scan_values(&self, conn: &mut MultiplexedConnection, pattern: String) -> redis::RedisResult<Vec<Change>> {
+        let mut out = Vec::new();
         let mut cursor: u64 = 0;
-        let mut loaded = 0usize;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}:rev:*", self.prefix))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(conn)
-                .await?;
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(conn).await?;
             if !keys.is_empty() {
                 let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
                 for value in values.into_iter().flatten() {
                     match serde_json::from_str::<Change>(&value) {
-                        Ok(change) => {
-                            self.apply(change);
-                            loaded += 1;
-                        }
+                        Ok(change) => out.push(change),
                         Err(e) => tracing::warn!(error = %e, "ignoring an unreadable state entry"),
                     }
                 }
             }
             cursor = next;
             if cursor == 0 {
-                break;
+                return Ok(out);
             }
         }
-        tracing::info!(entries = loaded, position = %position, "state resynced from Redis");
+    }
+
+    /// Loads the stored state into local state; returns the stream position to follow from.
+    /// Revocations are added (local ones are never dropped); memberships are replaced, since
+    /// a removal missed while disconnected must not leave a member in.
+    async fn resync(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+        // Position first: anything written during the scan is then also replayed (idempotent).
+        let last: StreamRangeReply =
+            redis::cmd("XREVRANGE").arg(self.stream()).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+        let position = last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
+        let revocations = self.scan_values(conn, format!("{}:rev:*", self.prefix)).await?;
+        let members = self.scan_values(conn, format!("{}:member:*", self.prefix)).await?;
+        let counts = (revocations.len(), members.len());
+        for change in revocations {
+            self.apply(change);
+        }
+        self.members.replace_all(
+            members
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::MemberPut(m) => Some(m),
+                    _ => None,
+                })
+                .collect(),
+        );
+        tracing::info!(revocations = counts.0, members = counts.1, position = %position, "state resynced from Redis");
         Ok(position)
     }
 
@@ -152,15 +232,12 @@ impl RedisRevocations {
     pub async fn follow(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.follow_once().await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.health.lost();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "state backend unreachable; answering from local state");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+            if let Err(e) = self.follow_once().await {
+                self.health.lost();
+                tracing::warn!(error = %e, retry_in = ?backoff, "state backend unreachable; answering from local state");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
             backoff = Duration::from_millis(100);
         }
@@ -204,69 +281,46 @@ impl RedisRevocations {
     }
 }
 
-impl RevocationCheck for RedisRevocations {
+impl RevocationCheck for RedisState {
     fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str> {
-        self.local.revoked(token, now)
+        self.revocations.revoked(token, now)
+    }
+
+    fn tenant_revoked(&self, tenant: &str, token: &VerifiedToken, now: UnixTime) -> bool {
+        self.revocations.tenant_revoked(tenant, token, now)
     }
 }
 
 #[async_trait::async_trait]
-impl RevocationStore for RedisRevocations {
+impl RevocationStore for RedisState {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
-        let now_secs = unix_millis() / 1000;
-        let ttl = (revocation.expires_at() - now_secs).max(1);
-        let change = serde_json::to_string(&Change::Revocation(revocation.clone())).map_err(unavailable)?;
-        // A connection broken by a Redis restart fails once; a fresh one then gets one more try.
-        // Both commands are idempotent to repeat (the key is overwritten, a stream duplicate
-        // applies the same revocation again).
-        let mut last_error = None;
-        for _ in 0..2 {
-            match self.write(&revocation, &change, ttl).await {
-                Ok(()) => {
-                    self.health.contact(unix_millis());
-                    self.local.apply(revocation);
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.forget_connection().await;
-                    last_error = Some(e);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
+        let ttl = (revocation.expires_at() - unix_millis() / 1000).max(1);
+        self.publish(Change::Revocation(revocation), KeyOp::Set { ttl: Some(ttl) }).await
     }
 
     fn list(&self, now: UnixTime) -> Vec<Revocation> {
-        self.local.list(now)
+        self.revocations.list(now)
     }
 
     fn purge_expired(&self, now: UnixTime) {
-        self.local.purge_expired(now);
+        self.revocations.purge_expired(now);
     }
 }
 
-impl RedisRevocations {
-    async fn write(&self, revocation: &Revocation, change: &str, ttl: i64) -> Result<(), StoreError> {
-        let mut conn = self.connection().await?;
-        redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.key(revocation))
-            .arg(change)
-            .arg("EX")
-            .arg(ttl)
-            .ignore()
-            .cmd("XADD")
-            .arg(self.stream())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAXLEN)
-            .arg("*")
-            .arg("change")
-            .arg(change)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+impl MembershipCheck for RedisState {
+    fn member_roles(&self, tenant: &str, iss: &str, sub: &str) -> Option<Vec<String>> {
+        self.members.member_roles(tenant, iss, sub)
+    }
+}
+
+#[async_trait::async_trait]
+impl MemberStore for RedisState {
+    async fn put(&self, member: Member) -> Result<(), StoreError> {
+        self.publish(Change::MemberPut(member), KeyOp::Set { ttl: None }).await
+    }
+
+    async fn remove(&self, tenant: &str, iss: &str, sub: &str) -> Result<(), StoreError> {
+        let change = Change::MemberRemoved { tenant: tenant.into(), iss: iss.into(), sub: sub.into() };
+        self.publish(change, KeyOp::Delete).await
     }
 }

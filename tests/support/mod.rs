@@ -50,6 +50,7 @@ pub fn policy_with_ports(grpc: &str, health: u16) -> String {
         &format!(r#"listen: {{ grpc: "{grpc}", health: "127.0.0.1:{health}" }}"#),
     )
     .replace("keys/", &format!("{}/", keys.display()))
+    .replace("file: members.yaml", &format!("file: {}", corpus::fixtures().join("members.yaml").display()))
 }
 
 /// A child process killed when dropped, with stdout/stderr captured to files.
@@ -183,9 +184,14 @@ impl Portcullis {
         let config = dir.join("policy.yaml");
         let token_file = dir.join("admin-token");
         std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+        // Each process gets its own membership file, which a test may edit.
+        let members = dir.join("members.yaml");
+        std::fs::copy(corpus::fixtures().join("members.yaml"), &members).expect("members file");
         let text = format!(
             "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
-            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port).replace(
+            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)
+                .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
+                .replace(
                 &format!("health: \"127.0.0.1:{health_port}\""),
                 &format!("health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\""),
             ),

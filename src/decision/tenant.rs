@@ -1,0 +1,152 @@
+//! Tenant resolution and membership (DESIGN step 9). A client-sent tenant id proves nothing:
+//! the id is only requested by the request, and membership is proven from trusted claims, the
+//! personal tenant rule or a membership store, on every request.
+
+use super::input::CheckInput;
+use super::reason::{Deny, DenyReason};
+use super::route::normalize_host;
+use super::types::VerifiedToken;
+use regex::Regex;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Where a request names its tenant.
+#[derive(Debug, Clone)]
+pub enum TenantSource {
+    Header(String),
+    /// A regex with a named group `tenant`, matched against the path (without query).
+    Path(Regex),
+    /// The host (lowercased, port stripped) must end with this suffix; the single label before
+    /// it is the tenant.
+    HostSuffix(String),
+    /// An Envoy `context_extensions` key, set by the proxy's own route configuration.
+    ContextExtension(String),
+}
+
+/// The personal tenant: `prefix + sub + suffix`, only ever for that subject of one issuer.
+#[derive(Debug, Clone)]
+pub struct PersonalTenant {
+    pub prefix: String,
+    pub suffix: String,
+    /// The issuer whose subjects own personal tenants.
+    pub issuer: String,
+}
+
+impl PersonalTenant {
+    fn is_personal(&self, tenant: &str) -> bool {
+        tenant.len() > self.prefix.len() + self.suffix.len() && tenant.starts_with(&self.prefix) && tenant.ends_with(&self.suffix)
+    }
+
+    fn owner_of(&self, token: &VerifiedToken, tenant: &str) -> bool {
+        *token.iss == *self.issuer && format!("{}{}{}", self.prefix, token.subject.0, self.suffix) == tenant
+    }
+}
+
+/// Members listed in the policy's membership file: (tenant, iss, sub) → tenant roles.
+pub type MemberTable = HashMap<(String, String, String), Vec<String>>;
+
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub sources: Vec<TenantSource>,
+    pub id_pattern: Regex,
+    /// JSON Pointer of the membership claim (array of ids, or map id → roles).
+    pub claim: Option<String>,
+    pub personal: Option<PersonalTenant>,
+    pub file_members: MemberTable,
+}
+
+/// Dynamic membership (admin API, memory or Redis); read from local state only.
+pub trait MembershipCheck {
+    /// The member's tenant roles, or `None` when (iss, sub) is not a member of `tenant`.
+    fn member_roles(&self, tenant: &str, iss: &str, sub: &str) -> Option<Vec<String>>;
+}
+
+pub struct NoMembers;
+
+impl MembershipCheck for NoMembers {
+    fn member_roles(&self, _tenant: &str, _iss: &str, _sub: &str) -> Option<Vec<String>> {
+        None
+    }
+}
+
+fn source_value<'a>(source: &TenantSource, input: &'a CheckInput, path: &'a str) -> Result<Option<String>, Deny> {
+    Ok(match source {
+        TenantSource::Header(name) => {
+            let mut values = input.header_values(name);
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Deny::new(DenyReason::TenantConflict, format!("{name} sent more than once")));
+            }
+            first.map(str::to_string)
+        }
+        TenantSource::Path(re) => re.captures(path).and_then(|c| c.name("tenant")).map(|m| m.as_str().to_string()),
+        TenantSource::HostSuffix(suffix) => {
+            let host = normalize_host(&input.host);
+            host.strip_suffix(suffix.as_str()).filter(|label| !label.is_empty() && !label.contains('.')).map(str::to_string)
+        }
+        TenantSource::ContextExtension(key) => input.context_extensions.get(key).cloned(),
+    })
+}
+
+/// The tenant the request asks for: every present source must agree byte for byte, and the id
+/// must match `id_pattern` as sent (no case folding, no decoding). `Ok(None)`: none asked.
+pub fn resolve_tenant(policy: &TenantPolicy, input: &CheckInput, path: &str) -> Result<Option<String>, Deny> {
+    let mut found: Option<String> = None;
+    for source in &policy.sources {
+        let Some(value) = source_value(source, input, path)? else { continue };
+        match &found {
+            Some(existing) if *existing != value => {
+                return Err(Deny::new(DenyReason::TenantConflict, "tenant sources disagree"));
+            }
+            _ => found = Some(value),
+        }
+    }
+    if let Some(tenant) = &found
+        && !policy.id_pattern.is_match(tenant)
+    {
+        return Err(Deny::new(DenyReason::InvalidRequest, "tenant id does not match tenants.id_pattern"));
+    }
+    Ok(found)
+}
+
+/// Roles carried by the membership claim for `tenant`, if the claim lists it.
+fn claim_roles(claim: Option<&Value>, tenant: &str) -> Option<Vec<String>> {
+    match claim? {
+        Value::Array(ids) => ids.iter().any(|id| id.as_str() == Some(tenant)).then(Vec::new),
+        Value::Object(map) => map.get(tenant).map(|roles| match roles {
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Value::String(s) => s.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect(),
+            _ => Vec::new(),
+        }),
+        _ => None,
+    }
+}
+
+/// Proves that the token's subject belongs to `tenant`; returns its tenant roles.
+/// `claim_trusted`: the token's issuer lists the membership claim in `trusted_claims`.
+pub fn membership(
+    policy: &TenantPolicy,
+    token: &VerifiedToken,
+    tenant: &str,
+    claim_trusted: bool,
+    store: &dyn MembershipCheck,
+) -> Result<Vec<String>, Deny> {
+    let forbidden = || Deny::new(DenyReason::TenantForbidden, "not a member of the requested tenant");
+    if let Some(personal) = &policy.personal
+        && personal.is_personal(tenant)
+    {
+        // Whatever any claim or store says: a personal tenant belongs to its subject alone.
+        return if personal.owner_of(token, tenant) { Ok(vec!["owner".to_string()]) } else { Err(forbidden()) };
+    }
+    if claim_trusted
+        && let Some(pointer) = &policy.claim
+        && let Some(roles) = claim_roles(token.claims.pointer(pointer), tenant)
+    {
+        return Ok(roles);
+    }
+    let key = (tenant.to_string(), token.iss.to_string(), token.subject.0.clone());
+    if let Some(roles) = policy.file_members.get(&key) {
+        return Ok(roles.clone());
+    }
+    store.member_roles(tenant, &token.iss, &token.subject.0).ok_or_else(forbidden)
+}
