@@ -329,3 +329,83 @@ fn revocations_take_effect_on_the_next_request_through_envoy() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// GET `path` with `headers` through Envoy: (status, reason or upstream's x-tenant-id).
+fn through(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: api.example.com\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("connection: close\r\n\r\n");
+    let resp = raw_http(envoy.listener, &request).expect("response");
+    let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+    let detail = if resp.status == 200 {
+        body["headers"]["x-tenant-id"].as_str().unwrap_or("<none>").to_string()
+    } else {
+        body["reason"].as_str().unwrap_or_default().to_string()
+    };
+    (resp.status, detail)
+}
+
+#[test]
+fn tenant_isolation_through_envoy() {
+    let dir = scratch("envoy-tenants");
+    let upstream = Upstream::start();
+    let portcullis = Portcullis::start(&dir, "", &[]);
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let sign = |sub: &str, tenants: Value| {
+        let mut claims = corpus::claims(corpus::ISSUER, sub, now);
+        claims["tenants"] = tenants;
+        format!("Bearer {}", corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims))
+    };
+    let alice = sign("alice", serde_json::json!(["acme", "globex"]));
+    let bob = sign("bob", serde_json::json!([]));
+    let carol = sign("carol", serde_json::json!([]));
+    let a = |extra: &[(&'static str, &'static str)]| {
+        let mut h = vec![("authorization", alice.as_str())];
+        h.extend_from_slice(extra);
+        h
+    };
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, (u16, &'a str));
+    let cases: Vec<Case> = vec![
+        ("member via claim", "/tenants/acme/x", a(&[]), (200, "acme")),
+        ("client header cannot add a tenant", "/tenants/acme/x", a(&[("x-tenant-id", "acme")]), (200, "acme")),
+        ("not a member", "/tenants/initech/x", a(&[]), (403, "tenant_forbidden")),
+        ("header disagrees with path", "/tenants/acme/x", a(&[("x-tenant-id", "initech")]), (400, "tenant_conflict")),
+        ("spoofed header alone, non-member", "/api/items", a(&[("x-tenant-id", "initech")]), (403, "tenant_forbidden")),
+        ("spoofed x-customer-id is dropped", "/api/items", a(&[("x-customer-id", "initech")]), (200, "<none>")),
+        ("upper case id", "/tenants/ACME/x", a(&[]), (400, "invalid_request")),
+        ("percent-encoded id", "/tenants/ac%6De/x", a(&[]), (400, "path_invalid")),
+        ("tenant route without a tenant", "/tenants", a(&[]), (400, "tenant_missing")),
+        ("personal tenant, owner", "/tenants/user:alice/x", a(&[]), (200, "user:alice")),
+        (
+            "personal tenant, listed in the file",
+            "/tenants/user:alice/x",
+            vec![("authorization", bob.as_str())],
+            (403, "tenant_forbidden"),
+        ),
+        (
+            "file member with role",
+            "/tenants/globex-eu/admin",
+            vec![("authorization", carol.as_str())],
+            (200, "globex-eu"),
+        ),
+        ("tenant role missing", "/tenants/acme/admin", a(&[]), (403, "tenant_forbidden")),
+    ];
+    let mut failures = Vec::new();
+    for (name, path, headers, want) in cases {
+        let got = through(&envoy, path, &headers);
+        if (got.0, got.1.as_str()) != want {
+            failures.push(format!("{name}: {path} -> {got:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Revocation by tenant: tokens issued at or before T are refused for that tenant only.
+    let resp = portcullis.admin_request("POST", "/v1/revocations", r#"{"tenant":"acme"}"#).expect("admin");
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(through(&envoy, "/tenants/acme/x", &a(&[])), (403, "tenant_forbidden".to_string()));
+    assert_eq!(through(&envoy, "/tenants/globex/x", &a(&[])), (200, "globex".to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

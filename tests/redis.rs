@@ -203,3 +203,82 @@ async fn acl_username_and_password() {
     assert!(!format!("{bad:?}").contains("wrong"), "the password is redacted in Debug");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+async fn check_path(p: &Portcullis, path: &str, bearer: &str) -> (u16, String) {
+    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
+    let resp = c
+        .check(check_request("GET", path, &[("authorization", bearer)], HeaderEncoding::Map))
+        .await
+        .expect("check")
+        .into_inner();
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    }
+}
+
+async fn wait_path(p: &Portcullis, path: &str, bearer: &str, want: u16, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let got = check_path(p, path, bearer).await;
+        if got.0 == want {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "{path}: never {want} (last {got:?})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_member_takes_effect_on_every_replica() {
+    let dir = scratch("redis-members");
+    let redis = RedisServer::start(&dir);
+    let a = replica(&dir, "a", &redis, "30s");
+    let b = replica(&dir, "b", &redis, "30s");
+    let bearer = |sub: &str| {
+        format!(
+            "Bearer {}",
+            corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, sub, now()))
+        )
+    };
+
+    // Redis store: added through A, seen by B; removed through A, refused by B next.
+    let dave = bearer("dave");
+    assert_eq!(check_path(&b, "/tenants/hooli/x", &dave).await.0, 403);
+    let body = format!(r#"{{"iss":"{}","sub":"dave","roles":["viewer"]}}"#, corpus::ISSUER);
+    assert_eq!(a.admin_request("PUT", "/v1/tenants/hooli/members", &body).map(|r| r.status), Some(201));
+    wait_path(&b, "/tenants/hooli/x", &dave, 200, Duration::from_secs(2)).await;
+    assert_eq!(check_path(&a, "/tenants/hooli/x", &dave).await.0, 200);
+    assert_eq!(a.admin_request("DELETE", "/v1/tenants/hooli/members", &body).map(|r| r.status), Some(200));
+    assert_eq!(check_path(&a, "/tenants/hooli/x", &dave).await.0, 403, "A refuses on its very next request");
+    let took = wait_path(&b, "/tenants/hooli/x", &dave, 403, Duration::from_secs(2)).await;
+    println!("membership removal reached replica B after {took:?}");
+    // A replica started later never sees the removed member.
+    let c = replica(&dir, "c", &redis, "30s");
+    assert_eq!(check_path(&c, "/tenants/hooli/x", &dave).await.0, 403);
+
+    // File store: the membership file changes on both replicas (as a mounted ConfigMap does).
+    let carol = bearer("carol");
+    for p in [&a, &b] {
+        assert_eq!(check_path(p, "/tenants/globex-eu/x", &carol).await.0, 200);
+    }
+    for name in ["a", "b"] {
+        let file = dir.join(name).join("members.yaml");
+        let text = std::fs::read_to_string(&file).expect("members");
+        let without = text.replace(
+            "  globex-eu:\n    - { iss: https://issuer.test/, sub: carol, roles: [admin] }\n",
+            "  globex-eu: []\n",
+        );
+        assert_ne!(without, text);
+        std::fs::write(&file, without).expect("write");
+    }
+    for p in [&a, &b] {
+        let took = wait_path(p, "/tenants/globex-eu/x", &carol, 403, Duration::from_secs(5)).await;
+        println!("file membership removal effective after {took:?} (reload polls every second)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

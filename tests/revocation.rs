@@ -231,7 +231,13 @@ fn the_openapi_file_documents_every_admin_route() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-openapi.yaml")).expect("openapi");
     let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    for (path, method) in [("/v1/revocations", "get"), ("/v1/revocations", "post"), ("/v1/cache", "delete")] {
+    for (path, method) in [
+        ("/v1/revocations", "get"),
+        ("/v1/revocations", "post"),
+        ("/v1/cache", "delete"),
+        ("/v1/tenants/{tenant}/members", "put"),
+        ("/v1/tenants/{tenant}/members", "delete"),
+    ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} undocumented");
         assert!(doc["paths"][path][method]["responses"]["401"].is_object(), "{method} {path}: 401 undocumented");
     }

@@ -317,7 +317,8 @@ pub struct RawMembership {
 #[serde(deny_unknown_fields)]
 pub struct RawMemberFile {
     #[serde(default)]
-    pub members: BTreeMap<String, Vec<RawMember>>,
+    /// A tenant left empty (`acme:`) has no members.
+    pub members: BTreeMap<String, Option<Vec<RawMember>>>,
 }
 
 #[derive(Debug, Deserialize)]

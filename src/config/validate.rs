@@ -115,11 +115,9 @@ impl Validator {
         if max_inflight_checks == 0 {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
-        for (present, path) in [
-            (raw.rate_limits.is_some(), "rate_limits"),
-            (raw.ip.is_some(), "ip"),
-            (raw.sessions.is_some(), "sessions"),
-        ] {
+        for (present, path) in
+            [(raw.rate_limits.is_some(), "rate_limits"), (raw.ip.is_some(), "ip"), (raw.sessions.is_some(), "sessions")]
+        {
             if present {
                 self.not_yet(path);
             }
@@ -613,10 +611,8 @@ impl Validator {
     }
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
-        for (present, field) in [
-            (r.step_up.is_some(), "step_up"),
-            (r.source_principals.is_some(), "source_principals"),
-        ] {
+        for (present, field) in [(r.step_up.is_some(), "step_up"), (r.source_principals.is_some(), "source_principals")]
+        {
             if present {
                 self.not_yet(&format!("{p}.require.{field}"));
             }
@@ -692,13 +688,14 @@ impl Validator {
             }
         }
         let pattern = raw.id_pattern.as_deref().unwrap_or("^[a-z0-9][a-z0-9:_-]{0,62}$");
-        let id_pattern = match regex::Regex::new(&format!("^(?:{})$", pattern.trim_start_matches('^').trim_end_matches('$'))) {
-            Ok(r) => r,
-            Err(e) => {
-                self.problems.add("tenants.id_pattern", format!("invalid regex: {e}"));
-                return None;
-            }
-        };
+        let id_pattern =
+            match regex::Regex::new(&format!("^(?:{})$", pattern.trim_start_matches('^').trim_end_matches('$'))) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.problems.add("tenants.id_pattern", format!("invalid regex: {e}"));
+                    return None;
+                }
+            };
         let membership = raw.membership.as_ref();
         let claim = membership.and_then(|m| m.claim.clone());
         if let Some(c) = &claim
@@ -714,7 +711,8 @@ impl Validator {
             let issuer = match (membership.and_then(|m| m.personal_issuer.clone()), issuers) {
                 (Some(iss), _) if issuers.contains(&iss.as_str()) => iss,
                 (Some(iss), _) => {
-                    self.problems.add("tenants.membership.personal_issuer", format!("\"{iss}\" is not a configured issuer"));
+                    self.problems
+                        .add("tenants.membership.personal_issuer", format!("\"{iss}\" is not a configured issuer"));
                     return None;
                 }
                 (None, [only]) => only.to_string(),
@@ -728,7 +726,8 @@ impl Validator {
             };
             Some(PersonalTenant { prefix: prefix.to_string(), suffix: suffix.to_string(), issuer })
         });
-        let file_members = membership.and_then(|m| m.file.as_ref()).map(|f| self.member_file(f, issuers)).unwrap_or_default();
+        let file_members =
+            membership.and_then(|m| m.file.as_ref()).map(|f| self.member_file(f, issuers)).unwrap_or_default();
         Some(TenantPolicy { sources, id_pattern, claim, personal, file_members })
     }
 
@@ -744,12 +743,15 @@ impl Validator {
             }
         };
         for (tenant, members) in parsed.members {
-            for (i, m) in members.into_iter().enumerate() {
+            for (i, m) in members.unwrap_or_default().into_iter().enumerate() {
                 let iss = match (m.iss, issuers) {
                     (Some(iss), _) if issuers.contains(&iss.as_str()) => iss,
                     (None, [only]) => only.to_string(),
                     (iss, _) => {
-                        self.problems.add(format!("{p}: members.{tenant}[{i}].iss"), format!("{iss:?} is not a configured issuer"));
+                        self.problems.add(
+                            format!("{p}: members.{tenant}[{i}].iss"),
+                            format!("{iss:?} is not a configured issuer"),
+                        );
                         continue;
                     }
                 };

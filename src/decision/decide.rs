@@ -155,7 +155,10 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
     }
     if let (Some(tenant), Some(tenants)) = (requested_tenant, &policy.tenants) {
-        let claim_trusted = tenants.claim.as_deref().is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
+        let claim_trusted = tenants
+            .claim
+            .as_deref()
+            .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
         let roles = match membership(tenants, &token, &tenant, claim_trusted, services.memberships) {
             Ok(roles) => roles,
             Err(deny) => return Decision::deny(deny, context),

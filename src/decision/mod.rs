@@ -13,7 +13,7 @@ mod path;
 mod reason;
 pub(crate) mod requirements;
 pub(crate) mod route;
-mod tenant;
+pub(crate) mod tenant;
 mod types;
 
 pub use claims::{TimePolicy, check_times};

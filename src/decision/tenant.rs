@@ -34,7 +34,9 @@ pub struct PersonalTenant {
 
 impl PersonalTenant {
     fn is_personal(&self, tenant: &str) -> bool {
-        tenant.len() > self.prefix.len() + self.suffix.len() && tenant.starts_with(&self.prefix) && tenant.ends_with(&self.suffix)
+        tenant.len() > self.prefix.len() + self.suffix.len()
+            && tenant.starts_with(&self.prefix)
+            && tenant.ends_with(&self.suffix)
     }
 
     fn owner_of(&self, token: &VerifiedToken, tenant: &str) -> bool {
@@ -82,7 +84,9 @@ fn source_value<'a>(source: &TenantSource, input: &'a CheckInput, path: &'a str)
         TenantSource::Path(re) => re.captures(path).and_then(|c| c.name("tenant")).map(|m| m.as_str().to_string()),
         TenantSource::HostSuffix(suffix) => {
             let host = normalize_host(&input.host);
-            host.strip_suffix(suffix.as_str()).filter(|label| !label.is_empty() && !label.contains('.')).map(str::to_string)
+            host.strip_suffix(suffix.as_str())
+                .filter(|label| !label.is_empty() && !label.contains('.'))
+                .map(str::to_string)
         }
         TenantSource::ContextExtension(key) => input.context_extensions.get(key).cloned(),
     })

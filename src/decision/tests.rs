@@ -2,6 +2,7 @@
 
 use crate::corpus;
 
+use super::tenant::membership;
 use super::*;
 use crate::config::parse_and_validate;
 use serde_json::json;
@@ -299,5 +300,168 @@ fn reason_contract() {
     for reason in DenyReason::ALL {
         let retry = reason.retry_after_secs().is_some();
         assert_eq!(retry, matches!(reason.http_status(), 429 | 503), "{} retry-after", reason.as_str());
+    }
+}
+
+fn tenant_policy() -> TenantPolicy {
+    TenantPolicy {
+        sources: vec![
+            TenantSource::Header("x-tenant-id".into()),
+            TenantSource::Path(regex::Regex::new("^/tenants/(?P<tenant>[^/]+)/").expect("re")),
+            TenantSource::HostSuffix(".tenants.example.com".into()),
+            TenantSource::ContextExtension("tenant".into()),
+        ],
+        id_pattern: regex::Regex::new("^(?:[a-z0-9][a-z0-9:_-]{0,62})$").expect("re"),
+        claim: Some("/tenants".into()),
+        personal: Some(PersonalTenant {
+            prefix: "user:".into(),
+            suffix: String::new(),
+            issuer: "https://issuer.test/".into(),
+        }),
+        file_members: [(
+            ("globex-eu".to_string(), "https://issuer.test/".to_string(), "carol".to_string()),
+            vec!["admin".to_string()],
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[test]
+fn tenant_resolution_table() {
+    let policy = tenant_policy();
+    let h = |k: &str, v: &str| (k.to_string(), v.to_string());
+    type Case<'a> =
+        (&'a str, &'a str, Vec<(String, String)>, Option<(&'a str, &'a str)>, Result<Option<&'a str>, DenyReason>);
+    let cases: Vec<Case> = vec![
+        ("none", "/api/x", vec![], None, Ok(None)),
+        ("path", "/tenants/acme/x", vec![], None, Ok(Some("acme"))),
+        ("header", "/api/x", vec![h("x-tenant-id", "acme")], None, Ok(Some("acme"))),
+        ("header agrees with path", "/tenants/acme/x", vec![h("x-tenant-id", "acme")], None, Ok(Some("acme"))),
+        (
+            "header disagrees",
+            "/tenants/acme/x",
+            vec![h("x-tenant-id", "initech")],
+            None,
+            Err(DenyReason::TenantConflict),
+        ),
+        (
+            "two headers",
+            "/api/x",
+            vec![h("x-tenant-id", "a"), h("x-tenant-id", "a")],
+            None,
+            Err(DenyReason::TenantConflict),
+        ),
+        ("comma joined", "/api/x", vec![h("x-tenant-id", "a,b")], None, Err(DenyReason::InvalidRequest)),
+        ("upper case is not folded", "/tenants/ACME/x", vec![], None, Err(DenyReason::InvalidRequest)),
+        ("percent is not decoded", "/tenants/ac%6De/x", vec![], None, Err(DenyReason::InvalidRequest)),
+        ("confusable", "/tenants/\u{430}cme/x", vec![], None, Err(DenyReason::InvalidRequest)),
+        ("context extension", "/api/x", vec![], Some(("tenant", "acme")), Ok(Some("acme"))),
+        (
+            "context extension disagrees",
+            "/tenants/acme/x",
+            vec![],
+            Some(("tenant", "globex")),
+            Err(DenyReason::TenantConflict),
+        ),
+        ("host label", "/x", vec![], None, Ok(None)),
+    ];
+    for (name, path, headers, ext, want) in cases {
+        let mut inp = input("GET", path, &headers);
+        if let Some((k, v)) = ext {
+            inp.context_extensions.insert(k.into(), v.into());
+        }
+        let got = resolve_tenant(&policy, &inp, path);
+        assert_eq!(got.as_ref().map(|t| t.as_deref()).map_err(|d| d.reason), want, "{name}");
+    }
+    let mut hosted = input("GET", "/x", &[]);
+    hosted.host = "Acme.Tenants.Example.com:443".into();
+    assert_eq!(resolve_tenant(&policy, &hosted, "/x").map_err(|d| d.reason), Ok(Some("acme".to_string())));
+    hosted.host = "a.b.tenants.example.com".into();
+    assert_eq!(resolve_tenant(&policy, &hosted, "/x").map_err(|d| d.reason), Ok(None), "only a single label");
+}
+
+struct Store(Vec<(&'static str, &'static str)>);
+
+impl MembershipCheck for Store {
+    fn member_roles(&self, tenant: &str, _iss: &str, sub: &str) -> Option<Vec<String>> {
+        self.0.iter().any(|(t, s)| *t == tenant && *s == sub).then(|| vec!["viewer".to_string()])
+    }
+}
+
+fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToken {
+    VerifiedToken {
+        issuer: IssuerId(0),
+        iss: Arc::from(iss),
+        subject: Subject(sub.into()),
+        claims: Arc::new(claims),
+        exp: NOW + 600,
+        nbf: None,
+        iat: Some(NOW),
+    }
+}
+
+#[test]
+fn membership_table() {
+    let policy = tenant_policy();
+    let store = Store(vec![("hooli", "dave"), ("user:alice", "bob")]);
+    let iss = "https://issuer.test/";
+    let list = json!({"tenants": ["acme", "globex"]});
+    let map = json!({"tenants": {"acme": ["admin", "billing"], "globex": "viewer"}});
+    type Case<'a> = (&'a str, VerifiedToken, &'a str, bool, Result<Vec<&'a str>, DenyReason>);
+    let cases: Vec<Case> = vec![
+        ("claim list", claims_token(iss, "alice", list.clone()), "acme", true, Ok(vec![])),
+        (
+            "claim list, other tenant",
+            claims_token(iss, "alice", list.clone()),
+            "initech",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        ("claim map with roles", claims_token(iss, "alice", map.clone()), "acme", true, Ok(vec!["admin", "billing"])),
+        ("claim map, string roles", claims_token(iss, "alice", map.clone()), "globex", true, Ok(vec!["viewer"])),
+        (
+            "untrusted issuer's claim",
+            claims_token("https://pem.test/", "alice", list.clone()),
+            "acme",
+            false,
+            Err(DenyReason::TenantForbidden),
+        ),
+        ("file member", claims_token(iss, "carol", json!({})), "globex-eu", true, Ok(vec!["admin"])),
+        (
+            "file member of another issuer",
+            claims_token("https://pem.test/", "carol", json!({})),
+            "globex-eu",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        ("store member", claims_token(iss, "dave", json!({})), "hooli", true, Ok(vec!["viewer"])),
+        ("personal tenant owner", claims_token(iss, "alice", json!({})), "user:alice", true, Ok(vec!["owner"])),
+        (
+            "personal tenant, store lists another",
+            claims_token(iss, "bob", json!({})),
+            "user:alice",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        (
+            "personal tenant, claim lists it",
+            claims_token(iss, "bob", json!({"tenants": ["user:alice"]})),
+            "user:alice",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        (
+            "personal tenant of another issuer's alice",
+            claims_token("https://pem.test/", "alice", json!({})),
+            "user:alice",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+    ];
+    for (name, token, tenant, trusted, want) in cases {
+        let got = membership(&policy, &token, tenant, trusted, &store).map_err(|d| d.reason);
+        let want = want.map(|roles| roles.into_iter().map(str::to_string).collect::<Vec<_>>());
+        assert_eq!(got, want, "{name}");
     }
 }

@@ -257,7 +257,10 @@ async fn remove_member(State(state): State<AdminState>, Path(tenant): Path<Strin
     match state.app.members.remove(&member.tenant, &member.iss, &member.sub).await {
         Ok(()) => {
             tracing::info!(target: "portcullis::admin", tenant = %member.tenant, sub = %member.sub, "member removed");
-            (StatusCode::OK, axum::Json(json!({"removed": {"tenant": member.tenant, "iss": member.iss, "sub": member.sub}})))
+            (
+                StatusCode::OK,
+                axum::Json(json!({"removed": {"tenant": member.tenant, "iss": member.iss, "sub": member.sub}})),
+            )
                 .into_response()
         }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

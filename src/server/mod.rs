@@ -122,7 +122,8 @@ impl Server {
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
-        type Stores = (Arc<dyn RevocationStore>, Arc<dyn MemberStore>, Option<Arc<RedisState>>, Option<Arc<StateHealth>>);
+        type Stores =
+            (Arc<dyn RevocationStore>, Arc<dyn MemberStore>, Option<Arc<RedisState>>, Option<Arc<StateHealth>>);
         let (revocations, members, redis_follower, state_health): Stores = match &settings.state {
             StateBackend::Memory => (Arc::new(MemoryRevocations::new()), Arc::new(MemoryMembers::new()), None, None),
             StateBackend::Redis(redis) => {

@@ -116,8 +116,11 @@ impl RedisState {
         if let Some(conn) = writer.as_ref() {
             return Ok(conn.clone());
         }
-        let conn =
-            self.client.get_multiplexed_async_connection_with_config(&connection_config()).await.map_err(unavailable)?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config())
+            .await
+            .map_err(unavailable)?;
         *writer = Some(conn.clone());
         Ok(conn)
     }
@@ -182,8 +185,14 @@ impl RedisState {
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(conn).await?;
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(conn)
+                .await?;
             if !keys.is_empty() {
                 let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
                 for value in values.into_iter().flatten() {

@@ -192,9 +192,9 @@ impl Portcullis {
             policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(
-                &format!("health: \"127.0.0.1:{health_port}\""),
-                &format!("health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\""),
-            ),
+                    &format!("health: \"127.0.0.1:{health_port}\""),
+                    &format!("health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\""),
+                ),
             token_file.display()
         );
         std::fs::write(&config, text).expect("write policy");
