@@ -10,14 +10,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use portcullis::config::{Settings, parse_and_validate};
 use portcullis::server::Server;
-use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::corpus;
+use support::{corpus, outcome};
 use tokio::sync::oneshot;
 
 const ISSUER: &str = "https://idp.test/";
@@ -181,18 +180,6 @@ impl Drop for Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-fn outcome(resp: &CheckResponse) -> (u16, String) {
-    use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
-    match &resp.http_response {
-        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
-            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
-        ),
-        None => (0, String::new()),
     }
 }
 

@@ -7,7 +7,6 @@ mod support;
 
 use portcullis::clock::unix_millis;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, StateHealth};
@@ -77,14 +76,7 @@ async fn check(p: &Portcullis, token: &str) -> (u16, String) {
         .await
         .expect("check")
         .into_inner();
-    match &resp.http_response {
-        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
-            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
-        ),
-        None => (0, String::new()),
-    }
+    support::outcome(&resp)
 }
 
 async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
@@ -211,14 +203,7 @@ async fn check_path(p: &Portcullis, path: &str, bearer: &str) -> (u16, String) {
         .await
         .expect("check")
         .into_inner();
-    match &resp.http_response {
-        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
-            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
-        ),
-        None => (0, String::new()),
-    }
+    support::outcome(&resp)
 }
 
 async fn wait_path(p: &Portcullis, path: &str, bearer: &str, want: u16, within: Duration) -> Duration {

@@ -9,8 +9,6 @@ use portcullis::clock::Clock;
 use portcullis::config::parse_and_validate;
 use portcullis::decision::UnixTime;
 use portcullis::revocation::MemoryRevocations;
-use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
-use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::server::{AppState, ServeOptions, Server};
 use std::net::SocketAddr;
@@ -73,20 +71,11 @@ async fn start(extra: &str) -> Running {
     Running { state, admin, clock, _stop: stop, dir }
 }
 
-fn status(resp: &CheckResponse) -> (u16, String) {
-    match &resp.http_response {
-        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
-            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
-        ),
-        None => (0, String::new()),
-    }
-}
-
 async fn check(state: &AppState, token: &str) -> (u16, String) {
     let bearer = format!("Bearer {token}");
-    status(&state.check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map)).await)
+    support::outcome(
+        &state.check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map)).await,
+    )
 }
 
 fn counter(metrics: &str, prefix: &str) -> f64 {

@@ -100,36 +100,3 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         "latency_us": latency.as_micros() as u64,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decision::{Deny, DenyReason};
-
-    fn sink(rate: f64, file: &std::path::Path) -> AuditSink {
-        AuditSink::open(&AuditSettings { file: Some(file.to_path_buf()), allow_sample_rate: rate }).expect("open")
-    }
-
-    #[test]
-    fn allows_are_sampled_denies_never() {
-        let file = std::env::temp_dir().join(format!("portcullis-audit-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&file);
-        let audit = sink(0.25, &file);
-        let input = CheckInput { request_id: "r".into(), ..Default::default() };
-        let allow = Decision {
-            outcome: Outcome::Allow { set_headers: vec![], remove_headers: vec![] },
-            context: Default::default(),
-        };
-        let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
-        for _ in 0..100 {
-            audit.record(&input, &allow, Duration::from_micros(5));
-            audit.record(&input, &deny, Duration::from_micros(5));
-        }
-        let text = std::fs::read_to_string(&file).expect("audit");
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-        let allows = lines.iter().filter(|l| l["decision"] == "allow").count();
-        let denies = lines.iter().filter(|l| l["decision"] == "deny").count();
-        assert_eq!((allows, denies), (25, 100));
-        let _ = std::fs::remove_file(&file);
-    }
-}

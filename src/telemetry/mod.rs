@@ -8,6 +8,9 @@ pub mod metrics;
 pub mod redact;
 pub mod tracing_otel;
 
+#[cfg(test)]
+mod tests;
+
 use crate::config::LogFormat;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;

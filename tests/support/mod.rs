@@ -316,3 +316,16 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// (HTTP status, reason) of a `CheckResponse`: 200 "allowed" or the deny's status and reason.
+pub fn outcome(resp: &portcullis::server::proto::envoy::service::auth::v3::CheckResponse) -> (u16, String) {
+    use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpResponse;
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => (200, "allowed".into()),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map(|s| s.code as u16).unwrap_or(0),
+            resp.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    }
+}
