@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
+pub mod blocks;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -409,3 +409,74 @@ fn tenant_isolation_through_envoy() {
     assert_eq!(through(&envoy, "/tenants/globex/x", &a(&[])), (200, "globex".to_string()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn from(envoy: &Envoy, client: [u8; 4], token: &str, xff: Option<&str>) -> (u16, String) {
+    let xff = xff.map(|x| format!("x-forwarded-for: {x}\r\n")).unwrap_or_default();
+    let request = format!(
+        "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\n{xff}connection: close\r\n\r\n"
+    );
+    let resp = support::raw_http_from(client.into(), envoy.listener, &request).expect("response");
+    let reason = serde_json::from_str::<Value>(&resp.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string));
+    (resp.status, reason.unwrap_or_default())
+}
+
+#[test]
+fn auto_block_and_client_ip_through_envoy() {
+    let dir = scratch("envoy-ip");
+    let upstream = Upstream::start();
+    let extra = "ip: { trusted_cidrs: [127.0.0.9], deny: [127.0.0.66], auto_block: { failures: 5, window: 15m, block_for: 3s } }";
+    let portcullis = Portcullis::start(&dir, extra, &[]);
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let valid =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "ip-user", now));
+    let parts: Vec<&str> = valid.split('.').collect();
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        corpus::claims(corpus::ISSUER, "root", now).to_string(),
+    );
+    let tampered = format!("{}.{}.{}", parts[0], forged, parts[2]);
+    let mut old = corpus::claims(corpus::ISSUER, "ip-user", now);
+    old["exp"] = serde_json::json!(now - 600);
+    let expired = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &old);
+    let blocked = (403, "ip_blocked".to_string());
+
+    // Static deny list.
+    assert_eq!(from(&envoy, [127, 0, 0, 66], &valid, None), blocked);
+    // 5 expired tokens never block.
+    for _ in 0..6 {
+        assert_eq!(from(&envoy, [127, 0, 0, 4], &expired, None).1, "token_expired");
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 4], &valid, None).0, 200);
+    // 5 tampered tokens block that client, even with a valid token; others are unaffected.
+    for _ in 0..5 {
+        assert_eq!(from(&envoy, [127, 0, 0, 2], &tampered, None).1, "token_invalid");
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 2], &valid, None), blocked);
+    assert_eq!(from(&envoy, [127, 0, 0, 3], &valid, None).0, 200, "another client is unaffected");
+    let list = portcullis.admin_request("GET", "/v1/blocks", "").expect("blocks");
+    assert!(list.body.contains("127.0.0.2"), "{}", list.body);
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(metrics.contains("portcullis_ip_blocks_active 1"), "{metrics}");
+    // The block expires after block_for (3 s).
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(from(&envoy, [127, 0, 0, 2], &valid, None).0, 200, "block expired");
+
+    // An untrusted peer's forged x-forwarded-for changes nothing: the peer is counted.
+    for _ in 0..5 {
+        from(&envoy, [127, 0, 0, 5], &tampered, Some("198.51.100.7"));
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 5], &valid, None), blocked, "the peer was blocked, not the forged address");
+    // Behind a trusted proxy (127.0.0.9) the XFF client is counted and blocked, the proxy never.
+    for _ in 0..5 {
+        from(&envoy, [127, 0, 0, 9], &tampered, Some("198.51.100.8"));
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 9], &valid, Some("198.51.100.8")), blocked, "XFF client blocked");
+    assert_eq!(from(&envoy, [127, 0, 0, 9], &valid, Some("198.51.100.9")).0, 200, "the trusted proxy itself never");
+    assert_eq!(from(&envoy, [127, 0, 0, 9], &valid, None).0, 200);
+    // Admin unblock.
+    let resp = portcullis.admin_request("DELETE", "/v1/blocks", r#"{"cidr":"198.51.100.8"}"#).expect("unblock");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(from(&envoy, [127, 0, 0, 9], &valid, Some("198.51.100.8")).0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

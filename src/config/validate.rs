@@ -7,9 +7,9 @@ use super::{ConfigError, Problems};
 use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
-    Access, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource, IssuerRules,
-    MemberTable, PathMatch, PersonalTenant, Policy, Requirements, ResponsePolicy, Route, RouteMatch, TenantPolicy,
-    TenantSource, TimePolicy,
+    Access, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource,
+    IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy, Requirements, ResponsePolicy, Route,
+    RouteMatch, TenantPolicy, TenantSource, TimePolicy, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -115,9 +115,7 @@ impl Validator {
         if max_inflight_checks == 0 {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
-        for (present, path) in
-            [(raw.rate_limits.is_some(), "rate_limits"), (raw.ip.is_some(), "ip"), (raw.sessions.is_some(), "sessions")]
-        {
+        for (present, path) in [(raw.rate_limits.is_some(), "rate_limits"), (raw.sessions.is_some(), "sessions")] {
             if present {
                 self.not_yet(path);
             }
@@ -168,7 +166,8 @@ impl Validator {
             }
         }
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
-        let policy = Policy { routes, credentials, response, issuers: rules, tenants };
+        let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
+        let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip };
         Some(Settings {
             grpc: grpc?,
             health: health?,
@@ -266,6 +265,48 @@ impl Validator {
                 StateBackend::Memory
             }
         }
+    }
+
+    fn cidrs(&mut self, path: &str, inline: &[String], files: &[String]) -> CidrSet {
+        let mut set = CidrSet::default();
+        for (i, text) in inline.iter().enumerate() {
+            match parse_cidr(text) {
+                Ok(net) => set.insert(net),
+                Err(e) => self.problems.add(format!("{path}[{i}]"), e),
+            }
+        }
+        for (i, file) in files.iter().enumerate() {
+            let p = format!("{path}_files[{i}]");
+            let Some(bytes) = self.read(&p, file) else { continue };
+            if let Err(e) = set.extend_from_lines(&String::from_utf8_lossy(&bytes)) {
+                self.problems.add(&p, e);
+            }
+        }
+        set
+    }
+
+    fn ip(&mut self, raw: &RawIp) -> IpPolicy {
+        let allow = self.cidrs("ip.allow", &raw.allow, &raw.allow_files);
+        let deny = self.cidrs("ip.deny", &raw.deny, &raw.deny_files);
+        let trusted = self.cidrs("ip.trusted_cidrs", &raw.trusted_cidrs, &[]);
+        let auto_block = raw.auto_block.as_ref().map(|a| {
+            let window = self.duration("ip.auto_block.window", Some(&a.window), Duration::from_secs(900));
+            let block_for = self.duration("ip.auto_block.block_for", Some(&a.block_for), Duration::from_secs(1800));
+            if a.failures == 0 {
+                self.problems.add("ip.auto_block.failures", "must be at least 1");
+            }
+            for (name, d) in [("window", window), ("block_for", block_for)] {
+                if d < Duration::from_secs(1) {
+                    self.problems.add(format!("ip.auto_block.{name}"), "must be at least 1s");
+                }
+            }
+            AutoBlock {
+                failures: a.failures,
+                window_secs: window.as_secs() as i64,
+                block_for_secs: block_for.as_secs() as i64,
+            }
+        });
+        IpPolicy { allow, deny, trusted, auto_block }
     }
 
     fn cache(&mut self, raw: Option<&RawCache>) -> CacheSettings {

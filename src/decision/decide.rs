@@ -4,6 +4,7 @@ use super::claims::{TimePolicy, check_times};
 use super::credential::{CredentialPolicy, extract_credential};
 use super::headers::{ResponsePolicy, identity_headers};
 use super::input::CheckInput;
+use super::ip::{ClientIp, IpPolicy, client_ip};
 use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements};
@@ -32,6 +33,7 @@ pub struct Policy {
     /// Indexed by [`super::IssuerId`].
     pub issuers: Vec<IssuerRules>,
     pub tenants: Option<TenantPolicy>,
+    pub ip: IpPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,9 @@ pub struct DecisionContext {
     pub tenant: Option<String>,
     /// First 12 hex digits of the credential's SHA-256; never the credential.
     pub credential_fingerprint: Option<String>,
+    /// The client address (DESIGN step 2), and whether it is a trusted proxy.
+    pub client_ip: Option<std::net::IpAddr>,
+    pub client_trusted: bool,
     /// Set when the token named a key its issuer does not have: the edge may refetch the
     /// issuer's keys and decide again.
     pub key_miss: Option<IssuerId>,
@@ -99,9 +104,40 @@ fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContex
     }
 }
 
+/// Static lists and dynamic blocks; trusted proxies are never blocked.
+fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: UnixTime) -> Option<Deny> {
+    let blocked = |why: &str| Some(Deny::new(DenyReason::IpBlocked, why));
+    let Some(client) = client else {
+        // No peer address at all: only an allow list can say anything, and it cannot pass.
+        return if ip.allow.is_empty() { None } else { blocked("no client address for ip.allow") };
+    };
+    if client.trusted {
+        return None;
+    }
+    if !ip.allow.is_empty() && !ip.allow.contains(client.addr) {
+        return blocked("not in ip.allow");
+    }
+    if ip.deny.contains(client.addr) {
+        return blocked("in ip.deny");
+    }
+    if services.blocks.blocked(client.addr, now) {
+        return blocked("blocked");
+    }
+    None
+}
+
 /// Decides one request. Pure: the same inputs always give the same decision.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
+    let client = input.peer_ip.map(|peer| {
+        let xff: Vec<&str> = input.header_values("x-forwarded-for").collect();
+        client_ip(peer, &xff, &policy.ip.trusted)
+    });
+    context.client_ip = client.map(|c| c.addr);
+    context.client_trusted = client.is_some_and(|c| c.trusted);
+    if let Some(deny) = ip_deny(&policy.ip, client, services, now) {
+        return Decision::deny(deny, context);
+    }
     let path = match validate_path(&input.path) {
         Ok(path) => path,
         Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),

@@ -9,6 +9,7 @@ mod credential;
 mod decide;
 mod headers;
 mod input;
+pub(crate) mod ip;
 mod path;
 mod reason;
 pub(crate) mod requirements;
@@ -21,13 +22,15 @@ pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use decide::{Decision, DecisionContext, IssuerRules, Outcome, Policy, decide, fingerprint};
 pub use headers::{IdentityHeader, IdentitySource, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
+pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
-    IssuerId, NoRevocations, RevocationCheck, Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
+    BlockCheck, IssuerId, NoBlocks, NoRevocations, RevocationCheck, Services, Subject, TokenError, TokenVerifier,
+    UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ fn corpus_decisions() {
     let snap = snapshot();
     let cases = corpus::cases(NOW);
     assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
-    let services = Services { verifier: &snap.verifier, revocations: &NoRevocations, memberships: &NoMembers };
+    let services =
+        Services { verifier: &snap.verifier, revocations: &NoRevocations, memberships: &NoMembers, blocks: &NoBlocks };
     for case in &cases {
         let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &services, UnixTime(NOW));
         match &decision.outcome {
@@ -464,4 +465,53 @@ fn membership_table() {
         let want = want.map(|roles| roles.into_iter().map(str::to_string).collect::<Vec<_>>());
         assert_eq!(got, want, "{name}");
     }
+}
+
+fn cidrs(list: &[&str]) -> CidrSet {
+    let mut set = CidrSet::default();
+    for c in list {
+        set.insert(parse_cidr(c).expect("cidr"));
+    }
+    set
+}
+
+#[test]
+fn client_ip_table() {
+    let trusted = cidrs(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let cases: &[(&str, &[&str], &str, bool)] = &[
+        ("192.0.2.1", &[], "192.0.2.1", false),
+        ("192.0.2.1", &["198.51.100.7"], "192.0.2.1", false),
+        ("10.0.0.5", &["198.51.100.7"], "198.51.100.7", false),
+        ("10.0.0.5", &["203.0.113.1, 198.51.100.7, 10.1.1.1"], "198.51.100.7", false),
+        ("10.0.0.5", &["203.0.113.1", "198.51.100.7"], "198.51.100.7", false),
+        ("10.0.0.5", &["10.1.1.1, 10.2.2.2"], "10.0.0.5", true),
+        ("10.0.0.5", &[], "10.0.0.5", true),
+        ("10.0.0.5", &["198.51.100.7, garbage"], "10.0.0.5", true),
+        ("2001:db8:ffff::1", &["2001:db8:1:2:3:4:5:6"], "2001:db8:1:2:3:4:5:6", false),
+    ];
+    for (peer, xff, want, want_trusted) in cases {
+        let got = client_ip(ip(peer), xff, &trusted);
+        assert_eq!((got.addr, got.trusted), (ip(want), *want_trusted), "peer {peer} xff {xff:?}");
+    }
+    assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+    assert_eq!(client_key(ip("2001:db8:1:2:ffff::9")), "2001:db8:1:2::/64", "one /64, one key");
+    assert_eq!(client_key(ip("192.0.2.1")), "192.0.2.1");
+}
+
+#[test]
+fn cidr_parsing_and_files() {
+    for good in ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32", "::1"] {
+        assert!(parse_cidr(good).is_ok(), "{good}");
+    }
+    for bad in ["10.0.0.1/8", "10.0.0.0/33", "banana", "", "2001:db8::/129"] {
+        assert!(parse_cidr(bad).is_err(), "{bad}");
+    }
+    let mut set = CidrSet::default();
+    set.extend_from_lines("# blocklist\n203.0.113.0/24  # a comment\n\n198.51.100.7\n").expect("file");
+    assert_eq!(set.len(), 2);
+    assert!(set.contains("203.0.113.200".parse().expect("ip")));
+    assert!(!set.contains("203.0.114.1".parse().expect("ip")));
+    let err = CidrSet::default().extend_from_lines("10.0.0.0/8\nnot-a-cidr\n").expect_err("bad line");
+    assert!(err.starts_with("line 2:"), "{err}");
 }

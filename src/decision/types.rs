@@ -84,11 +84,25 @@ impl RevocationCheck for NoRevocations {
     }
 }
 
+/// Dynamic IP blocks (auto-block and admin), read from local state.
+pub trait BlockCheck {
+    fn blocked(&self, ip: std::net::IpAddr, now: UnixTime) -> bool;
+}
+
+pub struct NoBlocks;
+
+impl BlockCheck for NoBlocks {
+    fn blocked(&self, _ip: std::net::IpAddr, _now: UnixTime) -> bool {
+        false
+    }
+}
+
 /// What a decision consults besides the policy.
 pub struct Services<'a> {
     pub verifier: &'a dyn TokenVerifier,
     pub revocations: &'a dyn RevocationCheck,
     pub memberships: &'a dyn super::tenant::MembershipCheck,
+    pub blocks: &'a dyn BlockCheck,
 }
 
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.

@@ -2,6 +2,7 @@
 //! admin token (constant-time compare, no loopback exemption); a refused request changes nothing.
 
 use super::authz::AppState;
+use crate::blocks::Block;
 use crate::config::AdminToken;
 use crate::membership::Member;
 use crate::revocation::Revocation;
@@ -59,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/revocations", get(list_revocations).post(add_revocation))
         .route("/v1/cache", delete(clear_cache))
+        .route("/v1/blocks", get(list_blocks).post(add_block).delete(remove_block))
         .route("/v1/tenants/{tenant}/members", put(put_member).delete(remove_member))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -263,6 +265,65 @@ async fn remove_member(State(state): State<AdminState>, Path(tenant): Path<Strin
             )
                 .into_response()
         }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    cidr: String,
+    /// Like `30m`; default: `ip.auto_block.block_for`, else one hour.
+    ttl: Option<String>,
+}
+
+fn block_body(body: &Bytes) -> Result<BlockBody, String> {
+    let parsed: BlockBody = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    crate::decision::parse_cidr(&parsed.cidr)?;
+    Ok(parsed)
+}
+
+async fn list_blocks(State(state): State<AdminState>) -> Response {
+    let now = state.app.clock.now();
+    let items: Vec<Value> = state
+        .app
+        .blocks
+        .list(now)
+        .iter()
+        .map(|b| json!({"cidr": b.cidr, "expires_at": rfc3339(b.expires_at)}))
+        .collect();
+    (StatusCode::OK, axum::Json(json!({ "blocks": items }))).into_response()
+}
+
+async fn add_block(State(state): State<AdminState>, body: Bytes) -> Response {
+    let parsed = match block_body(&body) {
+        Ok(b) => b,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    let default_ttl = state.app.snapshot.load().policy.ip.auto_block.map(|a| a.block_for_secs).unwrap_or(3600);
+    let ttl = match parsed.ttl.as_deref().map(humantime::parse_duration) {
+        None => default_ttl,
+        Some(Ok(d)) if d.as_secs() >= 1 => d.as_secs() as i64,
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "ttl must be a duration of at least 1s, like 30m"),
+    };
+    let block = Block { cidr: parsed.cidr.trim().to_string(), expires_at: state.app.clock.now().0 + ttl };
+    match state.app.blocks.block(block.clone()).await {
+        Ok(()) => {
+            tracing::info!(target: "portcullis::admin", cidr = %block.cidr, ttl_secs = ttl, "block added");
+            (StatusCode::CREATED, axum::Json(json!({"cidr": block.cidr, "expires_at": rfc3339(block.expires_at)})))
+                .into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn remove_block(State(state): State<AdminState>, body: Bytes) -> Response {
+    let parsed = match block_body(&body) {
+        Ok(b) => b,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    match state.app.blocks.unblock(parsed.cidr.trim()).await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"removed": parsed.cidr}))).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

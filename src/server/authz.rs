@@ -3,10 +3,11 @@
 use super::convert::{check_input, check_response};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use crate::blocks::{Block, BlockStore};
 use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
-use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, decide};
+use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, client_key, decide};
 use crate::membership::MemberStore;
 use crate::revocation::RevocationStore;
 use crate::state::StateHealth;
@@ -21,6 +22,9 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// Longest a deny waits to record a credential failure (a shared backend may be slow).
+const FAILURE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Longest a check waits for an unknown `kid`'s refetch before answering 401.
 pub const KEY_REFETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -34,6 +38,7 @@ pub struct StateParts {
     pub cache: CacheSettings,
     pub revocations: Arc<dyn RevocationStore>,
     pub members: Arc<dyn MemberStore>,
+    pub blocks: Arc<dyn BlockStore>,
     pub state_health: Option<Arc<StateHealth>>,
 }
 
@@ -52,6 +57,8 @@ pub struct AppState {
     pub revocations: Arc<dyn RevocationStore>,
     /// Dynamic tenant memberships (admin API).
     pub members: Arc<dyn MemberStore>,
+    /// Dynamic IP blocks and failure counts.
+    pub blocks: Arc<dyn BlockStore>,
     /// Contact with the shared state backend; `None` for memory state.
     pub state_health: Option<Arc<StateHealth>>,
 }
@@ -68,6 +75,7 @@ impl AppState {
             cache: ClaimsCache::new(parts.cache),
             revocations: parts.revocations,
             members: parts.members,
+            blocks: parts.blocks,
             state_health: parts.state_health,
         }
     }
@@ -79,6 +87,7 @@ impl AppState {
             verifier: &verifier,
             revocations: self.revocations.as_ref(),
             memberships: self.members.as_ref(),
+            blocks: self.blocks.as_ref(),
         };
         decide(input, &snapshot.policy, &services, now)
     }
@@ -123,6 +132,7 @@ impl AppState {
                 DecisionContext::default(),
             ),
         };
+        self.count_failure(&input, &decision, &snapshot).await;
         let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
         let elapsed = started.elapsed();
         let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
@@ -133,6 +143,32 @@ impl AppState {
         metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
         self.audit.record(&input, &decision, elapsed);
         response
+    }
+
+    /// Auto-block (DESIGN step 13): only invalid credentials count — never missing or expired
+    /// ones, never OPTIONS, never a trusted proxy.
+    async fn count_failure(&self, input: &CheckInput, decision: &Decision, snapshot: &Snapshot) {
+        let Some(rule) = snapshot.policy.ip.auto_block else { return };
+        let Outcome::Deny(deny) = &decision.outcome else { return };
+        let counted = matches!(deny.reason, DenyReason::TokenInvalid | DenyReason::ApiKeyInvalid);
+        let (Some(ip), false) = (decision.context.client_ip, decision.context.client_trusted) else { return };
+        if !counted || input.method.eq_ignore_ascii_case("OPTIONS") {
+            return;
+        }
+        let key = client_key(ip);
+        let now = self.clock.now();
+        let recorded = tokio::time::timeout(FAILURE_WRITE_WAIT, async {
+            let count = self.blocks.record_failure(&key, now, rule.window_secs).await?;
+            if count >= rule.failures {
+                tracing::warn!(client = %key, failures = count, "auto-blocking client after repeated invalid credentials");
+                self.blocks.block(Block { cidr: key.clone(), expires_at: now.0 + rule.block_for_secs }).await?;
+            }
+            Ok::<(), crate::revocation::StoreError>(())
+        })
+        .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::warn!(client = %key, "could not record a credential failure for auto-block");
+        }
     }
 
     /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and

@@ -16,6 +16,7 @@ pub mod request;
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
 
+use crate::blocks::MemoryBlocks;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
 use crate::membership::{MemberStore, MemoryMembers};
@@ -145,6 +146,7 @@ impl Server {
             cache: settings.cache,
             revocations,
             members,
+            blocks: Arc::new(MemoryBlocks::new()),
             state_health,
         });
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
@@ -261,6 +263,7 @@ impl Server {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 purge_state.revocations.purge_expired(purge_state.clock.now());
+                purge_state.blocks.purge_expired(purge_state.clock.now());
             }
         });
 

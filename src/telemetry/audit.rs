@@ -94,7 +94,7 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         "issuer": ctx.issuer.as_deref(),
         "subject": ctx.subject.as_ref().map(|s| s.0.as_str()),
         "tenant": ctx.tenant,
-        "client_ip": input.peer_ip.map(|ip| ip.to_string()),
+        "client_ip": ctx.client_ip.or(input.peer_ip).map(|ip| ip.to_string()),
         "credential": ctx.credential_fingerprint,
         "method": input.method,
         "latency_us": latency.as_micros() as u64,

@@ -130,7 +130,19 @@ impl HttpResponse {
 
 /// Sends `request` verbatim (so paths and duplicate headers reach the proxy exactly as written).
 pub fn raw_http(addr: SocketAddr, request: &str) -> Option<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    exchange(stream, request)
+}
+
+/// Like [`raw_http`], from a chosen loopback source address (127.0.0.x), as a distinct client.
+pub fn raw_http_from(source: std::net::Ipv4Addr, addr: SocketAddr, request: &str) -> Option<HttpResponse> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::from((source, 0)).into()).ok()?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(2)).ok()?;
+    exchange(socket.into(), request)
+}
+
+fn exchange(mut stream: TcpStream, request: &str) -> Option<HttpResponse> {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut buf = Vec::new();

@@ -1,0 +1,126 @@
+//! Client IP and static IP lists (DESIGN steps 2 and 3).
+
+use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A set of CIDRs with longest-prefix lookup.
+#[derive(Default)]
+pub struct CidrSet {
+    table: IpNetworkTable<()>,
+    len: usize,
+}
+
+impl std::fmt::Debug for CidrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CidrSet({} networks)", self.len)
+    }
+}
+
+impl Clone for CidrSet {
+    fn clone(&self) -> Self {
+        let mut table = IpNetworkTable::new();
+        for (net, _) in self.table.iter() {
+            table.insert(net, ());
+        }
+        Self { table, len: self.len }
+    }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits must be
+/// zero, so a typo like `10.0.0.1/8` is an error, not a silent widening.
+pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNetwork::from(ip));
+    }
+    IpNetwork::from_str(text).map_err(|e| format!("\"{text}\" is not a CIDR ({e})"))
+}
+
+impl CidrSet {
+    pub fn insert(&mut self, net: IpNetwork) {
+        if self.table.insert(net, ()).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.table.longest_match(ip).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Lines of a CIDR file: one CIDR or address a line, `#` starts a comment. Errors name the line.
+    pub fn extend_from_lines(&mut self, text: &str) -> Result<(), String> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            self.insert(parse_cidr(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpPolicy {
+    /// Non-empty: only these pass.
+    pub allow: CidrSet,
+    pub deny: CidrSet,
+    /// Proxies whose `x-forwarded-for` is believed; never counted, blocked or limited.
+    pub trusted: CidrSet,
+    pub auto_block: Option<AutoBlock>,
+}
+
+/// Block a client after `failures` invalid credentials within `window_secs`, for `block_for_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoBlock {
+    pub failures: u32,
+    pub window_secs: i64,
+    pub block_for_secs: i64,
+}
+
+/// The client behind the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp {
+    pub addr: IpAddr,
+    /// A trusted proxy itself (every hop trusted): exempt from lists, blocks and limits.
+    pub trusted: bool,
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy; then `x-forwarded-for` is
+/// walked right to left skipping trusted entries, and the first untrusted one is the client.
+/// An unparsable entry stops the walk and the peer is used.
+pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &CidrSet) -> ClientIp {
+    if !trusted.contains(peer) {
+        return ClientIp { addr: peer, trusted: false };
+    }
+    let hops: Vec<&str> = xff.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|h| !h.is_empty()).collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(ip) => continue,
+            Ok(ip) => return ClientIp { addr: ip, trusted: false },
+            Err(_) => return ClientIp { addr: peer, trusted: true },
+        }
+    }
+    ClientIp { addr: peer, trusted: true }
+}
+
+/// The key a client is counted and limited under: IPv4 address, or the IPv6 /64.
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
