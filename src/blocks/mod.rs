@@ -64,6 +64,19 @@ impl MemoryBlocks {
         self.publish_count();
     }
 
+    /// Replaces every block (a resync from the backend's authoritative copy).
+    pub fn replace_all(&self, blocks: &[Block]) {
+        if let Ok(mut t) = self.table.write() {
+            *t = IpNetworkTable::new();
+            for b in blocks {
+                if let Ok(net) = parse_cidr(&b.cidr) {
+                    t.insert(net, b.expires_at);
+                }
+            }
+        }
+        self.publish_count();
+    }
+
     fn publish_count(&self) {
         let now = crate::clock::unix_millis() / 1000;
         let live = self.table.read().map(|t| t.iter().filter(|(_, e)| **e > now).count()).unwrap_or(0);

@@ -16,7 +16,7 @@ pub mod request;
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
 
-use crate::blocks::MemoryBlocks;
+use crate::blocks::{BlockStore, MemoryBlocks};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
 use crate::membership::{MemberStore, MemoryMembers};
@@ -123,10 +123,21 @@ impl Server {
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
-        type Stores =
-            (Arc<dyn RevocationStore>, Arc<dyn MemberStore>, Option<Arc<RedisState>>, Option<Arc<StateHealth>>);
-        let (revocations, members, redis_follower, state_health): Stores = match &settings.state {
-            StateBackend::Memory => (Arc::new(MemoryRevocations::new()), Arc::new(MemoryMembers::new()), None, None),
+        type Stores = (
+            Arc<dyn RevocationStore>,
+            Arc<dyn MemberStore>,
+            Arc<dyn BlockStore>,
+            Option<Arc<RedisState>>,
+            Option<Arc<StateHealth>>,
+        );
+        let (revocations, members, blocks, redis_follower, state_health): Stores = match &settings.state {
+            StateBackend::Memory => (
+                Arc::new(MemoryRevocations::new()),
+                Arc::new(MemoryMembers::new()),
+                Arc::new(MemoryBlocks::new()),
+                None,
+                None,
+            ),
             StateBackend::Redis(redis) => {
                 let health = Arc::new(StateHealth::new(
                     redis.max_staleness,
@@ -134,7 +145,7 @@ impl Server {
                     crate::clock::unix_millis(),
                 ));
                 let store = Arc::new(RedisState::new(redis, health.clone()).map_err(ServeError::State)?);
-                (store.clone(), store.clone(), Some(store), Some(health))
+                (store.clone(), store.clone(), store.clone(), Some(store), Some(health))
             }
         };
         let state = AppState::new(StateParts {
@@ -146,7 +157,7 @@ impl Server {
             cache: settings.cache,
             revocations,
             members,
-            blocks: Arc::new(MemoryBlocks::new()),
+            blocks,
             state_health,
         });
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });

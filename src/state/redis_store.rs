@@ -3,7 +3,9 @@
 //! current. Holds revocations and tenant memberships.
 
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
+use crate::blocks::{Block, BlockStore, MemoryBlocks};
 use crate::clock::unix_millis;
+use crate::decision::BlockCheck;
 use crate::decision::{MembershipCheck, RevocationCheck, UnixTime, VerifiedToken};
 use crate::membership::{Member, MemberStore, MemoryMembers};
 use crate::revocation::{MemoryRevocations, Revocation, RevocationStore, StoreError};
@@ -28,6 +30,8 @@ enum Change {
     Revocation(Revocation),
     MemberPut(Member),
     MemberRemoved { tenant: String, iss: String, sub: String },
+    Block(Block),
+    Unblock { cidr: String },
 }
 
 /// What a change does to its key.
@@ -39,6 +43,7 @@ enum KeyOp {
 pub struct RedisState {
     revocations: MemoryRevocations,
     members: MemoryMembers,
+    blocks: MemoryBlocks,
     client: Client,
     writer: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
@@ -79,6 +84,7 @@ impl RedisState {
         Ok(Self {
             revocations: MemoryRevocations::new(),
             members: MemoryMembers::new(),
+            blocks: MemoryBlocks::new(),
             client,
             writer: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
@@ -104,7 +110,13 @@ impl RedisState {
             }
             Change::MemberPut(m) => self.member_key(&m.tenant, &m.iss, &m.sub),
             Change::MemberRemoved { tenant, iss, sub } => self.member_key(tenant, iss, sub),
+            Change::Block(b) => self.block_key(&b.cidr),
+            Change::Unblock { cidr } => self.block_key(cidr),
         }
+    }
+
+    fn block_key(&self, cidr: &str) -> String {
+        format!("{}:block:{}", self.prefix, digest(cidr.trim()))
     }
 
     fn member_key(&self, tenant: &str, iss: &str, sub: &str) -> String {
@@ -134,6 +146,8 @@ impl RedisState {
             Change::Revocation(r) => self.revocations.apply(r),
             Change::MemberPut(m) => self.members.apply_put(m),
             Change::MemberRemoved { tenant, iss, sub } => self.members.apply_remove(&tenant, &iss, &sub),
+            Change::Block(b) => self.blocks.apply_block(&b),
+            Change::Unblock { cidr } => self.blocks.apply_unblock(&cidr),
         }
     }
 
@@ -219,6 +233,16 @@ impl RedisState {
         let position = last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
         let revocations = self.scan_values(conn, format!("{}:rev:*", self.prefix)).await?;
         let members = self.scan_values(conn, format!("{}:member:*", self.prefix)).await?;
+        let blocks: Vec<Block> = self
+            .scan_values(conn, format!("{}:block:*", self.prefix))
+            .await?
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Block(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        self.blocks.replace_all(&blocks);
         let counts = (revocations.len(), members.len());
         for change in revocations {
             self.apply(change);
@@ -331,5 +355,73 @@ impl MemberStore for RedisState {
     async fn remove(&self, tenant: &str, iss: &str, sub: &str) -> Result<(), StoreError> {
         let change = Change::MemberRemoved { tenant: tenant.into(), iss: iss.into(), sub: sub.into() };
         self.publish(change, KeyOp::Delete).await
+    }
+}
+
+impl BlockCheck for RedisState {
+    fn blocked(&self, ip: std::net::IpAddr, now: UnixTime) -> bool {
+        self.blocks.blocked(ip, now)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlockStore for RedisState {
+    async fn block(&self, block: Block) -> Result<(), StoreError> {
+        let ttl = (block.expires_at - unix_millis() / 1000).max(1);
+        self.publish(Change::Block(block), KeyOp::Set { ttl: Some(ttl) }).await
+    }
+
+    async fn unblock(&self, cidr: &str) -> Result<(), StoreError> {
+        self.publish(Change::Unblock { cidr: cidr.trim().to_string() }, KeyOp::Delete).await
+    }
+
+    fn list(&self, now: UnixTime) -> Vec<Block> {
+        self.blocks.list(now)
+    }
+
+    /// Fleet-wide sliding window: one sorted set per client key, scored by time.
+    async fn record_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError> {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let ms = unix_millis();
+        let member =
+            format!("{ms}-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let zkey = format!("{}:fail:{}", self.prefix, digest(key));
+        let mut conn = self.connection().await?;
+        let result: redis::RedisResult<(u32,)> = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&zkey)
+            .arg(ms)
+            .arg(&member)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&zkey)
+            .arg("-inf")
+            .arg(ms - window_secs * 1000)
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&zkey)
+            .cmd("EXPIRE")
+            .arg(&zkey)
+            .arg(window_secs.max(1))
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok((count,)) => {
+                self.health.contact(unix_millis());
+                Ok(count)
+            }
+            Err(e) => {
+                self.forget_connection().await;
+                // Still count locally, so one replica keeps its own guard while Redis is away.
+                tracing::warn!(error = %e, "failure count not shared: state backend unreachable");
+                Ok(self.blocks.count_failure(key, now, window_secs))
+            }
+        }
+    }
+
+    fn purge_expired(&self, now: UnixTime) {
+        self.blocks.purge_expired(now);
     }
 }
