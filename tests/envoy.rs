@@ -480,3 +480,57 @@ fn auto_block_and_client_ip_through_envoy() {
     assert_eq!(from(&envoy, [127, 0, 0, 9], &valid, Some("198.51.100.8")).0, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn send_from(
+    envoy: &Envoy,
+    client: [u8; 4],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> support::HttpResponse {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 0\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("connection: close\r\n\r\n");
+    support::raw_http_from(client.into(), envoy.listener, &request).expect("response")
+}
+
+#[test]
+fn rate_limits_through_envoy() {
+    let dir = scratch("envoy-rate");
+    let upstream = Upstream::start();
+    let portcullis = Portcullis::start(&dir, "", &[]);
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    // `auth` tier: 5 per minute per client IP on POST /login.
+    for i in 0..5 {
+        assert_eq!(send_from(&envoy, [127, 0, 0, 20], "POST", "/login", &[]).status, 200, "login {i}");
+    }
+    let sixth = send_from(&envoy, [127, 0, 0, 20], "POST", "/login", &[]);
+    assert_eq!(sixth.status, 429, "{}", sixth.body);
+    assert!(sixth.body.contains("rate_limited"), "{}", sixth.body);
+    let retry: u32 = sixth.header("retry-after").and_then(|v| v.parse().ok()).expect("retry-after");
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(send_from(&envoy, [127, 0, 0, 21], "POST", "/login", &[]).status, 200, "another client passes");
+
+    // `per_user` tier: two users behind one IP are limited separately.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let bearer = |sub: &str| {
+        format!(
+            "Bearer {}",
+            corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, sub, now))
+        )
+    };
+    let (alice, bob) = (bearer("rate-alice"), bearer("rate-bob"));
+    for i in 0..5 {
+        let r = send_from(&envoy, [127, 0, 0, 22], "GET", "/limited/x", &[("authorization", &alice)]);
+        assert_eq!(r.status, 200, "alice {i}: {}", r.body);
+    }
+    assert_eq!(send_from(&envoy, [127, 0, 0, 22], "GET", "/limited/x", &[("authorization", &alice)]).status, 429);
+    assert_eq!(
+        send_from(&envoy, [127, 0, 0, 22], "GET", "/limited/x", &[("authorization", &bob)]).status,
+        200,
+        "bob has his own bucket"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

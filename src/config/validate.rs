@@ -8,8 +8,8 @@ use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource,
-    IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy, Requirements, ResponsePolicy, Route,
-    RouteMatch, TenantPolicy, TenantSource, TimePolicy, parse_cidr,
+    IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy, RateKey, RateTier, Requirements,
+    ResponsePolicy, Route, RouteMatch, TenantPolicy, TenantSource, TimePolicy, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -19,6 +19,7 @@ use crate::jwt::{
 };
 use crate::state::{RedisSettings, Secret, StateBackend};
 use crate::telemetry::audit::AuditSettings;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +116,7 @@ impl Validator {
         if max_inflight_checks == 0 {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
-        for (present, path) in [(raw.rate_limits.is_some(), "rate_limits"), (raw.sessions.is_some(), "sessions")] {
+        for (present, path) in [(raw.sessions.is_some(), "sessions")] {
             if present {
                 self.not_yet(path);
             }
@@ -152,7 +153,8 @@ impl Validator {
             .unwrap_or(Duration::from_secs(86_400));
         let credentials = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
-        let routes = self.routes(&raw.routes, &issuer_names);
+        let tiers = self.tiers(raw.rate_limits.as_ref());
+        let routes = self.routes(&raw.routes, &issuer_names, &tiers);
         let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
         if raw.tenants.is_none() {
             for route in &routes {
@@ -574,7 +576,43 @@ impl Validator {
         CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone() }
     }
 
-    fn routes(&mut self, raw: &[RawRoute], issuers: &[&str]) -> Vec<Route> {
+    fn tiers(&mut self, raw: Option<&RawRateLimits>) -> HashMap<String, RateTier> {
+        let mut tiers = HashMap::new();
+        let Some(raw) = raw else { return tiers };
+        for (name, t) in &raw.tiers {
+            let p = format!("rate_limits.tiers.{name}");
+            let key = match t.key.as_str() {
+                "ip" => RateKey::Ip,
+                "subject" => RateKey::Subject,
+                "tenant" => RateKey::Tenant,
+                other => {
+                    self.problems.add(format!("{p}.key"), format!("\"{other}\" is not ip, subject or tenant"));
+                    continue;
+                }
+            };
+            let whole = |v: f64| (v >= 1.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32);
+            let (amount, period_secs) = match (t.rps, t.per_minute) {
+                (Some(rps), None) => (whole(rps), 1),
+                (None, Some(pm)) => (whole(pm), 60),
+                _ => {
+                    self.problems.add(&p, "exactly one of rps or per_minute is required");
+                    continue;
+                }
+            };
+            let Some(amount) = amount else {
+                self.problems.add(&p, "the rate must be a whole number of at least 1");
+                continue;
+            };
+            let burst = t.burst.unwrap_or(amount);
+            if burst == 0 {
+                self.problems.add(format!("{p}.burst"), "must be at least 1");
+            }
+            tiers.insert(name.clone(), RateTier { name: name.clone(), key, amount, period_secs, burst });
+        }
+        tiers
+    }
+
+    fn routes(&mut self, raw: &[RawRoute], issuers: &[&str], tiers: &HashMap<String, RateTier>) -> Vec<Route> {
         if raw.is_empty() {
             self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
         }
@@ -587,9 +625,14 @@ impl Validator {
                 continue;
             };
             let matcher = self.route_match(&p, m);
-            if route.rate_limit.is_some() {
-                self.not_yet(&format!("{p}.rate_limit"));
-            }
+            // A route without rate_limit counts against the tier named `default`, if any.
+            let rate_limit = match route.rate_limit.as_deref() {
+                Some(name) => tiers.get(name).cloned().or_else(|| {
+                    self.problems.add(format!("{p}.rate_limit"), format!("no tier \"{name}\" in rate_limits.tiers"));
+                    None
+                }),
+                None => tiers.get("default").cloned(),
+            };
             if route.public && (route.optional || route.require.is_some()) {
                 self.problems.add(&p, "a public route takes neither optional nor require");
             }
@@ -602,7 +645,7 @@ impl Validator {
                 Access::Required(requirements)
             };
             if let Some(matcher) = matcher {
-                routes.push(Route { name, matcher, access });
+                routes.push(Route { name, matcher, access, rate_limit });
             }
         }
         routes

@@ -4,13 +4,13 @@ use super::claims::{TimePolicy, check_times};
 use super::credential::{CredentialPolicy, extract_credential};
 use super::headers::{ResponsePolicy, identity_headers};
 use super::input::CheckInput;
-use super::ip::{ClientIp, IpPolicy, client_ip};
+use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
 use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements};
 use super::route::{Access, Route, find_route};
 use super::tenant::{TenantPolicy, membership, resolve_tenant};
-use super::types::{IssuerId, Services, Subject, TokenError, UnixTime, VerifiedToken};
+use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -104,6 +104,14 @@ fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContex
     }
 }
 
+fn limit(services: &Services, tier: &RateTier, key: &str) -> Result<(), Deny> {
+    services.rate_limits.check(tier, key).map_err(|retry| {
+        let mut deny = Deny::new(DenyReason::RateLimited, format!("rate limit {}", tier.name));
+        deny.retry_after = Some(retry.max(1));
+        deny
+    })
+}
+
 /// Static lists and dynamic blocks; trusted proxies are never blocked.
 fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: UnixTime) -> Option<Deny> {
     let blocked = |why: &str| Some(Deny::new(DenyReason::IpBlocked, why));
@@ -146,6 +154,13 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context);
     };
     context.rule = Some(route.name.clone());
+    // Pre-auth rate limit per client IP (DESIGN step 5); trusted proxies are never limited.
+    if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.key == RateKey::Ip)
+        && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
+        && let Err(deny) = limit(services, tier, &client_key(ip))
+    {
+        return Decision::deny(deny, context);
+    }
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
         Access::Public => return allow(policy, None, context),
         Access::Optional(req) => (req, false),
@@ -209,6 +224,19 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     }
     if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
         return Decision::deny(deny, context);
+    }
+    // Post-auth rate limits per subject (issuer-scoped) or per tenant (DESIGN step 11).
+    if let Some(tier) = &route.rate_limit {
+        let key = match tier.key {
+            RateKey::Ip => None,
+            RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject.0)),
+            RateKey::Tenant => context.tenant.clone(),
+        };
+        if let Some(key) = key
+            && let Err(deny) = limit(services, tier, &key)
+        {
+            return Decision::deny(deny, context);
+        }
     }
     allow(policy, Some(&token), context)
 }

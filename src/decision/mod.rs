@@ -29,8 +29,8 @@ pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
-    BlockCheck, IssuerId, NoBlocks, NoRevocations, RevocationCheck, Services, Subject, TokenError, TokenVerifier,
-    UnixTime, VerifiedToken,
+    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, RateKey, RateLimit, RateTier, RevocationCheck,
+    Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

@@ -144,10 +144,12 @@ pub struct Deny {
     pub detail: String,
     /// Scopes to name in an `insufficient_scope` challenge.
     pub scope_hint: Option<String>,
+    /// Seconds for `retry-after`, when the reason's default does not fit (rate limits).
+    pub retry_after: Option<u32>,
 }
 
 impl Deny {
     pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into(), scope_hint: None }
+        Self { reason, detail: detail.into(), scope_hint: None, retry_after: None }
     }
 }

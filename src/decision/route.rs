@@ -1,6 +1,7 @@
 //! Route matching (DESIGN step 4).
 
 use super::requirements::Requirements;
+use super::types::RateTier;
 use regex::Regex;
 
 #[derive(Debug, Clone)]
@@ -70,6 +71,8 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub access: Access,
+    /// The rate-limit tier this route counts against.
+    pub rate_limit: Option<RateTier>,
 }
 
 /// Lowercases the host and strips a port (`Example.COM:8443` → `example.com`, `[::1]:80` → `[::1]`).

@@ -35,8 +35,13 @@ fn corpus_decisions() {
     let snap = snapshot();
     let cases = corpus::cases(NOW);
     assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
-    let services =
-        Services { verifier: &snap.verifier, revocations: &NoRevocations, memberships: &NoMembers, blocks: &NoBlocks };
+    let services = Services {
+        verifier: &snap.verifier,
+        revocations: &NoRevocations,
+        memberships: &NoMembers,
+        blocks: &NoBlocks,
+        rate_limits: &NoRateLimits,
+    };
     for case in &cases {
         let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &services, UnixTime(NOW));
         match &decision.outcome {
@@ -105,6 +110,7 @@ fn route_matching_table() {
         name: name.into(),
         matcher: RouteMatch { host, path, methods: methods.iter().map(|m| m.to_string()).collect() },
         access: Access::Public,
+        rate_limit: None,
     };
     let routes = vec![
         route("health", PathMatch::Prefix("/healthz".into()), &[], None),

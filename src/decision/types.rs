@@ -97,12 +97,45 @@ impl BlockCheck for NoBlocks {
     }
 }
 
+/// What a rate-limit tier counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    Ip,
+    Subject,
+    Tenant,
+}
+
+/// A named rate: `amount` per `period_secs` (1 or 60), with `burst`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateTier {
+    pub name: String,
+    pub key: RateKey,
+    pub amount: u32,
+    pub period_secs: u32,
+    pub burst: u32,
+}
+
+/// Rate limiting state (implemented at the edge); `Err(seconds)` means over the limit, retry
+/// after that long.
+pub trait RateLimit {
+    fn check(&self, tier: &RateTier, key: &str) -> Result<(), u32>;
+}
+
+pub struct NoRateLimits;
+
+impl RateLimit for NoRateLimits {
+    fn check(&self, _tier: &RateTier, _key: &str) -> Result<(), u32> {
+        Ok(())
+    }
+}
+
 /// What a decision consults besides the policy.
 pub struct Services<'a> {
     pub verifier: &'a dyn TokenVerifier,
     pub revocations: &'a dyn RevocationCheck,
     pub memberships: &'a dyn super::tenant::MembershipCheck,
     pub blocks: &'a dyn BlockCheck,
+    pub rate_limits: &'a dyn RateLimit,
 }
 
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.

@@ -3,6 +3,7 @@
 use super::convert::{check_input, check_response};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use super::ratelimit::RateLimits;
 use crate::blocks::{Block, BlockStore};
 use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
@@ -59,6 +60,7 @@ pub struct AppState {
     pub members: Arc<dyn MemberStore>,
     /// Dynamic IP blocks and failure counts.
     pub blocks: Arc<dyn BlockStore>,
+    pub rate_limits: RateLimits,
     /// Contact with the shared state backend; `None` for memory state.
     pub state_health: Option<Arc<StateHealth>>,
 }
@@ -76,6 +78,7 @@ impl AppState {
             revocations: parts.revocations,
             members: parts.members,
             blocks: parts.blocks,
+            rate_limits: RateLimits::default(),
             state_health: parts.state_health,
         }
     }
@@ -88,6 +91,7 @@ impl AppState {
             revocations: self.revocations.as_ref(),
             memberships: self.members.as_ref(),
             blocks: self.blocks.as_ref(),
+            rate_limits: &self.rate_limits,
         };
         decide(input, &snapshot.policy, &services, now)
     }

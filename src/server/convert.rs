@@ -140,7 +140,7 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
             if let Some(value) = challenge(deny, realm) {
                 headers.push(header("www-authenticate", value));
             }
-            if let Some(secs) = deny.reason.retry_after_secs() {
+            if let Some(secs) = deny.retry_after.or(deny.reason.retry_after_secs()) {
                 headers.push(header("retry-after", secs.to_string()));
             }
             let body = serde_json::json!({

@@ -10,6 +10,7 @@ pub mod convert;
 mod fetchers;
 mod health_http;
 pub mod proto;
+pub mod ratelimit;
 mod reload;
 pub mod request;
 
@@ -275,6 +276,7 @@ impl Server {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 purge_state.revocations.purge_expired(purge_state.clock.now());
                 purge_state.blocks.purge_expired(purge_state.clock.now());
+                purge_state.rate_limits.evict_idle();
             }
         });
 
