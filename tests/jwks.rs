@@ -378,3 +378,57 @@ async fn keys_past_max_stale_are_dropped() {
     assert!(server.wait_ready(Duration::from_secs(10)).await, "recovers when the IdP is back");
     assert_eq!(server.check(&good).await.0, 200);
 }
+
+/// Serves `body` over HTTPS on loopback with the test server certificate (signed by the test CA).
+async fn https_jwks(body: String) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    portcullis::jwt::fetch::install_crypto_provider();
+    let dir = corpus::fixtures().join("tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
+    let config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_jwks_needs_a_trusted_certificate() {
+    let addr = https_jwks(fixture("jwks-rsa1.json")).await;
+    let ca = corpus::fixtures().join("tls/ca.pem");
+    let trusted = format!("{{ url: \"https://127.0.0.1:{}/jwks\", ca_file: {} }}", addr.port(), ca.display());
+    let server = Running::start(policy(&issuer_block(ISSUER, &trusted, ""))).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "HTTPS JWKS with ca_file never loaded");
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await.0, 200);
+    drop(server);
+
+    // Without the CA the certificate is not trusted: no keys, not ready.
+    let untrusted = format!("{{ url: \"https://127.0.0.1:{}/jwks\" }}", addr.port());
+    let server = Running::start(policy(&issuer_block(ISSUER, &untrusted, ""))).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.readyz().await, 503, "an untrusted certificate must not provide keys");
+    assert_eq!(server.check(&rsa1_token(ISSUER)).await, (503, "keys_unavailable".to_string()));
+}
