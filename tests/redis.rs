@@ -69,14 +69,20 @@ fn now() -> i64 {
 }
 
 async fn check(p: &Portcullis, token: &str) -> (u16, String) {
+    check_as(p, "127.0.0.1", "/api/items", &format!("Bearer {token}")).await
+}
+
+/// One Check for `path` as if from client `ip` (Envoy puts the downstream peer in `source.address`).
+async fn check_as(p: &Portcullis, ip: &str, path: &str, bearer: &str) -> (u16, String) {
+    use portcullis::server::proto::envoy::config::core::v3::{Address, SocketAddress, address};
+    let mut req = check_request("GET", path, &[("authorization", bearer)], HeaderEncoding::Map);
+    if let Some(source) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
+        source.address = Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
+        });
+    }
     let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    let bearer = format!("Bearer {token}");
-    let resp = c
-        .check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map))
-        .await
-        .expect("check")
-        .into_inner();
-    support::outcome(&resp)
+    support::outcome(&c.check(req).await.expect("check").into_inner())
 }
 
 async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
@@ -197,13 +203,7 @@ async fn acl_username_and_password() {
 }
 
 async fn check_path(p: &Portcullis, path: &str, bearer: &str) -> (u16, String) {
-    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    let resp = c
-        .check(check_request("GET", path, &[("authorization", bearer)], HeaderEncoding::Map))
-        .await
-        .expect("check")
-        .into_inner();
-    support::outcome(&resp)
+    check_as(p, "127.0.0.1", path, bearer).await
 }
 
 async fn wait_path(p: &Portcullis, path: &str, bearer: &str, want: u16, within: Duration) -> Duration {
@@ -268,19 +268,6 @@ async fn removing_a_member_takes_effect_on_every_replica() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A check as if from client `ip` (Envoy puts the downstream peer in `source.address`).
-async fn check_from(p: &Portcullis, ip: &str, bearer: &str) -> (u16, String) {
-    use portcullis::server::proto::envoy::config::core::v3::{Address, SocketAddress, address};
-    let mut req = check_request("GET", "/api/items", &[("authorization", bearer)], HeaderEncoding::Map);
-    if let Some(source) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
-        source.address = Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
-        });
-    }
-    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    support::outcome(&c.check(req).await.expect("check").into_inner())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_two_replicas_add_up_to_one_block() {
     let dir = scratch("redis-blocks");
@@ -298,19 +285,19 @@ async fn failures_on_two_replicas_add_up_to_one_block() {
     let valid = format!("Bearer {}", token_with_jti("blocked-user", "jti-block"));
     let tampered = format!("Bearer {}x", token_with_jti("blocked-user", "jti-block"));
     for (i, replica) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
-        assert_eq!(check_from(replica, "192.0.2.50", &tampered).await.1, "token_invalid", "failure {i}");
+        assert_eq!(check_as(replica, "192.0.2.50", "/api/items", &tampered).await.1, "token_invalid", "failure {i}");
     }
     for replica in [&a, &b] {
         let t = Instant::now();
         loop {
-            let got = check_from(replica, "192.0.2.50", &valid).await;
+            let got = check_as(replica, "192.0.2.50", "/api/items", &valid).await;
             if got == (403, "ip_blocked".to_string()) {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(2), "block not seen by a replica: {got:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(check_from(replica, "192.0.2.51", &valid).await.0, 200, "another client passes");
+        assert_eq!(check_as(replica, "192.0.2.51", "/api/items", &valid).await.0, 200, "another client passes");
     }
     let listed = b.admin_request("GET", "/v1/blocks", "").expect("list");
     assert!(listed.body.contains("192.0.2.50"), "{}", listed.body);
