@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
+pub mod apikeys;
 pub mod blocks;
 pub mod cache;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod jwt;
 pub mod membership;
 pub mod revocation;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod telemetry;
 

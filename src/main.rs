@@ -35,6 +35,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9190")]
         health: String,
     },
+    /// API keys: mint a new key and its key-file entry.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Mint a development token (only the `dev` policy accepts it).
     DevToken {
         #[arg(long, default_value = "alice")]
@@ -47,6 +52,58 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print a new random key (shown only once) and the entry for the API key file.
+    New {
+        #[arg(long)]
+        name: String,
+        /// Subject the key authenticates as (default: the name).
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// RFC 3339 expiry, like 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Must match credentials.api_keys.prefix.
+        #[arg(long, default_value = "pk_")]
+        prefix: String,
+    },
+}
+
+fn api_key_new(command: ApiKeyCommand) -> ExitCode {
+    let ApiKeyCommand::New { name, subject, tenants, scopes, roles, expires, prefix } = command;
+    let template = portcullis::config::schema::RawApiKeyEntry {
+        name,
+        sha256: String::new(),
+        subject,
+        tenants,
+        scopes,
+        roles,
+        expires,
+    };
+    let minted = portcullis::apikeys::mint(&prefix, template)
+        .and_then(|m| serde_json::to_string(&m.entry).map(|entry| (m.key, entry)).map_err(|e| e.to_string()));
+    match minted {
+        Ok((key, entry)) => {
+            println!("{key}");
+            println!("# add under `keys:` in the credentials.api_keys file (it holds only the digest):");
+            println!("  - {entry}");
+            eprintln!("portcullis: the key is shown only now; store it in a secret manager");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
+    }
 }
 
 fn config_failure(err: &ConfigError) -> ExitCode {
@@ -83,6 +140,7 @@ fn main() -> ExitCode {
                 Err(e) => config_failure(&e),
             }
         }
+        Command::ApiKey { command } => api_key_new(command),
         Command::DevToken { sub, scopes, roles, ttl } => {
             let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
             match dev::mint(&spec, SystemClock.now().0) {

@@ -135,6 +135,10 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
             ));
             continue;
         }
+        // The fixture turns on response.security_headers: the client sees them on every answer.
+        if resp.header("x-content-type-options") != Some("nosniff") || resp.header("x-frame-options") != Some("DENY") {
+            failures.push(format!("[{mode}] {}: security headers missing", case.name));
+        }
         if case.status == 200 {
             let echoed: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
             let user = echoed["headers"]["x-user-id"].as_str().map(str::to_string);
@@ -158,6 +162,15 @@ fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) ->
         }
         if case.status == 401 && !resp.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer realm=")) {
             failures.push(format!("[{mode}] {}: www-authenticate {:?}", case.name, resp.header("www-authenticate")));
+        }
+        if let Some(want) = case.challenge
+            && !resp.header("www-authenticate").is_some_and(|v| v.contains(want))
+        {
+            failures.push(format!(
+                "[{mode}] {}: www-authenticate {:?} lacks {want}",
+                case.name,
+                resp.header("www-authenticate")
+            ));
         }
     }
     failures

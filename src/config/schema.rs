@@ -32,7 +32,7 @@ pub struct RawConfig {
     pub response: RawResponse,
     #[serde(default)]
     pub telemetry: RawTelemetry,
-    pub sessions: Option<serde::de::IgnoredAny>,
+    pub sessions: Option<RawSessions>,
     #[serde(default)]
     pub shutdown: RawShutdown,
 }
@@ -106,10 +106,100 @@ pub struct RawCredentials {
     pub bearer: bool,
     #[serde(default)]
     pub cookies: Vec<String>,
-    pub api_keys: Option<serde::de::IgnoredAny>,
-    pub csrf: Option<serde::de::IgnoredAny>,
+    pub api_keys: Option<RawApiKeys>,
+    pub csrf: Option<RawCsrf>,
     /// `realm` of the `www-authenticate` challenge.
     pub realm: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// Header carrying the key (default `x-api-key`).
+    pub header: Option<String>,
+    /// Prefix every key starts with (default `pk_`).
+    pub prefix: Option<String>,
+    /// YAML file `keys: [ {name, sha256, subject, tenants, scopes, roles, expires} ]`.
+    pub file: Option<String>,
+}
+
+/// The API key file: digests only, never keys.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyFile {
+    #[serde(default)]
+    pub keys: Vec<RawApiKeyEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyEntry {
+    pub name: String,
+    /// Lowercase hex SHA-256 of the whole key.
+    pub sha256: String,
+    /// Defaults to the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsrf {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub double_submit: Option<RawDoubleSubmit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDoubleSubmit {
+    pub cookie: String,
+    pub header: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    pub idle_timeout: Option<String>,
+    /// JSON Pointer of the session-id claim (default `/sid`).
+    pub claim: Option<String>,
+    /// How coarsely last-seen is written (default 1m, at most idle_timeout / 2).
+    pub granularity: Option<String>,
+    /// Refuse tokens without the session claim.
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepUp {
+    #[serde(default)]
+    pub acr: Vec<String>,
+    #[serde(default)]
+    pub amr: Vec<String>,
+    pub max_auth_age: Option<String>,
+}
+
+/// `security_headers: true` for the default set, or a map of header name to value.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecurityHeaders {
+    Enabled(bool),
+    Custom(BTreeMap<String, String>),
+}
+
+impl Default for RawSecurityHeaders {
+    fn default() -> Self {
+        Self::Enabled(false)
+    }
 }
 
 fn yes() -> bool {
@@ -162,7 +252,7 @@ pub struct RawRequire {
     pub audiences: Vec<String>,
     pub tenant: Option<bool>,
     pub tenant_roles: Option<Vec<String>>,
-    pub step_up: Option<serde::de::IgnoredAny>,
+    pub step_up: Option<RawStepUp>,
     pub source_principals: Option<Vec<String>>,
 }
 
@@ -252,7 +342,7 @@ pub struct RawResponse {
     #[serde(default)]
     pub remove_authorization: bool,
     #[serde(default)]
-    pub security_headers: bool,
+    pub security_headers: RawSecurityHeaders,
 }
 
 #[derive(Debug, Deserialize, Default)]

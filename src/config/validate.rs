@@ -7,9 +7,10 @@ use super::{ConfigError, Problems};
 use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
-    Access, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, HostMatch, IdentityHeader, IdentitySource,
-    IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy, RateKey, RateTier, Requirements,
-    ResponsePolicy, Route, RouteMatch, TenantPolicy, TenantSource, TimePolicy, parse_cidr,
+    Access, ApiKeyPolicy, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, CsrfPolicy, DoubleSubmit,
+    HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy,
+    RateKey, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp, TenantPolicy,
+    TenantSource, TimePolicy, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -33,7 +34,14 @@ enum KeySource {
 /// The built-in development issuer; refused unless the file says `dev: true`.
 pub const DEV_ISSUER: &str = "urn:portcullis:dev";
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
-const NOT_YET: &str = "not yet supported";
+
+/// `response.security_headers: true`: the set a browser-facing API should send.
+const DEFAULT_SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
 
 /// Reads, parses and validates a policy file. Relative paths in it are resolved from its folder.
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -67,10 +75,6 @@ fn is_header_name(s: &str) -> bool {
 }
 
 impl Validator {
-    fn not_yet(&mut self, path: &str) {
-        self.problems.add(path, NOT_YET);
-    }
-
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
         match value {
             None => default,
@@ -116,11 +120,7 @@ impl Validator {
         if max_inflight_checks == 0 {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
-        for (present, path) in [(raw.sessions.is_some(), "sessions")] {
-            if present {
-                self.not_yet(path);
-            }
-        }
+        let sessions = raw.sessions.as_ref().map(|s| self.sessions(s));
         let state = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
         let log_format = match raw.telemetry.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
@@ -151,7 +151,7 @@ impl Validator {
             .and_then(|ages| ages.into_iter().max())
             .map(|secs| Duration::from_secs(secs.max(0) as u64))
             .unwrap_or(Duration::from_secs(86_400));
-        let credentials = self.credentials(&raw.credentials);
+        let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let tiers = self.tiers(raw.rate_limits.as_ref());
         let routes = self.routes(&raw.routes, &issuer_names, &tiers);
@@ -169,7 +169,7 @@ impl Validator {
         }
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
         let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
-        let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip };
+        let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions };
         Some(Settings {
             grpc: grpc?,
             health: health?,
@@ -558,22 +558,127 @@ impl Validator {
         Some(RemoteJwks { source, refresh, refetch_interval, max_stale, fallback_file, ca_pem, insecure_http })
     }
 
-    fn credentials(&mut self, raw: &RawCredentials) -> CredentialPolicy {
-        if raw.api_keys.is_some() {
-            self.not_yet("credentials.api_keys");
+    fn sessions(&mut self, raw: &RawSessions) -> SessionPolicy {
+        let Some(idle) = raw.idle_timeout.as_deref() else {
+            self.problems.add("sessions.idle_timeout", "required");
+            return SessionPolicy { claim: String::new(), idle_timeout_secs: 0, granularity_secs: 0, required: false };
+        };
+        let idle_timeout = self.duration("sessions.idle_timeout", Some(idle), Duration::from_secs(1800));
+        let granularity = self.duration("sessions.granularity", raw.granularity.as_deref(), Duration::from_secs(60));
+        if idle_timeout < Duration::from_secs(2) {
+            self.problems.add("sessions.idle_timeout", "must be at least 2s");
         }
-        if raw.csrf.is_some() {
-            self.not_yet("credentials.csrf");
+        if granularity < Duration::from_secs(1) || granularity * 2 > idle_timeout {
+            self.problems.add("sessions.granularity", "must be at least 1s and at most half of idle_timeout");
         }
-        if !raw.bearer && raw.cookies.is_empty() {
-            self.problems.add("credentials", "enable bearer or name at least one cookie");
+        let claim = raw.claim.clone().unwrap_or_else(|| "/sid".into());
+        if !claim.starts_with('/') {
+            self.problems.add("sessions.claim", "must be a JSON Pointer starting with '/'");
+        }
+        SessionPolicy {
+            claim,
+            idle_timeout_secs: idle_timeout.as_secs() as i64,
+            granularity_secs: granularity.as_secs() as i64,
+            required: raw.required.unwrap_or(false),
+        }
+    }
+
+    fn api_keys(&mut self, raw: &RawApiKeys) -> ApiKeyPolicy {
+        let header = raw.header.clone().unwrap_or_else(|| "x-api-key".into());
+        if !is_header_name(&header) || matches!(header.as_str(), "authorization" | "cookie") {
+            self.problems
+                .add("credentials.api_keys.header", "a lowercase header name other than authorization or cookie");
+        }
+        let prefix = raw.prefix.clone().unwrap_or_else(|| "pk_".into());
+        if !(2..=16).contains(&prefix.len())
+            || !prefix.ends_with('_')
+            || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            self.problems
+                .add("credentials.api_keys.prefix", "2-16 lowercase letters or digits ending in '_' (like pk_)");
+        }
+        let mut file_keys = HashMap::new();
+        let Some(file) = &raw.file else {
+            return ApiKeyPolicy { header, prefix, file_keys };
+        };
+        let p = "credentials.api_keys.file";
+        let Some(bytes) = self.read(p, file) else { return ApiKeyPolicy { header, prefix, file_keys } };
+        let parsed: RawApiKeyFile = match serde_saphyr::from_str(&String::from_utf8_lossy(&bytes)) {
+            Ok(f) => f,
+            Err(e) => {
+                self.problems.add(p, format!("invalid API key file: {e}"));
+                return ApiKeyPolicy { header, prefix, file_keys };
+            }
+        };
+        let mut names = std::collections::HashSet::new();
+        for (i, entry) in parsed.keys.iter().enumerate() {
+            match crate::apikeys::key_from_entry(entry) {
+                Ok((digest, key)) => {
+                    if !names.insert(key.name.clone()) {
+                        self.problems.add(format!("{p}: keys[{i}].name"), format!("duplicate name \"{}\"", key.name));
+                    }
+                    if file_keys.insert(digest, Arc::new(key)).is_some() {
+                        self.problems.add(format!("{p}: keys[{i}].sha256"), "the same key is listed twice");
+                    }
+                }
+                Err(problems) => {
+                    for (field, why) in problems {
+                        self.problems.add(format!("{p}: keys[{i}].{field}"), why);
+                    }
+                }
+            }
+        }
+        ApiKeyPolicy { header, prefix, file_keys }
+    }
+
+    fn csrf(&mut self, raw: &RawCsrf) -> CsrfPolicy {
+        let mut allowed_origins = Vec::new();
+        for (i, origin) in raw.allowed_origins.iter().enumerate() {
+            let lower = origin.to_ascii_lowercase();
+            let shaped = lower.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', '?', '#', '*', ' '])
+            });
+            if !shaped {
+                self.problems.add(
+                    format!("credentials.csrf.allowed_origins[{i}]"),
+                    "an origin like https://app.example.com (no path, no wildcard)",
+                );
+            }
+            allowed_origins.push(lower);
+        }
+        let double_submit = raw.double_submit.as_ref().map(|ds| {
+            if ds.cookie.is_empty()
+                || !ds.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                self.problems.add("credentials.csrf.double_submit.cookie", "not a cookie name");
+            }
+            if !is_header_name(&ds.header) {
+                self.problems.add("credentials.csrf.double_submit.header", "a lowercase header name");
+            }
+            DoubleSubmit { cookie: ds.cookie.clone(), header: ds.header.clone() }
+        });
+        if allowed_origins.is_empty() && double_submit.is_none() {
+            self.problems.add("credentials.csrf", "name allowed_origins or double_submit (or both)");
+        }
+        CsrfPolicy { allowed_origins, double_submit }
+    }
+
+    fn credentials(&mut self, raw: &RawCredentials) -> (CredentialPolicy, Option<ApiKeyPolicy>, Option<CsrfPolicy>) {
+        let api_keys = raw.api_keys.as_ref().map(|a| self.api_keys(a));
+        let csrf = raw.csrf.as_ref().map(|c| self.csrf(c));
+        if csrf.is_some() && raw.cookies.is_empty() {
+            self.problems.add("credentials.csrf", "only applies with cookies");
+        }
+        if !raw.bearer && raw.cookies.is_empty() && api_keys.is_none() {
+            self.problems.add("credentials", "enable bearer, name at least one cookie or configure api_keys");
         }
         for (i, name) in raw.cookies.iter().enumerate() {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
                 self.problems.add(format!("credentials.cookies[{i}]"), format!("\"{name}\" is not a cookie name"));
             }
         }
-        CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone() }
+        let api_key_header = api_keys.as_ref().map(|a| a.header.clone());
+        (CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone(), api_key_header }, api_keys, csrf)
     }
 
     fn tiers(&mut self, raw: Option<&RawRateLimits>) -> HashMap<String, RateTier> {
@@ -695,10 +800,31 @@ impl Validator {
     }
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
-        for (present, field) in [(r.step_up.is_some(), "step_up"), (r.source_principals.is_some(), "source_principals")]
-        {
-            if present {
-                self.not_yet(&format!("{p}.require.{field}"));
+        let step_up = r.step_up.as_ref().map(|s| {
+            let max_auth_age = s.max_auth_age.as_deref().map(|age| {
+                self.duration(&format!("{p}.require.step_up.max_auth_age"), Some(age), Duration::ZERO).as_secs() as i64
+            });
+            if s.acr.is_empty() && s.amr.is_empty() && max_auth_age.is_none() {
+                self.problems.add(format!("{p}.require.step_up"), "name acr, amr or max_auth_age");
+            }
+            if s.acr
+                .iter()
+                .chain(&s.amr)
+                .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+            {
+                self.problems
+                    .add(format!("{p}.require.step_up"), "acr and amr values must be visible ASCII without quotes");
+            }
+            StepUp { acr: s.acr.clone(), amr: s.amr.clone(), max_auth_age }
+        });
+        let source_principals = r.source_principals.clone().unwrap_or_default();
+        for (j, principal) in source_principals.iter().enumerate() {
+            let wildcard_inside = principal.trim_end_matches('*').contains('*');
+            if !principal.starts_with("spiffe://") || wildcard_inside {
+                self.problems.add(
+                    format!("{p}.require.source_principals[{j}]"),
+                    "a SPIFFE id like spiffe://cluster.local/ns/app/sa/web (a trailing * matches a prefix)",
+                );
             }
         }
         for (j, iss) in r.issuers.iter().enumerate() {
@@ -736,6 +862,8 @@ impl Validator {
             claims,
             tenant: r.tenant.unwrap_or(false) || r.tenant_roles.as_ref().is_some_and(|t| !t.is_empty()),
             tenant_roles: r.tenant_roles.clone().unwrap_or_default(),
+            step_up,
+            source_principals,
         }
     }
 
@@ -846,9 +974,30 @@ impl Validator {
     }
 
     fn response(&mut self, raw: &RawResponse, realm: Option<&str>, tenants: bool) -> ResponsePolicy {
-        if raw.security_headers {
-            self.not_yet("response.security_headers");
-        }
+        let security_headers = match &raw.security_headers {
+            RawSecurityHeaders::Enabled(false) => Vec::new(),
+            RawSecurityHeaders::Enabled(true) => {
+                DEFAULT_SECURITY_HEADERS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            }
+            RawSecurityHeaders::Custom(map) => {
+                let mut headers = Vec::new();
+                for (name, value) in map {
+                    if !DEFAULT_SECURITY_HEADERS.iter().any(|(known, _)| known == name) {
+                        let known: Vec<&str> = DEFAULT_SECURITY_HEADERS.iter().map(|(k, _)| *k).collect();
+                        self.problems.add(
+                            format!("response.security_headers.{name}"),
+                            format!("not one of {}", known.join(", ")),
+                        );
+                    }
+                    if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                        self.problems
+                            .add(format!("response.security_headers.{name}"), "a non-empty printable ASCII value");
+                    }
+                    headers.push((name.clone(), value.clone()));
+                }
+                headers
+            }
+        };
         let mut identity_headers = Vec::new();
         for (name, source) in &raw.identity_headers {
             let p = format!("response.identity_headers.{name}");
@@ -886,6 +1035,7 @@ impl Validator {
             strip_headers: raw.strip_headers.clone(),
             remove_authorization: raw.remove_authorization,
             realm: realm.to_string(),
+            security_headers,
         }
     }
 }

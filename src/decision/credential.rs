@@ -1,4 +1,5 @@
-//! Credential extraction (DESIGN step 6): one bearer token from `authorization` or a named cookie.
+//! Credential extraction (DESIGN step 6): one bearer token from `authorization`, a named cookie
+//! or an API-key header.
 
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
@@ -10,6 +11,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct CredentialPolicy {
     pub bearer: bool,
     pub cookies: Vec<String>,
+    /// Lowercase header carrying an API key, when API keys are configured.
+    pub api_key_header: Option<String>,
 }
 
 /// Where the credential came from; the token itself never leaves this module in a log.
@@ -17,6 +20,7 @@ pub struct CredentialPolicy {
 pub enum Credential<'a> {
     Bearer(&'a str),
     Cookie { name: &'a str, token: &'a str },
+    ApiKey(&'a str),
 }
 
 impl std::fmt::Debug for Credential<'_> {
@@ -24,6 +28,7 @@ impl std::fmt::Debug for Credential<'_> {
         match self {
             Self::Bearer(_) => f.write_str("Bearer([redacted])"),
             Self::Cookie { name, .. } => write!(f, "Cookie({name}=[redacted])"),
+            Self::ApiKey(_) => f.write_str("ApiKey([redacted])"),
         }
     }
 }
@@ -33,6 +38,7 @@ impl<'a> Credential<'a> {
         match self {
             Self::Bearer(t) => t,
             Self::Cookie { token, .. } => token,
+            Self::ApiKey(key) => key,
         }
     }
 }
@@ -88,6 +94,14 @@ pub fn extract_credential<'a>(
                 return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
             }
             found.push(Credential::Cookie { name: name.as_str(), token: v });
+        }
+    }
+    if let Some(header) = &policy.api_key_header {
+        for value in input.header_values(header) {
+            if value.len() > MAX_TOKEN_BYTES {
+                return Err(Deny::new(DenyReason::ApiKeyInvalid, "API key larger than 8 KiB"));
+            }
+            found.push(Credential::ApiKey(value.trim()));
         }
     }
     match found.len() {

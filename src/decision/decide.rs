@@ -1,14 +1,17 @@
 //! The request path as one pure function: path, route, credential, token, requirements, answer.
 
+use super::api_key::{ApiKeyPolicy, authenticate};
 use super::claims::{TimePolicy, check_times};
-use super::credential::{CredentialPolicy, extract_credential};
+use super::credential::{Credential, CredentialPolicy, extract_credential};
+use super::csrf::{CsrfPolicy, check_csrf};
 use super::headers::{ResponsePolicy, identity_headers};
 use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
 use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
-use super::requirements::{Requirements, check_requirements};
+use super::requirements::{Requirements, check_requirements, check_source_principal, check_step_up};
 use super::route::{Access, Route, find_route};
+use super::session::{SessionPolicy, SessionTouch, check_session};
 use super::tenant::{TenantPolicy, membership, resolve_tenant};
 use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
@@ -34,7 +37,18 @@ pub struct Policy {
     pub issuers: Vec<IssuerRules>,
     pub tenants: Option<TenantPolicy>,
     pub ip: IpPolicy,
+    pub api_keys: Option<ApiKeyPolicy>,
+    /// `None` with cookie credentials: state-changing cookie requests are refused.
+    pub csrf: Option<CsrfPolicy>,
+    pub sessions: Option<SessionPolicy>,
 }
+
+/// The rules API-key identities are held to (they carry no JWT time claims).
+static API_KEY_RULES: std::sync::LazyLock<IssuerRules> = std::sync::LazyLock::new(|| IssuerRules {
+    time: TimePolicy { leeway: 0, max_token_age: None },
+    roles_pointer: "/roles".into(),
+    trusted_claims: Vec::new(),
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,6 +71,10 @@ pub struct DecisionContext {
     /// Set when the token named a key its issuer does not have: the edge may refetch the
     /// issuer's keys and decide again.
     pub key_miss: Option<IssuerId>,
+    /// The API key's name (never its value), when the credential was one.
+    pub api_key: Option<String>,
+    /// A session last-seen update for the edge to write after an allow.
+    pub session_touch: Option<SessionTouch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +172,11 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context);
     };
     context.rule = Some(route.name.clone());
+    if let Access::Optional(req) | Access::Required(req) = &route.access
+        && let Err(deny) = check_source_principal(&input.peer_principal, &req.source_principals)
+    {
+        return Decision::deny(deny, context);
+    }
     // Pre-auth rate limit per client IP (DESIGN step 5); trusted proxies are never limited.
     if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.key == RateKey::Ip)
         && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
@@ -186,18 +209,37 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Err(deny) => return Decision::deny(deny, context),
     };
     context.credential_fingerprint = Some(fingerprint(credential.token()));
-    let token = match services.verifier.verify(credential.token()) {
-        Ok(token) => token,
-        Err(err) => {
-            let deny = token_deny(err, &mut context);
-            return Decision::deny(deny, context);
+    if let Credential::Cookie { .. } = credential
+        && let Err(deny) = check_csrf(input, policy.csrf.as_ref())
+    {
+        return Decision::deny(deny, context);
+    }
+    let (token, key_tenants, rules) = if let Credential::ApiKey(value) = credential {
+        let Some(api_keys) = &policy.api_keys else {
+            return Decision::deny(Deny::new(DenyReason::ApiKeyInvalid, "API keys are not configured"), context);
+        };
+        match authenticate(api_keys, services.api_keys, value, now) {
+            Ok((token, key)) => {
+                context.api_key = Some(key.name.clone());
+                (token, Some(key), &*API_KEY_RULES)
+            }
+            Err(deny) => return Decision::deny(deny, context),
         }
+    } else {
+        let token = match services.verifier.verify(credential.token()) {
+            Ok(token) => token,
+            Err(err) => {
+                let deny = token_deny(err, &mut context);
+                return Decision::deny(deny, context);
+            }
+        };
+        let Some(rules) = policy.issuers.get(token.issuer.0) else {
+            return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
+        };
+        (token, None, rules)
     };
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());
-    let Some(rules) = policy.issuers.get(token.issuer.0) else {
-        return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
-    };
     if let Err(deny) = check_times(&token, rules.time, now) {
         return Decision::deny(deny, context);
     }
@@ -205,15 +247,24 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     if let Some(why) = services.revocations.revoked(&token, now) {
         return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
     }
+    if let Some(sessions) = &policy.sessions {
+        match check_session(sessions, &token, services.sessions, now) {
+            Ok(touch) => context.session_touch = touch,
+            Err(deny) => return Decision::deny(deny, context),
+        }
+    }
     if let (Some(tenant), Some(tenants)) = (requested_tenant, &policy.tenants) {
         let claim_trusted = tenants
             .claim
             .as_deref()
             .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
-        let roles = match membership(tenants, &token, &tenant, claim_trusted, services.memberships) {
-            Ok(roles) => roles,
-            Err(deny) => return Decision::deny(deny, context),
-        };
+        // An API key's own tenant list is as trusted as the key file it came from.
+        let by_key = key_tenants.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
+        let roles =
+            match by_key.unwrap_or_else(|| membership(tenants, &token, &tenant, claim_trusted, services.memberships)) {
+                Ok(roles) => roles,
+                Err(deny) => return Decision::deny(deny, context),
+            };
         if services.revocations.tenant_revoked(&tenant, &token, now) {
             return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tokens for this tenant revoked"), context);
         }
@@ -223,6 +274,11 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         context.tenant = Some(tenant);
     }
     if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
+        return Decision::deny(deny, context);
+    }
+    if let Some(step_up) = &requirements.step_up
+        && let Err(deny) = check_step_up(&token, step_up, now.0)
+    {
         return Decision::deny(deny, context);
     }
     // Post-auth rate limits per subject (issuer-scoped) or per tenant (DESIGN step 11).

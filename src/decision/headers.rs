@@ -29,6 +29,8 @@ pub struct ResponsePolicy {
     pub remove_authorization: bool,
     /// `realm` of the `www-authenticate` challenge.
     pub realm: String,
+    /// Added to the client's response on allow and deny (`response.security_headers`).
+    pub security_headers: Vec<(String, String)>,
 }
 
 /// Percent-encodes everything outside visible ASCII (and `%` itself) so a claim can never inject

@@ -4,8 +4,10 @@
 //! Architecture Invariant: no tokio, tonic, prost, redis or I/O in this module tree; the current
 //! time comes in as an argument and token verification comes in through [`TokenVerifier`].
 
+pub(crate) mod api_key;
 mod claims;
 mod credential;
+pub(crate) mod csrf;
 mod decide;
 mod headers;
 mod input;
@@ -14,24 +16,30 @@ mod path;
 mod reason;
 pub(crate) mod requirements;
 pub(crate) mod route;
+pub(crate) mod session;
 pub(crate) mod tenant;
 mod types;
 
+pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
+pub use csrf::{CsrfPolicy, DoubleSubmit};
 pub use decide::{Decision, DecisionContext, IssuerRules, Outcome, Policy, decide, fingerprint};
 pub use headers::{IdentityHeader, IdentitySource, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
-pub use requirements::{ClaimMatcher, ClaimTest, Requirements};
+pub use requirements::{ClaimMatcher, ClaimTest, Requirements, StepUp};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
+pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
     BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, RateKey, RateLimit, RateTier, RevocationCheck,
     Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
 };
 
+#[cfg(test)]
+mod controls_tests;
 #[cfg(test)]
 mod tests;

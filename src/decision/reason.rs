@@ -20,6 +20,7 @@ pub enum DenyReason {
     TenantForbidden,
     IpBlocked,
     CsrfRejected,
+    PeerForbidden,
     NoRoute,
     RateLimited,
     KeysUnavailable,
@@ -28,7 +29,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 22] = [
+    pub const ALL: [DenyReason; 23] = [
         Self::CredentialMissing,
         Self::TokenInvalid,
         Self::TokenExpired,
@@ -46,6 +47,7 @@ impl DenyReason {
         Self::TenantForbidden,
         Self::IpBlocked,
         Self::CsrfRejected,
+        Self::PeerForbidden,
         Self::NoRoute,
         Self::RateLimited,
         Self::KeysUnavailable,
@@ -72,6 +74,7 @@ impl DenyReason {
             Self::TenantForbidden => "tenant_forbidden",
             Self::IpBlocked => "ip_blocked",
             Self::CsrfRejected => "csrf_rejected",
+            Self::PeerForbidden => "peer_forbidden",
             Self::NoRoute => "no_route",
             Self::RateLimited => "rate_limited",
             Self::KeysUnavailable => "keys_unavailable",
@@ -96,6 +99,7 @@ impl DenyReason {
             | Self::TenantForbidden
             | Self::IpBlocked
             | Self::CsrfRejected
+            | Self::PeerForbidden
             | Self::NoRoute => 403,
             Self::RateLimited => 429,
             Self::KeysUnavailable | Self::StateStale | Self::Overloaded => 503,
@@ -142,14 +146,25 @@ pub enum Challenge {
 pub struct Deny {
     pub reason: DenyReason,
     pub detail: String,
-    /// Scopes to name in an `insufficient_scope` challenge.
-    pub scope_hint: Option<String>,
+    /// Extra `www-authenticate` parameters: `scope` for `insufficient_scope`, `acr_values` and
+    /// `max_age` for an RFC 9470 step-up challenge. Values never come from the request.
+    pub challenge_params: Vec<(&'static str, String)>,
     /// Seconds for `retry-after`, when the reason's default does not fit (rate limits).
     pub retry_after: Option<u32>,
+    /// Whether this deny counts toward auto-block (DESIGN step 13): invalid tokens and unknown
+    /// API keys do; missing, expired or revoked credentials never do.
+    pub counts_as_failure: bool,
 }
 
 impl Deny {
     pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into(), scope_hint: None, retry_after: None }
+        let counts_as_failure = matches!(reason, DenyReason::TokenInvalid | DenyReason::ApiKeyInvalid);
+        Self { reason, detail: detail.into(), challenge_params: Vec::new(), retry_after: None, counts_as_failure }
+    }
+
+    /// A deny of a failing reason that must not count toward auto-block (an expired key).
+    pub fn not_counted(mut self) -> Self {
+        self.counts_as_failure = false;
+        self
     }
 }

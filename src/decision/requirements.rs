@@ -34,6 +34,66 @@ pub struct Requirements {
     pub tenant: bool,
     /// One of these tenant roles is required (implies `tenant`).
     pub tenant_roles: Vec<String>,
+    pub step_up: Option<StepUp>,
+    /// SPIFFE ids (Envoy's `source.principal`) allowed to call; a trailing `*` matches a prefix.
+    /// Empty means any peer.
+    pub source_principals: Vec<String>,
+}
+
+/// RFC 9470 step-up: how recently and how strongly the user must have authenticated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepUp {
+    /// The token's `acr` must be one of these.
+    pub acr: Vec<String>,
+    /// The token's `amr` must hold every one of these.
+    pub amr: Vec<String>,
+    /// Seconds since `auth_time`; a token without `auth_time` must step up.
+    pub max_auth_age: Option<i64>,
+}
+
+/// Checks a step-up requirement at `now`; the deny carries the RFC 9470 challenge parameters.
+pub fn check_step_up(token: &VerifiedToken, step_up: &StepUp, now: i64) -> Result<(), Deny> {
+    let acr_ok = step_up.acr.is_empty()
+        || token.claims.get("acr").and_then(Value::as_str).is_some_and(|acr| step_up.acr.iter().any(|a| a == acr));
+    let amr = string_set(token.claims.get("amr"));
+    let amr_ok = step_up.amr.iter().all(|m| amr.contains(&m.as_str()));
+    let age_ok = step_up.max_auth_age.is_none_or(|max_age| {
+        token.claims.get("auth_time").and_then(Value::as_i64).is_some_and(|at| at <= now && now - at <= max_age)
+    });
+    if acr_ok && amr_ok && age_ok {
+        return Ok(());
+    }
+    let why = match (acr_ok, amr_ok) {
+        (false, _) => "acr not accepted on this route",
+        (_, false) => "authentication methods (amr) not accepted on this route",
+        _ => "authentication older than max_auth_age",
+    };
+    let mut deny = Deny::new(DenyReason::StepUpRequired, why);
+    deny.challenge_params.push(("error_description", "a stronger or more recent authentication is required".into()));
+    if !step_up.acr.is_empty() {
+        deny.challenge_params.push(("acr_values", step_up.acr.join(" ")));
+    }
+    if let Some(max_age) = step_up.max_auth_age {
+        deny.challenge_params.push(("max_age", max_age.to_string()));
+    }
+    Err(deny)
+}
+
+/// Whether the calling peer's SPIFFE id is allowed by a route.
+pub fn check_source_principal(principal: &str, allowed: &[String]) -> Result<(), Deny> {
+    let matches = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => principal.starts_with(prefix),
+        None => principal == pattern,
+    };
+    if allowed.is_empty() || (!principal.is_empty() && allowed.iter().any(matches)) {
+        return Ok(());
+    }
+    let why = if principal.is_empty() {
+        "no peer principal (mTLS) for a route that names principals"
+    } else {
+        "peer principal not allowed on this route"
+    };
+    Err(Deny::new(DenyReason::PeerForbidden, why))
 }
 
 /// Strings of a claim that is an array of strings or a space-separated string.
@@ -82,7 +142,7 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
     let missing: Vec<&str> = req.scopes.iter().map(String::as_str).filter(|s| !scopes.contains(s)).collect();
     if !missing.is_empty() {
         let mut deny = Deny::new(DenyReason::InsufficientScope, format!("missing scope {}", missing.join(" ")));
-        deny.scope_hint = Some(req.scopes.join(" "));
+        deny.challenge_params.push(("scope", req.scopes.join(" ")));
         return Err(deny);
     }
     if !req.roles.is_empty() {

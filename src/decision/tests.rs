@@ -41,6 +41,8 @@ fn corpus_decisions() {
         memberships: &NoMembers,
         blocks: &NoBlocks,
         rate_limits: &NoRateLimits,
+        api_keys: &NoApiKeys,
+        sessions: &NoSessions,
     };
     for case in &cases {
         let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &services, UnixTime(NOW));
@@ -50,7 +52,9 @@ fn corpus_decisions() {
                 let user = set_headers.iter().find(|(k, _)| k == "x-user-id").map(|(_, v)| v.clone());
                 assert_eq!(user, case.user, "{}: x-user-id", case.name);
                 for name in ["x-tenant-id", "x-customer-id"] {
-                    assert!(remove_headers.iter().any(|h| h == name), "{}: {name} not removed", case.name);
+                    let handled =
+                        remove_headers.iter().any(|h| h == name) || set_headers.iter().any(|(h, _)| h == name);
+                    assert!(handled, "{}: {name} neither set nor removed", case.name);
                 }
                 for (name, _) in set_headers {
                     assert!(!remove_headers.contains(name), "{}: {name} both set and removed", case.name);
@@ -67,6 +71,14 @@ fn corpus_decisions() {
                     case.name,
                     deny.detail
                 );
+                if let Some(want) = case.challenge {
+                    let params: Vec<String> =
+                        deny.challenge_params.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                    let error = deny.reason.challenge();
+                    let text = format!("{error:?} {}", params.join(", "));
+                    let found = text.contains(want) || matches!(error, Challenge::Error(e) if want.contains(e));
+                    assert!(found, "{}: challenge {text} lacks {want}", case.name);
+                }
             }
         }
     }
@@ -197,7 +209,7 @@ type CredentialCase<'a> = (&'a str, Vec<(String, String)>, Result<Option<&'a str
 
 #[test]
 fn credential_extraction_table() {
-    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()] };
+    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()], api_key_header: None };
     let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let big = "a".repeat(8 * 1024 + 1);
     let big_header = format!("Bearer {big}");

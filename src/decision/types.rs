@@ -136,6 +136,8 @@ pub struct Services<'a> {
     pub memberships: &'a dyn super::tenant::MembershipCheck,
     pub blocks: &'a dyn BlockCheck,
     pub rate_limits: &'a dyn RateLimit,
+    pub api_keys: &'a dyn super::api_key::ApiKeyCheck,
+    pub sessions: &'a dyn super::session::SessionCheck,
 }
 
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.

@@ -1,6 +1,8 @@
-//! The admin API (`listen.admin`): revocations and the claims cache. Every request needs the
+//! The admin API (`listen.admin`): revocations, the claims cache, blocks, memberships and API
+//! keys. Every request needs the
 //! admin token (constant-time compare, no loopback exemption); a refused request changes nothing.
 
+use super::admin_api_keys as api_keys;
 use super::authz::AppState;
 use crate::blocks::Block;
 use crate::config::AdminToken;
@@ -30,7 +32,7 @@ pub struct AdminState {
     pub longest_token_lifetime: Duration,
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = (status, axum::Json(json!({ "error": message.into() }))).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -62,6 +64,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/cache", delete(clear_cache))
         .route("/v1/blocks", get(list_blocks).post(add_block).delete(remove_block))
         .route("/v1/tenants/{tenant}/members", put(put_member).delete(remove_member))
+        .route("/v1/api-keys", get(api_keys::list_keys).put(api_keys::put_key))
+        .route("/v1/api-keys/revocations", get(api_keys::list_revocations).post(api_keys::revoke_key))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

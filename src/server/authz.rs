@@ -4,6 +4,7 @@ use super::convert::{check_input, check_response};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use super::ratelimit::RateLimits;
+use crate::apikeys::ApiKeyStore;
 use crate::blocks::{Block, BlockStore};
 use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
@@ -11,6 +12,7 @@ use crate::config::Snapshot;
 use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, client_key, decide};
 use crate::membership::MemberStore;
 use crate::revocation::RevocationStore;
+use crate::sessions::SessionStore;
 use crate::state::StateHealth;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::{metrics as names, tracing_otel};
@@ -40,6 +42,8 @@ pub struct StateParts {
     pub revocations: Arc<dyn RevocationStore>,
     pub members: Arc<dyn MemberStore>,
     pub blocks: Arc<dyn BlockStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub sessions: Arc<dyn SessionStore>,
     pub state_health: Option<Arc<StateHealth>>,
 }
 
@@ -60,6 +64,10 @@ pub struct AppState {
     pub members: Arc<dyn MemberStore>,
     /// Dynamic IP blocks and failure counts.
     pub blocks: Arc<dyn BlockStore>,
+    /// API keys added and revoked at run time.
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Session last-seen times.
+    pub sessions: Arc<dyn SessionStore>,
     pub rate_limits: RateLimits,
     /// Contact with the shared state backend; `None` for memory state.
     pub state_health: Option<Arc<StateHealth>>,
@@ -78,6 +86,8 @@ impl AppState {
             revocations: parts.revocations,
             members: parts.members,
             blocks: parts.blocks,
+            api_keys: parts.api_keys,
+            sessions: parts.sessions,
             rate_limits: RateLimits::default(),
             state_health: parts.state_health,
         }
@@ -92,6 +102,8 @@ impl AppState {
             memberships: self.members.as_ref(),
             blocks: self.blocks.as_ref(),
             rate_limits: &self.rate_limits,
+            api_keys: self.api_keys.as_ref(),
+            sessions: self.sessions.as_ref(),
         };
         decide(input, &snapshot.policy, &services, now)
     }
@@ -137,7 +149,8 @@ impl AppState {
             ),
         };
         self.count_failure(&input, &decision, &snapshot).await;
-        let response = check_response(&decision, &input.request_id, &snapshot.policy.response.realm);
+        self.touch_session(&decision, &snapshot);
+        let response = check_response(&decision, &input.request_id, &snapshot.policy.response);
         let elapsed = started.elapsed();
         let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
         span.record("decision", verdict);
@@ -154,7 +167,7 @@ impl AppState {
     async fn count_failure(&self, input: &CheckInput, decision: &Decision, snapshot: &Snapshot) {
         let Some(rule) = snapshot.policy.ip.auto_block else { return };
         let Outcome::Deny(deny) = &decision.outcome else { return };
-        let counted = matches!(deny.reason, DenyReason::TokenInvalid | DenyReason::ApiKeyInvalid);
+        let counted = deny.counts_as_failure;
         let (Some(ip), false) = (decision.context.client_ip, decision.context.client_trusted) else { return };
         if !counted || input.method.eq_ignore_ascii_case("OPTIONS") {
             return;
@@ -173,6 +186,23 @@ impl AppState {
         if !matches!(recorded, Ok(Ok(()))) {
             tracing::warn!(client = %key, "could not record a credential failure for auto-block");
         }
+    }
+
+    /// Writes a due session last-seen after an allow, off the request path (the hot path never
+    /// waits on a shared backend; a lost write only makes the session look older).
+    fn touch_session(&self, decision: &Decision, snapshot: &Snapshot) {
+        let (Outcome::Allow { .. }, Some(touch), Some(policy)) =
+            (&decision.outcome, &decision.context.session_touch, &snapshot.policy.sessions)
+        else {
+            return;
+        };
+        let keep = policy.idle_timeout_secs + policy.granularity_secs;
+        let (store, touch) = (self.sessions.clone(), touch.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch(&touch.iss, &touch.sid, touch.at, keep).await {
+                tracing::warn!(error = %e, "could not record session activity");
+            }
+        });
     }
 
     /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and

@@ -7,7 +7,7 @@ use super::proto::envoy::service::auth::v3::{
 };
 use super::proto::envoy::r#type::v3::HttpStatus;
 use super::proto::google::rpc::Status;
-use crate::decision::{Challenge, CheckInput, Decision, Deny, Outcome};
+use crate::decision::{Challenge, CheckInput, Decision, Deny, Outcome, ResponsePolicy};
 use prost_types::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
@@ -111,8 +111,8 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
         Challenge::Bare => Some(format!("Bearer realm=\"{realm}\"")),
         Challenge::Error(error) => {
             let mut value = format!("Bearer realm=\"{realm}\", error=\"{error}\"");
-            if let Some(scope) = &deny.scope_hint {
-                value.push_str(&format!(", scope=\"{scope}\""));
+            for (name, param) in &deny.challenge_params {
+                value.push_str(&format!(", {name}=\"{param}\""));
             }
             Some(value)
         }
@@ -121,15 +121,16 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
 
 /// Maps every decision to its `CheckResponse`. Denies always carry a `denied_response` and a
 /// PERMISSION_DENIED or UNAUTHENTICATED status, never another code.
-pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> CheckResponse {
+pub fn check_response(decision: &Decision, request_id: &str, policy: &ResponsePolicy) -> CheckResponse {
     let dynamic_metadata = Some(metadata(decision));
+    let security_headers = policy.security_headers.iter().map(|(k, v)| header(k, v.as_str()));
     match &decision.outcome {
         Outcome::Allow { set_headers, remove_headers } => CheckResponse {
             status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
                 headers_to_remove: remove_headers.clone(),
-                response_headers_to_add: Vec::new(),
+                response_headers_to_add: security_headers.collect(),
             })),
             dynamic_metadata,
         },
@@ -137,7 +138,8 @@ pub fn check_response(decision: &Decision, request_id: &str, realm: &str) -> Che
             let status = deny.reason.http_status();
             let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
             let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
-            if let Some(value) = challenge(deny, realm) {
+            headers.extend(security_headers);
+            if let Some(value) = challenge(deny, &policy.realm) {
                 headers.push(header("www-authenticate", value));
             }
             if let Some(secs) = deny.retry_after.or(deny.reason.retry_after_secs()) {
@@ -179,5 +181,50 @@ pub fn summarize(response: &CheckResponse) -> String {
             format!("deny ({status}) {reason}")
         }
         None => "no answer".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DecisionContext, DenyReason};
+
+    fn names(headers: &[HeaderValueOption]) -> Vec<(String, String)> {
+        headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
+    }
+
+    #[test]
+    fn security_headers_go_to_the_client_on_allow_and_deny() {
+        let policy = ResponsePolicy {
+            realm: "r".into(),
+            security_headers: vec![("x-frame-options".into(), "DENY".into())],
+            ..Default::default()
+        };
+        let want = ("x-frame-options".to_string(), "DENY".to_string());
+        let allow = Decision {
+            outcome: Outcome::Allow { set_headers: vec![("x-user-id".into(), "u".into())], remove_headers: vec![] },
+            context: DecisionContext::default(),
+        };
+        match check_response(&allow, "", &policy).http_response {
+            Some(check_response::HttpResponse::OkResponse(ok)) => {
+                assert_eq!(names(&ok.response_headers_to_add), std::slice::from_ref(&want));
+                assert!(!names(&ok.headers).contains(&want), "never on the upstream request");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut deny = Deny::new(DenyReason::StepUpRequired, "x");
+        deny.challenge_params.push(("max_age", "300".into()));
+        match check_response(&Decision::deny(deny, DecisionContext::default()), "", &policy).http_response {
+            Some(check_response::HttpResponse::DeniedResponse(d)) => {
+                let headers = names(&d.headers);
+                assert!(headers.contains(&want), "{headers:?}");
+                let challenge = headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.as_str());
+                assert_eq!(
+                    challenge,
+                    Some(r#"Bearer realm="r", error="insufficient_user_authentication", max_age="300""#)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! through [`convert::check_response`].
 
 mod admin;
+mod admin_api_keys;
 mod authz;
 pub mod convert;
 mod fetchers;
@@ -17,11 +18,13 @@ pub mod request;
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
 
-use crate::blocks::{BlockStore, MemoryBlocks};
+use crate::apikeys::MemoryApiKeys;
+use crate::blocks::MemoryBlocks;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
-use crate::membership::{MemberStore, MemoryMembers};
-use crate::revocation::{MemoryRevocations, RevocationStore};
+use crate::membership::MemoryMembers;
+use crate::revocation::MemoryRevocations;
+use crate::sessions::MemorySessions;
 use crate::state::redis_store::RedisState;
 use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
@@ -124,21 +127,11 @@ impl Server {
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
         let audit = AuditSink::open(&settings.audit).map_err(ServeError::Audit)?;
-        type Stores = (
-            Arc<dyn RevocationStore>,
-            Arc<dyn MemberStore>,
-            Arc<dyn BlockStore>,
-            Option<Arc<RedisState>>,
-            Option<Arc<StateHealth>>,
-        );
-        let (revocations, members, blocks, redis_follower, state_health): Stores = match &settings.state {
-            StateBackend::Memory => (
-                Arc::new(MemoryRevocations::new()),
-                Arc::new(MemoryMembers::new()),
-                Arc::new(MemoryBlocks::new()),
-                None,
-                None,
-            ),
+        if let Some(api_keys) = &settings.snapshot.policy.api_keys {
+            crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
+        }
+        let (redis_follower, state_health) = match &settings.state {
+            StateBackend::Memory => (None, None),
             StateBackend::Redis(redis) => {
                 let health = Arc::new(StateHealth::new(
                     redis.max_staleness,
@@ -146,21 +139,36 @@ impl Server {
                     crate::clock::unix_millis(),
                 ));
                 let store = Arc::new(RedisState::new(redis, health.clone()).map_err(ServeError::State)?);
-                (store.clone(), store.clone(), store.clone(), Some(store), Some(health))
+                (Some(store), Some(health))
             }
         };
-        let state = AppState::new(StateParts {
+        let parts = StateParts {
             snapshot: settings.snapshot.clone(),
             clock: options.clock.clone(),
             max_inflight: settings.max_inflight_checks,
             audit,
             tracing: options.trace_context,
             cache: settings.cache,
-            revocations,
-            members,
-            blocks,
+            revocations: Arc::new(MemoryRevocations::new()),
+            members: Arc::new(MemoryMembers::new()),
+            blocks: Arc::new(MemoryBlocks::new()),
+            api_keys: Arc::new(MemoryApiKeys::new()),
+            sessions: Arc::new(MemorySessions::new()),
             state_health,
-        });
+        };
+        // The Redis backend holds every kind of fleet state behind one follower.
+        let parts = match &redis_follower {
+            Some(store) => StateParts {
+                revocations: store.clone(),
+                members: store.clone(),
+                blocks: store.clone(),
+                api_keys: store.clone(),
+                sessions: store.clone(),
+                ..parts
+            },
+            None => parts,
+        };
+        let state = AppState::new(parts);
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
         Ok(Self {
             grpc,
@@ -277,6 +285,10 @@ impl Server {
                 purge_state.revocations.purge_expired(purge_state.clock.now());
                 purge_state.blocks.purge_expired(purge_state.clock.now());
                 purge_state.rate_limits.evict_idle();
+                if let Some(sessions) = &purge_state.snapshot.load().policy.sessions {
+                    let keep = sessions.idle_timeout_secs + sessions.granularity_secs;
+                    purge_state.sessions.purge_older_than(crate::decision::UnixTime(purge_state.clock.now().0 - keep));
+                }
             }
         });
 

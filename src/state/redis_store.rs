@@ -1,14 +1,20 @@
 //! The Redis state backend: write-through to Redis (one key per item plus a stream entry, in
 //! one transaction), local reads, and the follower task that keeps every replica's local state
-//! current. Holds revocations and tenant memberships.
+//! current. Holds revocations, tenant memberships, IP blocks, run-time API keys and their
+//! revocations, and session last-seen times.
 
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
+use crate::apikeys::{ApiKeyStore, MemoryApiKeys};
 use crate::blocks::{Block, BlockStore, MemoryBlocks};
 use crate::clock::unix_millis;
+use crate::config::schema::RawApiKeyEntry;
 use crate::decision::BlockCheck;
-use crate::decision::{MembershipCheck, RevocationCheck, UnixTime, VerifiedToken};
+use crate::decision::{
+    ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, UnixTime, VerifiedToken,
+};
 use crate::membership::{Member, MemberStore, MemoryMembers};
 use crate::revocation::{MemoryRevocations, Revocation, RevocationStore, StoreError};
+use crate::sessions::{MemorySessions, SessionStore};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
@@ -32,6 +38,9 @@ enum Change {
     MemberRemoved { tenant: String, iss: String, sub: String },
     Block(Block),
     Unblock { cidr: String },
+    ApiKeyPut(RawApiKeyEntry),
+    ApiKeyRevoked { name: String },
+    SessionSeen { iss: String, sid: String, at: i64 },
 }
 
 /// What a change does to its key.
@@ -44,6 +53,8 @@ pub struct RedisState {
     revocations: MemoryRevocations,
     members: MemoryMembers,
     blocks: MemoryBlocks,
+    api_keys: MemoryApiKeys,
+    sessions: MemorySessions,
     client: Client,
     writer: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
@@ -85,6 +96,8 @@ impl RedisState {
             revocations: MemoryRevocations::new(),
             members: MemoryMembers::new(),
             blocks: MemoryBlocks::new(),
+            api_keys: MemoryApiKeys::new(),
+            sessions: MemorySessions::new(),
             client,
             writer: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
@@ -112,6 +125,11 @@ impl RedisState {
             Change::MemberRemoved { tenant, iss, sub } => self.member_key(tenant, iss, sub),
             Change::Block(b) => self.block_key(&b.cidr),
             Change::Unblock { cidr } => self.block_key(cidr),
+            Change::ApiKeyPut(entry) => format!("{}:apikey:{}", self.prefix, digest(&entry.name)),
+            Change::ApiKeyRevoked { name } => format!("{}:apikeyrev:{}", self.prefix, digest(name)),
+            Change::SessionSeen { iss, sid, .. } => {
+                format!("{}:seen:{}", self.prefix, digest(&format!("{iss}\0{sid}")))
+            }
         }
     }
 
@@ -148,6 +166,9 @@ impl RedisState {
             Change::MemberRemoved { tenant, iss, sub } => self.members.apply_remove(&tenant, &iss, &sub),
             Change::Block(b) => self.blocks.apply_block(&b),
             Change::Unblock { cidr } => self.blocks.apply_unblock(&cidr),
+            Change::ApiKeyPut(entry) => self.api_keys.apply_put(&entry),
+            Change::ApiKeyRevoked { name } => self.api_keys.apply_revoke(&name),
+            Change::SessionSeen { iss, sid, at } => self.sessions.apply_touch(&iss, &sid, at),
         }
     }
 
@@ -244,7 +265,18 @@ impl RedisState {
             .collect();
         self.blocks.replace_all(&blocks);
         let counts = (revocations.len(), members.len());
-        for change in revocations {
+        // Additive like revocations: a key, a key revocation or a newer last-seen never undoes
+        // anything local.
+        let additive = [
+            format!("{}:apikey:*", self.prefix),
+            format!("{}:apikeyrev:*", self.prefix),
+            format!("{}:seen:*", self.prefix),
+        ];
+        let mut others = Vec::new();
+        for pattern in additive {
+            others.extend(self.scan_values(conn, pattern).await?);
+        }
+        for change in revocations.into_iter().chain(others) {
             self.apply(change);
         }
         self.members.replace_all(
@@ -355,6 +387,56 @@ impl MemberStore for RedisState {
     async fn remove(&self, tenant: &str, iss: &str, sub: &str) -> Result<(), StoreError> {
         let change = Change::MemberRemoved { tenant: tenant.into(), iss: iss.into(), sub: sub.into() };
         self.publish(change, KeyOp::Delete).await
+    }
+}
+
+impl ApiKeyCheck for RedisState {
+    fn find(&self, digest: &KeyDigest) -> Option<Arc<ApiKey>> {
+        self.api_keys.find(digest)
+    }
+
+    fn revoked(&self, name: &str) -> bool {
+        self.api_keys.revoked(name)
+    }
+}
+
+#[async_trait::async_trait]
+impl ApiKeyStore for RedisState {
+    async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError> {
+        self.publish(Change::ApiKeyPut(entry), KeyOp::Set { ttl: None }).await
+    }
+
+    async fn revoke(&self, name: &str) -> Result<(), StoreError> {
+        self.publish(Change::ApiKeyRevoked { name: name.to_string() }, KeyOp::Set { ttl: None }).await
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.api_keys.names()
+    }
+
+    fn revoked_names(&self) -> Vec<String> {
+        self.api_keys.revoked_names()
+    }
+}
+
+impl SessionCheck for RedisState {
+    fn last_seen(&self, iss: &str, sid: &str) -> Option<i64> {
+        self.sessions.last_seen(iss, sid)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisState {
+    /// Applied locally first so this replica does not write again within the granularity
+    /// while Redis is slow; the key's TTL drops sessions nobody has used for a whole timeout.
+    async fn touch(&self, iss: &str, sid: &str, at: i64, keep_secs: i64) -> Result<(), StoreError> {
+        self.sessions.apply_touch(iss, sid, at);
+        let change = Change::SessionSeen { iss: iss.to_string(), sid: sid.to_string(), at };
+        self.publish(change, KeyOp::Set { ttl: Some(keep_secs.max(1)) }).await
+    }
+
+    fn purge_older_than(&self, oldest: UnixTime) {
+        self.sessions.purge_older_than(oldest);
     }
 }
 

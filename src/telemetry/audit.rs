@@ -96,6 +96,7 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         "tenant": ctx.tenant,
         "client_ip": ctx.client_ip.or(input.peer_ip).map(|ip| ip.to_string()),
         "credential": ctx.credential_fingerprint,
+        "api_key": ctx.api_key,
         "method": input.method,
         "latency_us": latency.as_micros() as u64,
     })

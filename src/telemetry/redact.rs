@@ -17,9 +17,31 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// API-key patterns for prefixes other than `pk_` (`credentials.api_keys.prefix`).
+static KEY_PATTERNS: std::sync::RwLock<Vec<Regex>> = std::sync::RwLock::new(Vec::new());
+
+/// Also scrub keys with this prefix from now on (the prefix is validated to `[a-z0-9_]`).
+pub fn register_api_key_prefix(prefix: &str) {
+    if prefix == "pk_" {
+        return;
+    }
+    let Ok(re) = Regex::new(&format!(r"\b{}[A-Za-z0-9_-]{{8,}}", regex::escape(prefix))) else { return };
+    if let Ok(mut patterns) = KEY_PATTERNS.write()
+        && !patterns.iter().any(|p| p.as_str() == re.as_str())
+    {
+        patterns.push(re);
+    }
+}
+
 /// Returns `text` with every credential-shaped run replaced.
 pub fn scrub(text: &str) -> String {
-    PATTERNS.iter().fold(text.to_string(), |acc, (re, replacement)| re.replace_all(&acc, *replacement).into_owned())
+    let fixed = PATTERNS
+        .iter()
+        .fold(text.to_string(), |acc, (re, replacement)| re.replace_all(&acc, *replacement).into_owned());
+    match KEY_PATTERNS.read() {
+        Ok(patterns) => patterns.iter().fold(fixed, |acc, re| re.replace_all(&acc, "[redacted]").into_owned()),
+        Err(_) => fixed,
+    }
 }
 
 /// A writer that scrubs each formatted log line before it reaches stderr.

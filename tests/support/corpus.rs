@@ -19,6 +19,12 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 pub const ISSUER: &str = "https://issuer.test/";
+
+/// Test API keys (their digests are in fixtures/api-keys.yaml): `ci-bot` (subject svc-ci,
+/// tenant acme, scope read), `old-bot` (expired in 2020), `doomed-bot` (for revocation tests).
+pub const API_KEY_CI: &str = "pk_502mB-a4yrtY8suTh2QihmkMDyEI5Gz0dtXjPNWoDkI";
+pub const API_KEY_EXPIRED: &str = "pk_S3CTs9MyzkwyxeNDpDd7AdDrIPNEdrqMbz-efdwPnVI";
+pub const API_KEY_DOOMED: &str = "pk_frVlNEiiwSQyeVSpjiLX9QmfFkEV1xf2RF1vvO6TKeQ";
 pub const PEM_ISSUER: &str = "https://pem.test/";
 pub const HMAC_ISSUER: &str = "https://hmac.test/";
 
@@ -98,10 +104,147 @@ pub struct Case {
     pub reason: &'static str,
     /// For allows: the `x-user-id` the upstream must see (`None`: must see none).
     pub user: Option<String>,
+    /// For denies: text the `www-authenticate` challenge must contain.
+    pub challenge: Option<&'static str>,
 }
 
 fn case(name: &str, path: &str, headers: Vec<(String, String)>, status: u16, reason: &'static str) -> Case {
-    Case { name: name.into(), method: "GET", path: path.into(), headers, status, reason, user: None }
+    Case { name: name.into(), method: "GET", path: path.into(), headers, status, reason, user: None, challenge: None }
+}
+
+fn post(mut case: Case) -> Case {
+    case.method = "POST";
+    case
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// API keys, CSRF, step-up and peer principals (issue 9).
+fn control_cases(now: i64, out: &mut Vec<Case>) {
+    let allow = |name: &str, method: &'static str, path: &str, h: Vec<(String, String)>, user: &str| {
+        let mut k = case(name, path, spoofed(h), 200, "allowed");
+        k.method = method;
+        k.user = Some(user.into());
+        k
+    };
+    let key = |k: &str| headers(&[("x-api-key", k)]);
+    out.push(allow("api key", "GET", "/api/items", key(API_KEY_CI), "svc-ci"));
+    out.push(allow("api key, its tenant", "GET", "/tenants/acme/x", key(API_KEY_CI), "svc-ci"));
+    out.push(case("api key, other tenant", "/tenants/initech/x", key(API_KEY_CI), 403, "tenant_forbidden"));
+    let unknown = format!("pk_{}", "A".repeat(43));
+    out.push(case("unknown api key", "/api/items", key(&unknown), 401, "api_key_invalid"));
+    out.push(case("expired api key", "/api/items", key(API_KEY_EXPIRED), 401, "api_key_invalid"));
+    let jwt = sign(Algorithm::RS256, Some("rsa-1"), &claims(ISSUER, "bob", now));
+    out.push(case("jwt sent as api key", "/api/items", key(&jwt), 401, "api_key_invalid"));
+    out.push(case("short api key", "/api/items", key("pk_tooShort123"), 401, "api_key_invalid"));
+    out.push(case(
+        "api key, other prefix",
+        "/api/items",
+        key(&format!("sk_{}", "A".repeat(43))),
+        401,
+        "api_key_invalid",
+    ));
+    let mut both = key(API_KEY_CI);
+    both.extend(bearer(&jwt));
+    out.push(case("api key and bearer", "/api/items", both, 400, "invalid_request"));
+
+    let cookie = format!(
+        "session_jwt={}; csrf_token=tok-123456",
+        sign(Algorithm::RS256, Some("rsa-1"), &claims(ISSUER, "cookie-csrf", now))
+    );
+    let with_cookie = |extra: &[(&str, &str)]| {
+        let mut h = headers(&[("cookie", cookie.as_str())]);
+        h.extend(headers(extra));
+        h
+    };
+    out.push(post(case(
+        "cookie POST, foreign origin",
+        "/api/items",
+        with_cookie(&[("origin", "https://evil.example")]),
+        403,
+        "csrf_rejected",
+    )));
+    out.push(post(case("cookie POST, no origin", "/api/items", with_cookie(&[]), 403, "csrf_rejected")));
+    out.push(allow(
+        "cookie POST, allowed origin",
+        "POST",
+        "/api/items",
+        with_cookie(&[("origin", "https://app.example.com")]),
+        "cookie-csrf",
+    ));
+    out.push(allow(
+        "cookie DELETE, allowed referer",
+        "DELETE",
+        "/api/items",
+        with_cookie(&[("referer", "https://app.example.com/page?x=1")]),
+        "cookie-csrf",
+    ));
+    out.push(allow(
+        "cookie POST, double submit",
+        "POST",
+        "/api/items",
+        with_cookie(&[("x-csrf-token", "tok-123456")]),
+        "cookie-csrf",
+    ));
+    out.push(post(case(
+        "cookie POST, double submit mismatch",
+        "/api/items",
+        with_cookie(&[("x-csrf-token", "tok-654321")]),
+        403,
+        "csrf_rejected",
+    )));
+    out.push(allow(
+        "cookie GET, foreign origin",
+        "GET",
+        "/api/items",
+        with_cookie(&[("origin", "https://evil.example")]),
+        "cookie-csrf",
+    ));
+    out.push(allow("bearer POST, no origin", "POST", "/api/items", bearer(&jwt), "bob"));
+    out.push(allow(
+        "api key POST, foreign origin",
+        "POST",
+        "/api/items",
+        {
+            let mut h = key(API_KEY_CI);
+            h.extend(headers(&[("origin", "https://evil.example")]));
+            h
+        },
+        "svc-ci",
+    ));
+
+    let admin = |sub: &str, amr: Option<Value>, auth_age: Option<i64>| {
+        let mut c = claims(ISSUER, sub, now);
+        c["roles"] = json!(["admin"]);
+        if let Some(amr) = amr {
+            c["amr"] = amr;
+        }
+        if let Some(age) = auth_age {
+            c["auth_time"] = json!(now - age);
+        }
+        bearer(&sign(Algorithm::RS256, Some("rsa-1"), &c))
+    };
+    let step_up = |name: &str, h| {
+        let mut k = case(name, "/admin/critical", h, 401, "step_up_required");
+        k.challenge = Some("error=\"insufficient_user_authentication\"");
+        k
+    };
+    out.push(step_up("step-up, no amr", admin("root-pw", Some(json!(["pwd"])), Some(10))));
+    let mut old = step_up("step-up, auth too old", admin("root-old", Some(json!(["pwd", "mfa"])), Some(600)));
+    old.challenge = Some("max_age=\"300\"");
+    out.push(old);
+    out.push(step_up("step-up, no auth_time", admin("root-nat", Some(json!(["mfa"])), None)));
+    out.push(allow(
+        "step-up, mfa just now",
+        "GET",
+        "/admin/critical",
+        admin("root-mfa", Some(json!(["pwd", "mfa"])), Some(10)),
+        "root-mfa",
+    ));
+    out.push(case("step-up needs the role first", "/admin/critical", bearer(&jwt), 403, "role_required"));
+    out.push(case("no peer principal", "/internal/x", bearer(&jwt), 403, "peer_forbidden"));
 }
 
 fn bearer(token: &str) -> Vec<(String, String)> {
@@ -319,6 +462,7 @@ pub fn cases(now: i64) -> Vec<Case> {
         401,
         "credential_missing",
     ));
+    control_cases(now, &mut out);
     out
 }
 
@@ -330,7 +474,7 @@ pub fn secrets(cases: &[Case]) -> Vec<String> {
             out.extend(query.split(['.', '=']).filter(|p| p.len() >= 16).map(str::to_string));
         }
         for (name, value) in &case.headers {
-            if name == "authorization" || name == "cookie" {
+            if name == "authorization" || name == "cookie" || name == "x-api-key" {
                 for part in value.split(['.', ' ', '=', ';']) {
                     if part.len() >= 16 {
                         out.push(part.to_string());

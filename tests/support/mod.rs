@@ -51,6 +51,7 @@ pub fn policy_with_ports(grpc: &str, health: u16) -> String {
     )
     .replace("keys/", &format!("{}/", keys.display()))
     .replace("file: members.yaml", &format!("file: {}", corpus::fixtures().join("members.yaml").display()))
+    .replace("file: api-keys.yaml", &format!("file: {}", corpus::fixtures().join("api-keys.yaml").display()))
 }
 
 /// A child process killed when dropped, with stdout/stderr captured to files.

@@ -1,0 +1,216 @@
+//! API keys at the edge: file entries → [`ApiKey`]s, keys added and names revoked at run time
+//! (admin API, Redis), and minting new keys for `portcullis api-key new`.
+
+use crate::config::schema::RawApiKeyEntry;
+use crate::decision::{ApiKey, ApiKeyCheck, KeyDigest};
+use crate::revocation::StoreError;
+use base64::Engine;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+/// Random bytes in a new key (256 bits; the format asks for at least 128).
+const KEY_BYTES: usize = 32;
+
+/// A name is what audit lines, metrics and revocations show: keep it plain.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks one entry and converts it; every problem is returned, each with its field.
+pub fn key_from_entry(entry: &RawApiKeyEntry) -> Result<(KeyDigest, ApiKey), Vec<(&'static str, String)>> {
+    let mut problems = Vec::new();
+    if !valid_name(&entry.name) {
+        problems.push(("name", "1-64 characters of A-Z a-z 0-9 - _ .".to_string()));
+    }
+    let digest = match hex::decode(&entry.sha256) {
+        Ok(bytes) if entry.sha256.bytes().all(|b| !b.is_ascii_uppercase()) => <KeyDigest>::try_from(bytes).ok(),
+        _ => None,
+    };
+    if digest.is_none() {
+        problems.push(("sha256", "must be 64 lowercase hex digits (the SHA-256 of the key)".to_string()));
+    }
+    let expires = entry.expires.as_deref().and_then(|text| {
+        match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => Some(t.unix_timestamp()),
+            Err(_) => {
+                problems.push(("expires", format!("\"{text}\" is not an RFC 3339 time")));
+                None
+            }
+        }
+    });
+    let subject = entry.subject.clone().unwrap_or_else(|| entry.name.clone());
+    if subject.is_empty() {
+        problems.push(("subject", "must not be empty".to_string()));
+    }
+    if entry.tenants.iter().chain(&entry.scopes).chain(&entry.roles).any(|s| s.is_empty() || s.contains(' ')) {
+        problems.push(("tenants", "tenants, scopes and roles must be non-empty words".to_string()));
+    }
+    match digest {
+        Some(digest) if problems.is_empty() => Ok((
+            digest,
+            ApiKey {
+                name: entry.name.clone(),
+                subject,
+                tenants: entry.tenants.clone(),
+                scopes: entry.scopes.clone(),
+                roles: entry.roles.clone(),
+                expires,
+            },
+        )),
+        _ => Err(problems),
+    }
+}
+
+/// A fresh key: `prefix` + 43 base64url characters from the system's secure random source.
+pub fn new_key(prefix: &str) -> Result<String, String> {
+    let mut bytes = [0u8; KEY_BYTES];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "no secure random source".to_string())?;
+    Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// A new key and its key-file entry (a JSON object, which is also a YAML flow mapping).
+pub struct MintedKey {
+    pub key: String,
+    pub entry: RawApiKeyEntry,
+}
+
+/// Mints a key for `template` (whose `sha256` is replaced) after checking the entry.
+pub fn mint(prefix: &str, template: RawApiKeyEntry) -> Result<MintedKey, String> {
+    let key = new_key(prefix)?;
+    let entry = RawApiKeyEntry { sha256: hex::encode(crate::decision::api_key::digest(&key)), ..template };
+    if let Err(problems) = key_from_entry(&entry) {
+        let text: Vec<String> = problems.into_iter().map(|(field, why)| format!("--{field}: {why}")).collect();
+        return Err(text.join("; "));
+    }
+    Ok(MintedKey { key, entry })
+}
+
+/// Where keys are added and revoked at run time. Reads go through [`ApiKeyCheck`].
+#[async_trait::async_trait]
+pub trait ApiKeyStore: ApiKeyCheck + Send + Sync {
+    async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError>;
+    async fn revoke(&self, name: &str) -> Result<(), StoreError>;
+    /// Names of run-time keys (file keys live in the policy).
+    fn names(&self) -> Vec<String>;
+    fn revoked_names(&self) -> Vec<String>;
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryApiKeys {
+    keys: RwLock<HashMap<KeyDigest, Arc<ApiKey>>>,
+    revoked: RwLock<HashSet<String>>,
+}
+
+impl MemoryApiKeys {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces, by name) a key; invalid entries were refused before they got here.
+    pub fn apply_put(&self, entry: &RawApiKeyEntry) {
+        let Ok((digest, key)) = key_from_entry(entry) else {
+            tracing::warn!(name = %entry.name, "ignoring an invalid API key entry from the state backend");
+            return;
+        };
+        if let Ok(mut keys) = self.keys.write() {
+            keys.retain(|_, k| k.name != key.name);
+            keys.insert(digest, Arc::new(key));
+        }
+    }
+
+    pub fn apply_revoke(&self, name: &str) {
+        if let Ok(mut revoked) = self.revoked.write() {
+            revoked.insert(name.to_string());
+        }
+    }
+}
+
+impl ApiKeyCheck for MemoryApiKeys {
+    fn find(&self, digest: &KeyDigest) -> Option<Arc<ApiKey>> {
+        self.keys.read().ok()?.get(digest).cloned()
+    }
+
+    fn revoked(&self, name: &str) -> bool {
+        // A poisoned lock: treat every key as revoked rather than none.
+        self.revoked.read().map(|r| r.contains(name)).unwrap_or(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl ApiKeyStore for MemoryApiKeys {
+    async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError> {
+        self.apply_put(&entry);
+        Ok(())
+    }
+
+    async fn revoke(&self, name: &str) -> Result<(), StoreError> {
+        self.apply_revoke(name);
+        Ok(())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.keys.read().map(|k| k.values().map(|k| k.name.clone()).collect()).unwrap_or_default()
+    }
+
+    fn revoked_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.revoked.read().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::api_key::{digest, shape_problem};
+
+    #[test]
+    fn new_keys_have_the_documented_shape_and_differ() {
+        let a = new_key("pk_").expect("key");
+        let b = new_key("pk_").expect("key");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 43);
+        assert_eq!(shape_problem("pk_", &a), None);
+    }
+
+    #[test]
+    fn entries_are_checked_field_by_field() {
+        let key = new_key("pk_").expect("key");
+        let good = RawApiKeyEntry {
+            name: "ci-bot".into(),
+            sha256: hex::encode(digest(&key)),
+            expires: Some("2027-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let (d, parsed) = key_from_entry(&good).expect("valid");
+        assert_eq!(d, digest(&key));
+        assert_eq!(parsed.subject, "ci-bot");
+        assert_eq!(parsed.expires, Some(1_798_761_600));
+        let bad = RawApiKeyEntry {
+            name: "ci bot".into(),
+            sha256: hex::encode(digest(&key)).to_uppercase(),
+            expires: Some("tomorrow".into()),
+            scopes: vec!["".into()],
+            ..Default::default()
+        };
+        let fields: Vec<&str> = key_from_entry(&bad).expect_err("invalid").into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["name", "sha256", "expires", "tenants"]);
+    }
+
+    #[test]
+    fn run_time_keys_replace_by_name_and_revocations_stick() {
+        let store = MemoryApiKeys::new();
+        let (one, two) = (new_key("pk_").expect("key"), new_key("pk_").expect("key"));
+        let entry =
+            |key: &str| RawApiKeyEntry { name: "k".into(), sha256: hex::encode(digest(key)), ..Default::default() };
+        store.apply_put(&entry(&one));
+        assert!(store.find(&digest(&one)).is_some());
+        store.apply_put(&entry(&two));
+        assert!(store.find(&digest(&one)).is_none(), "a re-put key replaces the old digest");
+        assert!(store.find(&digest(&two)).is_some());
+        assert!(!store.revoked("k"));
+        store.apply_revoke("k");
+        assert!(store.revoked("k"));
+        assert_eq!(store.revoked_names(), ["k"]);
+    }
+}
