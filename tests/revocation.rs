@@ -226,6 +226,13 @@ fn the_openapi_file_documents_every_admin_route() {
         ("/v1/cache", "delete"),
         ("/v1/tenants/{tenant}/members", "put"),
         ("/v1/tenants/{tenant}/members", "delete"),
+        ("/v1/blocks", "get"),
+        ("/v1/blocks", "post"),
+        ("/v1/blocks", "delete"),
+        ("/v1/api-keys", "get"),
+        ("/v1/api-keys", "put"),
+        ("/v1/api-keys/revocations", "get"),
+        ("/v1/api-keys/revocations", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} undocumented");
         assert!(doc["paths"][path][method]["responses"]["401"].is_object(), "{method} {path}: 401 undocumented");

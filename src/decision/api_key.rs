@@ -82,25 +82,29 @@ pub fn shape_problem(prefix: &str, value: &str) -> Option<&'static str> {
     None
 }
 
+/// A refused key, with the key's name when it was one of ours (for the audit event).
+pub type KeyRefusal = (Deny, Option<String>);
+
 /// Authenticates an API key into the identity the rest of the request path works on.
 pub fn authenticate(
     policy: &ApiKeyPolicy,
     store: &dyn ApiKeyCheck,
     value: &str,
     now: UnixTime,
-) -> Result<(VerifiedToken, Arc<ApiKey>), Deny> {
+) -> Result<(VerifiedToken, Arc<ApiKey>), KeyRefusal> {
     if let Some(problem) = shape_problem(&policy.prefix, value) {
-        return Err(Deny::new(DenyReason::ApiKeyInvalid, problem));
+        return Err((Deny::new(DenyReason::ApiKeyInvalid, problem), None));
     }
     let digest = digest(value);
     let Some(key) = policy.file_keys.get(&digest).cloned().or_else(|| store.find(&digest)) else {
-        return Err(Deny::new(DenyReason::ApiKeyInvalid, "unknown API key"));
+        return Err((Deny::new(DenyReason::ApiKeyInvalid, "unknown API key"), None));
     };
+    let refuse = |why: &str| Err((Deny::new(DenyReason::ApiKeyInvalid, why).not_counted(), Some(key.name.clone())));
     if store.revoked(&key.name) {
-        return Err(Deny::new(DenyReason::ApiKeyInvalid, format!("API key {} revoked", key.name)).not_counted());
+        return refuse("API key revoked");
     }
     if key.expires.is_some_and(|at| now.0 >= at) {
-        return Err(Deny::new(DenyReason::ApiKeyInvalid, format!("API key {} expired", key.name)).not_counted());
+        return refuse("API key expired");
     }
     let claims = serde_json::json!({
         "iss": API_KEY_ISSUER,

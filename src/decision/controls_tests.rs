@@ -88,7 +88,7 @@ fn api_key_table() {
                 assert_eq!(token.claims["api_key"], key.name.as_str(), "{name}");
                 assert!(!token.claims.to_string().contains(&presented), "{name}: claims hold the key");
             }
-            (Err(deny), Err(counts)) => {
+            (Err((deny, _)), Err(counts)) => {
                 assert_eq!(deny.reason, DenyReason::ApiKeyInvalid, "{name}");
                 assert_eq!(deny.counts_as_failure, counts, "{name}: counts toward auto-block");
                 assert!(!deny.detail.contains(&presented), "{name}: detail holds the key");

@@ -223,7 +223,10 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
                 context.api_key = Some(key.name.clone());
                 (token, Some(key), &*API_KEY_RULES)
             }
-            Err(deny) => return Decision::deny(deny, context),
+            Err((deny, name)) => {
+                context.api_key = name;
+                return Decision::deny(deny, context);
+            }
         }
     } else {
         let token = match services.verifier.verify(credential.token()) {

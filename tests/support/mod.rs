@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod envoy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -341,4 +342,17 @@ pub fn outcome(resp: &portcullis::server::proto::envoy::service::auth::v3::Check
         ),
         None => (0, String::new()),
     }
+}
+
+/// Every 16-character window of every secret, for a linear scan of the output.
+pub fn leaked_windows(secrets: &[String], output: &str) -> Vec<String> {
+    let windows: std::collections::HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(16)).collect();
+    let mut hits: Vec<String> = output
+        .as_bytes()
+        .windows(16)
+        .filter(|w| windows.contains(w))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    hits.dedup();
+    hits
 }

@@ -1,0 +1,125 @@
+//! A real Envoy (deploy/envoy/envoy.yaml) in front of Portcullis, and an upstream that echoes
+//! the headers it received.
+
+use super::{Portcullis, Proc, free_port, raw_http};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An HTTP/1.1 upstream that answers every request with the headers it received, as JSON, and
+/// remembers which test cases reached it.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve_connection(stream: std::net::TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = serde_json::Map::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
+            }
+        }
+        if let Some(Value::String(id)) = headers.get("x-test-case") {
+            seen.lock().expect("lock").push(id.clone());
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+        let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen_by_thread = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen_by_thread.clone();
+                std::thread::spawn(move || serve_connection(stream, seen));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn saw(&self, id: &str) -> bool {
+        self.seen.lock().expect("lock").iter().any(|s| s == id)
+    }
+}
+
+pub struct Envoy {
+    pub proc: Proc,
+    pub listener: SocketAddr,
+}
+
+pub fn start_envoy(
+    dir: &std::path::Path,
+    name: &str,
+    grpc_port: u16,
+    upstream: SocketAddr,
+    raw_headers: bool,
+) -> Envoy {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy.yaml")).expect("envoy.yaml");
+    let listen_port = free_port();
+    let admin_port = free_port();
+    let mut config = template.clone();
+    for (from, to) in [
+        ("port_value: 9901", format!("port_value: {admin_port}")),
+        ("port_value: 10000", format!("port_value: {listen_port}")),
+        ("port_value: 9191", format!("port_value: {grpc_port}")),
+        ("port_value: 8080", format!("port_value: {}", upstream.port())),
+        ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
+        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
+    ] {
+        assert!(config.contains(from), "deploy/envoy/envoy.yaml no longer contains {from:?}");
+        config = config.replace(from, &to);
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).expect("write envoy config");
+    let mut cmd = Command::new(super::envoy_binary());
+    cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    let proc = Proc::spawn(&mut cmd, dir, name);
+    Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
+}
+
+/// Starts Envoy in front of `portcullis` and waits until a public request passes.
+pub fn envoy_in_front(dir: &std::path::Path, portcullis: &Portcullis, upstream: &Upstream) -> Envoy {
+    let envoy = start_envoy(dir, "envoy", portcullis.grpc.port(), upstream.addr, false);
+    let ready = (0..200).any(|_| {
+        let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+        probe.is_some_and(|r| r.status == 200)
+    });
+    assert!(ready, "envoy never passed a public request:\n{}", envoy.proc.output());
+    envoy
+}
