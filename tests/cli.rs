@@ -106,3 +106,32 @@ fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
     let test_policy = portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml")).expect("policy");
     assert!(test_policy.snapshot.verifier.verify(&token).is_err(), "no other policy accepts dev tokens");
 }
+
+#[test]
+fn api_key_new_prints_a_key_and_an_entry_that_the_policy_accepts() {
+    let dir = scratch("cli-api-key");
+    let out = portcullis()
+        .args(["api-key", "new", "--name", "ci-bot", "--subject", "svc-ci", "--tenant", "acme", "--scope", "read"])
+        .args(["--expires", "2027-01-01T00:00:00Z"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let key = stdout.lines().next().expect("key");
+    assert!(key.starts_with("pk_") && key.len() == 46, "{key}");
+    let entry = stdout.lines().find(|l| l.trim_start().starts_with("- ")).expect("entry");
+    assert!(!entry.contains(key), "the entry must not hold the key");
+    // The printed entry, pasted into a key file, is valid.
+    std::fs::write(dir.join("api-keys.yaml"), format!("keys:\n{entry}\n")).expect("write");
+    let policy = std::fs::read_to_string(support::corpus::fixtures().join("policy.yaml")).expect("policy");
+    std::fs::write(dir.join("members.yaml"), "members: {}\n").expect("members");
+    write_in_fixtures_copy(&dir, "policy.yaml", &policy);
+    let check = portcullis().arg("check-config").arg(dir.join("policy.yaml")).output().expect("run");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let bad = portcullis().args(["api-key", "new", "--name", "x", "--expires", "soon"]).output().expect("run");
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--expires"));
+    assert!(bad.stdout.is_empty(), "no key printed for a refused entry");
+    let _ = std::fs::remove_dir_all(&dir);
+}

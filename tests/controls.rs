@@ -23,6 +23,11 @@ fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String, Str
     (resp.status, reason, user)
 }
 
+fn hex_sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
 #[test]
 fn api_keys_through_envoy() {
     let dir = scratch("api-keys");
@@ -145,5 +150,20 @@ fn session_idle_timeout_on_two_replicas_sharing_redis() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(key(&envoy_a), 401);
+
+    // A run-time key added on B (digest only) is accepted by A.
+    let fresh = format!("pk_{}", "Q".repeat(43));
+    let entry = serde_json::json!({
+        "name": "fleet-bot",
+        "sha256": hex_sha256(&fresh),
+        "scopes": ["read"],
+    });
+    let put = b.admin_request("PUT", "/v1/api-keys", &entry.to_string()).expect("admin");
+    assert_eq!(put.status, 201, "{}", put.body);
+    let t = Instant::now();
+    while get(&envoy_a, "/api/items", &[("x-api-key", &fresh)]).0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(2), "A never saw the run-time key");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
