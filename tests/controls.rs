@@ -7,20 +7,14 @@ mod support;
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::envoy::{Envoy, Upstream, envoy_in_front};
-use support::{Portcullis, RedisServer, corpus, leaked_windows, raw_http, scratch};
+use support::{Portcullis, RedisServer, corpus, leaked_windows, scratch};
 
 /// GET `path` through Envoy with `headers`: (status, reason, upstream's x-user-id).
 fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut request = format!("GET {path} HTTP/1.1\r\nhost: api.example.com\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("connection: close\r\n\r\n");
-    let resp = raw_http(envoy.listener, &request).expect("response");
-    let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+    let (status, body) = support::envoy::get(envoy, path, headers);
     let reason = body["reason"].as_str().unwrap_or_default().to_string();
     let user = body["headers"]["x-user-id"].as_str().unwrap_or_default().to_string();
-    (resp.status, reason, user)
+    (status, reason, user)
 }
 
 fn hex_sha256(text: &str) -> String {

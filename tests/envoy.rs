@@ -220,19 +220,13 @@ fn revocations_take_effect_on_the_next_request_through_envoy() {
 
 /// GET `path` with `headers` through Envoy: (status, reason or upstream's x-tenant-id).
 fn through(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut request = format!("GET {path} HTTP/1.1\r\nhost: api.example.com\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("connection: close\r\n\r\n");
-    let resp = raw_http(envoy.listener, &request).expect("response");
-    let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
-    let detail = if resp.status == 200 {
+    let (status, body) = support::envoy::get(envoy, path, headers);
+    let detail = if status == 200 {
         body["headers"]["x-tenant-id"].as_str().unwrap_or("<none>").to_string()
     } else {
         body["reason"].as_str().unwrap_or_default().to_string()
     };
-    (resp.status, detail)
+    (status, detail)
 }
 
 #[test]

@@ -123,3 +123,15 @@ pub fn envoy_in_front(dir: &std::path::Path, portcullis: &Portcullis, upstream: 
     assert!(ready, "envoy never passed a public request:\n{}", envoy.proc.output());
     envoy
 }
+
+/// GET `path` with `headers` through Envoy: the status and the JSON body (the upstream's echo on
+/// allow, Portcullis' deny body otherwise).
+pub fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: api.example.com\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("connection: close\r\n\r\n");
+    let resp = raw_http(envoy.listener, &request).expect("response");
+    (resp.status, serde_json::from_str(&resp.body).unwrap_or(Value::Null))
+}
