@@ -91,12 +91,7 @@ fn envoy_end_to_end() {
     for (mode, raw) in [("map", false), ("raw", true)] {
         let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
         // Ready once the authz cluster is healthy and a public route passes end to end.
-        let ready = (0..200).any(|_| {
-            let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-            std::thread::sleep(Duration::from_millis(100));
-            probe.is_some_and(|r| r.status == 200)
-        });
-        assert!(ready, "envoy ({mode}) never passed a public request:\n{}", envoy.proc.output());
+        support::envoy::wait_ready(&envoy);
         failures.extend(run_corpus(&envoy, &upstream, &cases, mode));
         envoys.push(envoy);
     }
@@ -414,5 +409,30 @@ fn rate_limits_through_envoy() {
         200,
         "bob has his own bucket"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sidecar_example_over_a_unix_socket_serves_allow_and_deny() {
+    let dir = scratch("sidecar-uds");
+    let socket = dir.join("authz.sock");
+    let upstream = Upstream::start();
+    let portcullis = Portcullis::start_on(&dir, Some(&format!("unix:{}", socket.display())), "", &[]);
+    let envoy = support::envoy::start_envoy_from(
+        &dir,
+        "envoy-sidecar",
+        "sidecar-uds.yaml",
+        upstream.addr,
+        vec![("path: /var/run/portcullis/authz.sock", format!("path: {}", socket.display()))],
+    );
+    support::envoy::wait_ready(&envoy);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "uds-user", now));
+    let (status, body) = support::envoy::get(&envoy, "/api/items", &[("authorization", &format!("Bearer {token}"))]);
+    assert_eq!((status, body["headers"]["x-user-id"].as_str()), (200, Some("uds-user")));
+    let (status, body) = support::envoy::get(&envoy, "/api/items", &[]);
+    assert_eq!((status, body["reason"].as_str()), (401, Some("credential_missing")));
+    drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -88,20 +88,34 @@ pub fn start_envoy(
     upstream: SocketAddr,
     raw_headers: bool,
 ) -> Envoy {
-    let template =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/envoy/envoy.yaml")).expect("envoy.yaml");
+    let replacements = vec![
+        ("port_value: 9191", format!("port_value: {grpc_port}")),
+        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
+    ];
+    start_envoy_from(dir, name, "envoy.yaml", upstream, replacements)
+}
+
+/// Starts `deploy/envoy/<file>` on free loopback ports with `upstream` as the application and
+/// `replacements` applied (each must match, so a drifting example fails loudly).
+pub fn start_envoy_from(
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    upstream: SocketAddr,
+    replacements: Vec<(&str, String)>,
+) -> Envoy {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy").join(file);
+    let mut config = std::fs::read_to_string(&source).expect("envoy config");
     let listen_port = free_port();
     let admin_port = free_port();
-    let mut config = template.clone();
-    for (from, to) in [
+    let common = [
         ("port_value: 9901", format!("port_value: {admin_port}")),
         ("port_value: 10000", format!("port_value: {listen_port}")),
-        ("port_value: 9191", format!("port_value: {grpc_port}")),
         ("port_value: 8080", format!("port_value: {}", upstream.port())),
         ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
-        ("encode_raw_headers: false", format!("encode_raw_headers: {raw_headers}")),
-    ] {
-        assert!(config.contains(from), "deploy/envoy/envoy.yaml no longer contains {from:?}");
+    ];
+    for (from, to) in common.into_iter().chain(replacements) {
+        assert!(config.contains(from), "deploy/envoy/{file} no longer contains {from:?}");
         config = config.replace(from, &to);
     }
     let path = dir.join(format!("{name}.yaml"));
@@ -115,13 +129,18 @@ pub fn start_envoy(
 /// Starts Envoy in front of `portcullis` and waits until a public request passes.
 pub fn envoy_in_front(dir: &std::path::Path, portcullis: &Portcullis, upstream: &Upstream) -> Envoy {
     let envoy = start_envoy(dir, "envoy", portcullis.grpc.port(), upstream.addr, false);
+    wait_ready(&envoy);
+    envoy
+}
+
+/// Waits (up to 20 s) until the authz cluster is healthy and a public request passes end to end.
+pub fn wait_ready(envoy: &Envoy) {
     let ready = (0..200).any(|_| {
         let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
         std::thread::sleep(Duration::from_millis(100));
         probe.is_some_and(|r| r.status == 200)
     });
     assert!(ready, "envoy never passed a public request:\n{}", envoy.proc.output());
-    envoy
 }
 
 /// GET `path` with `headers` through Envoy: the status and the JSON body (the upstream's echo on

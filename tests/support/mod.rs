@@ -192,7 +192,13 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 impl Portcullis {
     /// Writes the test policy plus `extra` YAML into `dir` and serves it.
     pub fn start(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Portcullis {
+        Self::start_on(dir, None, extra, env)
+    }
+
+    /// Like [`Portcullis::start`], with `listen.grpc` set to `grpc` (like `unix:/path`) when given.
+    pub fn start_on(dir: &Path, grpc: Option<&str>, extra: &str, env: &[(&str, &str)]) -> Portcullis {
         let grpc_port = free_port();
+        let grpc_listen = grpc.map(str::to_string).unwrap_or_else(|| format!("127.0.0.1:{grpc_port}"));
         let health_port = free_port();
         let admin_port = free_port();
         let config = dir.join("policy.yaml");
@@ -203,7 +209,7 @@ impl Portcullis {
         std::fs::copy(corpus::fixtures().join("members.yaml"), &members).expect("members file");
         let text = format!(
             "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
-            policy_with_ports(&format!("127.0.0.1:{grpc_port}"), health_port)
+            policy_with_ports(&grpc_listen, health_port)
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(
                     &format!("health: \"127.0.0.1:{health_port}\""),
