@@ -35,6 +35,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9190")]
         health: String,
     },
+    /// Print the policy file's JSON Schema; with --embed-into, write it into a Helm
+    /// values.schema.json (under `policy`) instead.
+    ConfigSchema {
+        #[arg(long)]
+        embed_into: Option<PathBuf>,
+    },
     /// API keys: mint a new key and its key-file entry.
     ApiKey {
         #[command(subcommand)]
@@ -106,6 +112,31 @@ fn api_key_new(command: ApiKeyCommand) -> ExitCode {
     }
 }
 
+fn config_schema(embed_into: Option<PathBuf>) -> ExitCode {
+    let result = match &embed_into {
+        None => {
+            serde_json::to_string_pretty(&config::json_schema::policy_schema()).map_err(|e| e.to_string()).map(|text| {
+                println!("{text}");
+            })
+        }
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display())))
+            .and_then(config::json_schema::embed_in_values_schema)
+            .and_then(|schema| serde_json::to_string_pretty(&schema).map_err(|e| e.to_string()))
+            .and_then(|text| {
+                std::fs::write(file, text + "\n").map_err(|e| format!("cannot write {}: {e}", file.display()))
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn config_failure(err: &ConfigError) -> ExitCode {
     eprintln!("portcullis: {err}");
     ExitCode::from(EXIT_CONFIG as u8)
@@ -141,6 +172,7 @@ fn main() -> ExitCode {
             }
         }
         Command::ApiKey { command } => api_key_new(command),
+        Command::ConfigSchema { embed_into } => config_schema(embed_into),
         Command::DevToken { sub, scopes, roles, ttl } => {
             let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
             match dev::mint(&spec, SystemClock.now().0) {

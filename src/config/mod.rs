@@ -4,6 +4,7 @@
 //! Architecture Invariant: nothing outside this module reads the raw tree; a [`Settings`] value
 //! is always fully valid.
 
+pub mod json_schema;
 mod listen;
 pub mod schema;
 mod settings;

@@ -2,10 +2,11 @@
 //! need checking (durations, algorithms, regexes) stay strings here so validation can report
 //! every problem at once with its path.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub version: Option<u32>,
@@ -37,7 +38,7 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
     pub grpc: Option<String>,
@@ -45,13 +46,13 @@ pub struct RawListen {
     pub admin: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_inflight_checks: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     pub issuer: Option<String>,
@@ -76,7 +77,7 @@ pub struct RawIssuer {
     pub roles_claim: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwks {
     pub url: Option<String>,
@@ -92,14 +93,14 @@ pub struct RawJwks {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenType {
     pub claim: String,
     pub allowed: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredentials {
     #[serde(default = "yes")]
@@ -112,7 +113,7 @@ pub struct RawCredentials {
     pub realm: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeys {
     /// Header carrying the key (default `x-api-key`).
@@ -124,14 +125,14 @@ pub struct RawApiKeys {
 }
 
 /// The API key file: digests only, never keys.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeyFile {
     #[serde(default)]
     pub keys: Vec<RawApiKeyEntry>,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeyEntry {
     pub name: String,
@@ -151,7 +152,7 @@ pub struct RawApiKeyEntry {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsrf {
     #[serde(default)]
@@ -159,14 +160,14 @@ pub struct RawCsrf {
     pub double_submit: Option<RawDoubleSubmit>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDoubleSubmit {
     pub cookie: String,
     pub header: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSessions {
     pub idle_timeout: Option<String>,
@@ -178,7 +179,7 @@ pub struct RawSessions {
     pub required: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStepUp {
     #[serde(default)]
@@ -189,7 +190,7 @@ pub struct RawStepUp {
 }
 
 /// `security_headers: true` for the default set, or a map of header name to value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawSecurityHeaders {
     Enabled(bool),
@@ -212,7 +213,7 @@ impl Default for RawCredentials {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: Option<String>,
@@ -226,7 +227,7 @@ pub struct RawRoute {
     pub rate_limit: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub host: Option<String>,
@@ -237,7 +238,7 @@ pub struct RawMatch {
     pub methods: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRequire {
     #[serde(default)]
@@ -256,7 +257,7 @@ pub struct RawRequire {
     pub source_principals: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClaimMatcher {
     pub path: String,
@@ -266,14 +267,14 @@ pub struct RawClaimMatcher {
     pub present: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
     #[serde(default)]
     pub tiers: BTreeMap<String, RawTier>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTier {
     pub key: String,
@@ -282,7 +283,7 @@ pub struct RawTier {
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIp {
     #[serde(default)]
@@ -298,7 +299,7 @@ pub struct RawIp {
     pub auto_block: Option<RawAutoBlock>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAutoBlock {
     pub failures: u32,
@@ -306,14 +307,14 @@ pub struct RawAutoBlock {
     pub block_for: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     pub ttl: Option<String>,
     pub max_entries: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub backend: String,
@@ -325,13 +326,13 @@ pub struct RawState {
     pub key_prefix: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponse {
     /// Header name → JSON Pointer into the claims, or `tenant`.
@@ -345,7 +346,7 @@ pub struct RawResponse {
     pub security_headers: RawSecurityHeaders,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
@@ -353,7 +354,7 @@ pub struct RawTelemetry {
     pub audit: Option<RawAudit>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     pub allow_sample_rate: Option<f64>,
@@ -361,7 +362,7 @@ pub struct RawAudit {
     pub file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
     /// After SIGTERM, keep serving (not ready) this long so callers stop sending.
@@ -370,7 +371,7 @@ pub struct RawShutdown {
     pub drain_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenants {
     #[serde(default)]
@@ -380,7 +381,7 @@ pub struct RawTenants {
 }
 
 /// Exactly one key per entry.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenantSource {
     pub header: Option<String>,
@@ -389,7 +390,7 @@ pub struct RawTenantSource {
     pub context_extension: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMembership {
     /// JSON Pointer of the membership claim.
@@ -403,7 +404,7 @@ pub struct RawMembership {
 }
 
 /// The membership file.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMemberFile {
     #[serde(default)]
@@ -411,7 +412,7 @@ pub struct RawMemberFile {
     pub members: BTreeMap<String, Option<Vec<RawMember>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
     pub iss: Option<String>,
