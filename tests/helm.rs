@@ -31,3 +31,8 @@ fn run(script: &str) {
 fn helm_chart_lints_renders_validates_and_refuses_bad_values() {
     run("helm/tests/test_chart.py");
 }
+
+#[test]
+fn istio_manifests_validate_against_the_istio_schemas() {
+    run("deploy/tests/test_istio.py");
+}

@@ -1,0 +1,49 @@
+"""Validates deploy/istio/*.yaml against the Istio schemas kept in tests/fixtures/istio/ and
+checks they carry the wiring DESIGN.md asks for. Run by tests/helm.rs."""
+
+import json
+import pathlib
+import sys
+
+import jsonschema
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMAS = {
+    "AuthorizationPolicy": "authorizationpolicy.schema.json",
+    "IstioOperator": "istiooperator.schema.json",
+}
+failures = []
+docs = []
+for path in sorted((ROOT / "deploy" / "istio").glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc:
+            continue
+        schema = json.loads((ROOT / "tests" / "fixtures" / "istio" / SCHEMAS[doc["kind"]]).read_text())
+        try:
+            jsonschema.validate(doc, schema)
+            docs.append(doc)
+            print(f"ok {path.name}: {doc['kind']}")
+        except jsonschema.ValidationError as e:
+            failures.append(f"{path.name}: {e.message}")
+
+# The negative control: the schema is not a rubber stamp.
+bad = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "x"},
+       "spec": {"action": "CUSTOM", "rules": [{}]}}
+schema = json.loads((ROOT / "tests/fixtures/istio/authorizationpolicy.schema.json").read_text())
+if jsonschema.Draft202012Validator(schema).is_valid(bad):
+    failures.append("a CUSTOM AuthorizationPolicy without a provider passed the schema")
+
+grpc = [p["envoyExtAuthzGrpc"] for d in docs if d["kind"] == "IstioOperator" for p in d["spec"]["meshConfig"]["extensionProviders"]]
+policies = [d for d in docs if d["kind"] == "AuthorizationPolicy"]
+if not grpc or any(g.get("failOpen") is not False or g.get("statusOnError") != "503" or g.get("timeout") != "0.5s" for g in grpc):
+    failures.append(f"extension provider must be failOpen: false, statusOnError: \"503\", timeout: 0.5s: {grpc}")
+if not policies or any(p["spec"]["action"] != "CUSTOM" or p["spec"]["rules"] != [{}] for p in policies):
+    failures.append("AuthorizationPolicy must be action: CUSTOM with rules: [{}]")
+names = {p["name"] for d in docs if d["kind"] == "IstioOperator" for p in d["spec"]["meshConfig"]["extensionProviders"]}
+if any(p["spec"]["provider"]["name"] not in names for p in policies):
+    failures.append("an AuthorizationPolicy names a provider the mesh config does not define")
+
+for f in failures:
+    print("FAIL", f)
+sys.exit(1 if failures else 0)
