@@ -12,6 +12,7 @@ kubernetes-validate). Run by tests/helm.rs: python helm/tests/test_chart.py PORT
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,18 @@ def main():
         subprocess.run([binary, "config-schema", "--embed-into", str(copy)], check=True)
         if json.loads(copy.read_text()) != json.loads((CHART / "values.schema.json").read_text()):
             fail("values.schema.json is stale: run `portcullis config-schema --embed-into helm/portcullis/values.schema.json`")
+        generated = subprocess.run([binary, "config-schema"], check=True, capture_output=True, text=True).stdout
+        if json.loads(generated) != json.loads((ROOT / "docs" / "policy.schema.json").read_text()):
+            fail("docs/policy.schema.json is stale: run `portcullis config-schema > docs/policy.schema.json`")
+        # The dashboard and alerts only use metrics Portcullis exports.
+        exported = set(re.findall(r'"(portcullis_[a-z_]+)"', "".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))))
+        for source in [CHART / "files" / "dashboard.json", CHART / "templates" / "prometheusrule.yaml"]:
+            used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"portcullis_[a-z_]+", source.read_text())}
+            unknown = sorted(used - exported)
+            if unknown:
+                fail(f"{source.name} uses metrics Portcullis does not export: {unknown}")
+            if len(used) < 4:
+                fail(f"{source.name} uses only {sorted(used)}")
         if (CHART / "files" / "envoy-sidecar.yaml").read_bytes() != (ROOT / "deploy" / "envoy" / "sidecar-uds.yaml").read_bytes():
             fail("helm/portcullis/files/envoy-sidecar.yaml differs from deploy/envoy/sidecar-uds.yaml")
     finally:
