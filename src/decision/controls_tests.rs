@@ -305,3 +305,14 @@ fn source_principal_table() {
     }
     assert!(check_source_principal("", &[]).is_ok(), "no list: any peer");
 }
+
+#[test]
+fn override_headers_are_refused() {
+    use super::path::override_header;
+    let h = |name: &str| vec![(name.to_string(), "/admin".to_string())];
+    for name in super::path::OVERRIDE_HEADERS {
+        assert_eq!(override_header(&h(name)), Some(name));
+    }
+    assert_eq!(override_header(&h("x-forwarded-for")), None);
+    assert_eq!(override_header(&[]), None);
+}

@@ -7,7 +7,7 @@ use super::csrf::{CsrfPolicy, check_csrf};
 use super::headers::{ResponsePolicy, identity_headers};
 use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
-use super::path::validate_path;
+use super::path::{override_header, validate_path};
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements, check_source_principal, check_step_up};
 use super::route::{Access, Route, find_route};
@@ -168,6 +168,9 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(path) => path,
         Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),
     };
+    if let Some(name) = override_header(&input.headers) {
+        return Decision::deny(Deny::new(DenyReason::InvalidRequest, format!("{name} is not accepted")), context);
+    }
     let Some(route) = find_route(&policy.routes, &input.host, path, &input.method) else {
         return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context);
     };

@@ -40,3 +40,20 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
     }
     Ok(path)
 }
+
+/// Headers some frameworks obey to replace the request's path or method after authorization
+/// (`X-Original-URL` on IIS/Symfony, method overrides). What was authorized must be what runs,
+/// so requests carrying any of them are refused.
+pub const OVERRIDE_HEADERS: [&str; 6] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The first override header the request carries, if any.
+pub fn override_header(headers: &[(String, String)]) -> Option<&'static str> {
+    OVERRIDE_HEADERS.iter().copied().find(|name| headers.iter().any(|(n, _)| n == name))
+}

@@ -84,6 +84,15 @@ pub fn with_raw_header(header: &Value, claims: &Value, signature: Option<&str>) 
     format!("{input}.{sig}")
 }
 
+/// An RS256 (kid rsa-1) token over `payload` exactly as given (for JSON serde_json would not build).
+pub fn sign_raw_payload(payload: &str) -> String {
+    let header = json!({"alg": "RS256", "kid": "rsa-1"});
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(payload.as_bytes()));
+    let key = EncodingKey::from_rsa_pem(&read("rsa.pem")).expect("fixture key");
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).expect("sign");
+    format!("{input}.{sig}")
+}
+
 /// HS256 keyed with the RSA public key's PEM text: the classic algorithm-confusion attack.
 pub fn hs256_with_public_key(claims: &Value) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"});
