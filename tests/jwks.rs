@@ -250,7 +250,11 @@ async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
     let good = rsa1_token(ISSUER);
     assert_eq!(server.check(&good).await.0, 200);
 
-    for mode in [Mode::Fail, Mode::Hang] {
+    // 500s, a hang, and garbage bodies (not JSON, an HTML error page, a truncated document).
+    let truncated = fixture("jwks-rsa1.json")[..40].to_string();
+    let garbage = ["not json".to_string(), "<html><body>502 Bad Gateway</body></html>".to_string(), truncated];
+    let modes = [Mode::Fail, Mode::Hang].into_iter().chain(garbage.into_iter().map(Mode::Serve));
+    for mode in modes {
         idp.set(mode);
         let before = idp.fetches();
         let until = Instant::now() + Duration::from_secs(3);
