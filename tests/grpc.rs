@@ -29,7 +29,11 @@ struct Running {
 }
 
 async fn start(grpc: &str) -> Running {
-    let server = Server::bind(&settings(grpc)).await.expect("bind");
+    start_with(settings(grpc)).await
+}
+
+async fn start_with(settings: Settings) -> Running {
+    let server = Server::bind(&settings).await.expect("bind");
     let (stop, stopped) = oneshot::channel::<()>();
     let grpc = server.grpc_addr();
     let health = server.health_addr().expect("health addr");
@@ -246,4 +250,55 @@ async fn unix_socket_listener() {
     server.shutdown().await;
     assert!(!path.exists(), "socket file removed on shutdown");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11: far more concurrent checks than `limits.max_inflight_checks`. Every answer is a
+/// decision (an allow, or 503 `overloaded` with retry-after), never an RPC error that Envoy
+/// could treat as a failure and fail open on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_beyond_max_inflight_is_refused_with_503_never_an_rpc_error() {
+    let mut settings = settings("127.0.0.1:0");
+    settings.max_inflight_checks = 1;
+    let server = start_with(settings).await;
+    let ListenAddr::Tcp(addr) = server.grpc.clone() else { panic!("tcp") };
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        tasks.push(tokio::spawn(async move {
+            let mut client = AuthorizationClient::connect(format!("http://{addr}")).await.expect("connect");
+            let mut seen = (0u32, 0u32, Vec::new());
+            for i in 0..40 {
+                // Unique tokens: every check is a cache miss with a signature to verify.
+                let token = corpus::sign(
+                    jsonwebtoken::Algorithm::EdDSA,
+                    Some("ed-1"),
+                    &corpus::claims(corpus::ISSUER, &format!("load-{worker}-{i}"), now()),
+                );
+                let bearer = format!("Bearer {token}");
+                match client
+                    .check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map))
+                    .await
+                {
+                    Ok(resp) => match support::outcome(&resp.into_inner()) {
+                        (200, _) => seen.0 += 1,
+                        (503, reason) if reason == "overloaded" => seen.1 += 1,
+                        other => seen.2.push(format!("{other:?}")),
+                    },
+                    Err(status) => seen.2.push(format!("rpc error {status}")),
+                }
+            }
+            seen
+        }));
+    }
+    let (mut allowed, mut overloaded, mut wrong) = (0, 0, Vec::new());
+    for task in tasks {
+        let (a, o, w) = task.await.expect("task");
+        allowed += a;
+        overloaded += o;
+        wrong.extend(w);
+    }
+    assert!(wrong.is_empty(), "answers other than allow or 503 overloaded: {:?}", &wrong[..wrong.len().min(5)]);
+    assert!(allowed > 0, "nothing was allowed");
+    assert!(overloaded > 0, "1280 checks from 32 clients never exceeded one in flight");
+    println!("allowed {allowed}, overloaded {overloaded}");
+    server.shutdown().await;
 }
