@@ -4,7 +4,9 @@
 //!   cargo run --release --example floor -- 127.0.0.1:9291
 
 use portcullis::server::proto::envoy::service::auth::v3::authorization_server::{Authorization, AuthorizationServer};
-use portcullis::server::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse, OkHttpResponse, check_response};
+use portcullis::server::proto::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, OkHttpResponse, check_response,
+};
 use portcullis::server::proto::google::rpc::Status;
 use tonic::{Request, Response};
 
