@@ -1,0 +1,94 @@
+//! The hot path in isolation (issue 12): one decision on a cached identity, the whole
+//! decode → decide → encode step, and token verification per algorithm against the crypto
+//! backend's raw verify of the same signature. Run: `cargo bench --bench check`.
+
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use portcullis::cache::{CacheSettings, ClaimsCache};
+use portcullis::config::{Snapshot, parse_and_validate};
+use portcullis::decision::*;
+use portcullis::server::convert::{check_input, check_response};
+use portcullis::server::proto::envoy::service::auth::v3::CheckRequest;
+use portcullis::server::request::{HeaderEncoding, check_request};
+use prost::Message;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn snapshot() -> Arc<Snapshot> {
+    let text = std::fs::read_to_string(corpus::fixtures().join("policy.yaml")).expect("policy");
+    parse_and_validate(&text, &corpus::fixtures()).expect("fixture policy").snapshot
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn decide_with(snap: &Snapshot, cache: &ClaimsCache, input: &CheckInput, now: UnixTime) -> Decision {
+    let verifier = cache.verifier(&snap.verifier, snap.generation, now);
+    let services = Services {
+        verifier: &verifier,
+        revocations: &NoRevocations,
+        memberships: &NoMembers,
+        blocks: &NoBlocks,
+        rate_limits: &NoRateLimits,
+        api_keys: &NoApiKeys,
+        sessions: &NoSessions,
+    };
+    decide(input, &snap.policy, &services, now)
+}
+
+fn hot_path(c: &mut Criterion) {
+    let snap = snapshot();
+    let cache = ClaimsCache::new(CacheSettings::default());
+    let now = now();
+    let token = corpus::sign(Algorithm::EdDSA, Some("ed-1"), &corpus::claims(corpus::ISSUER, "bench", now));
+    let bearer = format!("Bearer {token}");
+    let request = check_request("GET", "/api/items", &[("authorization", bearer.as_str())], HeaderEncoding::Map);
+    let bytes = request.encode_to_vec();
+    let input = check_input(request);
+    let first = decide_with(&snap, &cache, &input, UnixTime(now));
+    assert!(matches!(first.outcome, Outcome::Allow { .. }), "{first:?}");
+
+    c.bench_function("decide/cached_allow", |b| {
+        b.iter(|| black_box(decide_with(&snap, &cache, black_box(&input), UnixTime(now))))
+    });
+    c.bench_function("check/decode_decide_encode_cached", |b| {
+        b.iter(|| {
+            let request = CheckRequest::decode(black_box(bytes.as_slice())).expect("decode");
+            let input = check_input(request);
+            let decision = decide_with(&snap, &cache, &input, UnixTime(now));
+            black_box(check_response(&decision, &input.request_id, &snap.policy.response).encode_to_vec())
+        })
+    });
+}
+
+fn verification(c: &mut Criterion) {
+    let snap = snapshot();
+    let now = now();
+    let read = |name: &str| std::fs::read(corpus::fixtures().join("keys").join(name)).expect("key");
+    let cases = [
+        (Algorithm::RS256, "rsa-1", DecodingKey::from_rsa_pem(&read("rsa.pub.pem")).expect("rsa")),
+        (Algorithm::ES256, "ec-1", DecodingKey::from_ec_pem(&read("ec.pub.pem")).expect("ec")),
+        (Algorithm::EdDSA, "ed-1", DecodingKey::from_ed_pem(&read("ed.pub.pem")).expect("ed")),
+    ];
+    for (alg, kid, key) in cases {
+        let token = corpus::sign(alg, Some(kid), &corpus::claims(corpus::ISSUER, "bench", now));
+        snap.verifier.verify(&token).expect("verifies");
+        let (message, signature) = token.rsplit_once('.').expect("jws");
+        c.bench_function(&format!("verify/{alg:?}/portcullis"), |b| {
+            b.iter(|| black_box(snap.verifier.verify(black_box(&token)).is_ok()))
+        });
+        c.bench_function(&format!("verify/{alg:?}/raw"), |b| {
+            b.iter(|| {
+                black_box(jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, alg).unwrap_or(false))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, hot_path, verification);
+criterion_main!(benches);
