@@ -29,15 +29,7 @@ fn now() -> i64 {
 
 fn decide_with(snap: &Snapshot, cache: &ClaimsCache, input: &CheckInput, now: UnixTime) -> Decision {
     let verifier = cache.verifier(&snap.verifier, snap.generation, now);
-    let services = Services {
-        verifier: &verifier,
-        revocations: &NoRevocations,
-        memberships: &NoMembers,
-        blocks: &NoBlocks,
-        rate_limits: &NoRateLimits,
-        api_keys: &NoApiKeys,
-        sessions: &NoSessions,
-    };
+    let services = Services::stateless(&verifier);
     decide(input, &snap.policy, &services, now)
 }
 

@@ -2,37 +2,21 @@
 //! a PERMISSION_DENIED or UNAUTHENTICATED CheckResponse with a denied_response.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
+use common::snapshot;
 use libfuzzer_sys::fuzz_target;
 use portcullis::decision::*;
 use portcullis::server::convert::{check_input, check_response};
 use portcullis::server::proto::envoy::service::auth::v3::{CheckRequest, check_response::HttpResponse};
 use prost::Message;
-use std::sync::OnceLock;
-
-fn snapshot() -> &'static portcullis::config::Snapshot {
-    static SNAPSHOT: OnceLock<std::sync::Arc<portcullis::config::Snapshot>> = OnceLock::new();
-    SNAPSHOT.get_or_init(|| {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/policy.yaml"));
-        match portcullis::config::load_file(path) {
-            Ok(settings) => settings.snapshot,
-            Err(e) => panic!("fixture policy: {e}"),
-        }
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = CheckRequest::decode(data) else { return };
     let snap = snapshot();
     let input = check_input(request);
-    let services = Services {
-        verifier: &snap.verifier,
-        revocations: &NoRevocations,
-        memberships: &NoMembers,
-        blocks: &NoBlocks,
-        rate_limits: &NoRateLimits,
-        api_keys: &NoApiKeys,
-        sessions: &NoSessions,
-    };
+    let services = Services::stateless(&snap.verifier);
     let decision = decide(&input, &snap.policy, &services, UnixTime(1_790_000_000));
     let response = check_response(&decision, &input.request_id, &snap.policy.response);
     let code = response.status.as_ref().map(|s| s.code);

@@ -1,20 +1,12 @@
 //! Credential extraction, API-key lookup and token verification on arbitrary header values.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
+use common::snapshot;
 use libfuzzer_sys::fuzz_target;
 use portcullis::decision::*;
-use std::sync::OnceLock;
-
-fn snapshot() -> &'static portcullis::config::Snapshot {
-    static SNAPSHOT: OnceLock<std::sync::Arc<portcullis::config::Snapshot>> = OnceLock::new();
-    SNAPSHOT.get_or_init(|| {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/policy.yaml"));
-        match portcullis::config::load_file(path) {
-            Ok(settings) => settings.snapshot,
-            Err(e) => panic!("fixture policy: {e}"),
-        }
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
@@ -34,15 +26,7 @@ fuzz_target!(|data: &[u8]| {
         headers: vec![(name.to_string(), header)],
         ..Default::default()
     };
-    let services = Services {
-        verifier: &snap.verifier,
-        revocations: &NoRevocations,
-        memberships: &NoMembers,
-        blocks: &NoBlocks,
-        rate_limits: &NoRateLimits,
-        api_keys: &NoApiKeys,
-        sessions: &NoSessions,
-    };
+    let services = Services::stateless(&snap.verifier);
     let decision = decide(&input, &snap.policy, &services, UnixTime(1_790_000_000));
     // An allow (seeds hold valid test tokens) only ever forwards visible ASCII.
     if let Outcome::Allow { set_headers, .. } = &decision.outcome {

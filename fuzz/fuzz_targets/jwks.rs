@@ -8,6 +8,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = portcullis::jwt::keys_from_jwks(&text);
     if let Ok((set, _skipped)) = portcullis::jwt::keys_from_remote_jwks(&text) {
         // A fetched key set never carries a symmetric key.
-        assert!(set.keys.iter().all(|k| k.family != portcullis::jwt::AlgFamily::Hmac), "symmetric key accepted from a JWKS");
+        assert!(
+            set.keys.iter().all(|k| k.family != portcullis::jwt::AlgFamily::Hmac),
+            "symmetric key accepted from a JWKS"
+        );
     }
 });

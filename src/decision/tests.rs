@@ -35,15 +35,7 @@ fn corpus_decisions() {
     let snap = snapshot();
     let cases = corpus::cases(NOW);
     assert!(cases.len() > 40, "corpus unexpectedly small: {}", cases.len());
-    let services = Services {
-        verifier: &snap.verifier,
-        revocations: &NoRevocations,
-        memberships: &NoMembers,
-        blocks: &NoBlocks,
-        rate_limits: &NoRateLimits,
-        api_keys: &NoApiKeys,
-        sessions: &NoSessions,
-    };
+    let services = Services::stateless(&snap.verifier);
     for case in &cases {
         let decision = decide(&input(case.method, &case.path, &case.headers), &snap.policy, &services, UnixTime(NOW));
         match &decision.outcome {

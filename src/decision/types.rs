@@ -140,6 +140,22 @@ pub struct Services<'a> {
     pub sessions: &'a dyn super::session::SessionCheck,
 }
 
+impl<'a> Services<'a> {
+    /// Services with no revocations, members, blocks, rate limits, run-time keys or sessions:
+    /// for tests, fuzzing and benchmarks of the policy alone.
+    pub fn stateless(verifier: &'a dyn TokenVerifier) -> Self {
+        Self {
+            verifier,
+            revocations: &NoRevocations,
+            memberships: &super::tenant::NoMembers,
+            blocks: &NoBlocks,
+            rate_limits: &NoRateLimits,
+            api_keys: &super::api_key::NoApiKeys,
+            sessions: &super::session::NoSessions,
+        }
+    }
+}
+
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.
 pub trait TokenVerifier {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;
