@@ -1,6 +1,6 @@
 //! The request path as one pure function: path, route, credential, token, requirements, answer.
 
-use super::api_key::{ApiKeyPolicy, authenticate};
+use super::api_key::{ApiKey, ApiKeyPolicy, authenticate};
 use super::claims::{TimePolicy, check_times};
 use super::credential::{Credential, CredentialPolicy, extract_credential};
 use super::csrf::{CsrfPolicy, check_csrf};
@@ -152,6 +152,46 @@ fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: Un
     None
 }
 
+/// Who a credential proves: the verified token (or the identity an API key stands for), the
+/// key itself for API keys, and the issuer rules the identity is held to.
+struct Identity<'p> {
+    token: VerifiedToken,
+    key: Option<Arc<ApiKey>>,
+    rules: &'p IssuerRules,
+}
+
+/// Verifies the credential (DESIGN step 7): a JWT through the verifier, an API key by digest.
+fn identify<'p>(
+    policy: &'p Policy,
+    services: &Services,
+    credential: &Credential,
+    now: UnixTime,
+    context: &mut DecisionContext,
+) -> Result<Identity<'p>, Deny> {
+    if let Credential::ApiKey(value) = credential {
+        let api_keys = policy
+            .api_keys
+            .as_ref()
+            .ok_or_else(|| Deny::new(DenyReason::ApiKeyInvalid, "API keys are not configured"))?;
+        return match authenticate(api_keys, services.api_keys, value, now) {
+            Ok((token, key)) => {
+                context.api_key = Some(key.name.clone());
+                Ok(Identity { token, key: Some(key), rules: &API_KEY_RULES })
+            }
+            Err((deny, name)) => {
+                context.api_key = name;
+                Err(deny)
+            }
+        };
+    }
+    let token = services.verifier.verify(credential.token()).map_err(|err| token_deny(err, context))?;
+    let rules = policy
+        .issuers
+        .get(token.issuer.0)
+        .ok_or_else(|| Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"))?;
+    Ok(Identity { token, key: None, rules })
+}
+
 /// Decides one request. Pure: the same inputs always give the same decision.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
@@ -217,32 +257,9 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     {
         return Decision::deny(deny, context);
     }
-    let (token, key_tenants, rules) = if let Credential::ApiKey(value) = credential {
-        let Some(api_keys) = &policy.api_keys else {
-            return Decision::deny(Deny::new(DenyReason::ApiKeyInvalid, "API keys are not configured"), context);
-        };
-        match authenticate(api_keys, services.api_keys, value, now) {
-            Ok((token, key)) => {
-                context.api_key = Some(key.name.clone());
-                (token, Some(key), &*API_KEY_RULES)
-            }
-            Err((deny, name)) => {
-                context.api_key = name;
-                return Decision::deny(deny, context);
-            }
-        }
-    } else {
-        let token = match services.verifier.verify(credential.token()) {
-            Ok(token) => token,
-            Err(err) => {
-                let deny = token_deny(err, &mut context);
-                return Decision::deny(deny, context);
-            }
-        };
-        let Some(rules) = policy.issuers.get(token.issuer.0) else {
-            return Decision::deny(Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"), context);
-        };
-        (token, None, rules)
+    let Identity { token, key, rules } = match identify(policy, services, &credential, now, &mut context) {
+        Ok(identity) => identity,
+        Err(deny) => return Decision::deny(deny, context),
     };
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());
@@ -265,7 +282,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
             .as_deref()
             .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
         // An API key's own tenant list is as trusted as the key file it came from.
-        let by_key = key_tenants.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
+        let by_key = key.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
         let roles =
             match by_key.unwrap_or_else(|| membership(tenants, &token, &tenant, claim_trusted, services.memberships)) {
                 Ok(roles) => roles,
