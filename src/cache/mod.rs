@@ -151,7 +151,11 @@ impl CachedVerifier<'_> {
 
 impl TokenVerifier for CachedVerifier<'_> {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        let key = Key { digest: Sha256::digest(token.as_bytes()).into(), policy_generation: self.policy_generation };
+        self.verify_digested(token, &Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn verify_digested(&self, token: &str, digest: &[u8; 32]) -> Result<VerifiedToken, TokenError> {
+        let key = Key { digest: *digest, policy_generation: self.policy_generation };
         if let Some(entry) = self.cache.entries.get(&key) {
             if self.still_valid(&entry) {
                 count(if entry.result.is_ok() { "hit" } else { "negative_hit" });

@@ -63,8 +63,8 @@ pub struct DecisionContext {
     pub issuer: Option<Arc<str>>,
     pub subject: Option<Subject>,
     pub tenant: Option<String>,
-    /// First 12 hex digits of the credential's SHA-256; never the credential.
-    pub credential_fingerprint: Option<String>,
+    /// The start of the credential's SHA-256; never the credential.
+    pub credential_fingerprint: Option<Fingerprint>,
     /// The client address (DESIGN step 2), and whether it is a trusted proxy.
     pub client_ip: Option<std::net::IpAddr>,
     pub client_trusted: bool,
@@ -97,9 +97,29 @@ impl Decision {
     }
 }
 
-pub fn fingerprint(credential: &str) -> String {
-    let digest = Sha256::digest(credential.as_bytes());
-    hex::encode(&digest[..6])
+/// The first 6 bytes of a credential's SHA-256, shown as 12 hex digits: enough to tell
+/// credentials apart in an audit trail, far too little to recover or replay one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 6]);
+
+impl Fingerprint {
+    pub fn of_digest(digest: &[u8; 32]) -> Self {
+        let mut start = [0u8; 6];
+        start.copy_from_slice(&digest[..6]);
+        Self(start)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
@@ -165,6 +185,7 @@ fn identify<'p>(
     policy: &'p Policy,
     services: &Services,
     credential: &Credential,
+    digest: &[u8; 32],
     now: UnixTime,
     context: &mut DecisionContext,
 ) -> Result<Identity<'p>, Deny> {
@@ -184,7 +205,8 @@ fn identify<'p>(
             }
         };
     }
-    let token = services.verifier.verify(credential.token()).map_err(|err| token_deny(err, context))?;
+    let token =
+        services.verifier.verify_digested(credential.token(), digest).map_err(|err| token_deny(err, context))?;
     let rules = policy
         .issuers
         .get(token.issuer.0)
@@ -251,13 +273,15 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(None) => return allow(policy, None, context),
         Err(deny) => return Decision::deny(deny, context),
     };
-    context.credential_fingerprint = Some(fingerprint(credential.token()));
+    // Hashed once: the fingerprint for the audit, the key for the claims cache.
+    let digest: [u8; 32] = Sha256::digest(credential.token().as_bytes()).into();
+    context.credential_fingerprint = Some(Fingerprint::of_digest(&digest));
     if let Credential::Cookie { .. } = credential
         && let Err(deny) = check_csrf(input, policy.csrf.as_ref())
     {
         return Decision::deny(deny, context);
     }
-    let Identity { token, key, rules } = match identify(policy, services, &credential, now, &mut context) {
+    let Identity { token, key, rules } = match identify(policy, services, &credential, &digest, now, &mut context) {
         Ok(identity) => identity,
         Err(deny) => return Decision::deny(deny, context),
     };

@@ -24,7 +24,7 @@ pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, 
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};
-pub use decide::{Decision, DecisionContext, IssuerRules, Outcome, Policy, decide, fingerprint};
+pub use decide::{Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Policy, decide};
 pub use headers::{IdentityHeader, IdentitySource, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};

@@ -159,4 +159,10 @@ impl<'a> Services<'a> {
 /// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.
 pub trait TokenVerifier {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;
+
+    /// The same, for a caller that already holds the token's SHA-256 (a cache keyed by it
+    /// need not hash the token twice).
+    fn verify_digested(&self, token: &str, _digest: &[u8; 32]) -> Result<VerifiedToken, TokenError> {
+        self.verify(token)
+    }
 }

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -297,9 +297,7 @@ impl Server {
         let grpc = async {
             match self.grpc {
                 GrpcListener::Tcp(listener) => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()))
-                        .await
+                    router.serve_with_incoming_shutdown(grpc_incoming(listener), stopped(stop_rx.clone())).await
                 }
                 GrpcListener::Unix(listener, path) => {
                     let result = router
@@ -339,9 +337,30 @@ impl Server {
 }
 
 /// Removes a socket file left by a previous run; never touches anything that is not a socket.
+/// Accepted gRPC connections with TCP_NODELAY: a response is written as several small frames,
+/// and with Nagle's algorithm the last one waits for the peer's delayed ACK (40 ms on Linux).
+fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 fn remove_stale_socket(path: &std::path::Path) {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn grpc_connections_are_accepted_with_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = super::grpc_incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("nodelay readable"), "Nagle would delay the last frame of each answer");
     }
 }

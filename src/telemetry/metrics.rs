@@ -14,6 +14,23 @@ const DURATION_BUCKETS: [f64; 14] =
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The installed recorder keeps every histogram sample until upkeep folds it into the buckets;
+/// without it memory grows with every check when nobody scrapes `/metrics` (found by the soak).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the metrics upkeep thread; histograms grow until scraped");
+    }
+}
+
 /// Installs the global recorder once per process and returns its handle; `None` only if another
 /// recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
@@ -23,6 +40,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Full(CHECK_DURATION_SECONDS.into()), &DURATION_BUCKETS)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            spawn_upkeep(handle.clone());
             metrics::describe_counter!(DECISIONS_TOTAL, "Check decisions by decision and reason");
             metrics::describe_histogram!(CHECK_DURATION_SECONDS, "Time to decide one Check");
             metrics::describe_gauge!(INFLIGHT_CHECKS, "Checks being decided now");
