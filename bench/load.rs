@@ -143,6 +143,8 @@ impl Transport {
     async fn connect(args: &Args, tokens: &[String]) -> Result<Self, String> {
         let bearers: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
         if args.http {
+            // reqwest is built without a default TLS provider; it wants one even for plain HTTP.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let client = reqwest::Client::builder()
                 .http1_only()
                 .pool_max_idle_per_host(4096)

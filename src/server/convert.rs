@@ -16,6 +16,12 @@ const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
 
+/// Envoy sends header names in lowercase already; lowercasing in place reuses the string.
+fn lowercase(mut name: String) -> String {
+    name.make_ascii_lowercase();
+    name
+}
+
 pub fn check_input(request: CheckRequest) -> CheckInput {
     let attributes = request.attributes.unwrap_or_default();
     let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
@@ -31,12 +37,16 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
             .headers
             .into_iter()
             .map(|h| {
-                let value =
-                    if h.raw_value.is_empty() { h.value } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
-                (h.key.to_ascii_lowercase(), value)
+                let value = if h.raw_value.is_empty() {
+                    h.value
+                } else {
+                    String::from_utf8(h.raw_value)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                };
+                (lowercase(h.key), value)
             })
             .collect(),
-        _ => http.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+        _ => http.headers.into_iter().map(|(k, v)| (lowercase(k), v)).collect(),
     };
     let request_id = if http.id.is_empty() {
         headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or_default()
