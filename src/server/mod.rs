@@ -336,13 +336,13 @@ impl Server {
     }
 }
 
-/// Removes a socket file left by a previous run; never touches anything that is not a socket.
 /// Accepted gRPC connections with TCP_NODELAY: a response is written as several small frames,
 /// and with Nagle's algorithm the last one waits for the peer's delayed ACK (40 ms on Linux).
 fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// Removes a socket file left by a previous run; never touches anything that is not a socket.
 fn remove_stale_socket(path: &std::path::Path) {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
@@ -351,16 +351,4 @@ fn remove_stale_socket(path: &std::path::Path) {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio_stream::StreamExt;
-
-    #[tokio::test]
-    async fn grpc_connections_are_accepted_with_nodelay() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut incoming = super::grpc_incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = incoming.next().await.expect("a connection").expect("accepted");
-        assert!(accepted.nodelay().expect("nodelay readable"), "Nagle would delay the last frame of each answer");
-    }
-}
+mod tests;
