@@ -53,34 +53,37 @@ def rss_kib(pid):
     return 0
 
 
-def wait_port(port, proc, what, timeout=20.0):
+def wait_until(ready, proc, what, timeout=20.0):
+    """Polls `ready()` until it holds; fails when the process exits or time runs out."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            if ready():
                 return
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port}")
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready after {timeout} s")
+
+
+def wait_port(port, proc, what, timeout=20.0):
+    def listening():
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+
+    wait_until(listening, proc, what, timeout)
 
 
 def wait_http_ok(url, proc, what, timeout=20.0):
     import urllib.request
 
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=0.5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready at {url}")
+    def ok():
+        with urllib.request.urlopen(url, timeout=0.5) as r:
+            return r.status == 200
+
+    wait_until(ok, proc, what, timeout)
 
 
 class Server:
@@ -260,7 +263,9 @@ def start_envoy(work, envoy_bin, mode, **kw):
 
 # ---- modes ----
 
-MIXES = {"cached": ("100:0:0", 1), "unique": ("0:100:0", 150_000), "deny_mix": ("50:0:50", 1)}
+# name: (load --mix, --unique). "fill" puts 100k distinct identities in the cache (memory step).
+MIXES = {"cached": ("100:0:0", 1), "unique": ("0:100:0", 150_000), "deny_mix": ("50:0:50", 1),
+         "fill": ("0:100:0", 100_000)}
 
 
 class Mode:
@@ -359,18 +364,18 @@ def callgrind_total(path):
 def instructions_per_check(work, sut, tokens, small=500, large=2500, rate=250):
     """Instructions of the whole server process for `large` minus `small` checks, per check:
     start-up and idle cost cancel out."""
-    totals = []
+    totals, sent = [], []
     for count in (small, large):
         out = work / f"callgrind.{sut}.{tokens}.{count}"
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         server = start_portcullis(work, wrap=wrap) if sut == "portcullis" else start_floor(work, wrap=wrap)
         try:
             mode = Mode(f"callgrind {sut}", "direct", sut, tokens=tokens)
-            run_load(server.target, mode, max(1, count // rate), rate=rate)
+            sent.append(run_load(server.target, mode, max(1, count // rate), rate=rate)["sent"])
         finally:
             server.stop()
         totals.append(callgrind_total(out))
-    return (totals[1] - totals[0]) / ((large - small) // rate * rate)
+    return (totals[1] - totals[0]) / (sent[1] - sent[0])
 
 
 # ---- memory ----
@@ -381,10 +386,7 @@ def memory(work):
     try:
         time.sleep(1)
         idle = rss_kib(server.proc.pid)
-        mode = Mode("fill", "direct", "portcullis", tokens="unique")
-        MIXES["fill"] = ("0:100:0", 100_000)
-        mode.tokens = "fill"
-        run_load(server.target, mode, 20, rate=5000)
+        run_load(server.target, Mode("fill", "direct", "portcullis", tokens="fill"), 20, rate=5000)
         time.sleep(1)
         full = rss_kib(server.proc.pid)
     finally:
