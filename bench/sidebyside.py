@@ -427,8 +427,12 @@ def main():
     parser.add_argument("--latency-rounds", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--skip", default="", help="comma list of: max,latency,callgrind,memory")
+    parser.add_argument("--only", default="", help="comma list of words; run only the modes whose "
+                        "name holds one of them (for quick comparisons while working)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    only = list(filter(None, args.only.split(",")))
+    selected = [m for m in DIRECT + ENVOY if not only or any(w in m.name for w in only)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()),
@@ -442,7 +446,7 @@ def main():
         maxima = {}
         if "max" not in skip:
             for r in range(args.rounds):
-                modes = DIRECT + ENVOY
+                modes = selected
                 # Alternate the order between rounds so drift does not favour one mode.
                 for mode in modes if r % 2 == 0 else list(reversed(modes)):
                     report = measure(work, args.envoy, mode, args.seconds, closed=args.concurrency)
@@ -461,9 +465,12 @@ def main():
 
         if "latency" not in skip and maxima:
             latency = {}
-            floors = {"direct": results["max"]["direct floor"]["rps"]["median"],
-                      "envoy": results["max"]["envoy ext_authz floor"]["rps"]["median"]}
-            chosen = [m for m in DIRECT + ENVOY if m.tokens == "cached" and not m.uds and not m.allowed_headers]
+            floor_modes = {"direct": "direct floor", "envoy": "envoy ext_authz floor"}
+            floors = {via: results["max"][name]["rps"]["median"]
+                      for via, name in floor_modes.items() if name in results["max"]}
+            # Loads are fractions of the floor's maximum: a mode without its floor measured has none.
+            chosen = [m for m in selected if m.tokens == "cached" and not m.uds and not m.allowed_headers
+                      and m.via in floors]
             for r in range(args.latency_rounds):
                 for pct in (25, 50, 75):
                     for mode in chosen if r % 2 == 0 else list(reversed(chosen)):

@@ -61,6 +61,23 @@ fn cacheable_failure(err: &TokenError) -> bool {
 pub struct ClaimsCache {
     entries: Cache<Key, Entry>,
     settings: CacheSettings,
+    counts: Counts,
+}
+
+/// `portcullis_cache_requests_total` handles, taken once (taken before the recorder is
+/// installed, they count nothing).
+struct Counts {
+    hit: metrics::Counter,
+    negative_hit: metrics::Counter,
+    miss: metrics::Counter,
+}
+
+impl Counts {
+    fn register() -> Self {
+        let count =
+            |result: &'static str| metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "claims", "result" => result);
+        Self { hit: count("hit"), negative_hit: count("negative_hit"), miss: count("miss") }
+    }
 }
 
 impl std::fmt::Debug for ClaimsCache {
@@ -76,7 +93,7 @@ impl ClaimsCache {
             .expire_after(EntryTtl)
             .support_invalidation_closures()
             .build();
-        Self { entries, settings }
+        Self { entries, settings, counts: Counts::register() }
     }
 
     /// A verifier that answers from this cache for one policy generation at time `now`.
@@ -118,10 +135,6 @@ impl ClaimsCache {
     }
 }
 
-fn count(result: &'static str) {
-    metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "claims", "result" => result).increment(1);
-}
-
 /// [`TokenVerifier`] through the cache.
 pub struct CachedVerifier<'a> {
     cache: &'a ClaimsCache,
@@ -158,7 +171,8 @@ impl TokenVerifier for CachedVerifier<'_> {
         let key = Key { digest: *digest, policy_generation: self.policy_generation };
         if let Some(entry) = self.cache.entries.get(&key) {
             if self.still_valid(&entry) {
-                count(if entry.result.is_ok() { "hit" } else { "negative_hit" });
+                let counts = &self.cache.counts;
+                (if entry.result.is_ok() { &counts.hit } else { &counts.negative_hit }).increment(1);
                 return entry.result;
             }
             self.cache.entries.invalidate(&key);
@@ -169,7 +183,7 @@ impl TokenVerifier for CachedVerifier<'_> {
             computed = true;
             (self.fresh())(&self.inner.verify(token))
         });
-        count(if computed { "miss" } else { "hit" });
+        (if computed { &self.cache.counts.miss } else { &self.cache.counts.hit }).increment(1);
         if entry.ttl.is_zero() {
             // Not cacheable (unknown kid, keys unavailable, already expired): forget it now.
             self.cache.entries.invalidate(&key);

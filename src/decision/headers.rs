@@ -1,5 +1,6 @@
 //! Identity headers set on allow, and the header names removed on every allow (DESIGN step 12).
 
+use super::claims::claim_at;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
 
@@ -92,7 +93,7 @@ pub fn identity_headers(
     let mut set: Vec<(String, String)> = Vec::new();
     for header in &policy.identity_headers {
         let value = match (&header.source, claims) {
-            (IdentitySource::Claim(pointer), Some(claims)) => match claims.pointer(pointer) {
+            (IdentitySource::Claim(pointer), Some(claims)) => match claim_at(claims, pointer) {
                 Some(Value::Null) | None => None,
                 Some(v) => Some(encode_header_value(v)?),
             },

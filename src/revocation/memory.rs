@@ -5,14 +5,45 @@ use crate::decision::{RevocationCheck, UnixTime, VerifiedToken};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-type Issuer = String;
+/// Entries keyed by issuer, then by an id within it: looked up with borrowed strings, so a
+/// check allocates nothing.
+struct ByIssuer<V>(HashMap<String, HashMap<String, V>>);
+
+impl<V> Default for ByIssuer<V> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<V: Copy> ByIssuer<V> {
+    fn get(&self, iss: &str, id: &str) -> Option<&V> {
+        self.0.get(iss)?.get(id)
+    }
+
+    /// Inserts `value`, or merges it into the entry already there.
+    fn upsert(&mut self, iss: String, id: String, value: V, merge: impl FnOnce(V, V) -> V) {
+        let entry = self.0.entry(iss).or_default().entry(id).or_insert(value);
+        *entry = merge(*entry, value);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &String, &V)> {
+        self.0.iter().flat_map(|(iss, ids)| ids.iter().map(move |(id, v)| (iss, id, v)))
+    }
+
+    fn retain(&mut self, keep: impl Fn(&V) -> bool) {
+        self.0.retain(|_, ids| {
+            ids.retain(|_, v| keep(v));
+            !ids.is_empty()
+        });
+    }
+}
 
 #[derive(Default)]
 struct Index {
-    jti: HashMap<(Issuer, String), i64>,
+    jti: ByIssuer<i64>,
     /// (iss, sub) → (before, expires_at); a later revocation with a later `before` wins.
-    subject: HashMap<(Issuer, String), (i64, i64)>,
-    session: HashMap<(Issuer, String), i64>,
+    subject: ByIssuer<(i64, i64)>,
+    session: ByIssuer<i64>,
     /// tenant → (before, expires_at).
     tenant: HashMap<String, (i64, i64)>,
 }
@@ -37,17 +68,12 @@ impl MemoryRevocations {
     pub fn apply(&self, revocation: Revocation) {
         let Ok(mut index) = self.index.write() else { return };
         match revocation {
-            Revocation::Jti { iss, jti, expires_at } => {
-                let e = index.jti.entry((iss, jti)).or_insert(expires_at);
-                *e = (*e).max(expires_at);
-            }
+            Revocation::Jti { iss, jti, expires_at } => index.jti.upsert(iss, jti, expires_at, i64::max),
             Revocation::Subject { iss, sub, before, expires_at } => {
-                let e = index.subject.entry((iss, sub)).or_insert((before, expires_at));
-                *e = (e.0.max(before), e.1.max(expires_at));
+                index.subject.upsert(iss, sub, (before, expires_at), |a, b| (a.0.max(b.0), a.1.max(b.1)));
             }
             Revocation::Session { iss, sid, expires_at } => {
-                let e = index.session.entry((iss, sid)).or_insert(expires_at);
-                *e = (*e).max(expires_at);
+                index.session.upsert(iss, sid, expires_at, i64::max);
             }
             Revocation::Tenant { tenant, before, expires_at } => {
                 let e = index.tenant.entry(tenant).or_insert((before, expires_at));
@@ -61,22 +87,22 @@ impl RevocationCheck for MemoryRevocations {
     fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str> {
         // A poisoned lock means a writer panicked mid-update: refuse rather than guess.
         let Ok(index) = self.index.read() else { return Some("revocation state unavailable") };
-        let iss = token.iss.to_string();
+        let iss = &*token.iss;
         let live = |expires_at: &i64| *expires_at > now.0;
-        let claim = |name: &str| token.claims.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        let claim = |name: &str| token.claims.get(name).and_then(|v| v.as_str());
         if let Some(jti) = claim("jti")
-            && index.jti.get(&(iss.clone(), jti)).is_some_and(live)
+            && index.jti.get(iss, jti).is_some_and(live)
         {
             return Some("jti revoked");
         }
-        if let Some((before, expires_at)) = index.subject.get(&(iss.clone(), token.subject.0.clone()))
+        if let Some((before, expires_at)) = index.subject.get(iss, &token.subject.0)
             && live(expires_at)
             && token.iat.is_none_or(|iat| iat <= *before)
         {
             return Some("subject revoked");
         }
         if let Some(sid) = claim("sid")
-            && index.session.get(&(iss, sid)).is_some_and(live)
+            && index.session.get(iss, sid).is_some_and(live)
         {
             return Some("session revoked");
         }
@@ -102,10 +128,10 @@ impl RevocationStore for MemoryRevocations {
     fn list(&self, now: UnixTime) -> Vec<Revocation> {
         let Ok(index) = self.index.read() else { return Vec::new() };
         let mut out = Vec::new();
-        for ((iss, jti), expires_at) in &index.jti {
+        for (iss, jti, expires_at) in index.jti.iter() {
             out.push(Revocation::Jti { iss: iss.clone(), jti: jti.clone(), expires_at: *expires_at });
         }
-        for ((iss, sub), (before, expires_at)) in &index.subject {
+        for (iss, sub, (before, expires_at)) in index.subject.iter() {
             out.push(Revocation::Subject {
                 iss: iss.clone(),
                 sub: sub.clone(),
@@ -113,7 +139,7 @@ impl RevocationStore for MemoryRevocations {
                 expires_at: *expires_at,
             });
         }
-        for ((iss, sid), expires_at) in &index.session {
+        for (iss, sid, expires_at) in index.session.iter() {
             out.push(Revocation::Session { iss: iss.clone(), sid: sid.clone(), expires_at: *expires_at });
         }
         for (tenant, (before, expires_at)) in &index.tenant {
@@ -126,9 +152,9 @@ impl RevocationStore for MemoryRevocations {
 
     fn purge_expired(&self, now: UnixTime) {
         let Ok(mut index) = self.index.write() else { return };
-        index.jti.retain(|_, e| *e > now.0);
-        index.subject.retain(|_, (_, e)| *e > now.0);
-        index.session.retain(|_, e| *e > now.0);
+        index.jti.retain(|e| *e > now.0);
+        index.subject.retain(|(_, e)| *e > now.0);
+        index.session.retain(|e| *e > now.0);
         index.tenant.retain(|_, (_, e)| *e > now.0);
     }
 }

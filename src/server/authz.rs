@@ -69,13 +69,17 @@ pub struct AppState {
     /// Session last-seen times.
     pub sessions: Arc<dyn SessionStore>,
     pub rate_limits: RateLimits,
+    metrics: names::CheckMetrics,
     /// Contact with the shared state backend; `None` for memory state.
     pub state_health: Option<Arc<StateHealth>>,
 }
 
 impl AppState {
     pub fn new(parts: StateParts) -> Self {
+        // Before the cache: both take metric handles, which need the recorder installed.
+        let metrics = names::CheckMetrics::register();
         Self {
+            metrics,
             snapshot: ArcSwap::new(parts.snapshot),
             clock: parts.clock,
             inflight: Arc::new(Semaphore::new(parts.max_inflight)),
@@ -137,10 +141,9 @@ impl AppState {
                 DecisionContext::default(),
             ),
             Ok(_permit) => {
-                let gauge = metrics::gauge!(names::INFLIGHT_CHECKS);
-                gauge.increment(1.0);
+                self.metrics.inflight.increment(1.0);
                 let decision = self.decide_with_key_refetch(&input, &snapshot).await;
-                gauge.decrement(1.0);
+                self.metrics.inflight.decrement(1.0);
                 decision
             }
             Err(_) => Decision::deny(
@@ -156,8 +159,8 @@ impl AppState {
         span.record("decision", verdict);
         span.record("reason", decision.reason());
         span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
-        metrics::counter!(names::DECISIONS_TOTAL, "decision" => verdict, "reason" => decision.reason()).increment(1);
-        metrics::histogram!(names::CHECK_DURATION_SECONDS).record(elapsed.as_secs_f64());
+        self.metrics.decided(&decision.outcome);
+        self.metrics.duration.record(elapsed.as_secs_f64());
         self.audit.record(&input, &decision, elapsed);
         response
     }

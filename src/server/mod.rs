@@ -10,6 +10,7 @@ mod authz;
 pub mod convert;
 mod fetchers;
 mod health_http;
+mod io;
 pub mod proto;
 pub mod ratelimit;
 mod reload;
@@ -31,6 +32,7 @@ use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
 use health_http::{HealthState, Readiness};
+use io::OneWritePerAnswer;
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -300,9 +303,8 @@ impl Server {
                     router.serve_with_incoming_shutdown(grpc_incoming(listener), stopped(stop_rx.clone())).await
                 }
                 GrpcListener::Unix(listener, path) => {
-                    let result = router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()))
-                        .await;
+                    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(OneWritePerAnswer));
+                    let result = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await;
                     remove_stale_socket(&path);
                     result
                 }
@@ -336,10 +338,15 @@ impl Server {
     }
 }
 
-/// Accepted gRPC connections with TCP_NODELAY: a response is written as several small frames,
-/// and with Nagle's algorithm the last one waits for the peer's delayed ACK (40 ms on Linux).
-fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted gRPC connections with TCP_NODELAY (with Nagle's algorithm a write that follows an
+/// unacknowledged one waits for the peer's delayed ACK, 40 ms on Linux), each answer in one
+/// write (see [`io`]).
+fn grpc_incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<OneWritePerAnswer<tokio::net::TcpStream>>> {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|conn| conn.map(OneWritePerAnswer))
 }
 
 /// Removes a socket file left by a previous run; never touches anything that is not a socket.

@@ -1,5 +1,6 @@
 //! The Prometheus registry and the contract metric names (DESIGN "Observability").
 
+use crate::decision::{DenyReason, Outcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -48,4 +49,41 @@ pub fn install() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+/// Handles of the metrics every check updates, registered once: a `counter!` call hashes its
+/// name and labels and looks them up in the registry on every use. Registering also makes every
+/// decision reason appear in `/metrics` from the start, at zero.
+pub struct CheckMetrics {
+    pub inflight: metrics::Gauge,
+    pub duration: metrics::Histogram,
+    allowed: metrics::Counter,
+    /// In the order of [`DenyReason::ALL`].
+    denied: Vec<metrics::Counter>,
+}
+
+impl CheckMetrics {
+    /// Installs the recorder first if need be: handles taken before it exists record nothing.
+    pub fn register() -> Self {
+        let _ = install();
+        let decision = |verdict: &'static str, reason: &'static str| metrics::counter!(DECISIONS_TOTAL, "decision" => verdict, "reason" => reason);
+        Self {
+            inflight: metrics::gauge!(INFLIGHT_CHECKS),
+            duration: metrics::histogram!(CHECK_DURATION_SECONDS),
+            allowed: decision("allow", "allowed"),
+            denied: DenyReason::ALL.iter().map(|r| decision("deny", r.as_str())).collect(),
+        }
+    }
+
+    pub fn decided(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Allow { .. } => Some(&self.allowed),
+            Outcome::Deny(deny) => {
+                DenyReason::ALL.iter().position(|r| *r == deny.reason).and_then(|i| self.denied.get(i))
+            }
+        };
+        if let Some(counter) = counter {
+            counter.increment(1);
+        }
+    }
 }
