@@ -121,6 +121,7 @@ pub fn authenticate(
         exp: key.expires.unwrap_or(i64::MAX),
         nbf: None,
         iat: None,
+        headers: Default::default(),
     };
     Ok((token, key))
 }

@@ -4,7 +4,7 @@ use super::api_key::{ApiKey, ApiKeyPolicy, authenticate};
 use super::claims::{TimePolicy, check_times};
 use super::credential::{Credential, CredentialPolicy, extract_credential};
 use super::csrf::{CsrfPolicy, check_csrf};
-use super::headers::{ResponsePolicy, identity_headers};
+use super::headers::{ResponsePolicy, header_plan};
 use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
 use super::path::{override_header, validate_path};
@@ -134,7 +134,11 @@ fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
 }
 
 fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
-    match identity_headers(&policy.response, token.map(|t| t.claims.as_ref()), context.tenant.as_deref()) {
+    let values = match token.map(|t| t.headers.claim_values(&policy.response, &t.claims)).transpose() {
+        Ok(values) => values,
+        Err(deny) => return Decision::deny(deny, context),
+    };
+    match header_plan(&policy.response, values, context.tenant.as_deref()) {
         Ok(plan) => {
             Decision { outcome: Outcome::Allow { set_headers: plan.set, remove_headers: plan.remove }, context }
         }

@@ -3,6 +3,7 @@
 use super::claims::claim_at;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// Longest encoded identity header value forwarded; longer ones deny the request.
 pub const MAX_HEADER_VALUE: usize = 1024;
@@ -57,6 +58,11 @@ pub fn encode_header_value(value: &Value) -> Result<String, Deny> {
             return Err(unforwardable("identity claim is not a scalar or list"));
         }
     };
+    encode_text(&raw)
+}
+
+/// [`encode_header_value`] of a string.
+fn encode_text(raw: &str) -> Result<String, Deny> {
     let mut out = String::with_capacity(raw.len());
     for byte in raw.bytes() {
         if (0x21..=0x7e).contains(&byte) && byte != b'%' {
@@ -84,22 +90,53 @@ pub struct HeaderPlan {
     pub remove: Vec<String>,
 }
 
-/// Header sets and removals for an allow. `claims` is `None` for anonymous requests.
-pub fn identity_headers(
+/// The encoded claim values of the policy's identity headers, in its order; `None` where the
+/// claim is absent or null, and for the tenant header (the request's, not the token's).
+pub type ClaimValues = Box<[Option<Box<str>>]>;
+
+pub fn claim_values(policy: &ResponsePolicy, claims: &Value) -> Result<ClaimValues, Deny> {
+    policy
+        .identity_headers
+        .iter()
+        .map(|header| match &header.source {
+            IdentitySource::Claim(pointer) => match claim_at(claims, pointer) {
+                Some(Value::Null) | None => Ok(None),
+                Some(value) => encode_header_value(value).map(|v| Some(v.into_boxed_str())),
+            },
+            IdentitySource::Tenant => Ok(None),
+        })
+        .collect()
+}
+
+/// A token's claim values, encoded on its first allow and kept with the token: a cached
+/// token's later allows neither look its claims up nor encode them again. About a hundred
+/// bytes per cached identity (the whole header plan would be several hundred).
+///
+/// Architecture Invariant: a token serves one policy: the claims cache keys entries by policy
+/// generation, and a verifier without a cache makes a new token per request.
+#[derive(Debug, Default)]
+pub struct PreparedHeaders(OnceLock<Result<ClaimValues, Box<Deny>>>);
+
+impl PreparedHeaders {
+    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Value) -> Result<&[Option<Box<str>>], Deny> {
+        match self.0.get_or_init(|| claim_values(policy, claims).map_err(Box::new)) {
+            Ok(values) => Ok(values),
+            Err(deny) => Err(deny.as_ref().clone()),
+        }
+    }
+}
+
+/// Header sets and removals for an allow from [`claim_values`] (`None`: anonymous request).
+pub fn header_plan(
     policy: &ResponsePolicy,
-    claims: Option<&Value>,
+    values: Option<&[Option<Box<str>>]>,
     tenant: Option<&str>,
 ) -> Result<HeaderPlan, Deny> {
     let mut set: Vec<(String, String)> = Vec::new();
-    for header in &policy.identity_headers {
-        let value = match (&header.source, claims) {
-            (IdentitySource::Claim(pointer), Some(claims)) => match claim_at(claims, pointer) {
-                Some(Value::Null) | None => None,
-                Some(v) => Some(encode_header_value(v)?),
-            },
-            (IdentitySource::Tenant, Some(_)) => {
-                tenant.map(|t| encode_header_value(&Value::String(t.to_string()))).transpose()?
-            }
+    for (i, header) in policy.identity_headers.iter().enumerate() {
+        let value = match (&header.source, values) {
+            (IdentitySource::Claim(_), Some(values)) => values.get(i).and_then(|v| v.as_deref()).map(str::to_string),
+            (IdentitySource::Tenant, Some(_)) => tenant.map(encode_text).transpose()?,
             (_, None) => None,
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {

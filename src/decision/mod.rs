@@ -25,7 +25,7 @@ pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};
 pub use decide::{Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Policy, decide};
-pub use headers::{IdentityHeader, IdentitySource, ResponsePolicy, encode_header_value};
+pub use headers::{IdentityHeader, IdentitySource, PreparedHeaders, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;

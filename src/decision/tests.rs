@@ -2,6 +2,7 @@
 
 use crate::corpus;
 
+use super::headers::header_plan;
 use super::tenant::membership;
 use super::*;
 use crate::config::parse_and_validate;
@@ -174,6 +175,7 @@ fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
         exp,
         nbf,
         iat,
+        headers: Default::default(),
     }
 }
 
@@ -409,6 +411,7 @@ fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToke
         exp: NOW + 600,
         nbf: None,
         iat: Some(NOW),
+        headers: Default::default(),
     }
 }
 
@@ -524,4 +527,35 @@ fn cidr_parsing_and_files() {
     assert!(!set.contains("203.0.114.1".parse().expect("ip")));
     let err = CidrSet::default().extend_from_lines("10.0.0.0/8\nnot-a-cidr\n").expect_err("bad line");
     assert!(err.starts_with("line 2:"), "{err}");
+}
+
+#[test]
+fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
+    let policy = ResponsePolicy {
+        identity_headers: vec![
+            IdentityHeader { name: "x-user-id".into(), source: IdentitySource::Claim("/sub".into()) },
+            IdentityHeader { name: "x-tenant-id".into(), source: IdentitySource::Tenant },
+            IdentityHeader { name: "x-email".into(), source: IdentitySource::Claim("/email".into()) },
+        ],
+        ..Default::default()
+    };
+    let token = claims_token("https://issuer.test/", "u 1", json!({"sub": "u 1"}));
+    let first = token.headers.claim_values(&policy, &token.claims).expect("values");
+    assert_eq!(first, &[Some("u%201".into()), None, None]);
+    let again = token.headers.claim_values(&policy, &token.claims).expect("values");
+    assert!(std::ptr::eq(first, again), "a token's claim values are encoded once");
+    let plan = |tenant| header_plan(&policy, Some(again), tenant).expect("plan");
+    let acme = plan(Some("acme"));
+    assert_eq!(acme.set, vec![("x-user-id".into(), "u%201".into()), ("x-tenant-id".into(), "acme".into())]);
+    assert_eq!(acme.remove, vec!["x-email".to_string()]);
+    assert_eq!(plan(Some("globex")).set[1], ("x-tenant-id".into(), "globex".into()));
+    assert_eq!(plan(None).remove, vec!["x-tenant-id".to_string(), "x-email".to_string()]);
+    // A claim that cannot be forwarded denies on every allow, not only the first.
+    let bad = claims_token("https://issuer.test/", "u", json!({"sub": "u", "email": {"nested": true}}));
+    for _ in 0..2 {
+        assert_eq!(
+            bad.headers.claim_values(&policy, &bad.claims).map(|_| ()).map_err(|d| d.reason),
+            Err(DenyReason::ClaimMismatch)
+        );
+    }
 }

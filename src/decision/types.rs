@@ -38,6 +38,8 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub nbf: Option<i64>,
     pub iat: Option<i64>,
+    /// Identity header values from these claims, encoded on the first allow.
+    pub headers: Arc<super::headers::PreparedHeaders>,
 }
 
 /// Why a token was refused before any time check.

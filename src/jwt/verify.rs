@@ -174,6 +174,7 @@ impl TokenVerifier for Verifier {
             exp,
             nbf,
             iat,
+            headers: Default::default(),
         })
     }
 }

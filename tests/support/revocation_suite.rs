@@ -27,6 +27,7 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
         exp,
         nbf: None,
         iat,
+        headers: Default::default(),
     }
 }
 
