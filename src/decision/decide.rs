@@ -138,7 +138,7 @@ fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContex
         Ok(values) => values,
         Err(deny) => return Decision::deny(deny, context),
     };
-    match header_plan(&policy.response, values, context.tenant.as_deref()) {
+    match header_plan(&policy.response, values.as_deref(), context.tenant.as_deref()) {
         Ok(plan) => {
             Decision { outcome: Outcome::Allow { set_headers: plan.set, remove_headers: plan.remove }, context }
         }

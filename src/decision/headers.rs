@@ -3,6 +3,7 @@
 use super::claims::claim_at;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// Longest encoded identity header value forwarded; longer ones deny the request.
@@ -109,18 +110,33 @@ pub fn claim_values(policy: &ResponsePolicy, claims: &Value) -> Result<ClaimValu
 }
 
 /// A token's claim values, encoded on its first allow and kept with the token: a cached
-/// token's later allows neither look its claims up nor encode them again. About a hundred
-/// bytes per cached identity (the whole header plan would be several hundred).
+/// token's later allows neither look its claims up nor encode them again. About 200 bytes per
+/// cached identity (measured; the whole header plan would be several hundred).
 ///
-/// Architecture Invariant: a token serves one policy: the claims cache keys entries by policy
-/// generation, and a verifier without a cache makes a new token per request.
+/// The claims cache keys entries by policy generation, so a cached token meets one policy; the
+/// values also remember which identity header list they were made for, and a token shown to
+/// another (a test double reusing one token, say) gets its values worked out afresh.
 #[derive(Debug, Default)]
-pub struct PreparedHeaders(OnceLock<Result<ClaimValues, Box<Deny>>>);
+pub struct PreparedHeaders(OnceLock<Prepared>);
+
+#[derive(Debug)]
+struct Prepared {
+    /// Address of the policy's identity header list: the policy lives, unchanged, behind its
+    /// snapshot for as long as its cache entries can be served.
+    made_for: usize,
+    values: Result<ClaimValues, Box<Deny>>,
+}
 
 impl PreparedHeaders {
-    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Value) -> Result<&[Option<Box<str>>], Deny> {
-        match self.0.get_or_init(|| claim_values(policy, claims).map_err(Box::new)) {
-            Ok(values) => Ok(values),
+    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Value) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
+        let made_for = policy.identity_headers.as_ptr() as usize;
+        let prepared =
+            self.0.get_or_init(|| Prepared { made_for, values: claim_values(policy, claims).map_err(Box::new) });
+        if prepared.made_for != made_for {
+            return claim_values(policy, claims).map(|values| Cow::Owned(values.into_vec()));
+        }
+        match &prepared.values {
+            Ok(values) => Ok(Cow::Borrowed(values)),
             Err(deny) => Err(deny.as_ref().clone()),
         }
     }

@@ -541,15 +541,22 @@ fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
     };
     let token = claims_token("https://issuer.test/", "u 1", json!({"sub": "u 1"}));
     let first = token.headers.claim_values(&policy, &token.claims).expect("values");
-    assert_eq!(first, &[Some("u%201".into()), None, None]);
+    assert_eq!(&*first, &[Some("u%201".into()), None, None]);
     let again = token.headers.claim_values(&policy, &token.claims).expect("values");
-    assert!(std::ptr::eq(first, again), "a token's claim values are encoded once");
-    let plan = |tenant| header_plan(&policy, Some(again), tenant).expect("plan");
+    assert!(std::ptr::eq(&*first, &*again), "a token's claim values are encoded once");
+    let plan = |tenant| header_plan(&policy, Some(&again), tenant).expect("plan");
     let acme = plan(Some("acme"));
     assert_eq!(acme.set, vec![("x-user-id".into(), "u%201".into()), ("x-tenant-id".into(), "acme".into())]);
     assert_eq!(acme.remove, vec!["x-email".to_string()]);
     assert_eq!(plan(Some("globex")).set[1], ("x-tenant-id".into(), "globex".into()));
     assert_eq!(plan(None).remove, vec!["x-tenant-id".to_string(), "x-email".to_string()]);
+    // The same token shown to another policy gets that policy's values, not the first one's.
+    let mut other = policy.clone();
+    other.identity_headers.swap(0, 2);
+    assert_eq!(
+        &*token.headers.claim_values(&other, &token.claims).expect("values"),
+        &[None, None, Some("u%201".into())]
+    );
     // A claim that cannot be forwarded denies on every allow, not only the first.
     let bad = claims_token("https://issuer.test/", "u", json!({"sub": "u", "email": {"nested": true}}));
     for _ in 0..2 {
