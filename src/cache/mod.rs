@@ -111,7 +111,7 @@ impl ClaimsCache {
         let (sub, iss) = (sub.to_string(), iss.map(str::to_string));
         self.entries
             .invalidate_entries_if(move |_, entry| match &entry.result {
-                Ok(token) => token.subject.0 == sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
+                Ok(token) => *token.subject.0 == *sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
                 Err(_) => false,
             })
             .map(|_| ())

@@ -16,7 +16,7 @@ fn token(claims: Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from("https://issuer.test/"),
-        subject: Subject(claims["sub"].as_str().unwrap_or("u").to_string()),
+        subject: Subject(claims["sub"].as_str().unwrap_or("u").into()),
         exp: claims["exp"].as_i64().unwrap_or(NOW + 600),
         nbf: None,
         iat: claims["iat"].as_i64(),
@@ -83,7 +83,7 @@ fn api_key_table() {
         let got = authenticate(&policy, &store, &presented, UnixTime(NOW));
         match (got, want) {
             (Ok((token, key)), Ok(subject)) => {
-                assert_eq!(token.subject.0, subject, "{name}");
+                assert_eq!(&*token.subject.0, subject, "{name}");
                 assert_eq!(&*token.iss, API_KEY_ISSUER, "{name}");
                 assert_eq!(token.claims["scope"], "read write", "{name}");
                 assert_eq!(token.claims["api_key"], key.name.as_str(), "{name}");

@@ -149,7 +149,7 @@ pub fn membership(
     {
         return Ok(roles);
     }
-    let key = (tenant.to_string(), token.iss.to_string(), token.subject.0.clone());
+    let key = (tenant.to_string(), token.iss.to_string(), token.subject.0.to_string());
     if let Some(roles) = policy.file_members.get(&key) {
         return Ok(roles.clone());
     }

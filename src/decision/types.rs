@@ -11,9 +11,10 @@ pub struct UnixTime(pub i64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IssuerId(pub usize);
 
-/// The `sub` claim of a verified token. Subjects are always scoped by their issuer.
+/// The `sub` claim of a verified token. Subjects are always scoped by their issuer. Shared, not
+/// copied: every cache hit hands the core a clone of the token, and the decision keeps one.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Subject(pub String);
+pub struct Subject(pub Arc<str>);
 
 impl fmt::Debug for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -163,7 +163,7 @@ impl TokenVerifier for Verifier {
         let nbf = numeric_date(&claims, "nbf")?;
         let iat = numeric_date(&claims, "iat")?;
         let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => Subject(s.clone()),
+            Some(Value::String(s)) if !s.is_empty() => Subject(s.as_str().into()),
             _ => return Err(TokenError::Claims("sub is not a non-empty string".into())),
         };
         Ok(VerifiedToken {

@@ -87,7 +87,7 @@ fn metadata(decision: &Decision) -> Struct {
     let optional = [
         ("rule", ctx.rule.as_deref()),
         ("issuer", ctx.issuer.as_deref()),
-        ("subject", ctx.subject.as_ref().map(|s| s.0.as_str())),
+        ("subject", ctx.subject.as_ref().map(|s| &*s.0)),
         ("tenant", ctx.tenant.as_deref()),
     ];
     for (key, value) in optional {

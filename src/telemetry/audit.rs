@@ -92,7 +92,7 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         "detail": detail,
         "rule": ctx.rule,
         "issuer": ctx.issuer.as_deref(),
-        "subject": ctx.subject.as_ref().map(|s| s.0.as_str()),
+        "subject": ctx.subject.as_ref().map(|s| &*s.0),
         "tenant": ctx.tenant,
         "client_ip": ctx.client_ip.or(input.peer_ip).map(|ip| ip.to_string()),
         "credential": ctx.credential_fingerprint,
