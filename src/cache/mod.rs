@@ -5,15 +5,16 @@
 //! it, and a hit whose issuer has rotated keys since is a miss. Time claims are re-checked on
 //! every hit by the core; revocations are checked on every request. Concurrent misses for one
 //! key verify once. Negative entries (at most 5 s) only for failures that no clock or key
-//! rotation can change.
+//! rotation can change. Expiry is read against the injected clock when an entry is asked for.
 //!
 //! Architecture Invariant: nothing here decides; the cache only remembers what the verifier said.
 
 use crate::decision::{TokenError, TokenVerifier, UnixTime, VerifiedToken};
 use crate::jwt::Verifier;
-use moka::sync::Cache;
+use quick_cache::sync::{Cache, GuardResult};
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const CACHE_REQUESTS_TOTAL: &str = "portcullis_cache_requests_total";
 /// Longest a failure is remembered.
@@ -37,20 +38,14 @@ struct Key {
     policy_generation: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     result: Result<VerifiedToken, TokenError>,
     /// Generation of the verifying issuer's key set when this was verified.
     key_generation: Option<u64>,
-    ttl: Duration,
-}
-
-struct EntryTtl;
-
-impl moka::Expiry<Key, Entry> for EntryTtl {
-    fn expire_after_create(&self, _key: &Key, entry: &Entry, _created: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
+    /// First second (injected clock) at which this entry is no longer served. Expired entries
+    /// are replaced when next asked for, or evicted by newer ones.
+    expires_at: UnixTime,
 }
 
 /// Failures that depend on neither the clock nor key rotation may be remembered.
@@ -58,8 +53,11 @@ fn cacheable_failure(err: &TokenError) -> bool {
     matches!(err, TokenError::Malformed(_) | TokenError::Header(_) | TokenError::Signature | TokenError::Claims(_))
 }
 
+/// quick_cache rather than moka: its per-entry bookkeeping is tens of bytes where moka's is
+/// about 300 (measured), which is most of a cached identity's budget (ARCHITECTURE.md).
+/// Entries sit behind an `Arc` so a slot stays small and a hit clones one pointer.
 pub struct ClaimsCache {
-    entries: Cache<Key, Entry>,
+    entries: Cache<Key, Arc<Entry>>,
     settings: CacheSettings,
     counts: Counts,
 }
@@ -88,12 +86,8 @@ impl std::fmt::Debug for ClaimsCache {
 
 impl ClaimsCache {
     pub fn new(settings: CacheSettings) -> Self {
-        let entries = Cache::builder()
-            .max_capacity(settings.max_entries)
-            .expire_after(EntryTtl)
-            .support_invalidation_closures()
-            .build();
-        Self { entries, settings, counts: Counts::register() }
+        let capacity = usize::try_from(settings.max_entries).unwrap_or(usize::MAX).max(1);
+        Self { entries: Cache::new(capacity), settings, counts: Counts::register() }
     }
 
     /// A verifier that answers from this cache for one policy generation at time `now`.
@@ -103,24 +97,20 @@ impl ClaimsCache {
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// Drops the entries of one subject (`iss` optional: every issuer).
-    pub fn invalidate_subject(&self, sub: &str, iss: Option<&str>) -> Result<(), String> {
-        let (sub, iss) = (sub.to_string(), iss.map(str::to_string));
-        self.entries
-            .invalidate_entries_if(move |_, entry| match &entry.result {
-                Ok(token) => *token.subject.0 == *sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
-                Err(_) => false,
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub fn invalidate_subject(&self, sub: &str, iss: Option<&str>) {
+        self.entries.retain(|_, entry| match &entry.result {
+            Ok(token) => !(*token.subject.0 == *sub && iss.is_none_or(|i| i == &*token.iss)),
+            Err(_) => true,
+        });
     }
 
+    /// Entries held, expired ones not yet replaced included.
     pub fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 
     fn ttl_for(&self, result: &Result<VerifiedToken, TokenError>, now: UnixTime) -> Option<Duration> {
@@ -149,16 +139,25 @@ impl CachedVerifier<'_> {
         self.inner.store(token.issuer).map(|s| s.generation())
     }
 
-    fn still_valid(&self, entry: &Entry) -> bool {
-        entry.key_generation == self.key_generation(&entry.result)
+    /// Unexpired, and verified under the issuer's current key set.
+    fn servable(&self, entry: &Entry) -> bool {
+        self.now < entry.expires_at && entry.key_generation == self.key_generation(&entry.result)
     }
 
-    fn fresh(&self) -> impl Fn(&Result<VerifiedToken, TokenError>) -> Entry + '_ {
-        move |result| Entry {
+    /// What to remember of a verification, if anything: nothing for a failure a key refetch or
+    /// the clock may change, an expired token or a TTL under a second.
+    fn entry_for(&self, result: &Result<VerifiedToken, TokenError>) -> Option<Entry> {
+        let ttl = self.cache.ttl_for(result, self.now)?.as_secs();
+        (ttl > 0).then(|| Entry {
             result: result.clone(),
             key_generation: self.key_generation(result),
-            ttl: self.cache.ttl_for(result, self.now).unwrap_or(Duration::ZERO),
-        }
+            expires_at: UnixTime(self.now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
+        })
+    }
+
+    fn count_hit(&self, entry: &Entry) {
+        let counts = &self.cache.counts;
+        (if entry.result.is_ok() { &counts.hit } else { &counts.negative_hit }).increment(1);
     }
 }
 
@@ -169,26 +168,35 @@ impl TokenVerifier for CachedVerifier<'_> {
 
     fn verify_digested(&self, token: &str, digest: &[u8; 32]) -> Result<VerifiedToken, TokenError> {
         let key = Key { digest: *digest, policy_generation: self.policy_generation };
-        if let Some(entry) = self.cache.entries.get(&key) {
-            if self.still_valid(&entry) {
-                let counts = &self.cache.counts;
-                (if entry.result.is_ok() { &counts.hit } else { &counts.negative_hit }).increment(1);
-                return entry.result;
+        let entries = &self.cache.entries;
+        if let Some(entry) = entries.get(&key) {
+            if self.servable(&entry) {
+                self.count_hit(&entry);
+                return entry.result.clone();
             }
-            self.cache.entries.invalidate(&key);
+            // Stale: drop it unless another request has replaced it meanwhile.
+            entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry));
         }
-        // Concurrent misses for one key run the verifier once; the others wait for its entry.
-        let mut computed = false;
-        let entry = self.cache.entries.get_with(key, || {
-            computed = true;
-            (self.fresh())(&self.inner.verify(token))
-        });
-        (if computed { &self.cache.counts.miss } else { &self.cache.counts.hit }).increment(1);
-        if entry.ttl.is_zero() {
-            // Not cacheable (unknown kid, keys unavailable, already expired): forget it now.
-            self.cache.entries.invalidate(&key);
+        // Concurrent misses for one key verify once: the others wait on this guard, then read
+        // its entry (or verify themselves when nothing was worth remembering).
+        match entries.get_value_or_guard(&key, None) {
+            GuardResult::Value(entry) if self.servable(&entry) => {
+                self.count_hit(&entry);
+                entry.result.clone()
+            }
+            GuardResult::Guard(guard) => {
+                self.cache.counts.miss.increment(1);
+                let result = self.inner.verify(token);
+                if let Some(entry) = self.entry_for(&result) {
+                    let _ = guard.insert(Arc::new(entry));
+                }
+                result
+            }
+            GuardResult::Value(_) | GuardResult::Timeout => {
+                self.cache.counts.miss.increment(1);
+                self.inner.verify(token)
+            }
         }
-        entry.result
     }
 }
 

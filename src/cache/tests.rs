@@ -79,6 +79,58 @@ fn invalidate_by_subject() {
     let bob = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "bob", NOW));
     assert!(cached.verify(&token(600)).is_ok());
     assert!(cached.verify(&bob).is_ok());
-    cache.invalidate_subject("alice", Some(corpus::ISSUER)).expect("invalidate");
+    cache.invalidate_subject("alice", Some(corpus::ISSUER));
     assert_eq!(cache.entry_count(), 1, "only alice's entry is dropped");
+}
+
+/// The entry held for `token` under policy generation 1 (kept alive by the caller, so a refill
+/// cannot reuse its address).
+fn held(cache: &ClaimsCache, token: &str) -> Option<Arc<Entry>> {
+    let key = Key { digest: Sha256::digest(token.as_bytes()).into(), policy_generation: 1 };
+    cache.entries.get(&key)
+}
+
+fn same(a: Option<Arc<Entry>>, b: &Arc<Entry>) -> bool {
+    a.is_some_and(|a| Arc::ptr_eq(&a, b))
+}
+
+#[test]
+fn entries_expire_by_the_injected_clock() {
+    let v = verifier();
+    let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10 });
+    let t = token(600);
+    assert!(cache.verifier(&v, 1, UnixTime(NOW)).verify(&t).is_ok());
+    let first = held(&cache, &t).expect("cached");
+    assert!(cache.verifier(&v, 1, UnixTime(NOW + 29)).verify(&t).is_ok());
+    assert!(same(held(&cache, &t), &first), "served from the cache within the ttl");
+    assert!(cache.verifier(&v, 1, UnixTime(NOW + 30)).verify(&t).is_ok());
+    assert!(held(&cache, &t).is_some(), "cached again");
+    assert!(!same(held(&cache, &t), &first), "at the ttl the token is verified again");
+
+    // A token about to expire is kept only until its exp, and an expired one not at all.
+    let short = token(3);
+    assert!(cache.verifier(&v, 1, UnixTime(NOW)).verify(&short).is_ok());
+    let kept = held(&cache, &short).expect("cached");
+    assert!(cache.verifier(&v, 1, UnixTime(NOW + 3)).verify(&short).is_ok(), "time claims are the core's to check");
+    assert!(!same(held(&cache, &short), &kept), "not served past its exp");
+    assert!(cache.verifier(&v, 1, UnixTime(NOW + 10)).verify(&short).is_ok());
+    assert!(held(&cache, &short).is_none(), "an expired token is not remembered");
+}
+
+#[test]
+fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
+    let v = verifier();
+    let off = ClaimsCache::new(CacheSettings { ttl: Duration::ZERO, max_entries: 10 });
+    let t = token(600);
+    assert!(off.verifier(&v, 1, UnixTime(NOW)).verify(&t).is_ok());
+    assert_eq!(off.entry_count(), 0, "ttl 0s disables caching");
+
+    let cache = ClaimsCache::new(CacheSettings::default());
+    let forged = format!("{}x", &t[..t.len() - 1]);
+    let cached = cache.verifier(&v, 1, UnixTime(NOW));
+    assert_eq!(cached.verify(&forged).err(), Some(TokenError::Signature));
+    let negative = held(&cache, &forged).expect("a bad signature is remembered");
+    let later = cache.verifier(&v, 1, UnixTime(NOW + NEGATIVE_TTL.as_secs() as i64));
+    assert_eq!(later.verify(&forged).err(), Some(TokenError::Signature));
+    assert!(!same(held(&cache, &forged), &negative), "for at most NEGATIVE_TTL");
 }

@@ -117,7 +117,7 @@ pub fn authenticate(
         issuer: API_KEY_ISSUER_ID,
         iss: Arc::from(API_KEY_ISSUER),
         subject: Subject(key.subject.as_str().into()),
-        claims: Arc::new(claims),
+        claims: claims.into(),
         exp: key.expires.unwrap_or(i64::MAX),
         nbf: None,
         iat: None,

@@ -1,6 +1,6 @@
 //! Identity headers set on allow, and the header names removed on every allow (DESIGN step 12).
 
-use super::claims::claim_at;
+use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -95,12 +95,12 @@ pub struct HeaderPlan {
 /// claim is absent or null, and for the tenant header (the request's, not the token's).
 pub type ClaimValues = Box<[Option<Box<str>>]>;
 
-pub fn claim_values(policy: &ResponsePolicy, claims: &Value) -> Result<ClaimValues, Deny> {
+pub fn claim_values(policy: &ResponsePolicy, claims: &Claims) -> Result<ClaimValues, Deny> {
     policy
         .identity_headers
         .iter()
         .map(|header| match &header.source {
-            IdentitySource::Claim(pointer) => match claim_at(claims, pointer) {
+            IdentitySource::Claim(pointer) => match claims.at(pointer) {
                 Some(Value::Null) | None => Ok(None),
                 Some(value) => encode_header_value(value).map(|v| Some(v.into_boxed_str())),
             },
@@ -128,7 +128,7 @@ struct Prepared {
 }
 
 impl PreparedHeaders {
-    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Value) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
+    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
         let made_for = policy.identity_headers.as_ptr() as usize;
         let prepared =
             self.0.get_or_init(|| Prepared { made_for, values: claim_values(policy, claims).map_err(Box::new) });

@@ -5,6 +5,7 @@
 //! time comes in as an argument and token verification comes in through [`TokenVerifier`].
 
 pub(crate) mod api_key;
+mod claim_set;
 mod claims;
 mod credential;
 pub(crate) mod csrf;
@@ -21,6 +22,7 @@ pub(crate) mod tenant;
 mod types;
 
 pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
+pub use claim_set::Claims;
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};

@@ -1,7 +1,7 @@
 //! Route requirements on verified claims (DESIGN step 10): issuers, audiences, scopes, roles,
 //! claim matchers.
 
-use super::claims::claim_at;
+use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};
 use super::types::VerifiedToken;
 use serde_json::Value;
@@ -106,7 +106,7 @@ fn string_set(value: Option<&Value>) -> Vec<&str> {
     }
 }
 
-fn scopes_of(claims: &Value) -> Vec<&str> {
+fn scopes_of(claims: &Claims) -> Vec<&str> {
     let mut scopes = string_set(claims.get("scope"));
     scopes.extend(string_set(claims.get("scp")));
     scopes
@@ -147,13 +147,13 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
         return Err(deny);
     }
     if !req.roles.is_empty() {
-        let roles = string_set(claim_at(&token.claims, roles_pointer));
+        let roles = string_set(token.claims.at(roles_pointer));
         if !req.roles.iter().any(|r| roles.contains(&r.as_str())) {
             return Err(Deny::new(DenyReason::RoleRequired, format!("one of roles {} required", req.roles.join(","))));
         }
     }
     for matcher in &req.claims {
-        if !claim_test_holds(claim_at(&token.claims, &matcher.pointer), &matcher.test) {
+        if !claim_test_holds(token.claims.at(&matcher.pointer), &matcher.test) {
             return Err(Deny::new(DenyReason::ClaimMismatch, format!("claim {} does not match", matcher.pointer)));
         }
     }

@@ -4,7 +4,6 @@
 //! session idle for longer than timeout + granularity is always refused, and one used within
 //! timeout - granularity always passes.
 
-use super::claims::claim_at;
 use super::reason::{Deny, DenyReason};
 use super::types::{UnixTime, VerifiedToken};
 use serde_json::Value;
@@ -51,7 +50,7 @@ pub fn check_session(
     store: &dyn SessionCheck,
     now: UnixTime,
 ) -> Result<Option<SessionTouch>, Deny> {
-    let sid = match claim_at(&token.claims, &policy.claim) {
+    let sid = match token.claims.at(&policy.claim) {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         None if !policy.required => return Ok(None),
         None => return Err(idle()("token without a session id")),

@@ -2,7 +2,6 @@
 //! the id is only requested by the request, and membership is proven from trusted claims, the
 //! personal tenant rule or a membership store, on every request.
 
-use super::claims::claim_at;
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
 use super::route::normalize_host;
@@ -145,7 +144,7 @@ pub fn membership(
     }
     if claim_trusted
         && let Some(pointer) = &policy.claim
-        && let Some(roles) = claim_roles(claim_at(&token.claims, pointer), tenant)
+        && let Some(roles) = claim_roles(token.claims.at(pointer), tenant)
     {
         return Ok(roles);
     }

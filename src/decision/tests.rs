@@ -171,7 +171,7 @@ fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from("https://issuer.test/"),
         subject: Subject("s".into()),
-        claims: Arc::new(json!({})),
+        claims: json!({}).into(),
         exp,
         nbf,
         iat,
@@ -242,7 +242,7 @@ fn credential_extraction_table() {
 #[test]
 fn requirements_table() {
     let mut tok = token(NOW + 600, None, None);
-    tok.claims = Arc::new(json!({
+    tok.claims = Claims::from(json!({
         "aud": ["api", "web"], "scp": ["read", "write"], "roles": "viewer editor",
         "org": {"plan": "pro", "tags": ["eu"]}, "email_verified": true,
     }));
@@ -407,7 +407,7 @@ fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToke
         issuer: IssuerId(0),
         iss: Arc::from(iss),
         subject: Subject(sub.into()),
-        claims: Arc::new(claims),
+        claims: claims.into(),
         exp: NOW + 600,
         nbf: None,
         iat: Some(NOW),

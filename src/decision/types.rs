@@ -35,7 +35,7 @@ pub struct VerifiedToken {
     pub issuer: IssuerId,
     pub iss: Arc<str>,
     pub subject: Subject,
-    pub claims: Arc<serde_json::Value>,
+    pub claims: super::claim_set::Claims,
     pub exp: i64,
     pub nbf: Option<i64>,
     pub iat: Option<i64>,

@@ -170,7 +170,7 @@ impl TokenVerifier for Verifier {
             issuer: issuer_id,
             iss: issuer.issuer.clone(),
             subject,
-            claims: Arc::new(Value::Object(claims)),
+            claims: claims.into(),
             exp,
             nbf,
             iat,

@@ -23,7 +23,7 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
         issuer: IssuerId(0),
         iss: Arc::from(iss),
         subject: Subject(sub.into()),
-        claims: Arc::new(claims),
+        claims: claims.into(),
         exp,
         nbf: None,
         iat,
