@@ -75,6 +75,8 @@ fn validation_table() {
         ("tenant requirement", "scopes: [read]", "tenant: true"),
         ("bad duration", "algorithms: [RS256]", "algorithms: [RS256]\n    leeway: soon"),
         ("version", "issuers:", "version: 2\nissuers:"),
+        ("sub-second cache ttl", "issuers:", "cache: { ttl: 1500ms }\nissuers:"),
+        ("no cache entries", "issuers:", "cache: { max_entries: 0 }\nissuers:"),
     ];
     for (name, from, to) in cases {
         let yaml = BASE.replacen(from, to, 1);

@@ -315,6 +315,10 @@ impl Validator {
         let defaults = CacheSettings::default();
         let Some(raw) = raw else { return defaults };
         let ttl = self.duration("cache.ttl", raw.ttl.as_deref(), defaults.ttl);
+        if ttl.subsec_nanos() != 0 {
+            // Entries expire by the whole-second clock the core uses.
+            self.problems.add("cache.ttl", "must be whole seconds (0s turns caching off)");
+        }
         let max_entries = raw.max_entries.unwrap_or(defaults.max_entries);
         if max_entries == 0 {
             self.problems.add("cache.max_entries", "must be at least 1 (set ttl: 0s to disable caching)");

@@ -87,7 +87,8 @@ fn api_key_table() {
                 assert_eq!(&*token.iss, API_KEY_ISSUER, "{name}");
                 assert_eq!(token.claims.get("scope"), Some(&json!("read write")), "{name}");
                 assert_eq!(token.claims.get("api_key"), Some(&json!(key.name)), "{name}");
-                let held = token.claims.iter().any(|(n, v)| n.contains(&presented) || v.to_string().contains(&presented));
+                let held =
+                    token.claims.iter().any(|(n, v)| n.contains(&presented) || v.to_string().contains(&presented));
                 assert!(!held, "{name}: claims hold the key");
             }
             (Err((deny, _)), Err(counts)) => {
