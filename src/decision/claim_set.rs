@@ -107,6 +107,7 @@ impl From<Value> for Claims {
 
 #[cfg(test)]
 mod tests {
+    use super::super::claims::pointer_tests::{POINTERS, document};
     use super::{COMMON_NAMES, Claims};
     use serde_json::json;
 
@@ -117,34 +118,10 @@ mod tests {
 
     #[test]
     fn lookups_agree_with_serde_json_pointer() {
-        let document = json!({
-            "sub": "u1", "roles": ["a", "b"], "org": {"id": 7, "teams": [{"name": "x"}]},
-            "a/b": 1, "m~n": 2, "": 3, "01": 4, "tenants": {"acme": ["admin"]}, "zz_custom": true
-        });
+        let document = document();
         let claims = Claims::from(document.clone());
         assert_eq!(claims.len(), 9);
-        let pointers = [
-            "/",
-            "/sub",
-            "/roles",
-            "/roles/0",
-            "/roles/2",
-            "/roles/01",
-            "/org/id",
-            "/org/teams/0/name",
-            "/org/teams/0/name/x",
-            "/a~1b",
-            "/m~0n",
-            "/01",
-            "/tenants/acme",
-            "/zz_custom",
-            "sub",
-            "/missing",
-            "/sub/0",
-            "//",
-            "/org/",
-        ];
-        for pointer in pointers {
+        for pointer in POINTERS.iter().filter(|p| !p.is_empty()) {
             assert_eq!(claims.at(pointer), document.pointer(pointer), "pointer {pointer:?}");
         }
         assert_eq!(claims.at(""), None, "the whole claim set is not a claim");

@@ -62,41 +62,48 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod pointer_tests {
+pub(super) mod pointer_tests {
     use super::claim_at;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// A claim set with escapes, array indexes and look-alike names, and pointers into it.
+    pub(in crate::decision) fn document() -> Value {
+        json!({
+            "sub": "u1", "roles": ["a", "b"], "org": {"id": 7, "teams": [{"name": "x"}]},
+            "a/b": 1, "m~n": 2, "": 3, "01": 4, "tenants": {"acme": ["admin"]}, "zz_custom": true
+        })
+    }
+
+    pub(in crate::decision) const POINTERS: &[&str] = &[
+        "",
+        "/",
+        "/sub",
+        "/roles",
+        "/roles/0",
+        "/roles/1",
+        "/roles/2",
+        "/roles/01",
+        "/roles/+1",
+        "/roles/-",
+        "/org/id",
+        "/org/teams/0/name",
+        "/org/teams/0/name/x",
+        "/a~1b",
+        "/m~0n",
+        "/01",
+        "/tenants/acme",
+        "/zz_custom",
+        "sub",
+        "/missing",
+        "/sub/0",
+        "//",
+        "/org/",
+    ];
 
     #[test]
     fn claim_at_agrees_with_serde_json_pointer() {
-        let claims = json!({
-            "sub": "u1", "roles": ["a", "b"], "org": {"id": 7, "teams": [{"name": "x"}]},
-            "a/b": 1, "m~n": 2, "": 3, "01": 4, "tenants": {"acme": ["admin"]}
-        });
-        let pointers = [
-            "",
-            "/",
-            "/sub",
-            "/roles",
-            "/roles/0",
-            "/roles/1",
-            "/roles/2",
-            "/roles/01",
-            "/roles/+1",
-            "/roles/-",
-            "/org/id",
-            "/org/teams/0/name",
-            "/org/teams/0/name/x",
-            "/a~1b",
-            "/m~0n",
-            "/01",
-            "/tenants/acme",
-            "sub",
-            "/missing",
-            "/sub/0",
-            "//",
-            "/org/",
-        ];
-        for pointer in pointers {
+        let claims = document();
+        for pointer in POINTERS {
             assert_eq!(claim_at(&claims, pointer), claims.pointer(pointer), "pointer {pointer:?}");
         }
     }
