@@ -134,3 +134,16 @@ fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
     assert_eq!(later.verify(&forged).err(), Some(TokenError::Signature));
     assert!(!same(held(&cache, &forged), &negative), "for at most NEGATIVE_TTL");
 }
+
+#[test]
+fn any_configured_capacity_is_usable() {
+    // `cache.max_entries` is any u64 from 1: neither end may panic or allocate up front.
+    let v = verifier();
+    for max_entries in [1, u64::MAX] {
+        let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries });
+        let cached = cache.verifier(&v, 1, UnixTime(NOW));
+        assert!(cached.verify(&token(600)).is_ok());
+        assert!(cached.verify(&token(600)).is_ok());
+        assert_eq!(cache.entry_count(), 1, "max_entries {max_entries}");
+    }
+}

@@ -949,7 +949,7 @@ impl Validator {
 
     fn member_file(&mut self, file: &str, issuers: &[&str]) -> MemberTable {
         let p = "tenants.membership.file";
-        let mut table = MemberTable::new();
+        let mut table = MemberTable::default();
         let Some(bytes) = self.read(p, file) else { return table };
         let parsed: RawMemberFile = match serde_saphyr::from_str(&String::from_utf8_lossy(&bytes)) {
             Ok(f) => f,
@@ -971,7 +971,7 @@ impl Validator {
                         continue;
                     }
                 };
-                table.insert((tenant.clone(), iss, m.sub), m.roles);
+                table.insert(tenant.clone(), iss, m.sub, m.roles);
             }
         }
         table

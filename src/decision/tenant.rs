@@ -40,12 +40,36 @@ impl PersonalTenant {
     }
 
     fn owner_of(&self, token: &VerifiedToken, tenant: &str) -> bool {
-        *token.iss == *self.issuer && format!("{}{}{}", self.prefix, token.subject.0, self.suffix) == tenant
+        *token.iss == *self.issuer
+            && tenant.strip_prefix(self.prefix.as_str()).and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
+                == Some(&*token.subject.0)
     }
 }
 
-/// Members listed in the policy's membership file: (tenant, iss, sub) → tenant roles.
-pub type MemberTable = HashMap<(String, String, String), Vec<String>>;
+/// Members listed in the policy's membership file: tenant → iss → sub → tenant roles, nested so
+/// that a check looks a member up with borrowed strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberTable(HashMap<String, HashMap<String, HashMap<String, Vec<String>>>>);
+
+impl MemberTable {
+    pub fn insert(&mut self, tenant: String, iss: String, sub: String, roles: Vec<String>) {
+        self.0.entry(tenant).or_default().entry(iss).or_default().insert(sub, roles);
+    }
+
+    pub fn get(&self, tenant: &str, iss: &str, sub: &str) -> Option<&[String]> {
+        self.0.get(tenant)?.get(iss)?.get(sub).map(Vec::as_slice)
+    }
+}
+
+impl FromIterator<((String, String, String), Vec<String>)> for MemberTable {
+    fn from_iter<I: IntoIterator<Item = ((String, String, String), Vec<String>)>>(members: I) -> Self {
+        let mut table = Self::default();
+        for ((tenant, iss, sub), roles) in members {
+            table.insert(tenant, iss, sub, roles);
+        }
+        table
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TenantPolicy {
@@ -148,9 +172,8 @@ pub fn membership(
     {
         return Ok(roles);
     }
-    let key = (tenant.to_string(), token.iss.to_string(), token.subject.0.to_string());
-    if let Some(roles) = policy.file_members.get(&key) {
-        return Ok(roles.clone());
+    if let Some(roles) = policy.file_members.get(tenant, &token.iss, &token.subject.0) {
+        return Ok(roles.to_vec());
     }
     store.member_roles(tenant, &token.iss, &token.subject.0).ok_or_else(forbidden)
 }

@@ -480,6 +480,22 @@ fn membership_table() {
     }
 }
 
+#[test]
+fn a_personal_tenant_with_a_suffix_belongs_to_its_subject_alone() {
+    let mut policy = tenant_policy();
+    policy.personal =
+        Some(PersonalTenant { prefix: "u-".into(), suffix: "-home".into(), issuer: "https://issuer.test/".into() });
+    let alice = claims_token("https://issuer.test/", "alice", json!({"tenants": ["u-alic-home", "u-alice-homes"]}));
+    let store = Store(vec![]);
+    let owns = |tenant| membership(&policy, &alice, tenant, true, &store).map_err(|d| d.reason);
+    assert_eq!(owns("u-alice-home"), Ok(vec!["owner".to_string()]));
+    for other in ["u-alic-home", "u-alice-home-home", "u-xalice-home"] {
+        assert_eq!(owns(other), Err(DenyReason::TenantForbidden), "{other}");
+    }
+    // Not personal (no suffix): an ordinary tenant, proven by the claim.
+    assert_eq!(owns("u-alice-homes"), Ok(vec![]));
+}
+
 fn cidrs(list: &[&str]) -> CidrSet {
     let mut set = CidrSet::default();
     for c in list {
