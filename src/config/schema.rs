@@ -236,6 +236,12 @@ pub struct RawMatch {
     pub path_regex: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The upstream routes this path case-sensitively (default false: a path that selects
+    /// another route once its case is folded is refused).
+    pub case_sensitive: Option<bool>,
+    /// `/me` and `/me/` are different routes upstream (default false: a path that selects another
+    /// route once one trailing slash is ignored is refused).
+    pub strict_slash: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

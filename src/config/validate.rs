@@ -766,6 +766,14 @@ impl Validator {
             self.problems.add(format!("{p}.match"), "exactly one of path_prefix, path_exact or path_regex is required");
             return None;
         }
+        for (field, value) in [("path_prefix", &m.path_prefix), ("path_exact", &m.path_exact)] {
+            if let Some(value) = value
+                && value.starts_with('/')
+                && crate::decision::validate_path(value) != Ok(value.as_str())
+            {
+                self.problems.add(format!("{p}.match.{field}"), "a path that every request would be refused for");
+            }
+        }
         let path = if let Some(prefix) = &m.path_prefix {
             if !prefix.starts_with('/') {
                 self.problems.add(format!("{p}.match.path_prefix"), "must start with '/'");
@@ -778,8 +786,10 @@ impl Validator {
             PathMatch::Exact(exact.clone())
         } else {
             let re = m.path_regex.as_deref().unwrap_or_default();
-            match regex::Regex::new(&format!("^(?:{re})$")) {
-                Ok(r) => PathMatch::Regex(r),
+            let strict = regex::Regex::new(&format!("^(?:{re})$"));
+            let lenient = regex::Regex::new(&format!("(?i)^(?:{re})$"));
+            match strict.and_then(|strict| Ok(PathMatch::Regex { strict, lenient: lenient? })) {
+                Ok(path) => path,
                 Err(e) => {
                     self.problems.add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
                     return None;
@@ -787,7 +797,9 @@ impl Validator {
             }
         };
         let host = m.host.as_ref().map(|h| {
+            // Hosts are compared as parse_authority leaves them: lowercase, no trailing dot.
             let h = h.to_ascii_lowercase();
+            let h = h.strip_suffix('.').map(str::to_string).unwrap_or(h);
             match h.strip_prefix('*') {
                 Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
                 _ => HostMatch::Exact(h),
@@ -800,7 +812,13 @@ impl Validator {
             }
             methods.push(method.to_ascii_uppercase());
         }
-        Some(RouteMatch { host, path, methods })
+        Some(RouteMatch {
+            host,
+            path,
+            methods,
+            case_sensitive: m.case_sensitive.unwrap_or(false),
+            strict_slash: m.strict_slash.unwrap_or(false),
+        })
     }
 
     fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {

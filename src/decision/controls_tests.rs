@@ -310,12 +310,18 @@ fn source_principal_table() {
 }
 
 #[test]
-fn override_headers_are_refused() {
-    use super::path::override_header;
-    let h = |name: &str| vec![(name.to_string(), "/admin".to_string())];
-    for name in super::path::OVERRIDE_HEADERS {
-        assert_eq!(override_header(&h(name)), Some(name));
+fn override_headers_are_refused_from_anyone() {
+    use super::semantics::{OVERRIDE_HEADERS, check_channels};
+    let input = |name: &str| CheckInput {
+        method: "GET".into(),
+        path: "/".into(),
+        headers: vec![(name.to_string(), "/admin".to_string())],
+        ..Default::default()
+    };
+    for name in OVERRIDE_HEADERS {
+        let got = check_channels(&input(name), true, std::iter::empty()).map_err(|d| d.reason);
+        assert_eq!(got, Err(DenyReason::InvalidRequest), "{name}");
     }
-    assert_eq!(override_header(&h("x-forwarded-for")), None);
-    assert_eq!(override_header(&[]), None);
+    assert!(check_channels(&input("x-forwarded-for"), false, std::iter::empty()).is_ok());
+    assert!(check_channels(&CheckInput::default(), false, std::iter::empty()).is_ok());
 }

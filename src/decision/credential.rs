@@ -49,20 +49,46 @@ fn is_token68(s: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
-fn bearer_token(value: &str) -> Result<&str, Deny> {
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "authorization header without a token"))?;
+/// The bearer token of an `authorization` value; `Ok(None)` for another scheme (`Basic`,
+/// `Digest`, ...), which is no bearer credential at all (RFC 6750: answer 401 with a `Bearer`
+/// challenge, as Envoy's `jwt_authn` does).
+fn bearer_token(value: &str) -> Result<Option<&str>, Deny> {
+    let (scheme, rest) = value.split_at(value.find([' ', '\t']).unwrap_or(value.len()));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Deny::new(DenyReason::InvalidRequest, "authorization scheme is not Bearer"));
+        return Ok(None);
     }
+    if rest.is_empty() {
+        return Err(Deny::new(DenyReason::InvalidRequest, "authorization header without a token"));
+    }
+    let Some(token) = rest.strip_prefix(' ') else {
+        return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
+    };
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
     }
     if !is_token68(token) {
         return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
     }
-    Ok(token)
+    Ok(Some(token))
+}
+
+/// Every `name=value` pair of the request's cookies, names and values trimmed (Werkzeug, Go's
+/// net/http and Node's `cookie` trim names, so `session_jwt =x` is a `session_jwt` cookie to
+/// them). Cookie values cannot hold `,` or `;` (RFC 6265), so splitting on both also handles
+/// cookie headers that Envoy comma-joined.
+pub(crate) fn cookie_pairs(input: &CheckInput) -> impl Iterator<Item = (&str, &str)> {
+    input
+        .header_values("cookie")
+        .flat_map(|v| v.split([';', ',']))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.trim(), value.trim().trim_matches('"')))
+}
+
+/// Whether a cookie name reads as `configured` to some framework: PHP turns ` `, `.` and `[` in
+/// cookie names into `_`, so `session.jwt` is `$_COOKIE['session_jwt']`.
+fn cookie_twin(name: &str, configured: &str) -> bool {
+    let fold = |b: u8| if matches!(b, b' ' | b'.' | b'[') { b'_' } else { b };
+    name.len() == configured.len() && name.bytes().map(fold).eq(configured.bytes().map(fold))
 }
 
 /// Finds the request's single credential. `Ok(None)` means none was sent.
@@ -73,20 +99,19 @@ pub fn extract_credential<'a>(
     let mut found: Vec<Credential<'a>> = Vec::new();
     if policy.bearer {
         for value in input.header_values("authorization") {
-            found.push(Credential::Bearer(bearer_token(value)?));
+            if let Some(token) = bearer_token(value)? {
+                found.push(Credential::Bearer(token));
+            }
         }
     }
     for name in &policy.cookies {
-        // Cookie values cannot hold ',' or ';' (RFC 6265), so splitting on both also handles
-        // cookie headers that Envoy comma-joined.
-        for pair in input.header_values("cookie").flat_map(|v| v.split([';', ','])) {
-            let Some((k, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
+        for (k, v) in cookie_pairs(input) {
             if k != name {
+                if cookie_twin(k, name) {
+                    return Err(Deny::new(DenyReason::InvalidRequest, "a cookie named like a credential cookie"));
+                }
                 continue;
             }
-            let v = v.trim_matches('"');
             if v.is_empty() {
                 continue; // a cleared cookie is no credential
             }

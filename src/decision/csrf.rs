@@ -42,13 +42,7 @@ fn single<'a>(input: &'a CheckInput, name: &'a str) -> Result<Option<&'a str>, D
 }
 
 fn cookie_value<'a>(input: &'a CheckInput, name: &str) -> Option<&'a str> {
-    input
-        .header_values("cookie")
-        .flat_map(|v| v.split([';', ',']))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-        .filter(|v| !v.is_empty())
+    super::credential::cookie_pairs(input).find(|(k, _)| *k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
 }
 
 /// Checks a request whose credential is a cookie. `policy` is `None` when the file has no

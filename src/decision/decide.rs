@@ -7,10 +7,11 @@ use super::csrf::{CsrfPolicy, check_csrf};
 use super::headers::{ResponsePolicy, header_plan};
 use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
-use super::path::{override_header, validate_path};
+use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements, check_source_principal, check_step_up};
 use super::route::{Access, Route, find_route};
+use super::semantics::{check_channels, check_method, parse_authority};
 use super::session::{SessionPolicy, SessionTouch, check_session};
 use super::tenant::{TenantPolicy, membership, resolve_tenant};
 use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, UnixTime, VerifiedToken};
@@ -41,6 +42,25 @@ pub struct Policy {
     /// `None` with cookie credentials: state-changing cookie requests are refused.
     pub csrf: Option<CsrfPolicy>,
     pub sessions: Option<SessionPolicy>,
+}
+
+impl Policy {
+    /// Headers whose underscore spelling a request may not carry (CGI/WSGI upstreams read
+    /// `x_user_id` as `x-user-id`): every identity, strip, tenant and credential header.
+    fn sensitive_headers(&self) -> impl Iterator<Item = &str> + Clone {
+        let tenant_headers = self.tenants.iter().flat_map(|t| &t.sources).filter_map(|s| match s {
+            super::tenant::TenantSource::Header(name) => Some(name.as_str()),
+            _ => None,
+        });
+        self.response
+            .identity_headers
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(self.response.strip_headers.iter().map(String::as_str))
+            .chain(tenant_headers)
+            .chain(self.credentials.api_key_header.as_deref())
+            .chain(self.csrf.iter().flat_map(|c| &c.double_submit).map(|d| d.header.as_str()))
+    }
 }
 
 /// The rules API-key identities are held to (they carry no JWT time claims).
@@ -234,11 +254,21 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(path) => path,
         Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),
     };
-    if let Some(name) = override_header(&input.headers) {
-        return Decision::deny(Deny::new(DenyReason::InvalidRequest, format!("{name} is not accepted")), context);
+    if let Err(deny) = check_method(&input.method) {
+        return Decision::deny(deny, context);
     }
-    let Some(route) = find_route(&policy.routes, &input.host, path, &input.method) else {
-        return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context);
+    let host = match parse_authority(&input.host) {
+        Ok(host) => host,
+        Err(deny) => return Decision::deny(deny, context),
+    };
+    let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer.to_canonical()));
+    if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
+        return Decision::deny(deny, context);
+    }
+    let route = match find_route(&policy.routes, &host, path, &input.method) {
+        Ok(Some(route)) => route,
+        Ok(None) => return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context),
+        Err(deny) => return Decision::deny(deny, context),
     };
     context.rule = Some(route.name.clone());
     if let Access::Optional(req) | Access::Required(req) = &route.access
@@ -260,7 +290,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     };
     // The tenant the request asks for (not yet proven): malformed or conflicting asks are 400.
     let requested_tenant = match &policy.tenants {
-        Some(tenants) => match resolve_tenant(tenants, input, path) {
+        Some(tenants) => match resolve_tenant(tenants, input, &host, path) {
             Ok(tenant) => tenant,
             Err(deny) => return Decision::deny(deny, context),
         },

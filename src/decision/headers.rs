@@ -36,46 +36,56 @@ pub struct ResponsePolicy {
     pub security_headers: Vec<(String, String)>,
 }
 
-/// Percent-encodes everything outside visible ASCII (and `%` itself) so a claim can never inject
-/// header syntax; arrays are comma-joined. Objects, nulls and over-long values are refused.
+/// Percent-encodes everything outside visible ASCII, `%` itself and the list and parameter
+/// delimiters `,` `;` `"` `\`, so a claim can never inject header syntax and one claim element
+/// can never read as two (`["viewer,admin"]` is `viewer%2Cadmin`, not two roles); arrays are
+/// comma-joined. Objects, nulls and over-long values are refused.
 pub fn encode_header_value(value: &Value) -> Result<String, Deny> {
-    let raw = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+    let mut out = String::new();
+    match value {
+        Value::String(s) => encode_into(&mut out, s)?,
+        Value::Number(n) => encode_into(&mut out, &n.to_string())?,
+        Value::Bool(b) => encode_into(&mut out, if *b { "true" } else { "false" })?,
         Value::Array(items) => {
-            let mut parts = Vec::with_capacity(items.len());
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
                 match item {
-                    Value::String(s) => parts.push(s.clone()),
-                    Value::Number(n) => parts.push(n.to_string()),
-                    Value::Bool(b) => parts.push(b.to_string()),
+                    Value::String(s) => encode_into(&mut out, s)?,
+                    Value::Number(n) => encode_into(&mut out, &n.to_string())?,
+                    Value::Bool(b) => encode_into(&mut out, if *b { "true" } else { "false" })?,
                     _ => return Err(unforwardable("nested value in identity claim")),
                 }
             }
-            parts.join(",")
         }
         Value::Null | Value::Object(_) => {
             return Err(unforwardable("identity claim is not a scalar or list"));
         }
-    };
-    encode_text(&raw)
+    }
+    Ok(out)
 }
 
 /// [`encode_header_value`] of a string.
 fn encode_text(raw: &str) -> Result<String, Deny> {
     let mut out = String::with_capacity(raw.len());
+    encode_into(&mut out, raw)?;
+    Ok(out)
+}
+
+fn encode_into(out: &mut String, raw: &str) -> Result<(), Deny> {
+    use std::fmt::Write;
     for byte in raw.bytes() {
-        if (0x21..=0x7e).contains(&byte) && byte != b'%' {
+        if (0x21..=0x7e).contains(&byte) && !matches!(byte, b'%' | b',' | b';' | b'"' | b'\\') {
             out.push(byte as char);
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
         if out.len() > MAX_HEADER_VALUE {
             return Err(unforwardable("identity header value longer than 1 KiB"));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn unforwardable(detail: &str) -> Deny {

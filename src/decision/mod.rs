@@ -17,6 +17,7 @@ mod path;
 mod reason;
 pub(crate) mod requirements;
 pub(crate) mod route;
+pub(crate) mod semantics;
 pub(crate) mod session;
 pub(crate) mod tenant;
 mod types;
@@ -33,7 +34,8 @@ pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, pars
 pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements, StepUp};
-pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch};
+pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch, find_route};
+pub use semantics::{check_method, parse_authority};
 pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{

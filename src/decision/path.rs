@@ -12,8 +12,13 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
     if !path.is_ascii() {
         return Err("non-ASCII byte in path");
     }
-    if path.bytes().any(|b| b == 0 || b < 0x20 || b == 0x7f) {
-        return Err("control character in path");
+    if path.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Err("control character or space in path");
+    }
+    // Jetty, Tomcat and Spring drop `;params` from each segment before routing (and treat `..;`
+    // as `..`), so `/admin;x/users` would be judged as one path and run as another.
+    if path.contains(';') {
+        return Err("';' (a path parameter) in path");
     }
     if path.contains('\\') {
         return Err("backslash in path");
@@ -29,8 +34,8 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
         let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-encoding")?;
         let hex = std::str::from_utf8(hex).map_err(|_| "bad percent-encoding")?;
         let value = u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?;
-        if matches!(value, b'.' | b'/' | b'\\' | 0) {
-            return Err("percent-encoded '.', '/', '\\' or NUL in path");
+        if matches!(value, b'.' | b'/' | b'\\' | b';' | 0) {
+            return Err("percent-encoded '.', '/', '\\', ';' or NUL in path");
         }
         // An encoded unreserved character would match routes differently from how the
         // upstream decodes it (`/%61dmin` vs `/admin`).
@@ -39,21 +44,4 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
         }
     }
     Ok(path)
-}
-
-/// Headers some frameworks obey to replace the request's path or method after authorization
-/// (`X-Original-URL` on IIS/Symfony, method overrides). What was authorized must be what runs,
-/// so requests carrying any of them are refused.
-pub const OVERRIDE_HEADERS: [&str; 6] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-method",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
-/// The first override header the request carries, if any.
-pub fn override_header(headers: &[(String, String)]) -> Option<&'static str> {
-    OVERRIDE_HEADERS.iter().copied().find(|name| headers.iter().any(|(n, _)| n == name))
 }

@@ -1,5 +1,6 @@
 //! Route matching (DESIGN step 4).
 
+use super::reason::{Deny, DenyReason};
 use super::requirements::Requirements;
 use super::types::RateTier;
 use regex::Regex;
@@ -25,24 +26,65 @@ pub enum PathMatch {
     /// Matches the prefix itself and anything below it at a segment boundary.
     Prefix(String),
     Exact(String),
-    /// Anchored: the whole path must match.
-    Regex(Regex),
+    /// Anchored: the whole path must match. `lenient` is the same pattern, case-insensitive.
+    Regex {
+        strict: Regex,
+        lenient: Regex,
+    },
+}
+
+/// How a path is compared with a route: as spelled, or as the most forgiving upstream reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Byte for byte (Flask, Go, Jetty by default; Spring 6).
+    Exact,
+    /// ASCII case folded (Express, ASP.NET) and one trailing slash ignored (Express, Spring 5).
+    Lenient { fold_case: bool, ignore_slash: bool },
+}
+
+fn eq(a: &str, b: &str, fold_case: bool) -> bool {
+    if fold_case { a.eq_ignore_ascii_case(b) } else { a == b }
+}
+
+/// `path` without one trailing slash (the root stays `/`).
+fn without_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
+    if prefix == "/" || eq(prefix, path, fold_case) {
+        return true;
+    }
+    if path.len() < prefix.len() || !path.is_char_boundary(prefix.len()) {
+        return false;
+    }
+    let (head, rest) = path.split_at(prefix.len());
+    eq(head, prefix, fold_case) && (prefix.ends_with('/') || rest.starts_with('/'))
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            Self::Prefix(p) => {
-                if p == "/" || path == p {
-                    return true;
-                }
-                match path.strip_prefix(p.as_str()) {
-                    Some(rest) => p.ends_with('/') || rest.starts_with('/'),
-                    None => false,
-                }
+    fn matches(&self, path: &str, reading: Reading) -> bool {
+        match (self, reading) {
+            (Self::Prefix(p), Reading::Exact) => prefix_matches(p, path, false),
+            (Self::Prefix(p), Reading::Lenient { fold_case, ignore_slash }) => {
+                prefix_matches(p, path, fold_case)
+                    || (ignore_slash && prefix_matches(without_slash(p), path, fold_case))
             }
-            Self::Exact(p) => p == path,
-            Self::Regex(r) => r.is_match(path),
+            (Self::Exact(p), Reading::Exact) => p == path,
+            (Self::Exact(p), Reading::Lenient { fold_case, ignore_slash }) => {
+                eq(p, path, fold_case) || (ignore_slash && eq(without_slash(p), without_slash(path), fold_case))
+            }
+            (Self::Regex { strict, .. }, Reading::Exact) => strict.is_match(path),
+            (Self::Regex { strict, lenient }, Reading::Lenient { fold_case, ignore_slash }) => {
+                let re = if fold_case { lenient } else { strict };
+                re.is_match(path)
+                    || (ignore_slash
+                        && (re.is_match(without_slash(path))
+                            || (!path.ends_with('/') && re.is_match(&format!("{path}/")))))
+            }
         }
     }
 }
@@ -51,8 +93,27 @@ impl PathMatch {
 pub struct RouteMatch {
     pub host: Option<HostMatch>,
     pub path: PathMatch,
-    /// Uppercase methods; empty means any.
+    /// Uppercase methods; empty means any. `GET` also matches `HEAD` (every framework runs the
+    /// GET handler for HEAD).
     pub methods: Vec<String>,
+    /// `match.case_sensitive: true`: the upstream routes case-sensitively, so no case folding.
+    pub case_sensitive: bool,
+    /// `match.strict_slash: true`: `/me` and `/me/` are different routes upstream.
+    pub strict_slash: bool,
+}
+
+impl RouteMatch {
+    fn matches(&self, host: &str, path: &str, method: &str, reading: Reading) -> bool {
+        let reading = match reading {
+            Reading::Lenient { .. } => {
+                Reading::Lenient { fold_case: !self.case_sensitive, ignore_slash: !self.strict_slash }
+            }
+            exact => exact,
+        };
+        self.host.as_ref().is_none_or(|h| h.matches(host))
+            && self.path.matches(path, reading)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method || (m == "GET" && method == "HEAD")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,28 +136,23 @@ pub struct Route {
     pub rate_limit: Option<RateTier>,
 }
 
-/// Lowercases the host and strips a port (`Example.COM:8443` → `example.com`, `[::1]:80` → `[::1]`).
-pub fn normalize_host(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => host[..=end].to_string(),
-            None => host,
-        };
+/// The first route for a request, host already normalized (see
+/// [`super::semantics::parse_authority`]); `Ok(None)` is the default deny.
+///
+/// A request is judged by one route only if its exact spelling and its most lenient reading
+/// (case folded, one trailing slash ignored) select the same route: otherwise an upstream that
+/// folds case or slashes runs one handler while a byte-exact upstream runs another, and either
+/// could be the weaker. `/ADMIN/users` against `/admin` + a catch-all, or `/DOCS/x` against a
+/// public `/docs` + a protected catch-all, are refused 400 `path_invalid`.
+pub fn find_route<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Result<Option<&'a Route>, Deny> {
+    let first = |reading| routes.iter().position(|r| r.matcher.matches(host, path, method, reading));
+    let exact = first(Reading::Exact);
+    let lenient = first(Reading::Lenient { fold_case: true, ignore_slash: true });
+    if exact != lenient {
+        return Err(Deny::new(
+            DenyReason::PathInvalid,
+            "the path's case or trailing slash selects another route than its exact spelling",
+        ));
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
-        _ => host,
-    }
-}
-
-/// The first route matching host, path and method; `None` is the default deny.
-pub fn find_route<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Option<&'a Route> {
-    let host = normalize_host(host);
-    routes.iter().find(|route| {
-        let m = &route.matcher;
-        m.host.as_ref().is_none_or(|h| h.matches(&host))
-            && m.path.matches(path)
-            && (m.methods.is_empty() || m.methods.iter().any(|x| x == method))
-    })
+    Ok(exact.and_then(|i| routes.get(i)))
 }

@@ -4,7 +4,6 @@
 
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
-use super::route::normalize_host;
 use super::types::VerifiedToken;
 use regex::Regex;
 use serde_json::Value;
@@ -95,7 +94,7 @@ impl MembershipCheck for NoMembers {
     }
 }
 
-fn source_value<'a>(source: &TenantSource, input: &'a CheckInput, path: &'a str) -> Result<Option<String>, Deny> {
+fn source_value(source: &TenantSource, input: &CheckInput, host: &str, path: &str) -> Result<Option<String>, Deny> {
     Ok(match source {
         TenantSource::Header(name) => {
             let mut values = input.header_values(name);
@@ -106,22 +105,26 @@ fn source_value<'a>(source: &TenantSource, input: &'a CheckInput, path: &'a str)
             first.map(str::to_string)
         }
         TenantSource::Path(re) => re.captures(path).and_then(|c| c.name("tenant")).map(|m| m.as_str().to_string()),
-        TenantSource::HostSuffix(suffix) => {
-            let host = normalize_host(&input.host);
-            host.strip_suffix(suffix.as_str())
-                .filter(|label| !label.is_empty() && !label.contains('.'))
-                .map(str::to_string)
-        }
+        TenantSource::HostSuffix(suffix) => host
+            .strip_suffix(suffix.as_str())
+            .filter(|label| !label.is_empty() && !label.contains('.'))
+            .map(str::to_string),
         TenantSource::ContextExtension(key) => input.context_extensions.get(key).cloned(),
     })
 }
 
 /// The tenant the request asks for: every present source must agree byte for byte, and the id
-/// must match `id_pattern` as sent (no case folding, no decoding). `Ok(None)`: none asked.
-pub fn resolve_tenant(policy: &TenantPolicy, input: &CheckInput, path: &str) -> Result<Option<String>, Deny> {
+/// must match `id_pattern` as sent (no case folding, no decoding). `host` is the normalized
+/// authority ([`super::semantics::parse_authority`]). `Ok(None)`: none asked.
+pub fn resolve_tenant(
+    policy: &TenantPolicy,
+    input: &CheckInput,
+    host: &str,
+    path: &str,
+) -> Result<Option<String>, Deny> {
     let mut found: Option<String> = None;
     for source in &policy.sources {
-        let Some(value) = source_value(source, input, path)? else { continue };
+        let Some(value) = source_value(source, input, host, path)? else { continue };
         match &found {
             Some(existing) if *existing != value => {
                 return Err(Deny::new(DenyReason::TenantConflict, "tenant sources disagree"));
@@ -137,15 +140,17 @@ pub fn resolve_tenant(policy: &TenantPolicy, input: &CheckInput, path: &str) -> 
     Ok(found)
 }
 
-/// Roles carried by the membership claim for `tenant`, if the claim lists it.
+/// Roles carried by the membership claim for `tenant`, if the claim makes it a member: an array
+/// of ids listing it, or a map whose value for it is `true` or a list of roles. `false`, `null`,
+/// strings and numbers are not membership (`{"acme": false}` must not admit anyone to acme).
 fn claim_roles(claim: Option<&Value>, tenant: &str) -> Option<Vec<String>> {
     match claim? {
         Value::Array(ids) => ids.iter().any(|id| id.as_str() == Some(tenant)).then(Vec::new),
-        Value::Object(map) => map.get(tenant).map(|roles| match roles {
-            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-            Value::String(s) => s.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect(),
-            _ => Vec::new(),
-        }),
+        Value::Object(map) => match map.get(tenant)? {
+            Value::Bool(true) => Some(Vec::new()),
+            Value::Array(items) => Some(items.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+            _ => None,
+        },
         _ => None,
     }
 }

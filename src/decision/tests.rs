@@ -103,46 +103,130 @@ fn path_validation_table() {
         ("/a%zz", Err(())),
         ("a/b", Err(())),
         ("", Err(())),
+        ("/admin;x/users", Err(())),
+        ("/admin/critical;x/rotate-keys", Err(())),
+        ("/public/..;/admin", Err(())),
+        ("/public/.;/admin", Err(())),
+        ("/admin%3Bx/users", Err(())),
+        ("/admin%3bx", Err(())),
+        ("/a b", Err(())),
+        ("/a\tb", Err(())),
+        ("/a?x=1;y=2", Ok("/a")),
     ];
     for (path, want) in cases {
         assert_eq!(validate_path(path).map_err(|_| ()), *want, "path {path:?}");
     }
 }
 
-#[test]
-fn route_matching_table() {
-    let route = |name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>| Route {
+fn route(name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>) -> Route {
+    Route {
         name: name.into(),
-        matcher: RouteMatch { host, path, methods: methods.iter().map(|m| m.to_string()).collect() },
+        matcher: RouteMatch {
+            host,
+            path,
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            case_sensitive: false,
+            strict_slash: false,
+        },
         access: Access::Public,
         rate_limit: None,
-    };
+    }
+}
+
+fn regex_path(re: &str) -> PathMatch {
+    PathMatch::Regex {
+        strict: regex::Regex::new(&format!("^(?:{re})$")).expect("regex"),
+        lenient: regex::Regex::new(&format!("(?i)^(?:{re})$")).expect("regex"),
+    }
+}
+
+/// `Ok(Some(name))`, `Ok(None)` (no route) or `Err(())` (refused: the exact and lenient
+/// readings select different routes).
+fn routed<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Result<Option<&'a str>, DenyReason> {
+    let host = parse_authority(host).map_err(|d| d.reason)?;
+    find_route(routes, &host, path, method).map(|r| r.map(|r| r.name.as_str())).map_err(|d| d.reason)
+}
+
+#[test]
+fn route_matching_table() {
     let routes = vec![
         route("health", PathMatch::Prefix("/healthz".into()), &[], None),
         route("login", PathMatch::Exact("/login".into()), &["POST"], None),
-        route("regex", PathMatch::Regex(regex::Regex::new("^(?:/v[0-9]+/items)$").expect("regex")), &[], None),
+        route("reports", PathMatch::Exact("/reports".into()), &["GET"], None),
+        route("regex", regex_path("/v[0-9]+/items"), &[], None),
         route("host", PathMatch::Prefix("/".into()), &[], Some(HostMatch::Exact("admin.example.com".into()))),
         route("wild", PathMatch::Prefix("/w".into()), &[], Some(HostMatch::Suffix(".example.org".into()))),
     ];
-    let cases: &[(&str, &str, &str, Option<&str>)] = &[
-        ("x", "/healthz", "GET", Some("health")),
-        ("x", "/healthz/live", "GET", Some("health")),
-        ("x", "/healthzX", "GET", None),
-        ("x", "/login", "POST", Some("login")),
-        ("x", "/login", "GET", None),
-        ("x", "/login/x", "POST", None),
-        ("x", "/v1/items", "GET", Some("regex")),
-        ("x", "/v1/items/2", "GET", None),
-        ("x", "/xv1/items", "GET", None),
-        ("Admin.Example.COM:8443", "/anything", "GET", Some("host")),
-        ("admin.example.com.evil", "/anything", "GET", None),
-        ("a.example.org", "/w", "GET", Some("wild")),
-        ("example.org", "/w", "GET", None),
+    let invalid = Err(DenyReason::PathInvalid);
+    let cases: &[(&str, &str, &str, Result<Option<&str>, DenyReason>)] = &[
+        ("x", "/healthz", "GET", Ok(Some("health"))),
+        ("x", "/healthz/live", "GET", Ok(Some("health"))),
+        ("x", "/healthz/", "GET", Ok(Some("health"))),
+        ("x", "/healthzX", "GET", Ok(None)),
+        ("x", "/login", "POST", Ok(Some("login"))),
+        ("x", "/login", "GET", Ok(None)),
+        ("x", "/login/x", "POST", Ok(None)),
+        ("x", "/reports", "HEAD", Ok(Some("reports"))),
+        ("x", "/reports", "DELETE", Ok(None)),
+        ("x", "/v1/items", "GET", Ok(Some("regex"))),
+        ("x", "/v1/items/2", "GET", Ok(None)),
+        ("x", "/xv1/items", "GET", Ok(None)),
+        ("Admin.Example.COM:8443", "/anything", "GET", Ok(Some("host"))),
+        ("admin.example.com.", "/anything", "GET", Ok(Some("host"))),
+        ("admin.example.com.evil", "/anything", "GET", Ok(None)),
+        ("a.example.org", "/w", "GET", Ok(Some("wild"))),
+        ("a.example.org.", "/w", "GET", Ok(Some("wild"))),
+        ("example.org", "/w", "GET", Ok(None)),
+        // Case and trailing-slash variants are judged only if every reading agrees.
+        ("x", "/HEALTHZ", "GET", invalid),
+        ("x", "/Healthz/live", "GET", invalid),
+        ("x", "/healthz/LIVE", "GET", Ok(Some("health"))),
+        ("x", "/LOGIN", "POST", invalid),
+        ("x", "/login/", "POST", invalid),
+        ("x", "/V1/items", "GET", invalid),
+        ("x", "/v1/items/", "GET", invalid),
+        ("x", "/W", "GET", Ok(None)),
+        ("a.example.org", "/W", "GET", invalid),
+        ("admin.example.com", "/HEALTHZ", "GET", invalid),
     ];
     for (host, path, method, want) in cases {
-        let got = route::find_route(&routes, host, path, method).map(|r| r.name.as_str());
-        assert_eq!(got, *want, "{method} {host}{path}");
+        assert_eq!(routed(&routes, host, path, method), *want, "{method} {host}{path}");
     }
+}
+
+#[test]
+fn case_and_slash_opt_outs_and_catch_alls() {
+    let mut admin = route("admin", PathMatch::Prefix("/admin".into()), &[], None);
+    let mut me = route("me", PathMatch::Exact("/me".into()), &[], None);
+    let catch_all = route("all", PathMatch::Prefix("/".into()), &[], None);
+    let delete = route("delete", PathMatch::Prefix("/items".into()), &["DELETE"], None);
+    let items = route("items", PathMatch::Prefix("/items".into()), &[], None);
+    let slashed = route("slashed", PathMatch::Prefix("/docs/".into()), &[], None);
+    let routes = [admin.clone(), me.clone(), delete, items, slashed, catch_all.clone()];
+    let invalid = Err(DenyReason::PathInvalid);
+    let cases: &[(&str, &str, Result<Option<&str>, DenyReason>)] = &[
+        ("/admin/users", "GET", Ok(Some("admin"))),
+        ("/ADMIN/users", "GET", invalid),
+        ("/Admin", "GET", invalid),
+        ("/me", "GET", Ok(Some("me"))),
+        ("/me/", "GET", invalid),
+        ("/ME", "GET", invalid),
+        ("/items", "DELETE", Ok(Some("delete"))),
+        ("/items", "GET", Ok(Some("items"))),
+        ("/docs/x", "GET", Ok(Some("slashed"))),
+        ("/docs", "GET", invalid),
+        ("/elsewhere", "GET", Ok(Some("all"))),
+    ];
+    for (path, method, want) in cases {
+        assert_eq!(routed(&routes, "x", path, method), *want, "{method} {path}");
+    }
+    // Opted out: the upstream routes case and slashes exactly, so the variants are other paths.
+    admin.matcher.case_sensitive = true;
+    me.matcher.strict_slash = true;
+    let routes = [admin, me, catch_all];
+    assert_eq!(routed(&routes, "x", "/ADMIN/users", "GET"), Ok(Some("all")));
+    assert_eq!(routed(&routes, "x", "/me/", "GET"), Ok(Some("all")));
+    assert_eq!(routed(&routes, "x", "/ME", "GET"), invalid, "strict_slash still folds case");
 }
 
 #[test]
@@ -154,6 +238,9 @@ fn header_value_encoding_table() {
         (json!("100%"), Ok("100%25".to_string())),
         (json!("caf\u{e9}"), Ok("caf%C3%A9".to_string())),
         (json!(["a", "b", 3]), Ok("a,b,3".to_string())),
+        (json!(["viewer,admin"]), Ok("viewer%2Cadmin".to_string())),
+        (json!(["a;b", "c d", "e\"f", "g\\h"]), Ok("a%3Bb,c%20d,e%22f,g%5Ch".to_string())),
+        (json!("x,y"), Ok("x%2Cy".to_string())),
         (json!(42), Ok("42".to_string())),
         (json!(true), Ok("true".to_string())),
         (json!({"a": 1}), Err(DenyReason::ClaimMismatch)),
@@ -211,7 +298,13 @@ fn credential_extraction_table() {
         ("none", h(&[]), Ok(None)),
         ("bearer", h(&[("authorization", "Bearer abc.def")]), Ok(Some("abc.def"))),
         ("scheme case", h(&[("authorization", "BEARER abc")]), Ok(Some("abc"))),
-        ("basic", h(&[("authorization", "Basic abc")]), Err(DenyReason::InvalidRequest)),
+        ("basic is no bearer credential", h(&[("authorization", "Basic abc")]), Ok(None)),
+        ("digest", h(&[("authorization", "Digest username=x")]), Ok(None)),
+        ("bare scheme", h(&[("authorization", "Basic")]), Ok(None)),
+        ("basic beside a cookie", h(&[("authorization", "Basic abc"), ("cookie", "sid=tok")]), Ok(Some("tok"))),
+        ("tab after bearer", h(&[("authorization", "Bearer\tabc")]), Err(DenyReason::InvalidRequest)),
+        ("padded cookie name", h(&[("cookie", "sid =forged; sid=tok")]), Err(DenyReason::InvalidRequest)),
+        ("padded cookie name alone", h(&[("cookie", " sid=tok")]), Ok(Some("tok"))),
         ("no token", h(&[("authorization", "Bearer")]), Err(DenyReason::InvalidRequest)),
         ("two spaces", h(&[("authorization", "Bearer  abc")]), Err(DenyReason::InvalidRequest)),
         ("comma joined", h(&[("authorization", "Bearer a,Bearer b")]), Err(DenyReason::InvalidRequest)),
@@ -236,6 +329,13 @@ fn credential_extraction_table() {
         let input = input("GET", "/", &headers);
         let got = extract_credential(&input, &policy).map(|c| c.map(|c| c.token())).map_err(|d| d.reason);
         assert_eq!(got, want, "{name}");
+    }
+    // PHP reads `session.jwt`, `session jwt` and `session[jwt` as `session_jwt`.
+    let php = CredentialPolicy { bearer: true, cookies: vec!["session_jwt".into()], api_key_header: None };
+    for cookie in ["session.jwt=forged", "session[jwt=forged", "session jwt=forged"] {
+        let input = input("GET", "/", &h(&[("cookie", cookie)]));
+        let got = extract_credential(&input, &php).map(|c| c.map(|c| c.token())).map_err(|d| d.reason);
+        assert_eq!(got, Err(DenyReason::InvalidRequest), "{cookie}");
     }
 }
 
@@ -384,14 +484,17 @@ fn tenant_resolution_table() {
         if let Some((k, v)) = ext {
             inp.context_extensions.insert(k.into(), v.into());
         }
-        let got = resolve_tenant(&policy, &inp, path);
+        let got = resolve_tenant(&policy, &inp, "api.example.com", path);
         assert_eq!(got.as_ref().map(|t| t.as_deref()).map_err(|d| d.reason), want, "{name}");
     }
-    let mut hosted = input("GET", "/x", &[]);
-    hosted.host = "Acme.Tenants.Example.com:443".into();
-    assert_eq!(resolve_tenant(&policy, &hosted, "/x").map_err(|d| d.reason), Ok(Some("acme".to_string())));
-    hosted.host = "a.b.tenants.example.com".into();
-    assert_eq!(resolve_tenant(&policy, &hosted, "/x").map_err(|d| d.reason), Ok(None), "only a single label");
+    let hosted = input("GET", "/x", &[]);
+    let by_host = |raw: &str| {
+        let host = parse_authority(raw).expect("host");
+        resolve_tenant(&policy, &hosted, &host, "/x").map_err(|d| d.reason)
+    };
+    assert_eq!(by_host("Acme.Tenants.Example.com:443"), Ok(Some("acme".to_string())));
+    assert_eq!(by_host("globex.tenants.example.com."), Ok(Some("globex".to_string())), "trailing dot");
+    assert_eq!(by_host("a.b.tenants.example.com"), Ok(None), "only a single label");
 }
 
 struct Store(Vec<(&'static str, &'static str)>);
@@ -433,7 +536,35 @@ fn membership_table() {
             Err(DenyReason::TenantForbidden),
         ),
         ("claim map with roles", claims_token(iss, "alice", map.clone()), "acme", true, Ok(vec!["admin", "billing"])),
-        ("claim map, string roles", claims_token(iss, "alice", map.clone()), "globex", true, Ok(vec!["viewer"])),
+        (
+            "claim map, a string is not a roles list",
+            claims_token(iss, "alice", map.clone()),
+            "globex",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        ("claim map, true", claims_token(iss, "alice", json!({"tenants": {"acme": true}})), "acme", true, Ok(vec![])),
+        (
+            "claim map, false",
+            claims_token(iss, "alice", json!({"tenants": {"acme": false}})),
+            "acme",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        (
+            "claim map, null",
+            claims_token(iss, "alice", json!({"tenants": {"acme": null}})),
+            "acme",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
+        (
+            "claim map, a number",
+            claims_token(iss, "alice", json!({"tenants": {"acme": 1}})),
+            "acme",
+            true,
+            Err(DenyReason::TenantForbidden),
+        ),
         (
             "untrusted issuer's claim",
             claims_token("https://pem.test/", "alice", list.clone()),

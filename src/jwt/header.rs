@@ -16,8 +16,8 @@ pub struct JoseHeader {
 }
 
 pub fn parse_header(json: &[u8]) -> Result<JoseHeader, TokenError> {
-    let map: Map<String, Value> =
-        serde_json::from_slice(json).map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+    let map: Map<String, Value> = super::json::unique_object(json)
+        .ok_or(TokenError::Malformed("header is not a JSON object with unique member names"))?;
     if let Some(name) = FORBIDDEN.iter().find(|name| map.contains_key(**name)) {
         return Err(TokenError::Header(format!("header parameter \"{name}\" is not accepted")));
     }

@@ -7,6 +7,7 @@
 mod alg;
 pub mod fetch;
 mod header;
+mod json;
 mod keys;
 pub mod remote;
 mod store;

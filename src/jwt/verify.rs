@@ -121,8 +121,8 @@ impl TokenVerifier for Verifier {
             return Err(TokenError::Malformed("segment is not base64url"));
         }
         let header = parse_header(&decode_segment(header_b64)?)?;
-        let claims: Map<String, Value> = serde_json::from_slice(&decode_segment(payload_b64)?)
-            .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
+        let claims: Map<String, Value> = super::json::unique_object(&decode_segment(payload_b64)?)
+            .ok_or(TokenError::Malformed("payload is not a JSON object with unique member names"))?;
 
         // Unverified iss selects the issuer (and so the keys); nothing else is read before the
         // signature holds.

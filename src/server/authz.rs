@@ -151,7 +151,7 @@ impl AppState {
                 DecisionContext::default(),
             ),
         };
-        self.count_failure(&input, &decision, &snapshot).await;
+        self.count_failure(&decision, &snapshot).await;
         self.touch_session(&decision, &snapshot);
         let response = check_response(&decision, &input.request_id, &snapshot.policy.response);
         let elapsed = started.elapsed();
@@ -166,13 +166,14 @@ impl AppState {
     }
 
     /// Auto-block (DESIGN step 13): only invalid credentials count — never missing or expired
-    /// ones, never OPTIONS, never a trusted proxy.
-    async fn count_failure(&self, input: &CheckInput, decision: &Decision, snapshot: &Snapshot) {
+    /// ones, never a trusted proxy. OPTIONS counts like any method: a CORS preflight carries no
+    /// credential, so only credential guessing over OPTIONS is counted.
+    async fn count_failure(&self, decision: &Decision, snapshot: &Snapshot) {
         let Some(rule) = snapshot.policy.ip.auto_block else { return };
         let Outcome::Deny(deny) = &decision.outcome else { return };
         let counted = deny.counts_as_failure;
         let (Some(ip), false) = (decision.context.client_ip, decision.context.client_trusted) else { return };
-        if !counted || input.method.eq_ignore_ascii_case("OPTIONS") {
+        if !counted {
             return;
         }
         let key = client_key(ip);
