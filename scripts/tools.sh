@@ -44,3 +44,51 @@ ensure_debian_tool() { # $1 command, $2 Debian package
   command -v "$1" >/dev/null || { echo "installing $2 did not provide $1" >&2; exit 1; }
 }
 
+
+ensure_debian_file() { # $1 file, $2 Debian package: ensure_debian_tool for a package with no command
+  [ -e "$1" ] && return
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing: $1 — install the Debian package '$2' (apt-get install $2) or run this script as root" >&2
+    exit 1
+  fi
+  log "installing $2 (Debian)"
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  [ -e "$1" ] || { echo "installing $2 did not provide $1" >&2; exit 1; }
+}
+
+FLASK_VERSION="3.1.*"
+UPSTREAMS=tests/upstreams
+
+# The real frameworks and proxies of tests/upstreams/ (see its README): Flask (PyPI, into $venv),
+# Express 5 and its middleware (npm, into tests/upstreams/express/node_modules from the committed
+# package-lock.json), Go, Jetty 9.4 with a JDK, nginx and HAProxy (Debian).
+ensure_upstream_frameworks() {
+  if ! "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(not m.version("flask").startswith("3.1."))' 2>/dev/null; then
+    log "installing Flask (PyPI flask==$FLASK_VERSION) into $venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "flask==$FLASK_VERSION"
+    "$venv/bin/python" -c 'import flask'
+  fi
+
+  ensure_debian_tool node nodejs
+  ensure_debian_tool npm npm
+  # npm ci wipes and refills node_modules; only when the lock file is newer than the install.
+  local lock="$UPSTREAMS/express/package-lock.json" installed="$UPSTREAMS/express/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "$lock" -nt "$installed" ]; then
+    log "installing Express 5, method-override and cookie-parser (npm ci) into $UPSTREAMS/express"
+    (cd "$UPSTREAMS/express" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  (cd "$UPSTREAMS/express" && node -e 'require("express"); require("method-override"); require("cookie-parser")') ||
+    { echo "the Express upstream's npm dependencies did not install" >&2; exit 1; }
+
+  ensure_debian_tool go golang-go
+  ensure_debian_tool javac default-jdk-headless
+  ensure_debian_file /usr/share/java/jetty9-server.jar libjetty9-java
+  "$UPSTREAMS/jetty/classpath.sh" >/dev/null
+  ensure_debian_tool nginx nginx-light
+  ensure_debian_tool haproxy haproxy
+}

@@ -93,6 +93,14 @@ pub fn sign_raw_payload(payload: &str) -> String {
     format!("{input}.{sig}")
 }
 
+/// RS256 (rsa-1 key) over a header and payload given as JSON text (duplicate members and all).
+pub fn sign_raw(header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let key = EncodingKey::from_rsa_pem(&read("rsa.pem")).expect("fixture key");
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).expect("sign");
+    format!("{input}.{sig}")
+}
+
 /// HS256 keyed with the RSA public key's PEM text: the classic algorithm-confusion attack.
 pub fn hs256_with_public_key(claims: &Value) -> String {
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"});

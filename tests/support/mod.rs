@@ -1,6 +1,7 @@
 //! Helpers for tests that start real processes and servers (all on loopback, all stopped on drop).
 #![allow(dead_code)]
 
+pub mod attack_corpus;
 pub mod corpus;
 pub mod envoy;
 
@@ -44,7 +45,13 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// The test policy with listen addresses replaced and key paths made absolute.
 pub fn policy_with_ports(grpc: &str, health: u16) -> String {
-    let text = std::fs::read_to_string(corpus::fixtures().join("policy.yaml")).expect("policy");
+    fixture_with_ports("policy.yaml", grpc, health)
+}
+
+/// A policy from `tests/fixtures/` (written with the test policy's `listen` line) with listen
+/// addresses replaced and key paths made absolute.
+pub fn fixture_with_ports(fixture: &str, grpc: &str, health: u16) -> String {
+    let text = std::fs::read_to_string(corpus::fixtures().join(fixture)).expect("policy");
     let keys = corpus::fixtures().join("keys");
     text.replace(
         r#"listen: { grpc: "127.0.0.1:9191", health: "127.0.0.1:9190" }"#,
@@ -197,6 +204,17 @@ impl Portcullis {
 
     /// Like [`Portcullis::start`], with `listen.grpc` set to `grpc` (like `unix:/path`) when given.
     pub fn start_on(dir: &Path, grpc: Option<&str>, extra: &str, env: &[(&str, &str)]) -> Portcullis {
+        Self::start_fixture(dir, "policy.yaml", grpc, extra, env)
+    }
+
+    /// Serves the policy `tests/fixtures/<fixture>` (see [`fixture_with_ports`]) plus `extra`.
+    pub fn start_fixture(
+        dir: &Path,
+        fixture: &str,
+        grpc: Option<&str>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Portcullis {
         let grpc_port = free_port();
         let grpc_listen = grpc.map(str::to_string).unwrap_or_else(|| format!("127.0.0.1:{grpc_port}"));
         let health_port = free_port();
@@ -209,7 +227,7 @@ impl Portcullis {
         std::fs::copy(corpus::fixtures().join("members.yaml"), &members).expect("members file");
         let text = format!(
             "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
-            policy_with_ports(&grpc_listen, health_port)
+            fixture_with_ports(fixture, &grpc_listen, health_port)
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(
                     &format!("health: \"127.0.0.1:{health_port}\""),
