@@ -270,10 +270,11 @@ fn encode_path(path: &str) -> String {
 fn token_roles(token: &str) -> Vec<String> {
     let payload = token.split('.').nth(1).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
     let claims: Value = payload.and_then(|p| serde_json::from_slice(&p).ok()).unwrap_or(Value::Null);
-    claims["roles"]
-        .as_array()
-        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
+    match &claims["roles"] {
+        Value::Array(roles) => roles.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Value::String(one) => vec![one.clone()],
+        _ => Vec::new(),
+    }
 }
 
 fn percent_decode(text: &str) -> String {
