@@ -151,11 +151,32 @@ pub fn raw_http_from(source: std::net::Ipv4Addr, addr: SocketAddr, request: &str
     exchange(socket.into(), request)
 }
 
+/// Whether `buf` holds a whole response with a `content-length` body.
+fn body_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    length.is_some_and(|len| buf.len() >= end + 4 + len)
+}
+
 fn exchange(mut stream: TcpStream, request: &str) -> Option<HttpResponse> {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
+    // Read until the body announced by content-length is in (or the peer closes): Envoy holds a
+    // connection it answered with a codec error open for a second before closing it.
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).ok()?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if body_complete(&buf) {
+            break;
+        }
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
