@@ -6,6 +6,9 @@
 #   - cargo-fuzz (crates.io), for the fuzz smoke (scripts/fuzz.sh)
 #   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
 #     jsonschema and PyYAML), into .venv/
+#   - the real upstream frameworks of tests/upstreams/: Flask (PyPI, into .venv/), Express 5
+#     (npm, into tests/upstreams/express/node_modules), Go, a JDK with Jetty 9.4, nginx and
+#     HAProxy (Debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,7 @@ source scripts/tools.sh
 
 ensure_envoy
 ensure_chart_tools
+ensure_upstream_frameworks
 ensure_debian_tool redis-server redis-server
 export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
 export PORTCULLIS_PYTHON="$PWD/$venv/bin/python"

@@ -288,9 +288,14 @@ fn tenant_isolation_through_envoy() {
 }
 
 fn from(envoy: &Envoy, client: [u8; 4], token: &str, xff: Option<&str>) -> (u16, String) {
+    from_with(envoy, client, "GET", Some(token), xff)
+}
+
+fn from_with(envoy: &Envoy, client: [u8; 4], method: &str, token: Option<&str>, xff: Option<&str>) -> (u16, String) {
     let xff = xff.map(|x| format!("x-forwarded-for: {x}\r\n")).unwrap_or_default();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!(
-        "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\n{xff}connection: close\r\n\r\n"
+        "{method} /api/items HTTP/1.1\r\nhost: api.example.com\r\n{auth}{xff}origin: https://app.example.com\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n"
     );
     let resp = support::raw_http_from(client.into(), envoy.listener, &request).expect("response");
     let reason = serde_json::from_str::<Value>(&resp.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string));
@@ -331,10 +336,19 @@ fn auto_block_and_client_ip_through_envoy() {
     }
     assert_eq!(from(&envoy, [127, 0, 0, 2], &valid, None), blocked);
     assert_eq!(from(&envoy, [127, 0, 0, 3], &valid, None).0, 200, "another client is unaffected");
+    // CORS preflights carry no credential and never count; credential guessing over OPTIONS does.
+    for _ in 0..6 {
+        assert_eq!(from_with(&envoy, [127, 0, 0, 7], "OPTIONS", None, None).1, "credential_missing");
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 7], &valid, None).0, 200, "preflights are not failures");
+    for _ in 0..5 {
+        assert_eq!(from_with(&envoy, [127, 0, 0, 8], "OPTIONS", Some(&tampered), None).1, "token_invalid");
+    }
+    assert_eq!(from(&envoy, [127, 0, 0, 8], &valid, None), blocked, "bad tokens over OPTIONS count");
     let list = portcullis.admin_request("GET", "/v1/blocks", "").expect("blocks");
     assert!(list.body.contains("127.0.0.2"), "{}", list.body);
     let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
-    assert!(metrics.contains("portcullis_ip_blocks_active 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_ip_blocks_active 2"), "{metrics}");
     // The block expires after block_for (3 s).
     std::thread::sleep(Duration::from_millis(3200));
     assert_eq!(from(&envoy, [127, 0, 0, 2], &valid, None).0, 200, "block expired");
