@@ -233,8 +233,9 @@ mod tests {
 
     #[test]
     fn channel_table() {
-        let sensitive = vec!["x-user-id".to_string(), "x-tenant-id".to_string()];
-        let cases: &[(&str, &[(&str, &str)], bool, bool)] = &[
+        let sensitive = ["x-user-id", "x-tenant-id"];
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, bool);
+        let cases: &[Case] = &[
             ("/items", &[], false, true),
             ("/items?_method=DELETE", &[], false, false),
             ("/items?a=1&_METHOD=DELETE", &[], false, false),
@@ -261,7 +262,7 @@ mod tests {
             ("/items", &[("x_other", "fine")], false, true),
         ];
         for (path, headers, trusted, ok) in cases {
-            let got = check_channels(&input(path, headers), *trusted, sensitive.iter().map(String::as_str));
+            let got = check_channels(&input(path, headers), *trusted, sensitive.iter().copied());
             assert_eq!(got.is_ok(), *ok, "{path} {headers:?} trusted={trusted}: {got:?}");
         }
     }

@@ -158,7 +158,8 @@ fn route_matching_table() {
         route("wild", PathMatch::Prefix("/w".into()), &[], Some(HostMatch::Suffix(".example.org".into()))),
     ];
     let invalid = Err(DenyReason::PathInvalid);
-    let cases: &[(&str, &str, &str, Result<Option<&str>, DenyReason>)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a str, Result<Option<&'a str>, DenyReason>);
+    let cases: &[Case] = &[
         ("x", "/healthz", "GET", Ok(Some("health"))),
         ("x", "/healthz/live", "GET", Ok(Some("health"))),
         ("x", "/healthz/", "GET", Ok(Some("health"))),
@@ -204,7 +205,8 @@ fn case_and_slash_opt_outs_and_catch_alls() {
     let slashed = route("slashed", PathMatch::Prefix("/docs/".into()), &[], None);
     let routes = [admin.clone(), me.clone(), delete, items, slashed, catch_all.clone()];
     let invalid = Err(DenyReason::PathInvalid);
-    let cases: &[(&str, &str, Result<Option<&str>, DenyReason>)] = &[
+    type Case<'a> = (&'a str, &'a str, Result<Option<&'a str>, DenyReason>);
+    let cases: &[Case] = &[
         ("/admin/users", "GET", Ok(Some("admin"))),
         ("/ADMIN/users", "GET", invalid),
         ("/Admin", "GET", invalid),
