@@ -99,7 +99,7 @@ impl BlockCheck for MemoryBlocks {
     fn blocked(&self, ip: IpAddr, now: UnixTime) -> bool {
         // A poisoned lock means a writer panicked: block rather than guess.
         let Ok(t) = self.table.read() else { return true };
-        t.matches(ip).any(|(_, expires_at)| *expires_at > now.0)
+        t.matches(ip.to_canonical()).any(|(_, expires_at)| *expires_at > now.0)
     }
 }
 

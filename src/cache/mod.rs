@@ -40,9 +40,8 @@ struct Key {
 
 #[derive(Debug)]
 struct Entry {
+    /// A verified token carries the key-set generation it was verified under.
     result: Result<VerifiedToken, TokenError>,
-    /// Generation of the verifying issuer's key set when this was verified.
-    key_generation: Option<u64>,
     /// First second (injected clock) at which this entry is no longer served. Expired entries
     /// are replaced when next asked for, or evicted by newer ones.
     expires_at: UnixTime,
@@ -50,7 +49,14 @@ struct Entry {
 
 /// Failures that depend on neither the clock nor key rotation may be remembered.
 fn cacheable_failure(err: &TokenError) -> bool {
-    matches!(err, TokenError::Malformed(_) | TokenError::Header(_) | TokenError::Signature | TokenError::Claims(_))
+    // A remote issuer's bad signature may be a rotation that reused the kid: not remembered.
+    matches!(
+        err,
+        TokenError::Malformed(_)
+            | TokenError::Header(_)
+            | TokenError::Signature { remote: false, .. }
+            | TokenError::Claims(_)
+    )
 }
 
 /// quick_cache rather than moka: its per-entry bookkeeping is tens of bytes where moka's is
@@ -134,14 +140,10 @@ pub struct CachedVerifier<'a> {
 }
 
 impl CachedVerifier<'_> {
-    fn key_generation(&self, result: &Result<VerifiedToken, TokenError>) -> Option<u64> {
-        let token = result.as_ref().ok()?;
-        self.inner.store(token.issuer).map(|s| s.generation())
-    }
-
     /// Unexpired, and verified under the issuer's current key set.
     fn servable(&self, entry: &Entry) -> bool {
-        self.now < entry.expires_at && entry.key_generation == self.key_generation(&entry.result)
+        let current = |token: &VerifiedToken| self.inner.store(token.issuer).map(|s| s.generation());
+        self.now < entry.expires_at && entry.result.as_ref().map_or(true, |t| Some(t.key_generation) == current(t))
     }
 
     /// What to remember of a verification, if anything: nothing for a failure a key refetch or
@@ -150,7 +152,6 @@ impl CachedVerifier<'_> {
         let ttl = self.cache.ttl_for(result, self.now)?.as_secs();
         (ttl > 0).then(|| Entry {
             result: result.clone(),
-            key_generation: self.key_generation(result),
             expires_at: UnixTime(self.now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
         })
     }

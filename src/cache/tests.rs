@@ -37,9 +37,11 @@ fn only_time_and_rotation_independent_failures_are_remembered() {
     let cases = [
         (TokenError::Malformed("x"), Some(NEGATIVE_TTL)),
         (TokenError::Header("crit".into()), Some(NEGATIVE_TTL)),
-        (TokenError::Signature, Some(NEGATIVE_TTL)),
+        (TokenError::Signature { issuer, remote: false }, Some(NEGATIVE_TTL)),
+        (TokenError::Signature { issuer, remote: true }, None),
         (TokenError::Claims("aud".into()), Some(NEGATIVE_TTL)),
-        (TokenError::UnknownKey { issuer, why: "kid".into() }, None),
+        (TokenError::UnknownKey { issuer, why: "kid".into(), remote: false }, None),
+        (TokenError::UnknownKey { issuer, why: "kid".into(), remote: true }, None),
         (TokenError::KeysUnavailable { issuer }, None),
     ];
     for (err, want) in cases {
@@ -128,10 +130,16 @@ fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
     let cache = ClaimsCache::new(CacheSettings::default());
     let forged = format!("{}x", &t[..t.len() - 1]);
     let cached = cache.verifier(&v, 1, UnixTime(NOW));
-    assert_eq!(cached.verify(&forged).err(), Some(TokenError::Signature));
+    assert_eq!(
+        cached.verify(&forged).err(),
+        Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
+    );
     let negative = held(&cache, &forged).expect("a bad signature is remembered");
     let later = cache.verifier(&v, 1, UnixTime(NOW + NEGATIVE_TTL.as_secs() as i64));
-    assert_eq!(later.verify(&forged).err(), Some(TokenError::Signature));
+    assert_eq!(
+        later.verify(&forged).err(),
+        Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
+    );
     assert!(!same(held(&cache, &forged), &negative), "for at most NEGATIVE_TTL");
 }
 

@@ -473,6 +473,11 @@ impl Validator {
                     Err(e) => self.problems.add(&path, e),
                 }
             }
+            if set.keys.len() == files.len() {
+                for why in set.unusable_algs(algs) {
+                    self.problems.add(format!("{p}.pem_files"), why);
+                }
+            }
             return Some(KeySource::Fixed(set));
         }
         let jwks = issuer.jwks.as_ref()?;
@@ -507,10 +512,8 @@ impl Validator {
         if set.keys.is_empty() {
             self.problems.add(&jp, "no usable signing key");
         }
-        for alg in algs {
-            if !set.keys.iter().any(|k| k.fits(*alg)) {
-                self.problems.add(&jp, format!("no key fits algorithm {alg}"));
-            }
+        for why in set.unusable_algs(algs) {
+            self.problems.add(&jp, why);
         }
         Some(KeySource::Fixed(set))
     }

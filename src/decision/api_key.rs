@@ -93,13 +93,13 @@ pub fn authenticate(
     now: UnixTime,
 ) -> Result<(VerifiedToken, Arc<ApiKey>), KeyRefusal> {
     if let Some(problem) = shape_problem(&policy.prefix, value) {
-        return Err((Deny::new(DenyReason::ApiKeyInvalid, problem), None));
+        return Err((Deny::bad_credential(DenyReason::ApiKeyInvalid, problem), None));
     }
     let digest = digest(value);
     let Some(key) = policy.file_keys.get(&digest).cloned().or_else(|| store.find(&digest)) else {
-        return Err((Deny::new(DenyReason::ApiKeyInvalid, "unknown API key"), None));
+        return Err((Deny::bad_credential(DenyReason::ApiKeyInvalid, "unknown API key"), None));
     };
-    let refuse = |why: &str| Err((Deny::new(DenyReason::ApiKeyInvalid, why).not_counted(), Some(key.name.clone())));
+    let refuse = |why: &str| Err((Deny::new(DenyReason::ApiKeyInvalid, why), Some(key.name.clone())));
     if store.revoked(&key.name) {
         return refuse("API key revoked");
     }
@@ -121,6 +121,7 @@ pub fn authenticate(
         exp: key.expires.unwrap_or(i64::MAX),
         nbf: None,
         iat: None,
+        key_generation: 0,
         headers: Default::default(),
     };
     Ok((token, key))

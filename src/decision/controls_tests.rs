@@ -20,6 +20,7 @@ fn token(claims: Value) -> VerifiedToken {
         exp: claims["exp"].as_i64().unwrap_or(NOW + 600),
         nbf: None,
         iat: claims["iat"].as_i64(),
+        key_generation: 0,
         headers: Default::default(),
         claims: claims.into(),
     }

@@ -64,7 +64,7 @@ fn bearer_token(value: &str) -> Result<Option<&str>, Deny> {
         return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
     };
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
+        return Err(Deny::bad_credential(DenyReason::TokenInvalid, "token larger than 8 KiB"));
     }
     if !is_token68(token) {
         return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
@@ -116,7 +116,7 @@ pub fn extract_credential<'a>(
                 continue; // a cleared cookie is no credential
             }
             if v.len() > MAX_TOKEN_BYTES {
-                return Err(Deny::new(DenyReason::TokenInvalid, "token larger than 8 KiB"));
+                return Err(Deny::bad_credential(DenyReason::TokenInvalid, "token larger than 8 KiB"));
             }
             found.push(Credential::Cookie { name: name.as_str(), token: v });
         }
@@ -124,7 +124,7 @@ pub fn extract_credential<'a>(
     if let Some(header) = &policy.api_key_header {
         for value in input.header_values(header) {
             if value.len() > MAX_TOKEN_BYTES {
-                return Err(Deny::new(DenyReason::ApiKeyInvalid, "API key larger than 8 KiB"));
+                return Err(Deny::bad_credential(DenyReason::ApiKeyInvalid, "API key larger than 8 KiB"));
             }
             found.push(Credential::ApiKey(value.trim()));
         }

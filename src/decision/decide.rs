@@ -14,7 +14,7 @@ use super::route::{Access, Route, find_route};
 use super::semantics::{check_channels, check_method, parse_authority};
 use super::session::{SessionPolicy, SessionTouch, check_session};
 use super::tenant::{TenantPolicy, membership, resolve_tenant};
-use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, UnixTime, VerifiedToken};
+use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, TokenIds, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -142,14 +142,23 @@ impl serde::Serialize for Fingerprint {
     }
 }
 
+/// Maps a verification failure to its deny; what counts toward auto-block is decided here (and
+/// in [`Deny::bad_credential`]'s other callers): a forged or garbled token counts, a signed one
+/// with wrong claims does not, and a remote issuer's key miss does not until a refetch has
+/// confirmed it (the edge then marks it counted).
 fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
+    let detail = err.to_string();
     match err {
-        TokenError::KeysUnavailable { .. } => Deny::new(DenyReason::KeysUnavailable, err.to_string()),
-        TokenError::UnknownKey { issuer, .. } => {
+        TokenError::KeysUnavailable { .. } => Deny::new(DenyReason::KeysUnavailable, detail),
+        TokenError::UnknownKey { issuer, remote: true, .. } | TokenError::Signature { issuer, remote: true } => {
             context.key_miss = Some(issuer);
-            Deny::new(DenyReason::TokenInvalid, err.to_string())
+            Deny::new(DenyReason::TokenInvalid, detail)
         }
-        other => Deny::new(DenyReason::TokenInvalid, other.to_string()),
+        TokenError::Malformed(_)
+        | TokenError::Header(_)
+        | TokenError::Signature { remote: false, .. }
+        | TokenError::UnknownKey { remote: false, .. } => Deny::bad_credential(DenyReason::TokenInvalid, detail),
+        TokenError::Claims(_) => Deny::new(DenyReason::TokenInvalid, detail),
     }
 }
 
@@ -241,10 +250,14 @@ fn identify<'p>(
 /// Decides one request. Pure: the same inputs always give the same decision.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
-    let client = input.peer_ip.map(|peer| {
+    let client = match input.peer_ip.map(|peer| {
         let xff: Vec<&str> = input.header_values("x-forwarded-for").collect();
         client_ip(peer, &xff, &policy.ip.trusted)
-    });
+    }) {
+        Some(Ok(client)) => Some(client),
+        None => None,
+        Some(Err(deny)) => return Decision::deny(deny, context),
+    };
     context.client_ip = client.map(|c| c.addr);
     context.client_trusted = client.is_some_and(|c| c.trusted);
     if let Some(deny) = ip_deny(&policy.ip, client, services, now) {
@@ -261,7 +274,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(host) => host,
         Err(deny) => return Decision::deny(deny, context),
     };
-    let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer.to_canonical()));
+    let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer));
     if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
         return Decision::deny(deny, context);
     }
@@ -325,7 +338,8 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         return Decision::deny(deny, context);
     }
     // Checked on every request, cache hits included.
-    if let Some(why) = services.revocations.revoked(&token, now) {
+    let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
+    if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {
         return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
     }
     if let Some(sessions) = &policy.sessions {

@@ -1,5 +1,6 @@
 //! Client IP and static IP lists (DESIGN steps 2 and 3).
 
+use super::reason::{Deny, DenyReason};
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 use std::net::IpAddr;
@@ -46,7 +47,7 @@ impl CidrSet {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.table.longest_match(ip).is_some()
+        self.table.longest_match(ip.to_canonical()).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -96,27 +97,57 @@ pub struct ClientIp {
     pub trusted: bool,
 }
 
+/// One `x-forwarded-for` hop as proxies write it: `ip`, `ip:port` (Azure Application Gateway),
+/// `[v6]` or `[v6]:port`, optionally in quotes; IPv4-mapped IPv6 addresses as IPv4.
+pub fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let ip = if let Some(rest) = hop.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        IpAddr::V6(inside.parse().ok()?)
+    } else if let Some((v4, port)) = hop.split_once(':').filter(|(_, rest)| !rest.contains(':')) {
+        if !port_ok(port) {
+            return None;
+        }
+        IpAddr::V4(v4.parse().ok()?)
+    } else {
+        hop.parse().ok()?
+    };
+    Some(ip.to_canonical())
+}
+
 /// The client address: the peer, unless the peer is a trusted proxy; then `x-forwarded-for` is
 /// walked right to left skipping trusted entries, and the first untrusted one is the client.
-/// An unparsable entry stops the walk and the peer is used.
-pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &CidrSet) -> ClientIp {
+/// Every address is canonical (`::ffff:203.0.113.7` is `203.0.113.7`) before trust, lists and
+/// keys. A hop that cannot be parsed behind a trusted proxy is refused (`Err`): it never makes a
+/// request trusted, and guessing whom to count would let one client be blamed for another.
+pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &CidrSet) -> Result<ClientIp, Deny> {
+    let peer = peer.to_canonical();
     if !trusted.contains(peer) {
-        return ClientIp { addr: peer, trusted: false };
+        return Ok(ClientIp { addr: peer, trusted: false });
     }
-    let hops: Vec<&str> = xff.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|h| !h.is_empty()).collect();
-    for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(ip) => continue,
-            Ok(ip) => return ClientIp { addr: ip, trusted: false },
-            Err(_) => return ClientIp { addr: peer, trusted: true },
+    let hops = xff.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|h| !h.is_empty());
+    for hop in hops.rev() {
+        match parse_hop(hop) {
+            Some(ip) if trusted.contains(ip) => continue,
+            Some(ip) => return Ok(ClientIp { addr: ip, trusted: false }),
+            None => {
+                return Err(Deny::new(
+                    DenyReason::InvalidRequest,
+                    "x-forwarded-for from a trusted proxy holds a hop that is not an address",
+                ));
+            }
         }
     }
-    ClientIp { addr: peer, trusted: true }
+    Ok(ClientIp { addr: peer, trusted: true })
 }
 
 /// The key a client is counted and limited under: IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> String {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();

@@ -40,7 +40,7 @@ pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
     BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, RateKey, RateLimit, RateTier, RevocationCheck,
-    Services, Subject, TokenError, TokenVerifier, UnixTime, VerifiedToken,
+    Services, Subject, TokenError, TokenIds, TokenVerifier, UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

@@ -151,20 +151,28 @@ pub struct Deny {
     pub challenge_params: Vec<(&'static str, String)>,
     /// Seconds for `retry-after`, when the reason's default does not fit (rate limits).
     pub retry_after: Option<u32>,
-    /// Whether this deny counts toward auto-block (DESIGN step 13): invalid tokens and unknown
-    /// API keys do; missing, expired or revoked credentials never do.
+    /// Whether this deny counts toward auto-block: only a credential that is itself bad (see
+    /// [`Deny::bad_credential`]). Never a missing, expired or revoked credential, a valid token a
+    /// route refuses, or a remote issuer's key miss that a refetch may still resolve.
     pub counts_as_failure: bool,
 }
 
 impl Deny {
+    /// A deny that does not count toward auto-block.
     pub fn new(reason: DenyReason, detail: impl Into<String>) -> Self {
-        let counts_as_failure = matches!(reason, DenyReason::TokenInvalid | DenyReason::ApiKeyInvalid);
-        Self { reason, detail: detail.into(), challenge_params: Vec::new(), retry_after: None, counts_as_failure }
+        Self {
+            reason,
+            detail: detail.into(),
+            challenge_params: Vec::new(),
+            retry_after: None,
+            counts_as_failure: false,
+        }
     }
 
-    /// A deny of a failing reason that must not count toward auto-block (an expired key).
-    pub fn not_counted(mut self) -> Self {
-        self.counts_as_failure = false;
-        self
+    /// A deny for a credential that says something about the client: malformed or oversized,
+    /// a forged or disallowed JOSE header, a bad signature or unknown key under keys that no
+    /// refetch will change, an API key that is not one of ours. These count toward auto-block.
+    pub fn bad_credential(reason: DenyReason, detail: impl Into<String>) -> Self {
+        Self { counts_as_failure: true, ..Self::new(reason, detail) }
     }
 }

@@ -264,6 +264,7 @@ fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
         exp,
         nbf,
         iat,
+        key_generation: 0,
         headers: Default::default(),
     }
 }
@@ -516,6 +517,7 @@ fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToke
         exp: NOW + 600,
         nbf: None,
         iat: Some(NOW),
+        key_generation: 0,
         headers: Default::default(),
     }
 }
@@ -641,24 +643,50 @@ fn cidrs(list: &[&str]) -> CidrSet {
 fn client_ip_table() {
     let trusted = cidrs(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
     let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
-    let cases: &[(&str, &[&str], &str, bool)] = &[
-        ("192.0.2.1", &[], "192.0.2.1", false),
-        ("192.0.2.1", &["198.51.100.7"], "192.0.2.1", false),
-        ("10.0.0.5", &["198.51.100.7"], "198.51.100.7", false),
-        ("10.0.0.5", &["203.0.113.1, 198.51.100.7, 10.1.1.1"], "198.51.100.7", false),
-        ("10.0.0.5", &["203.0.113.1", "198.51.100.7"], "198.51.100.7", false),
-        ("10.0.0.5", &["10.1.1.1, 10.2.2.2"], "10.0.0.5", true),
-        ("10.0.0.5", &[], "10.0.0.5", true),
-        ("10.0.0.5", &["198.51.100.7, garbage"], "10.0.0.5", true),
-        ("2001:db8:ffff::1", &["2001:db8:1:2:3:4:5:6"], "2001:db8:1:2:3:4:5:6", false),
+    // (peer, x-forwarded-for values, Some((client, trusted)) or None: refused 400)
+    type Case<'a> = (&'a str, &'a [&'a str], Option<(&'a str, bool)>);
+    let cases: &[Case] = &[
+        ("192.0.2.1", &[], Some(("192.0.2.1", false))),
+        ("192.0.2.1", &["198.51.100.7"], Some(("192.0.2.1", false))),
+        ("192.0.2.1", &["garbage"], Some(("192.0.2.1", false))),
+        ("10.0.0.5", &["198.51.100.7"], Some(("198.51.100.7", false))),
+        ("10.0.0.5", &["203.0.113.1, 198.51.100.7, 10.1.1.1"], Some(("198.51.100.7", false))),
+        ("10.0.0.5", &["203.0.113.1", "198.51.100.7"], Some(("198.51.100.7", false))),
+        ("10.0.0.5", &["10.1.1.1, 10.2.2.2"], Some(("10.0.0.5", true))),
+        ("10.0.0.5", &[], Some(("10.0.0.5", true))),
+        ("2001:db8:ffff::1", &["2001:db8:1:2:3:4:5:6"], Some(("2001:db8:1:2:3:4:5:6", false))),
+        // Hop forms: ip:port (Azure Application Gateway), [v6], [v6]:port, quoted.
+        ("10.0.0.5", &["203.0.113.7:4444"], Some(("203.0.113.7", false))),
+        ("10.0.0.5", &["[2001:db8::1]:443"], Some(("2001:db8::1", false))),
+        ("10.0.0.5", &["[2001:db8::1]"], Some(("2001:db8::1", false))),
+        ("10.0.0.5", &["\"203.0.113.7\""], Some(("203.0.113.7", false))),
+        ("10.0.0.5", &["\"[2001:db8::1]:443\""], Some(("2001:db8::1", false))),
+        ("10.0.0.5", &["10.1.1.1:80, 203.0.113.9:1"], Some(("203.0.113.9", false))),
+        // IPv4-mapped addresses are IPv4, for trust too.
+        ("::ffff:10.0.0.5", &["203.0.113.7"], Some(("203.0.113.7", false))),
+        ("::ffff:192.0.2.1", &[], Some(("192.0.2.1", false))),
+        ("10.0.0.5", &["::ffff:203.0.113.7"], Some(("203.0.113.7", false))),
+        ("10.0.0.5", &["::ffff:10.9.9.9, ::ffff:203.0.113.7"], Some(("203.0.113.7", false))),
+        ("10.0.0.5", &["[::ffff:10.9.9.9]:80"], Some(("10.0.0.5", true))),
+        // Behind a trusted proxy an unparsable hop is refused, never trusted.
+        ("10.0.0.5", &["198.51.100.7, garbage"], None),
+        ("10.0.0.5", &["unknown"], None),
+        ("10.0.0.5", &["203.0.113.7:x"], None),
+        ("10.0.0.5", &["[2001:db8::1"], None),
+        ("10.0.0.5", &["2001:db8::1:443x"], None),
+        ("10.0.0.5", &["garbage, 198.51.100.7"], Some(("198.51.100.7", false))),
     ];
-    for (peer, xff, want, want_trusted) in cases {
-        let got = client_ip(ip(peer), xff, &trusted);
-        assert_eq!((got.addr, got.trusted), (ip(want), *want_trusted), "peer {peer} xff {xff:?}");
+    for (peer, xff, want) in cases {
+        let got = client_ip(ip(peer), xff, &trusted).ok().map(|c| (c.addr, c.trusted));
+        assert_eq!(got, want.map(|(a, t)| (ip(a), t)), "peer {peer} xff {xff:?}");
     }
     assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
     assert_eq!(client_key(ip("2001:db8:1:2:ffff::9")), "2001:db8:1:2::/64", "one /64, one key");
     assert_eq!(client_key(ip("192.0.2.1")), "192.0.2.1");
+    assert_eq!(client_key(ip("::ffff:192.0.2.1")), "192.0.2.1", "a mapped client is its IPv4 address");
+    assert_ne!(client_key(ip("::ffff:192.0.2.1")), client_key(ip("::ffff:192.0.2.2")));
+    let deny = cidrs(&["203.0.113.0/24"]);
+    assert!(deny.contains(ip("::ffff:203.0.113.7")), "a mapped address is in its IPv4 range");
 }
 
 #[test]
@@ -713,5 +741,95 @@ fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
             bad.headers.claim_values(&policy, &bad.claims).map(|_| ()).map_err(|d| d.reason),
             Err(DenyReason::ClaimMismatch)
         );
+    }
+}
+
+/// A verifier that always fails the same way (for a remote issuer's key misses).
+struct Failing(TokenError);
+
+impl TokenVerifier for Failing {
+    fn verify(&self, _token: &str) -> Result<VerifiedToken, TokenError> {
+        Err(self.0.clone())
+    }
+}
+
+/// The one rule for auto-block: a deny counts only when the credential itself is bad (forged,
+/// garbled, under keys no refetch changes, an API key that is not ours). A signed token with
+/// the wrong claims, a valid token a route refuses, a missing, expired or revoked credential and
+/// a remote issuer's key miss (a refetch may resolve it; the edge counts it only if the
+/// refetched keys fail too) never count.
+#[test]
+fn what_counts_toward_auto_block() {
+    use jsonwebtoken::Algorithm::RS256;
+    let snap = snapshot();
+    let mut policy = snap.policy.clone();
+    let mut only_pem = Requirements::default();
+    only_pem.issuers = vec![corpus::PEM_ISSUER.into()];
+    policy.routes.insert(0, route("only-pem", PathMatch::Prefix("/only-pem".into()), &[], None));
+    policy.routes[0].access = Access::Required(only_pem);
+    let c = |sub: &str| corpus::claims(corpus::ISSUER, sub, NOW);
+    let sign = |claims: &serde_json::Value| corpus::sign(RS256, Some("rsa-1"), claims);
+    let good = sign(&c("alice"));
+    let tampered = format!("{}x", &good[..good.len() - 1]);
+    let none = corpus::with_raw_header(&json!({"alg": "none"}), &c("t"), Some(""));
+    let unknown_kid = corpus::sign(RS256, Some("nope"), &c("t"));
+    let mut expired = c("t");
+    expired["exp"] = json!(NOW - 3600);
+    let mut wrong_aud = c("t");
+    wrong_aud["aud"] = json!("other");
+    let mut refresh = c("t");
+    refresh["token_use"] = json!("refresh");
+    let mut future = c("t");
+    future["nbf"] = json!(NOW + 3600);
+    let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
+    let key = |k: &str| vec![("x-api-key".to_string(), k.to_string())];
+    let unknown_key = format!("pk_{}", "A".repeat(43));
+    type Case = (&'static str, &'static str, Vec<(String, String)>, DenyReason, bool);
+    let cases: Vec<Case> = vec![
+        ("bad signature", "/api/items", bearer(&tampered), DenyReason::TokenInvalid, true),
+        ("not a JWS", "/api/items", bearer("a.b.c"), DenyReason::TokenInvalid, true),
+        ("alg none", "/api/items", bearer(&none), DenyReason::TokenInvalid, true),
+        ("unknown kid of a static issuer", "/api/items", bearer(&unknown_kid), DenyReason::TokenInvalid, true),
+        ("oversized token", "/api/items", bearer(&"a".repeat(9000)), DenyReason::TokenInvalid, true),
+        ("unknown API key", "/api/items", key(&unknown_key), DenyReason::ApiKeyInvalid, true),
+        ("malformed API key", "/api/items", key("pk_short"), DenyReason::ApiKeyInvalid, true),
+        ("expired API key", "/api/items", key(corpus::API_KEY_EXPIRED), DenyReason::ApiKeyInvalid, false),
+        ("expired token", "/api/items", bearer(&sign(&expired)), DenyReason::TokenExpired, false),
+        ("wrong audience", "/api/items", bearer(&sign(&wrong_aud)), DenyReason::TokenInvalid, false),
+        ("refresh token", "/api/items", bearer(&sign(&refresh)), DenyReason::TokenInvalid, false),
+        ("not yet valid", "/api/items", bearer(&sign(&future)), DenyReason::TokenInvalid, false),
+        ("valid token, route's issuers rule", "/only-pem/x", bearer(&good), DenyReason::TokenInvalid, false),
+        ("missing credential", "/api/items", vec![], DenyReason::CredentialMissing, false),
+        (
+            "two credentials",
+            "/api/items",
+            [bearer(&good), key(&unknown_key)].concat(),
+            DenyReason::InvalidRequest,
+            false,
+        ),
+    ];
+    let services = Services::stateless(&snap.verifier);
+    for (name, path, headers, reason, counted) in cases {
+        let decision = decide(&input("GET", path, &headers), &policy, &services, UnixTime(NOW));
+        match decision.outcome {
+            Outcome::Deny(deny) => assert_eq!((deny.reason, deny.counts_as_failure), (reason, counted), "{name}"),
+            Outcome::Allow { .. } => panic!("{name}: allowed"),
+        }
+    }
+    let issuer = IssuerId(0);
+    for err in [
+        TokenError::UnknownKey { issuer, why: "unknown kid".into(), remote: true },
+        TokenError::Signature { issuer, remote: true },
+    ] {
+        let verifier = Failing(err.clone());
+        let decision = decide(
+            &input("GET", "/api/items", &bearer(&good)),
+            &policy,
+            &Services::stateless(&verifier),
+            UnixTime(NOW),
+        );
+        let Outcome::Deny(deny) = &decision.outcome else { panic!("{err}: allowed") };
+        assert_eq!((deny.reason, deny.counts_as_failure), (DenyReason::TokenInvalid, false), "{err}");
+        assert_eq!(decision.context.key_miss, Some(issuer), "{err}: the edge is asked to refetch");
     }
 }

@@ -1,5 +1,6 @@
 //! Identifiers and the seam between the core and token verification.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub nbf: Option<i64>,
     pub iat: Option<i64>,
+    /// Generation of the issuer's key set read before verification (cache entries carry it).
+    pub key_generation: u64,
     /// Identity header values from these claims, encoded on the first allow.
     pub headers: Arc<super::headers::PreparedHeaders>,
 }
@@ -52,24 +55,45 @@ pub enum TokenError {
     /// A JOSE header rule was broken (`crit`, `jku`, disallowed `alg`, bad `typ`, ...).
     #[error("header rejected: {0}")]
     Header(String),
-    /// No key for this issuer, `kid` and `alg` (a remote key set may learn it on refetch).
+    /// No key for this issuer, `kid` and `alg`. `remote`: the issuer's keys come from a JWKS
+    /// URL, so a refetch may learn it.
     #[error("no matching key: {why}")]
-    UnknownKey { issuer: IssuerId, why: String },
+    UnknownKey { issuer: IssuerId, why: String, remote: bool },
     /// The issuer has no usable key set at all (never fetched, or past `max_stale`).
     #[error("keys unavailable for this issuer")]
     KeysUnavailable { issuer: IssuerId },
-    /// The signature does not verify under the selected key.
+    /// The signature does not verify under the selected key. `remote`: the key came from a
+    /// JWKS URL and a rotation that reused its `kid` would look exactly like this.
     #[error("bad signature")]
-    Signature,
+    Signature { issuer: IssuerId, remote: bool },
     /// `iss`, `aud`, token type or a required claim is wrong.
     #[error("claims rejected: {0}")]
     Claims(String),
 }
 
+/// The identifiers of a token that a revocation can name: `jti` (a string or a number, as
+/// written) and the session id at the policy's `sessions.claim` (default `/sid`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenIds<'a> {
+    pub jti: Option<Cow<'a, str>>,
+    pub sid: Option<Cow<'a, str>>,
+}
+
+impl<'a> TokenIds<'a> {
+    pub fn of(token: &'a VerifiedToken, session_claim: &str) -> Self {
+        let id = |value: Option<&'a serde_json::Value>| match value? {
+            serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        };
+        Self { jti: id(token.claims.get("jti")), sid: id(token.claims.at(session_claim)) }
+    }
+}
+
 /// Answers whether a verified token has been revoked (local state only; never waits).
 pub trait RevocationCheck {
     /// `Some(why)` when revoked.
-    fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str>;
+    fn revoked(&self, token: &VerifiedToken, ids: &TokenIds, now: UnixTime) -> Option<&'static str>;
 
     /// Whether tokens like `token` are revoked for `tenant` (issued at or before a tenant
     /// revocation's time).
@@ -82,7 +106,7 @@ pub trait RevocationCheck {
 pub struct NoRevocations;
 
 impl RevocationCheck for NoRevocations {
-    fn revoked(&self, _token: &VerifiedToken, _now: UnixTime) -> Option<&'static str> {
+    fn revoked(&self, _token: &VerifiedToken, _ids: &TokenIds, _now: UnixTime) -> Option<&'static str> {
         None
     }
 }

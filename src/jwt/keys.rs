@@ -68,37 +68,49 @@ pub struct KeySet {
     pub keys: Vec<VerifyKey>,
 }
 
+/// Most keys one token is tried against when its `kid` does not single one out: two PEM keys of
+/// one family are the natural way to rotate, and each try costs one signature check.
+pub const MAX_CANDIDATES: usize = 4;
+
 impl KeySet {
-    fn only_unnamed(&self, alg: Alg) -> Option<&VerifyKey> {
-        let mut unnamed = self.keys.iter().filter(|k| k.kid.is_none() && k.fits(alg));
-        match (unnamed.next(), unnamed.next()) {
-            (Some(key), None) => Some(key),
-            _ => None,
+    /// Keys configured without a `kid` (PEM files, HMAC secrets) that fit `alg`.
+    fn unnamed(&self, alg: Alg) -> impl Iterator<Item = &VerifyKey> {
+        self.keys.iter().filter(move |k| k.kid.is_none() && k.fits(alg))
+    }
+
+    /// The keys a token with `kid` and `alg` is tried against, in order: the key named `kid`,
+    /// or else every key configured without a `kid` that fits (a PEM key answers for any `kid`);
+    /// without a `kid`, every key that fits. At most [`MAX_CANDIDATES`].
+    pub fn candidates(&self, kid: Option<&str>, alg: Alg) -> Result<Vec<&VerifyKey>, String> {
+        let found: Vec<&VerifyKey> = match kid.and_then(|kid| self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)))
+        {
+            Some(key) if key.fits(alg) => return Ok(vec![key]),
+            Some(_) => return Err(format!("key does not fit alg {alg}")),
+            None if kid.is_some() => self.unnamed(alg).collect(),
+            None => self.keys.iter().filter(|k| k.fits(alg)).collect(),
+        };
+        match found.len() {
+            0 if kid.is_some() => Err("unknown kid".into()),
+            0 => Err(format!("no key for alg {alg}")),
+            n if n > MAX_CANDIDATES => Err(format!("{n} keys fit and the token's kid names none")),
+            _ => Ok(found),
         }
     }
 
-    /// The key for `kid` and `alg`. Without a `kid`, only an unambiguous key is used.
-    pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyKey, String> {
-        match kid {
-            Some(kid) => {
-                // A key configured without a kid (PEM file, HMAC secret) answers for any kid.
-                let key = self
-                    .keys
-                    .iter()
-                    .find(|k| k.kid.as_deref() == Some(kid))
-                    .or_else(|| self.only_unnamed(alg))
-                    .ok_or_else(|| "unknown kid".to_string())?;
-                if key.fits(alg) { Ok(key) } else { Err(format!("key does not fit alg {alg}")) }
-            }
-            None => {
-                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
-                match (fitting.next(), fitting.next()) {
-                    (Some(key), None) => Ok(key),
-                    (None, _) => Err(format!("no key for alg {alg}")),
-                    (Some(_), Some(_)) => Err("token has no kid and several keys fit".into()),
+    /// Configured algorithms that no token could ever be verified with: no key fits them, or
+    /// more unnamed keys fit than a token is tried against.
+    pub fn unusable_algs(&self, algs: &[Alg]) -> Vec<String> {
+        algs.iter()
+            .filter_map(|alg| {
+                if !self.keys.iter().any(|k| k.fits(*alg)) {
+                    Some(format!("no key fits algorithm {alg}"))
+                } else if self.unnamed(*alg).count() > MAX_CANDIDATES {
+                    Some(format!("more than {MAX_CANDIDATES} keys without a kid fit {alg}"))
+                } else {
+                    None
                 }
-            }
-        }
+            })
+            .collect()
     }
 }
 

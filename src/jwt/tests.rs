@@ -61,8 +61,23 @@ fn key_selection_table() {
         (None, Alg::HS256, false),
     ];
     for (kid, alg, ok) in cases {
-        assert_eq!(set.select(*kid, *alg).is_ok(), *ok, "kid {kid:?} alg {alg}");
+        assert_eq!(set.candidates(*kid, *alg).is_ok(), *ok, "kid {kid:?} alg {alg}");
     }
+}
+
+/// Two PEM keys of one family (a rotation): a token is tried against both, in order; five
+/// unnamed keys of one family could never verify anything, and check-config says so.
+#[test]
+fn several_pem_keys_of_one_family() {
+    let pem = |name: &str| keys_from_pem(&fixture(name), None).expect("pem");
+    let set = KeySet { keys: vec![pem("rsa.pub.pem"), pem("rsa-other.pub.pem")] };
+    assert_eq!(set.candidates(None, Alg::RS256).map(|c| c.len()), Ok(2));
+    assert_eq!(set.candidates(Some("any-kid"), Alg::RS256).map(|c| c.len()), Ok(2), "PEM keys answer any kid");
+    assert!(set.unusable_algs(&[Alg::RS256]).is_empty());
+    assert_eq!(set.unusable_algs(&[Alg::ES256]), vec!["no key fits algorithm ES256".to_string()]);
+    let five = KeySet { keys: (0..5).map(|_| pem("rsa.pub.pem")).collect() };
+    assert!(five.candidates(None, Alg::RS256).is_err());
+    assert_eq!(five.unusable_algs(&[Alg::RS256]).len(), 1);
 }
 
 fn verifier() -> Verifier {

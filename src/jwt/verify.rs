@@ -143,19 +143,26 @@ impl TokenVerifier for Verifier {
             }
         }
         let issuer_id = IssuerId(index);
+        // Read before the keys: keys swapped in meanwhile make this entry stale, never the
+        // other way round.
+        let key_generation = issuer.keys.generation();
+        let remote = issuer.keys.is_remote();
         let keys = issuer.keys.keys().ok_or(TokenError::KeysUnavailable { issuer: issuer_id })?;
-        let key = keys
-            .select(header.kid.as_deref(), header.alg)
-            .map_err(|why| TokenError::UnknownKey { issuer: issuer_id, why })?;
+        let candidates = keys.candidates(header.kid.as_deref(), header.alg).map_err(|why| TokenError::UnknownKey {
+            issuer: issuer_id,
+            why,
+            remote,
+        })?;
         let signing_input_len = header_b64.len() + 1 + payload_b64.len();
         let signing_input = &token.as_bytes()[..signing_input_len];
-        let valid =
+        let valid = candidates.iter().any(|key| {
             jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.decoding, header.alg.to_jsonwebtoken())
-                .unwrap_or(false);
+                .unwrap_or(false)
+        });
         let result = if valid { "ok" } else { "bad_signature" };
         metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => result).increment(1);
         if !valid {
-            return Err(TokenError::Signature);
+            return Err(TokenError::Signature { issuer: issuer_id, remote });
         }
 
         issuer.check_claims(&claims)?;
@@ -174,6 +181,7 @@ impl TokenVerifier for Verifier {
             exp,
             nbf,
             iat,
+            key_generation,
             headers: Default::default(),
         })
     }

@@ -1,7 +1,7 @@
 //! The in-memory revocation store, indexed for O(1) checks on the hot path.
 
 use super::{Revocation, RevocationStore, StoreError};
-use crate::decision::{RevocationCheck, UnixTime, VerifiedToken};
+use crate::decision::{RevocationCheck, TokenIds, UnixTime, VerifiedToken};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -84,13 +84,12 @@ impl MemoryRevocations {
 }
 
 impl RevocationCheck for MemoryRevocations {
-    fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str> {
+    fn revoked(&self, token: &VerifiedToken, ids: &TokenIds, now: UnixTime) -> Option<&'static str> {
         // A poisoned lock means a writer panicked mid-update: refuse rather than guess.
         let Ok(index) = self.index.read() else { return Some("revocation state unavailable") };
         let iss = &*token.iss;
         let live = |expires_at: &i64| *expires_at > now.0;
-        let claim = |name: &str| token.claims.get(name).and_then(|v| v.as_str());
-        if let Some(jti) = claim("jti")
+        if let Some(jti) = ids.jti.as_deref()
             && index.jti.get(iss, jti).is_some_and(live)
         {
             return Some("jti revoked");
@@ -101,7 +100,7 @@ impl RevocationCheck for MemoryRevocations {
         {
             return Some("subject revoked");
         }
-        if let Some(sid) = claim("sid")
+        if let Some(sid) = ids.sid.as_deref()
             && index.session.get(iss, sid).is_some_and(live)
         {
             return Some("session revoked");

@@ -10,7 +10,7 @@ use crate::clock::unix_millis;
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::BlockCheck;
 use crate::decision::{
-    ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, UnixTime, VerifiedToken,
+    ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, TokenIds, UnixTime, VerifiedToken,
 };
 use crate::membership::{Member, MemberStore, MemoryMembers};
 use crate::revocation::{MemoryRevocations, Revocation, RevocationStore, StoreError};
@@ -347,8 +347,8 @@ impl RedisState {
 }
 
 impl RevocationCheck for RedisState {
-    fn revoked(&self, token: &VerifiedToken, now: UnixTime) -> Option<&'static str> {
-        self.revocations.revoked(token, now)
+    fn revoked(&self, token: &VerifiedToken, ids: &TokenIds, now: UnixTime) -> Option<&'static str> {
+        self.revocations.revoked(token, ids, now)
     }
 
     fn tenant_revoked(&self, tenant: &str, token: &VerifiedToken, now: UnixTime) -> bool {

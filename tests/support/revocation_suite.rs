@@ -2,7 +2,7 @@
 //! fresh, empty store.
 #![allow(dead_code, non_snake_case)]
 
-use portcullis::decision::{IssuerId, Subject, UnixTime, VerifiedToken};
+use portcullis::decision::{IssuerId, Subject, TokenIds, UnixTime, VerifiedToken};
 use portcullis::revocation::{Revocation, RevocationStore};
 use serde_json::json;
 use std::sync::Arc;
@@ -27,8 +27,13 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
         exp,
         nbf: None,
         iat,
+        key_generation: 0,
         headers: Default::default(),
     }
+}
+
+fn revoked(store: &dyn RevocationStore, token: &VerifiedToken, at: UnixTime) -> Option<&'static str> {
+    store.revoked(token, &TokenIds::of(token, "/sid"), at)
 }
 
 /// Runs the whole suite against `store`, which must start empty.
@@ -37,49 +42,61 @@ pub async fn run(store: &dyn RevocationStore) {
     let NOW = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
     let at = UnixTime(NOW);
     let alice = token(ISS, "alice", Some("j1"), Some("s1"), Some(NOW - 100));
-    assert_eq!(store.revoked(&alice, at), None, "an empty store revokes nothing");
+    assert_eq!(revoked(store, &alice, at), None, "an empty store revokes nothing");
     assert!(store.list(at).is_empty());
 
     // jti: exact (iss, jti), until its expiry.
     store.add(Revocation::Jti { iss: ISS.into(), jti: "j1".into(), expires_at: NOW + 60 }).await.expect("add jti");
-    assert!(store.revoked(&alice, at).is_some(), "revoked jti");
-    assert_eq!(store.revoked(&token(ISS, "alice", Some("j2"), None, Some(NOW)), at), None, "other jti");
-    assert_eq!(store.revoked(&token(OTHER, "alice", Some("j1"), None, Some(NOW)), at), None, "same jti, other issuer");
-    assert_eq!(store.revoked(&alice, UnixTime(NOW + 61)), None, "a jti revocation ends at expires_at");
+    assert!(revoked(store, &alice, at).is_some(), "revoked jti");
+    assert_eq!(revoked(store, &token(ISS, "alice", Some("j2"), None, Some(NOW)), at), None, "other jti");
+    assert_eq!(revoked(store, &token(OTHER, "alice", Some("j1"), None, Some(NOW)), at), None, "same jti, other issuer");
+    assert_eq!(revoked(store, &alice, UnixTime(NOW + 61)), None, "a jti revocation ends at expires_at");
 
     // subject before T: older tokens and tokens without iat refused, newer ones pass.
     store
         .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 50, expires_at: NOW + 600 })
         .await
         .expect("add subject");
-    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "issued before T");
-    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 50)), at).is_some(), "issued at T");
-    assert!(store.revoked(&token(ISS, "bob", None, None, None), at).is_some(), "no iat while it lives");
-    assert_eq!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 49)), at), None, "issued after T");
-    assert_eq!(store.revoked(&token(OTHER, "bob", None, None, Some(NOW - 60)), at), None, "subjects are per issuer");
-    assert_eq!(store.revoked(&token(ISS, "bobby", None, None, Some(NOW - 60)), at), None, "exact subject");
+    assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "issued before T");
+    assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 50)), at).is_some(), "issued at T");
+    assert!(revoked(store, &token(ISS, "bob", None, None, None), at).is_some(), "no iat while it lives");
+    assert_eq!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 49)), at), None, "issued after T");
+    assert_eq!(revoked(store, &token(OTHER, "bob", None, None, Some(NOW - 60)), at), None, "subjects are per issuer");
+    assert_eq!(revoked(store, &token(ISS, "bobby", None, None, Some(NOW - 60)), at), None, "exact subject");
 
     // A later `before` for the same subject extends it; an earlier one never shortens it.
     store
         .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 10, expires_at: NOW + 600 })
         .await
         .expect("add subject again");
-    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some());
+    assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some());
     store
         .add(Revocation::Subject { iss: ISS.into(), sub: "bob".into(), before: NOW - 500, expires_at: NOW + 600 })
         .await
         .expect("add older subject");
-    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some(), "not shortened");
+    assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 20)), at).is_some(), "not shortened");
 
     // session id.
     store.add(Revocation::Session { iss: ISS.into(), sid: "s9".into(), expires_at: NOW + 60 }).await.expect("add sid");
-    assert!(store.revoked(&token(ISS, "carol", Some("j5"), Some("s9"), Some(NOW)), at).is_some(), "revoked session");
-    assert_eq!(store.revoked(&token(ISS, "carol", Some("j5"), Some("s8"), Some(NOW)), at), None, "other session");
+    assert!(revoked(store, &token(ISS, "carol", Some("j5"), Some("s9"), Some(NOW)), at).is_some(), "revoked session");
+    assert_eq!(revoked(store, &token(ISS, "carol", Some("j5"), Some("s8"), Some(NOW)), at), None, "other session");
 
     // Listing shows live entries; purging forgets expired ones.
     assert_eq!(store.list(at).len(), 3, "{:?}", store.list(at));
     assert_eq!(store.list(UnixTime(NOW + 100)).len(), 1, "only the subject revocation outlives 100 s");
     store.purge_expired(UnixTime(NOW + 100));
     assert_eq!(store.list(at).len(), 1, "expired entries purged");
-    assert!(store.revoked(&token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "live entries kept");
+    assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "live entries kept");
+
+    // A numeric jti is revocable by its digits; a session id at a custom sessions.claim is read
+    // there; a revocation without expiry (an issuer without max_token_age) never ends.
+    let mut numeric = token(ISS, "dave", None, None, Some(NOW));
+    numeric.claims = json!({"iss": ISS, "sub": "dave", "jti": 123, "session": {"id": "s7"}}).into();
+    store.add(Revocation::Jti { iss: ISS.into(), jti: "123".into(), expires_at: i64::MAX }).await.expect("add jti");
+    assert!(revoked(store, &numeric, at).is_some(), "numeric jti revoked");
+    assert!(revoked(store, &numeric, UnixTime(NOW + 100 * 365 * 86_400)).is_some(), "no expiry");
+    numeric.claims = json!({"iss": ISS, "sub": "dave", "session": {"id": "s7"}}).into();
+    store.add(Revocation::Session { iss: ISS.into(), sid: "s7".into(), expires_at: NOW + 60 }).await.expect("add sid");
+    assert!(store.revoked(&numeric, &TokenIds::of(&numeric, "/session/id"), at).is_some(), "sessions.claim read");
+    assert_eq!(store.revoked(&numeric, &TokenIds::of(&numeric, "/sid"), at), None, "another claim is not the sid");
 }
