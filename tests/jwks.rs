@@ -241,6 +241,40 @@ async fn rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
     assert!(metrics.contains("portcullis_jwks_keys_age_seconds{issuer=\"https://idp.test/\"}"), "{metrics}");
 }
 
+/// A rotation that reuses a `kid` (same kid, new key) is picked up by the first check signed
+/// with the new key, not after the periodic refresh; bad signatures under a remote key during
+/// the refetch cooldown never count toward auto-block, and are never remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_reuses_a_kid_takes_effect_at_once() {
+    let rotated: serde_json::Value = serde_json::from_str(&fixture("jwks-rotated.json")).expect("json");
+    let mut new_key =
+        rotated["keys"].as_array().and_then(|k| k.iter().find(|k| k["kid"] == "rsa-2")).cloned().expect("rsa-2");
+    new_key["kid"] = json!("rsa-1");
+    let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
+    let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 1s }}", idp.addr);
+    let extra = "ip: { auto_block: { failures: 2, window: 1h, block_for: 1h } }";
+    let text = format!(
+        "listen: {{ grpc: \"127.0.0.1:0\", health: \"127.0.0.1:0\" }}\nissuers:\n{}routes:\n  - {{ match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}\n{extra}\n",
+        issuer_block(ISSUER, &jwks, "")
+    );
+    let settings = parse_and_validate(&text, &corpus::fixtures()).expect("policy with auto_block");
+    let server = Running::start(settings).await;
+    assert!(server.wait_ready(Duration::from_secs(10)).await, "never ready");
+    let old = rsa1_token(ISSUER);
+    let new = corpus::sign_rsa_other(Some("rsa-1"), &corpus::claims(ISSUER, "carol", now()));
+    assert_eq!(server.check(&old).await.0, 200);
+
+    idp.set(Mode::Serve(json!({ "keys": [new_key] }).to_string()));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the start-up fetch's cooldown
+    assert_eq!(server.check(&new).await.0, 200, "the reused kid's new key verifies on the first check");
+    // The old key's tokens now fail: the first refetches (a completed fetch that still fails
+    // counts once), those during the cooldown count not at all, so two failures never add up.
+    for _ in 0..5 {
+        assert_eq!(server.check(&old).await, (401, "token_invalid".to_string()));
+    }
+    assert_eq!(server.check(&new).await.0, 200, "not blocked: cooldown misses are not counted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_keep_last_good_keys_and_fallback_file_serves_a_restart() {
     let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;

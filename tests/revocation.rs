@@ -7,7 +7,6 @@ mod support;
 
 use portcullis::clock::Clock;
 use portcullis::config::parse_and_validate;
-use portcullis::decision::UnixTime;
 use portcullis::revocation::MemoryRevocations;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::server::{AppState, ServeOptions, Server};
@@ -26,8 +25,8 @@ async fn memory_store_behaviour() {
 struct TestClock(AtomicI64);
 
 impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        UnixTime(self.0.load(Ordering::SeqCst))
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst) * 1000
     }
 }
 

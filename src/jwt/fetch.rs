@@ -158,8 +158,7 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
         };
         if due {
             last_attempt = Some(Instant::now());
-            job.store
-                .set_refetch_not_before(crate::clock::unix_millis() + job.remote.refetch_interval.as_millis() as i64);
+            job.store.set_refetch_not_before(clock.now_millis() + job.remote.refetch_interval.as_millis() as i64);
             let now = clock.now().0;
             match fetch_keys(&client, &job.issuer, &job.remote).await {
                 Ok((keys, max_age)) => {

@@ -12,6 +12,9 @@ pub struct KeyStore {
     current: ArcSwapOption<KeySet>,
     /// Bumped on every change of the key set; cached verifications carry it (issue: cache).
     generation: watch::Sender<u64>,
+    /// Bumped on every successful fetch, changed keys or not: a check waiting on a refetch
+    /// learns that the fetch completed.
+    fetches: watch::Sender<u64>,
     /// Unix seconds of the last successful fetch (or load), 0 before any.
     confirmed_at: AtomicI64,
     /// Set for remote key sets: an unknown `kid` asks the fetcher for a refetch.
@@ -36,6 +39,7 @@ impl KeyStore {
         Self {
             current: ArcSwapOption::new(keys.map(Arc::new)),
             generation: watch::Sender::new(0),
+            fetches: watch::Sender::new(0),
             confirmed_at: AtomicI64::new(now),
             remote,
             refetch: Notify::new(),
@@ -91,6 +95,7 @@ impl KeyStore {
             self.generation.send_modify(|g| *g += 1);
         }
         self.confirmed_at.store(now, Ordering::Release);
+        self.fetches.send_modify(|f| *f += 1);
     }
 
     /// Drops the keys (past `max_stale`): the issuer's tokens then answer `keys_unavailable`.
@@ -103,5 +108,10 @@ impl KeyStore {
     /// A receiver that sees every later generation change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// A receiver that sees every later successful fetch.
+    pub fn subscribe_fetches(&self) -> watch::Receiver<u64> {
+        self.fetches.subscribe()
     }
 }

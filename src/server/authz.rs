@@ -133,7 +133,7 @@ impl AppState {
     async fn check_input(&self, input: CheckInput, span: tracing::Span) -> CheckResponse {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
-        let stale = self.state_health.as_ref().is_some_and(|h| h.refuse_as_stale(crate::clock::unix_millis()));
+        let stale = self.state_health.as_ref().is_some_and(|h| h.refuse_as_stale(self.clock.now_millis()));
         let decision = match self.inflight.try_acquire() {
             // Revocations may have been missed: refuse rather than allow on outdated state.
             Ok(_) if stale => Decision::deny(
@@ -143,6 +143,9 @@ impl AppState {
             Ok(_permit) => {
                 self.metrics.inflight.increment(1.0);
                 let decision = self.decide_with_key_refetch(&input, &snapshot).await;
+                // Inside the permit: a flood of bad tokens with a slow backend stays bounded by
+                // max_inflight_checks.
+                self.count_failure(&decision, &snapshot).await;
                 self.metrics.inflight.decrement(1.0);
                 decision
             }
@@ -151,7 +154,6 @@ impl AppState {
                 DecisionContext::default(),
             ),
         };
-        self.count_failure(&decision, &snapshot).await;
         self.touch_session(&decision, &snapshot);
         let response = check_response(&decision, &input.request_id, &snapshot.policy.response);
         let elapsed = started.elapsed();
@@ -209,20 +211,30 @@ impl AppState {
         });
     }
 
-    /// Decides; when the token named a key its remote issuer lacks, asks for a refetch and
-    /// waits at most [`KEY_REFETCH_WAIT`] for new keys before deciding once more.
+    /// Decides; when the token named a key its remote issuer lacks, or its signature failed
+    /// under a remote key (a rotation may have reused the `kid`), asks for a refetch and waits at
+    /// most [`KEY_REFETCH_WAIT`] for the fetch before deciding once more. Only a miss that
+    /// survives a completed refetch counts toward auto-block.
     async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
         let decision = self.decide_now(input, snapshot);
         let Some(store) = decision.context.key_miss.and_then(|issuer| snapshot.verifier.store(issuer)) else {
             return decision;
         };
-        let mut generations = store.subscribe();
-        let seen = *generations.borrow_and_update();
-        if !store.request_refetch(crate::clock::unix_millis()) {
+        let mut fetches = store.subscribe_fetches();
+        let seen = *fetches.borrow_and_update();
+        if !store.request_refetch(self.clock.now_millis()) {
             return decision; // a static key set, or the fetcher refetched recently
         }
-        match tokio::time::timeout(KEY_REFETCH_WAIT, generations.wait_for(|g| *g != seen)).await {
-            Ok(Ok(_)) => self.decide_now(input, snapshot),
+        match tokio::time::timeout(KEY_REFETCH_WAIT, fetches.wait_for(|f| *f != seen)).await {
+            Ok(Ok(_)) => {
+                let mut again = self.decide_now(input, snapshot);
+                if again.context.key_miss.is_some()
+                    && let Outcome::Deny(deny) = &mut again.outcome
+                {
+                    deny.counts_as_failure = true; // the freshly fetched keys refuse it too
+                }
+                again
+            }
             _ => decision,
         }
     }
