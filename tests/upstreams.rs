@@ -374,6 +374,14 @@ fn oracle(rt: &tokio::runtime::Runtime, grpc: &Client, trick: &Trick, seen: &Val
                     ));
                 }
             }
+            if let Some(tenant) = seen["tenant"].as_str().filter(|_| handler.starts_with("tenant"))
+                && seen["headers"]["x-tenant-id"].as_str() != Some(tenant)
+            {
+                violations.push(format!(
+                    "handler {handler} serves tenant {tenant:?}, Portcullis proved {:?}",
+                    seen["headers"]["x-tenant-id"]
+                ));
+            }
             if let (Some(roles), Some(token)) = (
                 seen["headers"]["x-user-roles"].as_str(),
                 cookie.as_deref().or(bearer.as_deref().and_then(|b| b.get(7..))),
@@ -486,6 +494,34 @@ fn tricks(now: i64) -> (Vec<Trick>, Vec<(Trick, &'static str)>) {
         trick("duplicate sub", "GET", "/items", &[("authorization", &b(&dup_sub))]),
         trick("HEAD on a GET-only route", "HEAD", "/reports", &[]),
         trick("OPTIONS with a forged token", "OPTIONS", "/items", &[("authorization", &b(&forged))]),
+        // From the adversarial review of this change.
+        trick(
+            "path tenant without a trailing slash",
+            "GET",
+            "/tenants/globex",
+            &[("authorization", &viewer_b), ("x-tenant-id", "acme")],
+        ),
+        trick(
+            "case-folded path tenant",
+            "GET",
+            "/TENANTS/globex/x",
+            &[("authorization", &viewer_b), ("x-tenant-id", "acme")],
+        ),
+        trick("format suffix", "GET", "/reports.json", &[]),
+        trick("format suffix on an exact route", "GET", "/me.json", &[("authorization", &viewer_b)]),
+        trick(
+            "X-Forwarded-Server onto the admin vhost",
+            "GET",
+            "/items",
+            &[("authorization", &viewer_b), ("x-forwarded-server", "admin.example.com")],
+        ),
+        trick("encoded ':' and '@'", "GET", "/admin%3Ax/%40users", &[]),
+        trick(
+            "Basic joined with a forged Bearer",
+            "GET",
+            "/elsewhere",
+            &[("authorization", "Basic eDp5"), ("authorization", &b(&forged))],
+        ),
     ];
     let controls = vec![
         (trick("control: items", "GET", "/items", &[("authorization", &viewer_b)]), "items"),

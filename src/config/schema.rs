@@ -242,6 +242,10 @@ pub struct RawMatch {
     /// `/me` and `/me/` are different routes upstream (default false: a path that selects another
     /// route once one trailing slash is ignored is refused).
     pub strict_slash: Option<bool>,
+    /// `/reports.json` is not `/reports` upstream (default false: a path that selects another
+    /// route once a format suffix on its last segment is dropped is refused, as Rails and
+    /// Spring 5 route it).
+    pub strict_suffix: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

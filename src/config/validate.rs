@@ -821,6 +821,7 @@ impl Validator {
             methods,
             case_sensitive: m.case_sensitive.unwrap_or(false),
             strict_slash: m.strict_slash.unwrap_or(false),
+            strict_suffix: m.strict_suffix.unwrap_or(false),
         })
     }
 

@@ -55,6 +55,10 @@ fn is_token68(s: &str) -> bool {
 fn bearer_token(value: &str) -> Result<Option<&str>, Deny> {
     let (scheme, rest) = value.split_at(value.find([' ', '\t']).unwrap_or(value.len()));
     if !scheme.eq_ignore_ascii_case("bearer") {
+        // `Bearer:x`, `Bearerx`: a bearer token that some upstream will still find.
+        if scheme.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")) {
+            return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer scheme"));
+        }
         return Ok(None);
     }
     if rest.is_empty() {
@@ -86,9 +90,19 @@ pub(crate) fn cookie_pairs(input: &CheckInput) -> impl Iterator<Item = (&str, &s
 
 /// Whether a cookie name reads as `configured` to some framework: PHP turns ` `, `.` and `[` in
 /// cookie names into `_`, so `session.jwt` is `$_COOKIE['session_jwt']`.
+/// ASP.NET Core compares cookie names case-insensitively (`SESSION_JWT`).
 fn cookie_twin(name: &str, configured: &str) -> bool {
-    let fold = |b: u8| if matches!(b, b' ' | b'.' | b'[') { b'_' } else { b };
+    let fold = |b: u8| if matches!(b, b' ' | b'.' | b'[') { b'_' } else { b.to_ascii_lowercase() };
     name.len() == configured.len() && name.bytes().map(fold).eq(configured.bytes().map(fold))
+}
+
+/// A cookie value that holds `<name>=`: a lenient parser that resynchronises after a bad byte
+/// (ASP.NET Core's) reads `a=b session_jwt=x` as a `session_jwt` cookie.
+fn hides_cookie(value: &str, configured: &str) -> bool {
+    value
+        .as_bytes()
+        .windows(configured.len() + 1)
+        .any(|w| w[..configured.len()].eq_ignore_ascii_case(configured.as_bytes()) && w[configured.len()] == b'=')
 }
 
 /// Finds the request's single credential. `Ok(None)` means none was sent.
@@ -97,6 +111,12 @@ pub fn extract_credential<'a>(
     policy: &'a CredentialPolicy,
 ) -> Result<Option<Credential<'a>>, Deny> {
     let mut found: Vec<Credential<'a>> = Vec::new();
+    // One authorization value, one credential: `Basic x,Bearer <forged>` (two headers joined by
+    // Envoy's legacy map) would let the upstream read the part Portcullis did not verify.
+    let mut authorization = input.header_values("authorization");
+    if authorization.next().is_some_and(|v| v.contains(',')) || authorization.next().is_some() {
+        return Err(Deny::new(DenyReason::InvalidRequest, "more than one authorization value"));
+    }
     if policy.bearer {
         for value in input.header_values("authorization") {
             if let Some(token) = bearer_token(value)? {
@@ -106,6 +126,9 @@ pub fn extract_credential<'a>(
     }
     for name in &policy.cookies {
         for (k, v) in cookie_pairs(input) {
+            if hides_cookie(v, name) {
+                return Err(Deny::new(DenyReason::InvalidRequest, "a cookie value that holds a credential cookie"));
+            }
             if k != name {
                 if cookie_twin(k, name) {
                     return Err(Deny::new(DenyReason::InvalidRequest, "a cookie named like a credential cookie"));

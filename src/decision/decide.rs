@@ -162,13 +162,25 @@ fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
     }
 }
 
-fn allow(policy: &Policy, token: Option<&VerifiedToken>, context: DecisionContext) -> Decision {
+/// `unverified_authorization`: the request carries an `authorization` header that is not the
+/// credential Portcullis verified (another scheme, or any on a public or anonymous allow). It is
+/// removed, so the upstream never reads an identity nobody verified (`Token <jwt>`, a forged
+/// bearer on a public route).
+fn allow(
+    policy: &Policy,
+    token: Option<&VerifiedToken>,
+    context: DecisionContext,
+    unverified_authorization: bool,
+) -> Decision {
     let values = match token.map(|t| t.headers.claim_values(&policy.response, &t.claims)).transpose() {
         Ok(values) => values,
         Err(deny) => return Decision::deny(deny, context),
     };
     match header_plan(&policy.response, values.as_deref(), context.tenant.as_deref()) {
-        Ok(plan) => {
+        Ok(mut plan) => {
+            if unverified_authorization && !plan.remove.iter().any(|h| h == "authorization") {
+                plan.remove.push("authorization".to_string());
+            }
             Decision { outcome: Outcome::Allow { set_headers: plan.set, remove_headers: plan.remove }, context }
         }
         Err(deny) => Decision::deny(deny, context),
@@ -278,6 +290,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
         return Decision::deny(deny, context);
     }
+    let has_authorization = input.header_values("authorization").next().is_some();
     let route = match find_route(&policy.routes, &host, path, &input.method) {
         Ok(Some(route)) => route,
         Ok(None) => return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context),
@@ -297,7 +310,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         return Decision::deny(deny, context);
     }
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
-        Access::Public => return allow(policy, None, context),
+        Access::Public => return allow(policy, None, context, has_authorization),
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
     };
@@ -317,7 +330,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(None) if credential_required => {
             return Decision::deny(Deny::new(DenyReason::CredentialMissing, "no credential"), context);
         }
-        Ok(None) => return allow(policy, None, context),
+        Ok(None) => return allow(policy, None, context, has_authorization),
         Err(deny) => return Decision::deny(deny, context),
     };
     // Hashed once: the fingerprint for the audit, the key for the claims cache.
@@ -389,5 +402,6 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
             return Decision::deny(deny, context);
         }
     }
-    allow(policy, Some(&token), context)
+    let verified_bearer = matches!(credential, Credential::Bearer(_));
+    allow(policy, Some(&token), context, has_authorization && !verified_bearer)
 }

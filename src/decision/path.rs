@@ -29,19 +29,39 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
     if path.split('/').any(|segment| segment == "." || segment == "..") {
         return Err("dot-segment in path");
     }
+    // Only RFC 3986 path characters may appear raw: anything else has two spellings.
+    if let Some(b) = path.bytes().find(|b| !raw_allowed(*b)) {
+        return Err(match b {
+            b'[' | b']' | b'{' | b'}' | b'|' | b'^' | b'`' | b'<' | b'>' | b'"' => {
+                "a character that must be percent-encoded"
+            }
+            _ => "a character outside the path syntax",
+        });
+    }
+    // IIS and ASP.NET drop trailing dots from segments (`/admin./x` runs `/admin/x`).
+    if path.split('/').any(|segment| segment.len() > 1 && segment.ends_with('.')) {
+        return Err("a path segment ending in '.'");
+    }
     let bytes = path.as_bytes();
     for (i, _) in path.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-encoding")?;
         let hex = std::str::from_utf8(hex).map_err(|_| "bad percent-encoding")?;
         let value = u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?;
-        if matches!(value, b'.' | b'/' | b'\\' | b';' | 0) {
-            return Err("percent-encoded '.', '/', '\\', ';' or NUL in path");
+        // Werkzeug, Go and Jetty decode every escape before routing, so an escape of a byte that
+        // may also appear raw (`/v1/items%3Apurge`, `/users/%40me`, `/%61dmin`) would match a
+        // route differently from how the upstream runs it; `%25` is how double-decoding stacks
+        // (an nginx `$uri` hop) are reached. Only bytes that can never be raw may be escaped.
+        if raw_allowed(value) || matches!(value, 0 | b';' | b'\\') {
+            return Err("a percent-encoded byte that has a raw spelling (or ';', '\\', NUL)");
         }
-        // An encoded unreserved character would match routes differently from how the
-        // upstream decodes it (`/%61dmin` vs `/admin`).
-        if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'_' | b'~') {
-            return Err("percent-encoded unreserved character in path");
+        if value == b' ' && bytes.get(i + 3).is_none_or(|next| *next == b'/') {
+            return Err("a path segment ending in an encoded space (IIS strips it)");
         }
     }
     Ok(path)
+}
+
+/// RFC 3986 `pchar` and `/`, less `;` (refused above) plus `%` (checked as an escape).
+fn raw_allowed(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/%".contains(&b)
 }

@@ -2,6 +2,7 @@
 
 use super::reason::{Deny, DenyReason};
 use super::requirements::Requirements;
+use super::semantics::Authority;
 use super::types::RateTier;
 use regex::Regex;
 
@@ -38,8 +39,18 @@ pub enum PathMatch {
 enum Reading {
     /// Byte for byte (Flask, Go, Jetty by default; Spring 6).
     Exact,
-    /// ASCII case folded (Express, ASP.NET) and one trailing slash ignored (Express, Spring 5).
-    Lenient { fold_case: bool, ignore_slash: bool },
+    /// ASCII case folded (Express, ASP.NET), one trailing slash ignored (Express, Spring 5) and
+    /// a format suffix ignored (Rails' `(.:format)`, Spring's suffix pattern match).
+    Lenient { fold_case: bool, ignore_slash: bool, ignore_suffix: bool },
+}
+
+/// `path` without a format suffix on its last segment (`/reports.json` → `/reports`).
+fn without_extension(path: &str) -> Option<&str> {
+    let start = path.rfind('/')? + 1;
+    let dot = start + path[start..].rfind('.')?;
+    let extension = &path[dot + 1..];
+    (dot > start && (1..=8).contains(&extension.len()) && extension.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| &path[..dot])
 }
 
 fn eq(a: &str, b: &str, fold_case: bool) -> bool {
@@ -67,18 +78,30 @@ fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
 
 impl PathMatch {
     fn matches(&self, path: &str, reading: Reading) -> bool {
-        match (self, reading) {
-            (Self::Prefix(p), Reading::Exact) => prefix_matches(p, path, false),
-            (Self::Prefix(p), Reading::Lenient { fold_case, ignore_slash }) => {
+        match reading {
+            Reading::Exact => match self {
+                Self::Prefix(p) => prefix_matches(p, path, false),
+                Self::Exact(p) => p == path,
+                Self::Regex { strict, .. } => strict.is_match(path),
+            },
+            Reading::Lenient { fold_case, ignore_slash, ignore_suffix } => {
+                self.matches_leniently(path, fold_case, ignore_slash)
+                    || (ignore_suffix
+                        && without_extension(path).is_some_and(|p| self.matches_leniently(p, fold_case, ignore_slash)))
+            }
+        }
+    }
+
+    fn matches_leniently(&self, path: &str, fold_case: bool, ignore_slash: bool) -> bool {
+        match self {
+            Self::Prefix(p) => {
                 prefix_matches(p, path, fold_case)
                     || (ignore_slash && prefix_matches(without_slash(p), path, fold_case))
             }
-            (Self::Exact(p), Reading::Exact) => p == path,
-            (Self::Exact(p), Reading::Lenient { fold_case, ignore_slash }) => {
+            Self::Exact(p) => {
                 eq(p, path, fold_case) || (ignore_slash && eq(without_slash(p), without_slash(path), fold_case))
             }
-            (Self::Regex { strict, .. }, Reading::Exact) => strict.is_match(path),
-            (Self::Regex { strict, lenient }, Reading::Lenient { fold_case, ignore_slash }) => {
+            Self::Regex { strict, lenient } => {
                 let re = if fold_case { lenient } else { strict };
                 re.is_match(path)
                     || (ignore_slash
@@ -100,15 +123,22 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     /// `match.strict_slash: true`: `/me` and `/me/` are different routes upstream.
     pub strict_slash: bool,
+    /// `match.strict_suffix: true`: `/reports.json` is not `/reports` upstream.
+    pub strict_suffix: bool,
 }
 
 impl RouteMatch {
-    fn matches(&self, host: &str, path: &str, method: &str, reading: Reading) -> bool {
-        let reading = match reading {
-            Reading::Lenient { .. } => {
-                Reading::Lenient { fold_case: !self.case_sensitive, ignore_slash: !self.strict_slash }
-            }
-            exact => exact,
+    fn matches(&self, host: &Authority, path: &str, method: &str, reading: Reading) -> bool {
+        let (reading, host) = match reading {
+            Reading::Lenient { .. } => (
+                Reading::Lenient {
+                    fold_case: !self.case_sensitive,
+                    ignore_slash: !self.strict_slash,
+                    ignore_suffix: !self.strict_suffix,
+                },
+                &*host.folded,
+            ),
+            Reading::Exact => (Reading::Exact, host.name),
         };
         self.host.as_ref().is_none_or(|h| h.matches(host))
             && self.path.matches(path, reading)
@@ -144,14 +174,19 @@ pub struct Route {
 /// folds case or slashes runs one handler while a byte-exact upstream runs another, and either
 /// could be the weaker. `/ADMIN/users` against `/admin` + a catch-all, or `/DOCS/x` against a
 /// public `/docs` + a protected catch-all, are refused 400 `path_invalid`.
-pub fn find_route<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Result<Option<&'a Route>, Deny> {
+pub fn find_route<'a>(
+    routes: &'a [Route],
+    host: &Authority,
+    path: &str,
+    method: &str,
+) -> Result<Option<&'a Route>, Deny> {
     let first = |reading| routes.iter().position(|r| r.matcher.matches(host, path, method, reading));
     let exact = first(Reading::Exact);
-    let lenient = first(Reading::Lenient { fold_case: true, ignore_slash: true });
+    let lenient = first(Reading::Lenient { fold_case: true, ignore_slash: true, ignore_suffix: true });
     if exact != lenient {
         return Err(Deny::new(
             DenyReason::PathInvalid,
-            "the path's case or trailing slash selects another route than its exact spelling",
+            "the path's or host's case, a trailing slash or a format suffix selects another route than the exact spelling",
         ));
     }
     Ok(exact.and_then(|i| routes.get(i)))

@@ -5,25 +5,40 @@
 
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 /// Headers some frameworks obey to replace the request's path or method after authorization
 /// (`X-Original-URL` on IIS/Symfony, method overrides). What was authorized must be what runs,
 /// so requests carrying any of them are refused, whoever sends them.
-pub const OVERRIDE_HEADERS: [&str; 6] = [
+pub const OVERRIDE_HEADERS: [&str; 8] = [
     "x-original-url",
     "x-rewrite-url",
     "x-original-method",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // gunicorn takes SCRIPT_NAME (and, from forwarded_allow_ips, PATH_INFO) from headers.
+    "script-name",
+    "path-info",
 ];
 
 /// Headers that change the host or path a framework believes it serves (Rails, Django with
 /// `USE_X_FORWARDED_HOST`, Express with `trust proxy`, Spring's `ForwardedHeaderFilter`). Only a
 /// peer in `ip.trusted_cidrs` may send them.
-pub const FORWARDED_HEADERS: [&str; 5] =
-    ["x-forwarded-host", "forwarded", "x-forwarded-prefix", "x-forwarded-uri", "x-original-uri"];
+pub const FORWARDED_HEADERS: [&str; 10] = [
+    "x-forwarded-host",
+    "forwarded",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-original-uri",
+    // Jetty's ForwardedRequestCustomizer takes the server name and port from these.
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-host",
+    "x-original-host",
+    "x-http-host-override",
+];
 
 /// Headers whose underscore spelling is refused whatever the policy says: CGI and WSGI map
 /// `x_forwarded_for` and `x-forwarded-for` to the same `HTTP_X_FORWARDED_FOR`.
@@ -61,10 +76,18 @@ fn valid_reg_name(name: &str) -> bool {
 }
 
 /// The request's host as every proxy and framework will read it: `:authority` parsed strictly
-/// (a name or an IP literal, an optional port 1-65535), lowercased, without port and without
-/// one trailing dot. Userinfo, a comma (two `Host` headers joined), a non-numeric port or any
-/// other form is refused: nginx, HAProxy and URL parsers each resolve those their own way.
-pub fn parse_authority(raw: &str) -> Result<String, Deny> {
+/// (a name or an IP literal, an optional port 1-65535), without port and one trailing dot.
+/// Userinfo, a comma (two `Host` headers joined), a non-numeric port or any other form is
+/// refused: nginx, HAProxy and URL parsers each resolve those their own way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority<'a> {
+    /// As sent (Go's ServeMux matches host patterns byte for byte).
+    pub name: &'a str,
+    /// ASCII-lowercased (DNS, nginx, HAProxy, browsers).
+    pub folded: Cow<'a, str>,
+}
+
+pub fn parse_authority(raw: &str) -> Result<Authority<'_>, Deny> {
     let bad = |why: &str| Err(invalid(format!("host {why}")));
     if raw.is_empty() {
         return bad("missing");
@@ -97,8 +120,13 @@ pub fn parse_authority(raw: &str) -> Result<String, Deny> {
     if !host.starts_with('[') && !valid_reg_name(host) {
         return bad("is not a valid name");
     }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    Ok(host.to_ascii_lowercase())
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let folded = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    Ok(Authority { name, folded })
 }
 
 /// `%XX` decoding of a query key (`+` is a space); undecodable escapes are kept as written.
@@ -130,6 +158,10 @@ fn query_method_override(target: &str) -> bool {
     };
     query.split(['&', ';']).any(|pair| {
         let key = decode_query_key(pair.split('=').next().unwrap_or_default());
+        // PHP drops leading spaces and turns ` ` and `.` into `_` in $_GET keys: `.method`
+        // and `+_method` are `_method` to Laravel and Symfony.
+        let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());
+        let key: Vec<u8> = key[start..].iter().map(|b| if matches!(b, b' ' | b'.') { b'_' } else { *b }).collect();
         key.len() >= 7 && key[..7].eq_ignore_ascii_case(b"_method") && matches!(key.get(7), None | Some(b'['))
     })
 }
@@ -217,7 +249,7 @@ mod tests {
             ("caf\u{e9}.example", None),
         ];
         for (raw, want) in cases {
-            assert_eq!(parse_authority(raw).ok().as_deref(), *want, "{raw:?}");
+            assert_eq!(parse_authority(raw).ok().map(|a| a.folded.into_owned()).as_deref(), *want, "{raw:?}");
         }
     }
 
@@ -244,6 +276,16 @@ mod tests {
             ("/items?_method[]=DELETE", &[], false, false),
             ("/items?x=1;_method=DELETE", &[], false, false),
             ("/items?_methods=1&method=DELETE", &[], false, true),
+            ("/items?.method=DELETE", &[], false, false),
+            ("/items?%2Emethod=DELETE", &[], false, false),
+            ("/items?+_method=DELETE", &[], false, false),
+            ("/items?%20_method=DELETE", &[], false, false),
+            ("/items", &[("x-forwarded-server", "admin.example.com")], false, false),
+            ("/items", &[("x-forwarded-port", "443")], false, false),
+            ("/items", &[("x-original-host", "admin.example.com")], false, false),
+            ("/items", &[("script-name", "/public")], true, false),
+            ("/items", &[("script_name", "/public")], true, false),
+            ("/items", &[("path_info", "/admin")], true, false),
             ("/items#?_method=DELETE", &[], false, true),
             ("/items", &[("x-forwarded-host", "globex.example.com")], false, false),
             ("/items", &[("forwarded", "host=globex.example.com")], false, false),

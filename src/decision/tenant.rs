@@ -4,6 +4,7 @@
 
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
+use super::semantics::Authority;
 use super::types::VerifiedToken;
 use regex::Regex;
 use serde_json::Value;
@@ -94,7 +95,32 @@ impl MembershipCheck for NoMembers {
     }
 }
 
-fn source_value(source: &TenantSource, input: &CheckInput, host: &str, path: &str) -> Result<Option<String>, Deny> {
+/// A path source's capture, which must not depend on how the upstream reads the path: the
+/// capture of the exact path and of its case-folded and trailing-slash readings must agree
+/// (`/TENANTS/globex/x` under a case-insensitive router, `/tenants/globex` under one that
+/// ignores a missing slash), or the request names its tenant ambiguously.
+fn path_capture(re: &Regex, path: &str) -> Result<Option<String>, Deny> {
+    let capture = |p: &str| re.captures(p).and_then(|c| c.name("tenant")).map(|m| m.as_str().to_string());
+    let exact = capture(path);
+    let slashed = if path.ends_with('/') { capture(path.trim_end_matches('/')) } else { capture(&format!("{path}/")) };
+    let folded = path.bytes().any(|b| b.is_ascii_uppercase()).then(|| capture(&path.to_ascii_lowercase()));
+    let same = |other: &Option<String>| match (&exact, other) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same(&slashed) || folded.as_ref().is_some_and(|f| !same(f)) {
+        return Err(Deny::new(DenyReason::TenantConflict, "the path names a tenant only in some readings of it"));
+    }
+    Ok(exact)
+}
+
+fn source_value(
+    source: &TenantSource,
+    input: &CheckInput,
+    host: &Authority,
+    path: &str,
+) -> Result<Option<String>, Deny> {
     Ok(match source {
         TenantSource::Header(name) => {
             let mut values = input.header_values(name);
@@ -104,11 +130,17 @@ fn source_value(source: &TenantSource, input: &CheckInput, host: &str, path: &st
             }
             first.map(str::to_string)
         }
-        TenantSource::Path(re) => re.captures(path).and_then(|c| c.name("tenant")).map(|m| m.as_str().to_string()),
-        TenantSource::HostSuffix(suffix) => host
-            .strip_suffix(suffix.as_str())
-            .filter(|label| !label.is_empty() && !label.contains('.'))
-            .map(str::to_string),
+        TenantSource::Path(re) => path_capture(re, path)?,
+        TenantSource::HostSuffix(suffix) => {
+            let label = |host: &str| {
+                host.strip_suffix(suffix.as_str()).filter(|l| !l.is_empty() && !l.contains('.')).map(str::to_string)
+            };
+            let (exact, folded) = (label(host.name), label(&host.folded));
+            if exact != folded {
+                return Err(Deny::new(DenyReason::TenantConflict, "the host names its tenant only once lowercased"));
+            }
+            exact
+        }
         TenantSource::ContextExtension(key) => input.context_extensions.get(key).cloned(),
     })
 }
@@ -119,7 +151,7 @@ fn source_value(source: &TenantSource, input: &CheckInput, host: &str, path: &st
 pub fn resolve_tenant(
     policy: &TenantPolicy,
     input: &CheckInput,
-    host: &str,
+    host: &Authority,
     path: &str,
 ) -> Result<Option<String>, Deny> {
     let mut found: Option<String> = None;

@@ -112,6 +112,26 @@ fn path_validation_table() {
         ("/a b", Err(())),
         ("/a\tb", Err(())),
         ("/a?x=1;y=2", Ok("/a")),
+        ("/v1/items:purge", Ok("/v1/items:purge")),
+        ("/v1/items%3Apurge", Err(())),
+        ("/users/%40me", Err(())),
+        ("/a%21b", Err(())),
+        ("/a%2Bb", Err(())),
+        ("/%2561dmin", Err(())),
+        ("/a%25", Err(())),
+        ("/a%5Bb%5D", Ok("/a%5Bb%5D")),
+        ("/caf%C3%A9", Ok("/caf%C3%A9")),
+        ("/a[b]", Err(())),
+        ("/a{b}", Err(())),
+        ("/a|b", Err(())),
+        ("/a\"b", Err(())),
+        ("/admin./x", Err(())),
+        ("/admin.", Err(())),
+        ("/admin%20/x", Err(())),
+        ("/admin%20", Err(())),
+        ("/file.txt", Ok("/file.txt")),
+        ("/v1.2/x", Ok("/v1.2/x")),
+        ("/.well-known/x", Ok("/.well-known/x")),
     ];
     for (path, want) in cases {
         assert_eq!(validate_path(path).map_err(|_| ()), *want, "path {path:?}");
@@ -127,6 +147,7 @@ fn route(name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>)
             methods: methods.iter().map(|m| m.to_string()).collect(),
             case_sensitive: false,
             strict_slash: false,
+            strict_suffix: false,
         },
         access: Access::Public,
         rate_limit: None,
@@ -172,7 +193,10 @@ fn route_matching_table() {
         ("x", "/v1/items", "GET", Ok(Some("regex"))),
         ("x", "/v1/items/2", "GET", Ok(None)),
         ("x", "/xv1/items", "GET", Ok(None)),
-        ("Admin.Example.COM:8443", "/anything", "GET", Ok(Some("host"))),
+        ("admin.example.com:8443", "/anything", "GET", Ok(Some("host"))),
+        // Go's ServeMux matches host patterns byte for byte, DNS and nginx case-insensitively.
+        ("Admin.Example.COM:8443", "/anything", "GET", invalid),
+        ("API.example.net", "/healthz", "GET", Ok(Some("health"))),
         ("admin.example.com.", "/anything", "GET", Ok(Some("host"))),
         ("admin.example.com.evil", "/anything", "GET", Ok(None)),
         ("a.example.org", "/w", "GET", Ok(Some("wild"))),
@@ -187,6 +211,12 @@ fn route_matching_table() {
         ("x", "/V1/items", "GET", invalid),
         ("x", "/v1/items/", "GET", invalid),
         ("x", "/W", "GET", Ok(None)),
+        // Rails routes `/reports.json` to `reports` (`(.:format)`), Spring 5 `/login.do` to `/login`.
+        ("x", "/login.json", "POST", invalid),
+        ("x", "/healthz.json", "GET", invalid),
+        ("x", "/healthz/live.json", "GET", Ok(Some("health"))),
+        ("x", "/v1/items.xml", "GET", invalid),
+        ("x", "/notes.txt", "GET", Ok(None)),
         ("a.example.org", "/W", "GET", invalid),
         ("admin.example.com", "/HEALTHZ", "GET", invalid),
     ];
@@ -218,6 +248,10 @@ fn case_and_slash_opt_outs_and_catch_alls() {
         ("/docs/x", "GET", Ok(Some("slashed"))),
         ("/docs", "GET", invalid),
         ("/elsewhere", "GET", Ok(Some("all"))),
+        ("/me.json", "GET", invalid),
+        ("/admin.json", "GET", invalid),
+        ("/docs.v2", "GET", invalid),
+        ("/elsewhere.json", "GET", Ok(Some("all"))),
     ];
     for (path, method, want) in cases {
         assert_eq!(routed(&routes, "x", path, method), *want, "{method} {path}");
@@ -229,6 +263,11 @@ fn case_and_slash_opt_outs_and_catch_alls() {
     assert_eq!(routed(&routes, "x", "/ADMIN/users", "GET"), Ok(Some("all")));
     assert_eq!(routed(&routes, "x", "/me/", "GET"), Ok(Some("all")));
     assert_eq!(routed(&routes, "x", "/ME", "GET"), invalid, "strict_slash still folds case");
+    let mut reports = route("reports", PathMatch::Exact("/reports".into()), &[], None);
+    let all = route("all", PathMatch::Prefix("/".into()), &[], None);
+    assert_eq!(routed(&[reports.clone(), all.clone()], "x", "/reports.json", "GET"), invalid);
+    reports.matcher.strict_suffix = true;
+    assert_eq!(routed(&[reports, all], "x", "/reports.json", "GET"), Ok(Some("all")), "strict_suffix opts out");
 }
 
 #[test]
@@ -308,6 +347,21 @@ fn credential_extraction_table() {
         ("tab after bearer", h(&[("authorization", "Bearer\tabc")]), Err(DenyReason::InvalidRequest)),
         ("padded cookie name", h(&[("cookie", "sid =forged; sid=tok")]), Err(DenyReason::InvalidRequest)),
         ("padded cookie name alone", h(&[("cookie", " sid=tok")]), Ok(Some("tok"))),
+        ("cookie name in another case", h(&[("cookie", "sid=tok; SID=forged")]), Err(DenyReason::InvalidRequest)),
+        ("cookie hidden in a value", h(&[("cookie", "a=b sid=forged; sid=tok")]), Err(DenyReason::InvalidRequest)),
+        (
+            "comma-joined authorization",
+            h(&[("authorization", "Basic eDp5,Bearer abc")]),
+            Err(DenyReason::InvalidRequest),
+        ),
+        (
+            "two authorization headers",
+            h(&[("authorization", "Basic eDp5"), ("authorization", "Bearer abc")]),
+            Err(DenyReason::InvalidRequest),
+        ),
+        ("Bearer:", h(&[("authorization", "Bearer:abc")]), Err(DenyReason::InvalidRequest)),
+        ("Bearerabc", h(&[("authorization", "Bearerabc")]), Err(DenyReason::InvalidRequest)),
+        ("JWT scheme is no credential", h(&[("authorization", "JWT abc")]), Ok(None)),
         ("no token", h(&[("authorization", "Bearer")]), Err(DenyReason::InvalidRequest)),
         ("two spaces", h(&[("authorization", "Bearer  abc")]), Err(DenyReason::InvalidRequest)),
         ("comma joined", h(&[("authorization", "Bearer a,Bearer b")]), Err(DenyReason::InvalidRequest)),
@@ -481,13 +535,21 @@ fn tenant_resolution_table() {
             Err(DenyReason::TenantConflict),
         ),
         ("host label", "/x", vec![], None, Ok(None)),
+        ("case-folded path names a tenant", "/TENANTS/globex/x", vec![], None, Err(DenyReason::TenantConflict)),
+        (
+            "no trailing slash, another reading names it",
+            "/tenants/globex",
+            vec![h("x-tenant-id", "acme")],
+            None,
+            Err(DenyReason::TenantConflict),
+        ),
     ];
     for (name, path, headers, ext, want) in cases {
         let mut inp = input("GET", path, &headers);
         if let Some((k, v)) = ext {
             inp.context_extensions.insert(k.into(), v.into());
         }
-        let got = resolve_tenant(&policy, &inp, "api.example.com", path);
+        let got = resolve_tenant(&policy, &inp, &parse_authority("api.example.com").expect("host"), path);
         assert_eq!(got.as_ref().map(|t| t.as_deref()).map_err(|d| d.reason), want, "{name}");
     }
     let hosted = input("GET", "/x", &[]);
@@ -495,9 +557,11 @@ fn tenant_resolution_table() {
         let host = parse_authority(raw).expect("host");
         resolve_tenant(&policy, &hosted, &host, "/x").map_err(|d| d.reason)
     };
-    assert_eq!(by_host("Acme.Tenants.Example.com:443"), Ok(Some("acme".to_string())));
+    assert_eq!(by_host("acme.tenants.example.com:443"), Ok(Some("acme".to_string())));
+    assert_eq!(by_host("Acme.Tenants.Example.com:443"), Err(DenyReason::TenantConflict));
     assert_eq!(by_host("globex.tenants.example.com."), Ok(Some("globex".to_string())), "trailing dot");
     assert_eq!(by_host("a.b.tenants.example.com"), Ok(None), "only a single label");
+    assert_eq!(by_host("ACME.tenants.example.com"), Err(DenyReason::TenantConflict), "case decides the tenant");
 }
 
 struct Store(Vec<(&'static str, &'static str)>);
@@ -763,8 +827,7 @@ fn what_counts_toward_auto_block() {
     use jsonwebtoken::Algorithm::RS256;
     let snap = snapshot();
     let mut policy = snap.policy.clone();
-    let mut only_pem = Requirements::default();
-    only_pem.issuers = vec![corpus::PEM_ISSUER.into()];
+    let only_pem = Requirements { issuers: vec![corpus::PEM_ISSUER.into()], ..Default::default() };
     policy.routes.insert(0, route("only-pem", PathMatch::Prefix("/only-pem".into()), &[], None));
     policy.routes[0].access = Access::Required(only_pem);
     let c = |sub: &str| corpus::claims(corpus::ISSUER, sub, NOW);

@@ -8,6 +8,9 @@ pub use memory::MemoryRevocations;
 use crate::decision::{RevocationCheck, UnixTime};
 use serde::{Deserialize, Serialize};
 
+/// `expires_at` of a revocation that never ends (its issuer sets no `max_token_age`).
+pub const NEVER: i64 = i64::MAX;
+
 /// One revocation. Times are Unix seconds; `expires_at` is when the entry can be forgotten
 /// because no token it covers can still be valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

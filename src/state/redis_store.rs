@@ -359,8 +359,9 @@ impl RevocationCheck for RedisState {
 #[async_trait::async_trait]
 impl RevocationStore for RedisState {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
-        let ttl = (revocation.expires_at() - unix_millis() / 1000).max(1);
-        self.publish(Change::Revocation(revocation), KeyOp::Set { ttl: Some(ttl) }).await
+        let expires_at = revocation.expires_at();
+        let ttl = (expires_at != crate::revocation::NEVER).then(|| (expires_at - unix_millis() / 1000).max(1));
+        self.publish(Change::Revocation(revocation), KeyOp::Set { ttl }).await
     }
 
     fn list(&self, now: UnixTime) -> Vec<Revocation> {

@@ -350,5 +350,68 @@ fn semantics_attacks(now: i64) -> Vec<(&'static str, String, u16, &'static str)>
         ("duplicate sub", get("/api/items", bearer(&dup_sub)), 401, "token_invalid"),
         ("duplicate alg", get("/api/items", bearer(&dup_alg)), 401, "token_invalid"),
         ("HEAD follows the GET route", request("HEAD", "/admin/panel", &[]), 401, NO_BODY),
+        // From the adversarial review of the change.
+        ("encoded ':' in a path", get("/api/items%3Apurge", bearer(&good)), 400, "path_invalid"),
+        ("encoded '@' in a path", get("/api/%40me", bearer(&good)), 400, "path_invalid"),
+        ("encoded '%' in a path", get("/%2561dmin/panel", vec![]), 400, "path_invalid"),
+        ("trailing dot in a segment", get("/admin./panel", vec![]), 400, "path_invalid"),
+        ("format suffix selects another route", get("/admin.json", bearer(&good)), 400, "path_invalid"),
+        ("uppercase host", on_host("GET", &["API.example.com"], "/api/items", &bearer(&good)), 200, "mallory"),
+        (
+            "Basic and a forged Bearer joined",
+            get(
+                "/public/x",
+                vec![("authorization", "Basic eDp5".into()), ("authorization", format!("Bearer {forged}"))],
+            ),
+            200,
+            "",
+        ),
+        (
+            "Basic and a forged Bearer joined, credentialed route",
+            get(
+                "/api/items",
+                vec![("authorization", "Basic eDp5".into()), ("authorization", format!("Bearer {forged}"))],
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            "JWT scheme on a public route is removed",
+            get("/public/x", vec![("authorization", format!("JWT {forged}"))]),
+            200,
+            "",
+        ),
+        ("forged bearer on a public route is removed", get("/public/x", bearer(&forged)), 200, ""),
+        (
+            "Bearer: scheme",
+            get("/api/items", vec![("authorization", format!("Bearer:{forged}"))]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "x-forwarded-server from the client",
+            get("/api/items", [bearer(&good), vec![("x-forwarded-server", "admin.example.com".to_string())]].concat()),
+            200,
+            "mallory",
+        ),
+        (
+            "SCRIPT-NAME header",
+            get("/public/admin/x", vec![("script-name", "/public".to_string())]),
+            400,
+            "invalid_request",
+        ),
+        ("PHP-renamed _method", request("POST", "/api/items?.method=DELETE", &bearer(&good)), 400, "invalid_request"),
+        (
+            "cookie name in another case",
+            get("/api/items", vec![("cookie", format!("session_jwt={good}; SESSION_JWT={forged}"))]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "cookie hidden in another cookie's value",
+            get("/api/items", vec![("cookie", format!("a=b session_jwt={forged}; session_jwt={good}"))]),
+            400,
+            "invalid_request",
+        ),
     ]
 }
