@@ -393,3 +393,36 @@ async fn wait_for_status(c: &AuthorizationClient<Channel>, bearer: &str, want: u
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reload rotates the admin token: within one reload poll the old token is refused and the new
+/// one accepted (only the policy snapshot used to be swapped, so the old token kept working).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_admin_token() {
+    let dir = scratch("admin-rotation");
+    let p = Portcullis::start(&dir, "", &[]);
+    let admin = p.admin;
+    let list = move |token: &str| {
+        let request = format!(
+            "GET /v1/revocations HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        );
+        support::raw_http(admin, &request).map(|r| r.status).unwrap_or(0)
+    };
+    let new_token = "rotated-admin-token-9876543210";
+    let (before, after_old, after_new) = tokio::task::spawn_blocking(move || {
+        let before = (list(support::ADMIN_TOKEN), list(new_token));
+        std::fs::write(dir.join("admin-token"), new_token).expect("rotate");
+        let t = Instant::now();
+        while list(new_token) != 200 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = t.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        (before, (list(support::ADMIN_TOKEN), took), list(new_token))
+    })
+    .await
+    .expect("admin calls");
+    assert_eq!(before, (200, 401));
+    assert_eq!(after_new, 200, "the new token works after one poll");
+    assert_eq!(after_old.0, 401, "the old token is refused");
+    assert!(after_old.1 < Duration::from_secs(3), "rotation took {:?}", after_old.1);
+}

@@ -5,29 +5,19 @@
 mod revocation_suite;
 mod support;
 
-use portcullis::clock::Clock;
+use portcullis::clock::{Clock, ManualClock};
 use portcullis::config::parse_and_validate;
 use portcullis::revocation::MemoryRevocations;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::server::{AppState, ServeOptions, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{corpus, raw_http, scratch};
 
 #[tokio::test]
 async fn memory_store_behaviour() {
     revocation_suite::run(&MemoryRevocations::new()).await;
-}
-
-/// A clock the test moves.
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now_millis(&self) -> i64 {
-        self.0.load(Ordering::SeqCst) * 1000
-    }
 }
 
 fn wall() -> i64 {
@@ -37,7 +27,7 @@ fn wall() -> i64 {
 struct Running {
     state: Arc<AppState>,
     admin: SocketAddr,
-    clock: Arc<TestClock>,
+    clock: Arc<ManualClock>,
     _stop: tokio::sync::oneshot::Sender<()>,
     dir: std::path::PathBuf,
 }
@@ -54,7 +44,7 @@ async fn start(extra: &str) -> Running {
         dir.join("admin-token").display()
     );
     let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
-    let clock = Arc::new(TestClock(AtomicI64::new(wall())));
+    let clock = Arc::new(ManualClock::at(wall()));
     let options = ServeOptions { clock: clock.clone(), ..ServeOptions::default() };
     let server = Server::bind_with(&settings, options).await.expect("bind");
     let admin = server.admin_addr().expect("admin listener");
@@ -93,7 +83,7 @@ fn verifications(issuer: &str, result: &str) -> f64 {
 async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_negative_ttl() {
     portcullis::telemetry::metrics::install();
     let server = start("").await;
-    // This test alone uses the PEM and HMAC issuers, so their counters are its own.
+    // This test alone verifies PEM tokens and HMAC forgeries, so those counters are its own.
     let token = corpus::sign_pem_issuer(&corpus::claims(corpus::PEM_ISSUER, "flash", wall()));
     let before = verifications(corpus::PEM_ISSUER, "ok");
     let mut tasks = Vec::new();
@@ -142,7 +132,7 @@ async fn a_cached_entry_is_refused_once_exp_passes() {
     assert_eq!(check(&server.state, &token).await.0, 200);
     assert_eq!(check(&server.state, &token).await.0, 200, "served from the cache");
     // Past exp and the 30 s leeway on the injected clock; the cache entry's own TTL has not run out.
-    server.clock.0.store(now + 60 + 31, Ordering::SeqCst);
+    server.clock.set_secs(now + 60 + 31);
     assert_eq!(check(&server.state, &token).await, (401, "token_expired".to_string()));
     let _ = std::fs::remove_dir_all(&server.dir);
 }
@@ -236,4 +226,50 @@ fn the_openapi_file_documents_every_admin_route() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} undocumented");
         assert!(doc["paths"][path][method]["responses"]["401"].is_object(), "{method} {path}: 401 undocumented");
     }
+}
+
+/// Revocations live until no token they can match is still acceptable: an issuer's
+/// `max_token_age` plus its `leeway`; for an issuer without `max_token_age`, forever. A numeric
+/// `jti` is revocable (sent as a number or as its digits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_outlive_every_token_they_cover() {
+    let server = start("").await;
+    let addr = server.admin;
+    let now = server.clock.now().0;
+    let post = move |body: String| {
+        let r = admin(addr, "POST", "/v1/revocations", Some(ADMIN_TOKEN), &body);
+        (r.status, serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default())
+    };
+    let (timed, never, numeric, tenant) = tokio::task::spawn_blocking(move || {
+        (
+            post(format!(r#"{{"jti":"bounded","iss":"{}"}}"#, corpus::ISSUER)),
+            post(format!(r#"{{"jti":"unbounded","iss":"{}"}}"#, corpus::HMAC_ISSUER)),
+            post(format!(r#"{{"jti":4711,"iss":"{}"}}"#, corpus::HMAC_ISSUER)),
+            post(r#"{"tenant":"acme"}"#.to_string()),
+        )
+    })
+    .await
+    .expect("admin calls");
+    assert_eq!(timed.0, 201, "{:?}", timed.1);
+    // issuer.test: max_token_age 12h, leeway 30s.
+    let until = time::OffsetDateTime::parse(
+        timed.1["expires_at"].as_str().expect("expiry"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339")
+    .unix_timestamp();
+    assert_eq!(until - now, 12 * 3600 + 30, "max_token_age + leeway");
+    assert_eq!((never.0, &never.1["expires_at"]), (201, &serde_json::Value::Null), "no max_token_age: never");
+    assert_eq!((numeric.0, &numeric.1["jti"]), (201, &serde_json::json!("4711")));
+    assert_eq!(tenant.1["expires_at"], serde_json::Value::Null, "a tenant revocation covers every issuer");
+
+    let mut claims = corpus::claims(corpus::HMAC_ISSUER, "numeric", now);
+    claims["jti"] = serde_json::json!(4711);
+    claims["exp"] = serde_json::json!(now + 90 * 86_400);
+    let token = corpus::sign(jsonwebtoken::Algorithm::HS256, None, &claims);
+    assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()));
+    server.clock.advance(std::time::Duration::from_secs(30 * 86_400));
+    server.state.revocations.purge_expired(server.clock.now());
+    assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()), "still revoked a month later");
+    let _ = std::fs::remove_dir_all(&server.dir);
 }

@@ -11,7 +11,7 @@ mod settings;
 mod validate;
 
 pub use listen::ListenAddr;
-pub use settings::{AdminSettings, AdminToken, LogFormat, Settings, Snapshot};
+pub use settings::{AdminSettings, AdminToken, LogFormat, RevocationLifetimes, Settings, Snapshot};
 pub use validate::{DEV_ISSUER, load_file, parse_and_validate};
 
 use std::fmt;

@@ -19,14 +19,36 @@ pub enum LogFormat {
     Text,
 }
 
-/// What one decision is made against: the core's policy and the token verifier. Swapped whole
-/// on reload.
+/// Everything a reload applies, swapped whole: the core's policy and the token verifier that
+/// every decision is made against, and the admin token and revocation lifetimes the admin API
+/// reads. Restart-only settings stay in [`Settings`] (see `server::reload`).
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub policy: Policy,
     pub verifier: Verifier,
-    /// Counts successful loads (1 for the first); part of future cache keys.
+    /// Counts successful loads (1 for the first); part of the claims cache key.
     pub generation: u64,
+    /// The admin API's token (`None`: no admin section, every admin request is refused).
+    pub admin_token: Option<AdminToken>,
+    pub revocation_lifetimes: RevocationLifetimes,
+}
+
+/// How long a revocation is kept by default: per issuer, the longest any of its tokens can
+/// still be accepted (`max_token_age` plus `leeway`), `None` when the issuer sets no
+/// `max_token_age` (then nothing bounds its tokens' lifetime, and the revocation never expires).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationLifetimes(pub Vec<(Arc<str>, Option<i64>)>);
+
+impl RevocationLifetimes {
+    /// Seconds for a revocation naming `iss`; `None`: no default expiry.
+    pub fn of(&self, iss: &str) -> Option<i64> {
+        self.0.iter().find(|(i, _)| **i == *iss).and_then(|(_, secs)| *secs)
+    }
+
+    /// For a revocation that covers every issuer (a tenant's): the longest, `None` if any is.
+    pub fn longest(&self) -> Option<i64> {
+        self.0.iter().map(|(_, secs)| *secs).collect::<Option<Vec<i64>>>()?.into_iter().max()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,10 +66,8 @@ pub struct Settings {
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub cache: CacheSettings,
-    /// The admin listener, when configured.
+    /// The admin listener, when configured (its token lives in the [`Snapshot`]).
     pub admin: Option<AdminSettings>,
-    /// Default lifetime of a revocation: the longest any accepted token can live.
-    pub longest_token_lifetime: Duration,
     pub state: StateBackend,
     /// Every file this configuration was read from (the policy and the files it names), for
     /// hot reload.
@@ -78,5 +98,4 @@ impl std::fmt::Debug for AdminToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     pub addr: SocketAddr,
-    pub token: AdminToken,
 }

@@ -2,7 +2,7 @@
 
 use super::listen::ListenAddr;
 use super::schema::*;
-use super::settings::{LogFormat, Settings, Snapshot};
+use super::settings::{LogFormat, RevocationLifetimes, Settings, Snapshot};
 use super::{ConfigError, Problems};
 use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
@@ -142,15 +142,16 @@ impl Validator {
             self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
 
         let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
-        // No token outlives this, so neither need a revocation: the longest max_token_age when
-        // every issuer sets one, else a day.
-        let longest_token_lifetime = rules
-            .iter()
-            .map(|r| r.time.max_token_age)
-            .collect::<Option<Vec<i64>>>()
-            .and_then(|ages| ages.into_iter().max())
-            .map(|secs| Duration::from_secs(secs.max(0) as u64))
-            .unwrap_or(Duration::from_secs(86_400));
+        // No token of an issuer outlives max_token_age + leeway, so neither need its
+        // revocations; without max_token_age nothing bounds them.
+        let revocation_lifetimes = RevocationLifetimes(
+            verifier
+                .issuers
+                .iter()
+                .zip(&rules)
+                .map(|(i, r)| (i.issuer.clone(), r.time.max_token_age.map(|age| age.saturating_add(r.time.leeway))))
+                .collect(),
+        );
         let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let tiers = self.tiers(raw.rate_limits.as_ref());
@@ -176,21 +177,26 @@ impl Validator {
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
             log_format,
-            snapshot: Arc::new(Snapshot { policy, verifier, generation: 1 }),
+            snapshot: Arc::new(Snapshot {
+                policy,
+                verifier,
+                generation: 1,
+                admin_token: admin.as_ref().map(|(_, token)| token.clone()),
+                revocation_lifetimes,
+            }),
             jwks_jobs,
             audit,
             otlp_endpoint,
             drain_delay,
             drain_timeout,
             cache,
-            admin,
-            longest_token_lifetime,
+            admin: admin.map(|(settings, _)| settings),
             state,
             sources: std::mem::take(&mut self.sources),
         })
     }
 
-    fn admin(&mut self, listen: Option<&str>, raw: Option<&RawAdmin>) -> Option<AdminSettings> {
+    fn admin(&mut self, listen: Option<&str>, raw: Option<&RawAdmin>) -> Option<(AdminSettings, AdminToken)> {
         let token_file = raw.and_then(|a| a.token_file.as_deref());
         let Some(listen) = listen else {
             if raw.is_some() {
@@ -210,7 +216,7 @@ impl Validator {
             self.problems.add("admin.token_file", "the token must be at least 16 visible characters");
             return None;
         }
-        Some(AdminSettings { addr: addr?, token: AdminToken::new(token) })
+        Some((AdminSettings { addr: addr? }, AdminToken::new(token)))
     }
 
     fn state(&mut self, raw: &RawState) -> StateBackend {

@@ -5,9 +5,8 @@
 use super::admin_api_keys as api_keys;
 use super::authz::AppState;
 use crate::blocks::Block;
-use crate::config::AdminToken;
 use crate::membership::Member;
-use crate::revocation::Revocation;
+use crate::revocation::{NEVER, Revocation};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -18,18 +17,17 @@ use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Longest identifier accepted in a request body.
 const MAX_ID: usize = 1024;
 
+/// The admin API reads its token and the revocation lifetimes from the snapshot in force, so
+/// a reload rotates the token within one poll.
 #[derive(Clone)]
 pub struct AdminState {
     pub app: Arc<AppState>,
-    pub token: AdminToken,
-    pub longest_token_lifetime: Duration,
 }
 
 pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> Response {
@@ -46,8 +44,9 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token);
-    match presented {
-        Some(token) if state.token.matches(token) => next.run(request).await,
+    let snapshot = state.app.snapshot.load();
+    match (presented, &snapshot.admin_token) {
+        (Some(token), Some(admin)) if admin.matches(token) => next.run(request).await,
         _ => {
             let mut response = problem(StatusCode::UNAUTHORIZED, "a valid admin token is required");
             response
@@ -80,18 +79,33 @@ fn parse_time(field: &str, value: &str) -> Result<i64, String> {
         .map_err(|_| format!("{field}: \"{value}\" is not an RFC 3339 time"))
 }
 
+/// `null` for a revocation that never expires.
+fn expiry(expires_at: i64) -> Value {
+    if expires_at == NEVER { Value::Null } else { Value::String(rfc3339(expires_at)) }
+}
+
 fn revocation_json(r: &Revocation) -> Value {
     match r {
-        Revocation::Jti { iss, jti, expires_at } => json!({"jti": jti, "iss": iss, "expires_at": rfc3339(*expires_at)}),
+        Revocation::Jti { iss, jti, expires_at } => json!({"jti": jti, "iss": iss, "expires_at": expiry(*expires_at)}),
         Revocation::Subject { iss, sub, before, expires_at } => {
-            json!({"sub": sub, "iss": iss, "before": rfc3339(*before), "expires_at": rfc3339(*expires_at)})
+            json!({"sub": sub, "iss": iss, "before": rfc3339(*before), "expires_at": expiry(*expires_at)})
         }
         Revocation::Session { iss, sid, expires_at } => {
-            json!({"sid": sid, "iss": iss, "expires_at": rfc3339(*expires_at)})
+            json!({"sid": sid, "iss": iss, "expires_at": expiry(*expires_at)})
         }
         Revocation::Tenant { tenant, before, expires_at } => {
-            json!({"tenant": tenant, "before": rfc3339(*before), "expires_at": rfc3339(*expires_at)})
+            json!({"tenant": tenant, "before": rfc3339(*before), "expires_at": expiry(*expires_at)})
         }
+    }
+}
+
+/// A `jti` written as a JSON string or number (tokens carry either).
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(serde::de::Error::custom("jti must be a string or a number")),
     }
 }
 
@@ -104,6 +118,7 @@ async fn list_revocations(State(state): State<AdminState>) -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevocationBody {
+    #[serde(default, deserialize_with = "string_or_number")]
     jti: Option<String>,
     sub: Option<String>,
     sid: Option<String>,
@@ -143,19 +158,26 @@ fn revocation_from(state: &AdminState, body: RevocationBody) -> Result<Revocatio
     if *kind == "tenant" && body.iss.is_some() {
         return Err("a tenant revocation covers every issuer; iss does not apply".to_string());
     }
-    let lifetime = state.longest_token_lifetime.as_secs() as i64;
     let before = body.before.as_deref().map(|b| parse_time("before", b)).transpose()?.unwrap_or(now);
-    let default_expiry = if before_applies { before.max(now) + lifetime } else { now + lifetime };
+    let iss = if *kind == "tenant" { None } else { Some(resolve_issuer(state, body.iss.as_deref())?) };
+    let snapshot = state.app.snapshot.load();
+    let lifetimes = &snapshot.revocation_lifetimes;
+    // Until no token it covers can still be accepted; never, when its issuer bounds nothing.
+    let lifetime = match &iss {
+        Some(iss) => lifetimes.of(iss),
+        None => lifetimes.longest(),
+    };
+    let start = if before_applies { before.max(now) } else { now };
+    let default_expiry = lifetime.map_or(NEVER, |secs| start.saturating_add(secs));
     let expires_at =
         body.expires_at.as_deref().map(|e| parse_time("expires_at", e)).transpose()?.unwrap_or(default_expiry);
     if expires_at <= now {
         return Err("expires_at must be in the future".to_string());
     }
     let id = id.to_string();
-    if *kind == "tenant" {
+    let Some(iss) = iss else {
         return Ok(Revocation::Tenant { tenant: id, before, expires_at });
-    }
-    let iss = resolve_issuer(state, body.iss.as_deref())?;
+    };
     Ok(match *kind {
         "jti" => Revocation::Jti { iss, jti: id, expires_at },
         "sub" => Revocation::Subject { iss, sub: id, before, expires_at },

@@ -126,6 +126,8 @@ impl Server {
             policy: settings.snapshot.policy.clone(),
             verifier: settings.snapshot.verifier.clone(),
             generation: settings.snapshot.generation,
+            admin_token: settings.snapshot.admin_token.clone(),
+            revocation_lifetimes: settings.snapshot.revocation_lifetimes.clone(),
         });
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
@@ -267,13 +269,9 @@ impl Server {
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
 
-        let admin = match (self.admin, &self.settings.admin) {
-            (Some(listener), Some(settings)) => {
-                let state = admin::AdminState {
-                    app: self.state.clone(),
-                    token: settings.token.clone(),
-                    longest_token_lifetime: self.settings.longest_token_lifetime,
-                };
+        let admin = match self.admin {
+            Some(listener) => {
+                let state = admin::AdminState { app: self.state.clone() };
                 let server =
                     axum::serve(listener, admin::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
                 Some(tokio::spawn(async move { server.await.map_err(ServeError::Health) }))

@@ -24,19 +24,45 @@ fn changed(old: &Fingerprints) -> bool {
     old.iter().any(|(path, digest)| std::fs::read(path).ok().map(|b| Sha256::digest(&b).into()) != *digest)
 }
 
-/// Settings that only take effect at start; a reload that changes them says so.
+/// The settings that only take effect at start, by name, that differ between `old` and `new`.
+///
+/// What a reload applies is the [`crate::config::Snapshot`] (policy, verifier, admin token,
+/// revocation lifetimes), the JWKS fetchers (`jwks_jobs`) and the watched files (`sources`);
+/// everything else here needs a restart. Every field is named, without `..`: a new setting
+/// cannot be added without deciding which side it is on.
 fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.grpc != new.grpc || old.health != new.health {
-        out.push("listen");
-    }
-    if old.max_inflight_checks != new.max_inflight_checks {
-        out.push("limits.max_inflight_checks");
-    }
-    if old.audit != new.audit || old.otlp_endpoint != new.otlp_endpoint || old.log_format != new.log_format {
-        out.push("telemetry");
-    }
-    out
+    let Settings {
+        grpc,
+        health,
+        max_inflight_checks,
+        dev,
+        log_format,
+        snapshot: _,
+        jwks_jobs: _,
+        audit,
+        otlp_endpoint,
+        drain_delay,
+        drain_timeout,
+        cache,
+        admin,
+        state,
+        sources: _,
+    } = old;
+    let changes = [
+        (*grpc != new.grpc, "listen.grpc"),
+        (*health != new.health, "listen.health"),
+        (*admin != new.admin, "listen.admin"),
+        (*max_inflight_checks != new.max_inflight_checks, "limits.max_inflight_checks"),
+        (*dev != new.dev, "dev"),
+        (*log_format != new.log_format, "telemetry.log_format"),
+        (*audit != new.audit, "telemetry.audit"),
+        (*otlp_endpoint != new.otlp_endpoint, "telemetry.otlp_endpoint"),
+        (*drain_delay != new.drain_delay, "shutdown.drain_delay"),
+        (*drain_timeout != new.drain_timeout, "shutdown.drain_timeout"),
+        (*cache != new.cache, "cache"),
+        (*state != new.state, "state"),
+    ];
+    changes.into_iter().filter(|(changed, _)| *changed).map(|(_, name)| name).collect()
 }
 
 pub struct Reloader {
@@ -92,8 +118,37 @@ impl Reloader {
         for what in restart_only_differences(&self.started_with, &settings) {
             tracing::warn!(setting = what, "changed in the policy file; takes effect at the next restart");
         }
+        // Keys with a prefix added by this reload are redacted from every log line from now on.
+        if let Some(api_keys) = &settings.snapshot.policy.api_keys {
+            crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
+        }
         self.state.snapshot.store(settings.snapshot.clone());
         tracing::info!(file = %self.path.display(), generation, "policy reloaded");
         Ok(settings.sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_only_differences;
+    use crate::config::parse_and_validate;
+
+    #[test]
+    fn restart_only_settings_are_named_one_by_one() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let base = std::fs::read_to_string(dir.join("policy.yaml")).expect("policy");
+        let load = |text: &str| parse_and_validate(text, &dir).unwrap_or_else(|e| panic!("{e}"));
+        let old = load(&base);
+        let changed = load(&format!(
+            "{}\ncache: {{ ttl: 10s }}\nshutdown: {{ drain_delay: 3s }}\n",
+            base.replace("max_inflight_checks: 64", "max_inflight_checks: 65")
+                .replace("127.0.0.1:9190", "127.0.0.1:9290")
+                .replace("roles: [admin] } }", "roles: [root] } }")
+        ));
+        assert_eq!(
+            restart_only_differences(&old, &changed),
+            vec!["listen.health", "limits.max_inflight_checks", "shutdown.drain_delay", "cache"]
+        );
+        assert!(restart_only_differences(&old, &load(&base)).is_empty(), "a policy-only change needs no restart");
     }
 }
