@@ -214,7 +214,8 @@ impl Server {
     /// `drain_timeout` for the checks in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        reporter.set_serving::<AuthorizationServer<AuthzService>>().await;
+        // NOT_SERVING until the readiness follower below says otherwise.
+        set_grpc_health(&reporter, false).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -241,11 +242,11 @@ impl Server {
         let serving = self.serving.clone();
         let (drain_delay, drain_timeout) = (self.settings.drain_delay, self.settings.drain_timeout);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain_reporter = reporter.clone();
         tokio::spawn(async move {
             shutdown.await;
             serving.store(false, Ordering::Release);
-            reporter.set_not_serving::<AuthorizationServer<AuthzService>>().await;
-            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            set_grpc_health(&drain_reporter, false).await;
             tracing::info!(delay = ?drain_delay, "draining: not ready; still answering checks");
             tokio::time::sleep(drain_delay).await;
             let _ = stop_tx.send(true);
@@ -263,6 +264,22 @@ impl Server {
             serving.load(Ordering::Acquire)
                 && state.snapshot.load().verifier.required_keys_present()
                 && state.state_health.as_ref().is_none_or(|h| h.synced())
+        });
+        // gRPC health (which Envoy's health check reads, on TCP and UDS alike) follows /readyz:
+        // a replica without its first state sync or required keys takes no traffic.
+        let follow_ready = readiness.clone();
+        // Listeners are bound: from here checks are answered (readiness adds keys and state).
+        self.serving.store(true, Ordering::Release);
+        let health_follower = tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let ready = follow_ready();
+                if last != Some(ready) {
+                    set_grpc_health(&reporter, ready).await;
+                    last = Some(ready);
+                }
+                tokio::time::sleep(READINESS_POLL).await;
+            }
         });
         let health_state = HealthState { ready: readiness, metrics: names::install() };
         let health = axum::serve(self.health, health_http::router(health_state))
@@ -293,7 +310,6 @@ impl Server {
             }
         });
 
-        self.serving.store(true, Ordering::Release);
         tracing::info!(grpc = %grpc_addr, "serving");
         let grpc = async {
             match self.grpc {
@@ -319,6 +335,7 @@ impl Server {
             reloader.abort();
         }
         purger.abort();
+        health_follower.abort();
         if let Some(follower) = follower {
             follower.abort();
         }
@@ -333,6 +350,20 @@ impl Server {
             Ok(result) => result,
             Err(join) => Err(ServeError::Health(std::io::Error::other(join.to_string()))),
         }
+    }
+}
+
+/// How often gRPC health is brought in line with readiness.
+const READINESS_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Both names Envoy may ask for: the Authorization service and the server as a whole (`""`).
+async fn set_grpc_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
+        reporter.set_serving::<AuthorizationServer<AuthzService>>().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    } else {
+        reporter.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     }
 }
 
