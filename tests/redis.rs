@@ -5,7 +5,7 @@
 mod revocation_suite;
 mod support;
 
-use portcullis::clock::unix_millis;
+use portcullis::clock::{SystemClock, unix_millis};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::state::redis_store::RedisState;
@@ -22,12 +22,13 @@ fn settings(url: String, prefix: &str) -> RedisSettings {
         key_prefix: prefix.into(),
         max_staleness: Duration::from_secs(30),
         fail_open_when_stale: false,
+        resync_interval: Duration::from_secs(300),
     }
 }
 
 fn store(url: String, prefix: &str) -> Arc<RedisState> {
     let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
-    Arc::new(RedisState::new(&settings(url, prefix), health).expect("store"))
+    Arc::new(RedisState::new(&settings(url, prefix), health, Arc::new(SystemClock)).expect("store"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,13 +167,14 @@ async fn replicas_share_revocations_through_redis() {
     assert!(metrics.contains("portcullis_state_backend_up 1"), "{metrics}");
     assert!(metrics.contains("portcullis_state_stream_lag_seconds"), "{metrics}");
 
-    // 4. Redis restarted empty: replicas keep what they knew, and publish nothing back.
+    // 4. Redis restarted empty: replicas keep what they knew and put it back (the union), so a
+    // replica started afterwards refuses the token revoked before the restart.
     assert_eq!(check(&a, &token).await, (401, "token_revoked".to_string()));
     assert_eq!(check(&b, &token).await, (401, "token_revoked".to_string()));
     let keys = redis.command("KEYS portcullis:rev:*");
-    let stream_len = redis.command("XLEN portcullis:changes");
-    assert_eq!(keys.matches("portcullis:rev:").count(), 1, "only the one revocation written after the restart: {keys}");
-    assert_eq!(stream_len.trim(), ":1", "nothing re-published: {stream_len}");
+    assert_eq!(keys.matches("portcullis:rev:").count(), 2, "the written-back and the new revocation: {keys}");
+    let d = replica(&dir, "d", &redis, "30s");
+    assert_eq!(check(&d, &token).await, (401, "token_revoked".to_string()), "written back by A and B");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -191,11 +193,11 @@ async fn acl_username_and_password() {
     let mut good = settings(redis.url(), "acl");
     good.username = Some("portcullis".into());
     good.password = Some(portcullis::state::Secret::new("correct-horse-battery".into()));
-    let store = RedisState::new(&good, health()).expect("store");
+    let store = RedisState::new(&good, health(), Arc::new(SystemClock)).expect("store");
     store.add(revocation.clone()).await.expect("authenticated write");
     let mut bad = good.clone();
     bad.password = Some(portcullis::state::Secret::new("wrong".into()));
-    let store = RedisState::new(&bad, health()).expect("store");
+    let store = RedisState::new(&bad, health(), Arc::new(SystemClock)).expect("store");
     assert!(store.add(revocation).await.is_err(), "a wrong password must not write");
     assert!(!format!("{bad:?}").contains("wrong"), "the password is redacted in Debug");
     let _ = std::fs::remove_dir_all(&dir);
@@ -385,5 +387,78 @@ async fn revoked_tokens_stay_denied_while_redis_is_killed_and_restarted_under_lo
     assert_eq!(valid_other, 0, "the valid token was refused within max_staleness");
     assert!(valid_allowed > 0);
     drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20: a replica paused (SIGSTOP) while the change stream is filled past its MAXLEN never
+/// saw a revocation written meanwhile. It must notice the trimmed gap and resync, not keep
+/// allowing the revoked token while ready with lag 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_resyncs_when_the_stream_was_trimmed_past_it() {
+    let dir = scratch("redis-trim");
+    let redis = RedisServer::start(&dir);
+    let a = replica(&dir, "a", &redis, "30s");
+    let b = replica(&dir, "b", &redis, "30s");
+    let token = token_with_jti("paused", "jti-while-paused");
+    assert_eq!(check(&b, &token).await.0, 200);
+    b.signal("STOP");
+    // B's pending XREAD is answered (by this entry, or its 1 s block timeout) into its socket
+    // buffer before the revocation exists: the revocation can only reach B by a later read.
+    let filler = serde_json::json!(r#"{"type":"unblock","cidr":"192.0.2.255"}"#).to_string();
+    let added = redis.command(&format!("XADD portcullis:changes * change {filler}"));
+    assert!(added.starts_with('$'), "{added}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(revoke(&a, "jti-while-paused"), 201);
+    // Ordinary traffic fills the stream: 12,000 harmless changes, pipelined on one connection.
+    let lines: Vec<String> =
+        (0..12_000).map(|_| format!("XADD portcullis:changes MAXLEN ~ 10000 * change {filler}")).collect();
+    redis.pipeline(&lines);
+    // Oldest first: a stream shorter than what was added lost the revocation's entry.
+    let len: usize = redis.command("XLEN portcullis:changes").trim().trim_start_matches(':').parse().expect("XLEN");
+    assert!((9_000..12_002).contains(&len), "the stream was trimmed past the revocation: {len} entries");
+    b.signal("CONT");
+    let took = wait_for(&b, &token, (401, "token_revoked"), Duration::from_secs(10)).await;
+    println!("the paused replica refused the revoked token {took:?} after resuming");
+    let metrics = b.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(metrics.contains("portcullis_state_resyncs_total{reason=\"trimmed\"}"), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20: with Redis down, a block decided locally applies at once, and reaches Redis (and
+/// the other replicas) when it is back, even a Redis restarted empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_block_during_an_outage_applies_at_once_and_reaches_the_fleet_later() {
+    let dir = scratch("redis-outage-block");
+    let mut redis = RedisServer::start(&dir);
+    let start = |name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let yaml = format!(
+            "state: {{ backend: redis, url: \"{}\" }}\nip: {{ auto_block: {{ failures: 2, window: 15m, block_for: 30m }} }}",
+            redis.url()
+        );
+        Portcullis::start(&sub, &yaml, &[])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let valid = format!("Bearer {}", token_with_jti("outage-user", "jti-outage"));
+    let tampered = format!("{valid}x");
+    redis.stop();
+    for _ in 0..2 {
+        assert_eq!(check_as(&a, "192.0.2.60", "/api/items", &tampered).await.1, "token_invalid");
+    }
+    assert_eq!(check_as(&a, "192.0.2.60", "/api/items", &valid).await, (403, "ip_blocked".into()), "blocked at once");
+    assert_eq!(check_as(&b, "192.0.2.60", "/api/items", &valid).await.0, 200, "B cannot know yet");
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .expect("restart");
+    let t = Instant::now();
+    while check_as(&b, "192.0.2.60", "/api/items", &valid).await.0 != 403 {
+        assert!(t.elapsed() < Duration::from_secs(15), "the block never reached B through the restarted Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(redis.command("KEYS portcullis:block:*").contains("portcullis:block:"), "written back to Redis");
     let _ = std::fs::remove_dir_all(&dir);
 }

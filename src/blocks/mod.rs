@@ -6,9 +6,9 @@ use crate::revocation::StoreError;
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub const IP_BLOCKS_ACTIVE: &str = "portcullis_ip_blocks_active";
 
@@ -20,20 +20,83 @@ pub struct Block {
 
 #[async_trait::async_trait]
 pub trait BlockStore: BlockCheck + Send + Sync {
+    /// Stores and applies a block (the admin API: stored before applied).
     async fn block(&self, block: Block) -> Result<(), StoreError>;
+    /// Applies a block to local state at once (auto-block: protection never waits on a
+    /// backend); a shared backend also gets [`BlockStore::block`], and writes back at its next
+    /// resync what it could not store.
+    fn block_locally(&self, block: &Block);
     async fn unblock(&self, cidr: &str) -> Result<(), StoreError>;
     fn list(&self, now: UnixTime) -> Vec<Block>;
-    /// Counts one failure for `key` at `now` and returns the failures within `window_secs`
-    /// (fleet-wide for a shared backend).
-    async fn record_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError>;
+    /// Counts one failure for `key` at `now` in this replica and returns the failures within
+    /// `window_secs`.
+    fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32;
+    /// Shares one failure with the fleet and returns the fleet's count within `window_secs`
+    /// (0 for a backend with no fleet).
+    async fn share_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError>;
     fn purge_expired(&self, now: UnixTime);
 }
 
+/// Most clients whose recent failures are remembered; past it the least recently failing are
+/// forgotten first (`portcullis_state_evictions_total{what="failure_windows"}`).
+pub const MAX_FAILURE_KEYS: u64 = 100_000;
+pub const EVICTIONS_TOTAL: &str = "portcullis_state_evictions_total";
+
+/// One client's recent failure times; forgotten a window after its last failure.
+#[derive(Debug)]
+struct Window {
+    window_secs: i64,
+    times: VecDeque<i64>,
+}
+
+/// A window lives as long as it can still count: `window_secs` after its last failure.
+struct WindowExpiry;
+
+impl moka::Expiry<String, Arc<Mutex<Window>>> for WindowExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Mutex<Window>>,
+        _now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let secs = value.lock().map(|w| w.window_secs).unwrap_or(1);
+        Some(std::time::Duration::from_secs(secs.max(1) as u64))
+    }
+
+    fn expire_after_read(
+        &self,
+        key: &String,
+        value: &Arc<Mutex<Window>>,
+        now: std::time::Instant,
+        _remaining: Option<std::time::Duration>,
+        _last_modified_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        // Every read adds a failure: the window restarts from it.
+        self.expire_after_create(key, value, now)
+    }
+}
+
 /// The local block table and failure windows.
-#[derive(Default)]
 pub struct MemoryBlocks {
     table: RwLock<IpNetworkTable<i64>>,
-    failures: Mutex<HashMap<String, VecDeque<i64>>>,
+    failures: moka::sync::Cache<String, Arc<Mutex<Window>>>,
+}
+
+impl Default for MemoryBlocks {
+    fn default() -> Self {
+        let evicted = metrics::counter!(EVICTIONS_TOTAL, "what" => "failure_windows");
+        let failures = moka::sync::Cache::builder()
+            .max_capacity(MAX_FAILURE_KEYS)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(WindowExpiry)
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.increment(1);
+                }
+            })
+            .build();
+        Self { table: RwLock::new(IpNetworkTable::new()), failures }
+    }
 }
 
 impl std::fmt::Debug for MemoryBlocks {
@@ -83,15 +146,24 @@ impl MemoryBlocks {
         metrics::gauge!(IP_BLOCKS_ACTIVE).set(live as f64);
     }
 
-    /// Local sliding-window count (the memory backend's; Redis counts fleet-wide).
+    /// Local sliding-window count (the memory backend's; Redis also counts fleet-wide).
     pub fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32 {
-        let Ok(mut failures) = self.failures.lock() else { return 0 };
-        let times = failures.entry(key.to_string()).or_default();
-        times.push_back(now.0);
-        while times.front().is_some_and(|t| *t <= now.0 - window_secs) {
-            times.pop_front();
+        let window =
+            self.failures.get_with_by_ref(key, || Arc::new(Mutex::new(Window { window_secs, times: VecDeque::new() })));
+        // A poisoned window: count the client as at the limit rather than never.
+        let Ok(mut window) = window.lock() else { return u32::MAX };
+        window.window_secs = window_secs;
+        window.times.push_back(now.0);
+        while window.times.front().is_some_and(|t| *t <= now.0 - window_secs) {
+            window.times.pop_front();
         }
-        times.len() as u32
+        u32::try_from(window.times.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether this table already holds `block` (the same CIDR, at least as long).
+    pub fn covers(&self, block: &Block) -> bool {
+        let Ok(net) = parse_cidr(&block.cidr) else { return false };
+        self.table.read().is_ok_and(|t| t.exact_match(net).is_some_and(|e| *e >= block.expires_at))
     }
 }
 
@@ -126,8 +198,16 @@ impl BlockStore for MemoryBlocks {
         out
     }
 
-    async fn record_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError> {
-        Ok(self.count_failure(key, now, window_secs))
+    fn block_locally(&self, block: &Block) {
+        self.apply_block(block);
+    }
+
+    fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32 {
+        MemoryBlocks::count_failure(self, key, now, window_secs)
+    }
+
+    async fn share_failure(&self, _key: &str, _now: UnixTime, _window_secs: i64) -> Result<u32, StoreError> {
+        Ok(0)
     }
 
     fn purge_expired(&self, now: UnixTime) {
@@ -137,10 +217,8 @@ impl BlockStore for MemoryBlocks {
                 t.remove(net);
             }
         }
-        if let Ok(mut failures) = self.failures.lock() {
-            // Idle keys go, so memory stays bounded by recent failures.
-            failures.retain(|_, times| times.back().is_some_and(|t| *t > now.0 - 86_400));
-        }
+        // Windows expire a window after their last failure; this only runs moka's upkeep.
+        self.failures.run_pending_tasks();
         self.publish_count();
     }
 }

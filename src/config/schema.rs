@@ -334,6 +334,8 @@ pub struct RawState {
     pub max_staleness: Option<String>,
     pub fail_open_when_stale: Option<bool>,
     pub key_prefix: Option<String>,
+    /// A full resync from the keys this often, besides the one a detected gap forces (default 5m).
+    pub resync_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

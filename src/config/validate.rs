@@ -225,6 +225,7 @@ impl Validator {
             (raw.username.is_some(), "username"),
             (raw.password_file.is_some(), "password_file"),
             (raw.key_prefix.is_some(), "key_prefix"),
+            (raw.resync_interval.is_some(), "resync_interval"),
         ];
         match raw.backend.as_str() {
             "memory" => {
@@ -255,6 +256,11 @@ impl Validator {
                 if max_staleness < Duration::from_secs(1) {
                     self.problems.add("state.max_staleness", "must be at least 1s");
                 }
+                let resync_interval =
+                    self.duration("state.resync_interval", raw.resync_interval.as_deref(), Duration::from_secs(300));
+                if resync_interval < Duration::from_secs(1) {
+                    self.problems.add("state.resync_interval", "must be at least 1s");
+                }
                 let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "portcullis".into());
                 if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
                     self.problems.add("state.key_prefix", "must be non-empty without glob characters or spaces");
@@ -266,6 +272,7 @@ impl Validator {
                     key_prefix,
                     max_staleness,
                     fail_open_when_stale: raw.fail_open_when_stale.unwrap_or(false),
+                    resync_interval,
                 })
             }
             other => {

@@ -83,6 +83,26 @@ impl MemoryRevocations {
     }
 }
 
+impl MemoryRevocations {
+    /// Whether this index already holds `revocation` (the same identity, covering at least as
+    /// many tokens for at least as long): what a resync need not write back.
+    pub fn covers(&self, revocation: &Revocation) -> bool {
+        let Ok(index) = self.index.read() else { return false };
+        match revocation {
+            Revocation::Jti { iss, jti, expires_at } => index.jti.get(iss, jti).is_some_and(|e| e >= expires_at),
+            Revocation::Subject { iss, sub, before, expires_at } => {
+                index.subject.get(iss, sub).is_some_and(|(b, e)| b >= before && e >= expires_at)
+            }
+            Revocation::Session { iss, sid, expires_at } => {
+                index.session.get(iss, sid).is_some_and(|e| e >= expires_at)
+            }
+            Revocation::Tenant { tenant, before, expires_at } => {
+                index.tenant.get(tenant).is_some_and(|(b, e)| b >= before && e >= expires_at)
+            }
+        }
+    }
+}
+
 impl RevocationCheck for MemoryRevocations {
     fn revoked(&self, token: &VerifiedToken, ids: &TokenIds, now: UnixTime) -> Option<&'static str> {
         // A poisoned lock means a writer panicked mid-update: refuse rather than guess.

@@ -180,17 +180,24 @@ impl AppState {
         }
         let key = client_key(ip);
         let now = self.clock.now();
-        let recorded = tokio::time::timeout(FAILURE_WRITE_WAIT, async {
-            let count = self.blocks.record_failure(&key, now, rule.window_secs).await?;
-            if count >= rule.failures {
-                tracing::warn!(client = %key, failures = count, "auto-blocking client after repeated invalid credentials");
-                self.blocks.block(Block { cidr: key.clone(), expires_at: now.0 + rule.block_for_secs }).await?;
-            }
-            Ok::<(), crate::revocation::StoreError>(())
-        })
-        .await;
-        if !matches!(recorded, Ok(Ok(()))) {
-            tracing::warn!(client = %key, "could not record a credential failure for auto-block");
+        // This replica's count at once; the fleet's within the bounded wait. Redis down or slow
+        // never lets a client off: the local count still blocks, locally first.
+        let local = self.blocks.count_failure(&key, now, rule.window_secs);
+        let shared = tokio::time::timeout(FAILURE_WRITE_WAIT, self.blocks.share_failure(&key, now, rule.window_secs))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        let count = local.max(shared);
+        if count < rule.failures {
+            return;
+        }
+        tracing::warn!(client = %key, failures = count, "auto-blocking client after repeated invalid credentials");
+        let block = Block { cidr: key.clone(), expires_at: now.0 + rule.block_for_secs };
+        self.blocks.block_locally(&block);
+        let stored = tokio::time::timeout(FAILURE_WRITE_WAIT, self.blocks.block(block)).await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::warn!(client = %key, "auto-block applied locally; the state backend gets it at its next resync");
         }
     }
 

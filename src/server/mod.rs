@@ -143,7 +143,8 @@ impl Server {
                     redis.fail_open_when_stale,
                     crate::clock::unix_millis(),
                 ));
-                let store = Arc::new(RedisState::new(redis, health.clone()).map_err(ServeError::State)?);
+                let store =
+                    Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
                 (Some(store), Some(health))
             }
         };

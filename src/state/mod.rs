@@ -41,6 +41,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub max_staleness: Duration,
     pub fail_open_when_stale: bool,
+    /// A full resync from the keys this often, as a backstop to gap detection.
+    pub resync_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -6,7 +6,7 @@
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::apikeys::{ApiKeyStore, MemoryApiKeys};
 use crate::blocks::{Block, BlockStore, MemoryBlocks};
-use crate::clock::unix_millis;
+use crate::clock::Clock;
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::BlockCheck;
 use crate::decision::{
@@ -24,8 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// The stream keeps about this many recent changes; a replica that falls further behind resyncs.
+/// The streams keep about this many recent changes; a replica that falls further behind detects
+/// the trimmed gap and resyncs.
 const STREAM_MAXLEN: usize = 10_000;
+pub const RESYNCS_TOTAL: &str = "portcullis_state_resyncs_total";
 const TIMEOUT: Duration = Duration::from_secs(2);
 const BLOCK_MS: u64 = 1_000;
 
@@ -49,6 +51,17 @@ enum KeyOp {
     Delete,
 }
 
+/// A key written in the same transaction: an unblock leaves a tombstone, a block clears it.
+enum Companion {
+    None,
+    SetTombstone { key: String, cidr: String },
+    ClearTombstone { key: String },
+}
+
+/// How long an unblock's tombstone outlives it: longer than any replica stays disconnected and
+/// still holds the block (blocks themselves last hours at most in practice).
+const TOMBSTONE_SECS: i64 = 7 * 86_400;
+
 pub struct RedisState {
     revocations: MemoryRevocations,
     members: MemoryMembers,
@@ -59,6 +72,8 @@ pub struct RedisState {
     writer: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     health: Arc<StateHealth>,
+    clock: Arc<dyn Clock>,
+    resync_interval: Duration,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -80,7 +95,7 @@ fn digest(identity: &str) -> String {
 }
 
 impl RedisState {
-    pub fn new(settings: &RedisSettings, health: Arc<StateHealth>) -> Result<Self, String> {
+    pub fn new(settings: &RedisSettings, health: Arc<StateHealth>, clock: Arc<dyn Clock>) -> Result<Self, String> {
         crate::jwt::fetch::install_crypto_provider();
         let mut info = settings.url.as_str().into_connection_info().map_err(|e| format!("state.url: {e}"))?;
         let mut redis = info.redis_settings().clone();
@@ -102,11 +117,30 @@ impl RedisState {
             writer: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
             health,
+            clock,
+            resync_interval: settings.resync_interval,
         })
     }
 
+    /// Revocations, blocks, members and API keys: a gap in it forces a resync.
     fn stream(&self) -> String {
         format!("{}:changes", self.prefix)
+    }
+
+    /// Session last-seen times: frequent and harmless to miss (a missed touch only makes a
+    /// session look older), so they never push protective changes out of the main stream.
+    fn sessions_stream(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.clock.now().0
+    }
+
+    /// Marks an unblocked CIDR so a replica that still holds the block (it missed the change)
+    /// drops it at resync instead of writing it back.
+    fn tombstone_key(&self, cidr: &str) -> String {
+        format!("{}:unblocked:{}", self.prefix, digest(cidr.trim()))
     }
 
     /// One key per item identity, so repeating a change overwrites rather than adds.
@@ -172,18 +206,30 @@ impl RedisState {
         }
     }
 
-    /// Writes `change` to its key and the stream in one transaction, then applies it locally.
+    /// Writes `change` to its key and its stream in one transaction, then applies it locally.
     /// A connection broken by a Redis restart fails once; a fresh one then gets one more try
     /// (repeating is harmless: the key is overwritten, a duplicate stream entry re-applies).
     async fn publish(&self, change: Change, op: KeyOp) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&change).map_err(unavailable)?;
-        let key = self.key(&change);
+        self.store(&change, &op).await?;
+        self.apply(change);
+        Ok(())
+    }
+
+    /// Writes `change` without applying it (the write-back of state held locally).
+    async fn store(&self, change: &Change, op: &KeyOp) -> Result<(), StoreError> {
+        let json = serde_json::to_string(change).map_err(unavailable)?;
+        let key = self.key(change);
+        let stream = if matches!(change, Change::SessionSeen { .. }) { self.sessions_stream() } else { self.stream() };
+        let companion = match change {
+            Change::Unblock { cidr } => Companion::SetTombstone { key: self.tombstone_key(cidr), cidr: cidr.clone() },
+            Change::Block(b) => Companion::ClearTombstone { key: self.tombstone_key(&b.cidr) },
+            _ => Companion::None,
+        };
         let mut last_error = None;
         for _ in 0..2 {
-            match self.write(&key, &json, &op).await {
+            match self.write(&key, &json, op, &stream, &companion).await {
                 Ok(()) => {
-                    self.health.contact(unix_millis());
-                    self.apply(change);
+                    self.health.contact(self.clock.now_millis());
                     return Ok(());
                 }
                 Err(e) => {
@@ -195,7 +241,14 @@ impl RedisState {
         Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
     }
 
-    async fn write(&self, key: &str, json: &str, op: &KeyOp) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        key: &str,
+        json: &str,
+        op: &KeyOp,
+        stream: &str,
+        companion: &Companion,
+    ) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -204,8 +257,15 @@ impl RedisState {
             KeyOp::Set { ttl: None } => pipe.cmd("SET").arg(key).arg(json).ignore(),
             KeyOp::Delete => pipe.cmd("DEL").arg(key).ignore(),
         };
+        match companion {
+            Companion::SetTombstone { key, cidr } => {
+                pipe.cmd("SET").arg(key).arg(cidr).arg("EX").arg(TOMBSTONE_SECS).ignore()
+            }
+            Companion::ClearTombstone { key } => pipe.cmd("DEL").arg(key).ignore(),
+            Companion::None => &mut pipe,
+        };
         pipe.cmd("XADD")
-            .arg(self.stream())
+            .arg(stream)
             .arg("MAXLEN")
             .arg("~")
             .arg(STREAM_MAXLEN)
@@ -244,15 +304,36 @@ impl RedisState {
         }
     }
 
-    /// Loads the stored state into local state; returns the stream position to follow from.
-    /// Revocations are added (local ones are never dropped); memberships are replaced, since
-    /// a removal missed while disconnected must not leave a member in.
-    async fn resync(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
-        // Position first: anything written during the scan is then also replayed (idempotent).
+    /// The newest entry id of `stream` (`0-0` when empty or absent).
+    async fn last_id(conn: &mut MultiplexedConnection, stream: String) -> redis::RedisResult<String> {
         let last: StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(self.stream()).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
-        let position = last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
-        let revocations = self.scan_values(conn, format!("{}:rev:*", self.prefix)).await?;
+            redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+        Ok(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string()))
+    }
+
+    /// Loads the stored state into local state and writes back the protective state Redis no
+    /// longer holds (a Redis restarted empty, a block decided while Redis was down): the union
+    /// of revocations and blocks survives, and only the admin API removes a block (its
+    /// tombstone). Memberships are replaced, since a removal missed while disconnected must not
+    /// leave a member in. Returns the positions to follow the two streams from.
+    async fn resync(
+        &self,
+        conn: &mut MultiplexedConnection,
+        reason: &'static str,
+    ) -> redis::RedisResult<(String, String)> {
+        metrics::counter!(RESYNCS_TOTAL, "reason" => reason).increment(1);
+        // Positions first: anything written during the scan is then also replayed (idempotent).
+        let position = Self::last_id(conn, self.stream()).await?;
+        let sessions_position = Self::last_id(conn, self.sessions_stream()).await?;
+        let revocations: Vec<Revocation> = self
+            .scan_values(conn, format!("{}:rev:*", self.prefix))
+            .await?
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Revocation(r) => Some(r),
+                _ => None,
+            })
+            .collect();
         let members = self.scan_values(conn, format!("{}:member:*", self.prefix)).await?;
         let blocks: Vec<Block> = self
             .scan_values(conn, format!("{}:block:*", self.prefix))
@@ -263,8 +344,8 @@ impl RedisState {
                 _ => None,
             })
             .collect();
-        self.blocks.replace_all(&blocks);
-        let counts = (revocations.len(), members.len());
+        let unblocked = self.scan_strings(conn, format!("{}:unblocked:*", self.prefix)).await?;
+        let counts = (revocations.len(), members.len(), blocks.len());
         // Additive like revocations: a key, a key revocation or a newer last-seen never undoes
         // anything local.
         let additive = [
@@ -276,7 +357,34 @@ impl RedisState {
         for pattern in additive {
             others.extend(self.scan_values(conn, pattern).await?);
         }
-        for change in revocations.into_iter().chain(others) {
+
+        // What Redis holds, to compare local state with before merging it in.
+        let held = MemoryRevocations::new();
+        for r in &revocations {
+            held.apply(r.clone());
+        }
+        let held_blocks = MemoryBlocks::new();
+        held_blocks.replace_all(&blocks);
+        let now = self.clock.now();
+        let missing_revocations: Vec<Revocation> =
+            self.revocations.list(now).into_iter().filter(|r| !held.covers(r)).collect();
+        let missing_blocks: Vec<Block> = self
+            .blocks
+            .list(now)
+            .into_iter()
+            .filter(|b| !held_blocks.covers(b) && !unblocked.iter().any(|c| c.trim() == b.cidr.trim()))
+            .collect();
+
+        for r in revocations {
+            self.revocations.apply(r);
+        }
+        for b in &blocks {
+            self.blocks.apply_block(b);
+        }
+        for cidr in &unblocked {
+            self.blocks.apply_unblock(cidr);
+        }
+        for change in others {
             self.apply(change);
         }
         self.members.replace_all(
@@ -288,61 +396,169 @@ impl RedisState {
                 })
                 .collect(),
         );
-        tracing::info!(revocations = counts.0, members = counts.1, position = %position, "state resynced from Redis");
-        Ok(position)
+        let written_back = missing_revocations.len() + missing_blocks.len();
+        for r in missing_revocations {
+            let op = self.revocation_op(&r);
+            if let Err(e) = self.store(&Change::Revocation(r), &op).await {
+                tracing::warn!(error = %e, "could not write a revocation back to Redis");
+            }
+        }
+        for b in missing_blocks {
+            let ttl = (b.expires_at - now.0).max(1);
+            if let Err(e) = self.store(&Change::Block(b), &KeyOp::Set { ttl: Some(ttl) }).await {
+                tracing::warn!(error = %e, "could not write a block back to Redis");
+            }
+        }
+        tracing::info!(
+            reason,
+            revocations = counts.0,
+            members = counts.1,
+            blocks = counts.2,
+            written_back,
+            position = %position,
+            "state resynced from Redis"
+        );
+        Ok((position, sessions_position))
     }
 
-    /// Follows the change stream forever: connect (with backoff), resync, then apply every new
-    /// change; any error drops the connection and starts over with a resync.
+    /// Every string value under `pattern` (tombstones hold the CIDR they cover).
+    async fn scan_strings(&self, conn: &mut MultiplexedConnection, pattern: String) -> redis::RedisResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+                out.extend(values.into_iter().flatten());
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn revocation_op(&self, revocation: &Revocation) -> KeyOp {
+        let expires_at = revocation.expires_at();
+        KeyOp::Set { ttl: (expires_at != crate::revocation::NEVER).then(|| (expires_at - self.now_secs()).max(1)) }
+    }
+
+    /// Whether entries after `position` on the main stream may have been trimmed away (or the
+    /// stream lost), asked after reading from it. Trimming removes the oldest entries first, so
+    /// while `position` itself is still there nothing after it was removed before the read; once
+    /// it is gone, the read may have missed entries (a rare false alarm costs one resync). With
+    /// nothing read yet (`0-0`), any entry ever removed was one this replica never saw.
+    async fn gap_after(conn: &mut MultiplexedConnection, stream: &str, position: &str) -> redis::RedisResult<bool> {
+        if position == "0-0" {
+            let info: redis::RedisResult<redis::Value> =
+                redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await;
+            let Ok(info) = info else { return Ok(false) }; // no stream yet: nothing was removed
+            let number = |name| info_field(&info, name).and_then(|v| v.parse::<u64>().ok());
+            return Ok(matches!((number("entries-added"), number("length")), (Some(added), Some(len)) if added > len));
+        }
+        let still: StreamRangeReply =
+            redis::cmd("XRANGE").arg(stream).arg(position).arg(position).query_async(conn).await?;
+        Ok(still.ids.is_empty())
+    }
+
+    /// Follows the change streams forever: connect (with backoff), resync, then apply every new
+    /// change; a trimmed gap or the periodic backstop resyncs in place; any error drops the
+    /// connection and starts over with a resync.
     pub async fn follow(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        let mut reason = "start";
         loop {
-            if let Err(e) = self.follow_once().await {
+            if let Err(e) = self.follow_once(reason).await {
                 self.health.lost();
                 tracing::warn!(error = %e, retry_in = ?backoff, "state backend unreachable; answering from local state");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                reason = "reconnect";
                 continue;
             }
             backoff = Duration::from_millis(100);
         }
     }
 
-    async fn follow_once(&self) -> redis::RedisResult<()> {
+    async fn follow_once(&self, reason: &'static str) -> redis::RedisResult<()> {
         let config = connection_config().set_response_timeout(Some(TIMEOUT + Duration::from_millis(BLOCK_MS)));
         let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let mut position = self.resync(&mut conn).await?;
-        self.health.contact(unix_millis());
+        let (mut position, mut sessions_position) = self.resync(&mut conn, reason).await?;
+        let mut last_full = self.clock.now_millis();
+        self.health.contact(self.clock.now_millis());
         self.health.mark_synced();
+        let (stream, sessions) = (self.stream(), self.sessions_stream());
         loop {
+            let interval = i64::try_from(self.resync_interval.as_millis()).unwrap_or(i64::MAX);
+            if self.clock.now_millis().saturating_sub(last_full) >= interval {
+                (position, sessions_position) = self.resync(&mut conn, "periodic").await?;
+                last_full = self.clock.now_millis();
+            }
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
                 .arg("BLOCK")
                 .arg(BLOCK_MS)
                 .arg("COUNT")
                 .arg(500)
                 .arg("STREAMS")
-                .arg(self.stream())
+                .arg(&stream)
+                .arg(&sessions)
                 .arg(&position)
+                .arg(&sessions_position)
                 .query_async(&mut conn)
                 .await?;
-            let now = unix_millis();
+            let now = self.clock.now_millis();
             self.health.contact(now);
-            let entries = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default();
-            if entries.is_empty() {
-                metrics::gauge!(STREAM_LAG_SECONDS).set(0.0);
-            }
-            for entry in entries {
-                if let Some(text) = entry.get::<String>("change") {
-                    match serde_json::from_str::<Change>(&text) {
-                        Ok(change) => self.apply(change),
-                        Err(e) => tracing::warn!(error = %e, id = %entry.id, "ignoring an unreadable change"),
+            let read_from = position.clone();
+            let mut lag = None;
+            for key in reply.map(|r| r.keys).unwrap_or_default() {
+                let main = key.key == stream;
+                for entry in key.ids {
+                    if let Some(text) = entry.get::<String>("change") {
+                        match serde_json::from_str::<Change>(&text) {
+                            Ok(change) => self.apply(change),
+                            Err(e) => tracing::warn!(error = %e, id = %entry.id, "ignoring an unreadable change"),
+                        }
                     }
+                    let written_ms = entry.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(now);
+                    lag = Some((now - written_ms).max(0));
+                    if main { position = entry.id } else { sessions_position = entry.id }
                 }
-                let written_ms = entry.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(now);
-                metrics::gauge!(STREAM_LAG_SECONDS).set((now - written_ms).max(0) as f64 / 1000.0);
-                position = entry.id;
+            }
+            metrics::gauge!(STREAM_LAG_SECONDS).set(lag.unwrap_or(0) as f64 / 1000.0);
+            // Entries between our position and what we read were trimmed (we were paused or
+            // slow): only the keys still hold what they said.
+            if Self::gap_after(&mut conn, &stream, &read_from).await? {
+                tracing::warn!(position = %read_from, "the change stream was trimmed past this replica's position; resyncing");
+                (position, sessions_position) = self.resync(&mut conn, "trimmed").await?;
+                last_full = self.clock.now_millis();
             }
         }
+    }
+}
+
+/// The value of `name` in an `XINFO STREAM` reply (a flat list or a map, by protocol version).
+fn info_field(info: &redis::Value, name: &str) -> Option<String> {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match info {
+        redis::Value::Array(items) => {
+            items.chunks(2).find(|kv| text(&kv[0]).as_deref() == Some(name)).and_then(|kv| kv.get(1)).and_then(text)
+        }
+        redis::Value::Map(pairs) => {
+            pairs.iter().find(|(k, _)| text(k).as_deref() == Some(name)).and_then(|(_, v)| text(v))
+        }
+        _ => None,
     }
 }
 
@@ -359,9 +575,8 @@ impl RevocationCheck for RedisState {
 #[async_trait::async_trait]
 impl RevocationStore for RedisState {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
-        let expires_at = revocation.expires_at();
-        let ttl = (expires_at != crate::revocation::NEVER).then(|| (expires_at - unix_millis() / 1000).max(1));
-        self.publish(Change::Revocation(revocation), KeyOp::Set { ttl }).await
+        let op = self.revocation_op(&revocation);
+        self.publish(Change::Revocation(revocation), op).await
     }
 
     fn list(&self, now: UnixTime) -> Vec<Revocation> {
@@ -450,8 +665,12 @@ impl BlockCheck for RedisState {
 #[async_trait::async_trait]
 impl BlockStore for RedisState {
     async fn block(&self, block: Block) -> Result<(), StoreError> {
-        let ttl = (block.expires_at - unix_millis() / 1000).max(1);
+        let ttl = (block.expires_at - self.now_secs()).max(1);
         self.publish(Change::Block(block), KeyOp::Set { ttl: Some(ttl) }).await
+    }
+
+    fn block_locally(&self, block: &Block) {
+        self.blocks.apply_block(block);
     }
 
     async fn unblock(&self, cidr: &str) -> Result<(), StoreError> {
@@ -462,10 +681,15 @@ impl BlockStore for RedisState {
         self.blocks.list(now)
     }
 
-    /// Fleet-wide sliding window: one sorted set per client key, scored by time.
-    async fn record_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError> {
+    fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32 {
+        self.blocks.count_failure(key, now, window_secs)
+    }
+
+    /// Fleet-wide sliding window: one sorted set per client key, scored by time, expiring with
+    /// the window.
+    async fn share_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError> {
         static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let ms = unix_millis();
+        let ms = now.0.saturating_mul(1000).max(self.clock.now_millis());
         let member =
             format!("{ms}-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let zkey = format!("{}:fail:{}", self.prefix, digest(key));
@@ -492,14 +716,12 @@ impl BlockStore for RedisState {
             .await;
         match result {
             Ok((count,)) => {
-                self.health.contact(unix_millis());
+                self.health.contact(self.clock.now_millis());
                 Ok(count)
             }
             Err(e) => {
                 self.forget_connection().await;
-                // Still count locally, so one replica keeps its own guard while Redis is away.
-                tracing::warn!(error = %e, "failure count not shared: state backend unreachable");
-                Ok(self.blocks.count_failure(key, now, window_secs))
+                Err(unavailable(e))
             }
         }
     }

@@ -349,6 +349,38 @@ impl RedisServer {
         }
     }
 
+    /// Sends many inline commands on one connection and waits for every reply.
+    pub fn pipeline(&self, lines: &[String]) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect redis");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        let reader = s.try_clone().expect("clone");
+        let expected = lines.len();
+        let counting = std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(reader);
+            let mut line = String::new();
+            let mut replies = 0;
+            // Simple replies are one line; a bulk string (`$n`) is followed by its data line.
+            while replies < expected {
+                line.clear();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.starts_with('$') && !line.starts_with("$-1") {
+                    line.clear();
+                    if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                replies += 1;
+            }
+            replies
+        });
+        s.write_all(text.as_bytes()).expect("write");
+        assert_eq!(counting.join().expect("reader"), expected, "not every pipelined command was answered");
+    }
+
     /// Runs one command through redis-cli's wire protocol (inline), returning the raw reply.
     pub fn command(&self, line: &str) -> String {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
