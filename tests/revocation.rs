@@ -273,3 +273,36 @@ async fn revocations_outlive_every_token_they_cover() {
     assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()), "still revoked a month later");
     let _ = std::fs::remove_dir_all(&server.dir);
 }
+
+/// An API-key revocation holds the key's digest: a revoked run-time key put back under another
+/// name (admin API) is still refused (a revocation by name let it in again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_api_key_stays_revoked_under_any_name() {
+    use sha2::Digest;
+    let server = start("").await;
+    let addr = server.admin;
+    let key = portcullis::apikeys::new_key("pk_").expect("key");
+    let sha = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let put = move |name: &'static str| {
+        let body = format!(r#"{{"name":"{name}","sha256":"{sha}","scopes":["read"]}}"#);
+        move || admin(addr, "PUT", "/v1/api-keys", Some(ADMIN_TOKEN), &body).status
+    };
+    let check_key = |state: Arc<AppState>, key: String| async move {
+        let request = check_request("GET", "/api/items", &[("x-api-key", &key)], HeaderEncoding::Map);
+        support::outcome(&state.check(request).await)
+    };
+    assert_eq!(tokio::task::spawn_blocking(put("temp-a")).await.expect("put"), 201);
+    assert_eq!(check_key(server.state.clone(), key.clone()).await.0, 200);
+    let revoked = tokio::task::spawn_blocking(move || {
+        admin(addr, "POST", "/v1/api-keys/revocations", Some(ADMIN_TOKEN), r#"{"name":"temp-a"}"#).status
+    });
+    assert_eq!(revoked.await.expect("revoke"), 201);
+    assert_eq!(check_key(server.state.clone(), key.clone()).await, (401, "api_key_invalid".into()));
+    assert_eq!(tokio::task::spawn_blocking(put("temp-b")).await.expect("put"), 201);
+    assert_eq!(
+        check_key(server.state.clone(), key).await,
+        (401, "api_key_invalid".into()),
+        "revoked under its new name too"
+    );
+    let _ = std::fs::remove_dir_all(&server.dir);
+}

@@ -89,16 +89,22 @@ pub fn mint(prefix: &str, template: RawApiKeyEntry) -> Result<MintedKey, String>
 #[async_trait::async_trait]
 pub trait ApiKeyStore: ApiKeyCheck + Send + Sync {
     async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError>;
-    async fn revoke(&self, name: &str) -> Result<(), StoreError>;
+    /// Revokes the keys with these digests (all the keys named `name`).
+    async fn revoke(&self, name: &str, digests: Vec<KeyDigest>) -> Result<(), StoreError>;
     /// Names of run-time keys (file keys live in the policy).
     fn names(&self) -> Vec<String>;
+    /// Digests of the run-time keys named `name`.
+    fn digests_named(&self, name: &str) -> Vec<KeyDigest>;
     fn revoked_names(&self) -> Vec<String>;
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryApiKeys {
     keys: RwLock<HashMap<KeyDigest, Arc<ApiKey>>>,
-    revoked: RwLock<HashSet<String>>,
+    /// Revoked digests, with the name the key had when it was revoked.
+    revoked: RwLock<HashMap<KeyDigest, String>>,
+    /// Revocations recorded by name only (before digests were kept); still honoured.
+    revoked_legacy: RwLock<HashSet<String>>,
 }
 
 impl MemoryApiKeys {
@@ -118,9 +124,18 @@ impl MemoryApiKeys {
         }
     }
 
-    pub fn apply_revoke(&self, name: &str) {
+    /// Revokes `digests`; without any, `name` (a revocation recorded before digests were kept).
+    pub fn apply_revoke(&self, name: &str, digests: &[KeyDigest]) {
+        if digests.is_empty() {
+            if let Ok(mut legacy) = self.revoked_legacy.write() {
+                legacy.insert(name.to_string());
+            }
+            return;
+        }
         if let Ok(mut revoked) = self.revoked.write() {
-            revoked.insert(name.to_string());
+            for digest in digests {
+                revoked.insert(*digest, name.to_string());
+            }
         }
     }
 }
@@ -130,9 +145,10 @@ impl ApiKeyCheck for MemoryApiKeys {
         self.keys.read().ok()?.get(digest).cloned()
     }
 
-    fn revoked(&self, name: &str) -> bool {
+    fn revoked(&self, digest: &KeyDigest, name: &str) -> bool {
         // A poisoned lock: treat every key as revoked rather than none.
-        self.revoked.read().map(|r| r.contains(name)).unwrap_or(true)
+        self.revoked.read().map(|r| r.contains_key(digest)).unwrap_or(true)
+            || self.revoked_legacy.read().map(|r| r.contains(name)).unwrap_or(true)
     }
 }
 
@@ -143,8 +159,8 @@ impl ApiKeyStore for MemoryApiKeys {
         Ok(())
     }
 
-    async fn revoke(&self, name: &str) -> Result<(), StoreError> {
-        self.apply_revoke(name);
+    async fn revoke(&self, name: &str, digests: Vec<KeyDigest>) -> Result<(), StoreError> {
+        self.apply_revoke(name, &digests);
         Ok(())
     }
 
@@ -152,9 +168,18 @@ impl ApiKeyStore for MemoryApiKeys {
         self.keys.read().map(|k| k.values().map(|k| k.name.clone()).collect()).unwrap_or_default()
     }
 
+    fn digests_named(&self, name: &str) -> Vec<KeyDigest> {
+        self.keys
+            .read()
+            .map(|k| k.iter().filter(|(_, k)| k.name == name).map(|(d, _)| *d).collect())
+            .unwrap_or_default()
+    }
+
     fn revoked_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.revoked.read().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        let mut names: Vec<String> = self.revoked.read().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        names.extend(self.revoked_legacy.read().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default());
         names.sort();
+        names.dedup();
         names
     }
 }

@@ -45,8 +45,13 @@ fn run_time_keys_replace_by_name_and_revocations_stick() {
     store.apply_put(&entry(&two));
     assert!(store.find(&digest(&one)).is_none(), "a re-put key replaces the old digest");
     assert!(store.find(&digest(&two)).is_some());
-    assert!(!store.revoked("k"));
-    store.apply_revoke("k");
-    assert!(store.revoked("k"));
+    assert!(!store.revoked(&digest(&two), "k"));
+    store.apply_revoke("k", &store.digests_named("k"));
+    assert!(store.revoked(&digest(&two), "k"));
+    assert!(store.revoked(&digest(&two), "another-name"), "a revoked key stays revoked under any name");
+    assert!(!store.revoked(&digest(&one), "k"), "the digest, not the name, is revoked");
     assert_eq!(store.revoked_names(), ["k"]);
+    // A revocation recorded by name alone (older Redis entries) still holds for that name.
+    store.apply_revoke("legacy", &[]);
+    assert!(store.revoked(&digest(&one), "legacy"));
 }

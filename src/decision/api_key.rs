@@ -43,10 +43,12 @@ pub struct ApiKeyPolicy {
     pub file_keys: HashMap<KeyDigest, Arc<ApiKey>>,
 }
 
-/// Keys added and names revoked at run time (admin API, Redis); local reads only.
+/// Keys added and keys revoked at run time (admin API, Redis); local reads only.
 pub trait ApiKeyCheck {
     fn find(&self, digest: &KeyDigest) -> Option<Arc<ApiKey>>;
-    fn revoked(&self, name: &str) -> bool;
+    /// A revocation holds the key's digest, so a revoked key stays revoked under any name;
+    /// `name` matches revocations recorded by name before digests were kept.
+    fn revoked(&self, digest: &KeyDigest, name: &str) -> bool;
 }
 
 pub struct NoApiKeys;
@@ -56,7 +58,7 @@ impl ApiKeyCheck for NoApiKeys {
         None
     }
 
-    fn revoked(&self, _name: &str) -> bool {
+    fn revoked(&self, _digest: &KeyDigest, _name: &str) -> bool {
         false
     }
 }
@@ -100,7 +102,7 @@ pub fn authenticate(
         return Err((Deny::bad_credential(DenyReason::ApiKeyInvalid, "unknown API key"), None));
     };
     let refuse = |why: &str| Err((Deny::new(DenyReason::ApiKeyInvalid, why), Some(key.name.clone())));
-    if store.revoked(&key.name) {
+    if store.revoked(&digest, &key.name) {
         return refuse("API key revoked");
     }
     if key.expires.is_some_and(|at| now.0 >= at) {

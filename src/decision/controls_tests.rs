@@ -36,7 +36,7 @@ impl ApiKeyCheck for Keys {
         self.runtime.get(digest).cloned()
     }
 
-    fn revoked(&self, name: &str) -> bool {
+    fn revoked(&self, _digest: &KeyDigest, name: &str) -> bool {
         self.revoked.contains(&name)
     }
 }

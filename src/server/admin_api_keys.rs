@@ -25,10 +25,11 @@ fn not_configured() -> Response {
 
 pub async fn list_keys(State(state): State<AdminState>) -> Response {
     let Some(names) = known_names(&state) else { return not_configured() };
+    let revoked_names = state.app.api_keys.revoked_names();
     let items: Vec<_> = names
         .into_iter()
         .map(|(name, file)| {
-            let revoked = crate::decision::ApiKeyCheck::revoked(state.app.api_keys.as_ref(), &name);
+            let revoked = revoked_names.contains(&name);
             json!({"name": name, "source": if file { "file" } else { "runtime" }, "revoked": revoked})
         })
         .collect();
@@ -74,7 +75,18 @@ pub async fn revoke_key(State(state): State<AdminState>, body: Bytes) -> Respons
     if !names.iter().any(|(name, _)| *name == parsed.name) {
         return problem(StatusCode::NOT_FOUND, format!("no API key named \"{}\"", parsed.name));
     }
-    match state.app.api_keys.revoke(&parsed.name).await {
+    // The keys' digests, so the revocation holds whatever name the key is put back under.
+    let snapshot = state.app.snapshot.load();
+    let mut digests: Vec<crate::decision::KeyDigest> = snapshot
+        .policy
+        .api_keys
+        .iter()
+        .flat_map(|p| &p.file_keys)
+        .filter(|(_, key)| key.name == parsed.name)
+        .map(|(digest, _)| *digest)
+        .collect();
+    digests.extend(state.app.api_keys.digests_named(&parsed.name));
+    match state.app.api_keys.revoke(&parsed.name, digests).await {
         Ok(()) => {
             tracing::info!(target: "portcullis::admin", api_key = %parsed.name, "API key revoked");
             (StatusCode::CREATED, axum::Json(json!({"name": parsed.name}))).into_response()

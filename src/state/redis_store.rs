@@ -37,12 +37,28 @@ const BLOCK_MS: u64 = 1_000;
 enum Change {
     Revocation(Revocation),
     MemberPut(Member),
-    MemberRemoved { tenant: String, iss: String, sub: String },
+    MemberRemoved {
+        tenant: String,
+        iss: String,
+        sub: String,
+    },
     Block(Block),
-    Unblock { cidr: String },
+    Unblock {
+        cidr: String,
+    },
     ApiKeyPut(RawApiKeyEntry),
-    ApiKeyRevoked { name: String },
-    SessionSeen { iss: String, sid: String, at: i64 },
+    /// `sha256`: the revoked keys' digests (hex); empty in entries written before digests were
+    /// kept, which revoke by name.
+    ApiKeyRevoked {
+        name: String,
+        #[serde(default)]
+        sha256: Vec<String>,
+    },
+    SessionSeen {
+        iss: String,
+        sid: String,
+        at: i64,
+    },
 }
 
 /// What a change does to its key.
@@ -160,7 +176,7 @@ impl RedisState {
             Change::Block(b) => self.block_key(&b.cidr),
             Change::Unblock { cidr } => self.block_key(cidr),
             Change::ApiKeyPut(entry) => format!("{}:apikey:{}", self.prefix, digest(&entry.name)),
-            Change::ApiKeyRevoked { name } => format!("{}:apikeyrev:{}", self.prefix, digest(name)),
+            Change::ApiKeyRevoked { name, .. } => format!("{}:apikeyrev:{}", self.prefix, digest(name)),
             Change::SessionSeen { iss, sid, .. } => {
                 format!("{}:seen:{}", self.prefix, digest(&format!("{iss}\0{sid}")))
             }
@@ -201,7 +217,11 @@ impl RedisState {
             Change::Block(b) => self.blocks.apply_block(&b),
             Change::Unblock { cidr } => self.blocks.apply_unblock(&cidr),
             Change::ApiKeyPut(entry) => self.api_keys.apply_put(&entry),
-            Change::ApiKeyRevoked { name } => self.api_keys.apply_revoke(&name),
+            Change::ApiKeyRevoked { name, sha256 } => {
+                let digests: Vec<KeyDigest> =
+                    sha256.iter().filter_map(|h| hex::decode(h).ok()?.try_into().ok()).collect();
+                self.api_keys.apply_revoke(&name, &digests);
+            }
             Change::SessionSeen { iss, sid, at } => self.sessions.apply_touch(&iss, &sid, at),
         }
     }
@@ -611,8 +631,8 @@ impl ApiKeyCheck for RedisState {
         self.api_keys.find(digest)
     }
 
-    fn revoked(&self, name: &str) -> bool {
-        self.api_keys.revoked(name)
+    fn revoked(&self, digest: &KeyDigest, name: &str) -> bool {
+        self.api_keys.revoked(digest, name)
     }
 }
 
@@ -622,8 +642,14 @@ impl ApiKeyStore for RedisState {
         self.publish(Change::ApiKeyPut(entry), KeyOp::Set { ttl: None }).await
     }
 
-    async fn revoke(&self, name: &str) -> Result<(), StoreError> {
-        self.publish(Change::ApiKeyRevoked { name: name.to_string() }, KeyOp::Set { ttl: None }).await
+    async fn revoke(&self, name: &str, digests: Vec<KeyDigest>) -> Result<(), StoreError> {
+        let change =
+            Change::ApiKeyRevoked { name: name.to_string(), sha256: digests.iter().map(hex::encode).collect() };
+        self.publish(change, KeyOp::Set { ttl: None }).await
+    }
+
+    fn digests_named(&self, name: &str) -> Vec<KeyDigest> {
+        self.api_keys.digests_named(name)
     }
 
     fn names(&self) -> Vec<String> {
