@@ -462,3 +462,69 @@ async fn an_auto_block_during_an_outage_applies_at_once_and_reaches_the_fleet_la
     assert!(redis.command("KEYS portcullis:block:*").contains("portcullis:block:"), "written back to Redis");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One Check from peer `ip` with extra headers (x-forwarded-for).
+async fn check_from(p: &Portcullis, ip: &str, bearer: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use portcullis::server::proto::envoy::config::core::v3::{Address, SocketAddress, address};
+    let mut all = vec![("authorization", bearer)];
+    all.extend_from_slice(headers);
+    let mut req = check_request("GET", "/api/items", &all, HeaderEncoding::Raw);
+    if let Some(source) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
+        source.address = Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
+        });
+    }
+    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
+    support::outcome(&c.check(req).await.expect("check").into_inner())
+}
+
+/// Issue 20: IPv4-mapped peers and X-Forwarded-For hop forms, on two replicas sharing Redis.
+/// A mapped address is its IPv4 address for deny lists, blocks and keys (one mapped client
+/// never blocks another); `ip:port` and `[v6]:port` hops are parsed; an unparsable hop behind a
+/// trusted proxy is refused, never trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_addresses_and_forwarded_hops_on_two_replicas() {
+    let dir = scratch("redis-ip");
+    let redis = RedisServer::start(&dir);
+    let start = |name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let yaml = format!(
+            "state: {{ backend: redis, url: \"{}\" }}\nip: {{ trusted_cidrs: [10.0.0.0/8], deny: [203.0.113.0/24], auto_block: {{ failures: 3, window: 15m, block_for: 30m }} }}",
+            redis.url()
+        );
+        Portcullis::start(&sub, &yaml, &[])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let valid = format!("Bearer {}", token_with_jti("ip-user", "jti-ip"));
+    let tampered = format!("{valid}x");
+    let blocked = (403, "ip_blocked".to_string());
+    assert_eq!(check_from(&a, "::ffff:203.0.113.7", &valid, &[]).await, blocked, "a mapped address in a denied range");
+    for replica in [&a, &b, &a] {
+        assert_eq!(check_from(replica, "::ffff:198.51.100.1", &tampered, &[]).await.1, "token_invalid");
+    }
+    let t = Instant::now();
+    while check_from(&b, "198.51.100.1", &valid, &[]).await != blocked {
+        assert!(t.elapsed() < Duration::from_secs(3), "the mapped client's block never reached B as its IPv4 address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(check_from(&a, "::ffff:198.51.100.2", &valid, &[]).await.0, 200, "another mapped client is unaffected");
+    // Behind a trusted proxy: ip:port and [v6]:port hops are clients.
+    for replica in [&a, &b, &b] {
+        let got = check_from(replica, "10.0.0.1", &tampered, &[("x-forwarded-for", "198.51.100.9:4444")]).await;
+        assert_eq!(got.1, "token_invalid");
+    }
+    let t = Instant::now();
+    while check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "198.51.100.9")]).await != blocked {
+        assert!(t.elapsed() < Duration::from_secs(3), "the ip:port client was never blocked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "[2001:db8::1]:443")]).await.0, 200);
+    assert_eq!(check_from(&a, "10.0.0.1", &valid, &[]).await.0, 200, "the trusted proxy itself is never blocked");
+    assert_eq!(
+        check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "198.51.100.10, garbage")]).await,
+        (400, "invalid_request".to_string()),
+        "an unparsable hop behind a trusted proxy is refused"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
