@@ -302,3 +302,67 @@ async fn load_beyond_max_inflight_is_refused_with_503_never_an_rpc_error() {
     println!("allowed {allowed}, overloaded {overloaded}");
     server.shutdown().await;
 }
+
+/// Issue 20: gRPC health (what Envoy's health check reads) says SERVING exactly when `/readyz`
+/// is 200, on the TCP and the Unix socket listener: a replica that has not synced its state
+/// from Redis yet takes no traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_readiness_on_tcp_and_uds() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = support::scratch("health-readiness");
+    let mut redis = support::RedisServer::unstarted(&dir);
+    let with_redis = |grpc: &str| {
+        let text =
+            format!("{}\nstate: {{ backend: redis, url: \"{}\" }}\n", support::policy_with_ports(grpc, 0), redis.url());
+        parse_and_validate(&text, &corpus::fixtures()).expect("policy")
+    };
+    let socket = dir.join("authz.sock");
+    let tcp = start_with(with_redis("127.0.0.1:0")).await;
+    let uds = start_with(with_redis(&format!("unix:{}", socket.display()))).await;
+    let ListenAddr::Tcp(tcp_addr) = tcp.grpc else { panic!("tcp listener") };
+    let tcp_channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{tcp_addr}")).expect("uri").connect_lazy();
+    let uds_channel = tonic::transport::Endpoint::from_static("http://uds.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+        }),
+    );
+    let status = |channel: tonic::transport::Channel| async move {
+        let request = HealthCheckRequest { service: "envoy.service.auth.v3.Authorization".into() };
+        HealthClient::new(channel).check(request).await.map(|r| r.into_inner().status).unwrap_or(-1)
+    };
+    let readyz = |addr: SocketAddr| async move {
+        tokio::task::spawn_blocking(move || {
+            support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+    };
+    let serving = ServingStatus::Serving as i32;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (running, channel) in [(&tcp, tcp_channel.clone()), (&uds, uds_channel.clone())] {
+        assert_eq!(readyz(running.health).await, 503, "no first sync: not ready");
+        assert_eq!(status(channel).await, ServingStatus::NotServing as i32, "gRPC health agrees");
+    }
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .expect("start redis");
+    for (running, channel) in [(&tcp, tcp_channel), (&uds, uds_channel)] {
+        let t = std::time::Instant::now();
+        while !(readyz(running.health).await == 200 && status(channel.clone()).await == serving) {
+            assert!(t.elapsed() < std::time::Duration::from_secs(15), "never ready and SERVING after Redis came up");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    tcp.shutdown().await;
+    uds.shutdown().await;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

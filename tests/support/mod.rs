@@ -308,9 +308,14 @@ fn redis_binary() -> PathBuf {
 
 impl RedisServer {
     pub fn start(dir: &Path) -> RedisServer {
-        let mut server = RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf() };
+        let mut server = Self::unstarted(dir);
         server.restart();
         server
+    }
+
+    /// A server with its port chosen and not yet running ([`RedisServer::restart`] starts it).
+    pub fn unstarted(dir: &Path) -> RedisServer {
+        RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf() }
     }
 
     pub fn url(&self) -> String {
