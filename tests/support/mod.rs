@@ -4,6 +4,7 @@
 pub mod attack_corpus;
 pub mod corpus;
 pub mod envoy;
+pub mod revocation_suite;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,6 @@
 //! Audit, metrics, traces, hot reload and drain, against the real binary.
 
-mod support;
-
+use crate::support::{Portcullis, corpus, scratch};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -13,7 +12,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Portcullis, corpus, scratch};
 use tonic::transport::Channel;
 
 fn now() -> i64 {
@@ -405,11 +403,11 @@ async fn a_reload_rotates_the_admin_token() {
         let request = format!(
             "GET /v1/revocations HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
         );
-        support::raw_http(admin, &request).map(|r| r.status).unwrap_or(0)
+        crate::support::raw_http(admin, &request).map(|r| r.status).unwrap_or(0)
     };
     let new_token = "rotated-admin-token-9876543210";
     let (before, after_old, after_new) = tokio::task::spawn_blocking(move || {
-        let before = (list(support::ADMIN_TOKEN), list(new_token));
+        let before = (list(crate::support::ADMIN_TOKEN), list(new_token));
         std::fs::write(dir.join("admin-token"), new_token).expect("rotate");
         let t = Instant::now();
         while list(new_token) != 200 && t.elapsed() < Duration::from_secs(5) {
@@ -417,7 +415,7 @@ async fn a_reload_rotates_the_admin_token() {
         }
         let took = t.elapsed();
         let _ = std::fs::remove_dir_all(&dir);
-        (before, (list(support::ADMIN_TOKEN), took), list(new_token))
+        (before, (list(crate::support::ADMIN_TOKEN), took), list(new_token))
     })
     .await
     .expect("admin calls");

@@ -1,10 +1,7 @@
 //! Fleet state on a real `redis-server` started by the test: the revocation behaviour suite,
 //! propagation between replicas, outages, staleness and an emptied Redis.
 
-#[path = "support/revocation_suite.rs"]
-mod revocation_suite;
-mod support;
-
+use crate::support::{Portcullis, RedisServer, corpus, scratch};
 use portcullis::clock::{SystemClock, unix_millis};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::request::{HeaderEncoding, check_request};
@@ -12,7 +9,6 @@ use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, StateHealth};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Portcullis, RedisServer, corpus, scratch};
 
 fn settings(url: String, prefix: &str) -> RedisSettings {
     RedisSettings {
@@ -38,7 +34,7 @@ async fn redis_store_behaviour_and_replication() {
     let writer = store(redis.url(), "suite");
     let follower = store(redis.url(), "suite");
     let following = tokio::spawn(follower.clone().follow());
-    revocation_suite::run(writer.as_ref()).await;
+    crate::support::revocation_suite::run(writer.as_ref()).await;
     // Everything the suite wrote reaches a second store through the stream.
     let now = portcullis::decision::UnixTime(unix_millis() / 1000);
     // Compared entry by entry, not by count: the suite purged the writer's expired entries
@@ -82,7 +78,7 @@ async fn check_as(p: &Portcullis, ip: &str, path: &str, bearer: &str) -> (u16, S
         });
     }
     let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    support::outcome(&c.check(req).await.expect("check").into_inner())
+    crate::support::outcome(&c.check(req).await.expect("check").into_inner())
 }
 
 async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
@@ -336,7 +332,7 @@ async fn revoked_tokens_stay_denied_while_redis_is_killed_and_restarted_under_lo
                     counts[0].fetch_add(1, Ordering::Relaxed);
                     match client.check(req).await {
                         Ok(resp) => {
-                            let (status, _) = support::outcome(&resp.into_inner());
+                            let (status, _) = crate::support::outcome(&resp.into_inner());
                             let slot = match (is_revoked, status) {
                                 (true, 200) => 1,
                                 (true, _) => continue,
@@ -475,7 +471,7 @@ async fn check_from(p: &Portcullis, ip: &str, bearer: &str, headers: &[(&str, &s
         });
     }
     let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    support::outcome(&c.check(req).await.expect("check").into_inner())
+    crate::support::outcome(&c.check(req).await.expect("check").into_inner())
 }
 
 /// Issue 20: IPv4-mapped peers and X-Forwarded-For hop forms, on two replicas sharing Redis.

@@ -1,10 +1,7 @@
 //! The revocation behaviour suite on the memory store, the claims cache under concurrency and
 //! a moving clock, and the admin API's refusals.
 
-#[path = "support/revocation_suite.rs"]
-mod revocation_suite;
-mod support;
-
+use crate::support::{corpus, raw_http, scratch};
 use portcullis::clock::{Clock, ManualClock};
 use portcullis::config::parse_and_validate;
 use portcullis::revocation::MemoryRevocations;
@@ -12,12 +9,11 @@ use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::server::{AppState, ServeOptions, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{corpus, raw_http, scratch};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[tokio::test]
 async fn memory_store_behaviour() {
-    revocation_suite::run(&MemoryRevocations::new()).await;
+    crate::support::revocation_suite::run(&MemoryRevocations::new()).await;
 }
 
 fn wall() -> i64 {
@@ -35,14 +31,20 @@ struct Running {
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 async fn start(extra: &str) -> Running {
+    start_renamed(extra, &[]).await
+}
+
+/// Like [`start`], with issuer names replaced: a test that counts a global metric (one process
+/// runs every integration test) gives its issuers names no other test uses.
+async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> Running {
     let dir = scratch("rev");
     std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("token file");
-    let text = format!(
-        "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
-        support::policy_with_ports("127.0.0.1:0", 0)
-            .replace("health: \"127.0.0.1:0\"", "health: \"127.0.0.1:0\", admin: \"127.0.0.1:0\""),
-        dir.join("admin-token").display()
-    );
+    let mut policy = crate::support::policy_with_ports("127.0.0.1:0", 0)
+        .replace("health: \"127.0.0.1:0\"", "health: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"");
+    for (from, to) in renames {
+        policy = policy.replace(from, to);
+    }
+    let text = format!("{policy}\nadmin: {{ token_file: {} }}\n{extra}\n", dir.join("admin-token").display());
     let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
     let clock = Arc::new(ManualClock::at(wall()));
     let options = ServeOptions { clock: clock.clone(), ..ServeOptions::default() };
@@ -62,7 +64,7 @@ async fn start(extra: &str) -> Running {
 
 async fn check(state: &AppState, token: &str) -> (u16, String) {
     let bearer = format!("Bearer {token}");
-    support::outcome(
+    crate::support::outcome(
         &state.check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map)).await,
     )
 }
@@ -82,10 +84,13 @@ fn verifications(issuer: &str, result: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_negative_ttl() {
     portcullis::telemetry::metrics::install();
-    let server = start("").await;
-    // This test alone verifies PEM tokens and HMAC forgeries, so those counters are its own.
-    let token = corpus::sign_pem_issuer(&corpus::claims(corpus::PEM_ISSUER, "flash", wall()));
-    let before = verifications(corpus::PEM_ISSUER, "ok");
+    // Issuer names of this test's own: the verification counters are global to the process.
+    const PEM: &str = "https://pem-single-flight.test/";
+    const HMAC: &str = "https://hmac-negative-ttl.test/";
+    let server = start_renamed("", &[(corpus::PEM_ISSUER, PEM), (corpus::HMAC_ISSUER, HMAC)]).await;
+    let now = server.clock.now().0;
+    let token = corpus::sign_pem_issuer(&corpus::claims(PEM, "flash", now));
+    let before = verifications(PEM, "ok");
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let (state, token) = (server.state.clone(), token.clone());
@@ -94,13 +99,13 @@ async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_ne
     for t in tasks {
         assert_eq!(t.await.expect("task"), 200);
     }
-    let verified = verifications(corpus::PEM_ISSUER, "ok") - before;
+    let verified = verifications(PEM, "ok") - before;
     println!("200 concurrent identical checks: {verified} signature verification(s)");
     assert_eq!(verified, 1.0);
 
-    let good = corpus::sign(jsonwebtoken::Algorithm::HS256, None, &corpus::claims(corpus::HMAC_ISSUER, "x", wall()));
+    let good = corpus::sign(jsonwebtoken::Algorithm::HS256, None, &corpus::claims(HMAC, "x", now));
     let parts: Vec<&str> = good.split('.').collect();
-    let forged_payload = corpus::claims(corpus::HMAC_ISSUER, "root", wall()).to_string();
+    let forged_payload = corpus::claims(HMAC, "root", now).to_string();
     use base64::Engine;
     let tampered = format!(
         "{}.{}.{}",
@@ -108,17 +113,18 @@ async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_ne
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_payload),
         parts[2]
     );
-    let before = verifications(corpus::HMAC_ISSUER, "bad_signature");
-    let started = Instant::now();
-    let mut sent = 0;
-    while started.elapsed() < Duration::from_millis(6500) {
-        assert_eq!(check(&server.state, &tampered).await, (401, "token_invalid".to_string()));
-        sent += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // A flood over 6.5 s of the injected clock: verified at 0 s and again once the 5 s
+    // negative entry has expired, never in between.
+    let before = verifications(HMAC, "bad_signature");
+    for _ in 0..13 {
+        for _ in 0..20 {
+            assert_eq!(check(&server.state, &tampered).await, (401, "token_invalid".to_string()));
+        }
+        server.clock.advance(Duration::from_millis(500));
     }
-    let verified = verifications(corpus::HMAC_ISSUER, "bad_signature") - before;
-    println!("tampered flood: {sent} checks in {:?}, {verified} verifications", started.elapsed());
-    assert!((1.0..=2.0).contains(&verified), "one verification per 5 s negative TTL, got {verified}");
+    let verified = verifications(HMAC, "bad_signature") - before;
+    println!("tampered flood: 260 checks over 6.5 s of clock, {verified} verifications");
+    assert_eq!(verified, 2.0, "one verification per 5 s negative TTL");
     let _ = std::fs::remove_dir_all(&server.dir);
 }
 
@@ -137,7 +143,7 @@ async fn a_cached_entry_is_refused_once_exp_passes() {
     let _ = std::fs::remove_dir_all(&server.dir);
 }
 
-fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> support::HttpResponse {
+fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> crate::support::HttpResponse {
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -289,7 +295,7 @@ async fn a_revoked_api_key_stays_revoked_under_any_name() {
     };
     let check_key = |state: Arc<AppState>, key: String| async move {
         let request = check_request("GET", "/api/items", &[("x-api-key", &key)], HeaderEncoding::Map);
-        support::outcome(&state.check(request).await)
+        crate::support::outcome(&state.check(request).await)
     };
     assert_eq!(tokio::task::spawn_blocking(put("temp-a")).await.expect("put"), 201);
     assert_eq!(check_key(server.state.clone(), key.clone()).await.0, 200);

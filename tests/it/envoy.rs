@@ -2,14 +2,12 @@
 //! the issue's acceptance corpus with both header encodings, fail-closed when Portcullis is
 //! down, and the leak check over every byte the processes printed.
 
-mod support;
-
+use crate::support::corpus::{self, Case};
+use crate::support::envoy::{Envoy, Upstream, envoy_in_front, start_envoy};
+use crate::support::{Portcullis, leaked_windows, raw_http, scratch};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::corpus::{self, Case};
-use support::envoy::{Envoy, Upstream, envoy_in_front, start_envoy};
-use support::{Portcullis, leaked_windows, raw_http, scratch};
 
 fn request_text(case: &Case, id: &str) -> String {
     let mut text = format!("{} {} HTTP/1.1\r\nhost: api.example.com\r\nx-test-case: {id}\r\n", case.method, case.path);
@@ -91,7 +89,7 @@ fn envoy_end_to_end() {
     for (mode, raw) in [("map", false), ("raw", true)] {
         let envoy = start_envoy(&dir, &format!("envoy-{mode}"), grpc_port, upstream.addr, raw);
         // Ready once the authz cluster is healthy and a public route passes end to end.
-        support::envoy::wait_ready(&envoy);
+        crate::support::envoy::wait_ready(&envoy);
         failures.extend(run_corpus(&envoy, &upstream, &cases, mode));
         envoys.push(envoy);
     }
@@ -133,7 +131,7 @@ fn deploy_envoy_configs_validate() {
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
-        let out = Command::new(support::envoy_binary())
+        let out = Command::new(crate::support::envoy_binary())
             .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
             .arg(&path)
             .output()
@@ -215,7 +213,7 @@ fn revocations_take_effect_on_the_next_request_through_envoy() {
 
 /// GET `path` with `headers` through Envoy: (status, reason or upstream's x-tenant-id).
 fn through(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let (status, body) = support::envoy::get(envoy, path, headers);
+    let (status, body) = crate::support::envoy::get(envoy, path, headers);
     let detail = if status == 200 {
         body["headers"]["x-tenant-id"].as_str().unwrap_or("<none>").to_string()
     } else {
@@ -297,7 +295,7 @@ fn from_with(envoy: &Envoy, client: [u8; 4], method: &str, token: Option<&str>, 
     let request = format!(
         "{method} /api/items HTTP/1.1\r\nhost: api.example.com\r\n{auth}{xff}origin: https://app.example.com\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n"
     );
-    let resp = support::raw_http_from(client.into(), envoy.listener, &request).expect("response");
+    let resp = crate::support::raw_http_from(client.into(), envoy.listener, &request).expect("response");
     let reason = serde_json::from_str::<Value>(&resp.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string));
     (resp.status, reason.unwrap_or_default())
 }
@@ -378,13 +376,13 @@ fn send_from(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> support::HttpResponse {
+) -> crate::support::HttpResponse {
     let mut request = format!("{method} {path} HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 0\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("connection: close\r\n\r\n");
-    support::raw_http_from(client.into(), envoy.listener, &request).expect("response")
+    crate::support::raw_http_from(client.into(), envoy.listener, &request).expect("response")
 }
 
 #[test]
@@ -432,20 +430,21 @@ fn sidecar_example_over_a_unix_socket_serves_allow_and_deny() {
     let socket = dir.join("authz.sock");
     let upstream = Upstream::start();
     let portcullis = Portcullis::start_on(&dir, Some(&format!("unix:{}", socket.display())), "", &[]);
-    let envoy = support::envoy::start_envoy_from(
+    let envoy = crate::support::envoy::start_envoy_from(
         &dir,
         "envoy-sidecar",
         "sidecar-uds.yaml",
         upstream.addr,
         vec![("path: /var/run/portcullis/authz.sock", format!("path: {}", socket.display()))],
     );
-    support::envoy::wait_ready(&envoy);
+    crate::support::envoy::wait_ready(&envoy);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
     let token =
         corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "uds-user", now));
-    let (status, body) = support::envoy::get(&envoy, "/api/items", &[("authorization", &format!("Bearer {token}"))]);
+    let (status, body) =
+        crate::support::envoy::get(&envoy, "/api/items", &[("authorization", &format!("Bearer {token}"))]);
     assert_eq!((status, body["headers"]["x-user-id"].as_str()), (200, Some("uds-user")));
-    let (status, body) = support::envoy::get(&envoy, "/api/items", &[]);
+    let (status, body) = crate::support::envoy::get(&envoy, "/api/items", &[]);
     assert_eq!((status, body["reason"].as_str()), (401, Some("credential_missing")));
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,8 +1,6 @@
 //! IP lists: a 100k-CIDR deny file loads through the policy, and the prefix table agrees with
 //! a naive scan on random lists and addresses.
 
-mod support;
-
 use ip_network::IpNetwork;
 use portcullis::decision::{CidrSet, parse_cidr};
 use proptest::prelude::*;
@@ -36,7 +34,7 @@ proptest! {
 
 #[test]
 fn a_deny_file_of_100k_cidrs_loads_through_the_policy() {
-    let dir = support::scratch("ip-lists");
+    let dir = crate::support::scratch("ip-lists");
     let mut text = String::from("# 100k generated networks\n");
     for i in 0..100_000u32 {
         let raw = 0x0A00_0000u32.wrapping_add(i << 8);
@@ -44,9 +42,12 @@ fn a_deny_file_of_100k_cidrs_loads_through_the_policy() {
     }
     let file = dir.join("blocklist.txt");
     std::fs::write(&file, text).expect("write");
-    let policy =
-        format!("{}\nip: {{ deny_files: [{}] }}\n", support::policy_with_ports("127.0.0.1:0", 0), file.display());
-    let settings = portcullis::config::parse_and_validate(&policy, &support::corpus::fixtures()).expect("valid");
+    let policy = format!(
+        "{}\nip: {{ deny_files: [{}] }}\n",
+        crate::support::policy_with_ports("127.0.0.1:0", 0),
+        file.display()
+    );
+    let settings = portcullis::config::parse_and_validate(&policy, &crate::support::corpus::fixtures()).expect("valid");
     let ip = &settings.snapshot.policy.ip;
     assert_eq!(ip.deny.len(), 100_000);
     assert!(ip.deny.contains("10.1.134.160".parse().expect("ip")));

@@ -1,8 +1,7 @@
 //! Keys from identity providers: a JWKS served by the test over HTTP on loopback, rotated,
 //! broken and hung while Portcullis keeps answering.
 
-mod support;
-
+use crate::support::{corpus, outcome};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{corpus, outcome};
 use tokio::sync::oneshot;
 
 const ISSUER: &str = "https://idp.test/";
@@ -146,7 +144,8 @@ impl Running {
     async fn readyz(&self) -> u16 {
         let addr = self.health;
         tokio::task::spawn_blocking(move || {
-            support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+            crate::support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .map(|r| r.status)
         })
         .await
         .expect("join")
@@ -156,7 +155,8 @@ impl Running {
     async fn metrics(&self) -> String {
         let addr = self.health;
         tokio::task::spawn_blocking(move || {
-            support::raw_http(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.body)
+            crate::support::raw_http(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .map(|r| r.body)
         })
         .await
         .expect("join")

@@ -1,17 +1,15 @@
 //! Issue 9 through a real Envoy: API keys (revocation, run-time keys, audit, leaks) and the
 //! session idle timeout on two replicas sharing Redis. (API-key, CSRF, step-up and peer
-//! principal cases without state run in the shared corpus of tests/envoy.rs.)
+//! principal cases without state run in the shared corpus of tests/it/envoy.rs.)
 
-mod support;
-
+use crate::support::envoy::{Envoy, Upstream, envoy_in_front};
+use crate::support::{Portcullis, RedisServer, corpus, leaked_windows, scratch};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::envoy::{Envoy, Upstream, envoy_in_front};
-use support::{Portcullis, RedisServer, corpus, leaked_windows, scratch};
 
 /// GET `path` through Envoy with `headers`: (status, reason, upstream's x-user-id).
 fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let (status, body) = support::envoy::get(envoy, path, headers);
+    let (status, body) = crate::support::envoy::get(envoy, path, headers);
     let reason = body["reason"].as_str().unwrap_or_default().to_string();
     let user = body["headers"]["x-user-id"].as_str().unwrap_or_default().to_string();
     (status, reason, user)

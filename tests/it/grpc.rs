@@ -2,8 +2,7 @@
 //! header encodings, the response contract, health, reflection, the health listener and the
 //! in-flight bound.
 
-mod support;
-
+use crate::support::corpus;
 use portcullis::config::{ListenAddr, Settings, parse_and_validate};
 use portcullis::server::Server;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -12,11 +11,10 @@ use portcullis::server::request::{HeaderEncoding, check_request};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::corpus;
 use tokio::sync::oneshot;
 
 fn settings(grpc: &str) -> Settings {
-    let text = support::policy_with_ports(grpc, 0);
+    let text = crate::support::policy_with_ports(grpc, 0);
     parse_and_validate(&text, &corpus::fixtures()).expect("fixture policy")
 }
 
@@ -190,10 +188,13 @@ async fn health_reflection_and_http_listener() {
     let health_addr = server.health;
     let answers = tokio::task::spawn_blocking(move || {
         let get = |path: &str| {
-            support::raw_http(health_addr, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
-                .map(|r| r.status)
+            crate::support::raw_http(
+                health_addr,
+                &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            )
+            .map(|r| r.status)
         };
-        let post = support::raw_http(
+        let post = crate::support::raw_http(
             health_addr,
             "POST /readyz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         )
@@ -226,7 +227,7 @@ async fn beyond_max_inflight_checks_is_an_immediate_503() {
 
 #[tokio::test]
 async fn unix_socket_listener() {
-    let dir = support::scratch("uds");
+    let dir = crate::support::scratch("uds");
     let path = dir.join("authz.sock");
     let server = start(&format!("unix:{}", path.display())).await;
     let socket = path.clone();
@@ -278,7 +279,7 @@ async fn load_beyond_max_inflight_is_refused_with_503_never_an_rpc_error() {
                     .check(check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map))
                     .await
                 {
-                    Ok(resp) => match support::outcome(&resp.into_inner()) {
+                    Ok(resp) => match crate::support::outcome(&resp.into_inner()) {
                         (200, _) => seen.0 += 1,
                         (503, reason) if reason == "overloaded" => seen.1 += 1,
                         other => seen.2.push(format!("{other:?}")),
@@ -310,11 +311,14 @@ async fn load_beyond_max_inflight_is_refused_with_503_never_an_rpc_error() {
 async fn grpc_health_follows_readiness_on_tcp_and_uds() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let dir = support::scratch("health-readiness");
-    let mut redis = support::RedisServer::unstarted(&dir);
+    let dir = crate::support::scratch("health-readiness");
+    let mut redis = crate::support::RedisServer::unstarted(&dir);
     let with_redis = |grpc: &str| {
-        let text =
-            format!("{}\nstate: {{ backend: redis, url: \"{}\" }}\n", support::policy_with_ports(grpc, 0), redis.url());
+        let text = format!(
+            "{}\nstate: {{ backend: redis, url: \"{}\" }}\n",
+            crate::support::policy_with_ports(grpc, 0),
+            redis.url()
+        );
         parse_and_validate(&text, &corpus::fixtures()).expect("policy")
     };
     let socket = dir.join("authz.sock");
@@ -335,7 +339,8 @@ async fn grpc_health_follows_readiness_on_tcp_and_uds() {
     };
     let readyz = |addr: SocketAddr| async move {
         tokio::task::spawn_blocking(move || {
-            support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+            crate::support::raw_http(addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .map(|r| r.status)
         })
         .await
         .ok()

@@ -1,18 +1,16 @@
 //! The binary's commands: check-config, serve's refusal of bad config, dev and dev-token.
 
-mod support;
-
+use crate::support::{Proc, free_port, scratch, wait_http_ok};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Proc, free_port, scratch, wait_http_ok};
 
 fn portcullis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
 }
 
 fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
-    let keys = support::corpus::fixtures().join("keys");
+    let keys = crate::support::corpus::fixtures().join("keys");
     let path = dir.join(name);
     std::fs::write(&path, text.replace("keys/", &format!("{}/", keys.display()))).expect("write");
     path
@@ -21,7 +19,7 @@ fn write_in_fixtures_copy(dir: &std::path::Path, name: &str, text: &str) -> std:
 #[test]
 fn check_config_reports_every_mistake_and_exits_64() {
     let dir = scratch("cli");
-    let bad = support::corpus::fixtures().join("three-mistakes.yaml");
+    let bad = crate::support::corpus::fixtures().join("three-mistakes.yaml");
     let out = portcullis().arg("check-config").arg(&bad).output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
@@ -38,7 +36,7 @@ fn check_config_reports_every_mistake_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm \"RS999\""));
 
-    let good = support::corpus::fixtures().join("policy.yaml");
+    let good = crate::support::corpus::fixtures().join("policy.yaml");
     let out = portcullis().arg("check-config").arg(&good).output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -84,8 +82,9 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     assert!(out.contains("with the token -> allow (200), sets [x-user-id: alice"), "{out}");
     assert!(out.contains("without a token -> deny (401) credential_missing"), "{out}");
     assert!(out.contains("curl -i -H \"authorization: Bearer "), "{out}");
-    let metrics = support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .expect("metrics");
+    let metrics =
+        crate::support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .expect("metrics");
     assert!(metrics.body.contains("portcullis_dev_mode 1"), "{}", metrics.body);
     proc.stop();
     assert_eq!(proc.child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0), "SIGTERM drains and exits 0");
@@ -103,7 +102,8 @@ fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
     let verified = dev.snapshot.verifier.verify(&token).expect("dev policy accepts it");
     assert_eq!(&*verified.subject.0, "bob");
     assert_eq!(verified.claims.get("roles"), Some(&serde_json::json!(["admin"])));
-    let test_policy = portcullis::config::load_file(&support::corpus::fixtures().join("policy.yaml")).expect("policy");
+    let test_policy =
+        portcullis::config::load_file(&crate::support::corpus::fixtures().join("policy.yaml")).expect("policy");
     assert!(test_policy.snapshot.verifier.verify(&token).is_err(), "no other policy accepts dev tokens");
 }
 
@@ -123,7 +123,7 @@ fn api_key_new_prints_a_key_and_an_entry_that_the_policy_accepts() {
     assert!(!entry.contains(key), "the entry must not hold the key");
     // The printed entry, pasted into a key file, is valid.
     std::fs::write(dir.join("api-keys.yaml"), format!("keys:\n{entry}\n")).expect("write");
-    let policy = std::fs::read_to_string(support::corpus::fixtures().join("policy.yaml")).expect("policy");
+    let policy = std::fs::read_to_string(crate::support::corpus::fixtures().join("policy.yaml")).expect("policy");
     std::fs::write(dir.join("members.yaml"), "members: {}\n").expect("members");
     write_in_fixtures_copy(&dir, "policy.yaml", &policy);
     let check = portcullis().arg("check-config").arg(dir.join("policy.yaml")).output().expect("run");

@@ -11,8 +11,10 @@
 //! handler sees an identity other than the verified one. A request a framework refuses by
 //! itself counts as covered.
 
-mod support;
-
+use crate::support::attack_corpus::attacks;
+use crate::support::corpus::{self, ISSUER};
+use crate::support::envoy::{Envoy, start_envoy_from, wait_ready};
+use crate::support::{Portcullis, Proc, free_port, raw_http, scratch};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::server::proto::envoy::service::auth::v3::CheckResponse;
@@ -25,10 +27,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::attack_corpus::attacks;
-use support::corpus::{self, ISSUER};
-use support::envoy::{Envoy, start_envoy_from, wait_ready};
-use support::{Portcullis, Proc, free_port, raw_http, scratch};
 
 type Client = AuthorizationClient<tonic::transport::Channel>;
 

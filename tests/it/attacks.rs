@@ -1,13 +1,11 @@
 //! The attack corpus of issue 11 through a real Envoy, each case with the answer it must get, and
 //! proof that no raw CR, LF or NUL ever reaches the upstream.
 
-mod support;
-
+use crate::support::attack_corpus::{ENVOY_REJECTS, NO_BODY, attacks};
+use crate::support::envoy::{Upstream, envoy_in_front};
+use crate::support::{Portcullis, raw_http, scratch};
 use serde_json::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::attack_corpus::{ENVOY_REJECTS, NO_BODY, attacks};
-use support::envoy::{Upstream, envoy_in_front};
-use support::{Portcullis, raw_http, scratch};
 
 #[test]
 fn attack_corpus_through_envoy() {

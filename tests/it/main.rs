@@ -1,0 +1,21 @@
+//! The integration tests, one binary (one link instead of one per file): real servers on
+//! loopback, real Envoy, Redis, identity providers, upstream frameworks and the Helm engine.
+//! Shared helpers live in `tests/support/` (also compiled into the library's unit tests for the
+//! token corpus).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod attacks;
+mod cli;
+mod controls;
+mod envoy;
+mod fuzz_corpus;
+mod grpc;
+mod helm;
+mod ip_lists;
+mod jwks;
+mod observability;
+mod redis;
+mod revocation;
+mod upstreams;
