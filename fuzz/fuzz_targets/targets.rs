@@ -117,8 +117,11 @@ pub fn cidr_file(data: &[u8]) {
     }
 }
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("credential_and_token", credential_and_token),
     ("check_request", check_request),
     ("config", config),
