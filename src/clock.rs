@@ -55,8 +55,3 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
-
-/// Wall-clock Unix milliseconds, for coarse rate limits at the edges (never for token time checks).
-pub fn unix_millis() -> i64 {
-    SystemClock.now_millis()
-}

@@ -3,7 +3,7 @@
 
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::{ApiKey, ApiKeyCheck, KeyDigest};
-use crate::revocation::StoreError;
+use crate::state::StoreError;
 use base64::Engine;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

@@ -2,7 +2,7 @@
 //! Reads are local; writes go through a [`BlockStore`] (memory, or Redis for the fleet).
 
 use crate::decision::{BlockCheck, UnixTime, parse_cidr};
-use crate::revocation::StoreError;
+use crate::state::StoreError;
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,8 @@ impl moka::Expiry<String, Arc<Mutex<Window>>> for WindowExpiry {
 pub struct MemoryBlocks {
     table: RwLock<IpNetworkTable<i64>>,
     failures: moka::sync::Cache<String, Arc<Mutex<Window>>>,
+    /// The latest time a caller passed in (the injected clock's), for the live-blocks gauge.
+    seen_now: std::sync::atomic::AtomicI64,
 }
 
 impl Default for MemoryBlocks {
@@ -95,7 +97,7 @@ impl Default for MemoryBlocks {
                 }
             })
             .build();
-        Self { table: RwLock::new(IpNetworkTable::new()), failures }
+        Self { table: RwLock::new(IpNetworkTable::new()), failures, seen_now: std::sync::atomic::AtomicI64::new(0) }
     }
 }
 
@@ -141,13 +143,14 @@ impl MemoryBlocks {
     }
 
     fn publish_count(&self) {
-        let now = crate::clock::unix_millis() / 1000;
+        let now = self.seen_now.load(std::sync::atomic::Ordering::Relaxed);
         let live = self.table.read().map(|t| t.iter().filter(|(_, e)| **e > now).count()).unwrap_or(0);
         metrics::gauge!(IP_BLOCKS_ACTIVE).set(live as f64);
     }
 
     /// Local sliding-window count (the memory backend's; Redis also counts fleet-wide).
     pub fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32 {
+        self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
         let window =
             self.failures.get_with_by_ref(key, || Arc::new(Mutex::new(Window { window_secs, times: VecDeque::new() })));
         // A poisoned window: count the client as at the limit rather than never.
@@ -169,6 +172,7 @@ impl MemoryBlocks {
 
 impl BlockCheck for MemoryBlocks {
     fn blocked(&self, ip: IpAddr, now: UnixTime) -> bool {
+        self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
         // A poisoned lock means a writer panicked: block rather than guess.
         let Ok(t) = self.table.read() else { return true };
         t.matches(ip.to_canonical()).any(|(_, expires_at)| *expires_at > now.0)
@@ -211,6 +215,7 @@ impl BlockStore for MemoryBlocks {
     }
 
     fn purge_expired(&self, now: UnixTime) {
+        self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut t) = self.table.write() {
             let expired: Vec<IpNetwork> = t.iter().filter(|(_, e)| **e <= now.0).map(|(n, _)| n).collect();
             for net in expired {

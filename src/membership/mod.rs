@@ -2,7 +2,7 @@
 //! read on every request, written through a [`MemberStore`] (memory, or Redis for the fleet).
 
 use crate::decision::MembershipCheck;
-use crate::revocation::StoreError;
+use crate::state::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::RwLock;

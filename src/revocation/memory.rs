@@ -1,7 +1,8 @@
 //! The in-memory revocation store, indexed for O(1) checks on the hot path.
 
-use super::{Revocation, RevocationStore, StoreError};
+use super::{Revocation, RevocationStore};
 use crate::decision::{RevocationCheck, TokenIds, UnixTime, VerifiedToken};
+use crate::state::StoreError;
 use std::collections::HashMap;
 use std::sync::RwLock;
 

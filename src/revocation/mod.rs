@@ -6,6 +6,7 @@ mod memory;
 pub use memory::MemoryRevocations;
 
 use crate::decision::{RevocationCheck, UnixTime};
+use crate::state::StoreError;
 use serde::{Deserialize, Serialize};
 
 /// `expires_at` of a revocation that never ends (its issuer sets no `max_token_age`).
@@ -50,13 +51,6 @@ impl Revocation {
             | Self::Tenant { expires_at, .. } => *expires_at,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The backend could not persist the change; nothing was applied.
-    #[error("revocation store unavailable: {0}")]
-    Unavailable(String),
 }
 
 /// Where revocations are written. Reads on the hot path go through [`RevocationCheck`] and

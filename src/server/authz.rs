@@ -163,7 +163,7 @@ impl AppState {
         span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
         self.metrics.decided(&decision.outcome);
         self.metrics.duration.record(elapsed.as_secs_f64());
-        self.audit.record(&input, &decision, elapsed);
+        self.audit.record(&input, &decision, elapsed, self.clock.now_millis());
         response
     }
 

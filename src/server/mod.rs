@@ -51,6 +51,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("health server failed: {0}")]
     Health(std::io::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
     #[error("JWKS client: {0}")]
     Jwks(String),
     #[error("state backend: {0}")]
@@ -141,7 +143,7 @@ impl Server {
                 let health = Arc::new(StateHealth::new(
                     redis.max_staleness,
                     redis.fail_open_when_stale,
-                    crate::clock::unix_millis(),
+                    options.clock.now_millis(),
                 ));
                 let store =
                     Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
@@ -292,7 +294,7 @@ impl Server {
                 let state = admin::AdminState { app: self.state.clone() };
                 let server =
                     axum::serve(listener, admin::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-                Some(tokio::spawn(async move { server.await.map_err(ServeError::Health) }))
+                Some(tokio::spawn(async move { server.await.map_err(ServeError::Admin) }))
             }
             _ => None,
         };

@@ -2,7 +2,7 @@
 //! written coarsely after allows through a [`SessionStore`] (memory, or Redis for the fleet).
 
 use crate::decision::{SessionCheck, UnixTime};
-use crate::revocation::StoreError;
+use crate::state::StoreError;
 use std::collections::HashMap;
 use std::sync::RwLock;
 

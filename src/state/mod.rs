@@ -8,6 +8,14 @@ pub mod redis_store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+/// Why a store (revocations, blocks, members, API keys, sessions) could not take a write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not persist the change; nothing was applied.
+    #[error("state backend unavailable: {0}")]
+    Unavailable(String),
+}
+
 pub const BACKEND_UP: &str = "portcullis_state_backend_up";
 pub const STREAM_LAG_SECONDS: &str = "portcullis_state_stream_lag_seconds";
 

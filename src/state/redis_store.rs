@@ -3,6 +3,7 @@
 //! current. Holds revocations, tenant memberships, IP blocks, run-time API keys and their
 //! revocations, and session last-seen times.
 
+use super::StoreError;
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::apikeys::{ApiKeyStore, MemoryApiKeys};
 use crate::blocks::{Block, BlockStore, MemoryBlocks};
@@ -13,7 +14,7 @@ use crate::decision::{
     ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, TokenIds, UnixTime, VerifiedToken,
 };
 use crate::membership::{Member, MemberStore, MemoryMembers};
-use crate::revocation::{MemoryRevocations, Revocation, RevocationStore, StoreError};
+use crate::revocation::{MemoryRevocations, Revocation, RevocationStore};
 use crate::sessions::{MemorySessions, SessionStore};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
@@ -46,7 +47,7 @@ enum Change {
     Unblock {
         cidr: String,
     },
-    ApiKeyPut(RawApiKeyEntry),
+    ApiKeyPut(KeyRecord),
     /// `sha256`: the revoked keys' digests (hex); empty in entries written before digests were
     /// kept, which revoke by name.
     ApiKeyRevoked {
@@ -59,6 +60,53 @@ enum Change {
         sid: String,
         at: i64,
     },
+}
+
+/// An API key as Redis stores it: a wire format of its own, apart from the policy file's
+/// `RawApiKeyEntry`, so renaming a policy key never breaks a fleet of mixed versions. Unknown
+/// fields (from a newer replica) are ignored rather than refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub name: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl From<&RawApiKeyEntry> for KeyRecord {
+    fn from(e: &RawApiKeyEntry) -> Self {
+        Self {
+            name: e.name.clone(),
+            sha256: e.sha256.clone(),
+            subject: e.subject.clone(),
+            tenants: e.tenants.clone(),
+            scopes: e.scopes.clone(),
+            roles: e.roles.clone(),
+            expires: e.expires.clone(),
+        }
+    }
+}
+
+impl From<KeyRecord> for RawApiKeyEntry {
+    fn from(r: KeyRecord) -> Self {
+        Self {
+            name: r.name,
+            sha256: r.sha256,
+            subject: r.subject,
+            tenants: r.tenants,
+            scopes: r.scopes,
+            roles: r.roles,
+            expires: r.expires,
+        }
+    }
 }
 
 /// What a change does to its key.
@@ -216,7 +264,7 @@ impl RedisState {
             Change::MemberRemoved { tenant, iss, sub } => self.members.apply_remove(&tenant, &iss, &sub),
             Change::Block(b) => self.blocks.apply_block(&b),
             Change::Unblock { cidr } => self.blocks.apply_unblock(&cidr),
-            Change::ApiKeyPut(entry) => self.api_keys.apply_put(&entry),
+            Change::ApiKeyPut(record) => self.api_keys.apply_put(&record.into()),
             Change::ApiKeyRevoked { name, sha256 } => {
                 let digests: Vec<KeyDigest> =
                     sha256.iter().filter_map(|h| hex::decode(h).ok()?.try_into().ok()).collect();
@@ -639,7 +687,7 @@ impl ApiKeyCheck for RedisState {
 #[async_trait::async_trait]
 impl ApiKeyStore for RedisState {
     async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError> {
-        self.publish(Change::ApiKeyPut(entry), KeyOp::Set { ttl: None }).await
+        self.publish(Change::ApiKeyPut(KeyRecord::from(&entry)), KeyOp::Set { ttl: None }).await
     }
 
     async fn revoke(&self, name: &str, digests: Vec<KeyDigest>) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::{self, LineWriter, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where audit lines go and how allows are sampled.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +61,14 @@ impl AuditSink {
         }
     }
 
-    pub fn record(&self, input: &CheckInput, decision: &Decision, latency: Duration) {
+    /// Writes the audit line of one decision made at `at_millis` (the injected clock).
+    pub fn record(&self, input: &CheckInput, decision: &Decision, latency: Duration, at_millis: i64) {
         let allowed = matches!(decision.outcome, Outcome::Allow { .. });
         if allowed && !self.sampled() {
             return;
         }
-        let line = format!("{}\n", event(input, decision, latency, SystemTime::now()));
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_millis).unwrap_or(0));
+        let line = format!("{}\n", event(input, decision, latency, at));
         // Belt and braces: the event never holds a credential, and the line is scrubbed anyway.
         let line = super::redact::scrub(&line);
         if let Ok(mut out) = self.out.lock()

@@ -21,13 +21,14 @@ fn allows_are_sampled_denies_never() {
     };
     let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
     for _ in 0..100 {
-        audit.record(&input, &allow, Duration::from_micros(5));
-        audit.record(&input, &deny, Duration::from_micros(5));
+        audit.record(&input, &allow, Duration::from_micros(5), 1_790_000_000_000);
+        audit.record(&input, &deny, Duration::from_micros(5), 1_790_000_000_000);
     }
     let text = std::fs::read_to_string(&file).expect("audit");
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let allows = lines.iter().filter(|l| l["decision"] == "allow").count();
     let denies = lines.iter().filter(|l| l["decision"] == "deny").count();
     assert_eq!((allows, denies), (25, 100));
+    assert!(lines.iter().all(|l| l["time"] == "2026-09-21T14:13:20.000000Z"), "time from the injected clock");
     let _ = std::fs::remove_file(&file);
 }

@@ -2,7 +2,7 @@
 //! propagation between replicas, outages, staleness and an emptied Redis.
 
 use crate::support::{Portcullis, RedisServer, corpus, scratch};
-use portcullis::clock::{SystemClock, unix_millis};
+use portcullis::clock::{Clock, SystemClock};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::state::redis_store::RedisState;
@@ -23,7 +23,7 @@ fn settings(url: String, prefix: &str) -> RedisSettings {
 }
 
 fn store(url: String, prefix: &str) -> Arc<RedisState> {
-    let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
+    let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, SystemClock.now_millis()));
     Arc::new(RedisState::new(&settings(url, prefix), health, Arc::new(SystemClock)).expect("store"))
 }
 
@@ -36,7 +36,7 @@ async fn redis_store_behaviour_and_replication() {
     let following = tokio::spawn(follower.clone().follow());
     crate::support::revocation_suite::run(writer.as_ref()).await;
     // Everything the suite wrote reaches a second store through the stream.
-    let now = portcullis::decision::UnixTime(unix_millis() / 1000);
+    let now = portcullis::decision::UnixTime(SystemClock.now_millis() / 1000);
     // Compared entry by entry, not by count: the suite purged the writer's expired entries
     // locally while the follower may still hold them, so counts can match early.
     let holds_all = |other: &RedisState| writer.list(now).iter().all(|r| other.list(now).contains(r));
@@ -180,7 +180,7 @@ async fn acl_username_and_password() {
     let redis = RedisServer::start(&dir);
     let reply = redis.command("ACL SETUSER portcullis on >correct-horse-battery ~* &* +@all");
     assert!(reply.starts_with("+OK"), "{reply}");
-    let health = || Arc::new(StateHealth::new(Duration::from_secs(30), false, unix_millis()));
+    let health = || Arc::new(StateHealth::new(Duration::from_secs(30), false, SystemClock.now_millis()));
     let revocation = portcullis::revocation::Revocation::Jti {
         iss: corpus::ISSUER.into(),
         jti: "acl".into(),
