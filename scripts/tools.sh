@@ -29,34 +29,29 @@ ensure_chart_tools() {
 }
 
 apt_updated=0
-ensure_debian_tool() { # $1 command, $2 Debian package
-  command -v "$1" >/dev/null && return
+# Installs Debian package $1 (as root), or fails naming what is missing.
+apt_install() {
   if [ "$(id -u)" != 0 ]; then
-    echo "missing: $1 — install the Debian package '$2' (apt-get install $2) or run this script as root" >&2
+    echo "missing: $2 — install the Debian package '$1' (apt-get install $1) or run this script as root" >&2
     exit 1
   fi
-  log "installing $2 (Debian)"
+  log "installing $1 (Debian)"
   if [ "$apt_updated" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+ensure_debian_tool() { # $1 command, $2 Debian package
+  command -v "$1" >/dev/null && return
+  apt_install "$2" "$1"
   command -v "$1" >/dev/null || { echo "installing $2 did not provide $1" >&2; exit 1; }
 }
 
-
-ensure_debian_file() { # $1 file, $2 Debian package: ensure_debian_tool for a package with no command
+ensure_debian_file() { # $1 file, $2 Debian package: for a package with no command to look for
   [ -e "$1" ] && return
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing: $1 — install the Debian package '$2' (apt-get install $2) or run this script as root" >&2
-    exit 1
-  fi
-  log "installing $2 (Debian)"
-  if [ "$apt_updated" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  apt_install "$2" "$1"
   [ -e "$1" ] || { echo "installing $2 did not provide $1" >&2; exit 1; }
 }
 

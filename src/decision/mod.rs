@@ -35,7 +35,7 @@ pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements, StepUp};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch, find_route};
-pub use semantics::{check_method, parse_authority};
+pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method, parse_authority};
 pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{

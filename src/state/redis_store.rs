@@ -344,32 +344,19 @@ impl RedisState {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
+    /// Every change stored under `pattern` (unreadable entries are skipped with a warning).
     async fn scan_values(&self, conn: &mut MultiplexedConnection, pattern: String) -> redis::RedisResult<Vec<Change>> {
-        let mut out = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(conn)
-                .await?;
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-                for value in values.into_iter().flatten() {
-                    match serde_json::from_str::<Change>(&value) {
-                        Ok(change) => out.push(change),
-                        Err(e) => tracing::warn!(error = %e, "ignoring an unreadable state entry"),
-                    }
+        let values = self.scan_strings(conn, pattern).await?;
+        Ok(values
+            .into_iter()
+            .filter_map(|value| match serde_json::from_str::<Change>(&value) {
+                Ok(change) => Some(change),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an unreadable state entry");
+                    None
                 }
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(out);
-            }
-        }
+            })
+            .collect())
     }
 
     /// The newest entry id of `stream` (`0-0` when empty or absent).

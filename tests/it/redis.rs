@@ -70,15 +70,7 @@ async fn check(p: &Portcullis, token: &str) -> (u16, String) {
 
 /// One Check for `path` as if from client `ip` (Envoy puts the downstream peer in `source.address`).
 async fn check_as(p: &Portcullis, ip: &str, path: &str, bearer: &str) -> (u16, String) {
-    use portcullis::server::proto::envoy::config::core::v3::{Address, SocketAddress, address};
-    let mut req = check_request("GET", path, &[("authorization", bearer)], HeaderEncoding::Map);
-    if let Some(source) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
-        source.address = Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
-        });
-    }
-    let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
-    crate::support::outcome(&c.check(req).await.expect("check").into_inner())
+    check_from(p, ip, path, bearer, &[]).await
 }
 
 async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
@@ -269,16 +261,8 @@ async fn removing_a_member_takes_effect_on_every_replica() {
 async fn failures_on_two_replicas_add_up_to_one_block() {
     let dir = scratch("redis-blocks");
     let redis = RedisServer::start(&dir);
-    let extra = |name: &str| {
-        let sub = dir.join(name);
-        std::fs::create_dir_all(&sub).expect("dir");
-        let yaml = format!(
-            "state: {{ backend: redis, url: \"{}\" }}\nip: {{ auto_block: {{ failures: 5, window: 15m, block_for: 30m }} }}",
-            redis.url()
-        );
-        Portcullis::start(&sub, &yaml, &[])
-    };
-    let (a, b) = (extra("a"), extra("b"));
+    let ip = "{ auto_block: { failures: 5, window: 15m, block_for: 30m } }";
+    let (a, b) = (replica_with_ip(&dir, "a", &redis, ip), replica_with_ip(&dir, "b", &redis, ip));
     let valid = format!("Bearer {}", token_with_jti("blocked-user", "jti-block"));
     let tampered = format!("Bearer {}x", token_with_jti("blocked-user", "jti-block"));
     for (i, replica) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
@@ -426,16 +410,8 @@ async fn a_paused_replica_resyncs_when_the_stream_was_trimmed_past_it() {
 async fn an_auto_block_during_an_outage_applies_at_once_and_reaches_the_fleet_later() {
     let dir = scratch("redis-outage-block");
     let mut redis = RedisServer::start(&dir);
-    let start = |name: &str| {
-        let sub = dir.join(name);
-        std::fs::create_dir_all(&sub).expect("dir");
-        let yaml = format!(
-            "state: {{ backend: redis, url: \"{}\" }}\nip: {{ auto_block: {{ failures: 2, window: 15m, block_for: 30m }} }}",
-            redis.url()
-        );
-        Portcullis::start(&sub, &yaml, &[])
-    };
-    let (a, b) = (start("a"), start("b"));
+    let ip = "{ auto_block: { failures: 2, window: 15m, block_for: 30m } }";
+    let (a, b) = (replica_with_ip(&dir, "a", &redis, ip), replica_with_ip(&dir, "b", &redis, ip));
     let valid = format!("Bearer {}", token_with_jti("outage-user", "jti-outage"));
     let tampered = format!("{valid}x");
     redis.stop();
@@ -460,11 +436,11 @@ async fn an_auto_block_during_an_outage_applies_at_once_and_reaches_the_fleet_la
 }
 
 /// One Check from peer `ip` with extra headers (x-forwarded-for).
-async fn check_from(p: &Portcullis, ip: &str, bearer: &str, headers: &[(&str, &str)]) -> (u16, String) {
+async fn check_from(p: &Portcullis, ip: &str, path: &str, bearer: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use portcullis::server::proto::envoy::config::core::v3::{Address, SocketAddress, address};
     let mut all = vec![("authorization", bearer)];
     all.extend_from_slice(headers);
-    let mut req = check_request("GET", "/api/items", &all, HeaderEncoding::Raw);
+    let mut req = check_request("GET", path, &all, HeaderEncoding::Raw);
     if let Some(source) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
         source.address = Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
@@ -472,6 +448,13 @@ async fn check_from(p: &Portcullis, ip: &str, bearer: &str, headers: &[(&str, &s
     }
     let mut c = AuthorizationClient::connect(format!("http://{}", p.grpc)).await.expect("connect");
     crate::support::outcome(&c.check(req).await.expect("check").into_inner())
+}
+
+/// A replica on `redis` with `ip` settings (auto-block, trusted proxies, lists).
+fn replica_with_ip(dir: &std::path::Path, name: &str, redis: &RedisServer, ip: &str) -> Portcullis {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).expect("dir");
+    Portcullis::start(&sub, &format!("state: {{ backend: redis, url: \"{}\" }}\nip: {ip}", redis.url()), &[])
 }
 
 /// Issue 20: IPv4-mapped peers and X-Forwarded-For hop forms, on two replicas sharing Redis.
@@ -482,43 +465,51 @@ async fn check_from(p: &Portcullis, ip: &str, bearer: &str, headers: &[(&str, &s
 async fn mapped_addresses_and_forwarded_hops_on_two_replicas() {
     let dir = scratch("redis-ip");
     let redis = RedisServer::start(&dir);
-    let start = |name: &str| {
-        let sub = dir.join(name);
-        std::fs::create_dir_all(&sub).expect("dir");
-        let yaml = format!(
-            "state: {{ backend: redis, url: \"{}\" }}\nip: {{ trusted_cidrs: [10.0.0.0/8], deny: [203.0.113.0/24], auto_block: {{ failures: 3, window: 15m, block_for: 30m }} }}",
-            redis.url()
-        );
-        Portcullis::start(&sub, &yaml, &[])
-    };
-    let (a, b) = (start("a"), start("b"));
+    let ip = "{ trusted_cidrs: [10.0.0.0/8], deny: [203.0.113.0/24], auto_block: { failures: 3, window: 15m, block_for: 30m } }";
+    let (a, b) = (replica_with_ip(&dir, "a", &redis, ip), replica_with_ip(&dir, "b", &redis, ip));
     let valid = format!("Bearer {}", token_with_jti("ip-user", "jti-ip"));
     let tampered = format!("{valid}x");
     let blocked = (403, "ip_blocked".to_string());
-    assert_eq!(check_from(&a, "::ffff:203.0.113.7", &valid, &[]).await, blocked, "a mapped address in a denied range");
+    assert_eq!(
+        check_from(&a, "::ffff:203.0.113.7", "/api/items", &valid, &[]).await,
+        blocked,
+        "a mapped address in a denied range"
+    );
     for replica in [&a, &b, &a] {
-        assert_eq!(check_from(replica, "::ffff:198.51.100.1", &tampered, &[]).await.1, "token_invalid");
+        assert_eq!(check_from(replica, "::ffff:198.51.100.1", "/api/items", &tampered, &[]).await.1, "token_invalid");
     }
     let t = Instant::now();
-    while check_from(&b, "198.51.100.1", &valid, &[]).await != blocked {
+    while check_from(&b, "198.51.100.1", "/api/items", &valid, &[]).await != blocked {
         assert!(t.elapsed() < Duration::from_secs(3), "the mapped client's block never reached B as its IPv4 address");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(check_from(&a, "::ffff:198.51.100.2", &valid, &[]).await.0, 200, "another mapped client is unaffected");
+    assert_eq!(
+        check_from(&a, "::ffff:198.51.100.2", "/api/items", &valid, &[]).await.0,
+        200,
+        "another mapped client is unaffected"
+    );
     // Behind a trusted proxy: ip:port and [v6]:port hops are clients.
     for replica in [&a, &b, &b] {
-        let got = check_from(replica, "10.0.0.1", &tampered, &[("x-forwarded-for", "198.51.100.9:4444")]).await;
+        let got =
+            check_from(replica, "10.0.0.1", "/api/items", &tampered, &[("x-forwarded-for", "198.51.100.9:4444")]).await;
         assert_eq!(got.1, "token_invalid");
     }
     let t = Instant::now();
-    while check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "198.51.100.9")]).await != blocked {
+    while check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "198.51.100.9")]).await != blocked {
         assert!(t.elapsed() < Duration::from_secs(3), "the ip:port client was never blocked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "[2001:db8::1]:443")]).await.0, 200);
-    assert_eq!(check_from(&a, "10.0.0.1", &valid, &[]).await.0, 200, "the trusted proxy itself is never blocked");
     assert_eq!(
-        check_from(&a, "10.0.0.1", &valid, &[("x-forwarded-for", "198.51.100.10, garbage")]).await,
+        check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "[2001:db8::1]:443")]).await.0,
+        200
+    );
+    assert_eq!(
+        check_from(&a, "10.0.0.1", "/api/items", &valid, &[]).await.0,
+        200,
+        "the trusted proxy itself is never blocked"
+    );
+    assert_eq!(
+        check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "198.51.100.10, garbage")]).await,
         (400, "invalid_request".to_string()),
         "an unparsable hop behind a trusted proxy is refused"
     );
