@@ -24,6 +24,6 @@ log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]
 log "redis: $("$PORTCULLIS_REDIS" --version)"
 
 log "cargo test (unit, integration, end to end through Envoy and Redis, the fuzz corpus replayed)"
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked
 # Timed fuzzing (libFuzzer through cargo-fuzz) is scripts/fuzz.sh SECONDS; every committed corpus
 # file is replayed above through the same target functions (tests/it/fuzz_corpus.rs).

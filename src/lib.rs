@@ -7,7 +7,8 @@ pub mod blocks;
 pub mod cache;
 pub mod clock;
 pub mod config;
-pub mod decision;
+/// The pure decision core (the `portcullis-core` crate).
+pub use portcullis_core as decision;
 pub mod dev;
 pub mod jwt;
 pub mod membership;
@@ -21,3 +22,6 @@ pub mod telemetry;
 #[cfg(test)]
 #[path = "../tests/support/corpus.rs"]
 pub(crate) mod corpus;
+
+#[cfg(test)]
+mod core_tests;

@@ -30,7 +30,7 @@ impl fmt::Display for Subject {
 }
 
 /// A token whose signature, issuer, audience, type and required claims have been verified.
-/// Time claims are re-checked by the core on every use (see [`crate::decision::check_times`]).
+/// Time claims are re-checked by the core on every use (see [`crate::check_times`]).
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub issuer: IssuerId,
@@ -183,7 +183,7 @@ impl<'a> Services<'a> {
     }
 }
 
-/// Verifies a bearer token's cryptography and static claims. Implemented in `crate::jwt`.
+/// Verifies a bearer token's cryptography and static claims. Implemented by the server crate's `jwt` module.
 pub trait TokenVerifier {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;
 

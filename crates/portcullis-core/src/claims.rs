@@ -67,14 +67,14 @@ pub(super) mod pointer_tests {
     use serde_json::{Value, json};
 
     /// A claim set with escapes, array indexes and look-alike names, and pointers into it.
-    pub(in crate::decision) fn document() -> Value {
+    pub(crate) fn document() -> Value {
         json!({
             "sub": "u1", "roles": ["a", "b"], "org": {"id": 7, "teams": [{"name": "x"}]},
             "a/b": 1, "m~n": 2, "": 3, "01": 4, "tenants": {"acme": ["admin"]}, "zz_custom": true
         })
     }
 
-    pub(in crate::decision) const POINTERS: &[&str] = &[
+    pub(crate) const POINTERS: &[&str] = &[
         "",
         "/",
         "/sub",
