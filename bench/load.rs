@@ -1,5 +1,5 @@
-//! Load generator for Portcullis' `Check` and for Envoy in front of it (DESIGN "How we test and
-//! measure"). Open loop by default: requests leave at a fixed intended rate whatever the server
+//! Load generator for Portcullis' `Check` and for Envoy in front of it (bench/README.md).
+//! Open loop by default: requests leave at a fixed intended rate whatever the server
 //! does, latency is measured from the intended send time (no coordinated omission) into an
 //! HdrHistogram. `--closed N` instead keeps N requests in flight back to back, to find a mode's
 //! maximum rate. Every answer is checked against the decision it must have.
@@ -16,9 +16,9 @@
 //! tenant `acme`. Runs on one thread so that pinning it to one CPU (`taskset -c 0`) holds.
 
 use hdrhistogram::Histogram;
+use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::proto::envoy::service::auth::v3::CheckRequest;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use portcullis::server::request::{HeaderEncoding, check_request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

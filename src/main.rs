@@ -5,9 +5,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::{self, ConfigError, EXIT_CONFIG, ListenAddr, Settings};
+use portcullis::dev::request::{HeaderEncoding, check_request, summarize};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use portcullis::server::request::{HeaderEncoding, check_request};
-use portcullis::server::{ServeOptions, Server, convert};
+use portcullis::server::{ServeOptions, Server};
 use portcullis::{dev, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -277,7 +277,7 @@ async fn dev_banner(grpc: ListenAddr) -> anyhow::Result<()> {
             .await
             .context("Check call")?
             .into_inner();
-        println!("  self-check: GET /hello {label} -> {}", convert::summarize(&response));
+        println!("  self-check: GET /hello {label} -> {}", summarize(&response));
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 """Validates deploy/istio/*.yaml against the Istio schemas kept in tests/fixtures/istio/ and
-checks they carry the wiring DESIGN.md asks for. Run by tests/it/helm.rs."""
+checks they carry the wiring deploy/README.md describes. Run by tests/it/helm.rs."""
 
 import json
 import pathlib

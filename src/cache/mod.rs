@@ -1,4 +1,4 @@
-//! The verified-claims cache (DESIGN "Cache and invalidation").
+//! The verified-claims cache (README "Claims cache, revocation and the admin API").
 //!
 //! It holds verified claims, never decisions. The key is the credential's SHA-256 and the
 //! policy generation; each entry remembers the key-set generation of the issuer that verified

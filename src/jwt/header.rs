@@ -1,4 +1,4 @@
-//! JOSE header rules (DESIGN step 7). Parameters that would let a token choose its own key or
+//! JOSE header rules (docs/contract.md step 8). Parameters that would let a token choose its own key or
 //! change how it is processed are refused outright.
 
 use super::alg::Alg;

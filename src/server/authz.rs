@@ -167,7 +167,7 @@ impl AppState {
         response
     }
 
-    /// Auto-block (DESIGN step 13): only invalid credentials count — never missing or expired
+    /// Auto-block (docs/contract.md step 14): only invalid credentials count — never missing or expired
     /// ones, never a trusted proxy. OPTIONS counts like any method: a CORS preflight carries no
     /// credential, so only credential guessing over OPTIONS is counted.
     async fn count_failure(&self, decision: &Decision, snapshot: &Snapshot) {

@@ -173,27 +173,6 @@ pub fn check_response(decision: &Decision, request_id: &str, policy: &ResponsePo
     }
 }
 
-/// One line describing a `CheckResponse` (for `portcullis dev` and test messages).
-pub fn summarize(response: &CheckResponse) -> String {
-    match &response.http_response {
-        Some(check_response::HttpResponse::OkResponse(ok)) => {
-            let set: Vec<String> = ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| format!("{}: {}", h.key, h.value))
-                .collect();
-            format!("allow (200), sets [{}]", set.join(", "))
-        }
-        Some(check_response::HttpResponse::DeniedResponse(denied)) => {
-            let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
-            let reason = response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
-            format!("deny ({status}) {reason}")
-        }
-        None => "no answer".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

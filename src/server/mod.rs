@@ -14,7 +14,6 @@ mod io;
 pub mod proto;
 pub mod ratelimit;
 mod reload;
-pub mod request;
 
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;

@@ -1,4 +1,4 @@
-//! The Prometheus registry and the contract metric names (DESIGN "Observability").
+//! The Prometheus registry and the contract metric names (docs/contract.md "Metric names").
 
 use crate::decision::{DenyReason, Outcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

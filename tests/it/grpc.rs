@@ -4,10 +4,10 @@
 
 use crate::support::corpus;
 use portcullis::config::{ListenAddr, Settings, parse_and_validate};
+use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::Server;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::proto::envoy::service::auth::v3::{CheckResponse, check_response::HttpResponse};
-use portcullis::server::request::{HeaderEncoding, check_request};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,7 +67,7 @@ fn header<'a>(
     headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
 }
 
-/// Checks one answer against the contract of DESIGN step 12; returns a failure description.
+/// Checks one answer against the contract of docs/contract.md step 13; returns a failure description.
 fn contract_failure(case: &corpus::Case, resp: &CheckResponse) -> Option<String> {
     let code = resp.status.as_ref().map(|s| s.code).unwrap_or(-1);
     match &resp.http_response {

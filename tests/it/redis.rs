@@ -3,8 +3,8 @@
 
 use crate::support::{Portcullis, RedisServer, corpus, scratch};
 use portcullis::clock::{Clock, SystemClock};
+use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, StateHealth};
 use std::sync::Arc;

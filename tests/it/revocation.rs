@@ -4,8 +4,8 @@
 use crate::support::{corpus, raw_http, scratch};
 use portcullis::clock::{Clock, ManualClock};
 use portcullis::config::parse_and_validate;
+use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::revocation::MemoryRevocations;
-use portcullis::server::request::{HeaderEncoding, check_request};
 use portcullis::server::{AppState, ServeOptions, Server};
 use std::net::SocketAddr;
 use std::sync::Arc;

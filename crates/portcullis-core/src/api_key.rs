@@ -1,4 +1,4 @@
-//! API keys (DESIGN step 6/7): a configured prefix and >= 128 random bits, looked up by SHA-256
+//! API keys (docs/contract.md steps 7 and 8): a configured prefix and >= 128 random bits, looked up by SHA-256
 //! digest. Only digests are ever held; the key itself is hashed and dropped.
 
 use super::reason::{Deny, DenyReason};

@@ -1,4 +1,4 @@
-//! Credential extraction (DESIGN step 6): one bearer token from `authorization`, a named cookie
+//! Credential extraction (docs/contract.md step 7): one bearer token from `authorization`, a named cookie
 //! or an API-key header.
 
 use super::input::CheckInput;

@@ -85,7 +85,7 @@ pub struct DecisionContext {
     pub tenant: Option<String>,
     /// The start of the credential's SHA-256; never the credential.
     pub credential_fingerprint: Option<Fingerprint>,
-    /// The client address (DESIGN step 2), and whether it is a trusted proxy.
+    /// The client address (contract step 2), and whether it is a trusted proxy.
     pub client_ip: Option<std::net::IpAddr>,
     pub client_trusted: bool,
     /// Set when the token named a key its issuer does not have: the edge may refetch the
@@ -225,7 +225,7 @@ struct Identity<'p> {
     rules: &'p IssuerRules,
 }
 
-/// Verifies the credential (DESIGN step 7): a JWT through the verifier, an API key by digest.
+/// Verifies the credential (contract step 8): a JWT through the verifier, an API key by digest.
 fn identify<'p>(
     policy: &'p Policy,
     services: &Services,
@@ -302,7 +302,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     {
         return Decision::deny(deny, context);
     }
-    // Pre-auth rate limit per client IP (DESIGN step 5); trusted proxies are never limited.
+    // Pre-auth rate limit per client IP (contract step 5); trusted proxies are never limited.
     if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.key == RateKey::Ip)
         && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
         && let Err(deny) = limit(services, tier, &client_key(ip))
@@ -389,7 +389,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     {
         return Decision::deny(deny, context);
     }
-    // Post-auth rate limits per subject (issuer-scoped) or per tenant (DESIGN step 11).
+    // Post-auth rate limits per subject (issuer-scoped) or per tenant (contract step 12).
     if let Some(tier) = &route.rate_limit {
         let key = match tier.key {
             RateKey::Ip => None,

@@ -1,4 +1,4 @@
-//! Identity headers set on allow, and the header names removed on every allow (DESIGN step 12).
+//! Identity headers set on allow, and the header names removed on every allow (docs/contract.md step 13).
 
 use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};

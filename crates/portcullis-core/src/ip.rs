@@ -1,4 +1,4 @@
-//! Client IP and static IP lists (DESIGN steps 2 and 3).
+//! Client IP and static IP lists (docs/contract.md steps 2 and 3).
 
 use super::reason::{Deny, DenyReason};
 use ip_network::IpNetwork;

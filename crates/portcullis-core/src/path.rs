@@ -1,4 +1,4 @@
-//! Request path checks (DESIGN step 4): strip the query, refuse anything ambiguous.
+//! Request path checks (docs/contract.md step 4): strip the query, refuse anything ambiguous.
 
 /// Returns the path without query or fragment, or why it is refused.
 ///

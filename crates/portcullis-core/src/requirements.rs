@@ -1,4 +1,4 @@
-//! Route requirements on verified claims (DESIGN step 10): issuers, audiences, scopes, roles,
+//! Route requirements on verified claims (docs/contract.md step 11): issuers, audiences, scopes, roles,
 //! claim matchers.
 
 use super::claim_set::Claims;

@@ -1,4 +1,4 @@
-//! Route matching (DESIGN step 4).
+//! Route matching (docs/contract.md step 4).
 
 use super::reason::{Deny, DenyReason};
 use super::requirements::Requirements;

@@ -1,4 +1,4 @@
-//! Tenant resolution and membership (DESIGN step 9). A client-sent tenant id proves nothing:
+//! Tenant resolution and membership (docs/contract.md steps 6 and 10). A client-sent tenant id proves nothing:
 //! the id is only requested by the request, and membership is proven from trusted claims, the
 //! personal tenant rule or a membership store, on every request.
 

@@ -1,7 +1,11 @@
-//! Builds `CheckRequest`s the way Envoy does; used by `portcullis dev`'s self-check and tests.
+//! Builds `CheckRequest`s the way Envoy does, and sums up answers: development tooling for
+//! `portcullis dev`'s self-check, the tests, the benchmarks and the load generator (not part of
+//! the server's request path).
 
-use super::proto::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress, address};
-use super::proto::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
+use crate::server::proto::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress, address};
+use crate::server::proto::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, attribute_context, check_response,
+};
 
 /// How Envoy encodes the request headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,5 +65,26 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)], encodin
             request: Some(attribute_context::Request { time: None, http: Some(http) }),
             ..Default::default()
         }),
+    }
+}
+
+/// One line describing a `CheckResponse` (for `portcullis dev` and test messages).
+pub fn summarize(response: &CheckResponse) -> String {
+    match &response.http_response {
+        Some(check_response::HttpResponse::OkResponse(ok)) => {
+            let set: Vec<String> = ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| format!("{}: {}", h.key, h.value))
+                .collect();
+            format!("allow (200), sets [{}]", set.join(", "))
+        }
+        Some(check_response::HttpResponse::DeniedResponse(denied)) => {
+            let status = denied.status.as_ref().map(|s| s.code).unwrap_or_default();
+            let reason = response.status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+            format!("deny ({status}) {reason}")
+        }
+        None => "no answer".into(),
     }
 }
