@@ -1,0 +1,83 @@
+//! `ip` (lists, trusted proxies, auto-block) and `rate_limits` tiers.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn cidrs(&mut self, path: &str, inline: &[String], files: &[String]) -> CidrSet {
+        let mut set = CidrSet::default();
+        for (i, text) in inline.iter().enumerate() {
+            match parse_cidr(text) {
+                Ok(net) => set.insert(net),
+                Err(e) => self.problems.add(format!("{path}[{i}]"), e),
+            }
+        }
+        for (i, file) in files.iter().enumerate() {
+            let p = format!("{path}_files[{i}]");
+            let Some(bytes) = self.read(&p, file) else { continue };
+            if let Err(e) = set.extend_from_lines(&String::from_utf8_lossy(&bytes)) {
+                self.problems.add(&p, e);
+            }
+        }
+        set
+    }
+
+    pub(super) fn ip(&mut self, raw: &RawIp) -> IpPolicy {
+        let allow = self.cidrs("ip.allow", &raw.allow, &raw.allow_files);
+        let deny = self.cidrs("ip.deny", &raw.deny, &raw.deny_files);
+        let trusted = self.cidrs("ip.trusted_cidrs", &raw.trusted_cidrs, &[]);
+        let auto_block = raw.auto_block.as_ref().map(|a| {
+            let window = self.duration("ip.auto_block.window", Some(&a.window), Duration::from_secs(900));
+            let block_for = self.duration("ip.auto_block.block_for", Some(&a.block_for), Duration::from_secs(1800));
+            if a.failures == 0 {
+                self.problems.add("ip.auto_block.failures", "must be at least 1");
+            }
+            for (name, d) in [("window", window), ("block_for", block_for)] {
+                if d < Duration::from_secs(1) {
+                    self.problems.add(format!("ip.auto_block.{name}"), "must be at least 1s");
+                }
+            }
+            AutoBlock {
+                failures: a.failures,
+                window_secs: window.as_secs() as i64,
+                block_for_secs: block_for.as_secs() as i64,
+            }
+        });
+        IpPolicy { allow, deny, trusted, auto_block }
+    }
+
+    pub(super) fn tiers(&mut self, raw: Option<&RawRateLimits>) -> HashMap<String, RateTier> {
+        let mut tiers = HashMap::new();
+        let Some(raw) = raw else { return tiers };
+        for (name, t) in &raw.tiers {
+            let p = format!("rate_limits.tiers.{name}");
+            let key = match t.key.as_str() {
+                "ip" => RateKey::Ip,
+                "subject" => RateKey::Subject,
+                "tenant" => RateKey::Tenant,
+                other => {
+                    self.problems.add(format!("{p}.key"), format!("\"{other}\" is not ip, subject or tenant"));
+                    continue;
+                }
+            };
+            let whole = |v: f64| (v >= 1.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32);
+            let (amount, period_secs) = match (t.rps, t.per_minute) {
+                (Some(rps), None) => (whole(rps), 1),
+                (None, Some(pm)) => (whole(pm), 60),
+                _ => {
+                    self.problems.add(&p, "exactly one of rps or per_minute is required");
+                    continue;
+                }
+            };
+            let Some(amount) = amount else {
+                self.problems.add(&p, "the rate must be a whole number of at least 1");
+                continue;
+            };
+            let burst = t.burst.unwrap_or(amount);
+            if burst == 0 {
+                self.problems.add(format!("{p}.burst"), "must be at least 1");
+            }
+            tiers.insert(name.clone(), RateTier { name: name.clone(), key, amount, period_secs, burst });
+        }
+        tiers
+    }
+}

@@ -1,0 +1,226 @@
+//! `issuers`: algorithms, key sources (JWKS file, inline, URL, discovery; PEM; HMAC) and time rules.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {
+        let mut verifier = Verifier::default();
+        let mut jobs = Vec::new();
+        let mut rules = Vec::new();
+        if raw.is_empty() {
+            self.problems.add("issuers", "at least one issuer is required");
+        }
+        for (i, issuer) in raw.iter().enumerate() {
+            let p = format!("issuers[{i}]");
+            let name = issuer.issuer.clone().unwrap_or_default();
+            if name.is_empty() {
+                self.problems.add(format!("{p}.issuer"), "required");
+            } else if name == DEV_ISSUER && !dev {
+                self.problems.add(
+                    format!("{p}.issuer"),
+                    format!("the development issuer {DEV_ISSUER} is only allowed with `dev: true`"),
+                );
+            }
+            if raw[..i].iter().any(|other| other.issuer == issuer.issuer) {
+                self.problems.add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
+            }
+            if issuer.audiences.is_empty() {
+                self.problems.add(format!("{p}.audiences"), "at least one audience is required");
+            }
+            let algorithms = self.algorithms(&p, &issuer.algorithms);
+            let store = match self.keys(&p, issuer, &algorithms) {
+                Some(KeySource::Fixed(set)) => Arc::new(KeyStore::fixed(set)),
+                Some(KeySource::Remote(remote)) => {
+                    let store = Arc::new(KeyStore::remote());
+                    jobs.push(JwksJob { issuer: Arc::from(name.as_str()), store: store.clone(), remote });
+                    store
+                }
+                None => Arc::new(KeyStore::fixed(KeySet::default())),
+            };
+            let leeway = self.duration(&format!("{p}.leeway"), issuer.leeway.as_deref(), Duration::from_secs(30));
+            if leeway > MAX_LEEWAY {
+                self.problems.add(format!("{p}.leeway"), "must be at most 5m");
+            }
+            let max_token_age = issuer
+                .max_token_age
+                .as_deref()
+                .map(|s| self.duration(&format!("{p}.max_token_age"), Some(s), Duration::ZERO).as_secs() as i64);
+            let token_type = issuer.token_type.as_ref().map(|tt| {
+                if tt.claim.is_empty() || tt.allowed.is_empty() {
+                    self.problems.add(format!("{p}.token_type"), "needs a claim and at least one allowed value");
+                }
+                TokenType { claim: tt.claim.clone(), allowed: tt.allowed.clone() }
+            });
+            let roles_pointer = issuer.roles_claim.clone().unwrap_or_else(|| "/roles".into());
+            if !roles_pointer.starts_with('/') {
+                self.problems.add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
+            }
+            verifier.issuers.push(IssuerVerifier {
+                issuer: Arc::from(name.as_str()),
+                audiences: issuer.audiences.clone(),
+                algorithms,
+                keys: store,
+                required: issuer.required.unwrap_or(true),
+                required_claims: issuer.required_claims.clone(),
+                token_type,
+                header_typ: issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect(),
+            });
+            rules.push(IssuerRules {
+                time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },
+                roles_pointer,
+                trusted_claims: issuer.trusted_claims.iter().map(|c| c.trim_start_matches('/').to_string()).collect(),
+            });
+        }
+        (verifier, rules, jobs)
+    }
+
+    pub(super) fn algorithms(&mut self, p: &str, raw: &[String]) -> Vec<Alg> {
+        if raw.is_empty() {
+            self.problems.add(format!("{p}.algorithms"), "at least one algorithm is required");
+        }
+        let mut algs = Vec::new();
+        for (j, name) in raw.iter().enumerate() {
+            match name.parse::<Alg>() {
+                Ok(alg) => algs.push(alg),
+                Err(()) if name.eq_ignore_ascii_case("none") => {
+                    self.problems.add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
+                }
+                Err(()) => self.problems.add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
+            }
+        }
+        let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
+        if hmac && algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
+            self.problems.add(format!("{p}.algorithms"), "an issuer never mixes HS* with asymmetric algorithms");
+        }
+        algs
+    }
+
+    pub(super) fn keys(&mut self, p: &str, issuer: &RawIssuer, algs: &[Alg]) -> Option<KeySource> {
+        let sources = [issuer.jwks.is_some(), issuer.pem_files.is_some(), issuer.hmac_secret_file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.problems.add(p, "exactly one of jwks, pem_files or hmac_secret_file is required");
+            return None;
+        }
+        let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);
+        if let Some(file) = &issuer.hmac_secret_file {
+            if algs.iter().any(|a| a.family() != AlgFamily::Hmac) {
+                self.problems.add(format!("{p}.hmac_secret_file"), "an HMAC secret only verifies HS* algorithms");
+            }
+            let bytes = self.read(&format!("{p}.hmac_secret_file"), file)?;
+            return keys_from_hmac_secret(&bytes, algs)
+                .map_err(|e| self.problems.add(format!("{p}.hmac_secret_file"), e))
+                .ok()
+                .map(KeySource::Fixed);
+        }
+        if hmac {
+            self.problems
+                .add(format!("{p}.algorithms"), "HS* algorithms need hmac_secret_file (never a JWKS or PEM key)");
+        }
+        if let Some(files) = &issuer.pem_files {
+            if files.is_empty() {
+                self.problems.add(format!("{p}.pem_files"), "at least one file is required");
+            }
+            let mut set = KeySet::default();
+            for (j, file) in files.iter().enumerate() {
+                let path = format!("{p}.pem_files[{j}]");
+                let Some(bytes) = self.read(&path, file) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                match keys_from_pem(&text, None) {
+                    Ok(key) => set.keys.push(key),
+                    Err(e) => self.problems.add(&path, e),
+                }
+            }
+            if set.keys.len() == files.len() {
+                for why in set.unusable_algs(algs) {
+                    self.problems.add(format!("{p}.pem_files"), why);
+                }
+            }
+            return Some(KeySource::Fixed(set));
+        }
+        let jwks = issuer.jwks.as_ref()?;
+        let jp = format!("{p}.jwks");
+        let sources = [jwks.file.is_some(), jwks.inline.is_some(), jwks.url.is_some(), jwks.discovery.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.problems.add(&jp, "exactly one of file, inline, url or discovery is required");
+            return None;
+        }
+        if jwks.url.is_some() || jwks.discovery.is_some() {
+            return self.remote_jwks(&jp, jwks).map(KeySource::Remote);
+        }
+        for (present, field) in [
+            (jwks.refresh.is_some(), "refresh"),
+            (jwks.fallback_file.is_some(), "fallback_file"),
+            (jwks.max_stale.is_some(), "max_stale"),
+            (jwks.refetch_interval.is_some(), "refetch_interval"),
+            (jwks.insecure_http.is_some(), "insecure_http"),
+            (jwks.ca_file.is_some(), "ca_file"),
+        ] {
+            if present {
+                self.problems.add(format!("{jp}.{field}"), "only applies with url or discovery");
+            }
+        }
+        let text = match (&jwks.file, &jwks.inline) {
+            (Some(file), _) => String::from_utf8_lossy(&self.read(&format!("{jp}.file"), file)?).into_owned(),
+            (None, Some(serde_json::Value::String(s))) => s.clone(),
+            (None, Some(value)) => value.to_string(),
+            (None, None) => return None,
+        };
+        let set = keys_from_jwks(&text).map_err(|e| self.problems.add(&jp, e)).ok()?;
+        if set.keys.is_empty() {
+            self.problems.add(&jp, "no usable signing key");
+        }
+        for why in set.unusable_algs(algs) {
+            self.problems.add(&jp, why);
+        }
+        Some(KeySource::Fixed(set))
+    }
+
+    pub(super) fn remote_jwks(&mut self, jp: &str, jwks: &RawJwks) -> Option<RemoteJwks> {
+        let insecure_http = jwks.insecure_http.unwrap_or(false);
+        let source = match (&jwks.url, &jwks.discovery) {
+            (Some(url), _) => {
+                check_url(url, insecure_http).map_err(|e| self.problems.add(format!("{jp}.url"), e)).ok()?;
+                RemoteSource::Url(url.clone())
+            }
+            (None, Some(base)) => {
+                check_url(base, insecure_http).map_err(|e| self.problems.add(format!("{jp}.discovery"), e)).ok()?;
+                RemoteSource::Discovery(base.clone())
+            }
+            (None, None) => return None,
+        };
+        let refresh = self.duration(&format!("{jp}.refresh"), jwks.refresh.as_deref(), Duration::from_secs(3600));
+        let refetch_interval =
+            self.duration(&format!("{jp}.refetch_interval"), jwks.refetch_interval.as_deref(), Duration::from_secs(30));
+        let max_stale =
+            self.duration(&format!("{jp}.max_stale"), jwks.max_stale.as_deref(), Duration::from_secs(86_400));
+        for (name, value) in [("refresh", refresh), ("refetch_interval", refetch_interval), ("max_stale", max_stale)] {
+            if value < Duration::from_secs(1) {
+                self.problems.add(format!("{jp}.{name}"), "must be at least 1s");
+            }
+        }
+        if max_stale < refresh {
+            self.problems.add(format!("{jp}.max_stale"), "must not be shorter than refresh");
+        }
+        let fallback_file = jwks.fallback_file.as_ref().and_then(|file| {
+            let path = self.base.join(file);
+            let bytes = self.read(&format!("{jp}.fallback_file"), file)?;
+            keys_from_jwks(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| self.problems.add(format!("{jp}.fallback_file"), e))
+                .ok()?;
+            Some(path)
+        });
+        let ca_pem = jwks.ca_file.as_ref().and_then(|file| {
+            let bytes = self.read(&format!("{jp}.ca_file"), file)?;
+            match reqwest::Certificate::from_pem_bundle(&bytes) {
+                Ok(certs) if !certs.is_empty() => Some(bytes),
+                _ => {
+                    self.problems.add(format!("{jp}.ca_file"), "no PEM certificate in the file");
+                    None
+                }
+            }
+        });
+        Some(RemoteJwks { source, refresh, refetch_interval, max_stale, fallback_file, ca_pem, insecure_http })
+    }
+}

@@ -1,0 +1,207 @@
+//! Raw tree → [`Settings`], collecting every problem with its path; one file per section of
+//! the policy, each an `impl Validator` block.
+
+mod credentials;
+mod ip_limits;
+mod issuers;
+mod response;
+mod routes;
+mod runtime;
+mod tenants;
+
+use super::listen::ListenAddr;
+use super::schema::*;
+use super::settings::{LogFormat, RevocationLifetimes, Settings, Snapshot};
+use super::{ConfigError, Problems};
+use crate::cache::CacheSettings;
+use crate::config::settings::{AdminSettings, AdminToken};
+use crate::decision::{
+    Access, ApiKeyPolicy, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, CsrfPolicy, DoubleSubmit,
+    HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy,
+    RateKey, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp, TenantPolicy,
+    TenantSource, TimePolicy, parse_cidr,
+};
+use crate::jwt::fetch::JwksJob;
+use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
+use crate::jwt::{
+    Alg, AlgFamily, IssuerVerifier, KeySet, KeyStore, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks,
+    keys_from_pem,
+};
+use crate::state::{RedisSettings, Secret, StateBackend};
+use crate::telemetry::audit::AuditSettings;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where an issuer's keys come from.
+enum KeySource {
+    Fixed(KeySet),
+    Remote(RemoteJwks),
+}
+
+/// The built-in development issuer; refused unless the file says `dev: true`.
+pub const DEV_ISSUER: &str = "urn:portcullis:dev";
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// `response.security_headers: true`: the set a browser-facing API should send.
+const DEFAULT_SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// Reads, parses and validates a policy file. Relative paths in it are resolved from its folder.
+pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut settings = parse_and_validate(&text, &base)?;
+    settings.sources.insert(0, path.to_path_buf());
+    Ok(settings)
+}
+
+pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
+    let mut v = Validator { base: base.to_path_buf(), problems: Problems::default(), sources: Vec::new() };
+    let settings = v.settings(raw);
+    match settings {
+        Some(s) if v.problems.0.is_empty() => Ok(s),
+        _ => Err(ConfigError::Invalid(v.problems)),
+    }
+}
+
+struct Validator {
+    base: PathBuf,
+    problems: Problems,
+    /// Files read while validating.
+    sources: Vec<PathBuf>,
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Validator {
+    pub(super) fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
+                self.problems.add(path, format!("\"{s}\" is not a duration (like 30s, 5m, 1h)"));
+                default
+            }),
+        }
+    }
+
+    pub(super) fn read(&mut self, path: &str, file: &str) -> Option<Vec<u8>> {
+        let full = self.base.join(file);
+        self.sources.push(full.clone());
+        match std::fs::read(&full) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.problems.add(path, format!("cannot read {}: {e}", full.display()));
+                None
+            }
+        }
+    }
+
+    pub(super) fn settings(&mut self, raw: RawConfig) -> Option<Settings> {
+        if let Some(version) = raw.version
+            && version != 1
+        {
+            self.problems.add("version", format!("unsupported version {version}; this release reads version 1"));
+        }
+        let grpc = ListenAddr::parse(raw.listen.grpc.as_deref().unwrap_or("127.0.0.1:9191"), true)
+            .map_err(|e| self.problems.add("listen.grpc", e))
+            .ok();
+        let health = raw
+            .listen
+            .health
+            .as_deref()
+            .unwrap_or("127.0.0.1:9190")
+            .parse()
+            .map_err(|_| self.problems.add("listen.health", "expected host:port with an IP address"))
+            .ok();
+        let admin = self.admin(raw.listen.admin.as_deref(), raw.admin.as_ref());
+        let cache = self.cache(raw.cache.as_ref());
+        let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
+        if max_inflight_checks == 0 {
+            self.problems.add("limits.max_inflight_checks", "must be at least 1");
+        }
+        let sessions = raw.sessions.as_ref().map(|s| self.sessions(s));
+        let state = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
+        let log_format = match raw.telemetry.log_format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                self.problems.add("telemetry.log_format", format!("\"{other}\" is not json or text"));
+                LogFormat::Json
+            }
+        };
+        let otlp_endpoint = raw.telemetry.otlp_endpoint.clone();
+        if let Some(endpoint) = &otlp_endpoint
+            && reqwest::Url::parse(endpoint).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+        {
+            self.problems.add("telemetry.otlp_endpoint", format!("\"{endpoint}\" is not an http(s) URL"));
+        }
+        let audit = self.audit(raw.telemetry.audit.as_ref());
+        let drain_delay = self.duration("shutdown.drain_delay", raw.shutdown.drain_delay.as_deref(), Duration::ZERO);
+        let drain_timeout =
+            self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
+
+        let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
+        // No token of an issuer outlives max_token_age + leeway, so neither need its
+        // revocations; without max_token_age nothing bounds them.
+        let revocation_lifetimes = RevocationLifetimes(
+            verifier
+                .issuers
+                .iter()
+                .zip(&rules)
+                .map(|(i, r)| (i.issuer.clone(), r.time.max_token_age.map(|age| age.saturating_add(r.time.leeway))))
+                .collect(),
+        );
+        let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
+        let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
+        let tiers = self.tiers(raw.rate_limits.as_ref());
+        let routes = self.routes(&raw.routes, &issuer_names, &tiers);
+        let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
+        if raw.tenants.is_none() {
+            for route in &routes {
+                let req = match &route.access {
+                    Access::Optional(r) | Access::Required(r) => r,
+                    Access::Public => continue,
+                };
+                if req.tenant {
+                    self.problems.add(&route.name, "require.tenant needs a tenants section");
+                }
+            }
+        }
+        let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
+        let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
+        let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions };
+        Some(Settings {
+            grpc: grpc?,
+            health: health?,
+            max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
+            dev: raw.dev,
+            log_format,
+            snapshot: Arc::new(Snapshot {
+                policy,
+                verifier,
+                generation: 1,
+                admin_token: admin.as_ref().map(|(_, token)| token.clone()),
+                revocation_lifetimes,
+            }),
+            jwks_jobs,
+            audit,
+            otlp_endpoint,
+            drain_delay,
+            drain_timeout,
+            cache,
+            admin: admin.map(|(settings, _)| settings),
+            state,
+            sources: std::mem::take(&mut self.sources),
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! `routes`: matchers and requirements.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn routes(
+        &mut self,
+        raw: &[RawRoute],
+        issuers: &[&str],
+        tiers: &HashMap<String, RateTier>,
+    ) -> Vec<Route> {
+        if raw.is_empty() {
+            self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
+        }
+        let mut routes = Vec::new();
+        for (i, route) in raw.iter().enumerate() {
+            let p = format!("routes[{i}]");
+            let name = route.name.clone().unwrap_or_else(|| p.clone());
+            let Some(m) = &route.matcher else {
+                self.problems.add(format!("{p}.match"), "required");
+                continue;
+            };
+            let matcher = self.route_match(&p, m);
+            // A route without rate_limit counts against the tier named `default`, if any.
+            let rate_limit = match route.rate_limit.as_deref() {
+                Some(name) => tiers.get(name).cloned().or_else(|| {
+                    self.problems.add(format!("{p}.rate_limit"), format!("no tier \"{name}\" in rate_limits.tiers"));
+                    None
+                }),
+                None => tiers.get("default").cloned(),
+            };
+            if route.public && (route.optional || route.require.is_some()) {
+                self.problems.add(&p, "a public route takes neither optional nor require");
+            }
+            let requirements = route.require.as_ref().map(|r| self.requirements(&p, r, issuers)).unwrap_or_default();
+            let access = if route.public {
+                Access::Public
+            } else if route.optional {
+                Access::Optional(requirements)
+            } else {
+                Access::Required(requirements)
+            };
+            if let Some(matcher) = matcher {
+                routes.push(Route { name, matcher, access, rate_limit });
+            }
+        }
+        routes
+    }
+
+    pub(super) fn route_match(&mut self, p: &str, m: &RawMatch) -> Option<RouteMatch> {
+        let kinds = [m.path_prefix.is_some(), m.path_exact.is_some(), m.path_regex.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            self.problems.add(format!("{p}.match"), "exactly one of path_prefix, path_exact or path_regex is required");
+            return None;
+        }
+        for (field, value) in [("path_prefix", &m.path_prefix), ("path_exact", &m.path_exact)] {
+            if let Some(value) = value
+                && value.starts_with('/')
+                && crate::decision::validate_path(value) != Ok(value.as_str())
+            {
+                self.problems.add(format!("{p}.match.{field}"), "a path that every request would be refused for");
+            }
+        }
+        let path = if let Some(prefix) = &m.path_prefix {
+            if !prefix.starts_with('/') {
+                self.problems.add(format!("{p}.match.path_prefix"), "must start with '/'");
+            }
+            PathMatch::Prefix(prefix.clone())
+        } else if let Some(exact) = &m.path_exact {
+            if !exact.starts_with('/') {
+                self.problems.add(format!("{p}.match.path_exact"), "must start with '/'");
+            }
+            PathMatch::Exact(exact.clone())
+        } else {
+            let re = m.path_regex.as_deref().unwrap_or_default();
+            let strict = regex::Regex::new(&format!("^(?:{re})$"));
+            let lenient = regex::Regex::new(&format!("(?i)^(?:{re})$"));
+            match strict.and_then(|strict| Ok(PathMatch::Regex { strict, lenient: lenient? })) {
+                Ok(path) => path,
+                Err(e) => {
+                    self.problems.add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
+                    return None;
+                }
+            }
+        };
+        let host = m.host.as_ref().map(|h| {
+            // Hosts are compared as parse_authority leaves them: lowercase, no trailing dot.
+            let h = h.to_ascii_lowercase();
+            let h = h.strip_suffix('.').map(str::to_string).unwrap_or(h);
+            match h.strip_prefix('*') {
+                Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
+                _ => HostMatch::Exact(h),
+            }
+        });
+        let mut methods = Vec::new();
+        for (j, method) in m.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                self.problems.add(format!("{p}.match.methods[{j}]"), format!("\"{method}\" is not an HTTP method"));
+            }
+            methods.push(method.to_ascii_uppercase());
+        }
+        Some(RouteMatch {
+            host,
+            path,
+            methods,
+            case_sensitive: m.case_sensitive.unwrap_or(false),
+            strict_slash: m.strict_slash.unwrap_or(false),
+            strict_suffix: m.strict_suffix.unwrap_or(false),
+        })
+    }
+
+    pub(super) fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
+        let step_up = r.step_up.as_ref().map(|s| {
+            let max_auth_age = s.max_auth_age.as_deref().map(|age| {
+                self.duration(&format!("{p}.require.step_up.max_auth_age"), Some(age), Duration::ZERO).as_secs() as i64
+            });
+            if s.acr.is_empty() && s.amr.is_empty() && max_auth_age.is_none() {
+                self.problems.add(format!("{p}.require.step_up"), "name acr, amr or max_auth_age");
+            }
+            if s.acr
+                .iter()
+                .chain(&s.amr)
+                .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+            {
+                self.problems
+                    .add(format!("{p}.require.step_up"), "acr and amr values must be visible ASCII without quotes");
+            }
+            StepUp { acr: s.acr.clone(), amr: s.amr.clone(), max_auth_age }
+        });
+        let source_principals = r.source_principals.clone().unwrap_or_default();
+        for (j, principal) in source_principals.iter().enumerate() {
+            let wildcard_inside = principal.trim_end_matches('*').contains('*');
+            if !principal.starts_with("spiffe://") || wildcard_inside {
+                self.problems.add(
+                    format!("{p}.require.source_principals[{j}]"),
+                    "a SPIFFE id like spiffe://cluster.local/ns/app/sa/web (a trailing * matches a prefix)",
+                );
+            }
+        }
+        for (j, iss) in r.issuers.iter().enumerate() {
+            if !issuers.contains(&iss.as_str()) {
+                self.problems.add(format!("{p}.require.issuers[{j}]"), format!("\"{iss}\" is not a configured issuer"));
+            }
+        }
+        let mut claims = Vec::new();
+        for (j, c) in r.claims.iter().enumerate() {
+            let cp = format!("{p}.require.claims[{j}]");
+            if !c.path.starts_with('/') {
+                self.problems.add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
+            }
+            let tests: Vec<ClaimTest> = [
+                c.equals.clone().map(ClaimTest::Equals),
+                c.one_of.clone().map(ClaimTest::OneOf),
+                c.contains.clone().map(ClaimTest::Contains),
+                c.present.filter(|p| *p).map(|_| ClaimTest::Present),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match <[ClaimTest; 1]>::try_from(tests) {
+                Ok([test]) => claims.push(ClaimMatcher { pointer: c.path.clone(), test }),
+                Err(_) => {
+                    self.problems.add(&cp, "exactly one of equals, one_of, contains or present: true is required")
+                }
+            }
+        }
+        Requirements {
+            issuers: r.issuers.clone(),
+            audiences: r.audiences.clone(),
+            scopes: r.scopes.clone(),
+            roles: r.roles.clone(),
+            claims,
+            tenant: r.tenant.unwrap_or(false) || r.tenant_roles.as_ref().is_some_and(|t| !t.is_empty()),
+            tenant_roles: r.tenant_roles.clone().unwrap_or_default(),
+            step_up,
+            source_principals,
+        }
+    }
+}

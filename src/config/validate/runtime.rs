@@ -1,0 +1,128 @@
+//! Listeners besides gRPC, the admin token, the state backend, the claims cache and the audit sink.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn admin(
+        &mut self,
+        listen: Option<&str>,
+        raw: Option<&RawAdmin>,
+    ) -> Option<(AdminSettings, AdminToken)> {
+        let token_file = raw.and_then(|a| a.token_file.as_deref());
+        let Some(listen) = listen else {
+            if raw.is_some() {
+                self.problems.add("admin", "needs listen.admin");
+            }
+            return None;
+        };
+        let addr =
+            listen.parse().map_err(|_| self.problems.add("listen.admin", "expected host:port with an IP address")).ok();
+        let Some(file) = token_file else {
+            self.problems.add("admin.token_file", "required with listen.admin (the admin API always needs a token)");
+            return None;
+        };
+        let bytes = self.read("admin.token_file", file)?;
+        let token = String::from_utf8(bytes).map(|t| t.trim().to_string()).unwrap_or_default();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problems.add("admin.token_file", "the token must be at least 16 visible characters");
+            return None;
+        }
+        Some((AdminSettings { addr: addr? }, AdminToken::new(token)))
+    }
+
+    pub(super) fn state(&mut self, raw: &RawState) -> StateBackend {
+        let redis_only = [
+            (raw.url.is_some(), "url"),
+            (raw.username.is_some(), "username"),
+            (raw.password_file.is_some(), "password_file"),
+            (raw.key_prefix.is_some(), "key_prefix"),
+            (raw.resync_interval.is_some(), "resync_interval"),
+        ];
+        match raw.backend.as_str() {
+            "memory" => {
+                for (present, field) in redis_only {
+                    if present {
+                        self.problems.add(format!("state.{field}"), "only applies with backend: redis");
+                    }
+                }
+                StateBackend::Memory
+            }
+            "redis" => {
+                let url = raw.url.clone().unwrap_or_default();
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    self.problems
+                        .add("state.url", "required with backend: redis (redis://host:port or rediss://host:port)");
+                } else if url
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+                {
+                    self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
+                }
+                let password = raw.password_file.as_ref().and_then(|f| {
+                    let bytes = self.read("state.password_file", f)?;
+                    Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
+                });
+                let max_staleness =
+                    self.duration("state.max_staleness", raw.max_staleness.as_deref(), Duration::from_secs(30));
+                if max_staleness < Duration::from_secs(1) {
+                    self.problems.add("state.max_staleness", "must be at least 1s");
+                }
+                let resync_interval =
+                    self.duration("state.resync_interval", raw.resync_interval.as_deref(), Duration::from_secs(300));
+                if resync_interval < Duration::from_secs(1) {
+                    self.problems.add("state.resync_interval", "must be at least 1s");
+                }
+                let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "portcullis".into());
+                if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
+                    self.problems.add("state.key_prefix", "must be non-empty without glob characters or spaces");
+                }
+                StateBackend::Redis(RedisSettings {
+                    url,
+                    username: raw.username.clone(),
+                    password,
+                    key_prefix,
+                    max_staleness,
+                    fail_open_when_stale: raw.fail_open_when_stale.unwrap_or(false),
+                    resync_interval,
+                })
+            }
+            other => {
+                self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)"));
+                StateBackend::Memory
+            }
+        }
+    }
+
+    pub(super) fn cache(&mut self, raw: Option<&RawCache>) -> CacheSettings {
+        let defaults = CacheSettings::default();
+        let Some(raw) = raw else { return defaults };
+        let ttl = self.duration("cache.ttl", raw.ttl.as_deref(), defaults.ttl);
+        if ttl.subsec_nanos() != 0 {
+            // Entries expire by the whole-second clock the core uses.
+            self.problems.add("cache.ttl", "must be whole seconds (0s turns caching off)");
+        }
+        let max_entries = raw.max_entries.unwrap_or(defaults.max_entries);
+        if max_entries == 0 {
+            self.problems.add("cache.max_entries", "must be at least 1 (set ttl: 0s to disable caching)");
+        }
+        CacheSettings { ttl, max_entries }
+    }
+
+    pub(super) fn audit(&mut self, raw: Option<&RawAudit>) -> AuditSettings {
+        let Some(raw) = raw else {
+            return AuditSettings::default();
+        };
+        let allow_sample_rate = raw.allow_sample_rate.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&allow_sample_rate) {
+            self.problems.add("telemetry.audit.allow_sample_rate", "must be between 0.0 and 1.0");
+        }
+        let file = raw.file.as_ref().map(|f| self.base.join(f));
+        if let Some(parent) = file.as_ref().and_then(|f| f.parent())
+            && !parent.as_os_str().is_empty()
+            && !parent.is_dir()
+        {
+            self.problems.add("telemetry.audit.file", format!("folder {} does not exist", parent.display()));
+        }
+        AuditSettings { file, allow_sample_rate }
+    }
+}
