@@ -1,6 +1,6 @@
 //! Audit, metrics, traces, hot reload and drain, against the real binary.
 
-use crate::support::{Portcullis, corpus, scratch};
+use crate::support::{Portcullis, corpus, eventually, scratch};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -120,15 +120,13 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     }
 
     // The Check span arrives with the caller's trace id and the decision attributes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let traced = loop {
-        let found = spans.lock().expect("lock").iter().find(|(t, _, _)| t == trace_id).cloned();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no span with trace id {trace_id} reached the collector");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let arrived = || async { spans.lock().expect("lock").iter().find(|(t, _, _)| t == trace_id).cloned().ok_or(()) };
+    let (traced, _) = eventually(
+        Duration::from_secs(20),
+        &format!("no span with trace id {trace_id} reached the collector"),
+        arrived,
+    )
+    .await;
     assert_eq!(traced.1, "Check");
     assert_eq!(traced.2.get("decision").map(String::as_str), Some("allow"), "{:?}", traced.2);
     assert_eq!(traced.2.get("reason").map(String::as_str), Some("allowed"));
@@ -242,28 +240,21 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     let changed = original.replace("require: { scopes: [read] }", "require: { scopes: [write] }");
     assert_ne!(changed, original);
     std::fs::write(&p.config, &changed).expect("write");
-    let t = Instant::now();
-    while !new_seen.load(Ordering::Acquire) {
-        assert!(t.elapsed() < Duration::from_secs(5), "the valid change never took effect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!("reload took effect after {:?}", t.elapsed());
+    let seen = || async { if new_seen.load(Ordering::Acquire) { Ok(()) } else { Err(()) } };
+    let (_, took) = eventually(Duration::from_secs(5), "the valid change never took effect", seen).await;
+    println!("reload took effect after {took:?}");
 
     // An invalid change: logged, counted, and the new-but-valid policy keeps answering 403.
     std::fs::write(&p.config, changed.replace("algorithms: [RS256]", "algorithms: [RS999]")).expect("write");
-    let t = Instant::now();
-    let errors = loop {
+    let counted = || async {
         let metrics = p.get("/metrics").map(|r| r.body).unwrap_or_default();
-        let errors = metrics
+        metrics
             .lines()
             .find_map(|l| l.strip_prefix("portcullis_config_reload_total{result=\"error\"} "))
-            .and_then(|v| v.parse::<f64>().ok());
-        if let Some(errors) = errors {
-            break errors;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "the invalid change was never counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or(())
     };
+    let (errors, _) = eventually(Duration::from_secs(5), "the invalid change was never counted", counted).await;
     assert!(errors >= 1.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Release);
@@ -285,15 +276,7 @@ async fn reload_under_load_swaps_atomically_and_keeps_the_old_policy_on_error() 
     // SIGHUP reloads on demand (here: back to the original policy).
     std::fs::write(&p.config, &original).expect("write");
     p.signal("HUP");
-    let t = Instant::now();
-    loop {
-        let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
-        if status(&c.check(req).await.expect("check").into_inner()) == 200 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "SIGHUP reload never took effect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_status(&c, &bearer, 200).await;
     let ok = p.get("/metrics").map(|r| r.body).unwrap_or_default();
     assert!(ok.contains("portcullis_config_reload_total{result=\"ok\"}"), "{ok}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -381,15 +364,11 @@ async fn a_changed_key_file_reloads_too() {
 }
 
 async fn wait_for_status(c: &AuthorizationClient<Channel>, bearer: &str, want: u16) {
-    let t = Instant::now();
-    loop {
+    let answered = || async {
         let req = check_request("GET", "/api/items", &[("authorization", bearer)], HeaderEncoding::Map);
-        if status(&c.clone().check(req).await.expect("check").into_inner()) == want {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "never answered {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        crate::support::is(status(&c.clone().check(req).await.expect("check").into_inner()), want)
+    };
+    eventually(Duration::from_secs(5), &format!("never answered {want}"), answered).await;
 }
 
 /// Reload rotates the admin token: within one reload poll the old token is refused and the new
@@ -409,11 +388,9 @@ async fn a_reload_rotates_the_admin_token() {
     let (before, after_old, after_new) = tokio::task::spawn_blocking(move || {
         let before = (list(crate::support::ADMIN_TOKEN), list(new_token));
         std::fs::write(dir.join("admin-token"), new_token).expect("rotate");
-        let t = Instant::now();
-        while list(new_token) != 200 && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let took = t.elapsed();
+        let rotated = || crate::support::is(list(new_token), 200);
+        let (_, took) =
+            crate::support::eventually_blocking(Duration::from_secs(5), "the new token never worked", rotated);
         let _ = std::fs::remove_dir_all(&dir);
         (before, (list(crate::support::ADMIN_TOKEN), took), list(new_token))
     })

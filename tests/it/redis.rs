@@ -1,7 +1,7 @@
 //! Fleet state on a real `redis-server` started by the test: the revocation behaviour suite,
 //! propagation between replicas, outages, staleness and an emptied Redis.
 
-use crate::support::{Portcullis, RedisServer, corpus, scratch};
+use crate::support::{Portcullis, RedisServer, corpus, eventually, is, scratch};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -40,19 +40,13 @@ async fn redis_store_behaviour_and_replication() {
     // Compared entry by entry, not by count: the suite purged the writer's expired entries
     // locally while the follower may still hold them, so counts can match early.
     let holds_all = |other: &RedisState| writer.list(now).iter().all(|r| other.list(now).contains(r));
-    let t = Instant::now();
-    while !holds_all(&follower) {
-        assert!(t.elapsed() < Duration::from_secs(5), "follower never caught up: {:?}", follower.list(now));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let caught_up = || async { if holds_all(&follower) { Ok(()) } else { Err(follower.list(now)) } };
+    eventually(Duration::from_secs(5), "the follower never caught up", caught_up).await;
     // A store started later resyncs from the keys.
     let late = store(redis.url(), "suite");
     let late_following = tokio::spawn(late.clone().follow());
-    let t = Instant::now();
-    while !holds_all(&late) {
-        assert!(t.elapsed() < Duration::from_secs(5), "late store never resynced: {:?}", late.list(now));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let resynced = || async { if holds_all(&late) { Ok(()) } else { Err(late.list(now)) } };
+    eventually(Duration::from_secs(5), "the late store never resynced", resynced).await;
     following.abort();
     late_following.abort();
     let _ = std::fs::remove_dir_all(&dir);
@@ -74,15 +68,8 @@ async fn check_as(p: &Portcullis, ip: &str, path: &str, bearer: &str) -> (u16, S
 }
 
 async fn wait_for(p: &Portcullis, token: &str, want: (u16, &str), within: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let got = check(p, token).await;
-        if (got.0, got.1.as_str()) == want {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < within, "never answered {want:?} (last {got:?})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let answered = || async { is(check(p, token).await, (want.0, want.1.to_string())) };
+    eventually(within, &format!("never answered {want:?}"), answered).await.1
 }
 
 fn token_with_jti(sub: &str, jti: &str) -> String {
@@ -144,11 +131,8 @@ async fn replicas_share_revocations_through_redis() {
     // Redis back (empty): a revocation written to A reaches B, and B recovers.
     redis.restart();
     let later = token_with_jti("fleet", "jti-fleet-2");
-    let t = Instant::now();
-    while revoke(&a, "jti-fleet-2") != 201 {
-        assert!(t.elapsed() < Duration::from_secs(10), "A never wrote to the restarted Redis");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let written = || async { is(revoke(&a, "jti-fleet-2"), 201) };
+    eventually(Duration::from_secs(10), "A never wrote to the restarted Redis", written).await;
     wait_for(&b, &later, revoked, Duration::from_secs(10)).await;
     wait_for(&b, &valid, (200, "allowed"), Duration::from_secs(10)).await;
     let metrics = b.get("/metrics").map(|r| r.body).unwrap_or_default();
@@ -196,15 +180,11 @@ async fn check_path(p: &Portcullis, path: &str, bearer: &str) -> (u16, String) {
 }
 
 async fn wait_path(p: &Portcullis, path: &str, bearer: &str, want: u16, within: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
+    let answered = || async {
         let got = check_path(p, path, bearer).await;
-        if got.0 == want {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < within, "{path}: never {want} (last {got:?})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        if got.0 == want { Ok(()) } else { Err(got) }
+    };
+    eventually(within, &format!("{path}: never {want}"), answered).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,15 +249,9 @@ async fn failures_on_two_replicas_add_up_to_one_block() {
         assert_eq!(check_as(replica, "192.0.2.50", "/api/items", &tampered).await.1, "token_invalid", "failure {i}");
     }
     for replica in [&a, &b] {
-        let t = Instant::now();
-        loop {
-            let got = check_as(replica, "192.0.2.50", "/api/items", &valid).await;
-            if got == (403, "ip_blocked".to_string()) {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(2), "block not seen by a replica: {got:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let blocked =
+            || async { is(check_as(replica, "192.0.2.50", "/api/items", &valid).await, (403, "ip_blocked".into())) };
+        eventually(Duration::from_secs(2), "the block was not seen by a replica", blocked).await;
         assert_eq!(check_as(replica, "192.0.2.51", "/api/items", &valid).await.0, 200, "another client passes");
     }
     let listed = b.admin_request("GET", "/v1/blocks", "").expect("list");
@@ -344,11 +318,8 @@ async fn revoked_tokens_stay_denied_while_redis_is_killed_and_restarted_under_lo
     .await
     .expect("restart");
     // The replicas reconnect (backoff up to 5 s); then a new revocation goes through and holds.
-    let t = Instant::now();
-    while revoke(&a, "fault-later") != 201 {
-        assert!(t.elapsed() < Duration::from_secs(15), "writes never resumed after the restart");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let written = || async { is(revoke(&a, "fault-later"), 201) };
+    eventually(Duration::from_secs(15), "writes never resumed after the restart", written).await;
     assert_eq!(check(&a, &later).await, (401, "token_revoked".into()), "refused by the writer at once");
     wait_for(&b, &later, (401, "token_revoked"), Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -426,11 +397,8 @@ async fn an_auto_block_during_an_outage_applies_at_once_and_reaches_the_fleet_la
     })
     .await
     .expect("restart");
-    let t = Instant::now();
-    while check_as(&b, "192.0.2.60", "/api/items", &valid).await.0 != 403 {
-        assert!(t.elapsed() < Duration::from_secs(15), "the block never reached B through the restarted Redis");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = || async { is(check_as(&b, "192.0.2.60", "/api/items", &valid).await.0, 403) };
+    eventually(Duration::from_secs(15), "the block never reached B through the restarted Redis", reached).await;
     assert!(redis.command("KEYS portcullis:block:*").contains("portcullis:block:"), "written back to Redis");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -478,11 +446,8 @@ async fn mapped_addresses_and_forwarded_hops_on_two_replicas() {
     for replica in [&a, &b, &a] {
         assert_eq!(check_from(replica, "::ffff:198.51.100.1", "/api/items", &tampered, &[]).await.1, "token_invalid");
     }
-    let t = Instant::now();
-    while check_from(&b, "198.51.100.1", "/api/items", &valid, &[]).await != blocked {
-        assert!(t.elapsed() < Duration::from_secs(3), "the mapped client's block never reached B as its IPv4 address");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let reached = || async { is(check_from(&b, "198.51.100.1", "/api/items", &valid, &[]).await, blocked.clone()) };
+    eventually(Duration::from_secs(3), "the mapped client's block never reached B as its IPv4 address", reached).await;
     assert_eq!(
         check_from(&a, "::ffff:198.51.100.2", "/api/items", &valid, &[]).await.0,
         200,
@@ -494,11 +459,13 @@ async fn mapped_addresses_and_forwarded_hops_on_two_replicas() {
             check_from(replica, "10.0.0.1", "/api/items", &tampered, &[("x-forwarded-for", "198.51.100.9:4444")]).await;
         assert_eq!(got.1, "token_invalid");
     }
-    let t = Instant::now();
-    while check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "198.51.100.9")]).await != blocked {
-        assert!(t.elapsed() < Duration::from_secs(3), "the ip:port client was never blocked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let hop_blocked = || async {
+        is(
+            check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "198.51.100.9")]).await,
+            blocked.clone(),
+        )
+    };
+    eventually(Duration::from_secs(3), "the ip:port client was never blocked", hop_blocked).await;
     assert_eq!(
         check_from(&a, "10.0.0.1", "/api/items", &valid, &[("x-forwarded-for", "[2001:db8::1]:443")]).await.0,
         200

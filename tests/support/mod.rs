@@ -111,6 +111,45 @@ impl Drop for Proc {
     }
 }
 
+/// The one poll loop of the tests: runs `probe` every 20 ms until it returns `Ok`, for at most
+/// `within`, and returns the value and how long it took. Past `within` it panics with `what`
+/// and the last `Err`.
+pub async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return (value, started.elapsed()),
+            Err(last) => assert!(started.elapsed() < within, "{what} (within {within:?}; last: {last:?})"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for tests that run on plain threads.
+pub fn eventually_blocking<T, E: std::fmt::Debug>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return (value, started.elapsed()),
+            Err(last) => assert!(started.elapsed() < within, "{what} (within {within:?}; last: {last:?})"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `Ok(())` when `got` is `want`, else `Err(got)` (for [`eventually`]).
+pub fn is<T: PartialEq>(got: T, want: T) -> Result<(), T> {
+    if got == want { Ok(()) } else { Err(got) }
+}
+
 /// Waits until `url` (plain HTTP GET on loopback) answers 200.
 pub fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
