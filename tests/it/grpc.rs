@@ -2,7 +2,7 @@
 //! header encodings, the response contract, health, reflection, the health listener and the
 //! in-flight bound.
 
-use crate::support::corpus;
+use crate::support::{corpus, eventually, is};
 use portcullis::config::{ListenAddr, Settings, parse_and_validate};
 use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::Server;
@@ -360,11 +360,8 @@ async fn grpc_health_follows_readiness_on_tcp_and_uds() {
     .await
     .expect("start redis");
     for (running, channel) in [(&tcp, tcp_channel), (&uds, uds_channel)] {
-        let t = std::time::Instant::now();
-        while !(readyz(running.health).await == 200 && status(channel.clone()).await == serving) {
-            assert!(t.elapsed() < std::time::Duration::from_secs(15), "never ready and SERVING after Redis came up");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let both = || async { is((readyz(running.health).await, status(channel.clone()).await), (200, serving)) };
+        eventually(std::time::Duration::from_secs(15), "never ready and SERVING after Redis came up", both).await;
     }
     tcp.shutdown().await;
     uds.shutdown().await;

@@ -1,7 +1,7 @@
 //! Keys from identity providers: a JWKS served by the test over HTTP on loopback, rotated,
 //! broken and hung while Portcullis keeps answering.
 
-use crate::support::{corpus, outcome};
+use crate::support::{corpus, eventually, is, outcome};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -169,7 +169,7 @@ impl Running {
             if self.readyz().await == 200 {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
     }
@@ -205,16 +205,8 @@ async fn rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
     assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 401, "rsa-2 is not published yet");
 
     idp.set(Mode::Serve(fixture("jwks-rotated.json")));
-    let rotated = Instant::now();
-    let mut accepted = None;
-    while rotated.elapsed() < Duration::from_secs(10) {
-        if server.check(&rsa2_token(ISSUER)).await.0 == 200 {
-            accepted = Some(rotated.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let accepted = accepted.expect("the rotated key was never accepted");
+    let new_key = || async { is(server.check(&rsa2_token(ISSUER)).await.0, 200) };
+    let (_, accepted) = eventually(Duration::from_secs(10), "the rotated key was never accepted", new_key).await;
     println!("new kid accepted {:?} after the IdP started serving it", accepted);
 
     // 100 requests with random unknown kids over about 3 s: at most one fetch per 2 s interval.
@@ -320,16 +312,9 @@ async fn a_key_removed_from_the_jwks_stops_verifying() {
     assert_eq!(server.check(&old).await.0, 200, "checked twice while its key is published");
 
     idp.set(Mode::Serve(fixture("jwks-rsa2.json")));
-    let removed = Instant::now();
-    let mut refused = None;
-    while removed.elapsed() < Duration::from_secs(10) {
-        if server.check(&old).await.0 == 401 {
-            refused = Some(removed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = refused.expect("a token signed with a removed key was still accepted");
+    let old_refused = || async { is(server.check(&old).await.0, 401) };
+    let (_, refused) =
+        eventually(Duration::from_secs(10), "a token signed with a removed key was still accepted", old_refused).await;
     println!("removed key refused {refused:?} after the IdP dropped it");
     assert_eq!(server.check(&rsa2_token(ISSUER)).await.0, 200);
 }
@@ -398,18 +383,13 @@ async fn keys_past_max_stale_are_dropped() {
     let good = rsa1_token(ISSUER);
     assert_eq!(server.check(&good).await.0, 200);
     idp.set(Mode::Fail);
-    let failed = Instant::now();
-    let mut dropped = None;
-    while failed.elapsed() < Duration::from_secs(10) {
-        let (status, reason) = server.check(&good).await;
-        if status != 200 {
-            assert_eq!((status, reason.as_str()), (503, "keys_unavailable"));
-            dropped = Some(failed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let dropped = dropped.expect("keys were never dropped past max_stale");
+    let unavailable = || async {
+        let got = server.check(&good).await;
+        if got.0 == 200 { Err(got) } else { Ok(got) }
+    };
+    let (got, dropped) =
+        eventually(Duration::from_secs(10), "keys were never dropped past max_stale", unavailable).await;
+    assert_eq!((got.0, got.1.as_str()), (503, "keys_unavailable"));
     assert!(dropped >= Duration::from_secs(1), "dropped too early: {dropped:?}");
     assert_eq!(server.readyz().await, 503, "a required issuer past max_stale is not ready");
     idp.set(Mode::Serve(fixture("jwks-rsa1.json")));
