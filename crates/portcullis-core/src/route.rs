@@ -180,10 +180,12 @@ pub fn find_route<'a>(
     path: &str,
     method: &str,
 ) -> Result<Option<&'a Route>, Deny> {
-    let first = |reading| routes.iter().position(|r| r.matcher.matches(host, path, method, reading));
-    let exact = first(Reading::Exact);
-    let lenient = first(Reading::Lenient { fold_case: true, ignore_slash: true, ignore_suffix: true });
-    if exact != lenient {
+    let exact = routes.iter().position(|r| r.matcher.matches(host, path, method, Reading::Exact));
+    // Every route's lenient reading matches whatever its exact reading matches, so only the
+    // routes before the exact match (all of them, without one) can disagree.
+    let before = &routes[..exact.unwrap_or(routes.len())];
+    let lenient = Reading::Lenient { fold_case: true, ignore_slash: true, ignore_suffix: true };
+    if before.iter().any(|r| r.matcher.matches(host, path, method, lenient)) {
         return Err(Deny::new(
             DenyReason::PathInvalid,
             "the path's or host's case, a trailing slash or a format suffix selects another route than the exact spelling",
