@@ -2,8 +2,6 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
-pub mod apikeys;
-pub mod blocks;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -11,10 +9,7 @@ pub mod config;
 pub use portcullis_core as decision;
 pub mod dev;
 pub mod jwt;
-pub mod membership;
-pub mod revocation;
 pub mod server;
-pub mod sessions;
 pub mod state;
 pub mod telemetry;
 

@@ -95,7 +95,7 @@ fn api_key_new(command: ApiKeyCommand) -> ExitCode {
         roles,
         expires,
     };
-    let minted = portcullis::apikeys::mint(&prefix, template)
+    let minted = portcullis::state::apikeys::mint(&prefix, template)
         .and_then(|m| serde_json::to_string(&m.entry).map(|entry| (m.key, entry)).map_err(|e| e.to_string()));
     match minted {
         Ok((key, entry)) => {

@@ -8,7 +8,6 @@ use super::store::KeyStore;
 use crate::clock::Clock;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 pub const REFRESH_TOTAL: &str = "portcullis_jwks_refresh_total";
 pub const KEYS_AGE_SECONDS: &str = "portcullis_jwks_keys_age_seconds";
@@ -142,30 +141,28 @@ fn load_fallback(job: &JwksJob, now: i64) -> bool {
     }
 }
 
-/// Runs until the task is aborted.
+/// Runs until the task is aborted. Schedules by the injected clock (checked every [`TICK`] and
+/// whenever a refetch is asked for), so a test moves the clock instead of waiting out a refresh.
 pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
     let issuer_label = job.issuer.to_string();
-    let mut last_attempt: Option<Instant> = None;
+    let refetch_ms = millis(job.remote.refetch_interval);
+    let mut last_attempt: Option<i64> = None;
     let mut failures: u32 = 0;
-    let mut next = Instant::now();
+    let mut next = clock.now_millis();
+    let mut asked = false;
     loop {
-        let due = tokio::select! {
-            _ = tokio::time::sleep_until(next) => true,
-            _ = job.store.refetch_requested() => {
-                last_attempt.is_none_or(|t| t.elapsed() >= job.remote.refetch_interval)
-            }
-            _ = tokio::time::sleep(TICK) => false,
-        };
-        if due {
-            last_attempt = Some(Instant::now());
-            job.store.set_refetch_not_before(clock.now_millis() + job.remote.refetch_interval.as_millis() as i64);
+        let now_ms = clock.now_millis();
+        let cooled = last_attempt.is_none_or(|t| now_ms.saturating_sub(t) >= refetch_ms);
+        if now_ms >= next || (asked && cooled) {
+            last_attempt = Some(now_ms);
+            job.store.set_refetch_not_before(now_ms + refetch_ms);
             let now = clock.now().0;
             match fetch_keys(&client, &job.issuer, &job.remote).await {
                 Ok((keys, max_age)) => {
                     failures = 0;
                     job.store.replace(keys, clock.now().0);
                     metrics::counter!(REFRESH_TOTAL, "issuer" => issuer_label.clone(), "result" => "ok").increment(1);
-                    next = Instant::now() + next_refresh(job.remote.refresh, max_age);
+                    next = clock.now_millis() + millis(next_refresh(job.remote.refresh, max_age));
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -176,7 +173,7 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
                         load_fallback(&job, now);
                     }
                     let backoff = RETRY_MIN.saturating_mul(1 << failures.min(6)).min(RETRY_MAX);
-                    next = Instant::now() + backoff.min(job.remote.refresh);
+                    next = clock.now_millis() + millis(backoff.min(job.remote.refresh));
                 }
             }
         }
@@ -189,5 +186,16 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
                 job.store.expire();
             }
         }
+        // Never longer than TICK, so a moved (test) clock is noticed within it.
+        let until_due = u64::try_from(next.saturating_sub(clock.now_millis())).unwrap_or(0);
+        let wait = Duration::from_millis(until_due).min(TICK);
+        asked = tokio::select! {
+            _ = job.store.refetch_requested() => true,
+            _ = tokio::time::sleep(wait) => false,
+        };
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -4,9 +4,9 @@
 
 use super::admin_api_keys as api_keys;
 use super::authz::AppState;
-use crate::blocks::Block;
-use crate::membership::Member;
-use crate::revocation::{NEVER, Revocation};
+use crate::state::blocks::Block;
+use crate::state::membership::Member;
+use crate::state::revocation::{NEVER, Revocation};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};

@@ -42,7 +42,7 @@ pub async fn put_key(State(state): State<AdminState>, body: Bytes) -> Response {
         Ok(e) => e,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
     };
-    if let Err(problems) = crate::apikeys::key_from_entry(&entry) {
+    if let Err(problems) = crate::state::apikeys::key_from_entry(&entry) {
         let text: Vec<String> = problems.into_iter().map(|(field, why)| format!("{field}: {why}")).collect();
         return problem(StatusCode::BAD_REQUEST, text.join("; "));
     }

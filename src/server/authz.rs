@@ -3,17 +3,17 @@
 use super::convert::{check_input, check_response};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use super::ratelimit::RateLimits;
-use crate::apikeys::ApiKeyStore;
-use crate::blocks::{Block, BlockStore};
 use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, client_key, decide};
-use crate::membership::MemberStore;
-use crate::revocation::RevocationStore;
-use crate::sessions::SessionStore;
 use crate::state::StateHealth;
+use crate::state::apikeys::ApiKeyStore;
+use crate::state::blocks::{Block, BlockStore};
+use crate::state::membership::MemberStore;
+use crate::state::ratelimit::RateLimits;
+use crate::state::revocation::RevocationStore;
+use crate::state::sessions::SessionStore;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::{metrics as names, tracing_otel};
 use arc_swap::ArcSwap;
@@ -50,28 +50,28 @@ pub struct StateParts {
 /// What every Check shares.
 pub struct AppState {
     /// The policy in force; hot reload swaps it whole, between checks.
-    pub snapshot: ArcSwap<Snapshot>,
-    pub clock: Arc<dyn Clock>,
+    pub(super) snapshot: ArcSwap<Snapshot>,
+    pub(super) clock: Arc<dyn Clock>,
     /// Permits for in-flight checks; none left means an immediate 503 `overloaded`.
-    pub inflight: Arc<Semaphore>,
-    pub max_inflight: usize,
-    pub audit: AuditSink,
+    pub(super) inflight: Arc<Semaphore>,
+    pub(super) max_inflight: usize,
+    pub(super) audit: AuditSink,
     /// Continue the caller's `traceparent` (only worth the parsing when traces are exported).
-    pub tracing: bool,
-    pub cache: ClaimsCache,
-    pub revocations: Arc<dyn RevocationStore>,
+    pub(super) tracing: bool,
+    pub(super) cache: ClaimsCache,
+    pub(super) revocations: Arc<dyn RevocationStore>,
     /// Dynamic tenant memberships (admin API).
-    pub members: Arc<dyn MemberStore>,
+    pub(super) members: Arc<dyn MemberStore>,
     /// Dynamic IP blocks and failure counts.
-    pub blocks: Arc<dyn BlockStore>,
+    pub(super) blocks: Arc<dyn BlockStore>,
     /// API keys added and revoked at run time.
-    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub(super) api_keys: Arc<dyn ApiKeyStore>,
     /// Session last-seen times.
-    pub sessions: Arc<dyn SessionStore>,
-    pub rate_limits: RateLimits,
+    pub(super) sessions: Arc<dyn SessionStore>,
+    pub(super) rate_limits: RateLimits,
     metrics: names::CheckMetrics,
     /// Contact with the shared state backend; `None` for memory state.
-    pub state_health: Option<Arc<StateHealth>>,
+    pub(super) state_health: Option<Arc<StateHealth>>,
 }
 
 impl AppState {
@@ -81,7 +81,7 @@ impl AppState {
         Self {
             metrics,
             snapshot: ArcSwap::new(parts.snapshot),
-            clock: parts.clock,
+            clock: parts.clock.clone(),
             inflight: Arc::new(Semaphore::new(parts.max_inflight)),
             max_inflight: parts.max_inflight,
             audit: parts.audit,
@@ -92,9 +92,26 @@ impl AppState {
             blocks: parts.blocks,
             api_keys: parts.api_keys,
             sessions: parts.sessions,
-            rate_limits: RateLimits::default(),
+            rate_limits: RateLimits::new(parts.clock.clone()),
             state_health: parts.state_health,
         }
+    }
+
+    /// Forgets what has expired: revocations, blocks, idle rate-limit keys, old session times.
+    pub fn purge_expired(&self) {
+        let now = self.clock.now();
+        self.revocations.purge_expired(now);
+        self.blocks.purge_expired(now);
+        self.rate_limits.evict_idle();
+        if let Some(sessions) = &self.snapshot.load().policy.sessions {
+            let keep = sessions.idle_timeout_secs + sessions.granularity_secs;
+            self.sessions.purge_older_than(crate::decision::UnixTime(now.0 - keep));
+        }
+    }
+
+    /// Takes every in-flight permit, as if that many checks were running (the overload test).
+    pub fn hold_every_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inflight.clone().try_acquire_many_owned(u32::try_from(self.max_inflight).ok()?).ok()
     }
 
     fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {

@@ -12,20 +12,19 @@ mod fetchers;
 mod health_http;
 mod io;
 pub mod proto;
-pub mod ratelimit;
 mod reload;
 
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
 
-use crate::apikeys::MemoryApiKeys;
-use crate::blocks::MemoryBlocks;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
-use crate::membership::MemoryMembers;
-use crate::revocation::MemoryRevocations;
-use crate::sessions::MemorySessions;
+use crate::state::apikeys::MemoryApiKeys;
+use crate::state::blocks::MemoryBlocks;
+use crate::state::membership::MemoryMembers;
 use crate::state::redis_store::RedisState;
+use crate::state::revocation::MemoryRevocations;
+use crate::state::sessions::MemorySessions;
 use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
@@ -302,13 +301,7 @@ impl Server {
         let purger = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                purge_state.revocations.purge_expired(purge_state.clock.now());
-                purge_state.blocks.purge_expired(purge_state.clock.now());
-                purge_state.rate_limits.evict_idle();
-                if let Some(sessions) = &purge_state.snapshot.load().policy.sessions {
-                    let keep = sessions.idle_timeout_secs + sessions.granularity_secs;
-                    purge_state.sessions.purge_older_than(crate::decision::UnixTime(purge_state.clock.now().0 - keep));
-                }
+                purge_state.purge_expired();
             }
         });
 

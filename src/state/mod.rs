@@ -1,9 +1,16 @@
-//! Fleet state: where revocations (and later blocks, memberships, counters) live. `memory`
-//! keeps them in this process; `redis` stores every change in Redis with a TTL, appends it to
-//! one trimmed stream that every replica follows into its local state, and resyncs from the
-//! keys at start and after any reconnect. The hot path only ever reads local state.
+//! Run-time state: revocations, IP blocks and failure counts, tenant members, API keys,
+//! session last-seen times and rate-limit buckets. Each store has an in-process (local) form
+//! the hot path reads; with `state.backend: redis`, [`redis_store`] stores every change in Redis
+//! with a TTL, appends it to one trimmed stream that every replica follows into its local
+//! state, and resyncs from the keys at start, after any reconnect and on a gap.
 
+pub mod apikeys;
+pub mod blocks;
+pub mod membership;
+pub mod ratelimit;
 pub mod redis_store;
+pub mod revocation;
+pub mod sessions;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;

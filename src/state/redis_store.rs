@@ -5,17 +5,17 @@
 
 use super::StoreError;
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
-use crate::apikeys::{ApiKeyStore, MemoryApiKeys};
-use crate::blocks::{Block, BlockStore, MemoryBlocks};
 use crate::clock::Clock;
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::BlockCheck;
 use crate::decision::{
     ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, TokenIds, UnixTime, VerifiedToken,
 };
-use crate::membership::{Member, MemberStore, MemoryMembers};
-use crate::revocation::{MemoryRevocations, Revocation, RevocationStore};
-use crate::sessions::{MemorySessions, SessionStore};
+use crate::state::apikeys::{ApiKeyStore, MemoryApiKeys};
+use crate::state::blocks::{Block, BlockStore, MemoryBlocks};
+use crate::state::membership::{Member, MemberStore, MemoryMembers};
+use crate::state::revocation::{MemoryRevocations, Revocation, RevocationStore};
+use crate::state::sessions::{MemorySessions, SessionStore};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
@@ -502,7 +502,9 @@ impl RedisState {
 
     fn revocation_op(&self, revocation: &Revocation) -> KeyOp {
         let expires_at = revocation.expires_at();
-        KeyOp::Set { ttl: (expires_at != crate::revocation::NEVER).then(|| (expires_at - self.now_secs()).max(1)) }
+        KeyOp::Set {
+            ttl: (expires_at != crate::state::revocation::NEVER).then(|| (expires_at - self.now_secs()).max(1)),
+        }
     }
 
     /// Whether entries after `position` on the main stream may have been trimmed away (or the

@@ -9,7 +9,9 @@ use std::sync::LazyLock;
 static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
         (r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}", "[redacted]"),
-        (r#"(?i)\b(bearer|basic)(\s+|%20)[^\s,;"']+"#, "$1 [redacted]"),
+        // A credential is long or holds something other than lowercase letters ("malformed bearer
+        // token" is prose); a `\` ends it so a JSON escape is never half eaten.
+        (r#"\b((?i:bearer|basic))(\s+|%20)(?:[a-z]{16,}|[^\s,;"'\\]*[^\sa-z,;"'\\][^\s,;"'\\]*)"#, "$1 [redacted]"),
         (r"\bpk_[A-Za-z0-9_-]{8,}", "[redacted]"),
     ]
     .into_iter()
@@ -81,13 +83,16 @@ mod tests {
         let cases = [
             (format!("token={jwt} end"), "token=[redacted] end"),
             ("authorization: Bearer abc.def-ghi".to_string(), "authorization: Bearer [redacted]"),
-            ("header BEARER%20xyz".to_string(), "header BEARER [redacted]"),
+            ("header BEARER%20xyz9".to_string(), "header BEARER [redacted]"),
+            ("bearer abcdefghijklmnopq".to_string(), "bearer [redacted]"),
             ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
             ("plain text stays".to_string(), "plain text stays"),
             (
                 r#"{"detail":"malformed bearer token","x":1}"#.to_string(),
-                r#"{"detail":"malformed bearer [redacted]","x":1}"#,
+                r#"{"detail":"malformed bearer token","x":1}"#,
             ),
+            (r#"{"sub":"bearer X9\"y","x":1}"#.to_string(), r#"{"sub":"bearer [redacted]\"y","x":1}"#),
+            ("Basic dXNlcjpwYXNz".to_string(), "Basic [redacted]"),
         ];
         for (input, want) in cases {
             assert_eq!(scrub(&input), want, "input {input}");

@@ -3,7 +3,7 @@
 use crate::support::{Proc, free_port, scratch, wait_http_ok};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn portcullis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -70,15 +70,11 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     let mut proc = Proc::spawn(&mut cmd, &dir, "dev");
     let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
     assert!(wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)), "{}", proc.output());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut out = String::new();
-    while Instant::now() < deadline {
-        out = std::fs::read_to_string(&proc.stdout).unwrap_or_default();
-        if out.contains("without a token") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let self_check = || {
+        let out = std::fs::read_to_string(&proc.stdout).unwrap_or_default();
+        if out.contains("without a token") { Ok(out) } else { Err(out) }
+    };
+    let (out, _) = crate::support::eventually_blocking(Duration::from_secs(20), "no self-check printed", self_check);
     assert!(out.contains("with the token -> allow (200), sets [x-user-id: alice"), "{out}");
     assert!(out.contains("without a token -> deny (401) credential_missing"), "{out}");
     assert!(out.contains("curl -i -H \"authorization: Bearer "), "{out}");

@@ -2,62 +2,25 @@
 //! header encodings, the response contract, health, reflection, the health listener and the
 //! in-flight bound.
 
-use crate::support::{corpus, eventually, is};
+use crate::support::{InProcess, corpus, eventually, is, now};
 use portcullis::config::{ListenAddr, Settings, parse_and_validate};
 use portcullis::dev::request::{HeaderEncoding, check_request};
-use portcullis::server::Server;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::server::proto::envoy::service::auth::v3::{CheckResponse, check_response::HttpResponse};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
 
 fn settings(grpc: &str) -> Settings {
     let text = crate::support::policy_with_ports(grpc, 0);
     parse_and_validate(&text, &corpus::fixtures()).expect("fixture policy")
 }
 
-struct Running {
-    grpc: ListenAddr,
-    health: SocketAddr,
-    state: std::sync::Arc<portcullis::server::AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+async fn start(grpc: &str) -> InProcess {
+    InProcess::start(&settings(grpc)).await
 }
 
-async fn start(grpc: &str) -> Running {
-    start_with(settings(grpc)).await
-}
-
-async fn start_with(settings: Settings) -> Running {
-    let server = Server::bind(&settings).await.expect("bind");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let grpc = server.grpc_addr();
-    let health = server.health_addr().expect("health addr");
-    let state = server.state();
-    let task = tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server run");
-    });
-    Running { grpc, health, state, stop: Some(stop), task }
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+async fn start_with(settings: Settings) -> InProcess {
+    InProcess::start(&settings).await
 }
 
 fn header<'a>(
@@ -212,7 +175,7 @@ async fn beyond_max_inflight_checks_is_an_immediate_503() {
     let server = start("127.0.0.1:0").await;
     let state = server.state.clone();
     // Hold every permit, as if that many checks were in flight.
-    let held = state.inflight.clone().try_acquire_many_owned(state.max_inflight as u32).expect("permits");
+    let held = state.hold_every_permit().expect("permits");
     let resp = state.check(check_request("GET", "/api/items", &[], HeaderEncoding::Map)).await;
     let Some(HttpResponse::DeniedResponse(denied)) = &resp.http_response else { panic!("expected a deny") };
     assert_eq!(resp.status.as_ref().map(|s| s.code), Some(7), "PERMISSION_DENIED, never an error code");

@@ -1,5 +1,6 @@
 //! Audit, metrics, traces, hot reload and drain, against the real binary.
 
+use crate::support::now;
 use crate::support::{Portcullis, corpus, eventually, scratch};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -11,12 +12,8 @@ use portcullis::server::proto::envoy::service::auth::v3::check_response::HttpRes
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
 
 fn status(resp: &CheckResponse) -> u16 {
     match &resp.http_response {
@@ -325,13 +322,12 @@ async fn sigterm_under_load_drains_without_transport_errors() {
     let errors = errors.lock().expect("lock").clone();
     assert!(errors.is_empty(), "{} errors during the drain: {:?}", errors.len(), &errors[..errors.len().min(5)]);
     assert!(during > 10, "the load kept being answered during the drain ({during})");
-    let code = loop {
-        if let Ok(Some(status)) = p.proc.child.try_wait() {
-            break status.code();
-        }
-        assert!(term.elapsed() < Duration::from_secs(10), "did not exit after drain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The load is over: a blocking poll on this thread holds nothing up.
+    let exited = || match p.proc.child.try_wait() {
+        Ok(Some(status)) => Ok(status.code()),
+        other => Err(other.map(|_| ())),
     };
+    let (code, _) = crate::support::eventually_blocking(Duration::from_secs(10), "did not exit after drain", exited);
     assert_eq!(code, Some(0));
     assert!(term.elapsed() >= Duration::from_millis(1400), "exited before the drain delay");
     let _ = std::fs::remove_dir_all(&dir);

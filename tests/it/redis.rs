@@ -1,6 +1,7 @@
 //! Fleet state on a real `redis-server` started by the test: the revocation behaviour suite,
 //! propagation between replicas, outages, staleness and an emptied Redis.
 
+use crate::support::now;
 use crate::support::{Portcullis, RedisServer, corpus, eventually, is, scratch};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::dev::request::{HeaderEncoding, check_request};
@@ -8,7 +9,7 @@ use portcullis::server::proto::envoy::service::auth::v3::authorization_client::A
 use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, StateHealth};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn settings(url: String, prefix: &str) -> RedisSettings {
     RedisSettings {
@@ -52,11 +53,7 @@ async fn redis_store_behaviour_and_replication() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-use portcullis::revocation::RevocationStore;
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
+use portcullis::state::revocation::RevocationStore;
 
 async fn check(p: &Portcullis, token: &str) -> (u16, String) {
     check_as(p, "127.0.0.1", "/api/items", &format!("Bearer {token}")).await
@@ -157,7 +154,7 @@ async fn acl_username_and_password() {
     let reply = redis.command("ACL SETUSER portcullis on >correct-horse-battery ~* &* +@all");
     assert!(reply.starts_with("+OK"), "{reply}");
     let health = || Arc::new(StateHealth::new(Duration::from_secs(30), false, SystemClock.now_millis()));
-    let revocation = portcullis::revocation::Revocation::Jti {
+    let revocation = portcullis::state::revocation::Revocation::Jti {
         iss: corpus::ISSUER.into(),
         jti: "acl".into(),
         expires_at: now() + 60,

@@ -1,42 +1,30 @@
 //! The revocation behaviour suite on the memory store, the claims cache under concurrency and
 //! a moving clock, and the admin API's refusals.
 
-use crate::support::{corpus, raw_http, scratch};
-use portcullis::clock::{Clock, ManualClock};
+use crate::support::{InProcess, corpus, raw_http, scratch};
+use portcullis::clock::Clock;
 use portcullis::config::parse_and_validate;
 use portcullis::dev::request::{HeaderEncoding, check_request};
-use portcullis::revocation::MemoryRevocations;
-use portcullis::server::{AppState, ServeOptions, Server};
+use portcullis::server::AppState;
+use portcullis::state::revocation::MemoryRevocations;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[tokio::test]
 async fn memory_store_behaviour() {
     crate::support::revocation_suite::run(&MemoryRevocations::new()).await;
 }
 
-fn wall() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
-
-struct Running {
-    state: Arc<AppState>,
-    admin: SocketAddr,
-    clock: Arc<ManualClock>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    dir: std::path::PathBuf,
-}
-
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-async fn start(extra: &str) -> Running {
+async fn start(extra: &str) -> InProcess {
     start_renamed(extra, &[]).await
 }
 
 /// Like [`start`], with issuer names replaced: a test that counts a global metric (one process
 /// runs every integration test) gives its issuers names no other test uses.
-async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> Running {
+async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> InProcess {
     let dir = scratch("rev");
     std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("token file");
     let mut policy = crate::support::policy_with_ports("127.0.0.1:0", 0)
@@ -46,20 +34,9 @@ async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> Running {
     }
     let text = format!("{policy}\nadmin: {{ token_file: {} }}\n{extra}\n", dir.join("admin-token").display());
     let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
-    let clock = Arc::new(ManualClock::at(wall()));
-    let options = ServeOptions { clock: clock.clone(), ..ServeOptions::default() };
-    let server = Server::bind_with(&settings, options).await.expect("bind");
-    let admin = server.admin_addr().expect("admin listener");
-    let state = server.state();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Running { state, admin, clock, _stop: stop, dir }
+    // The token was read into the settings; nothing reads the folder again.
+    let _ = std::fs::remove_dir_all(&dir);
+    InProcess::start_at_now(&settings).await
 }
 
 async fn check(state: &AppState, token: &str) -> (u16, String) {
@@ -88,7 +65,7 @@ async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_ne
     const PEM: &str = "https://pem-single-flight.test/";
     const HMAC: &str = "https://hmac-negative-ttl.test/";
     let server = start_renamed("", &[(corpus::PEM_ISSUER, PEM), (corpus::HMAC_ISSUER, HMAC)]).await;
-    let now = server.clock.now().0;
+    let now = server.clock().now().0;
     let token = corpus::sign_pem_issuer(&corpus::claims(PEM, "flash", now));
     let before = verifications(PEM, "ok");
     let mut tasks = Vec::new();
@@ -120,27 +97,25 @@ async fn concurrent_identical_checks_verify_once_and_tampered_floods_once_per_ne
         for _ in 0..20 {
             assert_eq!(check(&server.state, &tampered).await, (401, "token_invalid".to_string()));
         }
-        server.clock.advance(Duration::from_millis(500));
+        server.clock().advance(Duration::from_millis(500));
     }
     let verified = verifications(HMAC, "bad_signature") - before;
     println!("tampered flood: 260 checks over 6.5 s of clock, {verified} verifications");
     assert_eq!(verified, 2.0, "one verification per 5 s negative TTL");
-    let _ = std::fs::remove_dir_all(&server.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_entry_is_refused_once_exp_passes() {
     let server = start("cache: { ttl: 10m, max_entries: 1000 }").await;
-    let now = server.clock.now().0;
+    let now = server.clock().now().0;
     let mut claims = corpus::claims(corpus::ISSUER, "short-lived", now);
     claims["exp"] = serde_json::json!(now + 60);
     let token = corpus::sign(jsonwebtoken::Algorithm::EdDSA, Some("ed-1"), &claims);
     assert_eq!(check(&server.state, &token).await.0, 200);
     assert_eq!(check(&server.state, &token).await.0, 200, "served from the cache");
     // Past exp and the 30 s leeway on the injected clock; the cache entry's own TTL has not run out.
-    server.clock.set_secs(now + 60 + 31);
+    server.clock().set_secs(now + 60 + 31);
     assert_eq!(check(&server.state, &token).await, (401, "token_expired".to_string()));
-    let _ = std::fs::remove_dir_all(&server.dir);
 }
 
 fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> crate::support::HttpResponse {
@@ -155,7 +130,7 @@ fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_refuses_without_the_token_and_rejects_malformed_bodies() {
     let server = start("").await;
-    let addr = server.admin;
+    let addr = server.admin.expect("admin listener");
     let list = move |token| {
         let r = admin(addr, "GET", "/v1/revocations", token, "");
         (r.status, r.body)
@@ -206,7 +181,6 @@ async fn admin_api_refuses_without_the_token_and_rejects_malformed_bodies() {
     assert_eq!(items.len(), 1, "only the authorized, well-formed revocation was stored: {body}");
     assert_eq!(items[0]["jti"], "j-admin");
     assert!(items[0]["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {body}");
-    let _ = std::fs::remove_dir_all(&server.dir);
 }
 
 #[test]
@@ -240,8 +214,8 @@ fn the_openapi_file_documents_every_admin_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_outlive_every_token_they_cover() {
     let server = start("").await;
-    let addr = server.admin;
-    let now = server.clock.now().0;
+    let addr = server.admin.expect("admin listener");
+    let now = server.clock().now().0;
     let post = move |body: String| {
         let r = admin(addr, "POST", "/v1/revocations", Some(ADMIN_TOKEN), &body);
         (r.status, serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default())
@@ -274,10 +248,9 @@ async fn revocations_outlive_every_token_they_cover() {
     claims["exp"] = serde_json::json!(now + 90 * 86_400);
     let token = corpus::sign(jsonwebtoken::Algorithm::HS256, None, &claims);
     assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()));
-    server.clock.advance(std::time::Duration::from_secs(30 * 86_400));
-    server.state.revocations.purge_expired(server.clock.now());
+    server.clock().advance(std::time::Duration::from_secs(30 * 86_400));
+    server.state.purge_expired();
     assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()), "still revoked a month later");
-    let _ = std::fs::remove_dir_all(&server.dir);
 }
 
 /// An API-key revocation holds the key's digest: a revoked run-time key put back under another
@@ -286,8 +259,8 @@ async fn revocations_outlive_every_token_they_cover() {
 async fn a_revoked_api_key_stays_revoked_under_any_name() {
     use sha2::Digest;
     let server = start("").await;
-    let addr = server.admin;
-    let key = portcullis::apikeys::new_key("pk_").expect("key");
+    let addr = server.admin.expect("admin listener");
+    let key = portcullis::state::apikeys::new_key("pk_").expect("key");
     let sha = hex::encode(sha2::Sha256::digest(key.as_bytes()));
     let put = move |name: &'static str| {
         let body = format!(r#"{{"name":"{name}","sha256":"{sha}","scopes":["read"]}}"#);
@@ -310,5 +283,4 @@ async fn a_revoked_api_key_stays_revoked_under_any_name() {
         (401, "api_key_invalid".into()),
         "revoked under its new name too"
     );
-    let _ = std::fs::remove_dir_all(&server.dir);
 }

@@ -14,6 +14,7 @@
 use crate::support::attack_corpus::attacks;
 use crate::support::corpus::{self, ISSUER};
 use crate::support::envoy::{Envoy, start_envoy_from, wait_ready};
+use crate::support::now;
 use crate::support::{Portcullis, Proc, free_port, raw_http, scratch};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 type Client = AuthorizationClient<tonic::transport::Channel>;
 
@@ -55,15 +56,9 @@ struct Upstream {
 /// Waits until something answers HTTP on `port` (any status).
 fn wait_listening(port: u16, proc: &Proc, what: &str) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if raw_http(addr, "GET /public/ready HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n").is_some()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what} did not start:\n{}", proc.output());
+    let request = "GET /public/ready HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n";
+    let answered = crate::support::within(Duration::from_secs(60), || raw_http(addr, request).ok_or(()));
+    assert!(answered.is_ok(), "{what} did not start:\n{}", proc.output());
 }
 
 fn app(dir: &Path, name: &'static str, cmd: &mut Command) -> Upstream {
@@ -396,10 +391,6 @@ fn oracle(rt: &tokio::runtime::Runtime, grpc: &Client, trick: &Trick, seen: &Val
         }
     }
     violations
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
 fn tokens(now: i64) -> (String, String, String, String, String, String) {

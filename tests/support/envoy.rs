@@ -135,12 +135,11 @@ pub fn envoy_in_front(dir: &std::path::Path, portcullis: &Portcullis, upstream: 
 
 /// Waits (up to 20 s) until the authz cluster is healthy and a public request passes end to end.
 pub fn wait_ready(envoy: &Envoy) {
-    let ready = (0..200).any(|_| {
-        let probe = raw_http(envoy.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        std::thread::sleep(Duration::from_millis(100));
-        probe.is_some_and(|r| r.status == 200)
+    let request = "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let ready = super::within(Duration::from_secs(20), || {
+        super::is(raw_http(envoy.listener, request).map(|r| r.status), Some(200))
     });
-    assert!(ready, "envoy never passed a public request:\n{}", envoy.proc.output());
+    assert!(ready.is_ok(), "envoy never passed a public request:\n{}", envoy.proc.output());
 }
 
 /// GET `path` with `headers` through Envoy: the status and the JSON body (the upstream's echo on

@@ -4,7 +4,10 @@
 pub mod attack_corpus;
 pub mod corpus;
 pub mod envoy;
+pub mod inprocess;
 pub mod revocation_suite;
+
+pub use inprocess::{InProcess, now};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -92,12 +95,12 @@ impl Proc {
     pub fn stop(&mut self) {
         // SIGTERM first so the server drains; then make sure.
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let exited = within(Duration::from_secs(5), || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            other => Err(other),
+        });
+        if exited.is_ok() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -131,17 +134,27 @@ pub async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = R
 
 /// [`eventually`] for tests that run on plain threads.
 pub fn eventually_blocking<T, E: std::fmt::Debug>(
-    within: Duration,
+    limit: Duration,
     what: &str,
-    mut probe: impl FnMut() -> Result<T, E>,
+    probe: impl FnMut() -> Result<T, E>,
 ) -> (T, Duration) {
+    let started = Instant::now();
+    match within(limit, probe) {
+        Ok(value) => (value, started.elapsed()),
+        Err(last) => panic!("{what} (within {limit:?}; last: {last:?})"),
+    }
+}
+
+/// The blocking poll under [`eventually_blocking`], for callers that handle the timeout
+/// themselves: `probe` every 20 ms until `Ok`, or its last `Err` once `limit` has passed.
+pub fn within<T, E>(limit: Duration, mut probe: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let started = Instant::now();
     loop {
         match probe() {
-            Ok(value) => return (value, started.elapsed()),
-            Err(last) => assert!(started.elapsed() < within, "{what} (within {within:?}; last: {last:?})"),
+            Ok(value) => return Ok(value),
+            Err(last) if started.elapsed() >= limit => return Err(last),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -151,17 +164,9 @@ pub fn is<T: PartialEq>(got: T, want: T) -> Result<(), T> {
 }
 
 /// Waits until `url` (plain HTTP GET on loopback) answers 200.
-pub fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(r) = raw_http(addr, &format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"))
-            && r.status == 200
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+pub fn wait_http_ok(addr: SocketAddr, path: &str, limit: Duration) -> bool {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    within(limit, || is(raw_http(addr, &request).map(|r| r.status), Some(200))).is_ok()
 }
 
 #[derive(Debug)]

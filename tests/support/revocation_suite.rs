@@ -3,7 +3,7 @@
 #![allow(dead_code, non_snake_case)]
 
 use portcullis::decision::{IssuerId, Subject, TokenIds, UnixTime, VerifiedToken};
-use portcullis::revocation::{Revocation, RevocationStore};
+use portcullis::state::revocation::{Revocation, RevocationStore};
 use serde_json::json;
 use std::sync::Arc;
 

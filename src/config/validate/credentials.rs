@@ -57,7 +57,7 @@ impl Validator {
         };
         let mut names = std::collections::HashSet::new();
         for (i, entry) in parsed.keys.iter().enumerate() {
-            match crate::apikeys::key_from_entry(entry) {
+            match crate::state::apikeys::key_from_entry(entry) {
                 Ok((digest, key)) => {
                     if !names.insert(key.name.clone()) {
                         self.problems.add(format!("{p}: keys[{i}].name"), format!("duplicate name \"{}\"", key.name));

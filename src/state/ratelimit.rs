@@ -3,10 +3,14 @@
 //! enough for its bucket to refill is forgotten (that changes nothing); past
 //! [`MAX_RATE_KEYS`] keys the least recently used are evicted first and counted.
 
-use crate::blocks::EVICTIONS_TOTAL;
+use crate::clock::Clock;
 use crate::decision::{RateLimit, RateTier};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
+use crate::state::blocks::EVICTIONS_TOTAL;
+use governor::Quota;
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
@@ -15,10 +19,23 @@ use std::time::Duration;
 /// Most keys (clients, subjects, tenants) remembered per tier.
 pub const MAX_RATE_KEYS: u64 = 100_000;
 
-type Limiters = moka::sync::Cache<String, Arc<DefaultDirectRateLimiter>>;
+/// governor reading the one injected clock, so buckets refill as a test moves it.
+#[derive(Clone)]
+struct InjectedClock(Arc<dyn Clock>);
 
-#[derive(Default)]
+impl governor::clock::Clock for InjectedClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(u64::try_from(self.0.now_millis()).unwrap_or(0).saturating_mul(1_000_000))
+    }
+}
+
+type Limiter = governor::RateLimiter<NotKeyed, InMemoryState, InjectedClock, NoOpMiddleware<Nanos>>;
+type Limiters = moka::sync::Cache<String, Arc<Limiter>>;
+
 pub struct RateLimits {
+    clock: InjectedClock,
     limiters: RwLock<HashMap<RateTier, Arc<(Quota, Limiters)>>>,
 }
 
@@ -36,6 +53,10 @@ fn refill_time(tier: &RateTier) -> Duration {
 }
 
 impl RateLimits {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock: InjectedClock(clock), limiters: RwLock::default() }
+    }
+
     fn limiters(&self, tier: &RateTier) -> Option<Arc<(Quota, Limiters)>> {
         if let Some(l) = self.limiters.read().ok()?.get(tier) {
             return Some(l.clone());
@@ -73,9 +94,9 @@ impl RateLimit for RateLimits {
         // Without a limiter (poisoned lock) the request is refused, briefly.
         let Some(limiters) = self.limiters(tier) else { return Err(1) };
         let (quota, cache) = &*limiters;
-        let limiter = cache.get_with_by_ref(key, || Arc::new(DefaultDirectRateLimiter::direct(*quota)));
+        let limiter = cache.get_with_by_ref(key, || Arc::new(Limiter::direct_with_clock(*quota, self.clock.clone())));
         limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(self.clock.now());
             wait.as_secs_f64().ceil().max(1.0) as u32
         })
     }
@@ -89,10 +110,15 @@ mod tests {
     #[test]
     fn keys_are_limited_apart_and_bounded() {
         let tier = RateTier { name: "t".into(), key: RateKey::Ip, amount: 2, period_secs: 60, burst: 2 };
-        let limits = RateLimits::default();
+        let clock = Arc::new(crate::clock::ManualClock::at(1_700_000_000));
+        let limits = RateLimits::new(clock.clone());
         assert!(limits.check(&tier, "a").is_ok());
         assert!(limits.check(&tier, "a").is_ok());
-        assert!(limits.check(&tier, "a").is_err(), "a's burst is spent");
+        assert_eq!(limits.check(&tier, "a"), Err(30), "a's burst is spent; one more in 30 s");
+        clock.advance(Duration::from_secs(29));
+        assert!(limits.check(&tier, "a").is_err(), "not yet");
+        clock.advance(Duration::from_secs(1));
+        assert!(limits.check(&tier, "a").is_ok(), "refilled by the moved clock");
         assert!(limits.check(&tier, "b").is_ok(), "b has its own bucket");
         assert_eq!(refill_time(&tier), Duration::from_secs(61));
         let (_, cache) = &*limits.limiters(&tier).expect("limiters");
