@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -34,4 +35,60 @@ impl fmt::Display for ListenAddr {
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
+}
+
+/// Permissions given to the gRPC unix socket right after it is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketPerms {
+    /// File mode bits (default 0o660).
+    pub mode: u32,
+    /// Group id to own the socket (the proxy's group), if any.
+    pub group: Option<u32>,
+}
+
+impl Default for SocketPerms {
+    fn default() -> Self {
+        Self { mode: 0o660, group: None }
+    }
+}
+
+/// Limits that keep one peer from holding the listeners' memory or connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub max_concurrent_streams: u32,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// `None`: connections are never asked to go away.
+    pub max_connection_age: Option<Duration>,
+    pub http_header_read_timeout: Duration,
+    pub http_connection_timeout: Duration,
+    pub http_max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
+            // carries those headers plus a little, so this leaves room and bounds the rest.
+            max_message_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Some(Duration::from_secs(30 * 60)),
+            http_header_read_timeout: Duration::from_secs(5),
+            http_connection_timeout: Duration::from_secs(60),
+            http_max_connections: 256,
+        }
+    }
+}
+
+/// How the listeners behave, beyond their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListenOptions {
+    pub socket: SocketPerms,
+    pub reflection: bool,
+    pub limits: ListenerLimits,
 }

@@ -44,6 +44,44 @@ pub struct RawListen {
     pub grpc: Option<String>,
     pub health: Option<String>,
     pub admin: Option<String>,
+    /// Permissions of the gRPC unix socket (only with `grpc: unix:/path`).
+    pub socket: Option<RawSocket>,
+    /// gRPC server reflection; default on under `dev`, off otherwise.
+    pub reflection: Option<bool>,
+    /// Connection and message limits of the listeners.
+    pub limits: Option<RawListenLimits>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocket {
+    /// Octal file mode, like "0660" (the default): owner and group may connect.
+    pub mode: Option<String>,
+    /// The socket's group (a name or a numeric id): give it to the proxy, so a proxy running
+    /// as another user can connect.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenLimits {
+    /// HTTP/2 streams per gRPC connection (default 256).
+    pub max_concurrent_streams: Option<u32>,
+    /// Largest Check message decoded, like "256KiB" (the default).
+    pub max_message_size: Option<String>,
+    /// A Check whose message has not arrived and been answered by then is ended (default 10s).
+    pub request_timeout: Option<String>,
+    /// HTTP/2 keepalive ping interval on gRPC connections (default 30s) and its timeout (10s).
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    /// gRPC connections are asked to go away after this long (default 30m; "0s": never).
+    pub max_connection_age: Option<String>,
+    /// Health and admin: time to send a request's headers (default 5s).
+    pub http_header_read_timeout: Option<String>,
+    /// Health and admin: a connection is closed after this long, whatever it does (default 60s).
+    pub http_connection_timeout: Option<String>,
+    /// Health and admin: open connections at most, each (default 256).
+    pub http_max_connections: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

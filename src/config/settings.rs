@@ -1,6 +1,6 @@
 //! The validated, typed configuration.
 
-use super::listen::ListenAddr;
+use super::listen::{ListenAddr, ListenOptions};
 use crate::cache::CacheSettings;
 use crate::decision::Policy;
 use crate::jwt::Verifier;
@@ -55,6 +55,8 @@ impl RevocationLifetimes {
 pub struct Settings {
     pub grpc: ListenAddr,
     pub health: SocketAddr,
+    /// Socket permissions, reflection and listener limits.
+    pub listen: ListenOptions,
     pub max_inflight_checks: usize,
     pub dev: bool,
     pub log_format: LogFormat,

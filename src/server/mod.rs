@@ -10,6 +10,7 @@ mod authz;
 pub mod convert;
 mod fetchers;
 mod health_http;
+mod http;
 mod io;
 pub mod proto;
 mod reload;
@@ -112,6 +113,8 @@ impl Server {
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path);
                 let listener = UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
+                // A proxy running as another user connects through the group (default 0660).
+                set_socket_perms(path, settings.listen.socket).map_err(bind_error(settings.grpc.clone()))?;
                 GrpcListener::Unix(listener, path.clone())
             }
         };
@@ -217,14 +220,23 @@ impl Server {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // NOT_SERVING until the readiness follower below says otherwise.
         set_grpc_health(&reporter, false).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let router = tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AuthzService::new(self.state.clone())))
+        let limits = self.settings.listen.limits;
+        let reflection = if self.settings.listen.reflection {
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            )
+        } else {
+            None
+        };
+        let authz = AuthorizationServer::new(AuthzService::new(self.state.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
+        let router = grpc_builder(&limits)
+            .add_service(authz)
             .add_service(health_service)
-            .add_service(reflection);
+            .add_optional_service(reflection);
 
         let reloader = self.options.reload_from.clone().map(|path| {
             tokio::spawn(
@@ -283,15 +295,19 @@ impl Server {
             }
         });
         let health_state = HealthState { ready: readiness, metrics: names::install() };
-        let health = axum::serve(self.health, health_http::router(health_state))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let health = http::serve(
+            self.health,
+            health_http::router(health_state),
+            limits,
+            "health",
+            stopped(stop_rx.clone()),
+        );
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
 
         let admin = match self.admin {
             Some(listener) => {
                 let state = admin::AdminState { app: self.state.clone() };
-                let server =
-                    axum::serve(listener, admin::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+                let server = http::serve(listener, admin::router(state), limits, "admin", stopped(stop_rx.clone()));
                 Some(tokio::spawn(async move { server.await.map_err(ServeError::Admin) }))
             }
             _ => None,
@@ -371,6 +387,29 @@ fn grpc_incoming(
     tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(|conn| conn.map(OneWritePerAnswer))
+}
+
+/// The gRPC server with the listener limits: streams per connection, a deadline per Check,
+/// HTTP/2 keepalive, a bounded header list and a maximum connection age.
+fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
+    let builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_header_list_size(u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX));
+    match limits.max_connection_age {
+        Some(age) => builder.max_connection_age(age),
+        None => builder,
+    }
+}
+
+fn set_socket_perms(path: &std::path::Path, perms: crate::config::SocketPerms) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(gid) = perms.group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
 }
 
 /// Removes a socket file left by a previous run; never touches anything that is not a socket.

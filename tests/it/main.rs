@@ -15,6 +15,7 @@ mod grpc;
 mod helm;
 mod ip_lists;
 mod jwks;
+mod mesh;
 mod observability;
 mod redis;
 mod revocation;

@@ -104,6 +104,18 @@ pub fn start_envoy_from(
     upstream: SocketAddr,
     replacements: Vec<(&str, String)>,
 ) -> Envoy {
+    start_envoy_as(dir, name, file, upstream, replacements, None)
+}
+
+/// [`start_envoy_from`], run as another user when `run_as` says so.
+pub fn start_envoy_as(
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    upstream: SocketAddr,
+    replacements: Vec<(&str, String)>,
+    run_as: Option<&super::RunAs>,
+) -> Envoy {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy").join(file);
     let mut config = std::fs::read_to_string(&source).expect("envoy config");
     let listen_port = free_port();
@@ -122,6 +134,10 @@ pub fn start_envoy_from(
     std::fs::write(&path, config).expect("write envoy config");
     let mut cmd = Command::new(super::envoy_binary());
     cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    let mut cmd = match run_as {
+        Some(user) => user.wrap(&cmd),
+        None => cmd,
+    };
     let proc = Proc::spawn(&mut cmd, dir, name);
     Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
 }

@@ -281,8 +281,13 @@ impl Portcullis {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Portcullis {
+        Self::launch(dir, Launch { fixture, grpc, extra, env, ..Launch::default() })
+    }
+
+    /// Serves as `launch` says; ready when returned.
+    pub fn launch(dir: &Path, launch: Launch) -> Portcullis {
         let grpc_port = free_port();
-        let grpc_listen = grpc.map(str::to_string).unwrap_or_else(|| format!("127.0.0.1:{grpc_port}"));
+        let grpc_listen = launch.grpc.map(str::to_string).unwrap_or_else(|| format!("127.0.0.1:{grpc_port}"));
         let health_port = free_port();
         let admin_port = free_port();
         let config = dir.join("policy.yaml");
@@ -292,21 +297,29 @@ impl Portcullis {
         let members = dir.join("members.yaml");
         std::fs::copy(corpus::fixtures().join("members.yaml"), &members).expect("members file");
         let text = format!(
-            "{}\nadmin: {{ token_file: {} }}\n{extra}\n",
-            fixture_with_ports(fixture, &grpc_listen, health_port)
+            "{}\nadmin: {{ token_file: {} }}\n{}\n",
+            fixture_with_ports(launch.fixture, &grpc_listen, health_port)
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(
                     &format!("health: \"127.0.0.1:{health_port}\""),
-                    &format!("health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\""),
+                    &format!(
+                        "health: \"127.0.0.1:{health_port}\", admin: \"127.0.0.1:{admin_port}\"{}",
+                        launch.listen_extra
+                    ),
                 ),
-            token_file.display()
+            token_file.display(),
+            launch.extra,
         );
         std::fs::write(&config, text).expect("write policy");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.arg("serve").arg("--config").arg(&config);
-        for (k, v) in env {
+        for (k, v) in launch.env {
             cmd.env(k, v);
         }
+        let mut cmd = match &launch.run_as {
+            Some(user) => user.wrap(&cmd),
+            None => cmd,
+        };
         let proc = Proc::spawn(&mut cmd, dir, "portcullis");
         let health = SocketAddr::from(([127, 0, 0, 1], health_port));
         assert!(wait_http_ok(health, "/readyz", Duration::from_secs(20)), "portcullis not ready:\n{}", proc.output());
@@ -331,6 +344,71 @@ impl Portcullis {
     pub fn signal(&self, name: &str) {
         let _ = Command::new("kill").arg(format!("-{name}")).arg(self.proc.child.id().to_string()).status();
     }
+}
+
+/// How [`Portcullis::launch`] starts the process.
+pub struct Launch<'a> {
+    /// A policy in `tests/fixtures/`.
+    pub fixture: &'a str,
+    /// `listen.grpc` (like `unix:/path`); a free loopback port when `None`.
+    pub grpc: Option<&'a str>,
+    /// More `listen` keys, written as `, key: value` inside the `listen` mapping.
+    pub listen_extra: &'a str,
+    /// More top-level YAML.
+    pub extra: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+    /// Run as another user (the test runs as root).
+    pub run_as: Option<RunAs>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Self { fixture: "policy.yaml", grpc: None, listen_extra: "", extra: "", env: &[], run_as: None }
+    }
+}
+
+/// A user and groups to run a child process as, through util-linux `setpriv` (needs root).
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// `cmd` (program, arguments, environment) under `setpriv` as this user.
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        assert!(
+            nix_is_root(),
+            "tests that run processes as other users need root (scripts/test.sh runs as root in CI)"
+        );
+        let mut wrapped = Command::new("setpriv");
+        wrapped.arg(format!("--reuid={}", self.uid)).arg(format!("--regid={}", self.gid));
+        if self.groups.is_empty() {
+            wrapped.arg("--clear-groups");
+        } else {
+            let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            wrapped.arg(format!("--groups={}", groups.join(",")));
+        }
+        wrapped.arg("--inh-caps=-all").arg("--").arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
 }
 
 /// A `redis-server` on a free loopback port, without persistence (a restart starts empty).

@@ -4,6 +4,7 @@
 mod credentials;
 mod ip_limits;
 mod issuers;
+mod listen;
 mod response;
 mod routes;
 mod runtime;
@@ -124,6 +125,7 @@ impl Validator {
             .map_err(|_| self.problems.add("listen.health", "expected host:port with an IP address"))
             .ok();
         let admin = self.admin(raw.listen.admin.as_deref(), raw.admin.as_ref());
+        let listen = self.listen_options(&raw.listen, grpc.as_ref(), raw.dev);
         let cache = self.cache(raw.cache.as_ref());
         let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
         if max_inflight_checks == 0 {
@@ -183,6 +185,7 @@ impl Validator {
         Some(Settings {
             grpc: grpc?,
             health: health?,
+            listen,
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
             log_format,

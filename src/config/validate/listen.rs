@@ -1,0 +1,129 @@
+//! `listen`: the unix socket's permissions, reflection and the listeners' limits.
+
+use super::*;
+use crate::config::listen::{ListenOptions, ListenerLimits, SocketPerms};
+
+impl Validator {
+    pub(super) fn listen_options(&mut self, raw: &RawListen, grpc: Option<&ListenAddr>, dev: bool) -> ListenOptions {
+        let socket = match &raw.socket {
+            None => SocketPerms::default(),
+            Some(s) => {
+                if grpc.is_some_and(|g| !matches!(g, ListenAddr::Unix(_))) {
+                    self.problems.add("listen.socket", "only applies with listen.grpc: unix:/path");
+                }
+                SocketPerms { mode: self.socket_mode(s.mode.as_deref()), group: self.socket_group(s.group.as_deref()) }
+            }
+        };
+        ListenOptions {
+            socket,
+            reflection: raw.reflection.unwrap_or(dev),
+            limits: self.listener_limits(raw.limits.as_ref()),
+        }
+    }
+
+    fn socket_mode(&mut self, raw: Option<&str>) -> u32 {
+        let default = SocketPerms::default().mode;
+        let Some(text) = raw else { return default };
+        match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
+            _ => {
+                self.problems.add(
+                    "listen.socket.mode",
+                    format!("\"{text}\" is not an octal mode like \"0660\" that lets the owner read and write"),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket_group(&mut self, raw: Option<&str>) -> Option<u32> {
+        let text = raw?;
+        if let Ok(gid) = text.parse::<u32>() {
+            return Some(gid);
+        }
+        match nix::unistd::Group::from_name(text) {
+            Ok(Some(group)) => Some(group.gid.as_raw()),
+            Ok(None) => {
+                self.problems.add("listen.socket.group", format!("no group named \"{text}\" (a numeric id works too)"));
+                None
+            }
+            Err(e) => {
+                self.problems.add("listen.socket.group", format!("cannot look up group \"{text}\": {e}"));
+                None
+            }
+        }
+    }
+
+    fn listener_limits(&mut self, raw: Option<&RawListenLimits>) -> ListenerLimits {
+        let d = ListenerLimits::default();
+        let Some(raw) = raw else { return d };
+        let positive = |v: &mut Validator, path: &str, value: Option<&str>, default: Duration| {
+            let got = v.duration(&format!("listen.limits.{path}"), value, default);
+            if got.is_zero() {
+                v.problems.add(format!("listen.limits.{path}"), "must be more than 0s");
+                return default;
+            }
+            got
+        };
+        let request_timeout = positive(self, "request_timeout", raw.request_timeout.as_deref(), d.request_timeout);
+        let keepalive_interval =
+            positive(self, "keepalive_interval", raw.keepalive_interval.as_deref(), d.keepalive_interval);
+        let keepalive_timeout = positive(self, "keepalive_timeout", raw.keepalive_timeout.as_deref(), d.keepalive_timeout);
+        let http_header_read_timeout =
+            positive(self, "http_header_read_timeout", raw.http_header_read_timeout.as_deref(), d.http_header_read_timeout);
+        let http_connection_timeout =
+            positive(self, "http_connection_timeout", raw.http_connection_timeout.as_deref(), d.http_connection_timeout);
+        let age = self.duration(
+            "listen.limits.max_connection_age",
+            raw.max_connection_age.as_deref(),
+            d.max_connection_age.unwrap_or_default(),
+        );
+        let max_concurrent_streams = raw.max_concurrent_streams.unwrap_or(d.max_concurrent_streams);
+        if max_concurrent_streams == 0 {
+            self.problems.add("listen.limits.max_concurrent_streams", "must be at least 1");
+        }
+        let http_max_connections = raw.http_max_connections.unwrap_or(256);
+        if http_max_connections == 0 {
+            self.problems.add("listen.limits.http_max_connections", "must be at least 1");
+        }
+        let max_message_bytes = match raw.max_message_size.as_deref() {
+            None => d.max_message_bytes,
+            Some(text) => match parse_size(text) {
+                Some(n) if (4 * 1024..=16 * 1024 * 1024).contains(&n) => n,
+                _ => {
+                    self.problems.add(
+                        "listen.limits.max_message_size",
+                        format!("\"{text}\" is not a size from 4KiB to 16MiB (like 256KiB)"),
+                    );
+                    d.max_message_bytes
+                }
+            },
+        };
+        ListenerLimits {
+            max_concurrent_streams: max_concurrent_streams.max(1),
+            max_message_bytes,
+            request_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            max_connection_age: (!age.is_zero()).then_some(age),
+            http_header_read_timeout,
+            http_connection_timeout,
+            http_max_connections: usize::try_from(http_max_connections.max(1)).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// `262144`, `256KiB`, `1MiB` (binary units; `KB`/`MB` read the same, as most tools do).
+pub(super) fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits.parse().ok()?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
