@@ -109,9 +109,42 @@ async fn corpus_over_grpc_in_both_encodings() {
     server.shutdown().await;
 }
 
+/// Reflection answers only when asked for (`listen.reflection: true`; on by default under `dev`).
+async fn reflection_answers(addr: std::net::SocketAddr) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await?.into_inner();
+    let reply = stream.message().await?.expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply")
+    };
+    Ok(list.service.into_iter().map(|s| s.name).collect())
+}
+
+#[tokio::test]
+async fn reflection_is_off_unless_enabled() {
+    let server = start("127.0.0.1:0").await;
+    let refused = reflection_answers(server.grpc_tcp()).await.expect_err("reflection must be off by default");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn health_reflection_and_http_listener() {
-    let server = start("127.0.0.1:0").await;
+    let text = crate::support::policy_with_ports("127.0.0.1:0", 0)
+        .replace("health: \"127.0.0.1:0\"", "health: \"127.0.0.1:0\", reflection: true");
+    let server = start_with(parse_and_validate(&text, &corpus::fixtures()).expect("policy")).await;
     let ListenAddr::Tcp(addr) = server.grpc else { panic!("tcp expected") };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -129,21 +162,7 @@ async fn health_reflection_and_http_listener() {
         assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
 
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream =
-        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.expect("reflection").into_inner();
-    let reply = stream.message().await.expect("reply").expect("one reply");
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("unexpected reflection reply")
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = reflection_answers(addr).await.expect("reflection when enabled");
     assert!(names.contains(&"envoy.service.auth.v3.Authorization".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 

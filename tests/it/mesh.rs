@@ -69,3 +69,114 @@ fn the_sidecar_socket_admits_the_proxy_user_through_its_group_only() {
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The reproduced attack: one connection, 80 streams, each announcing a 4 MiB Check and
+/// sending all but its end. With the message limit (256 KiB) each stream is answered with an
+/// error or reset as soon as its length prefix is read; the server's memory barely moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eighty_streams_holding_back_4_mib_messages_are_reset_and_cost_little_memory() {
+    use std::time::Duration;
+    let dir = scratch("h2-flood");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    let before = rss_kib(pid);
+
+    let tcp = tokio::net::TcpStream::connect(portcullis.grpc).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    const MESSAGE: usize = 4 * 1024 * 1024;
+    let mut streams = Vec::new();
+    for _ in 0..80 {
+        let mut client = client.clone().ready().await.expect("stream slot");
+        let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(request, false).expect("send");
+        // Length prefix for 4 MiB, then all of it but the last byte, never ending the stream.
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&u32::try_from(MESSAGE).expect("size").to_be_bytes());
+        let _ = body.send_data(bytes::Bytes::from(prefix), false);
+        let _ = body.send_data(bytes::Bytes::from(vec![b'x'; MESSAGE - 1]), false);
+        streams.push((response, body));
+    }
+    let mut ended = 0;
+    for (response, _body) in &mut streams {
+        match tokio::time::timeout(Duration::from_secs(10), response).await {
+            Ok(Ok(resp)) => {
+                let status = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
+                assert!(!status.is_empty() && status != "0", "an oversized Check must fail, got grpc-status {status:?}");
+                ended += 1;
+            }
+            Ok(Err(_reset)) => ended += 1,
+            Err(_) => panic!("a stream holding back a 4 MiB message was neither answered nor reset within 10 s"),
+        }
+    }
+    assert_eq!(ended, 80);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_kib(pid);
+    let grew_mib = after.saturating_sub(before) / 1024;
+    println!("RSS {before} KiB -> {after} KiB with 80 streams of 4 MiB held open");
+    assert!(grew_mib < 64, "RSS grew {grew_mib} MiB (from {before} to {after} KiB)");
+    driver.abort();
+    drop(streams);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A peer that sends part of a request head and then nothing: the health and admin listeners
+/// close it after `http_header_read_timeout`, and a listener at its connection cap refuses more.
+#[test]
+fn slow_header_senders_are_closed_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = scratch("slowloris");
+    let portcullis = Portcullis::launch(
+        &dir,
+        Launch {
+            listen_extra: ", limits: { http_header_read_timeout: 1s, http_max_connections: 4 }",
+            ..Launch::default()
+        },
+    );
+    for addr in [portcullis.health, portcullis.admin] {
+        let mut slow = std::net::TcpStream::connect(addr).expect("connect");
+        slow.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nx-slow: ").expect("partial head");
+        slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let n = slow.read(&mut buf).unwrap_or(0);
+        let took = started.elapsed();
+        // Closed (0 bytes) or answered with an error status, well before our 10 s read timeout.
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || head.starts_with("HTTP/1.1 408"), "{addr}: {head}");
+        assert!(took < Duration::from_secs(8), "{addr}: a slow header sender was held {took:?}");
+    }
+    // Four idle connections fill the health listener; a fifth is closed at once; health is
+    // back once they go.
+    let held: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(portcullis.health).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = crate::support::raw_http(portcullis.health, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert!(refused.is_none(), "a fifth connection was served: {refused:?}");
+    drop(held);
+    let ok = crate::support::wait_http_ok(portcullis.health, "/livez", Duration::from_secs(5));
+    assert!(ok, "health did not come back after the idle connections closed");
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(
+        metrics.contains("portcullis_http_connections_refused_total{listener=\"health\"}"),
+        "{metrics}"
+    );
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
