@@ -16,6 +16,10 @@ pub use validate::{DEV_ISSUER, load_file, parse_and_validate};
 
 use std::fmt;
 
+/// How long a stopping server keeps answering while not ready, so the proxies' health checks
+/// (the shipped Envoy configs: 2 s × 2) and Kubernetes endpoint removal stop sending first.
+pub const DEFAULT_DRAIN_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Exit code for configuration errors (EX_CONFIG would be 78; the project contract is 64).
 pub const EXIT_CONFIG: i32 = 64;
 

@@ -415,7 +415,7 @@ pub struct RawAudit {
 #[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
-    /// After SIGTERM, keep serving (not ready) this long so callers stop sending.
+    /// After SIGTERM, keep serving (not ready) this long so callers stop sending (default 5s).
     pub drain_delay: Option<String>,
     /// Then wait at most this long for in-flight checks.
     pub drain_timeout: Option<String>,

@@ -233,10 +233,8 @@ impl Server {
         };
         let authz = AuthorizationServer::new(AuthzService::new(self.state.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
-        let router = grpc_builder(&limits)
-            .add_service(authz)
-            .add_service(health_service)
-            .add_optional_service(reflection);
+        let router =
+            grpc_builder(&limits).add_service(authz).add_service(health_service).add_optional_service(reflection);
 
         let reloader = self.options.reload_from.clone().map(|path| {
             tokio::spawn(
@@ -295,13 +293,8 @@ impl Server {
             }
         });
         let health_state = HealthState { ready: readiness, metrics: names::install() };
-        let health = http::serve(
-            self.health,
-            health_http::router(health_state),
-            limits,
-            "health",
-            stopped(stop_rx.clone()),
-        );
+        let health =
+            http::serve(self.health, health_http::router(health_state), limits, "health", stopped(stop_rx.clone()));
         let health = tokio::spawn(async move { health.await.map_err(ServeError::Health) });
 
         let admin = match self.admin {

@@ -29,11 +29,8 @@ fn the_sidecar_socket_admits_the_proxy_user_through_its_group_only() {
     assert_eq!((meta.uid(), meta.gid()), (65532, SOCKET_GROUP));
 
     let upstream = Upstream::start();
-    let token = corpus::sign(
-        jsonwebtoken::Algorithm::RS256,
-        Some("rsa-1"),
-        &corpus::claims(corpus::ISSUER, "uds-user", now()),
-    );
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "uds-user", now()));
     let bearer = format!("Bearer {token}");
     let envoy_as = |name: &str, groups: Vec<u32>| {
         start_envoy_as(
@@ -59,9 +56,11 @@ fn the_sidecar_socket_admits_the_proxy_user_through_its_group_only() {
     let (status, _) = crate::support::eventually_blocking(
         std::time::Duration::from_secs(20),
         "the outsider Envoy never answered",
-        || crate::support::raw_http(outsider.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .map(|r| r.status)
-            .ok_or(()),
+        || {
+            crate::support::raw_http(outsider.listener, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .map(|r| r.status)
+                .ok_or(())
+        },
     );
     assert_ne!(status, 200, "a public route through an unreachable authz service must not pass");
     let (status, _) = get(&outsider, "/api/items", &[("authorization", &bearer)]);
@@ -117,7 +116,10 @@ async fn eighty_streams_holding_back_4_mib_messages_are_reset_and_cost_little_me
         match tokio::time::timeout(Duration::from_secs(10), response).await {
             Ok(Ok(resp)) => {
                 let status = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
-                assert!(!status.is_empty() && status != "0", "an oversized Check must fail, got grpc-status {status:?}");
+                assert!(
+                    !status.is_empty() && status != "0",
+                    "an oversized Check must fail, got grpc-status {status:?}"
+                );
                 ended += 1;
             }
             Ok(Err(_reset)) => ended += 1,
@@ -167,16 +169,112 @@ fn slow_header_senders_are_closed_and_connections_are_capped() {
     // back once they go.
     let held: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(portcullis.health).expect("connect")).collect();
     std::thread::sleep(Duration::from_millis(100));
-    let refused = crate::support::raw_http(portcullis.health, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let refused =
+        crate::support::raw_http(portcullis.health, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
     assert!(refused.is_none(), "a fifth connection was served: {refused:?}");
     drop(held);
     let ok = crate::support::wait_http_ok(portcullis.health, "/livez", Duration::from_secs(5));
     assert!(ok, "health did not come back after the idle connections closed");
     let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
-    assert!(
-        metrics.contains("portcullis_http_connections_refused_total{listener=\"health\"}"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("portcullis_http_connections_refused_total{listener=\"health\"}"), "{metrics}");
     drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rollout: one of two replicas behind Envoy gets SIGTERM while load goes through. With the
+/// default drain delay (5 s) it stays answering until Envoy's health check (1 s × 2) has moved
+/// the traffic to the other replica: not one request fails.
+#[test]
+fn sigterm_during_load_through_envoy_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let dir = scratch("rollout");
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&dir_a).expect("dir a");
+    std::fs::create_dir_all(&dir_b).expect("dir b");
+    let mut a = Portcullis::launch(&dir_a, Launch::default());
+    let b = Portcullis::launch(&dir_b, Launch::default());
+    let upstream = Upstream::start();
+    let endpoint = |port: u16| {
+        format!(
+            "              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}"
+        )
+    };
+    let envoy = crate::support::envoy::start_envoy_from(
+        &dir,
+        "envoy",
+        "envoy.yaml",
+        upstream.addr,
+        vec![(
+            "              - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9191 } } }",
+            format!("{}\n{}", endpoint(a.grpc.port()), endpoint(b.grpc.port())),
+        )],
+    );
+    wait_ready(&envoy);
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "roll", now()));
+    let bearer = format!("Bearer {token}");
+    // Both replicas healthy in Envoy before the rollout starts.
+    let metrics_of = |p: &Portcullis| p.get("/metrics").map(|r| r.body).unwrap_or_default();
+    crate::support::eventually_blocking(Duration::from_secs(15), "both replicas never took traffic", || {
+        for _ in 0..10 {
+            assert_eq!(get(&envoy, "/api/items", &[("authorization", &bearer)]).0, 200);
+        }
+        let took = |p: &Portcullis| metrics_of(p).contains("decision=\"allow\"");
+        if took(&a) && took(&b) { Ok(()) } else { Err(()) }
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, bearer, listener) =
+                (stop.clone(), ok.clone(), failed.clone(), bearer.clone(), envoy.listener);
+            std::thread::spawn(move || {
+                let request = format!(
+                    "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: {bearer}\r\nconnection: close\r\n\r\n"
+                );
+                while !stop.load(Ordering::Acquire) {
+                    match crate::support::raw_http(listener, &request).map(|r| (r.status, r.body)) {
+                        Some((200, _)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failed.lock().expect("lock").push(format!("{other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ok.load(Ordering::Relaxed);
+    let term = Instant::now();
+    a.signal("TERM");
+    let (code, _) =
+        crate::support::eventually_blocking(Duration::from_secs(30), "replica a never exited", || {
+            match a.proc.child.try_wait() {
+                Ok(Some(status)) => Ok(status.code()),
+                other => Err(other.map(|_| ())),
+            }
+        });
+    let drained = term.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let failed = failed.lock().expect("lock").clone();
+    let during = ok.load(Ordering::Relaxed) - before;
+    println!("rollout: {during} requests passed during and after the drain ({drained:?}); {} failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the rollout: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(code, Some(0), "the stopped replica exits 0");
+    assert!(drained >= Duration::from_secs(5), "exited before the default drain delay: {drained:?}");
+    assert!(during > 20, "load kept going through the rollout ({during})");
+    drop((a, b, envoy));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,6 +79,8 @@ impl Upstream {
 pub struct Envoy {
     pub proc: Proc,
     pub listener: SocketAddr,
+    /// Envoy's admin listener (stats, clusters).
+    pub admin: SocketAddr,
 }
 
 pub fn start_envoy(
@@ -139,7 +141,11 @@ pub fn start_envoy_as(
         None => cmd,
     };
     let proc = Proc::spawn(&mut cmd, dir, name);
-    Envoy { proc, listener: SocketAddr::from(([127, 0, 0, 1], listen_port)) }
+    Envoy {
+        proc,
+        listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+        admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+    }
 }
 
 /// Starts Envoy in front of `portcullis` and waits until a public request passes.

@@ -43,8 +43,11 @@ impl InProcess {
         Self::start_with(settings, options, Some(clock)).await
     }
 
+    /// A test stops its server at once: no drain delay (the policy's own default is 5 s).
     pub async fn start_with(settings: &Settings, options: ServeOptions, clock: Option<Arc<TestClock>>) -> InProcess {
-        let server = Server::bind_with(settings, options).await.expect("bind");
+        let mut settings = settings.clone();
+        settings.drain_delay = Duration::ZERO;
+        let server = Server::bind_with(&settings, options).await.expect("bind");
         let grpc = server.grpc_addr();
         let health = server.health_addr().expect("health listener");
         let admin = server.admin_addr();

@@ -68,11 +68,20 @@ impl Validator {
         let request_timeout = positive(self, "request_timeout", raw.request_timeout.as_deref(), d.request_timeout);
         let keepalive_interval =
             positive(self, "keepalive_interval", raw.keepalive_interval.as_deref(), d.keepalive_interval);
-        let keepalive_timeout = positive(self, "keepalive_timeout", raw.keepalive_timeout.as_deref(), d.keepalive_timeout);
-        let http_header_read_timeout =
-            positive(self, "http_header_read_timeout", raw.http_header_read_timeout.as_deref(), d.http_header_read_timeout);
-        let http_connection_timeout =
-            positive(self, "http_connection_timeout", raw.http_connection_timeout.as_deref(), d.http_connection_timeout);
+        let keepalive_timeout =
+            positive(self, "keepalive_timeout", raw.keepalive_timeout.as_deref(), d.keepalive_timeout);
+        let http_header_read_timeout = positive(
+            self,
+            "http_header_read_timeout",
+            raw.http_header_read_timeout.as_deref(),
+            d.http_header_read_timeout,
+        );
+        let http_connection_timeout = positive(
+            self,
+            "http_connection_timeout",
+            raw.http_connection_timeout.as_deref(),
+            d.http_connection_timeout,
+        );
         let age = self.duration(
             "listen.limits.max_connection_age",
             raw.max_connection_age.as_deref(),

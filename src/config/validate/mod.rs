@@ -148,7 +148,8 @@ impl Validator {
             self.problems.add("telemetry.otlp_endpoint", format!("\"{endpoint}\" is not an http(s) URL"));
         }
         let audit = self.audit(raw.telemetry.audit.as_ref());
-        let drain_delay = self.duration("shutdown.drain_delay", raw.shutdown.drain_delay.as_deref(), Duration::ZERO);
+        let drain_delay =
+            self.duration("shutdown.drain_delay", raw.shutdown.drain_delay.as_deref(), super::DEFAULT_DRAIN_DELAY);
         let drain_timeout =
             self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
 
