@@ -146,7 +146,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match config::load_file(&file) {
-            Ok(_) => {
+            Ok(settings) => {
+                for warning in &settings.warnings {
+                    eprintln!("warning: {}: {warning}", file.display());
+                }
                 println!("{}: valid", file.display());
                 ExitCode::SUCCESS
             }

@@ -74,6 +74,9 @@ pub struct Settings {
     /// Every file this configuration was read from (the policy and the files it names), for
     /// hot reload.
     pub sources: Vec<PathBuf>,
+    /// Valid settings that are probably a mistake (`path: message`); logged at start and
+    /// printed by `check-config`.
+    pub warnings: Vec<String>,
 }
 
 /// The admin API's bearer token. Compared in constant time; never printed.

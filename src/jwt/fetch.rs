@@ -168,7 +168,8 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
                     failures = failures.saturating_add(1);
                     metrics::counter!(REFRESH_TOTAL, "issuer" => issuer_label.clone(), "result" => "error")
                         .increment(1);
-                    tracing::warn!(issuer = %job.issuer, error = %e, "JWKS fetch failed; keeping the last good keys");
+                    let error = crate::telemetry::error_chain(&e);
+                    tracing::warn!(issuer = %job.issuer, %error, "JWKS fetch failed; keeping the last good keys");
                     if !job.store.has_keys() && job.store.confirmed_at() == 0 {
                         load_fallback(&job, now);
                     }

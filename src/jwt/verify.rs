@@ -43,6 +43,11 @@ pub struct Verifier {
 
 impl Verifier {
     /// True once every `required` issuer has keys.
+    /// Required issuers that have no usable keys now (readiness names them).
+    pub fn issuers_without_keys(&self) -> Vec<Arc<str>> {
+        self.issuers.iter().filter(|i| i.required && !i.keys.has_keys()).map(|i| i.issuer.clone()).collect()
+    }
+
     pub fn required_keys_present(&self) -> bool {
         self.issuers.iter().filter(|i| i.required).all(|i| i.keys.has_keys())
     }

@@ -109,6 +109,28 @@ impl AppState {
         }
     }
 
+    /// What `/readyz` says: ready only while serving, with the keys of every required issuer
+    /// and (Redis) after the first resync. A stale backend is named but does not make the
+    /// replica unready: every replica would go at once (the stale policy decides checks).
+    pub(super) fn ready_report(&self, serving: bool) -> super::ReadyReport {
+        let issuers_without_keys: Vec<String> =
+            self.snapshot.load().verifier.issuers_without_keys().iter().map(|i| i.to_string()).collect();
+        let now_ms = self.clock.now_millis();
+        let (state, state_contact_age_ms) = match &self.state_health {
+            None => ("memory", None),
+            Some(h) if !h.synced() => ("not_synced", Some(h.since_contact_ms(now_ms))),
+            Some(h) if h.is_stale(now_ms) => ("stale", Some(h.since_contact_ms(now_ms))),
+            Some(h) => ("synced", Some(h.since_contact_ms(now_ms))),
+        };
+        super::ReadyReport {
+            ready: serving && issuers_without_keys.is_empty() && state != "not_synced",
+            draining: !serving,
+            issuers_without_keys,
+            state,
+            state_contact_age_ms,
+        }
+    }
+
     /// Takes every in-flight permit, as if that many checks were running (the overload test).
     pub fn hold_every_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.inflight.clone().try_acquire_many_owned(u32::try_from(self.max_inflight).ok()?).ok()

@@ -8,8 +8,24 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
-/// Answers whether the server is ready to take traffic.
-pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Whether the server is ready to take traffic, and if not, what is missing.
+pub type Readiness = Arc<dyn Fn() -> ReadyReport + Send + Sync>;
+
+/// The `/readyz` body: every reason for not being ready, by name.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReadyReport {
+    pub ready: bool,
+    /// Stopping: answering checks until the drain delay ends, but taking no new traffic.
+    pub draining: bool,
+    /// Required issuers with no usable keys (JWKS not fetched yet, or past `max_stale`).
+    pub issuers_without_keys: Vec<String>,
+    /// `memory`, or for Redis: `synced`, `not_synced` (no first resync yet) or `stale` (no
+    /// contact for longer than `state.max_staleness`).
+    pub state: &'static str,
+    /// Milliseconds since the last contact with Redis (Redis backend only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_contact_age_ms: Option<i64>,
+}
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -22,12 +38,17 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
-    if (state.ready)() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+    let report = (state.ready)();
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(report))
 }
 
 async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
     match &state.metrics {
-        Some(handle) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()),
+        Some(handle) => {
+            crate::telemetry::metrics::process_collector().collect();
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain")],

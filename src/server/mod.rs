@@ -30,7 +30,7 @@ use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
-use health_http::{HealthState, Readiness};
+use health_http::{HealthState, ReadyReport, Readiness};
 use io::OneWritePerAnswer;
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;
@@ -271,20 +271,17 @@ impl Server {
         let grpc_addr = self.grpc_addr();
         let serving = self.serving.clone();
         let state = self.state.clone();
-        let readiness: Readiness = Arc::new(move || {
-            serving.load(Ordering::Acquire)
-                && state.snapshot.load().verifier.required_keys_present()
-                && state.state_health.as_ref().is_none_or(|h| h.synced())
-        });
+        let readiness: Readiness = Arc::new(move || state.ready_report(serving.load(Ordering::Acquire)));
         // gRPC health (which Envoy's health check reads, on TCP and UDS alike) follows /readyz:
         // a replica without its first state sync or required keys takes no traffic.
         let follow_ready = readiness.clone();
         // Listeners are bound: from here checks are answered (readiness adds keys and state).
         self.serving.store(true, Ordering::Release);
+        self.log_startup(&grpc_addr);
         let health_follower = tokio::spawn(async move {
             let mut last = None;
             loop {
-                let ready = follow_ready();
+                let ready = follow_ready().ready;
                 if last != Some(ready) {
                     set_grpc_health(&reporter, ready).await;
                     last = Some(ready);
@@ -314,7 +311,6 @@ impl Server {
             }
         });
 
-        tracing::info!(grpc = %grpc_addr, "serving");
         let grpc = async {
             match self.grpc {
                 GrpcListener::Tcp(listener) => {
@@ -353,6 +349,57 @@ impl Server {
         match health.await {
             Ok(result) => result,
             Err(join) => Err(ServeError::Health(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+impl Server {
+    /// One line that says what this process is: enough to tell from the log alone which build
+    /// runs which policy where, and a loud warning when anyone can mint tokens.
+    fn log_startup(&self, grpc: &ListenAddr) {
+        let settings = &self.settings;
+        let snapshot = self.state.snapshot.load();
+        let issuers: Vec<String> = snapshot
+            .verifier
+            .issuers
+            .iter()
+            .map(|i| {
+                let source = settings.jwks_jobs.iter().find(|j| j.issuer == i.issuer).map_or_else(
+                    || "static keys".to_string(),
+                    |j| match &j.remote.source {
+                        crate::jwt::remote::RemoteSource::Url(url) => format!("jwks {url}"),
+                        crate::jwt::remote::RemoteSource::Discovery(url) => format!("discovery {url}"),
+                    },
+                );
+                format!("{} ({source}{})", i.issuer, if i.required { "" } else { ", optional" })
+            })
+            .collect();
+        let state = match &settings.state {
+            crate::state::StateBackend::Memory => "memory".to_string(),
+            crate::state::StateBackend::Redis(r) => format!("redis {}", r.url),
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %self.options.reload_from.as_ref().map_or_else(|| "(embedded)".to_string(), |p| p.display().to_string()),
+            grpc = %grpc,
+            health = %settings.health,
+            admin = %settings.admin.as_ref().map_or_else(|| "off".to_string(), |a| a.addr.to_string()),
+            issuers = %issuers.join("; "),
+            routes = snapshot.policy.routes.len(),
+            state = %state,
+            reflection = settings.listen.reflection,
+            dev = settings.dev,
+            "serving"
+        );
+        for warning in &settings.warnings {
+            tracing::warn!(warning = %warning, "policy warning");
+        }
+        if settings.dev {
+            tracing::warn!(
+                "DEV MODE: `dev: true` accepts tokens from the development issuer, whose signing key ships \
+                 inside this binary: anyone can mint them. Never run this in production \
+                 (portcullis_dev_mode is 1)"
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const RELOAD_TOTAL: &str = "portcullis_config_reload_total";
+pub use crate::telemetry::metrics::RELOAD_TOTAL;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 type Fingerprints = Vec<(PathBuf, Option<[u8; 32]>)>;
@@ -48,6 +48,7 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         admin,
         state,
         sources: _,
+        warnings: _,
     } = old;
     let changes = [
         (*grpc != new.grpc, "listen.grpc"),

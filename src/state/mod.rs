@@ -106,6 +106,16 @@ impl StateHealth {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// Milliseconds since the last contact with the backend.
+    pub fn since_contact_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.last_contact_ms.load(Ordering::Acquire))
+    }
+
+    /// No contact for longer than `max_staleness`.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        self.since_contact_ms(now_ms) > self.max_staleness_ms
+    }
+
     /// True when checks must be refused: no contact for longer than `max_staleness` and no
     /// explicit opt-in to answer anyway.
     pub fn refuse_as_stale(&self, now_ms: i64) -> bool {

@@ -534,7 +534,8 @@ impl RedisState {
         loop {
             if let Err(e) = self.follow_once(reason).await {
                 self.health.lost();
-                tracing::warn!(error = %e, retry_in = ?backoff, "state backend unreachable; answering from local state");
+                let error = crate::telemetry::error_chain(&e);
+                tracing::warn!(%error, retry_in = ?backoff, "state backend unreachable; answering from local state");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 reason = "reconnect";

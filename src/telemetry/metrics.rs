@@ -8,6 +8,8 @@ pub const DECISIONS_TOTAL: &str = "portcullis_decisions_total";
 pub const CHECK_DURATION_SECONDS: &str = "portcullis_check_duration_seconds";
 pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";
+pub const BUILD_INFO: &str = "portcullis_build_info";
+pub const RELOAD_TOTAL: &str = "portcullis_config_reload_total";
 
 /// Histogram buckets from 25 µs to 1 s.
 const DURATION_BUCKETS: [f64; 14] =
@@ -46,9 +48,24 @@ pub fn install() -> Option<PrometheusHandle> {
             metrics::describe_histogram!(CHECK_DURATION_SECONDS, "Time to decide one Check");
             metrics::describe_gauge!(INFLIGHT_CHECKS, "Checks being decided now");
             metrics::describe_gauge!(DEV_MODE, "1 when running with the development issuer allowed");
+            metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels say which build runs");
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            metrics::describe_counter!(RELOAD_TOTAL, "Policy reloads by result");
+            // At zero from the start, so an alert on errors has a series to look at.
+            for result in ["ok", "error"] {
+                metrics::counter!(RELOAD_TOTAL, "result" => result).increment(0);
+            }
+            process_collector().describe();
             Some(handle)
         })
         .clone()
+}
+
+/// Process metrics (CPU seconds, resident memory, open descriptors, threads, start time),
+/// collected on each scrape of `/metrics`.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Handles of the metrics every check updates, registered once: a `counter!` call hashes its

@@ -65,3 +65,28 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
     let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
     Ok(Telemetry { provider })
 }
+
+/// An error with every cause behind it (`a: b: c`), and a hint when the chain shows a TLS
+/// certificate nobody here trusts: the usual reason a JWKS or Redis connection fails in a new
+/// cluster, and invisible in the outermost message ("error sending request for url …").
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("unknownissuer") || lower.contains("unknown issuer") || lower.contains("invalid peer certificate")
+    {
+        text.push_str(
+            " (hint: the server's certificate is not signed by a CA this process trusts: add the CA to the \
+             system bundle (SSL_CERT_FILE / /etc/ssl/certs) or set the issuer's jwks.ca_file / state.tls.ca_file)",
+        );
+    }
+    text
+}

@@ -32,3 +32,16 @@ fn allows_are_sampled_denies_never() {
     assert!(lines.iter().all(|l| l["time"] == "2026-09-21T14:13:20.000000Z"), "time from the injected clock");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn error_chains_keep_every_cause_and_hint_at_an_unknown_ca() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url (https://idp/jwks)")]
+    struct Outer(#[source] std::io::Error);
+    let e = Outer(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+    let text = super::error_chain(&e);
+    assert!(text.starts_with("error sending request for url (https://idp/jwks): invalid peer certificate"), "{text}");
+    assert!(text.contains("hint:") && text.contains("ca_file"), "{text}");
+    let plain = super::error_chain(&std::io::Error::other("connection refused"));
+    assert_eq!(plain, "connection refused");
+}

@@ -87,16 +87,20 @@ impl Idp {
     }
 }
 
-fn policy(issuers: &str) -> Settings {
-    let text = format!(
+fn policy_text(issuers: &str, grpc: &str, health: &str) -> String {
+    format!(
         r#"
-listen: {{ grpc: "127.0.0.1:0", health: "127.0.0.1:0" }}
+listen: {{ grpc: "{grpc}", health: "{health}" }}
 issuers:
 {issuers}
 routes:
   - {{ match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}
 "#
-    );
+    )
+}
+
+fn policy(issuers: &str) -> Settings {
+    let text = policy_text(issuers, "127.0.0.1:0", "127.0.0.1:0");
     match parse_and_validate(&text, &corpus::fixtures()) {
         Ok(s) => s,
         Err(e) => panic!("policy invalid: {e}\n{text}"),
@@ -379,5 +383,44 @@ async fn https_jwks_needs_a_trusted_certificate() {
     let server = InProcess::start(&policy(&issuer_block(ISSUER, &untrusted, ""))).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(server.readyz().await, 503, "an untrusted certificate must not provide keys");
+    let report: serde_json::Value =
+        serde_json::from_str(&server.health_get("/readyz").await.expect("readyz").body).expect("readyz is JSON");
+    assert_eq!(report["issuers_without_keys"], json!([ISSUER]), "readyz names what is missing: {report}");
     assert_eq!(server.bearer("/x", &rsa1_token(ISSUER)).await, (503, "keys_unavailable".to_string()));
+    drop(server);
+
+    // The system trust store counts: a process told SSL_CERT_FILE=<the test CA> trusts the
+    // IdP without any ca_file (cluster CAs are usually installed that way).
+    let dir = crate::support::scratch("system-roots");
+    let (grpc, health) = (crate::support::free_port(), crate::support::free_port());
+    let text = policy_text(
+        &issuer_block(ISSUER, &untrusted, ""),
+        &format!("127.0.0.1:{grpc}"),
+        &format!("127.0.0.1:{health}"),
+    );
+    std::fs::write(dir.join("policy.yaml"), text).expect("policy");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(["serve", "--config"]).arg(dir.join("policy.yaml")).env("SSL_CERT_FILE", &ca);
+    let proc = crate::support::Proc::spawn(&mut cmd, &dir, "portcullis");
+    let health = SocketAddr::from(([127, 0, 0, 1], health));
+    assert!(
+        crate::support::wait_http_ok(health, "/readyz", Duration::from_secs(10)),
+        "SSL_CERT_FILE was not trusted:\n{}",
+        proc.output()
+    );
+    drop(proc);
+
+    // Without it, the log says why, cause and all, with a hint (not just "error sending request").
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(["serve", "--config"]).arg(dir.join("policy.yaml")).env_remove("SSL_CERT_FILE");
+    let proc = crate::support::Proc::spawn(&mut cmd, &dir, "portcullis-untrusted");
+    let logged = || {
+        let out = proc.output();
+        if out.contains("JWKS fetch failed") { Ok(out) } else { Err(out) }
+    };
+    let (out, _) = crate::support::eventually_blocking(Duration::from_secs(10), "no fetch failure logged", logged);
+    let line = out.lines().find(|l| l.contains("JWKS fetch failed")).unwrap_or_default();
+    assert!(line.contains("UnknownIssuer") && line.contains("hint:"), "{line}");
+    drop(proc);
+    let _ = std::fs::remove_dir_all(&dir);
 }

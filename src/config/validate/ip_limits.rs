@@ -3,6 +3,26 @@
 use super::*;
 
 impl Validator {
+    /// Behind a gateway or a mesh proxy the peer is that proxy unless `ip.trusted_cidrs` names
+    /// it: per-IP blocks and limits would then block or throttle everyone behind it at once.
+    pub(super) fn trap_warnings(&mut self, ip: &IpPolicy, tiers: &HashMap<String, RateTier>) {
+        if !ip.trusted.is_empty() {
+            return;
+        }
+        let why = "is empty, so the client IP is the connecting peer: behind a gateway or proxy that is \
+                   the proxy, and one client's failures block everyone behind it. List the proxies' \
+                   addresses (pod CIDRs, the gateway's) so x-forwarded-for is believed from them";
+        if ip.auto_block.is_some() {
+            self.warnings.push(format!("ip.trusted_cidrs: {why} (used by ip.auto_block)"));
+        }
+        let mut ip_tiers: Vec<&str> =
+            tiers.values().filter(|t| t.key == RateKey::Ip).map(|t| t.name.as_str()).collect();
+        ip_tiers.sort_unstable();
+        for name in ip_tiers {
+            self.warnings.push(format!("ip.trusted_cidrs: {why} (used by rate_limits.tiers.{name}, keyed by ip)"));
+        }
+    }
+
     pub(super) fn cidrs(&mut self, path: &str, inline: &[String], files: &[String]) -> CidrSet {
         let mut set = CidrSet::default();
         for (i, text) in inline.iter().enumerate() {

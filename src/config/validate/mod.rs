@@ -65,7 +65,8 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
-    let mut v = Validator { base: base.to_path_buf(), problems: Problems::default(), sources: Vec::new() };
+    let mut v =
+        Validator { base: base.to_path_buf(), problems: Problems::default(), warnings: Vec::new(), sources: Vec::new() };
     let settings = v.settings(raw);
     match settings {
         Some(s) if v.problems.0.is_empty() => Ok(s),
@@ -76,6 +77,8 @@ pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigErr
 struct Validator {
     base: PathBuf,
     problems: Problems,
+    /// Valid but probably not meant: `path: message`, printed by check-config and at start.
+    warnings: Vec<String>,
     /// Files read while validating.
     sources: Vec<PathBuf>,
 }
@@ -182,6 +185,7 @@ impl Validator {
         }
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
         let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
+        self.trap_warnings(&ip, &tiers);
         let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions };
         Some(Settings {
             grpc: grpc?,
@@ -206,6 +210,7 @@ impl Validator {
             admin: admin.map(|(settings, _)| settings),
             state,
             sources: std::mem::take(&mut self.sources),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 }
