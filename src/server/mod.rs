@@ -30,7 +30,7 @@ use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
-use health_http::{HealthState, ReadyReport, Readiness};
+use health_http::{HealthState, Readiness, ReadyReport};
 use io::OneWritePerAnswer;
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;

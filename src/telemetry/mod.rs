@@ -48,11 +48,17 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
-            .with_writer(redact::RedactingStderr)
+            .with_writer(redact::RedactingStderr::default())
             .with_filter(filter)
             .boxed(),
         LogFormat::Text => {
-            tracing_subscriber::fmt::layer().with_writer(redact::RedactingStderr).with_filter(filter).boxed()
+            // Colour only on a terminal: escape codes in a file or a log pipeline are noise.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(redact::RedactingStderr { text: Some(ansi) })
+                .with_filter(filter)
+                .boxed()
         }
     };
     let provider = otlp_endpoint.map(tracing_otel::provider).transpose()?;

@@ -46,16 +46,45 @@ pub fn scrub(text: &str) -> String {
     }
 }
 
-/// A writer that scrubs each formatted log line before it reaches stderr.
-pub struct RedactingStderr;
+/// Text log lines with every control character but the line's own end (and the terminal's
+/// colour codes, when colour is on) written as `\u{..}`: a value from outside (an IdP's
+/// `issuer`, a header) cannot start a fake log line or move a terminal's cursor. JSON lines
+/// need none of this; their encoder escapes.
+pub fn escape_controls(line: &str, keep_ansi: bool) -> String {
+    let body = line.strip_suffix('\n');
+    let mut out = String::with_capacity(line.len());
+    for c in body.unwrap_or(line).chars() {
+        if c.is_control() && c != '\t' && !(keep_ansi && c == '\u{1b}') {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    if body.is_some() {
+        out.push('\n');
+    }
+    out
+}
+
+/// A writer that scrubs each formatted log line before it reaches stderr (and, for the text
+/// format, escapes control characters).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactingStderr {
+    /// `Some(ansi)` for text lines: escape control characters, keeping colour codes if `ansi`.
+    pub text: Option<bool>,
+}
 
 pub struct RedactingWriter<W: Write> {
     inner: W,
+    text: Option<bool>,
 }
 
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let clean = scrub(&String::from_utf8_lossy(buf));
+        let mut clean = scrub(&String::from_utf8_lossy(buf));
+        if let Some(ansi) = self.text {
+            clean = escape_controls(&clean, ansi);
+        }
         self.inner.write_all(clean.as_bytes())?;
         Ok(buf.len())
     }
@@ -69,13 +98,23 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
     type Writer = RedactingWriter<io::Stderr>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter { inner: io::stderr() }
+        RedactingWriter { inner: io::stderr(), text: self.text }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::scrub;
+    use super::{escape_controls, scrub};
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let line = "INFO issuer=https://evil\n2026 ERROR fake line \u{1b}[2J\r end\n";
+        assert_eq!(
+            escape_controls(line, false),
+            "INFO issuer=https://evil\\u{a}2026 ERROR fake line \\u{1b}[2J\\u{d} end\n"
+        );
+        assert_eq!(escape_controls("\u{1b}[32m INFO\u{1b}[0m\ttab\n", true), "\u{1b}[32m INFO\u{1b}[0m\ttab\n");
+    }
 
     #[test]
     fn scrubs_credentials() {

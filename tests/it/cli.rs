@@ -131,3 +131,88 @@ fn api_key_new_prints_a_key_and_an_entry_that_the_policy_accepts() {
     assert!(bad.stdout.is_empty(), "no key printed for a refused entry");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `auto_block` or an ip-keyed tier without `ip.trusted_cidrs` validates, with a warning that
+/// names the setting: behind a gateway the gateway would be "the client".
+#[test]
+fn check_config_warns_about_per_ip_controls_without_trusted_proxies() {
+    let dir = scratch("cli-warn");
+    let policy = r#"
+issuers:
+  - { issuer: "https://issuer.test/", audiences: [api], algorithms: [RS256], jwks: { file: keys/jwks-rsa1.json } }
+routes:
+  - { match: { path_prefix: /login }, public: true, rate_limit: auth }
+  - { match: { path_prefix: / }, require: { scopes: [read] } }
+rate_limits: { tiers: { auth: { key: ip, per_minute: 5 } } }
+ip: { auto_block: { failures: 5, window: 15m, block_for: 30m } }
+"#;
+    let path = write_in_fixtures_copy(&dir, "warn.yaml", policy);
+    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("ip.trusted_cidrs") && stderr.contains("ip.auto_block"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rate_limits.tiers.auth"), "{stderr}");
+    // With the proxies listed, no warning.
+    let trusted = policy.replace("ip: { auto_block", "ip: { trusted_cidrs: [10.0.0.0/8], auto_block");
+    let path = write_in_fixtures_copy(&dir, "trusted.yaml", &trusted);
+    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// At start the log says what runs: version, config, listeners, issuers and key sources, route
+/// count, state backend; `dev: true` under `serve` is a loud warning and a metric.
+#[test]
+fn serve_logs_a_startup_summary_and_warns_loudly_in_dev_mode() {
+    let dir = scratch("cli-summary");
+    let (grpc, health) = (free_port(), free_port());
+    let policy = portcullis::dev::POLICY.replace(
+        r#"listen: { grpc: "127.0.0.1:9191", health: "127.0.0.1:9190" }"#,
+        &format!(r#"listen: {{ grpc: "127.0.0.1:{grpc}", health: "127.0.0.1:{health}" }}"#),
+    );
+    let path = write_in_fixtures_copy(&dir, "dev.yaml", &policy);
+    let mut cmd = portcullis();
+    cmd.arg("serve").arg("--config").arg(&path);
+    let proc = Proc::spawn(&mut cmd, &dir, "serve-dev");
+    let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
+    assert!(wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)), "{}", proc.output());
+    let out = proc.output();
+    let summary = out.lines().find(|l| l.contains("serving")).unwrap_or_default();
+    for want in [
+        env!("CARGO_PKG_VERSION"),
+        &path.display().to_string(),
+        &format!("127.0.0.1:{grpc}"),
+        "urn:portcullis:dev (static keys)",
+        "routes=4",
+        "state=memory",
+        "dev=true",
+    ] {
+        assert!(summary.contains(want), "summary lacks {want:?}: {summary}");
+    }
+    assert!(out.contains("DEV MODE") && out.contains("anyone can mint"), "{out}");
+    let metrics =
+        crate::support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .expect("metrics")
+            .body;
+    for want in [
+        "portcullis_dev_mode 1",
+        &format!("portcullis_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        "portcullis_config_reload_total{result=\"error\"} 0",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want:?}");
+    }
+    let ready = crate::support::raw_http(health_addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("readyz");
+    let report: serde_json::Value = serde_json::from_str(&ready.body).expect("readyz JSON");
+    assert_eq!(
+        report,
+        serde_json::json!({"ready": true, "draining": false, "issuers_without_keys": [], "state": "memory"})
+    );
+    drop(proc);
+    let _ = std::fs::remove_dir_all(&dir);
+}

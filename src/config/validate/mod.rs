@@ -65,8 +65,12 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
 
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
-    let mut v =
-        Validator { base: base.to_path_buf(), problems: Problems::default(), warnings: Vec::new(), sources: Vec::new() };
+    let mut v = Validator {
+        base: base.to_path_buf(),
+        problems: Problems::default(),
+        warnings: Vec::new(),
+        sources: Vec::new(),
+    };
     let settings = v.settings(raw);
     match settings {
         Some(s) if v.problems.0.is_empty() => Ok(s),
