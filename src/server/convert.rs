@@ -48,11 +48,9 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
             .collect(),
         _ => http.headers.into_iter().map(|(k, v)| (lowercase(k), v)).collect(),
     };
-    let request_id = if http.id.is_empty() {
-        headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or_default()
-    } else {
-        http.id
-    };
+    // `x-request-id` is what Envoy's access log and the upstream see, so audit lines join
+    // with them; Envoy's numeric stream id only when there is none.
+    let request_id = headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone()).unwrap_or(http.id);
     CheckInput {
         method: http.method,
         host: http.host,

@@ -1,12 +1,22 @@
 //! The audit event: one JSON line per decision (who, what, why) to stdout or a file. Denies are
 //! always written; allows are sampled at `allow_sample_rate`. Never the credential.
+//!
+//! Lines go through a bounded queue to one writer thread: a slow disk or log pipeline costs
+//! audit lines (counted in `portcullis_audit_dropped_total`), never check latency.
 
 use crate::decision::{CheckInput, Decision, Outcome};
+use std::borrow::Cow;
 use std::fs::OpenOptions;
-use std::io::{self, LineWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const DROPPED_TOTAL: &str = "portcullis_audit_dropped_total";
+
+/// Lines waiting for the writer thread at most (about 4 MiB of typical lines).
+pub const QUEUE_LINES: usize = 16_384;
 
 /// Where audit lines go and how allows are sampled.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,10 +34,14 @@ impl Default for AuditSettings {
 }
 
 pub struct AuditSink {
-    out: Mutex<Box<dyn Write + Send>>,
+    /// `None` once closed.
+    queue: Option<SyncSender<String>>,
+    /// Signalled by the writer thread when it has written everything and stopped.
+    finished: std::sync::Mutex<Receiver<()>>,
     rate: f64,
-    /// Deterministic sampling: accumulate the rate, write when it reaches one.
-    credit: Mutex<f64>,
+    /// Allows seen: deterministic sampling writes allow `n` when `floor(n × rate)` steps up.
+    allows: AtomicU64,
+    dropped: metrics::Counter,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -39,67 +53,130 @@ impl std::fmt::Debug for AuditSink {
 impl AuditSink {
     pub fn open(settings: &AuditSettings) -> io::Result<Self> {
         let out: Box<dyn Write + Send> = match &settings.file {
-            Some(path) => Box::new(LineWriter::new(OpenOptions::new().create(true).append(true).open(path)?)),
-            None => Box::new(LineWriter::new(io::stdout())),
+            Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+            None => Box::new(io::stdout()),
         };
-        Ok(Self { out: Mutex::new(out), rate: settings.allow_sample_rate, credit: Mutex::new(0.0) })
+        let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+            write_lines(&lines, out);
+            let _ = done.send(());
+        })?;
+        let dropped = metrics::counter!(DROPPED_TOTAL);
+        dropped.increment(0);
+        Ok(Self {
+            queue: Some(queue),
+            finished: std::sync::Mutex::new(finished),
+            rate: settings.allow_sample_rate,
+            allows: AtomicU64::new(0),
+            dropped,
+        })
     }
 
     fn sampled(&self) -> bool {
         if self.rate >= 1.0 {
             return true;
         }
-        let Ok(mut credit) = self.credit.lock() else {
-            return true;
-        };
-        *credit += self.rate;
-        if *credit >= 1.0 {
-            *credit -= 1.0;
-            true
-        } else {
-            false
-        }
+        let n = self.allows.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.rate).floor() > (n * self.rate).floor()
     }
 
-    /// Writes the audit line of one decision made at `at_millis` (the injected clock).
+    /// Queues the audit line of one decision made at `at_millis` (the injected clock).
     pub fn record(&self, input: &CheckInput, decision: &Decision, latency: Duration, at_millis: i64) {
         let allowed = matches!(decision.outcome, Outcome::Allow { .. });
         if allowed && !self.sampled() {
             return;
         }
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_millis).unwrap_or(0));
-        let line = format!("{}\n", event(input, decision, latency, at));
-        // Belt and braces: the event never holds a credential, and the line is scrubbed anyway.
-        let line = super::redact::scrub(&line);
-        if let Ok(mut out) = self.out.lock()
-            && let Err(e) = out.write_all(line.as_bytes())
-        {
-            tracing::error!(error = %e, "cannot write the audit log");
+        let mut line = event(input, decision, latency, at).to_string();
+        line.push('\n');
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped.increment(1),
+            Err(TrySendError::Disconnected(_)) => {
+                self.dropped.increment(1);
+                tracing::error!("the audit writer stopped; audit lines are lost");
+            }
         }
     }
 }
 
-/// The audit event for one decision.
+impl Drop for AuditSink {
+    /// Lets the writer finish what is queued (at most a few seconds: a stuck log pipeline must
+    /// not hold the process after its drain).
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Ok(finished) = self.finished.lock() {
+            let _ = finished.recv_timeout(Duration::from_secs(3));
+        }
+    }
+}
+
+/// The writer thread: buffered, flushed whenever the queue runs dry, so lines leave within one
+/// write's time of being queued. Ends when the sink is dropped.
+fn write_lines(lines: &Receiver<String>, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut failing = false;
+    while let Ok(first) = lines.recv() {
+        let mut result = out.write_all(first.as_bytes());
+        while let Ok(more) = lines.try_recv() {
+            result = result.and_then(|()| out.write_all(more.as_bytes()));
+        }
+        result = result.and_then(|()| out.flush());
+        match result {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+            Err(_) => {}
+            Ok(()) => failing = false,
+        }
+    }
+    let _ = out.flush();
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well-formed.
+fn trace_id(input: &CheckInput) -> Option<&str> {
+    let value = input.header_values("traceparent").next()?;
+    let mut parts = value.trim().split('-');
+    let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(span, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
+}
+
+/// A value from the request or a token, scrubbed of anything shaped like a credential before it
+/// is encoded (so the JSON encoder, not a regex, has the last word on escaping).
+fn outside(value: &str) -> Cow<'_, str> {
+    super::redact::scrub_value(value)
+}
+
+/// The audit event for one decision. Fields that can carry what a client or a token said
+/// (subject, tenant, path, host, request id, detail) are scrubbed; the rest are ours.
 pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: SystemTime) -> serde_json::Value {
     let ctx = &decision.context;
     let (verdict, detail) = match &decision.outcome {
         Outcome::Allow { .. } => ("allow", ""),
         Outcome::Deny(d) => ("deny", d.detail.as_str()),
     };
+    let path = input.path.split('?').next().unwrap_or_default();
     serde_json::json!({
         "time": humantime::format_rfc3339_micros(at).to_string(),
-        "request_id": input.request_id,
+        "request_id": outside(&input.request_id),
+        "trace_id": trace_id(input),
         "decision": verdict,
         "reason": decision.reason(),
-        "detail": detail,
+        "detail": outside(detail),
         "rule": ctx.rule,
-        "issuer": ctx.issuer.as_deref(),
-        "subject": ctx.subject.as_ref().map(|s| &*s.0),
-        "tenant": ctx.tenant,
+        "issuer": ctx.issuer.as_deref().map(outside),
+        "subject": ctx.subject.as_ref().map(|s| outside(&s.0)),
+        "tenant": ctx.tenant.as_deref().map(outside),
         "client_ip": ctx.client_ip.or(input.peer_ip).map(|ip| ip.to_string()),
         "credential": ctx.credential_fingerprint,
         "api_key": ctx.api_key,
-        "method": input.method,
+        "method": outside(&input.method),
+        "host": outside(&input.host),
+        "path": outside(path),
         "latency_us": latency.as_micros() as u64,
     })
 }

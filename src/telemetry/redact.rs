@@ -66,6 +66,18 @@ pub fn escape_controls(line: &str, keep_ansi: bool) -> String {
     out
 }
 
+/// [`scrub`] for one field value, allocating only when the value could hold a credential (most
+/// values hold no `eyJ`, no `bearer`/`basic` and no API-key prefix, and skip the regexes).
+pub fn scrub_value(value: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = value.as_bytes();
+    let suspicious = bytes.windows(3).any(|w| w == b"eyJ")
+        || bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"bearer"))
+        || bytes.windows(5).any(|w| w.eq_ignore_ascii_case(b"basic"))
+        || bytes.windows(3).any(|w| w == b"pk_")
+        || KEY_PATTERNS.read().map(|p| !p.is_empty()).unwrap_or(true);
+    if suspicious { std::borrow::Cow::Owned(scrub(value)) } else { std::borrow::Cow::Borrowed(value) }
+}
+
 /// A writer that scrubs each formatted log line before it reaches stderr (and, for the text
 /// format, escapes control characters).
 #[derive(Debug, Clone, Copy, Default)]

@@ -24,6 +24,7 @@ fn allows_are_sampled_denies_never() {
         audit.record(&input, &allow, Duration::from_micros(5), 1_790_000_000_000);
         audit.record(&input, &deny, Duration::from_micros(5), 1_790_000_000_000);
     }
+    drop(audit); // waits for the writer thread
     let text = std::fs::read_to_string(&file).expect("audit");
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let allows = lines.iter().filter(|l| l["decision"] == "allow").count();
@@ -44,4 +45,46 @@ fn error_chains_keep_every_cause_and_hint_at_an_unknown_ca() {
     assert!(text.contains("hint:") && text.contains("ca_file"), "{text}");
     let plain = super::error_chain(&std::io::Error::other("connection refused"));
     assert_eq!(plain, "connection refused");
+}
+
+/// Audit lines stay valid JSON, one per line, whatever a client or token puts in the fields
+/// that come from outside; credentials in them are scrubbed before encoding.
+mod hostile_fields {
+    use super::*;
+    use crate::decision::{DecisionContext, Subject};
+    use proptest::prelude::*;
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,40}",
+            "[\\x00-\\x1f\"\\\\]{1,10}",
+            Just("bearer x\"".to_string()),
+            Just("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.\\\"".to_string()),
+            Just("\u{1b}[2J\r\nfake line".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_audit_line_is_valid_json(sub in hostile(), rid in hostile(), path in hostile(), host in hostile()) {
+            let input = CheckInput {
+                request_id: rid.clone(),
+                path: format!("/{path}?token=eyJhbGciOiJub25lIn0.e30."),
+                host: host.clone(),
+                method: "GET".into(),
+                ..Default::default()
+            };
+            let context = DecisionContext { subject: Some(Subject(sub.clone().into())), ..Default::default() };
+            let decision = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), context);
+            let line = event(&input, &decision, Duration::from_micros(1), std::time::UNIX_EPOCH).to_string();
+            prop_assert!(!line.chars().any(|c| c < ' '), "a raw control character: {}", line);
+            let back: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+            prop_assert!(!line.contains("eyJhbGciOiJub25lIn0"), "a token reached the line: {}", line);
+            prop_assert!(back["path"].as_str().is_some_and(|p| !p.contains('?')), "the query is dropped");
+            if !sub.to_ascii_lowercase().contains("bearer") && !sub.contains("eyJ") {
+                prop_assert_eq!(back["subject"].as_str(), Some(sub.as_str()));
+            }
+            prop_assert_eq!(back["host"].as_str().is_some(), true);
+        }
+    }
 }

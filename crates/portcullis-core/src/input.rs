@@ -16,7 +16,7 @@ pub struct CheckInput {
     pub peer_ip: Option<IpAddr>,
     pub peer_principal: String,
     pub context_extensions: BTreeMap<String, String>,
-    /// Envoy's request id (`x-request-id`), if any.
+    /// The request's `x-request-id` (Envoy's stream id when it has none).
     pub request_id: String,
 }
 
