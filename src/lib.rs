@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 /// The shared token corpus (also compiled into the integration tests).
 #[cfg(test)]

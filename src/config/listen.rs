@@ -92,3 +92,43 @@ pub struct ListenOptions {
     pub reflection: bool,
     pub limits: ListenerLimits,
 }
+
+/// Who may call Check. Certificates and keys are kept as PEM (checked at validation; the
+/// server builds its TLS configuration from them).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CallerPolicy {
+    /// Allowed peer networks, as written; empty: any peer.
+    pub cidrs: Vec<String>,
+    pub tls: Option<CallerTls>,
+    /// Allowed URI SANs (exact, or a prefix ending in `*`); empty: any certified caller.
+    pub spiffe_ids: Vec<String>,
+}
+
+impl std::fmt::Debug for CallerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerPolicy")
+            .field("cidrs", &self.cidrs)
+            .field("tls", &self.tls.is_some())
+            .field("spiffe_ids", &self.spiffe_ids)
+            .finish()
+    }
+}
+
+impl CallerPolicy {
+    /// Whether a certificate's URI SAN is on the list.
+    pub fn admits_identity(&self, uri: &str) -> bool {
+        self.spiffe_ids.is_empty()
+            || self.spiffe_ids.iter().any(|id| match id.strip_suffix('*') {
+                Some(prefix) => uri.starts_with(prefix),
+                None => uri == id,
+            })
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerTls {
+    pub cert_pem: Vec<u8>,
+    /// Never printed.
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Vec<u8>,
+}

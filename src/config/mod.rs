@@ -10,7 +10,7 @@ pub mod schema;
 mod settings;
 mod validate;
 
-pub use listen::{ListenAddr, ListenOptions, ListenerLimits, SocketPerms};
+pub use listen::{CallerPolicy, CallerTls, ListenAddr, ListenOptions, ListenerLimits, SocketPerms};
 pub use settings::{AdminSettings, AdminToken, LogFormat, RevocationLifetimes, Settings, Snapshot};
 pub use validate::{DEV_ISSUER, load_file, parse_and_validate};
 

@@ -50,6 +50,31 @@ pub struct RawListen {
     pub reflection: Option<bool>,
     /// Connection and message limits of the listeners.
     pub limits: Option<RawListenLimits>,
+    /// Who may call Check (TCP gRPC only): peer CIDRs, and/or TLS with client certificates
+    /// whose SPIFFE ids are listed. Anyone else is refused before a byte is decoded.
+    pub callers: Option<RawCallers>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallers {
+    /// Peer addresses allowed to connect (the gateways' and proxies' pod CIDRs).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// Serve gRPC over TLS and require a client certificate signed by `client_ca_file`.
+    pub tls: Option<RawCallerTls>,
+    /// Allowed caller identities: the URI SAN of the client certificate, exactly, or a prefix
+    /// ending in `*` (`spiffe://cluster.local/ns/istio-system/*`). Needs `tls`.
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallerTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: String,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

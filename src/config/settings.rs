@@ -1,6 +1,6 @@
 //! The validated, typed configuration.
 
-use super::listen::{ListenAddr, ListenOptions};
+use super::listen::{CallerPolicy, ListenAddr, ListenOptions};
 use crate::cache::CacheSettings;
 use crate::decision::Policy;
 use crate::jwt::Verifier;
@@ -57,6 +57,8 @@ pub struct Settings {
     pub health: SocketAddr,
     /// Socket permissions, reflection and listener limits.
     pub listen: ListenOptions,
+    /// Who may call Check.
+    pub callers: CallerPolicy,
     pub max_inflight_checks: usize,
     pub dev: bool,
     pub log_format: LogFormat,

@@ -7,6 +7,7 @@
 mod admin;
 mod admin_api_keys;
 mod authz;
+mod callers;
 pub mod convert;
 mod fetchers;
 mod health_http;
@@ -58,6 +59,8 @@ pub enum ServeError {
     State(String),
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),
+    #[error("listen.callers: {0}")]
+    Callers(String),
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -93,6 +96,8 @@ pub struct Server {
     fetchers: Arc<Mutex<Fetchers>>,
     /// Follows the Redis change stream into local state (Redis backend only).
     redis_follower: Option<Arc<RedisState>>,
+    /// `listen.callers`, when set: who may connect to the TCP gRPC listener.
+    gate: Option<Arc<callers::CallerGate>>,
     settings: Settings,
     options: ServeOptions,
 }
@@ -122,6 +127,11 @@ impl Server {
         let admin = match &settings.admin {
             Some(admin) => Some(TcpListener::bind(admin.addr).await.map_err(bind_error(admin.addr))?),
             None => None,
+        };
+        let gate = if settings.callers == crate::config::CallerPolicy::default() {
+            None
+        } else {
+            Some(Arc::new(callers::CallerGate::new(&settings.callers).map_err(ServeError::Callers)?))
         };
         let mut settings = settings.clone();
         // Fresh snapshot so the fetchers can rewire key stores before anything shares it.
@@ -187,6 +197,7 @@ impl Server {
             serving: Arc::new(AtomicBool::new(false)),
             fetchers: Arc::new(Mutex::new(fetchers)),
             redis_follower,
+            gate,
             settings,
             options,
         })
@@ -313,6 +324,13 @@ impl Server {
 
         let grpc = async {
             match self.grpc {
+                GrpcListener::Tcp(listener) if self.gate.is_some() => {
+                    let incoming = self.gate.clone().map(|gate| gate.incoming(listener));
+                    match incoming {
+                        Some(incoming) => router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await,
+                        None => Ok(()),
+                    }
+                }
                 GrpcListener::Tcp(listener) => {
                     router.serve_with_incoming_shutdown(grpc_incoming(listener), stopped(stop_rx.clone())).await
                 }

@@ -278,3 +278,142 @@ fn sigterm_during_load_through_envoy_fails_no_request() {
     drop((a, b, envoy));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod callers {
+    use crate::support::{InProcess, corpus, is};
+    use portcullis::config::parse_and_validate;
+    use portcullis::dev::request::{HeaderEncoding, check_request};
+    use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn settings(callers: &str) -> portcullis::config::Settings {
+        let text = crate::support::policy_with_ports("127.0.0.1:0", 0)
+            .replace("health: \"127.0.0.1:0\"", &format!("health: \"127.0.0.1:0\", callers: {callers}"));
+        parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One Check over a connection from `source` (plain) or with the client certificate
+    /// `client` (TLS): the answer's reason, or the transport error.
+    async fn check_from(addr: SocketAddr, source: IpAddr, client: Option<&str>) -> Result<String, String> {
+        let tls = client.map(|name| {
+            let dir = corpus::fixtures().join("tls");
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca") {
+                roots.add(ca.expect("ca cert")).expect("root");
+            }
+            let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+            let mut config = if name.is_empty() {
+                builder.with_no_client_auth()
+            } else {
+                let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+                    .expect("cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certs");
+                let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).expect("key");
+                builder.with_client_auth_cert(certs, key).expect("client auth")
+            };
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let channel = tonic::transport::Endpoint::from_shared(format!("{scheme}://127.0.0.1:{}", addr.port()))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_| {
+                let tls = tls.clone();
+                async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    let tcp = socket.connect(addr).await?;
+                    let io: Box<dyn crate::mesh::callers::Io> = match tls {
+                        Some(tls) => {
+                            let name = ServerName::IpAddress(addr.ip().into());
+                            Box::new(tls.connect(name, tcp).await?)
+                        }
+                        None => Box::new(tcp),
+                    };
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let mut client = AuthorizationClient::new(channel);
+        let request = check_request("GET", "/api/items", &[], HeaderEncoding::Map);
+        match tokio::time::timeout(Duration::from_secs(5), client.check(request)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner().status.map(|s| s.message).unwrap_or_default()),
+            Ok(Err(status)) => Err(format!("rpc: {status:?}")),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+    fn refused(metrics: &str, why: &str) -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("portcullis_grpc_callers_refused_total{{why=\"{why}\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_listed_peer_networks_reach_check() {
+        let server = InProcess::start(&settings("{ cidrs: [127.0.0.2/32] }")).await;
+        let addr = server.grpc_tcp();
+        let before = refused(&server.metrics().await, "cidr");
+        let listed = check_from(addr, [127, 0, 0, 2].into(), None).await;
+        assert_eq!(listed, Ok("credential_missing".to_string()), "a listed peer is decided as usual");
+        let other = check_from(addr, [127, 0, 0, 1].into(), None).await;
+        assert!(other.is_err(), "a peer outside the list must not reach Check: {other:?}");
+        let counted = || async { is(refused(&server.metrics().await, "cidr") > before, true) };
+        crate::support::eventually(Duration::from_secs(5), "refusal not counted", counted).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_callers_need_a_listed_spiffe_id_from_the_caller_ca() {
+        let tls = corpus::fixtures().join("tls");
+        let callers = format!(
+            "{{ tls: {{ cert_file: {0}/server.pem, key_file: {0}/server.key, client_ca_file: {0}/ca.pem }}, spiffe_ids: [\"spiffe://cluster.local/ns/istio-system/*\"] }}",
+            tls.display()
+        );
+        let server = InProcess::start(&settings(&callers)).await;
+        let addr = server.grpc_tcp();
+        let local: IpAddr = [127, 0, 0, 1].into();
+        assert_eq!(
+            check_from(addr, local, Some("client-gateway")).await,
+            Ok("credential_missing".to_string()),
+            "the gateway's identity is on the list"
+        );
+        for (client, why) in [("client-intruder", "identity"), ("client-untrusted", "tls"), ("", "tls")] {
+            let before = refused(&server.metrics().await, why);
+            let got = check_from(addr, local, Some(client)).await;
+            assert!(got.is_err(), "{client:?} must not reach Check: {got:?}");
+            let counted = || async { is(refused(&server.metrics().await, why) > before, true) };
+            crate::support::eventually(Duration::from_secs(5), &format!("{client:?} not counted as {why}"), counted)
+                .await;
+        }
+        // Plain HTTP/2 to a TLS listener gets nowhere either.
+        assert!(check_from(addr, local, None).await.is_err());
+    }
+
+    #[test]
+    fn caller_settings_are_validated() {
+        let text = crate::support::policy_with_ports("127.0.0.1:0", 0).replace(
+            "health: \"127.0.0.1:0\"",
+            "health: \"127.0.0.1:0\", callers: { cidrs: [not-a-cidr], spiffe_ids: [\"cluster.local/x\"] }",
+        );
+        let err = parse_and_validate(&text, &corpus::fixtures()).expect_err("invalid").to_string();
+        for want in [
+            "listen.callers.cidrs[0]",
+            "listen.callers.spiffe_ids: needs listen.callers.tls",
+            "listen.callers.spiffe_ids[0]",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `listen`: the unix socket's permissions, reflection and the listeners' limits.
 
 use super::*;
-use crate::config::listen::{ListenOptions, ListenerLimits, SocketPerms};
+use crate::config::listen::{CallerPolicy, CallerTls, ListenOptions, ListenerLimits, SocketPerms};
 
 impl Validator {
     pub(super) fn listen_options(&mut self, raw: &RawListen, grpc: Option<&ListenAddr>, dev: bool) -> ListenOptions {
@@ -19,6 +19,46 @@ impl Validator {
             reflection: raw.reflection.unwrap_or(dev),
             limits: self.listener_limits(raw.limits.as_ref()),
         }
+    }
+
+    pub(super) fn callers(&mut self, raw: Option<&RawCallers>, grpc: Option<&ListenAddr>) -> CallerPolicy {
+        let Some(raw) = raw else { return CallerPolicy::default() };
+        if grpc.is_some_and(|g| matches!(g, ListenAddr::Unix(_))) {
+            self.problems.add(
+                "listen.callers",
+                "applies to a TCP gRPC listener; a unix socket is guarded by listen.socket (mode and group)",
+            );
+        }
+        for (i, cidr) in raw.cidrs.iter().enumerate() {
+            if let Err(e) = parse_cidr(cidr) {
+                self.problems.add(format!("listen.callers.cidrs[{i}]"), e);
+            }
+        }
+        let tls = raw.tls.as_ref().and_then(|t| {
+            let cert_pem = self.read("listen.callers.tls.cert_file", &t.cert_file)?;
+            let key_pem = self.read("listen.callers.tls.key_file", &t.key_file)?;
+            let client_ca_pem = self.read("listen.callers.tls.client_ca_file", &t.client_ca_file)?;
+            let tls = CallerTls { cert_pem, key_pem, client_ca_pem };
+            if let Err(e) = crate::tls::server_config(&tls) {
+                self.problems.add("listen.callers.tls", e);
+            }
+            Some(tls)
+        });
+        if !raw.spiffe_ids.is_empty() && raw.tls.is_none() {
+            self.problems.add(
+                "listen.callers.spiffe_ids",
+                "needs listen.callers.tls: identities come from verified client certificates",
+            );
+        }
+        for (i, id) in raw.spiffe_ids.iter().enumerate() {
+            if !id.starts_with("spiffe://") || id.trim_end_matches('*').len() <= "spiffe://".len() {
+                self.problems.add(
+                    format!("listen.callers.spiffe_ids[{i}]"),
+                    format!("\"{id}\" is not a SPIFFE id (spiffe://trust-domain/path, optionally ending in *)"),
+                );
+            }
+        }
+        CallerPolicy { cidrs: raw.cidrs.clone(), tls, spiffe_ids: raw.spiffe_ids.clone() }
     }
 
     fn socket_mode(&mut self, raw: Option<&str>) -> u32 {

@@ -133,6 +133,7 @@ impl Validator {
             .ok();
         let admin = self.admin(raw.listen.admin.as_deref(), raw.admin.as_ref());
         let listen = self.listen_options(&raw.listen, grpc.as_ref(), raw.dev);
+        let callers = self.callers(raw.listen.callers.as_ref(), grpc.as_ref());
         let cache = self.cache(raw.cache.as_ref());
         let max_inflight_checks = raw.limits.max_inflight_checks.unwrap_or(4096);
         if max_inflight_checks == 0 {
@@ -195,6 +196,7 @@ impl Validator {
             grpc: grpc?,
             health: health?,
             listen,
+            callers,
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
             log_format,
