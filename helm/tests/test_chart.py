@@ -5,7 +5,13 @@ kubernetes-validate). Run by tests/it/helm.rs: python helm/tests/test_chart.py P
 2. every rendered manifest validates strictly (Kubernetes 1.37 schemas; Prometheus Operator
    kinds against the CRD schemas kept in tests/fixtures/crds/);
 3. the policy in every rendered ConfigMap passes `portcullis check-config`;
-4. malformed values and the memory backend with several replicas or an HPA are refused;
+4. malformed values, and the memory backend with several replicas or an HPA where the policy
+   needs shared state, are refused;
+5b. the mesh-readiness checks (issue 22): Pod Security "restricted" for every pod, the sidecar
+   socket's group, drain settings and grace period, no roll on policy change by default, no
+   PDB with one replica, IPv6 wildcard listeners, reflection off, NetworkPolicy rules for
+   gateways/ambient and health, per-pod alerts, every escape-hatch key honoured, and no
+   policy warning from check-config for the shipped value sets;
 5. values.schema.json embeds the policy schema that `portcullis config-schema` generates, and
    the chart's Envoy sidecar file is deploy/envoy/sidecar-uds.yaml byte for byte.
 """
@@ -74,6 +80,8 @@ def check_policy(binary, name, text, scratch):
     out = subprocess.run([binary, "check-config", str(policy)], capture_output=True, text=True)
     if out.returncode != 0:
         fail(f"{name}: rendered policy refused by check-config:\n{out.stderr}")
+    elif "warning" in out.stderr:
+        fail(f"{name}: check-config warns about the rendered policy:\n{out.stderr}")
 
 
 def render_all(binary, scratch):
@@ -85,6 +93,7 @@ def render_all(binary, scratch):
         chart = helm.Chart.load(str(CHART))
         rendered = chart.render(values, name="portcullis", namespace="authz", is_install=True)
         kinds = []
+        docs = []
         for path, text in sorted(rendered.items()):
             if path.endswith("NOTES.txt"):
                 if "portcullis" not in text:
@@ -94,13 +103,143 @@ def render_all(binary, scratch):
                 if not doc:
                     continue
                 kinds.append(doc["kind"])
+                docs.append(doc)
                 validate_manifest(f"{name}:{path}", doc)
                 if doc["kind"] == "ConfigMap" and "policy.yaml" in doc.get("data", {}):
                     check_policy(binary, name, doc["data"]["policy.yaml"], scratch)
         print(f"ok {name}: {len(kinds)} manifests: {', '.join(sorted(kinds))}")
         if "ConfigMap" not in kinds or "Deployment" not in kinds:
             fail(f"{name}: expected a ConfigMap and a Deployment, got {kinds}")
+        mesh_checks(name, values, docs)
         yield name, kinds
+
+
+def restricted_failures(pod):
+    """Pod Security Standards "restricted" (v1.37), the parts a chart controls."""
+    problems = []
+    psc = pod.get("securityContext", {})
+    if psc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append("pod seccompProfile is not RuntimeDefault")
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            problems.append(f"{where}: capabilities do not drop ALL")
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            problems.append(f"{where}: runAsNonRoot is not set")
+        if sc.get("runAsUser") == 0 or sc.get("privileged"):
+            problems.append(f"{where}: runs as root or privileged")
+        if not c.get("resources", {}).get("limits", {}).get("memory"):
+            problems.append(f"{where}: no memory limit")
+    for v in pod.get("volumes", []):
+        if "hostPath" in v:
+            problems.append(f"volume {v['name']}: hostPath")
+    return problems
+
+
+def mesh_checks(name, values, docs):
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    deployment = by_kind["Deployment"][0]
+    pod = deployment["spec"]["template"]["spec"]
+    for problem in restricted_failures(pod):
+        fail(f"{name}: Pod Security restricted: {problem}")
+    containers = {c["name"]: c for c in pod["containers"]}
+    policy_doc = next((d for d in by_kind.get("ConfigMap", []) if "policy.yaml" in d.get("data", {})), None)
+    policy = yaml.safe_load(policy_doc["data"]["policy.yaml"]) if policy_doc else None
+    mode = values.get("mode", "shared")
+    replicated = values.get("replicaCount", 1) > 1 or values.get("autoscaling", {}).get("enabled")
+    # The sidecar socket: Portcullis makes it 0660 with a group both containers have.
+    if mode == "sidecar":
+        group = values.get("sidecar", {}).get("socketGroup", 101)
+        if group not in pod.get("securityContext", {}).get("supplementalGroups", []):
+            fail(f"{name}: the socket group {group} is not a supplemental group of the pod")
+        if policy["listen"].get("socket") != {"mode": "0660", "group": str(group)}:
+            fail(f"{name}: listen.socket is {policy['listen'].get('socket')}")
+        app = containers["app"]
+        for key in ["resources", "securityContext"]:
+            if key not in app:
+                fail(f"{name}: the app container has no {key}")
+        if "preStop" not in containers["envoy"].get("lifecycle", {}):
+            fail(f"{name}: Envoy has no preStop drain")
+    # Drain: the policy's delay and timeout fit in the grace period.
+    if policy is not None:
+        shutdown = policy.get("shutdown", {})
+        delay, timeout = (int(shutdown.get(k, "0s").rstrip("s")) for k in ("drain_delay", "drain_timeout"))
+        if delay < 1:
+            fail(f"{name}: shutdown.drain_delay is {shutdown}")
+        if pod["terminationGracePeriodSeconds"] < delay + timeout:
+            fail(f"{name}: terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} < {delay}+{timeout}")
+        if policy["listen"].get("reflection"):
+            fail(f"{name}: gRPC reflection is on")
+        wildcard = values.get("listenAddress", "[::]")
+        if not policy["listen"]["health"].startswith(wildcard + ":"):
+            fail(f"{name}: health listens on {policy['listen']['health']}, want {wildcard}")
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if ("checksum/policy" in annotations) != bool(values.get("rollOnPolicyChange")):
+        fail(f"{name}: checksum/policy annotation does not follow rollOnPolicyChange")
+    # A PDB only where it can protect something.
+    if ("PodDisruptionBudget" in by_kind) != bool(replicated):
+        fail(f"{name}: PodDisruptionBudget with replicated={replicated}: {list(by_kind)}")
+    # Every pod has its own service account (its mesh identity), not `default`.
+    if pod.get("serviceAccountName") in (None, "default") and values.get("serviceAccount", {}).get("create", True):
+        fail(f"{name}: pods run as the default service account")
+    netpol = by_kind.get("NetworkPolicy", [None])[0]
+    if netpol is not None:
+        text = json.dumps(netpol)
+        if mode == "shared":
+            for want in ["istio-ingress", "gateway.istio.io/managed", "istio.io/dataplane-mode"]:
+                if want not in text:
+                    fail(f"{name}: NetworkPolicy gRPC rule lacks {want}")
+        for rule in netpol["spec"].get("ingress", []):
+            if not rule.get("from"):
+                fail(f"{name}: a NetworkPolicy rule admits every source: {rule}")
+    for rule_doc in by_kind.get("PrometheusRule", []):
+        rules = {r["alert"]: r["expr"] for g in rule_doc["spec"]["groups"] for r in g["rules"]}
+        for alert in ["PortcullisDevMode", "PortcullisReloadErrors", "PortcullisKeysUnavailable", "PortcullisOverloaded"]:
+            if alert not in rules:
+                fail(f"{name}: no {alert} alert")
+        if "by (namespace, pod)" not in rules.get("PortcullisStateBackendDown", ""):
+            fail(f"{name}: PortcullisStateBackendDown is not per pod")
+    if name == "everything-values.yaml":
+        everything_checks(name, values, by_kind, pod, containers)
+
+
+def everything_checks(name, values, by_kind, pod, containers):
+    portcullis = containers["portcullis"]
+    expect = {
+        "image.digest": portcullis["image"].endswith("@" + values["image"]["digest"]),
+        "fullnameOverride": by_kind["Deployment"][0]["metadata"]["name"] == "edge-authz",
+        "nameOverride": by_kind["Deployment"][0]["metadata"]["labels"]["app.kubernetes.io/name"] == "authz",
+        "serviceAccount": by_kind["ServiceAccount"][0]["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+        and pod["serviceAccountName"] == "edge-authz",
+        "extraEnv": portcullis.get("env") == values["extraEnv"],
+        "envFrom": portcullis.get("envFrom") == values["envFrom"],
+        "extraVolumes": any(v["name"] == "cluster-ca" for v in pod["volumes"]),
+        "extraVolumeMounts": any(m["name"] == "cluster-ca" for m in portcullis["volumeMounts"]),
+        # null removes a default (OpenShift assigns ids); the other defaults stay.
+        "podSecurityContext": "fsGroup" not in pod["securityContext"] and pod["securityContext"]["runAsNonRoot"],
+        "securityContext": not {"runAsUser", "runAsGroup"} & set(portcullis["securityContext"])
+        and portcullis["securityContext"]["allowPrivilegeEscalation"] is False,
+        "topologySpreadConstraints": pod.get("topologySpreadConstraints") == values["topologySpreadConstraints"],
+        "service.annotations": by_kind["Service"][0]["metadata"].get("annotations") == values["service"]["annotations"],
+        "podDisruptionBudget.minAvailable": by_kind["PodDisruptionBudget"][0]["spec"].get("minAvailable") == 2,
+        "podAnnotations": pod is not None and by_kind["Deployment"][0]["spec"]["template"]["metadata"]["annotations"].get("sidecar.istio.io/inject") == "false",
+        "nodeSelector": pod.get("nodeSelector") == values["nodeSelector"],
+        "tolerations": pod.get("tolerations") == values["tolerations"],
+        "affinity": pod.get("affinity") == values["affinity"],
+        "priorityClassName": pod.get("priorityClassName") == values["priorityClassName"],
+        "terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"] == 40,
+        "networkPolicy.healthFrom": "10.0.0.0/16" in json.dumps(by_kind["NetworkPolicy"][0]),
+    }
+    for key, ok in expect.items():
+        if not ok:
+            fail(f"{name}: {key} is not honoured")
+        else:
+            print(f"ok {name}: {key}")
 
 
 def refused(name, values, expect):
@@ -120,10 +259,11 @@ def main():
     scratch = tempfile.mkdtemp(prefix="portcullis-helm-")
     try:
         seen = dict(render_all(binary, scratch))
-        if len(seen) < 4:
+        if len(seen) < 5:
             fail(f"expected the default values and at least three ci/ value sets, got {list(seen)}")
         expectations = {
-            "redis-values.yaml": ["Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"],
+            "redis-values.yaml": ["Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"],
+            "everything-values.yaml": ["Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"],
             "scaling-values.yaml": ["HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"],
             "sidecar-values.yaml": ["Deployment", "ConfigMap", "Service"],
         }
@@ -131,9 +271,23 @@ def main():
             missing = [k for k in kinds if k not in seen.get(name, [])]
             if missing:
                 fail(f"{name}: missing {missing}")
-        memory = {"policy": {"state": {"backend": "memory"}}}
-        refused("memory backend with 2 replicas", {**memory, "replicaCount": 2}, "policy.state.backend: redis")
-        refused("memory backend with an HPA", {**memory, "autoscaling": {"enabled": True}}, "policy.state.backend: redis")
+        memory = {"policy": {"state": {"backend": "memory"}, "ip": {"auto_block": {"failures": 5, "window": "15m", "block_for": "30m"}}}}
+        refused("memory backend, auto_block, 2 replicas", {**memory, "replicaCount": 2}, "policy.state.backend: redis")
+        refused("memory backend, auto_block, an HPA", {**memory, "autoscaling": {"enabled": True}}, "ip.auto_block")
+        admin = {"admin": {"enabled": True, "tokenSecret": {"name": "t", "key": "token"}}, "replicaCount": 2}
+        refused("memory backend, admin API, 2 replicas", admin, "the admin API")
+        for label, values in [
+            ("a policy that needs no shared state", {"replicaCount": 3}),
+            ("acknowledged per-replica state", {**admin, "acknowledgePerReplicaState": True}),
+        ]:
+            try:
+                helm.Chart.load(str(CHART)).render(values, name="portcullis", namespace="authz")
+                print(f"ok several memory replicas with {label}")
+            except helm.HelmError as e:
+                fail(f"several memory replicas with {label} refused: {e}")
+        refused("grace period shorter than the drain", {"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds")
+        refused("PDB with both bounds", {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both")
+        refused("an image digest that is not one", {"image": {"repository": "x", "digest": "latest"}}, "digest")
         refused("unknown mode", {"mode": "daemonset"}, "mode")
         refused("replicaCount 0", {"replicaCount": 0}, "replicaCount")
         refused("port as text", {"ports": {"grpc": "grpc", "health": 9190, "admin": 9192}}, "grpc")

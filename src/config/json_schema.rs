@@ -28,6 +28,16 @@ pub fn embed_in_values_schema(mut values: Value) -> Result<Value, String> {
     let root = values.as_object_mut().ok_or("the values schema is not a JSON object")?;
     let properties =
         root.entry("properties").or_insert_with(|| json!({})).as_object_mut().ok_or("`properties` is not an object")?;
+    // The chart's one key beside the policy itself: use an existing ConfigMap instead.
+    if let Some(props) = policy.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert(
+            "existingConfigMap".into(),
+            json!({
+                "type": "string",
+                "description": "Helm only: the name of a ConfigMap (key policy.yaml) holding the whole policy, listen included; the chart then renders none.",
+            }),
+        );
+    }
     properties.insert("policy".into(), policy);
     let root_defs =
         root.entry("$defs").or_insert_with(|| json!({})).as_object_mut().ok_or("`$defs` is not an object")?;

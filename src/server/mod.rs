@@ -114,7 +114,7 @@ impl Server {
 
     pub async fn bind_with(settings: &Settings, options: ServeOptions) -> Result<Self, ServeError> {
         let grpc = match &settings.grpc {
-            ListenAddr::Tcp(addr) => GrpcListener::Tcp(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
+            ListenAddr::Tcp(addr) => GrpcListener::Tcp(bind_tcp(*addr).await.map_err(bind_error(addr))?),
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path);
                 let listener = UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
@@ -123,9 +123,9 @@ impl Server {
                 GrpcListener::Unix(listener, path.clone())
             }
         };
-        let health = TcpListener::bind(settings.health).await.map_err(bind_error(settings.health))?;
+        let health = bind_tcp(settings.health).await.map_err(bind_error(settings.health))?;
         let admin = match &settings.admin {
-            Some(admin) => Some(TcpListener::bind(admin.addr).await.map_err(bind_error(admin.addr))?),
+            Some(admin) => Some(bind_tcp(admin.addr).await.map_err(bind_error(admin.addr))?),
             None => None,
         };
         let gate = if settings.callers == crate::config::CallerPolicy::default() {
@@ -468,6 +468,24 @@ fn set_socket_perms(path: &std::path::Path, perms: crate::config::SocketPerms) -
         std::os::unix::fs::chown(path, None, Some(gid))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
+}
+
+/// Binds `addr`; `[::]` on a host without IPv6 (no address family, no address) binds
+/// `0.0.0.0` instead, so one setting (the chart's default) serves IPv6-only, dual-stack and
+/// IPv4-only pods. On a dual-stack host `[::]` takes IPv4 too (Linux `bindv6only` is 0).
+async fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(e)
+            if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && (e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    || e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32)) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::info!(%addr, fallback = %v4, error = %e, "no IPv6 here; listening on IPv4 only");
+            TcpListener::bind(v4).await
+        }
+        result => result,
+    }
 }
 
 /// Removes a socket file left by a previous run; never touches anything that is not a socket.

@@ -417,3 +417,26 @@ mod callers {
         }
     }
 }
+
+/// `[::]` (the chart's default) serves IPv4 clients, and IPv6 ones where the host has IPv6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_on_the_ipv6_wildcard_take_both_families() {
+    let text = crate::support::policy_with_ports("[::]:0", 0).replace("health: \"127.0.0.1:0\"", "health: \"[::]:0\"");
+    let settings = portcullis::config::parse_and_validate(&text, &corpus::fixtures()).expect("policy");
+    let server = crate::support::InProcess::start(&settings).await;
+    let port = server.health.port();
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let get = |addr| async move {
+        tokio::task::spawn_blocking(move || {
+            crate::support::raw_http(addr, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(get(v4).await, Some(200), "IPv4 through the IPv6 wildcard");
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert_eq!(get(v6).await, Some(200), "IPv6");
+    }
+    server.shutdown().await;
+}

@@ -1,12 +1,25 @@
 {{- define "portcullis.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "portcullis.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "portcullis.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -23,22 +36,43 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{- define "portcullis.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+{{- end -}}
 
-{{/* The policy as Portcullis reads it: the user's policy plus the listeners and secret paths. */}}
+{{- define "portcullis.replicated" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.terminationGrace" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add .Values.shutdown.drainDelaySeconds .Values.shutdown.drainTimeoutSeconds 5 -}}
+{{- else -}}
+{{- .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The policy as Portcullis reads it: the user's policy plus the listeners, drain and secret paths. */}}
 {{- define "portcullis.policy" -}}
-{{- $policy := deepCopy .Values.policy -}}
-{{- $grpc := printf "0.0.0.0:%d" (int .Values.ports.grpc) -}}
+{{- $policy := omit (deepCopy .Values.policy) "existingConfigMap" -}}
+{{- $host := .Values.listenAddress -}}
+{{- $grpc := printf "%s:%d" $host (int .Values.ports.grpc) -}}
+{{- $listen := dict "health" (printf "%s:%d" $host (int .Values.ports.health)) -}}
 {{- if eq .Values.mode "sidecar" -}}
 {{- $grpc = "unix:/var/run/portcullis/authz.sock" -}}
+{{- $_ := set $listen "socket" (dict "mode" "0660" "group" (printf "%d" (int .Values.sidecar.socketGroup))) -}}
 {{- end -}}
-{{- $listen := dict "grpc" $grpc "health" (printf "0.0.0.0:%d" (int .Values.ports.health)) -}}
+{{- $_ := set $listen "grpc" $grpc -}}
 {{- if .Values.admin.enabled -}}
-{{- $_ := set $listen "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)) -}}
+{{- $_ := set $listen "admin" (printf "%s:%d" $host (int .Values.ports.admin)) -}}
 {{- $_ := set $policy "admin" (dict "token_file" "/etc/portcullis/admin/token") -}}
 {{- end -}}
-{{- $_ := set $policy "listen" $listen -}}
+{{- $_ := set $policy "listen" (merge $listen (default dict $policy.listen)) -}}
+{{- $shutdown := dict "drain_delay" (printf "%ds" (int .Values.shutdown.drainDelaySeconds)) "drain_timeout" (printf "%ds" (int .Values.shutdown.drainTimeoutSeconds)) -}}
+{{- $_ := set $policy "shutdown" $shutdown -}}
 {{- if .Values.redis.passwordSecret.name -}}
 {{- $state := deepCopy (default dict $policy.state) -}}
 {{- $_ := set $state "password_file" "/etc/portcullis/redis/password" -}}
@@ -53,8 +87,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and .Values.policy.state .Values.policy.state.backend -}}
 {{- $backend = .Values.policy.state.backend -}}
 {{- end -}}
-{{- if and (eq $backend "memory") (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) -}}
-{{- fail "replicaCount > 1 or autoscaling needs policy.state.backend: redis: with the memory backend each replica would keep its own revocations and blocks" -}}
+{{- $shared := list -}}
+{{- if .Values.admin.enabled -}}{{- $shared = append $shared "the admin API (revocations, blocks, members, API keys)" -}}{{- end -}}
+{{- if and .Values.policy.ip .Values.policy.ip.auto_block -}}{{- $shared = append $shared "ip.auto_block" -}}{{- end -}}
+{{- if .Values.policy.sessions -}}{{- $shared = append $shared "sessions" -}}{{- end -}}
+{{- if and (eq $backend "memory") (include "portcullis.replicated" .) $shared (not .Values.acknowledgePerReplicaState) -}}
+{{- fail (printf "replicaCount > 1 or autoscaling with policy.state.backend: memory: %s would be per replica. Use policy.state.backend: redis, or set acknowledgePerReplicaState: true" (join ", " $shared)) -}}
 {{- end -}}
 {{- if and .Values.admin.enabled (not .Values.admin.tokenSecret.name) -}}
 {{- fail "admin.enabled needs admin.tokenSecret.name (the admin API always requires a token)" -}}
@@ -62,8 +100,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) -}}
 {{- fail "mode: sidecar needs sidecar.app.image" -}}
 {{- end -}}
-{{- if and (eq .Values.mode "sidecar") .Values.autoscaling.enabled (eq $backend "memory") -}}
-{{- fail "autoscaling in sidecar mode needs policy.state.backend: redis" -}}
+{{- if lt (int (include "portcullis.terminationGrace" .)) (int (add .Values.shutdown.drainDelaySeconds .Values.shutdown.drainTimeoutSeconds)) -}}
+{{- fail "terminationGracePeriodSeconds must be at least shutdown.drainDelaySeconds + shutdown.drainTimeoutSeconds" -}}
+{{- end -}}
+{{- if and .Values.podDisruptionBudget.minAvailable .Values.podDisruptionBudget.maxUnavailable -}}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" -}}
 {{- end -}}
 {{- end -}}
 
@@ -81,6 +122,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- if .Values.admin.enabled }}
     - { name: admin, containerPort: {{ .Values.ports.admin }}, protocol: TCP }
     {{- end }}
+  {{- with .Values.extraEnv }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   livenessProbe:
     httpGet: { path: /livez, port: health }
     periodSeconds: 10
@@ -94,13 +143,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     failureThreshold: 30
   resources:
     {{- toYaml .Values.resources | nindent 4 }}
+  {{- with .Values.securityContext }}
   securityContext:
-    allowPrivilegeEscalation: false
-    readOnlyRootFilesystem: true
-    runAsNonRoot: true
-    runAsUser: 65532
-    runAsGroup: 65532
-    capabilities: { drop: [ALL] }
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   volumeMounts:
     - { name: policy, mountPath: /etc/portcullis/policy, readOnly: true }
     {{- if .Values.admin.enabled }}
@@ -115,11 +161,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- if eq .Values.mode "sidecar" }}
     - { name: authz-socket, mountPath: /var/run/portcullis }
     {{- end }}
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
 {{- define "portcullis.volumes" -}}
 - name: policy
-  configMap: { name: {{ include "portcullis.fullname" . }}-policy }
+  configMap: { name: {{ .Values.policy.existingConfigMap | default (printf "%s-policy" (include "portcullis.fullname" .)) }} }
 {{- if .Values.admin.enabled }}
 - name: admin-token
   secret:
@@ -142,9 +191,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - name: envoy-config
   configMap: { name: {{ include "portcullis.fullname" . }}-envoy }
 {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "portcullis.podSpecCommon" -}}
+serviceAccountName: {{ include "portcullis.serviceAccountName" . }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -161,12 +214,20 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with .Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- with .Values.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
 automountServiceAccountToken: false
+{{- $psc := deepCopy (default dict .Values.podSecurityContext) }}
+{{- if eq .Values.mode "sidecar" }}
+{{- $_ := set $psc "supplementalGroups" (append (default list $psc.supplementalGroups) (int .Values.sidecar.socketGroup)) }}
+{{- end }}
+{{- with $psc }}
 securityContext:
-  runAsNonRoot: true
-  seccompProfile: { type: RuntimeDefault }
-  fsGroup: 65532
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
