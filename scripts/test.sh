@@ -5,6 +5,7 @@
 #   - redis-server: Debian package redis-server (installed when running as root)
 #   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
 #     jsonschema and PyYAML), into .venv/
+#   - buildah and curl (Debian), to build and run the container image (tests/it/image.rs)
 #   - the real upstream frameworks of tests/upstreams/: Flask (PyPI, into .venv/), Express 5
 #     (npm, into tests/upstreams/express/node_modules), Go, a JDK with Jetty 9.4, nginx and
 #     HAProxy (Debian)
@@ -17,6 +18,9 @@ ensure_envoy
 ensure_chart_tools
 ensure_upstream_frameworks
 ensure_debian_tool redis-server redis-server
+ensure_debian_tool buildah buildah
+ensure_debian_tool curl curl
+ensure_debian_tool setpriv util-linux
 export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
 export PORTCULLIS_PYTHON="$PWD/$venv/bin/python"
 export PORTCULLIS_REDIS="$(command -v redis-server)"

@@ -13,6 +13,7 @@ mod envoy;
 mod fuzz_corpus;
 mod grpc;
 mod helm;
+mod image;
 mod ip_lists;
 mod jwks;
 mod mesh;
