@@ -163,6 +163,8 @@ def mesh_checks(name, values, docs):
         for key in ["resources", "securityContext"]:
             if key not in app:
                 fail(f"{name}: the app container has no {key}")
+        if values.get("sidecar", {}).get("app", {}).get("readinessProbe") and "readinessProbe" not in app:
+            fail(f"{name}: the app container's readinessProbe is not rendered")
         if "preStop" not in containers["envoy"].get("lifecycle", {}):
             fail(f"{name}: Envoy has no preStop drain")
     # Drain: the policy's delay and timeout fit in the grace period.

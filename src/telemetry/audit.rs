@@ -42,6 +42,8 @@ pub struct AuditSink {
     /// Allows seen: deterministic sampling writes allow `n` when `floor(n × rate)` steps up.
     allows: AtomicU64,
     dropped: metrics::Counter,
+    /// The same count as `dropped`, readable without the metrics recorder.
+    dropped_here: AtomicU64,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -56,6 +58,11 @@ impl AuditSink {
             Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
             None => Box::new(io::stdout()),
         };
+        Self::with_writer(out, settings.allow_sample_rate)
+    }
+
+    /// A sink writing to `out` (tests give it a writer that never returns).
+    pub fn with_writer(out: Box<dyn Write + Send>, allow_sample_rate: f64) -> io::Result<Self> {
         let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
@@ -67,9 +74,10 @@ impl AuditSink {
         Ok(Self {
             queue: Some(queue),
             finished: std::sync::Mutex::new(finished),
-            rate: settings.allow_sample_rate,
+            rate: allow_sample_rate,
             allows: AtomicU64::new(0),
             dropped,
+            dropped_here: AtomicU64::new(0),
         })
     }
 
@@ -93,9 +101,13 @@ impl AuditSink {
         let Some(queue) = &self.queue else { return };
         match queue.try_send(line) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped.increment(1),
+            Err(TrySendError::Full(_)) => {
+                self.dropped.increment(1);
+                self.dropped_here.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Disconnected(_)) => {
                 self.dropped.increment(1);
+                self.dropped_here.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("the audit writer stopped; audit lines are lost");
             }
         }
@@ -110,6 +122,13 @@ impl Drop for AuditSink {
         if let Ok(finished) = self.finished.lock() {
             let _ = finished.recv_timeout(Duration::from_secs(3));
         }
+    }
+}
+
+impl AuditSink {
+    /// Lines dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_here.load(Ordering::Relaxed)
     }
 }
 

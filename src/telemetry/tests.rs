@@ -88,3 +88,32 @@ mod hostile_fields {
         }
     }
 }
+
+/// A log consumer that stops reading (a full pipe, a stuck disk) costs audit lines, counted,
+/// never a check: `record` never waits on the writer.
+#[test]
+fn a_stuck_audit_consumer_drops_lines_instead_of_blocking_checks() {
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+    impl std::io::Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv(); // blocks until the test lets go
+            Err(std::io::Error::other("released"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (release, stuck) = std::sync::mpsc::channel();
+    let audit = AuditSink::with_writer(Box::new(Stuck(stuck)), 1.0).expect("sink");
+    let input = CheckInput { request_id: "r".into(), ..Default::default() };
+    let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
+    let extra = 1_000;
+    for _ in 0..QUEUE_LINES + extra {
+        audit.record(&input, &deny, Duration::from_micros(5), 1_790_000_000_000);
+    }
+    // Every call returned. The queue holds QUEUE_LINES and the writer's 64 KiB buffer some
+    // hundreds more; the rest were dropped and counted.
+    assert!(audit.dropped() >= extra as u64 / 2, "dropped {}", audit.dropped());
+    drop(release);
+    drop(audit);
+}

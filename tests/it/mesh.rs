@@ -428,7 +428,8 @@ async fn listeners_on_the_ipv6_wildcard_take_both_families() {
     let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let get = |addr| async move {
         tokio::task::spawn_blocking(move || {
-            crate::support::raw_http(addr, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map(|r| r.status)
+            crate::support::raw_http(addr, "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .map(|r| r.status)
         })
         .await
         .expect("join")

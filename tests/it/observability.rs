@@ -99,7 +99,8 @@ async fn traces_metrics_and_audit_over_the_corpus() {
     let token =
         corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "traced", now()));
     let bearer = format!("Bearer {token}");
-    let headers = [("authorization", bearer.as_str()), ("traceparent", traceparent.as_str())];
+    let headers =
+        [("authorization", bearer.as_str()), ("traceparent", traceparent.as_str()), ("x-request-id", "join-me-42")];
     let resp =
         c.check(check_request("GET", "/api/items", &headers, HeaderEncoding::Map)).await.expect("check").into_inner();
     assert_eq!(status(&resp), 200);
@@ -157,9 +158,13 @@ async fn traces_metrics_and_audit_over_the_corpus() {
         assert!(metrics.contains(name), "{name} missing");
     }
 
-    // Audit: one JSON line per decision with the contract fields, fingerprints only.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let audit_text = std::fs::read_to_string(&audit).expect("audit file");
+    // Audit: one JSON line per decision with the contract fields, fingerprints only. Lines leave
+    // through the writer thread, so they arrive shortly after the answers.
+    let all_written = || async {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.lines().count() > cases.len() { Ok(text) } else { Err(text.lines().count()) }
+    };
+    let (audit_text, _) = eventually(Duration::from_secs(10), "audit lines missing", all_written).await;
     let lines: Vec<serde_json::Value> =
         audit_text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), cases.len() + 1, "one audit line per decision");
@@ -175,9 +180,18 @@ async fn traces_metrics_and_audit_over_the_corpus() {
         "client_ip",
         "credential",
         "latency_us",
+        "path",
+        "host",
+        "trace_id",
     ] {
         assert!(lines.iter().all(|l| l.get(field).is_some()), "audit lines lack {field}");
     }
+    // Joinable with Envoy's access log and the trace: x-request-id and the traceparent's id.
+    let traced_line = lines.iter().find(|l| l["subject"] == "traced").expect("the traced check's line");
+    assert_eq!(traced_line["request_id"], "join-me-42");
+    assert_eq!(traced_line["trace_id"].as_str(), Some(trace_id));
+    assert_eq!((traced_line["path"].as_str(), traced_line["method"].as_str()), (Some("/api/items"), Some("GET")));
+    assert!(traced_line["host"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(lines.iter().any(|l| l["credential"].as_str().is_some_and(|c| c.len() == 12)));
 
     // No token material in the audit file, the spans or any output at trace level.
