@@ -183,6 +183,8 @@ def mesh_checks(name, values, docs):
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     if ("checksum/policy" in annotations) != bool(values.get("rollOnPolicyChange")):
         fail(f"{name}: checksum/policy annotation does not follow rollOnPolicyChange")
+    if "checksum/restart-only" not in annotations:
+        fail(f"{name}: no checksum of the restart-only policy sections")
     # A PDB only where it can protect something.
     if ("PodDisruptionBudget" in by_kind) != bool(replicated):
         fail(f"{name}: PodDisruptionBudget with replicated={replicated}: {list(by_kind)}")
@@ -289,6 +291,8 @@ def main():
                 fail(f"several memory replicas with {label} refused: {e}")
         refused("grace period shorter than the drain", {"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds")
         refused("PDB with both bounds", {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both")
+        refused("a NetworkPolicy peer for everyone", {"networkPolicy": {"grpcFrom": [{"namespaceSelector": {}}]}}, "admits everyone")
+        refused("an ipBlock for the internet", {"networkPolicy": {"healthFrom": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}}, "admits everyone")
         refused("an image digest that is not one", {"image": {"repository": "x", "digest": "latest"}}, "digest")
         refused("unknown mode", {"mode": "daemonset"}, "mode")
         refused("replicaCount 0", {"replicaCount": 0}, "replicaCount")
@@ -298,6 +302,20 @@ def main():
         refused("policy key of the wrong type", {"policy": {"routes": "all"}}, "routes")
         refused("admin without a token secret", {"admin": {"enabled": True}}, "tokenSecret")
         refused("sidecar without an app image", {"mode": "sidecar"}, "sidecar.app.image")
+
+        # A route change does not roll the pods; a restart-only section (state) does.
+        def restart_annotations(values):
+            out = helm.Chart.load(str(CHART)).render(values, name="portcullis", namespace="authz")
+            docs = (d for p, t in out.items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t))
+            deployment = next(d for d in docs if d and d["kind"] == "Deployment")
+            return deployment["spec"]["template"]["metadata"]["annotations"]
+        base = restart_annotations({})
+        routes = restart_annotations({"policy": {"routes": [{"match": {"path_prefix": "/"}, "public": True}]}})
+        cache = restart_annotations({"policy": {"cache": {"ttl": "10s"}}})
+        if base != routes:
+            fail("a route change rolls the pods (it is hot-reloaded)")
+        if base["checksum/restart-only"] == cache["checksum/restart-only"]:
+            fail("a cache change (restart-only) does not roll the pods")
 
         # values.schema.json carries exactly the generated policy schema.
         copy = pathlib.Path(scratch) / "values.schema.json"

@@ -55,6 +55,7 @@ impl Default for SocketPerms {
 /// Limits that keep one peer from holding the listeners' memory or connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
+    pub grpc_max_connections: usize,
     pub max_concurrent_streams: u32,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
@@ -70,6 +71,7 @@ pub struct ListenerLimits {
 impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
+            grpc_max_connections: 1024,
             max_concurrent_streams: 256,
             // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
             // carries those headers plus a little, so this leaves room and bounds the rest.

@@ -90,6 +90,8 @@ pub struct RawSocket {
 #[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenLimits {
+    /// Open gRPC connections at most (TCP; default 1024); more are closed at accept.
+    pub grpc_max_connections: Option<u32>,
     /// HTTP/2 streams per gRPC connection (default 256).
     pub max_concurrent_streams: Option<u32>,
     /// Largest Check message decoded, like "256KiB" (the default).

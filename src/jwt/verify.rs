@@ -43,13 +43,15 @@ pub struct Verifier {
 
 impl Verifier {
     /// True once every `required` issuer has keys.
-    /// Required issuers that have no usable keys now (readiness names them).
-    pub fn issuers_without_keys(&self) -> Vec<Arc<str>> {
-        self.issuers.iter().filter(|i| i.required && !i.keys.has_keys()).map(|i| i.issuer.clone()).collect()
-    }
-
-    pub fn required_keys_present(&self) -> bool {
-        self.issuers.iter().filter(|i| i.required).all(|i| i.keys.has_keys())
+    /// Required issuers that have never had usable keys (readiness waits for them), and those
+    /// whose keys were dropped past `max_stale` (named, but no reason to take the replica out:
+    /// every replica loses them together, and public or API-key routes still work).
+    pub fn issuers_without_keys(&self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        let (mut never, mut dropped) = (Vec::new(), Vec::new());
+        for i in self.issuers.iter().filter(|i| i.required && !i.keys.has_keys()) {
+            if i.keys.confirmed_at() > 0 { dropped.push(i.issuer.clone()) } else { never.push(i.issuer.clone()) }
+        }
+        (never, dropped)
     }
 
     pub fn store(&self, issuer: IssuerId) -> Option<&Arc<KeyStore>> {

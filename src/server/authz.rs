@@ -109,12 +109,13 @@ impl AppState {
         }
     }
 
-    /// What `/readyz` says: ready only while serving, with the keys of every required issuer
+    /// What `/readyz` says: ready only while serving, once every required issuer has had keys
     /// and (Redis) after the first resync. A stale backend is named but does not make the
     /// replica unready: every replica would go at once (the stale policy decides checks).
     pub(super) fn ready_report(&self, serving: bool) -> super::ReadyReport {
-        let issuers_without_keys: Vec<String> =
-            self.snapshot.load().verifier.issuers_without_keys().iter().map(|i| i.to_string()).collect();
+        let (never, dropped) = self.snapshot.load().verifier.issuers_without_keys();
+        let names = |list: Vec<Arc<str>>| list.iter().map(|i| i.to_string()).collect::<Vec<String>>();
+        let (issuers_without_keys, issuers_past_max_stale) = (names(never), names(dropped));
         let now_ms = self.clock.now_millis();
         let (state, state_contact_age_ms) = match &self.state_health {
             None => ("memory", None),
@@ -126,6 +127,7 @@ impl AppState {
             ready: serving && issuers_without_keys.is_empty() && state != "not_synced",
             draining: !serving,
             issuers_without_keys,
+            issuers_past_max_stale,
             state,
             state_contact_age_ms,
         }

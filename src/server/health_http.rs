@@ -17,8 +17,11 @@ pub struct ReadyReport {
     pub ready: bool,
     /// Stopping: answering checks until the drain delay ends, but taking no new traffic.
     pub draining: bool,
-    /// Required issuers with no usable keys (JWKS not fetched yet, or past `max_stale`).
+    /// Required issuers whose keys were never fetched (not ready until they are).
     pub issuers_without_keys: Vec<String>,
+    /// Required issuers whose keys were dropped past `max_stale`: their tokens answer 503
+    /// `keys_unavailable`, but the replica stays ready (the others are in the same state).
+    pub issuers_past_max_stale: Vec<String>,
     /// `memory`, or for Redis: `synced`, `not_synced` (no first resync yet) or `stale` (no
     /// contact for longer than `state.max_staleness`).
     pub state: &'static str,

@@ -117,9 +117,7 @@ impl Server {
             ListenAddr::Tcp(addr) => GrpcListener::Tcp(bind_tcp(*addr).await.map_err(bind_error(addr))?),
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path);
-                let listener = UnixListener::bind(path).map_err(bind_error(settings.grpc.clone()))?;
-                // A proxy running as another user connects through the group (default 0660).
-                set_socket_perms(path, settings.listen.socket).map_err(bind_error(settings.grpc.clone()))?;
+                let listener = bind_unix(path, settings.listen.socket).map_err(bind_error(settings.grpc.clone()))?;
                 GrpcListener::Unix(listener, path.clone())
             }
         };
@@ -128,10 +126,12 @@ impl Server {
             Some(admin) => Some(bind_tcp(admin.addr).await.map_err(bind_error(admin.addr))?),
             None => None,
         };
-        let gate = if settings.callers == crate::config::CallerPolicy::default() {
-            None
-        } else {
-            Some(Arc::new(callers::CallerGate::new(&settings.callers).map_err(ServeError::Callers)?))
+        let gate = match &grpc {
+            GrpcListener::Tcp(_) => Some(Arc::new(
+                callers::CallerGate::new(&settings.callers, settings.listen.limits.grpc_max_connections)
+                    .map_err(ServeError::Callers)?,
+            )),
+            GrpcListener::Unix(..) => None,
         };
         let mut settings = settings.clone();
         // Fresh snapshot so the fetchers can rewire key stores before anything shares it.
@@ -254,6 +254,7 @@ impl Server {
                     state: self.state.clone(),
                     fetchers: self.fetchers.clone(),
                     clock: self.options.clock.clone(),
+                    gate: self.gate.clone(),
                     started_with: self.settings.clone(),
                 }
                 .run(),
@@ -324,16 +325,12 @@ impl Server {
 
         let grpc = async {
             match self.grpc {
-                GrpcListener::Tcp(listener) if self.gate.is_some() => {
-                    let incoming = self.gate.clone().map(|gate| gate.incoming(listener));
-                    match incoming {
-                        Some(incoming) => router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await,
-                        None => Ok(()),
+                GrpcListener::Tcp(listener) => match self.gate.clone() {
+                    Some(gate) => {
+                        router.serve_with_incoming_shutdown(gate.incoming(listener), stopped(stop_rx.clone())).await
                     }
-                }
-                GrpcListener::Tcp(listener) => {
-                    router.serve_with_incoming_shutdown(grpc_incoming(listener), stopped(stop_rx.clone())).await
-                }
+                    None => Ok(()),
+                },
                 GrpcListener::Unix(listener, path) => {
                     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(OneWritePerAnswer));
                     let result = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await;
@@ -436,17 +433,6 @@ async fn set_grpc_health(reporter: &tonic_health::server::HealthReporter, servin
     }
 }
 
-/// Accepted gRPC connections with TCP_NODELAY (with Nagle's algorithm a write that follows an
-/// unacknowledged one waits for the peer's delayed ACK, 40 ms on Linux), each answer in one
-/// write (see [`io`]).
-fn grpc_incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<OneWritePerAnswer<tokio::net::TcpStream>>> {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(|conn| conn.map(OneWritePerAnswer))
-}
-
 /// The gRPC server with the listener limits: streams per connection, a deadline per Check,
 /// HTTP/2 keepalive, a bounded header list and a maximum connection age.
 fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
@@ -462,12 +448,30 @@ fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Ser
     }
 }
 
-fn set_socket_perms(path: &std::path::Path, perms: crate::config::SocketPerms) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(gid) = perms.group {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+/// Binds the unix socket with its mode and group already set when it appears at `path`: it is
+/// created in a fresh 0700 folder beside `path` (nobody else can connect, and nothing there can
+/// be a planted symlink), given its mode and group, then renamed into place. A proxy running as
+/// another user connects through the group (default 0660).
+fn bind_unix(path: &std::path::Path, perms: crate::config::SocketPerms) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path.parent().ok_or_else(|| std::io::Error::other("the socket path has no folder"))?;
+    let private = parent.join(format!(".portcullis-bind-{}", std::process::id()));
+    if std::fs::symlink_metadata(&private).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir_all(&private)?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("authz.sock");
+    let bound = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        if let Some(gid) = perms.group {
+            std::os::unix::fs::chown(&staged, None, Some(gid))?;
+        }
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(perms.mode))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 /// Binds `addr`; `[::]` on a host without IPv6 (no address family, no address) binds

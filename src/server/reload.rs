@@ -27,7 +27,8 @@ fn changed(old: &Fingerprints) -> bool {
 /// The settings that only take effect at start, by name, that differ between `old` and `new`.
 ///
 /// What a reload applies is the [`crate::config::Snapshot`] (policy, verifier, admin token,
-/// revocation lifetimes), the JWKS fetchers (`jwks_jobs`) and the watched files (`sources`);
+/// revocation lifetimes), the JWKS fetchers (`jwks_jobs`), `listen.callers` (the gate) and the
+/// watched files (`sources`);
 /// everything else here needs a restart. Every field is named, without `..`: a new setting
 /// cannot be added without deciding which side it is on.
 fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str> {
@@ -35,7 +36,7 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         grpc,
         health,
         listen,
-        callers,
+        callers: _,
         max_inflight_checks,
         dev,
         log_format,
@@ -55,7 +56,6 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         (*grpc != new.grpc, "listen.grpc"),
         (*health != new.health, "listen.health"),
         (*listen != new.listen, "listen (socket, reflection, limits)"),
-        (*callers != new.callers, "listen.callers"),
         (*admin != new.admin, "listen.admin"),
         (*max_inflight_checks != new.max_inflight_checks, "limits.max_inflight_checks"),
         (*dev != new.dev, "dev"),
@@ -75,6 +75,8 @@ pub struct Reloader {
     pub state: Arc<AppState>,
     pub fetchers: Arc<Mutex<Fetchers>>,
     pub clock: Arc<dyn Clock>,
+    /// The TCP gRPC listener's gate (`listen.callers` reloads into it).
+    pub gate: Option<Arc<super::callers::CallerGate>>,
     /// The settings the process started with (restart-only fields are compared to these).
     pub started_with: Settings,
 }
@@ -120,6 +122,9 @@ impl Reloader {
             .lock()
             .map_err(|_| "fetcher registry poisoned".to_string())?
             .reconcile(&mut settings, &self.clock)?;
+        if let Some(gate) = &self.gate {
+            gate.update(&settings.callers)?;
+        }
         for what in restart_only_differences(&self.started_with, &settings) {
             tracing::warn!(setting = what, "changed in the policy file; takes effect at the next restart");
         }

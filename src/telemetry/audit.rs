@@ -9,14 +9,19 @@ use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const DROPPED_TOTAL: &str = "portcullis_audit_dropped_total";
 
-/// Lines waiting for the writer thread at most (about 4 MiB of typical lines).
+/// Lines waiting for the writer thread at most…
 pub const QUEUE_LINES: usize = 16_384;
+/// …and bytes (a flood of long denied paths must not grow the queue past this).
+pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// A value from outside is cut to this many bytes in the audit line.
+pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// Where audit lines go and how allows are sampled.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +49,8 @@ pub struct AuditSink {
     dropped: metrics::Counter,
     /// The same count as `dropped`, readable without the metrics recorder.
     dropped_here: AtomicU64,
+    /// Bytes queued and not yet written.
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -65,8 +72,10 @@ impl AuditSink {
     pub fn with_writer(out: Box<dyn Write + Send>, allow_sample_rate: f64) -> io::Result<Self> {
         let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
         let (done, finished) = std::sync::mpsc::sync_channel(1);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let written = queued_bytes.clone();
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-            write_lines(&lines, out);
+            write_lines(&lines, out, &written);
             let _ = done.send(());
         })?;
         let dropped = metrics::counter!(DROPPED_TOTAL);
@@ -78,6 +87,7 @@ impl AuditSink {
             allows: AtomicU64::new(0),
             dropped,
             dropped_here: AtomicU64::new(0),
+            queued_bytes,
         })
     }
 
@@ -99,15 +109,20 @@ impl AuditSink {
         let mut line = event(input, decision, latency, at).to_string();
         line.push('\n');
         let Some(queue) = &self.queue else { return };
+        let len = line.len();
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return self.drop_line();
+        }
         match queue.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.dropped.increment(1);
-                self.dropped_here.fetch_add(1, Ordering::Relaxed);
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.drop_line();
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.dropped.increment(1);
-                self.dropped_here.fetch_add(1, Ordering::Relaxed);
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.drop_line();
                 tracing::error!("the audit writer stopped; audit lines are lost");
             }
         }
@@ -126,6 +141,11 @@ impl Drop for AuditSink {
 }
 
 impl AuditSink {
+    fn drop_line(&self) {
+        self.dropped.increment(1);
+        self.dropped_here.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Lines dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped_here.load(Ordering::Relaxed)
@@ -134,12 +154,14 @@ impl AuditSink {
 
 /// The writer thread: buffered, flushed whenever the queue runs dry, so lines leave within one
 /// write's time of being queued. Ends when the sink is dropped.
-fn write_lines(lines: &Receiver<String>, out: Box<dyn Write + Send>) {
+fn write_lines(lines: &Receiver<String>, out: Box<dyn Write + Send>, queued_bytes: &AtomicUsize) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut failing = false;
     while let Ok(first) = lines.recv() {
+        queued_bytes.fetch_sub(first.len(), Ordering::AcqRel);
         let mut result = out.write_all(first.as_bytes());
         while let Ok(more) = lines.try_recv() {
+            queued_bytes.fetch_sub(more.len(), Ordering::AcqRel);
             result = result.and_then(|()| out.write_all(more.as_bytes()));
         }
         result = result.and_then(|()| out.flush());
@@ -164,10 +186,18 @@ fn trace_id(input: &CheckInput) -> Option<&str> {
     (hex(trace, 32) && hex(span, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
 }
 
-/// A value from the request or a token, scrubbed of anything shaped like a credential before it
-/// is encoded (so the JSON encoder, not a regex, has the last word on escaping).
+/// A value from the request or a token, cut to [`MAX_FIELD_BYTES`] and scrubbed of anything
+/// shaped like a credential before it is encoded (so the JSON encoder, not a regex, has the
+/// last word on escaping).
 fn outside(value: &str) -> Cow<'_, str> {
-    super::redact::scrub_value(value)
+    if value.len() <= MAX_FIELD_BYTES {
+        return super::redact::scrub_value(value);
+    }
+    let mut cut = MAX_FIELD_BYTES;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}…", super::redact::scrub_value(&value[..cut])))
 }
 
 /// The audit event for one decision. Fields that can carry what a client or a token said

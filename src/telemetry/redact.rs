@@ -11,7 +11,10 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}", "[redacted]"),
         // A credential is long or holds something other than lowercase letters ("malformed bearer
         // token" is prose); a `\` ends it so a JSON escape is never half eaten.
-        (r#"\b((?i:bearer|basic))(\s+|%20)(?:[a-z]{16,}|[^\s,;"'\\]*[^\sa-z,;"'\\][^\s,;"'\\]*)"#, "$1 [redacted]"),
+        (
+            r#"\b((?i:bearer|basic))((?:\s|%20|\\t|\+)+)(?:[a-z]{16,}|[^\s,;"'\\]*[^\sa-z,;"'\\][^\s,;"'\\]*)"#,
+            "$1 [redacted]",
+        ),
         (r"\bpk_[A-Za-z0-9_-]{8,}", "[redacted]"),
     ]
     .into_iter()
@@ -54,7 +57,10 @@ pub fn escape_controls(line: &str, keep_ansi: bool) -> String {
     let body = line.strip_suffix('\n');
     let mut out = String::with_capacity(line.len());
     for c in body.unwrap_or(line).chars() {
-        if c.is_control() && c != '\t' && !(keep_ansi && c == '\u{1b}') {
+        // Besides the C0/C1 controls: line and paragraph separators, and the bidirectional
+        // overrides that make a terminal show text in another order than it is.
+        let invisible = matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\t' && !(keep_ansi && c == '\u{1b}')) || invisible {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -126,6 +132,7 @@ mod tests {
             "INFO issuer=https://evil\\u{a}2026 ERROR fake line \\u{1b}[2J\\u{d} end\n"
         );
         assert_eq!(escape_controls("\u{1b}[32m INFO\u{1b}[0m\ttab\n", true), "\u{1b}[32m INFO\u{1b}[0m\ttab\n");
+        assert_eq!(escape_controls("a\u{2028}b\u{202e}c\n", false), "a\\u{2028}b\\u{202e}c\n");
     }
 
     #[test]
@@ -136,6 +143,8 @@ mod tests {
             ("authorization: Bearer abc.def-ghi".to_string(), "authorization: Bearer [redacted]"),
             ("header BEARER%20xyz9".to_string(), "header BEARER [redacted]"),
             ("bearer abcdefghijklmnopq".to_string(), "bearer [redacted]"),
+            (r#"{"msg":"Bearer\tXy12.ab"}"#.to_string(), r#"{"msg":"Bearer [redacted]"}"#),
+            ("Bearer+Xy12.ab".to_string(), "Bearer [redacted]"),
             ("key pk_abcdefghijklmnop here".to_string(), "key [redacted] here"),
             ("plain text stays".to_string(), "plain text stays"),
             (

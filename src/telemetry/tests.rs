@@ -86,6 +86,14 @@ mod hostile_fields {
             }
             prop_assert_eq!(back["host"].as_str().is_some(), true);
         }
+
+        #[test]
+        fn long_outside_values_are_cut(len in 1_000usize..20_000) {
+            let input = CheckInput { path: format!("/{}", "é".repeat(len)), ..Default::default() };
+            let decision = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
+            let line = event(&input, &decision, Duration::from_micros(1), std::time::UNIX_EPOCH).to_string();
+            prop_assert!(line.len() < 2 * MAX_FIELD_BYTES, "{} bytes", line.len());
+        }
     }
 }
 

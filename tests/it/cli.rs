@@ -211,7 +211,7 @@ fn serve_logs_a_startup_summary_and_warns_loudly_in_dev_mode() {
     let report: serde_json::Value = serde_json::from_str(&ready.body).expect("readyz JSON");
     assert_eq!(
         report,
-        serde_json::json!({"ready": true, "draining": false, "issuers_without_keys": [], "state": "memory"})
+        serde_json::json!({"ready": true, "draining": false, "issuers_without_keys": [], "issuers_past_max_stale": [], "state": "memory"})
     );
     drop(proc);
     let _ = std::fs::remove_dir_all(&dir);

@@ -298,7 +298,7 @@ mod callers {
 
     /// One Check over a connection from `source` (plain) or with the client certificate
     /// `client` (TLS): the answer's reason, or the transport error.
-    async fn check_from(addr: SocketAddr, source: IpAddr, client: Option<&str>) -> Result<String, String> {
+    pub async fn check_from(addr: SocketAddr, source: IpAddr, client: Option<&str>) -> Result<String, String> {
         let tls = client.map(|name| {
             let dir = corpus::fixtures().join("tls");
             let mut roots = rustls::RootCertStore::empty();
@@ -440,4 +440,24 @@ async fn listeners_on_the_ipv6_wildcard_take_both_families() {
         assert_eq!(get(v6).await, Some(200), "IPv6");
     }
     server.shutdown().await;
+}
+
+/// `listen.callers` is applied at reload, for new connections: a list edited in the mounted
+/// policy (or a rotated certificate) needs no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_lists_reload_without_a_restart() {
+    use crate::support::{Launch, Portcullis, eventually, scratch};
+    use std::time::Duration;
+    let dir = scratch("callers-reload");
+    let p =
+        Portcullis::launch(&dir, Launch { listen_extra: ", callers: { cidrs: [127.0.0.2/32] }", ..Launch::default() });
+    let local: std::net::IpAddr = [127, 0, 0, 1].into();
+    assert!(callers::check_from(p.grpc, local, None).await.is_err(), "127.0.0.1 is not listed yet");
+    let policy = std::fs::read_to_string(&p.config).expect("policy");
+    std::fs::write(&p.config, policy.replace("cidrs: [127.0.0.2/32]", "cidrs: [127.0.0.0/8]")).expect("write");
+    let admitted = || async { callers::check_from(p.grpc, local, None).await };
+    let (reason, _) = eventually(Duration::from_secs(15), "the new caller list never applied", admitted).await;
+    assert_eq!(reason, "credential_missing");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
 }

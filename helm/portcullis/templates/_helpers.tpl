@@ -81,6 +81,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- toYaml $policy -}}
 {{- end -}}
 
+{{/* The policy sections Portcullis applies only at start (README "Hot reload"): a change to one rolls the pods even without rollOnPolicyChange. */}}
+{{- define "portcullis.restartOnly" -}}
+{{- $policy := include "portcullis.policy" . | fromYaml -}}
+{{- pick $policy "listen" "admin" "state" "telemetry" "shutdown" "cache" "limits" "dev" | toYaml -}}
+{{- end -}}
+
 {{/* Refuses value combinations the schema cannot express. */}}
 {{- define "portcullis.checks" -}}
 {{- $backend := "memory" -}}

@@ -51,12 +51,16 @@ impl Validator {
             );
         }
         for (i, id) in raw.spiffe_ids.iter().enumerate() {
-            if !id.starts_with("spiffe://") || id.trim_end_matches('*').len() <= "spiffe://".len() {
-                self.problems.add(
-                    format!("listen.callers.spiffe_ids[{i}]"),
-                    format!("\"{id}\" is not a SPIFFE id (spiffe://trust-domain/path, optionally ending in *)"),
-                );
+            if let Err(why) = spiffe_pattern(id) {
+                self.problems.add(format!("listen.callers.spiffe_ids[{i}]"), format!("\"{id}\" {why}"));
             }
+        }
+        if raw.tls.is_some() && raw.spiffe_ids.is_empty() {
+            self.warnings.push(
+                "listen.callers.spiffe_ids: is empty, so every certificate client_ca_file signed may call \
+                 Check (in a mesh, usually every workload); list the gateways' and proxies' identities"
+                    .to_string(),
+            );
         }
         CallerPolicy { cidrs: raw.cidrs.clone(), tls, spiffe_ids: raw.spiffe_ids.clone() }
     }
@@ -65,6 +69,13 @@ impl Validator {
         let default = SocketPerms::default().mode;
         let Some(text) = raw else { return default };
         match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode & 0o002 != 0 => {
+                self.problems.add(
+                    "listen.socket.mode",
+                    format!("\"{text}\" lets every user connect; give the proxy the socket's group instead"),
+                );
+                default
+            }
             Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
             _ => {
                 self.problems.add(
@@ -131,6 +142,10 @@ impl Validator {
         if max_concurrent_streams == 0 {
             self.problems.add("listen.limits.max_concurrent_streams", "must be at least 1");
         }
+        let grpc_max_connections = raw.grpc_max_connections.unwrap_or(1024);
+        if grpc_max_connections == 0 {
+            self.problems.add("listen.limits.grpc_max_connections", "must be at least 1");
+        }
         let http_max_connections = raw.http_max_connections.unwrap_or(256);
         if http_max_connections == 0 {
             self.problems.add("listen.limits.http_max_connections", "must be at least 1");
@@ -149,6 +164,7 @@ impl Validator {
             },
         };
         ListenerLimits {
+            grpc_max_connections: usize::try_from(grpc_max_connections.max(1)).unwrap_or(usize::MAX),
             max_concurrent_streams: max_concurrent_streams.max(1),
             max_message_bytes,
             request_timeout,
@@ -160,6 +176,32 @@ impl Validator {
             http_max_connections: usize::try_from(http_max_connections.max(1)).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// A SPIFFE id (`spiffe://trust-domain/path`) or a prefix of whole segments
+/// (`spiffe://trust-domain/ns/istio-system/*`): a `*` anywhere but after a `/` would let
+/// `…/istio-system*` match `…/istio-system-evil`.
+fn spiffe_pattern(id: &str) -> Result<(), &'static str> {
+    let rest = id.strip_prefix("spiffe://").ok_or("is not a SPIFFE id (spiffe://trust-domain/path)")?;
+    let (domain, path) = rest.split_once('/').ok_or("has no path after the trust domain")?;
+    if domain.is_empty() || !domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+    {
+        return Err("has an invalid trust domain (lowercase letters, digits, - . _)");
+    }
+    let path = match path.strip_suffix('*') {
+        Some(prefix) if prefix.is_empty() || prefix.ends_with('/') => prefix.trim_end_matches('/'),
+        Some(_) => return Err("may end in * only right after a / (a prefix of whole segments)"),
+        None => path,
+    };
+    if path.contains('*') {
+        return Err("may hold * only at its end");
+    }
+    if path.split('/').any(|seg| (seg.is_empty() && !path.is_empty()) || seg == "." || seg == "..")
+        || path.contains('%')
+    {
+        return Err("has an empty, '.', '..' or percent-encoded segment");
+    }
+    Ok(())
 }
 
 /// `262144`, `256KiB`, `1MiB` (binary units; `KB`/`MB` read the same, as most tools do).
