@@ -178,3 +178,31 @@ fn what_counts_toward_auto_block() {
         assert_eq!(decision.context.key_miss, Some(issuer), "{err}: the edge is asked to refetch");
     }
 }
+
+/// `state.on_stale`: with outdated shared state, `deny` refuses every non-public route with
+/// 503 `state_stale` and lets public ones through; `serve_local` decides as usual and flags it.
+#[test]
+fn stale_state_is_refused_or_flagged_never_on_public_routes() {
+    let snap = snapshot();
+    let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "s", NOW));
+    let bearer = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let stale = Services { state_stale: true, ..Services::stateless(&snap.verifier) };
+    let mut serve_local = snap.policy.clone();
+    serve_local.on_stale = OnStale::ServeLocal;
+    type Case<'a> = (&'a str, &'a [(String, String)], OnStale, &'a str, bool);
+    let cases: &[Case] = &[
+        ("/public/x", &[], OnStale::Deny, "allowed", false),
+        ("/api/items", &bearer, OnStale::Deny, "state_stale", false),
+        ("/api/items", &[], OnStale::Deny, "state_stale", false),
+        ("/api/items", &bearer, OnStale::ServeLocal, "allowed", true),
+        ("/api/items", &[], OnStale::ServeLocal, "credential_missing", true),
+    ];
+    for (path, headers, on_stale, want, flagged) in cases {
+        let policy = if *on_stale == OnStale::Deny { &snap.policy } else { &serve_local };
+        let decision = decide(&input("GET", path, headers), policy, &stale, UnixTime(NOW));
+        assert_eq!((decision.reason(), decision.context.stale_state), (*want, *flagged), "{path} {on_stale:?}");
+    }
+    let fresh =
+        decide(&input("GET", "/api/items", &bearer), &snap.policy, &Services::stateless(&snap.verifier), UnixTime(NOW));
+    assert_eq!(fresh.reason(), "allowed");
+}

@@ -140,6 +140,7 @@ impl AppState {
 
     fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
         let now = self.clock.now();
+        let state_stale = self.state_health.as_ref().is_some_and(|h| h.is_stale(self.clock.now_millis()));
         let verifier = self.cache.verifier(&snapshot.verifier, snapshot.generation, now);
         let services = Services {
             verifier: &verifier,
@@ -149,6 +150,7 @@ impl AppState {
             rate_limits: &self.rate_limits,
             api_keys: self.api_keys.as_ref(),
             sessions: self.sessions.as_ref(),
+            state_stale,
         };
         decide(input, &snapshot.policy, &services, now)
     }
@@ -174,13 +176,7 @@ impl AppState {
     async fn check_input(&self, input: CheckInput, span: tracing::Span) -> CheckResponse {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
-        let stale = self.state_health.as_ref().is_some_and(|h| h.refuse_as_stale(self.clock.now_millis()));
         let decision = match self.inflight.try_acquire() {
-            // Revocations may have been missed: refuse rather than allow on outdated state.
-            Ok(_) if stale => Decision::deny(
-                Deny::new(DenyReason::StateStale, "no contact with the state backend for longer than max_staleness"),
-                DecisionContext::default(),
-            ),
             Ok(_permit) => {
                 self.metrics.inflight.increment(1.0);
                 let decision = self.decide_with_key_refetch(&input, &snapshot).await;
@@ -203,6 +199,9 @@ impl AppState {
         span.record("reason", decision.reason());
         span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
         self.metrics.decided(&decision.outcome);
+        if decision.context.stale_state {
+            self.metrics.stale_decision.increment(1);
+        }
         self.metrics.duration.record(elapsed.as_secs_f64());
         self.audit.record(&input, &decision, elapsed, self.clock.now_millis());
         response

@@ -151,11 +151,7 @@ impl Server {
         let (redis_follower, state_health) = match &settings.state {
             StateBackend::Memory => (None, None),
             StateBackend::Redis(redis) => {
-                let health = Arc::new(StateHealth::new(
-                    redis.max_staleness,
-                    redis.fail_open_when_stale,
-                    options.clock.now_millis(),
-                ));
+                let health = Arc::new(StateHealth::new(redis.max_staleness, options.clock.now_millis()));
                 let store =
                     Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
                 (Some(store), Some(health))
@@ -391,7 +387,12 @@ impl Server {
             .collect();
         let state = match &settings.state {
             crate::state::StateBackend::Memory => "memory".to_string(),
-            crate::state::StateBackend::Redis(r) => format!("redis {}", r.url),
+            crate::state::StateBackend::Redis(r) => match &r.target {
+                crate::state::RedisTarget::Url(url) => format!("redis {url}"),
+                crate::state::RedisTarget::Sentinel { master, nodes, .. } => {
+                    format!("redis sentinel {master} via {}", nodes.join(","))
+                }
+            },
         };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),

@@ -46,16 +46,48 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where Redis is: one server, or the master a set of sentinels names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://host:port/db` or `rediss://...`; credentials come from the settings.
+    Url(String),
+    Sentinel {
+        master: String,
+        /// `host:port` of each sentinel.
+        nodes: Vec<String>,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+}
+
+/// TLS material for Redis connections, as PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub cert_pem: Option<Vec<u8>>,
+    /// Never printed.
+    pub key_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.cert_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://host:port/db` or `rediss://...`; credentials come from the fields below.
-    pub url: String,
+    pub target: RedisTarget,
+    /// TLS (always with `rediss://`; with Sentinel when set).
+    pub tls: Option<RedisTls>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// Prefix of every key and of the stream.
     pub key_prefix: String,
     pub max_staleness: Duration,
-    pub fail_open_when_stale: bool,
     /// A full resync from the keys this often, as a backstop to gap detection.
     pub resync_interval: Duration,
 }
@@ -64,7 +96,7 @@ pub struct RedisSettings {
 pub enum StateBackend {
     #[default]
     Memory,
-    Redis(RedisSettings),
+    Redis(Box<RedisSettings>),
 }
 
 /// Contact bookkeeping between the Redis follower and the hot path.
@@ -73,18 +105,16 @@ pub struct StateHealth {
     last_contact_ms: AtomicI64,
     synced: AtomicBool,
     max_staleness_ms: i64,
-    fail_open: bool,
 }
 
 impl StateHealth {
-    pub fn new(max_staleness: Duration, fail_open: bool, now_ms: i64) -> Self {
+    pub fn new(max_staleness: Duration, now_ms: i64) -> Self {
         metrics::gauge!(BACKEND_UP).set(0.0);
         Self {
             // Start counting from launch: a replica that never reaches Redis goes stale too.
             last_contact_ms: AtomicI64::new(now_ms),
             synced: AtomicBool::new(false),
             max_staleness_ms: max_staleness.as_millis() as i64,
-            fail_open,
         }
     }
 
@@ -114,11 +144,5 @@ impl StateHealth {
     /// No contact for longer than `max_staleness`.
     pub fn is_stale(&self, now_ms: i64) -> bool {
         self.since_contact_ms(now_ms) > self.max_staleness_ms
-    }
-
-    /// True when checks must be refused: no contact for longer than `max_staleness` and no
-    /// explicit opt-in to answer anyway.
-    pub fn refuse_as_stale(&self, now_ms: i64) -> bool {
-        !self.fail_open && now_ms - self.last_contact_ms.load(Ordering::Acquire) > self.max_staleness_ms
     }
 }

@@ -11,6 +11,7 @@ use crate::decision::BlockCheck;
 use crate::decision::{
     ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, TokenIds, UnixTime, VerifiedToken,
 };
+use crate::state::RedisTarget;
 use crate::state::apikeys::{ApiKeyStore, MemoryApiKeys};
 use crate::state::blocks::{Block, BlockStore, MemoryBlocks};
 use crate::state::membership::{Member, MemberStore, MemoryMembers};
@@ -132,7 +133,7 @@ pub struct RedisState {
     blocks: MemoryBlocks,
     api_keys: MemoryApiKeys,
     sessions: MemorySessions,
-    client: Client,
+    client: Connector,
     writer: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     health: Arc<StateHealth>,
@@ -150,6 +151,86 @@ fn connection_config() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new().set_connection_timeout(Some(TIMEOUT)).set_response_timeout(Some(TIMEOUT))
 }
 
+/// How connections to the Redis master are made: one URL, or whatever master the sentinels
+/// name now (asked on every connect, so a failover is followed at the next reconnect).
+enum Connector {
+    Direct(Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Connector {
+    fn new(settings: &RedisSettings) -> Result<Self, String> {
+        crate::jwt::fetch::install_crypto_provider();
+        let certificates = settings.tls.as_ref().map(|tls| redis::TlsCertificates {
+            client_tls: match (&tls.cert_pem, &tls.key_pem) {
+                (Some(cert), Some(key)) => {
+                    Some(redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() })
+                }
+                _ => None,
+            },
+            root_cert: tls.ca_pem.clone(),
+        });
+        match &settings.target {
+            RedisTarget::Url(url) => {
+                let mut info = url.as_str().into_connection_info().map_err(|e| format!("state.url: {e}"))?;
+                let mut redis = info.redis_settings().clone();
+                if let Some(user) = &settings.username {
+                    redis = redis.set_username(user);
+                }
+                if let Some(password) = &settings.password {
+                    redis = redis.set_password(password.expose());
+                }
+                info = info.set_redis_settings(redis);
+                let client = match certificates {
+                    Some(certs) => Client::build_with_tls(info, certs),
+                    None => Client::open(info),
+                };
+                client.map(Self::Direct).map_err(|e| format!("state.url: {e}"))
+            }
+            RedisTarget::Sentinel { master, nodes, username, password } => {
+                use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+                let addrs = nodes.iter().filter_map(|node| {
+                    let (host, port) = node.rsplit_once(':')?;
+                    Some(redis::ConnectionAddr::Tcp(host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
+                });
+                let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+                    .map_err(|e| format!("state.sentinel: {e}"))?;
+                if let Some(user) = &settings.username {
+                    builder = builder.set_client_to_redis_username(user);
+                }
+                if let Some(pw) = &settings.password {
+                    builder = builder.set_client_to_redis_password(pw.expose());
+                }
+                if let Some(user) = username {
+                    builder = builder.set_client_to_sentinel_username(user);
+                }
+                if let Some(pw) = password {
+                    builder = builder.set_client_to_sentinel_password(pw.expose());
+                }
+                if let Some(certs) = certificates {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+                let client = builder.build().map_err(|e| format!("state.sentinel: {e}"))?;
+                Ok(Self::Sentinel(tokio::sync::Mutex::new(client)))
+            }
+        }
+    }
+
+    async fn connect(&self, config: &AsyncConnectionConfig) -> redis::RedisResult<MultiplexedConnection> {
+        match self {
+            Self::Direct(client) => client.get_multiplexed_async_connection_with_config(config).await,
+            Self::Sentinel(sentinel) => {
+                let client = sentinel.lock().await.async_get_client().await?;
+                client.get_multiplexed_async_connection_with_config(config).await
+            }
+        }
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -160,17 +241,7 @@ fn digest(identity: &str) -> String {
 
 impl RedisState {
     pub fn new(settings: &RedisSettings, health: Arc<StateHealth>, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        crate::jwt::fetch::install_crypto_provider();
-        let mut info = settings.url.as_str().into_connection_info().map_err(|e| format!("state.url: {e}"))?;
-        let mut redis = info.redis_settings().clone();
-        if let Some(user) = &settings.username {
-            redis = redis.set_username(user);
-        }
-        if let Some(password) = &settings.password {
-            redis = redis.set_password(password.expose());
-        }
-        info = info.set_redis_settings(redis);
-        let client = Client::open(info).map_err(|e| format!("state.url: {e}"))?;
+        let client = Connector::new(settings)?;
         Ok(Self {
             revocations: MemoryRevocations::new(),
             members: MemoryMembers::new(),
@@ -244,11 +315,7 @@ impl RedisState {
         if let Some(conn) = writer.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&connection_config())
-            .await
-            .map_err(unavailable)?;
+        let conn = self.client.connect(&connection_config()).await.map_err(unavailable)?;
         *writer = Some(conn.clone());
         Ok(conn)
     }
@@ -547,7 +614,7 @@ impl RedisState {
 
     async fn follow_once(&self, reason: &'static str) -> redis::RedisResult<()> {
         let config = connection_config().set_response_timeout(Some(TIMEOUT + Duration::from_millis(BLOCK_MS)));
-        let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut conn = self.client.connect(&config).await?;
         let (mut position, mut sessions_position) = self.resync(&mut conn, reason).await?;
         let mut last_full = self.clock.now_millis();
         self.health.contact(self.clock.now_millis());

@@ -10,6 +10,7 @@ pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";
 pub const BUILD_INFO: &str = "portcullis_build_info";
 pub const RELOAD_TOTAL: &str = "portcullis_config_reload_total";
+pub const STALE_DECISIONS_TOTAL: &str = "portcullis_state_stale_decisions_total";
 
 /// Histogram buckets from 25 µs to 1 s.
 const DURATION_BUCKETS: [f64; 14] =
@@ -72,6 +73,8 @@ pub fn process_collector() -> &'static metrics_process::Collector {
 /// name and labels and looks them up in the registry on every use. Registering also makes every
 /// decision reason appear in `/metrics` from the start, at zero.
 pub struct CheckMetrics {
+    /// Decisions made from possibly outdated state (`state.on_stale: serve_local`).
+    pub stale_decision: metrics::Counter,
     pub inflight: metrics::Gauge,
     pub duration: metrics::Histogram,
     allowed: metrics::Counter,
@@ -84,7 +87,10 @@ impl CheckMetrics {
     pub fn register() -> Self {
         let _ = install();
         let decision = |verdict: &'static str, reason: &'static str| metrics::counter!(DECISIONS_TOTAL, "decision" => verdict, "reason" => reason);
+        let stale_decision = metrics::counter!(STALE_DECISIONS_TOTAL);
+        stale_decision.increment(0);
         Self {
+            stale_decision,
             inflight: metrics::gauge!(INFLIGHT_CHECKS),
             duration: metrics::histogram!(CHECK_DURATION_SECONDS),
             allowed: decision("allow", "allowed"),

@@ -7,24 +7,24 @@ use portcullis::clock::{Clock, SystemClock};
 use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::state::redis_store::RedisState;
-use portcullis::state::{RedisSettings, StateHealth};
+use portcullis::state::{RedisSettings, RedisTarget, StateHealth};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn settings(url: String, prefix: &str) -> RedisSettings {
     RedisSettings {
-        url,
+        target: RedisTarget::Url(url),
+        tls: None,
         username: None,
         password: None,
         key_prefix: prefix.into(),
         max_staleness: Duration::from_secs(30),
-        fail_open_when_stale: false,
         resync_interval: Duration::from_secs(300),
     }
 }
 
 fn store(url: String, prefix: &str) -> Arc<RedisState> {
-    let health = Arc::new(StateHealth::new(Duration::from_secs(30), false, SystemClock.now_millis()));
+    let health = Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
     Arc::new(RedisState::new(&settings(url, prefix), health, Arc::new(SystemClock)).expect("store"))
 }
 
@@ -81,13 +81,14 @@ fn revoke(p: &Portcullis, jti: &str) -> u16 {
 }
 
 fn replica(dir: &std::path::Path, name: &str, redis: &RedisServer, max_staleness: &str) -> Portcullis {
+    replica_with(dir, name, redis, &format!("max_staleness: {max_staleness}"))
+}
+
+/// A replica on `redis` with more `state` keys (`extra`, like `max_staleness: 2s`).
+fn replica_with(dir: &std::path::Path, name: &str, redis: &RedisServer, extra: &str) -> Portcullis {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).expect("dir");
-    Portcullis::start(
-        &sub,
-        &format!("state: {{ backend: redis, url: \"{}\", max_staleness: {max_staleness} }}", redis.url()),
-        &[],
-    )
+    Portcullis::start(&sub, &format!("state: {{ backend: redis, url: \"{}\", {extra} }}", redis.url()), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +97,7 @@ async fn replicas_share_revocations_through_redis() {
     let mut redis = RedisServer::start(&dir);
     let a = replica(&dir, "a", &redis, "30s");
     let b = replica(&dir, "b", &redis, "2s");
+    let d = replica_with(&dir, "d", &redis, "max_staleness: 2s, on_stale: serve_local");
     let revoked = (401, "token_revoked");
 
     // 1. Revoke on A; B denies on its next check.
@@ -119,11 +121,29 @@ async fn replicas_share_revocations_through_redis() {
         assert_eq!(check(p, &token).await, (401, "token_revoked".to_string()), "revoked stays revoked");
     }
     assert_eq!(revoke(&a, "jti-during-outage"), 503, "a write that cannot reach Redis is refused");
-    // Past B's 2 s max_staleness it refuses as stale; A (30 s) still answers.
+    // Past B's 2 s max_staleness it refuses as stale (on_stale: deny, the default) — but never
+    // on a public route, which needs no state; A (30 s) still answers.
     wait_for(&b, &valid, (503, "state_stale"), Duration::from_secs(8)).await;
+    assert_eq!(check_path(&b, "/public/info", &format!("Bearer {valid}")).await.0, 200, "public routes need no state");
     assert_eq!(check(&a, &valid).await.0, 200);
     let metrics = b.get("/metrics").map(|r| r.body).unwrap_or_default();
     assert!(metrics.contains("portcullis_state_backend_up 0"), "{metrics}");
+    let readyz = b.get("/readyz").expect("readyz");
+    let report: serde_json::Value = serde_json::from_str(&readyz.body).expect("readyz JSON");
+    assert_eq!((readyz.status, report["state"].as_str()), (200, Some("stale")), "named stale, still ready: {report}");
+    // D (on_stale: serve_local) keeps deciding from its last synced state, and counts it.
+    let stale_counted = || async {
+        let allowed = check(&d, &valid).await.0 == 200;
+        let metrics = d.get("/metrics").map(|r| r.body).unwrap_or_default();
+        let counted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_state_stale_decisions_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0);
+        if allowed && counted { Ok(()) } else { Err((allowed, counted)) }
+    };
+    eventually(Duration::from_secs(8), "serve_local did not decide and count while stale", stale_counted).await;
+    assert_eq!(check(&d, &token).await, (401, "token_revoked".to_string()), "the local state still holds revocations");
 
     // Redis back (empty): a revocation written to A reaches B, and B recovers.
     redis.restart();
@@ -153,7 +173,7 @@ async fn acl_username_and_password() {
     let redis = RedisServer::start(&dir);
     let reply = redis.command("ACL SETUSER portcullis on >correct-horse-battery ~* &* +@all");
     assert!(reply.starts_with("+OK"), "{reply}");
-    let health = || Arc::new(StateHealth::new(Duration::from_secs(30), false, SystemClock.now_millis()));
+    let health = || Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
     let revocation = portcullis::state::revocation::Revocation::Jti {
         iss: corpus::ISSUER.into(),
         jti: "acl".into(),

@@ -42,6 +42,7 @@ pub struct Policy {
     /// `None` with cookie credentials: state-changing cookie requests are refused.
     pub csrf: Option<CsrfPolicy>,
     pub sessions: Option<SessionPolicy>,
+    pub on_stale: super::OnStale,
 }
 
 impl Policy {
@@ -95,6 +96,8 @@ pub struct DecisionContext {
     pub api_key: Option<String>,
     /// A session last-seen update for the edge to write after an allow.
     pub session_touch: Option<SessionTouch>,
+    /// Decided from state that may be outdated (`state.on_stale: serve_local`).
+    pub stale_state: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +317,14 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
     };
+    // Past here revocations, members and blocks matter: outdated state is refused or flagged.
+    if services.state_stale {
+        if policy.on_stale == super::OnStale::Deny {
+            let why = "no contact with the state backend for longer than state.max_staleness";
+            return Decision::deny(Deny::new(DenyReason::StateStale, why), context);
+        }
+        context.stale_state = true;
+    }
     // The tenant the request asks for (not yet proven): malformed or conflicting asks are 400.
     let requested_tenant = match &policy.tenants {
         Some(tenants) => match resolve_tenant(tenants, input, &host, path) {

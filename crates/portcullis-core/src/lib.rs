@@ -41,8 +41,8 @@ pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method
 pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
-    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, RateKey, RateLimit, RateTier, RevocationCheck,
-    Services, Subject, TokenError, TokenIds, TokenVerifier, UnixTime, VerifiedToken,
+    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateTier,
+    RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

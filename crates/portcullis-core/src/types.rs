@@ -165,6 +165,20 @@ pub struct Services<'a> {
     pub rate_limits: &'a dyn RateLimit,
     pub api_keys: &'a dyn super::api_key::ApiKeyCheck,
     pub sessions: &'a dyn super::session::SessionCheck,
+    /// The shared state (revocations, blocks, members) may be outdated: no contact with its
+    /// backend for longer than `state.max_staleness`. [`OnStale`] says what follows.
+    pub state_stale: bool,
+}
+
+/// What a replica does while its shared state may be outdated (`state.on_stale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStale {
+    /// Refuse every non-public route with 503 `state_stale`: a revocation it has not heard of
+    /// cannot let a token in. Public routes need no state and still pass.
+    #[default]
+    Deny,
+    /// Keep deciding from the last synced state (counted; the alert fires).
+    ServeLocal,
 }
 
 impl<'a> Services<'a> {
@@ -179,6 +193,7 @@ impl<'a> Services<'a> {
             rate_limits: &NoRateLimits,
             api_keys: &super::api_key::NoApiKeys,
             sessions: &super::session::NoSessions,
+            state_stale: false,
         }
     }
 }

@@ -18,8 +18,8 @@ use crate::cache::CacheSettings;
 use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ApiKeyPolicy, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, CsrfPolicy, DoubleSubmit,
-    HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, PathMatch, PersonalTenant, Policy,
-    RateKey, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp, TenantPolicy,
+    HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, OnStale, PathMatch, PersonalTenant,
+    Policy, RateKey, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp, TenantPolicy,
     TenantSource, TimePolicy, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
@@ -28,7 +28,7 @@ use crate::jwt::{
     Alg, AlgFamily, IssuerVerifier, KeySet, KeyStore, TokenType, Verifier, keys_from_hmac_secret, keys_from_jwks,
     keys_from_pem,
 };
-use crate::state::{RedisSettings, Secret, StateBackend};
+use crate::state::{RedisSettings, RedisTarget, RedisTls, Secret, StateBackend};
 use crate::telemetry::audit::AuditSettings;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,7 +140,7 @@ impl Validator {
             self.problems.add("limits.max_inflight_checks", "must be at least 1");
         }
         let sessions = raw.sessions.as_ref().map(|s| self.sessions(s));
-        let state = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
+        let (state, on_stale) = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
         let log_format = match raw.telemetry.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -191,7 +191,8 @@ impl Validator {
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
         let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
         self.trap_warnings(&ip, &tiers);
-        let policy = Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions };
+        let policy =
+            Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions, on_stale };
         Some(Settings {
             grpc: grpc?,
             health: health?,

@@ -30,13 +30,18 @@ impl Validator {
         Some((AdminSettings { addr: addr? }, AdminToken::new(token)))
     }
 
-    pub(super) fn state(&mut self, raw: &RawState) -> StateBackend {
+    /// The state backend, and what a replica does while its state may be outdated.
+    pub(super) fn state(&mut self, raw: &RawState) -> (StateBackend, OnStale) {
         let redis_only = [
             (raw.url.is_some(), "url"),
+            (raw.sentinel.is_some(), "sentinel"),
+            (raw.tls.is_some(), "tls"),
             (raw.username.is_some(), "username"),
             (raw.password_file.is_some(), "password_file"),
             (raw.key_prefix.is_some(), "key_prefix"),
             (raw.resync_interval.is_some(), "resync_interval"),
+            (raw.on_stale.is_some(), "on_stale"),
+            (raw.fail_open_when_stale.is_some(), "fail_open_when_stale"),
         ];
         match raw.backend.as_str() {
             "memory" => {
@@ -45,23 +50,17 @@ impl Validator {
                         self.problems.add(format!("state.{field}"), "only applies with backend: redis");
                     }
                 }
-                StateBackend::Memory
+                (StateBackend::Memory, OnStale::Deny)
             }
             "redis" => {
-                let url = raw.url.clone().unwrap_or_default();
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    self.problems
-                        .add("state.url", "required with backend: redis (redis://host:port or rediss://host:port)");
-                } else if url
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+                let target = self.redis_target(raw);
+                let tls = raw.tls.as_ref().map(|t| self.redis_tls(t));
+                if let (Some(_), RedisTarget::Url(url)) = (&tls, &target)
+                    && url.starts_with("redis://")
                 {
-                    self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
+                    self.problems.add("state.tls", "needs a rediss:// url (TLS)");
                 }
-                let password = raw.password_file.as_ref().and_then(|f| {
-                    let bytes = self.read("state.password_file", f)?;
-                    Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
-                });
+                let password = raw.password_file.as_ref().and_then(|f| self.secret("state.password_file", f));
                 let max_staleness =
                     self.duration("state.max_staleness", raw.max_staleness.as_deref(), Duration::from_secs(30));
                 if max_staleness < Duration::from_secs(1) {
@@ -76,21 +75,108 @@ impl Validator {
                 if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
                     self.problems.add("state.key_prefix", "must be non-empty without glob characters or spaces");
                 }
-                StateBackend::Redis(RedisSettings {
-                    url,
+                let on_stale = match (raw.on_stale.as_deref(), raw.fail_open_when_stale) {
+                    (Some(_), Some(_)) => {
+                        self.problems.add("state.fail_open_when_stale", "replaced by state.on_stale; keep only that");
+                        OnStale::Deny
+                    }
+                    (None | Some("deny"), None) => OnStale::Deny,
+                    (Some("serve_local"), None) => OnStale::ServeLocal,
+                    (Some(other), None) => {
+                        self.problems.add("state.on_stale", format!("\"{other}\" is not deny or serve_local"));
+                        OnStale::Deny
+                    }
+                    (None, Some(open)) => {
+                        self.warnings.push(format!(
+                            "state.fail_open_when_stale: deprecated; write state.on_stale: {}",
+                            if open { "serve_local" } else { "deny" }
+                        ));
+                        if open { OnStale::ServeLocal } else { OnStale::Deny }
+                    }
+                };
+                let settings = RedisSettings {
+                    target,
+                    tls,
                     username: raw.username.clone(),
                     password,
                     key_prefix,
                     max_staleness,
-                    fail_open_when_stale: raw.fail_open_when_stale.unwrap_or(false),
                     resync_interval,
-                })
+                };
+                (StateBackend::Redis(Box::new(settings)), on_stale)
             }
             other => {
                 self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)"));
-                StateBackend::Memory
+                (StateBackend::Memory, OnStale::Deny)
             }
         }
+    }
+
+    fn secret(&mut self, path: &str, file: &str) -> Option<Secret> {
+        let bytes = self.read(path, file)?;
+        Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
+    }
+
+    fn redis_target(&mut self, raw: &RawState) -> RedisTarget {
+        match (&raw.url, &raw.sentinel) {
+            (Some(_), Some(_)) => {
+                self.problems.add("state.url", "give either url or sentinel, not both");
+                RedisTarget::Url(String::new())
+            }
+            (None, None) => {
+                self.problems.add(
+                    "state.url",
+                    "required with backend: redis (redis://host:port, rediss://host:port, or a sentinel block)",
+                );
+                RedisTarget::Url(String::new())
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    self.problems.add("state.url", "must be redis://host:port or rediss://host:port (TLS)");
+                } else if url
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+                {
+                    self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
+                }
+                RedisTarget::Url(url.clone())
+            }
+            (None, Some(sentinel)) => {
+                if sentinel.master.is_empty() {
+                    self.problems.add("state.sentinel.master", "required: the master's name");
+                }
+                if sentinel.nodes.is_empty() {
+                    self.problems.add("state.sentinel.nodes", "at least one sentinel host:port");
+                }
+                for (i, node) in sentinel.nodes.iter().enumerate() {
+                    let port = node.rsplit_once(':').and_then(|(host, port)| {
+                        (!host.is_empty()).then_some(())?;
+                        port.parse::<u16>().ok().filter(|p| *p > 0)
+                    });
+                    if port.is_none() {
+                        self.problems.add(format!("state.sentinel.nodes[{i}]"), format!("\"{node}\" is not host:port"));
+                    }
+                }
+                let password =
+                    sentinel.password_file.as_ref().and_then(|f| self.secret("state.sentinel.password_file", f));
+                RedisTarget::Sentinel {
+                    master: sentinel.master.clone(),
+                    nodes: sentinel.nodes.clone(),
+                    username: sentinel.username.clone(),
+                    password,
+                }
+            }
+        }
+    }
+
+    fn redis_tls(&mut self, raw: &RawRedisTls) -> RedisTls {
+        let ca_pem = raw.ca_file.as_ref().and_then(|f| self.read("state.tls.ca_file", f));
+        let cert_pem = raw.cert_file.as_ref().and_then(|f| self.read("state.tls.cert_file", f));
+        let key_pem = raw.key_file.as_ref().and_then(|f| self.read("state.tls.key_file", f));
+        if raw.cert_file.is_some() != raw.key_file.is_some() {
+            self.problems.add("state.tls", "cert_file and key_file go together");
+        }
+        RedisTls { ca_pem, cert_pem, key_pem }
     }
 
     pub(super) fn cache(&mut self, raw: Option<&RawCache>) -> CacheSettings {
