@@ -499,3 +499,96 @@ async fn mapped_addresses_and_forwarded_hops_on_two_replicas() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// TLS to Redis with the test CA and a client certificate (`tls-auth-clients yes`): two
+/// replicas share a revocation; without the client certificate nothing connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let dir = scratch("redis-tls");
+    let redis = RedisServer::start_tls(&dir);
+    let tls = corpus::fixtures().join("tls");
+    let state = |client: &str| {
+        format!(
+            "state: {{ backend: redis, url: \"rediss://127.0.0.1:{}\", tls: {{ ca_file: {1}/ca.pem{client} }} }}",
+            redis.port,
+            tls.display()
+        )
+    };
+    let with_cert = state(&format!(", cert_file: {0}/client-gateway.pem, key_file: {0}/client-gateway.key", tls.display()));
+    let (da, db) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&da).expect("dir");
+    std::fs::create_dir_all(&db).expect("dir");
+    let a = Portcullis::start(&da, &with_cert, &[]);
+    let b = Portcullis::start(&db, &with_cert, &[]);
+    let token = token_with_jti("tls", "jti-tls-1");
+    assert_eq!(check(&b, &token).await.0, 200);
+    assert_eq!(revoke(&a, "jti-tls-1"), 201, "stored in Redis over TLS");
+    wait_for(&b, &token, (401, "token_revoked"), Duration::from_secs(10)).await;
+    // Without a client certificate the server refuses the handshake: no first sync, not ready.
+    let dc = dir.join("c");
+    std::fs::create_dir_all(&dc).expect("dir");
+    let text = crate::support::policy_with_ports("127.0.0.1:0", 0);
+    let policy = format!("{text}\n{}\n", state(""));
+    std::fs::write(dc.join("policy.yaml"), policy).expect("policy");
+    let settings = portcullis::config::load_file(&dc.join("policy.yaml")).expect("valid policy");
+    let c = crate::support::InProcess::start(&settings).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = c.health_get("/readyz").await.expect("readyz");
+    assert_eq!(report.status, 503, "no client certificate, no sync: {}", report.body);
+    assert!(report.body.contains("not_synced"), "{}", report.body);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redis Sentinel: master, replica and a sentinel as real processes. Two Portcullis replicas
+/// follow the master the sentinel names; the master is killed, the sentinel promotes the
+/// replica, and both keep deciding, with revocations from before and after the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_is_followed() {
+    let dir = scratch("redis-sentinel");
+    let mut master = RedisServer::start(&dir);
+    let replica_port = master.port.to_string();
+    let replica_server = RedisServer::start_with(&dir, &["--replicaof", "127.0.0.1", &replica_port]);
+    let linked = || {
+        let info = replica_server.command("INFO replication");
+        if info.contains("master_link_status:up") { Ok(()) } else { Err(info) }
+    };
+    crate::support::eventually_blocking(Duration::from_secs(10), "the replica never linked", linked);
+    let sentinel = RedisServer::start_sentinel(&dir, master.port);
+    let state = format!(
+        "state: {{ backend: redis, sentinel: {{ master: mymaster, nodes: [\"127.0.0.1:{}\"] }}, max_staleness: 30s }}",
+        sentinel.port
+    );
+    let (da, db) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&da).expect("dir");
+    std::fs::create_dir_all(&db).expect("dir");
+    let a = Portcullis::start(&da, &state, &[]);
+    let b = Portcullis::start(&db, &state, &[]);
+    let (before, after, valid) =
+        (token_with_jti("sen", "jti-before"), token_with_jti("sen", "jti-after"), token_with_jti("sen", "jti-ok"));
+    assert_eq!(revoke(&a, "jti-before"), 201);
+    wait_for(&b, &before, (401, "token_revoked"), Duration::from_secs(10)).await;
+    // The replica has it too before the master goes.
+    let replicated = || {
+        let keys = replica_server.command("DBSIZE");
+        if keys.trim_start_matches(':').trim().parse::<u32>().is_ok_and(|n| n > 0) { Ok(()) } else { Err(keys) }
+    };
+    crate::support::eventually_blocking(Duration::from_secs(10), "nothing replicated", replicated);
+
+    master.stop();
+    let promoted = || {
+        let reply = sentinel.command("SENTINEL get-master-addr-by-name mymaster");
+        if reply.contains(&replica_server.port.to_string()) { Ok(()) } else { Err(reply) }
+    };
+    let (_, failover) = crate::support::eventually_blocking(Duration::from_secs(30), "no failover", promoted);
+    println!("sentinel promoted the replica {failover:?} after the master died");
+    // Writes reach the new master once the replicas reconnect through the sentinel.
+    let written = || async { is(revoke(&a, "jti-after"), 201) };
+    eventually(Duration::from_secs(20), "A never wrote to the new master", written).await;
+    for p in [&a, &b] {
+        wait_for(p, &after, (401, "token_revoked"), Duration::from_secs(15)).await;
+        assert_eq!(check(p, &before).await, (401, "token_revoked".to_string()), "revoked before the failover");
+        assert_eq!(check(p, &valid).await.0, 200, "still deciding");
+    }
+    drop((a, b, sentinel, replica_server, master));
+    let _ = std::fs::remove_dir_all(&dir);
+}

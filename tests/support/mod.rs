@@ -416,6 +416,19 @@ pub struct RedisServer {
     pub proc: Option<Proc>,
     pub port: u16,
     dir: PathBuf,
+    kind: RedisKind,
+}
+
+/// What a [`RedisServer`] runs as.
+#[derive(Debug, Clone)]
+enum RedisKind {
+    /// Plain TCP, with extra arguments (like `--replicaof 127.0.0.1 PORT`).
+    Plain(Vec<String>),
+    /// TLS only on `port`, with the test CA and server certificate; clients need a
+    /// certificate from the test CA (`tls-auth-clients yes`).
+    Tls,
+    /// A sentinel watching `mymaster` at this port (quorum 1, down after 1 s).
+    Sentinel { master_port: u16 },
 }
 
 fn redis_binary() -> PathBuf {
@@ -431,14 +444,33 @@ fn redis_binary() -> PathBuf {
 
 impl RedisServer {
     pub fn start(dir: &Path) -> RedisServer {
-        let mut server = Self::unstarted(dir);
+        Self::start_with(dir, &[])
+    }
+
+    /// A plain server with extra arguments (like `["--replicaof", "127.0.0.1", "6379"]`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> RedisServer {
+        Self::launch(dir, RedisKind::Plain(extra.iter().map(|a| a.to_string()).collect()))
+    }
+
+    /// A TLS-only server that requires client certificates from the test CA.
+    pub fn start_tls(dir: &Path) -> RedisServer {
+        Self::launch(dir, RedisKind::Tls)
+    }
+
+    /// A sentinel for the master `mymaster` on `master_port`.
+    pub fn start_sentinel(dir: &Path, master_port: u16) -> RedisServer {
+        Self::launch(dir, RedisKind::Sentinel { master_port })
+    }
+
+    fn launch(dir: &Path, kind: RedisKind) -> RedisServer {
+        let mut server = RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf(), kind };
         server.restart();
         server
     }
 
     /// A server with its port chosen and not yet running ([`RedisServer::restart`] starts it).
     pub fn unstarted(dir: &Path) -> RedisServer {
-        RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf() }
+        RedisServer { proc: None, port: free_port(), dir: dir.to_path_buf(), kind: RedisKind::Plain(Vec::new()) }
     }
 
     pub fn url(&self) -> String {
@@ -449,25 +481,52 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         let mut cmd = Command::new(redis_binary());
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir);
+        let port = self.port.to_string();
+        let tls = corpus::fixtures().join("tls");
+        match &self.kind {
+            RedisKind::Plain(extra) => {
+                cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).args(extra);
+            }
+            RedisKind::Tls => {
+                cmd.args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .arg("--tls-cert-file")
+                    .arg(tls.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(tls.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(tls.join("ca.pem"))
+                    .args(["--tls-auth-clients", "yes"]);
+            }
+            RedisKind::Sentinel { master_port } => {
+                // Sentinel rewrites its configuration file, so each start writes a fresh one.
+                let conf = self.dir.join(format!("sentinel-{port}.conf"));
+                let text = format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel resolve-hostnames no\n\
+                     sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 5000\n"
+                );
+                std::fs::write(&conf, text).expect("sentinel config");
+                cmd.arg(&conf).arg("--sentinel");
+            }
+        }
+        cmd.arg("--dir").arg(&self.dir);
         self.proc = Some(Proc::spawn(&mut cmd, &self.dir, &format!("redis-{}", self.port)));
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf).is_ok_and(|n| n > 0)
-                    && buf.starts_with(b"+PONG")
-                {
-                    return;
-                }
+        let plain = !matches!(self.kind, RedisKind::Tls);
+        let answered = within(Duration::from_secs(10), || {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).map_err(|_| ())?;
+            if !plain {
+                return Ok(()); // listening; the TLS handshake is the client's business
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {}", self.port);
+            let mut buf = [0u8; 7];
+            s.set_read_timeout(Some(Duration::from_secs(1))).map_err(|_| ())?;
+            let ok = s.write_all(b"PING\r\n").is_ok()
+                && s.read(&mut buf).is_ok_and(|n| n > 0)
+                && buf.starts_with(b"+PONG");
+            if ok { Ok(()) } else { Err(()) }
+        });
+        assert!(answered.is_ok(), "redis-server did not start on port {}", self.port);
     }
 
     pub fn stop(&mut self) {
