@@ -347,6 +347,9 @@ pub struct RawClaimMatcher {
 pub struct RawRateLimits {
     #[serde(default)]
     pub tiers: BTreeMap<String, RawTier>,
+    /// Fleet tiers, while Redis is down or slow: each replica limits locally at the tier's rate
+    /// divided by this (default 1: each replica allows the whole rate).
+    pub fallback_replicas: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -356,6 +359,8 @@ pub struct RawTier {
     pub rps: Option<f64>,
     pub per_minute: Option<f64>,
     pub burst: Option<u32>,
+    /// `local` (default: per replica) or `fleet` (one count across replicas, in Redis).
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

@@ -76,6 +76,8 @@ pub struct Settings {
     /// Every file this configuration was read from (the policy and the files it names), for
     /// hot reload.
     pub sources: Vec<PathBuf>,
+    /// Fleet rate-limit tiers fall back to their rate divided by this when Redis is unavailable.
+    pub fallback_replicas: u32,
     /// Valid settings that are probably a mistake (`path: message`); logged at start and
     /// printed by `check-config`.
     pub warnings: Vec<String>,

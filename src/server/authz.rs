@@ -11,7 +11,7 @@ use crate::state::StateHealth;
 use crate::state::apikeys::ApiKeyStore;
 use crate::state::blocks::{Block, BlockStore};
 use crate::state::membership::MemberStore;
-use crate::state::ratelimit::RateLimits;
+use crate::state::ratelimit::{FleetLimits, RateLimits};
 use crate::state::revocation::RevocationStore;
 use crate::state::sessions::SessionStore;
 use crate::telemetry::audit::AuditSink;
@@ -45,6 +45,8 @@ pub struct StateParts {
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub state_health: Option<Arc<StateHealth>>,
+    /// Fleet-wide rate-limit tiers: the Redis store (when there is one) and the fallback divisor.
+    pub fleet: FleetLimits,
 }
 
 /// What every Check shares.
@@ -69,6 +71,7 @@ pub struct AppState {
     /// Session last-seen times.
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) rate_limits: RateLimits,
+    pub(super) fleet: FleetLimits,
     metrics: names::CheckMetrics,
     /// Contact with the shared state backend; `None` for memory state.
     pub(super) state_health: Option<Arc<StateHealth>>,
@@ -93,6 +96,7 @@ impl AppState {
             api_keys: parts.api_keys,
             sessions: parts.sessions,
             rate_limits: RateLimits::new(parts.clock.clone()),
+            fleet: parts.fleet,
             state_health: parts.state_health,
         }
     }
@@ -103,6 +107,7 @@ impl AppState {
         self.revocations.purge_expired(now);
         self.blocks.purge_expired(now);
         self.rate_limits.evict_idle();
+        self.fleet.evict_idle();
         if let Some(sessions) = &self.snapshot.load().policy.sessions {
             let keep = sessions.idle_timeout_secs + sessions.granularity_secs;
             self.sessions.purge_older_than(crate::decision::UnixTime(now.0 - keep));
@@ -180,6 +185,7 @@ impl AppState {
             Ok(_permit) => {
                 self.metrics.inflight.increment(1.0);
                 let decision = self.decide_with_key_refetch(&input, &snapshot).await;
+                let decision = self.fleet_limit(decision).await;
                 // Inside the permit: a flood of bad tokens with a slow backend stays bounded by
                 // max_inflight_checks.
                 self.count_failure(&decision, &snapshot).await;
@@ -205,6 +211,22 @@ impl AppState {
         self.metrics.duration.record(elapsed.as_secs_f64());
         self.audit.record(&input, &decision, elapsed, self.clock.now_millis());
         response
+    }
+
+    /// An allow that counts against fleet-wide tiers is checked against them (Redis, or the
+    /// local fallback); over one, it becomes 429 `rate_limited` like a local tier's.
+    async fn fleet_limit(&self, decision: Decision) -> Decision {
+        if !matches!(decision.outcome, Outcome::Allow { .. }) || decision.context.fleet_limits.is_empty() {
+            return decision;
+        }
+        for (tier, key) in &decision.context.fleet_limits {
+            if let Err(retry) = self.fleet.check(tier, key).await {
+                let mut deny = Deny::new(DenyReason::RateLimited, format!("rate limit {}", tier.name));
+                deny.retry_after = Some(retry.max(1));
+                return Decision::deny(deny, decision.context);
+            }
+        }
+        decision
     }
 
     /// Auto-block (docs/contract.md step 14): only invalid credentials count — never missing or expired

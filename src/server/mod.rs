@@ -170,6 +170,11 @@ impl Server {
             api_keys: Arc::new(MemoryApiKeys::new()),
             sessions: Arc::new(MemorySessions::new()),
             state_health,
+            fleet: crate::state::ratelimit::FleetLimits::new(
+                redis_follower.clone(),
+                options.clock.clone(),
+                settings.fallback_replicas,
+            ),
         };
         // The Redis backend holds every kind of fleet state behind one follower.
         let parts = match &redis_follower {

@@ -51,6 +51,7 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         state,
         sources: _,
         warnings: _,
+        fallback_replicas,
     } = old;
     let changes = [
         (*grpc != new.grpc, "listen.grpc"),
@@ -65,6 +66,7 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         (*drain_delay != new.drain_delay, "shutdown.drain_delay"),
         (*drain_timeout != new.drain_timeout, "shutdown.drain_timeout"),
         (*cache != new.cache, "cache"),
+        (*fallback_replicas != new.fallback_replicas, "rate_limits.fallback_replicas"),
         (*state != new.state, "state"),
     ];
     changes.into_iter().filter(|(changed, _)| *changed).map(|(_, name)| name).collect()

@@ -102,6 +102,57 @@ impl RateLimit for RateLimits {
     }
 }
 
+/// Fleet tiers that fell back to the local limiter (Redis slow or down).
+pub const FALLBACK_TOTAL: &str = "portcullis_rate_limit_fallback_total";
+
+/// The longest a check waits for the fleet count before it falls back.
+pub const FLEET_WAIT: Duration = Duration::from_millis(50);
+
+/// Rate limits held for the whole fleet in Redis (`scope: fleet`), with the local limiter as
+/// the fallback at the tier's rate divided by `rate_limits.fallback_replicas`.
+pub struct FleetLimits {
+    store: Option<Arc<crate::state::redis_store::RedisState>>,
+    fallback: RateLimits,
+    replicas: u32,
+}
+
+impl FleetLimits {
+    pub fn new(
+        store: Option<Arc<crate::state::redis_store::RedisState>>,
+        clock: Arc<dyn Clock>,
+        replicas: u32,
+    ) -> Self {
+        Self { store, fallback: RateLimits::new(clock), replicas: replicas.max(1) }
+    }
+
+    /// `Err(seconds)` when `key` is over `tier`'s fleet-wide rate.
+    pub async fn check(&self, tier: &RateTier, key: &str) -> Result<(), u32> {
+        if let Some(store) = &self.store {
+            let interval_ms = (u64::from(tier.period_secs) * 1000 / u64::from(tier.amount.max(1))).max(1);
+            match tokio::time::timeout(FLEET_WAIT, store.gcra(&tier.name, key, interval_ms, tier.burst.max(1))).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(e)) => {
+                    tracing::debug!(tier = %tier.name, error = %e, "fleet rate limit unavailable; limiting locally")
+                }
+                Err(_) => tracing::debug!(tier = %tier.name, "fleet rate limit too slow; limiting locally"),
+            }
+        }
+        metrics::counter!(FALLBACK_TOTAL, "tier" => tier.name.clone()).increment(1);
+        let share = |n: u32| (n / self.replicas).max(1);
+        let local = RateTier {
+            amount: share(tier.amount),
+            burst: share(tier.burst),
+            scope: crate::decision::RateScope::Local,
+            ..tier.clone()
+        };
+        RateLimit::check(&self.fallback, &local, key)
+    }
+
+    pub fn evict_idle(&self) {
+        self.fallback.evict_idle();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +160,14 @@ mod tests {
 
     #[test]
     fn keys_are_limited_apart_and_bounded() {
-        let tier = RateTier { name: "t".into(), key: RateKey::Ip, amount: 2, period_secs: 60, burst: 2 };
+        let tier = RateTier {
+            name: "t".into(),
+            key: RateKey::Ip,
+            amount: 2,
+            period_secs: 60,
+            burst: 2,
+            scope: crate::decision::RateScope::Local,
+        };
         let clock = Arc::new(crate::clock::ManualClock::at(1_700_000_000));
         let limits = RateLimits::new(clock.clone());
         assert!(limits.check(&tier, "a").is_ok());

@@ -861,3 +861,55 @@ impl BlockStore for RedisState {
         self.blocks.purge_expired(now);
     }
 }
+
+/// GCRA in one script, on Redis's own clock (replicas' clocks may differ): the key holds the
+/// theoretical arrival time; a request is admitted when that is at most `interval × (burst − 1)`
+/// ahead of now. One key per client, O(1), the same algorithm as the local governor limiter.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
+if allow_at > now then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+return {1, 0}
+"#;
+
+impl RedisState {
+    /// One fleet-wide rate-limit decision for `key` in `tier` (`rate_limits.tiers.*.scope:
+    /// fleet`): `Ok(Err(seconds))` when over the limit.
+    pub async fn gcra(
+        &self,
+        tier: &str,
+        key: &str,
+        interval_ms: u64,
+        burst: u32,
+    ) -> Result<Result<(), u32>, StoreError> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(GCRA));
+        let rkey = format!("{}:rl:{}:{}", self.prefix, digest(tier), digest(key));
+        let mut conn = self.connection().await?;
+        let result: redis::RedisResult<(i64, i64)> =
+            SCRIPT.key(&rkey).arg(interval_ms).arg(burst).invoke_async(&mut conn).await;
+        match result {
+            Ok((admitted, wait_ms)) => {
+                self.health.contact(self.clock.now_millis());
+                if admitted == 1 {
+                    Ok(Ok(()))
+                } else {
+                    let secs = u32::try_from((wait_ms.max(0) + 999) / 1000).unwrap_or(u32::MAX).max(1);
+                    Ok(Err(secs))
+                }
+            }
+            Err(e) => {
+                self.forget_connection().await;
+                Err(unavailable(e))
+            }
+        }
+    }
+}

@@ -514,7 +514,8 @@ async fn tls_with_a_client_certificate() {
             tls.display()
         )
     };
-    let with_cert = state(&format!(", cert_file: {0}/client-gateway.pem, key_file: {0}/client-gateway.key", tls.display()));
+    let with_cert =
+        state(&format!(", cert_file: {0}/client-gateway.pem, key_file: {0}/client-gateway.key", tls.display()));
     let (da, db) = (dir.join("a"), dir.join("b"));
     std::fs::create_dir_all(&da).expect("dir");
     std::fs::create_dir_all(&db).expect("dir");
@@ -590,5 +591,52 @@ async fn sentinel_failover_is_followed() {
         assert_eq!(check(p, &valid).await.0, 200, "still deciding");
     }
     drop((a, b, sentinel, replica_server, master));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scope: fleet`: one count across replicas through Redis (GCRA in one script). Two replicas,
+/// 6 per minute for a subject: 12 requests alternating between them admit exactly 6. With
+/// Redis down each replica limits locally at 6 / fallback_replicas (2) = 3, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_rate_limits_hold_across_replicas_and_fall_back_locally() {
+    use crate::support::Launch;
+    let dir = scratch("redis-fleet-rl");
+    let mut redis = RedisServer::start(&dir);
+    let state = format!("state: {{ backend: redis, url: \"{}\" }}", redis.url());
+    let replace = [
+        ("per_user: { key: subject, per_minute: 5 }", "per_user: { key: subject, per_minute: 6, scope: fleet }"),
+        ("rate_limits:\n", "rate_limits:\n  fallback_replicas: 2\n"),
+    ];
+    let start = |name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        Portcullis::launch(&sub, Launch { extra: &state, replace: &replace, ..Launch::default() })
+    };
+    let (a, b) = (start("a"), start("b"));
+    let bearer = |sub: &str| format!("Bearer {}", token_with_jti(sub, &format!("jti-{sub}")));
+    let user = bearer("fleet-user");
+    let mut admitted = 0;
+    for i in 0..12 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        match check_path(p, "/limited/x", &user).await {
+            (200, _) => admitted += 1,
+            (429, reason) => assert_eq!(reason, "rate_limited"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(admitted, 6, "the fleet admits the tier's rate once, not once per replica");
+    assert_eq!(check_path(&b, "/limited/x", &bearer("other-user")).await.0, 200, "another subject has its own count");
+
+    redis.stop();
+    let local = bearer("fallback-user");
+    let mut admitted = 0;
+    for _ in 0..6 {
+        if check_path(&a, "/limited/x", &local).await.0 == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3, "Redis down: the local fallback at 6 / 2 per replica");
+    let metrics = a.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(metrics.contains("portcullis_rate_limit_fallback_total{tier=\"per_user\"}"), "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }

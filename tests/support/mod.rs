@@ -296,9 +296,14 @@ impl Portcullis {
         // Each process gets its own membership file, which a test may edit.
         let members = dir.join("members.yaml");
         std::fs::copy(corpus::fixtures().join("members.yaml"), &members).expect("members file");
+        let mut fixture = fixture_with_ports(launch.fixture, &grpc_listen, health_port);
+        for (from, to) in launch.replace {
+            assert!(fixture.contains(from), "{} has no {from:?}", launch.fixture);
+            fixture = fixture.replace(from, to);
+        }
         let text = format!(
             "{}\nadmin: {{ token_file: {} }}\n{}\n",
-            fixture_with_ports(launch.fixture, &grpc_listen, health_port)
+            fixture
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(
                     &format!("health: \"127.0.0.1:{health_port}\""),
@@ -359,11 +364,13 @@ pub struct Launch<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Run as another user (the test runs as root).
     pub run_as: Option<RunAs>,
+    /// Text replacements in the fixture (each must match).
+    pub replace: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Launch<'_> {
     fn default() -> Self {
-        Self { fixture: "policy.yaml", grpc: None, listen_extra: "", extra: "", env: &[], run_as: None }
+        Self { fixture: "policy.yaml", grpc: None, listen_extra: "", extra: "", env: &[], run_as: None, replace: &[] }
     }
 }
 
@@ -488,14 +495,25 @@ impl RedisServer {
                 cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).args(extra);
             }
             RedisKind::Tls => {
-                cmd.args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                    .arg("--tls-cert-file")
-                    .arg(tls.join("server.pem"))
-                    .arg("--tls-key-file")
-                    .arg(tls.join("server.key"))
-                    .arg("--tls-ca-cert-file")
-                    .arg(tls.join("ca.pem"))
-                    .args(["--tls-auth-clients", "yes"]);
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(tls.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(tls.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls.join("ca.pem"))
+                .args(["--tls-auth-clients", "yes"]);
             }
             RedisKind::Sentinel { master_port } => {
                 // Sentinel rewrites its configuration file, so each start writes a fresh one.
@@ -521,9 +539,8 @@ impl RedisServer {
             }
             let mut buf = [0u8; 7];
             s.set_read_timeout(Some(Duration::from_secs(1))).map_err(|_| ())?;
-            let ok = s.write_all(b"PING\r\n").is_ok()
-                && s.read(&mut buf).is_ok_and(|n| n > 0)
-                && buf.starts_with(b"+PONG");
+            let ok =
+                s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"+PONG");
             if ok { Ok(()) } else { Err(()) }
         });
         assert!(answered.is_ok(), "redis-server did not start on port {}", self.port);

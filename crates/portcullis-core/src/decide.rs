@@ -98,6 +98,9 @@ pub struct DecisionContext {
     pub session_touch: Option<SessionTouch>,
     /// Decided from state that may be outdated (`state.on_stale: serve_local`).
     pub stale_state: bool,
+    /// Fleet-wide rate-limit tiers (and keys) this request counts against: the edge checks them
+    /// after an allow and turns the allow into 429 `rate_limited` when one is over.
+    pub fleet_limits: Vec<(RateTier, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +193,11 @@ fn allow(
     }
 }
 
-fn limit(services: &Services, tier: &RateTier, key: &str) -> Result<(), Deny> {
+fn limit(services: &Services, tier: &RateTier, key: &str, context: &mut DecisionContext) -> Result<(), Deny> {
+    if tier.scope == super::RateScope::Fleet {
+        context.fleet_limits.push((tier.clone(), key.to_string()));
+        return Ok(());
+    }
     services.rate_limits.check(tier, key).map_err(|retry| {
         let mut deny = Deny::new(DenyReason::RateLimited, format!("rate limit {}", tier.name));
         deny.retry_after = Some(retry.max(1));
@@ -308,7 +315,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     // Pre-auth rate limit per client IP (contract step 5); trusted proxies are never limited.
     if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.key == RateKey::Ip)
         && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
-        && let Err(deny) = limit(services, tier, &client_key(ip))
+        && let Err(deny) = limit(services, tier, &client_key(ip), &mut context)
     {
         return Decision::deny(deny, context);
     }
@@ -408,7 +415,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
             RateKey::Tenant => context.tenant.clone(),
         };
         if let Some(key) = key
-            && let Err(deny) = limit(services, tier, &key)
+            && let Err(deny) = limit(services, tier, &key, &mut context)
         {
             return Decision::deny(deny, context);
         }

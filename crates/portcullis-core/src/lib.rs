@@ -41,7 +41,7 @@ pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method
 pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
-    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateTier,
+    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateScope, RateTier,
     RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, UnixTime, VerifiedToken,
 };
 

@@ -140,6 +140,19 @@ pub struct RateTier {
     pub amount: u32,
     pub period_secs: u32,
     pub burst: u32,
+    pub scope: RateScope,
+}
+
+/// Where a tier's count lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RateScope {
+    /// In each replica ([`RateLimit`], checked during the decision).
+    #[default]
+    Local,
+    /// Across the fleet: the decision names the tier and key in
+    /// [`crate::DecisionContext::fleet_limits`] and the edge checks them against the shared
+    /// store after an allow (the core does no I/O).
+    Fleet,
 }
 
 /// Rate limiting state (implemented at the edge); `Err(seconds)` means over the limit, retry

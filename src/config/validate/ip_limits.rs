@@ -65,6 +65,28 @@ impl Validator {
         IpPolicy { allow, deny, trusted, auto_block }
     }
 
+    /// Fleet tiers need a shared store; the fallback divisor is sane.
+    pub(super) fn fleet_checks(
+        &mut self,
+        raw: Option<&RawRateLimits>,
+        tiers: &HashMap<String, RateTier>,
+        redis: bool,
+    ) -> u32 {
+        let mut fleet: Vec<&str> =
+            tiers.values().filter(|t| t.scope == RateScope::Fleet).map(|t| t.name.as_str()).collect();
+        fleet.sort_unstable();
+        if !redis {
+            for name in fleet {
+                self.problems.add(format!("rate_limits.tiers.{name}.scope"), "fleet needs state.backend: redis");
+            }
+        }
+        let replicas = raw.and_then(|r| r.fallback_replicas).unwrap_or(1);
+        if replicas == 0 {
+            self.problems.add("rate_limits.fallback_replicas", "must be at least 1");
+        }
+        replicas.max(1)
+    }
+
     pub(super) fn tiers(&mut self, raw: Option<&RawRateLimits>) -> HashMap<String, RateTier> {
         let mut tiers = HashMap::new();
         let Some(raw) = raw else { return tiers };
@@ -96,7 +118,15 @@ impl Validator {
             if burst == 0 {
                 self.problems.add(format!("{p}.burst"), "must be at least 1");
             }
-            tiers.insert(name.clone(), RateTier { name: name.clone(), key, amount, period_secs, burst });
+            let scope = match t.scope.as_deref() {
+                None | Some("local") => RateScope::Local,
+                Some("fleet") => RateScope::Fleet,
+                Some(other) => {
+                    self.problems.add(format!("{p}.scope"), format!("\"{other}\" is not local or fleet"));
+                    RateScope::Local
+                }
+            };
+            tiers.insert(name.clone(), RateTier { name: name.clone(), key, amount, period_secs, burst, scope });
         }
         tiers
     }

@@ -19,8 +19,8 @@ use crate::config::settings::{AdminSettings, AdminToken};
 use crate::decision::{
     Access, ApiKeyPolicy, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, CsrfPolicy, DoubleSubmit,
     HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, OnStale, PathMatch, PersonalTenant,
-    Policy, RateKey, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp, TenantPolicy,
-    TenantSource, TimePolicy, parse_cidr,
+    Policy, RateKey, RateScope, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp,
+    TenantPolicy, TenantSource, TimePolicy, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -175,6 +175,8 @@ impl Validator {
         let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
         let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
         let tiers = self.tiers(raw.rate_limits.as_ref());
+        let fallback_replicas =
+            self.fleet_checks(raw.rate_limits.as_ref(), &tiers, matches!(state, StateBackend::Redis(_)));
         let routes = self.routes(&raw.routes, &issuer_names, &tiers);
         let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
         if raw.tenants.is_none() {
@@ -218,6 +220,7 @@ impl Validator {
             state,
             sources: std::mem::take(&mut self.sources),
             warnings: std::mem::take(&mut self.warnings),
+            fallback_replicas,
         })
     }
 }
