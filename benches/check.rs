@@ -28,7 +28,7 @@ fn now() -> i64 {
 }
 
 fn decide_with(snap: &Snapshot, cache: &ClaimsCache, input: &CheckInput, now: UnixTime) -> Decision {
-    let verifier = cache.verifier(&snap.verifier, snap.generation, now);
+    let verifier = cache.verifier(&snap.verifier, now);
     let services = Services::stateless(&verifier);
     decide(input, &snap.policy, &services, now)
 }

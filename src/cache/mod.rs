@@ -1,8 +1,10 @@
 //! The verified-claims cache (README "Claims cache, revocation and the admin API").
 //!
-//! It holds verified claims, never decisions. The key is the credential's SHA-256 and the
-//! policy generation; each entry remembers the key-set generation of the issuer that verified
-//! it, and a hit whose issuer has rotated keys since is a miss. Time claims are re-checked on
+//! It holds verified claims, never decisions. The key is the credential's SHA-256; each entry
+//! remembers the fingerprint of the issuer that verified it (its settings and key source) and
+//! that issuer's key-set generation, and a hit is served only while both are unchanged: a
+//! reload that changes members, deny lists, routes or API keys keeps every entry, a change to
+//! one issuer drops that issuer's entries only, a key rotation drops them too. Time claims are re-checked on
 //! every hit by the core; revocations are checked on every request. Concurrent misses for one
 //! key verify once. Negative entries (at most 5 s) only for failures that no clock or key
 //! rotation can change. Expiry is read against the injected clock when an entry is asked for.
@@ -32,14 +34,12 @@ impl Default for CacheSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    digest: [u8; 32],
-    policy_generation: u64,
-}
+type Key = [u8; 32];
 
 #[derive(Debug)]
 struct Entry {
+    /// The verifying issuer's fingerprint (for a failure: every issuer's together).
+    fingerprint: u64,
     /// A verified token carries the key-set generation it was verified under.
     result: Result<VerifiedToken, TokenError>,
     /// First second (injected clock) at which this entry is no longer served. Expired entries
@@ -96,9 +96,9 @@ impl ClaimsCache {
         Self { entries: Cache::new(capacity), settings, counts: Counts::register() }
     }
 
-    /// A verifier that answers from this cache for one policy generation at time `now`.
-    pub fn verifier<'a>(&'a self, inner: &'a Verifier, policy_generation: u64, now: UnixTime) -> CachedVerifier<'a> {
-        CachedVerifier { cache: self, inner, policy_generation, now }
+    /// A verifier that answers from this cache for the issuers of `inner` at time `now`.
+    pub fn verifier<'a>(&'a self, inner: &'a Verifier, now: UnixTime) -> CachedVerifier<'a> {
+        CachedVerifier { cache: self, inner, now, failure_fingerprint: std::sync::OnceLock::new() }
     }
 
     /// Drops every entry.
@@ -135,25 +135,56 @@ impl ClaimsCache {
 pub struct CachedVerifier<'a> {
     cache: &'a ClaimsCache,
     inner: &'a Verifier,
-    policy_generation: u64,
     now: UnixTime,
+    /// Every issuer's fingerprint together, worked out at most once per check.
+    failure_fingerprint: std::sync::OnceLock<u64>,
 }
 
 impl CachedVerifier<'_> {
-    /// Unexpired, and verified under the issuer's current key set.
-    fn servable(&self, entry: &Entry) -> bool {
-        let current = |token: &VerifiedToken| self.inner.store(token.issuer).map(|s| s.generation());
-        self.now < entry.expires_at && entry.result.as_ref().map_or(true, |t| Some(t.key_generation) == current(t))
+    fn failure_fingerprint(&self) -> u64 {
+        *self.failure_fingerprint.get_or_init(|| self.inner.fingerprint())
+    }
+
+    /// The entry's result as the current issuers see it: unexpired, its issuer unchanged (same
+    /// fingerprint, same key-set generation) and found at its current position; `None`: stale.
+    fn serve(&self, entry: &Entry) -> Option<Result<VerifiedToken, TokenError>> {
+        if self.now >= entry.expires_at {
+            return None;
+        }
+        match &entry.result {
+            Ok(token) => {
+                let (id, issuer) = self.inner.find(&token.iss)?;
+                if issuer.fingerprint != entry.fingerprint || issuer.keys.generation() != token.key_generation {
+                    return None;
+                }
+                let mut token = token.clone();
+                token.issuer = id;
+                Some(Ok(token))
+            }
+            Err(e) => (entry.fingerprint == self.failure_fingerprint()).then(|| Err(e.clone())),
+        }
     }
 
     /// What to remember of a verification, if anything: nothing for a failure a key refetch or
     /// the clock may change, an expired token or a TTL under a second.
     fn entry_for(&self, result: &Result<VerifiedToken, TokenError>) -> Option<Entry> {
         let ttl = self.cache.ttl_for(result, self.now)?.as_secs();
+        let fingerprint = match result {
+            Ok(token) => self.inner.issuers.get(token.issuer.0)?.fingerprint,
+            Err(_) => self.failure_fingerprint(),
+        };
         (ttl > 0).then(|| Entry {
+            fingerprint,
             result: result.clone(),
             expires_at: UnixTime(self.now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
         })
+    }
+
+    /// What a lookup of `token` would serve from the cache now (tests).
+    #[cfg(test)]
+    pub fn serve_for_test(&self, token: &str) -> Option<Result<VerifiedToken, TokenError>> {
+        let key: Key = Sha256::digest(token.as_bytes()).into();
+        self.cache.entries.get(&key).and_then(|entry| self.serve(&entry))
     }
 
     fn count_hit(&self, entry: &Entry) {
@@ -168,12 +199,12 @@ impl TokenVerifier for CachedVerifier<'_> {
     }
 
     fn verify_digested(&self, token: &str, digest: &[u8; 32]) -> Result<VerifiedToken, TokenError> {
-        let key = Key { digest: *digest, policy_generation: self.policy_generation };
+        let key: Key = *digest;
         let entries = &self.cache.entries;
         if let Some(entry) = entries.get(&key) {
-            if self.servable(&entry) {
+            if let Some(result) = self.serve(&entry) {
                 self.count_hit(&entry);
-                return entry.result.clone();
+                return result;
             }
             // Stale: drop it unless another request has replaced it meanwhile.
             entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry));
@@ -181,9 +212,9 @@ impl TokenVerifier for CachedVerifier<'_> {
         // Concurrent misses for one key verify once: the others wait on this guard, then read
         // its entry (or verify themselves when nothing was worth remembering).
         match entries.get_value_or_guard(&key, None) {
-            GuardResult::Value(entry) if self.servable(&entry) => {
+            GuardResult::Value(entry) if self.serve(&entry).is_some() => {
                 self.count_hit(&entry);
-                entry.result.clone()
+                self.serve(&entry).unwrap_or_else(|| entry.result.clone())
             }
             GuardResult::Guard(guard) => {
                 self.cache.counts.miss.increment(1);

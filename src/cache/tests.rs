@@ -49,19 +49,22 @@ fn only_time_and_rotation_independent_failures_are_remembered() {
     }
 }
 
+/// The verifier of the fixture policy with `edit` applied to its text.
+fn verifier_with(edit: impl Fn(String) -> String) -> Verifier {
+    let dir = corpus::fixtures();
+    let text = edit(std::fs::read_to_string(dir.join("policy.yaml")).expect("policy"));
+    parse_and_validate(&text, &dir).expect("valid").snapshot.verifier.clone()
+}
+
 #[test]
 fn hits_misses_and_generations() {
     let v = verifier();
     let cache = ClaimsCache::new(CacheSettings::default());
     let t = token(600);
-    let cached = cache.verifier(&v, 1, UnixTime(NOW));
+    let cached = cache.verifier(&v, UnixTime(NOW));
     assert!(cached.verify(&t).is_ok());
     assert!(cached.verify(&t).is_ok());
     assert_eq!(cache.entry_count(), 1);
-    // Another policy generation never sees this entry.
-    let other = cache.verifier(&v, 2, UnixTime(NOW));
-    assert!(other.verify(&t).is_ok());
-    assert_eq!(cache.entry_count(), 2);
     // The issuer's keys change: the entry no longer counts, and the new keys decide.
     let rotated =
         keys_from_jwks(&std::fs::read_to_string(corpus::fixtures().join("keys/jwks-rsa2.json")).expect("jwks"))
@@ -77,7 +80,7 @@ fn hits_misses_and_generations() {
 fn invalidate_by_subject() {
     let v = verifier();
     let cache = ClaimsCache::new(CacheSettings::default());
-    let cached = cache.verifier(&v, 1, UnixTime(NOW));
+    let cached = cache.verifier(&v, UnixTime(NOW));
     let bob = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "bob", NOW));
     assert!(cached.verify(&token(600)).is_ok());
     assert!(cached.verify(&bob).is_ok());
@@ -85,10 +88,10 @@ fn invalidate_by_subject() {
     assert_eq!(cache.entry_count(), 1, "only alice's entry is dropped");
 }
 
-/// The entry held for `token` under policy generation 1 (kept alive by the caller, so a refill
+/// The entry held for `token` (kept alive by the caller, so a refill
 /// cannot reuse its address).
 fn held(cache: &ClaimsCache, token: &str) -> Option<Arc<Entry>> {
-    let key = Key { digest: Sha256::digest(token.as_bytes()).into(), policy_generation: 1 };
+    let key: Key = Sha256::digest(token.as_bytes()).into();
     cache.entries.get(&key)
 }
 
@@ -101,21 +104,21 @@ fn entries_expire_by_the_injected_clock() {
     let v = verifier();
     let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10 });
     let t = token(600);
-    assert!(cache.verifier(&v, 1, UnixTime(NOW)).verify(&t).is_ok());
+    assert!(cache.verifier(&v, UnixTime(NOW)).verify(&t).is_ok());
     let first = held(&cache, &t).expect("cached");
-    assert!(cache.verifier(&v, 1, UnixTime(NOW + 29)).verify(&t).is_ok());
+    assert!(cache.verifier(&v, UnixTime(NOW + 29)).verify(&t).is_ok());
     assert!(same(held(&cache, &t), &first), "served from the cache within the ttl");
-    assert!(cache.verifier(&v, 1, UnixTime(NOW + 30)).verify(&t).is_ok());
+    assert!(cache.verifier(&v, UnixTime(NOW + 30)).verify(&t).is_ok());
     assert!(held(&cache, &t).is_some(), "cached again");
     assert!(!same(held(&cache, &t), &first), "at the ttl the token is verified again");
 
     // A token about to expire is kept only until its exp, and an expired one not at all.
     let short = token(3);
-    assert!(cache.verifier(&v, 1, UnixTime(NOW)).verify(&short).is_ok());
+    assert!(cache.verifier(&v, UnixTime(NOW)).verify(&short).is_ok());
     let kept = held(&cache, &short).expect("cached");
-    assert!(cache.verifier(&v, 1, UnixTime(NOW + 3)).verify(&short).is_ok(), "time claims are the core's to check");
+    assert!(cache.verifier(&v, UnixTime(NOW + 3)).verify(&short).is_ok(), "time claims are the core's to check");
     assert!(!same(held(&cache, &short), &kept), "not served past its exp");
-    assert!(cache.verifier(&v, 1, UnixTime(NOW + 10)).verify(&short).is_ok());
+    assert!(cache.verifier(&v, UnixTime(NOW + 10)).verify(&short).is_ok());
     assert!(held(&cache, &short).is_none(), "an expired token is not remembered");
 }
 
@@ -124,18 +127,18 @@ fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
     let v = verifier();
     let off = ClaimsCache::new(CacheSettings { ttl: Duration::ZERO, max_entries: 10 });
     let t = token(600);
-    assert!(off.verifier(&v, 1, UnixTime(NOW)).verify(&t).is_ok());
+    assert!(off.verifier(&v, UnixTime(NOW)).verify(&t).is_ok());
     assert_eq!(off.entry_count(), 0, "ttl 0s disables caching");
 
     let cache = ClaimsCache::new(CacheSettings::default());
     let forged = format!("{}x", &t[..t.len() - 1]);
-    let cached = cache.verifier(&v, 1, UnixTime(NOW));
+    let cached = cache.verifier(&v, UnixTime(NOW));
     assert_eq!(
         cached.verify(&forged).err(),
         Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
     );
     let negative = held(&cache, &forged).expect("a bad signature is remembered");
-    let later = cache.verifier(&v, 1, UnixTime(NOW + NEGATIVE_TTL.as_secs() as i64));
+    let later = cache.verifier(&v, UnixTime(NOW + NEGATIVE_TTL.as_secs() as i64));
     assert_eq!(
         later.verify(&forged).err(),
         Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
@@ -149,9 +152,40 @@ fn any_configured_capacity_is_usable() {
     let v = verifier();
     for max_entries in [1, u64::MAX] {
         let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries });
-        let cached = cache.verifier(&v, 1, UnixTime(NOW));
+        let cached = cache.verifier(&v, UnixTime(NOW));
         assert!(cached.verify(&token(600)).is_ok());
         assert!(cached.verify(&token(600)).is_ok());
         assert_eq!(cache.entry_count(), 1, "max_entries {max_entries}");
     }
+}
+
+/// A reload that leaves an issuer alone keeps its entries (members, routes, deny lists and
+/// API-key files do not touch verification); a change to that issuer drops its entries only;
+/// an issuer moved to another position is still found.
+#[test]
+fn entries_survive_reloads_that_leave_their_issuer_alone() {
+    let hits = |cache: &ClaimsCache, v: &Verifier, t: &str| {
+        let before = cache.entry_count();
+        let result = cache.verifier(v, UnixTime(NOW)).verify(t);
+        (result.is_ok(), cache.entry_count() == before)
+    };
+    let cache = ClaimsCache::new(CacheSettings::default());
+    let t = token(600);
+    let first = verifier();
+    assert!(cache.verifier(&first, UnixTime(NOW)).verify(&t).is_ok());
+    // Same issuers, other routes: a hit (no new entry, the same result).
+    let routes_changed = verifier_with(|p| p.replace("require: { roles: [admin] } }", "require: { roles: [root] } }"));
+    assert_eq!(hits(&cache, &routes_changed, &t), (true, true));
+    // The issuer's audiences changed: its entry is not served (verified again and replaced).
+    let issuer_changed = verifier_with(|p| p.replacen("audiences: [api]", "audiences: [api, other]", 1));
+    let served = cache.verifier(&issuer_changed, UnixTime(NOW));
+    assert!(served.serve_for_test(&t).is_none(), "an entry of a changed issuer must not be served");
+    assert!(served.verify(&t).is_ok());
+    // Reordered issuers: the token's issuer is found at its new position.
+    let v = verifier();
+    let mut reordered = verifier();
+    reordered.issuers.reverse();
+    let token_issuer = cache.verifier(&v, UnixTime(NOW)).verify(&t).expect("ok").issuer;
+    let moved = cache.verifier(&reordered, UnixTime(NOW)).verify(&t).expect("ok").issuer;
+    assert_eq!(&*reordered.issuers[moved.0].issuer, &*v.issuers[token_issuer.0].issuer);
 }

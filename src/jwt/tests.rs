@@ -91,6 +91,7 @@ fn verifier() -> Verifier {
             required_claims: vec!["jti".into()],
             token_type: None,
             header_typ: vec!["at+jwt".into(), "jwt".into()],
+            fingerprint: 0,
         }],
     }
 }

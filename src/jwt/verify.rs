@@ -33,6 +33,10 @@ pub struct IssuerVerifier {
     pub token_type: Option<TokenType>,
     /// Normalized allowed JOSE `typ` values; empty means any.
     pub header_typ: Vec<String>,
+    /// Everything a verification by this issuer depends on but its key store's generation
+    /// (the settings above and where its keys come from): a cached token verified by it is
+    /// served only while this is unchanged, so a reload that leaves the issuer alone keeps it.
+    pub fingerprint: u64,
 }
 
 /// All configured issuers, selected by the token's exact `iss`.
@@ -42,7 +46,21 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// True once every `required` issuer has keys.
+    /// Every issuer's fingerprint together (what a failed verification depends on).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for issuer in &self.issuers {
+            issuer.fingerprint.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The issuer named `iss` now, with its fingerprint.
+    pub fn find(&self, iss: &str) -> Option<(IssuerId, &IssuerVerifier)> {
+        self.issuers.iter().enumerate().find(|(_, i)| *i.issuer == *iss).map(|(n, i)| (IssuerId(n), i))
+    }
+
     /// Required issuers that have never had usable keys (readiness waits for them), and those
     /// whose keys were dropped past `max_stale` (named, but no reason to take the replica out:
     /// every replica loses them together, and public or API-key routes still work).

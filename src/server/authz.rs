@@ -146,7 +146,7 @@ impl AppState {
     fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
         let now = self.clock.now();
         let state_stale = self.state_health.as_ref().is_some_and(|h| h.is_stale(self.clock.now_millis()));
-        let verifier = self.cache.verifier(&snapshot.verifier, snapshot.generation, now);
+        let verifier = self.cache.verifier(&snapshot.verifier, now);
         let services = Services {
             verifier: &verifier,
             revocations: self.revocations.as_ref(),

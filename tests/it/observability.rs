@@ -411,3 +411,51 @@ async fn a_reload_rotates_the_admin_token() {
     assert_eq!(after_old.0, 401, "the old token is refused");
     println!("the rotated admin token took effect after {:?} (reload polls every second)", after_old.1);
 }
+
+/// Issue 23: a reload that changes only a data file (members) keeps the claims cache: under
+/// load, the verification counter does not move across the reload (every check stays a hit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_reload_keeps_cached_claims() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = scratch("members-reload");
+    let p = Portcullis::start(&dir, "", &[]);
+    let c = client(&p).await;
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "kept", now()));
+    let bearer = format!("Bearer {token}");
+    let check = |c: AuthorizationClient<Channel>, bearer: String| async move {
+        let req = check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+        status(&c.clone().check(req).await.expect("check").into_inner())
+    };
+    assert_eq!(check(c.clone(), bearer.clone()).await, 200);
+    let metric = |name: &str| {
+        let metrics = p.get("/metrics").map(|r| r.body).unwrap_or_default();
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let verified = "portcullis_jwt_verifications_total{issuer=\"https://issuer.test/\",result=\"ok\"} ";
+    let reloads = "portcullis_config_reload_total{result=\"ok\"} ";
+    let (before, reloads_before) = (metric(verified), metric(reloads));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, bearer, stop) = (c.clone(), bearer.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Acquire) {
+                    assert_eq!(check(c.clone(), bearer.clone()).await, 200);
+                }
+            })
+        })
+        .collect();
+    let members = dir.join("members.yaml");
+    let text = std::fs::read_to_string(&members).expect("members");
+    std::fs::write(&members, format!("{text}\n# edited by the test\n")).expect("write");
+    let reloaded = || async { if metric(reloads) > reloads_before { Ok(()) } else { Err(()) } };
+    eventually(Duration::from_secs(15), "the members change was never reloaded", reloaded).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert_eq!(metric(verified), before, "the reload must not flush the claims cache");
+    let _ = std::fs::remove_dir_all(&dir);
+}

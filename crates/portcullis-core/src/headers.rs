@@ -4,7 +4,7 @@ use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Longest encoded identity header value forwarded; longer ones deny the request.
 pub const MAX_HEADER_VALUE: usize = 1024;
@@ -26,7 +26,8 @@ pub struct IdentityHeader {
 
 #[derive(Debug, Clone, Default)]
 pub struct ResponsePolicy {
-    pub identity_headers: Vec<IdentityHeader>,
+    /// Shared, so a cached token's prepared values can hold on to the list they were made for.
+    pub identity_headers: Arc<[IdentityHeader]>,
     /// Lowercase names removed from every allowed request unless set as identity headers.
     pub strip_headers: Vec<String>,
     pub remove_authorization: bool,
@@ -124,26 +125,25 @@ pub fn claim_values(policy: &ResponsePolicy, claims: &Claims) -> Result<ClaimVal
 /// cached identity for two values (counting allocator: 77 for the values, the rest the cell);
 /// the whole header plan would be several hundred.
 ///
-/// The claims cache keys entries by policy generation, so a cached token meets one policy; the
-/// values also remember which identity header list they were made for, and a token shown to
-/// another (a test double reusing one token, say) gets its values worked out afresh.
+/// A cached token outlives policy reloads that leave its issuer alone, so the values remember
+/// the identity header list they were made for (holding it, so its address cannot be reused):
+/// a reload with the same list keeps them, another list gets values worked out afresh.
 #[derive(Debug, Default)]
 pub struct PreparedHeaders(OnceLock<Prepared>);
 
 #[derive(Debug)]
 struct Prepared {
-    /// Address of the policy's identity header list: the policy lives, unchanged, behind its
-    /// snapshot for as long as its cache entries can be served.
-    made_for: usize,
+    made_for: Arc<[IdentityHeader]>,
     values: Result<ClaimValues, Box<Deny>>,
 }
 
 impl PreparedHeaders {
     pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
-        let made_for = policy.identity_headers.as_ptr() as usize;
-        let prepared =
-            self.0.get_or_init(|| Prepared { made_for, values: claim_values(policy, claims).map_err(Box::new) });
-        if prepared.made_for != made_for {
+        let prepared = self.0.get_or_init(|| Prepared {
+            made_for: policy.identity_headers.clone(),
+            values: claim_values(policy, claims).map_err(Box::new),
+        });
+        if !Arc::ptr_eq(&prepared.made_for, &policy.identity_headers) && prepared.made_for != policy.identity_headers {
             return claim_values(policy, claims).map(|values| Cow::Owned(values.into_vec()));
         }
         match &prepared.values {

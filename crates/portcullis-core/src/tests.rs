@@ -719,7 +719,8 @@ fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
             IdentityHeader { name: "x-user-id".into(), source: IdentitySource::Claim("/sub".into()) },
             IdentityHeader { name: "x-tenant-id".into(), source: IdentitySource::Tenant },
             IdentityHeader { name: "x-email".into(), source: IdentitySource::Claim("/email".into()) },
-        ],
+        ]
+        .into(),
         ..Default::default()
     };
     let token = claims_token("https://issuer.test/", "u 1", json!({"sub": "u 1"}));
@@ -735,7 +736,14 @@ fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
     assert_eq!(plan(None).remove, vec!["x-tenant-id".to_string(), "x-email".to_string()]);
     // The same token shown to another policy gets that policy's values, not the first one's.
     let mut other = policy.clone();
-    other.identity_headers.swap(0, 2);
+    let mut swapped = policy.identity_headers.to_vec();
+    swapped.swap(0, 2);
+    other.identity_headers = swapped.into();
+    // A reload with the same list (another allocation) keeps the values made for the first.
+    let mut same = policy.clone();
+    same.identity_headers = policy.identity_headers.to_vec().into();
+    let kept = token.headers.claim_values(&same, &token.claims).expect("values");
+    assert!(std::ptr::eq(&*first, &*kept), "an equal list reuses the values");
     assert_eq!(
         &*token.headers.claim_values(&other, &token.claims).expect("values"),
         &[None, None, Some("u%201".into())]

@@ -1,6 +1,8 @@
 //! `issuers`: algorithms, key sources (JWKS file, inline, URL, discovery; PEM; HMAC) and time rules.
 
 use super::*;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 
 impl Validator {
     pub(super) fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {
@@ -28,7 +30,23 @@ impl Validator {
                 self.problems.add(format!("{p}.audiences"), "at least one audience is required");
             }
             let algorithms = self.algorithms(&p, &issuer.algorithms);
-            let store = match self.keys(&p, issuer, &algorithms) {
+            let source = self.keys(&p, issuer, &algorithms);
+            let keys_fingerprint = match &source {
+                Some(KeySource::Fixed(set)) => {
+                    let mut h = DefaultHasher::new();
+                    for k in &set.keys {
+                        (&k.kid, format!("{:?}", k.alg), &k.material).hash(&mut h);
+                    }
+                    h.finish()
+                }
+                Some(KeySource::Remote(remote)) => {
+                    let mut h = DefaultHasher::new();
+                    format!("{remote:?}").hash(&mut h);
+                    h.finish()
+                }
+                None => 0,
+            };
+            let store = match source {
                 Some(KeySource::Fixed(set)) => Arc::new(KeyStore::fixed(set)),
                 Some(KeySource::Remote(remote)) => {
                     let store = Arc::new(KeyStore::remote());
@@ -55,15 +73,21 @@ impl Validator {
             if !roles_pointer.starts_with('/') {
                 self.problems.add(format!("{p}.roles_claim"), "must be a JSON Pointer starting with '/'");
             }
+            let header_typ: Vec<String> = issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect();
+            let required = issuer.required.unwrap_or(true);
+            let mut h = DefaultHasher::new();
+            (&name, &issuer.audiences, format!("{algorithms:?}"), required, &issuer.required_claims).hash(&mut h);
+            (format!("{token_type:?}"), &header_typ, keys_fingerprint).hash(&mut h);
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
                 audiences: issuer.audiences.clone(),
                 algorithms,
                 keys: store,
-                required: issuer.required.unwrap_or(true),
+                required,
                 required_claims: issuer.required_claims.clone(),
                 token_type,
-                header_typ: issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect(),
+                header_typ,
+                fingerprint: h.finish(),
             });
             rules.push(IssuerRules {
                 time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },

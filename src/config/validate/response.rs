@@ -61,7 +61,7 @@ impl Validator {
             self.problems.add("credentials.realm", "must be ASCII without quotes or backslashes");
         }
         ResponsePolicy {
-            identity_headers,
+            identity_headers: identity_headers.into(),
             strip_headers: raw.strip_headers.clone(),
             remove_authorization: raw.remove_authorization,
             realm: realm.to_string(),
