@@ -203,7 +203,8 @@ def mesh_checks(name, values, docs):
                 fail(f"{name}: a NetworkPolicy rule admits every source: {rule}")
     for rule_doc in by_kind.get("PrometheusRule", []):
         rules = {r["alert"]: r["expr"] for g in rule_doc["spec"]["groups"] for r in g["rules"]}
-        for alert in ["PortcullisDevMode", "PortcullisReloadErrors", "PortcullisKeysUnavailable", "PortcullisOverloaded"]:
+        for alert in ["PortcullisDevMode", "PortcullisReloadErrors", "PortcullisKeysUnavailable", "PortcullisOverloaded",
+                      "PortcullisStaleDecisions", "PortcullisRateLimitFallback", "PortcullisAuditDropped"]:
             if alert not in rules:
                 fail(f"{name}: no {alert} alert")
         if "by (namespace, pod)" not in rules.get("PortcullisStateBackendDown", ""):
