@@ -36,7 +36,7 @@ async fn main() -> Result<(), String> {
         RedisState::new(&settings, health, Arc::new(SystemClock)).map(Arc::new)
     };
     let replicas = [replica()?, replica()?];
-    let interval_ms = 60_000 / PER_MINUTE;
+    let interval_us = 60_000_000 / PER_MINUTE;
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for store in replicas {
@@ -44,7 +44,7 @@ async fn main() -> Result<(), String> {
             let (mut admitted, mut refused, mut latencies) = (0u64, 0u64, Vec::new());
             while Instant::now() < until {
                 let started = Instant::now();
-                match store.gcra("bench", "one-client", interval_ms, BURST).await {
+                match store.gcra("bench", "one-client", interval_us, BURST).await {
                     Ok(Ok(())) => admitted += 1,
                     Ok(Err(_)) => refused += 1,
                     Err(e) => return Err(e.to_string()),

@@ -189,3 +189,21 @@ fn entries_survive_reloads_that_leave_their_issuer_alone() {
     let moved = cache.verifier(&reordered, UnixTime(NOW)).verify(&t).expect("ok").issuer;
     assert_eq!(&*reordered.issuers[moved.0].issuer, &*v.issuers[token_issuer.0].issuer);
 }
+
+/// Key-set generations are unique across stores: an issuer removed and added back (a new
+/// store) never matches entries verified by the old one.
+#[test]
+fn key_set_generations_never_repeat_across_stores() {
+    let keys = || {
+        keys_from_jwks(&std::fs::read_to_string(corpus::fixtures().join("keys/jwks-rsa1.json")).expect("jwks"))
+            .expect("keys")
+    };
+    let (a, b) = (KeyStore::fixed(keys()), KeyStore::fixed(keys()));
+    assert_ne!(a.generation(), b.generation());
+    let remote = KeyStore::remote();
+    let before = remote.generation();
+    remote.replace(keys(), NOW);
+    assert!(
+        remote.generation() != before && remote.generation() != a.generation() && remote.generation() != b.generation()
+    );
+}

@@ -7,6 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{Notify, watch};
 
+/// Key-set generations are unique across every store of the process: a cache entry verified by
+/// one store never matches another store (an issuer removed and added back, a JWKS source
+/// switched away and back) that happens to have reached the same count.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 pub struct KeyStore {
     current: ArcSwapOption<KeySet>,
@@ -38,7 +46,7 @@ impl KeyStore {
     fn build(keys: Option<KeySet>, now: i64, remote: bool) -> Self {
         Self {
             current: ArcSwapOption::new(keys.map(Arc::new)),
-            generation: watch::Sender::new(0),
+            generation: watch::Sender::new(next_generation()),
             fetches: watch::Sender::new(0),
             confirmed_at: AtomicI64::new(now),
             remote,
@@ -92,7 +100,7 @@ impl KeyStore {
         let changed = self.current.load().as_deref() != Some(&keys);
         if changed {
             self.current.store(Some(Arc::new(keys)));
-            self.generation.send_modify(|g| *g += 1);
+            self.generation.send_modify(|g| *g = next_generation());
         }
         self.confirmed_at.store(now, Ordering::Release);
         self.fetches.send_modify(|f| *f += 1);
@@ -101,7 +109,7 @@ impl KeyStore {
     /// Drops the keys (past `max_stale`): the issuer's tokens then answer `keys_unavailable`.
     pub fn expire(&self) {
         if self.current.swap(None).is_some() {
-            self.generation.send_modify(|g| *g += 1);
+            self.generation.send_modify(|g| *g = next_generation());
         }
     }
 

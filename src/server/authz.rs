@@ -124,9 +124,9 @@ impl AppState {
         let now_ms = self.clock.now_millis();
         let (state, state_contact_age_ms) = match &self.state_health {
             None => ("memory", None),
-            Some(h) if !h.synced() => ("not_synced", Some(h.since_contact_ms(now_ms))),
-            Some(h) if h.is_stale(now_ms) => ("stale", Some(h.since_contact_ms(now_ms))),
-            Some(h) => ("synced", Some(h.since_contact_ms(now_ms))),
+            Some(h) if !h.synced() => ("not_synced", Some(h.since_heard_ms(now_ms))),
+            Some(h) if h.is_stale(now_ms) => ("stale", Some(h.since_heard_ms(now_ms))),
+            Some(h) => ("synced", Some(h.since_heard_ms(now_ms))),
         };
         super::ReadyReport {
             ready: serving && issuers_without_keys.is_empty() && state != "not_synced",
@@ -213,13 +213,19 @@ impl AppState {
         response
     }
 
-    /// An allow that counts against fleet-wide tiers is checked against them (Redis, or the
-    /// local fallback); over one, it becomes 429 `rate_limited` like a local tier's.
+    /// Fleet-wide tiers the decision counted against are checked now (Redis, or the local
+    /// fallback); over one, the answer is 429 `rate_limited` like a local tier's. An `ip` tier
+    /// (pre-auth, the login throttle) counts every request that reached it, denied or not; the
+    /// others only requests that would be allowed.
     async fn fleet_limit(&self, decision: Decision) -> Decision {
-        if !matches!(decision.outcome, Outcome::Allow { .. }) || decision.context.fleet_limits.is_empty() {
+        if decision.context.fleet_limits.is_empty() {
             return decision;
         }
+        let allowed = matches!(decision.outcome, Outcome::Allow { .. });
         for (tier, key) in &decision.context.fleet_limits {
+            if !allowed && tier.key != crate::decision::RateKey::Ip {
+                continue;
+            }
             if let Err(retry) = self.fleet.check(tier, key).await {
                 let mut deny = Deny::new(DenyReason::RateLimited, format!("rate limit {}", tier.name));
                 deny.retry_after = Some(retry.max(1));

@@ -316,6 +316,9 @@ impl Server {
             _ => None,
         };
         let follower = self.redis_follower.clone().map(|store| tokio::spawn(store.follow()));
+        if let Some(store) = self.redis_follower.clone() {
+            tokio::spawn(async move { store.warm().await });
+        }
         let purge_state = self.state.clone();
         let purger = tokio::spawn(async move {
             loop {

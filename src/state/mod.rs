@@ -102,7 +102,10 @@ pub enum StateBackend {
 /// Contact bookkeeping between the Redis follower and the hot path.
 #[derive(Debug)]
 pub struct StateHealth {
-    last_contact_ms: AtomicI64,
+    /// Last time the follower read the change stream (or resynced): what staleness means. A
+    /// write or a rate-limit call that reaches Redis does not count: it says nothing about
+    /// whether this replica still hears the others' changes.
+    last_heard_ms: AtomicI64,
     synced: AtomicBool,
     max_staleness_ms: i64,
 }
@@ -112,15 +115,21 @@ impl StateHealth {
         metrics::gauge!(BACKEND_UP).set(0.0);
         Self {
             // Start counting from launch: a replica that never reaches Redis goes stale too.
-            last_contact_ms: AtomicI64::new(now_ms),
+            last_heard_ms: AtomicI64::new(now_ms),
             synced: AtomicBool::new(false),
             max_staleness_ms: max_staleness.as_millis() as i64,
         }
     }
 
-    pub fn contact(&self, now_ms: i64) {
-        self.last_contact_ms.fetch_max(now_ms, Ordering::AcqRel);
+    /// Any successful round trip to the backend (it is up).
+    pub fn contact(&self) {
         metrics::gauge!(BACKEND_UP).set(1.0);
+    }
+
+    /// The follower read the change stream or resynced: this replica's state is current.
+    pub fn heard(&self, now_ms: i64) {
+        self.last_heard_ms.fetch_max(now_ms, Ordering::AcqRel);
+        self.contact();
     }
 
     pub fn lost(&self) {
@@ -136,13 +145,35 @@ impl StateHealth {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// Milliseconds since the last contact with the backend.
-    pub fn since_contact_ms(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_sub(self.last_contact_ms.load(Ordering::Acquire))
+    /// Milliseconds since the follower last heard the change stream.
+    pub fn since_heard_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.last_heard_ms.load(Ordering::Acquire))
     }
 
-    /// No contact for longer than `max_staleness`.
+    /// Possibly outdated: not synced yet, or nothing heard for longer than `max_staleness`.
     pub fn is_stale(&self, now_ms: i64) -> bool {
-        self.since_contact_ms(now_ms) > self.max_staleness_ms
+        !self.synced() || self.since_heard_ms(now_ms) > self.max_staleness_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateHealth;
+    use std::time::Duration;
+
+    /// Staleness is about hearing the change stream: writes or rate-limit calls that reach
+    /// Redis do not make a replica whose follower is stuck look current, and a replica that has
+    /// never synced is stale.
+    #[test]
+    fn only_the_follower_makes_state_current() {
+        let health = StateHealth::new(Duration::from_secs(30), 0);
+        assert!(health.is_stale(1_000), "never synced");
+        health.mark_synced();
+        health.heard(1_000);
+        assert!(!health.is_stale(20_000));
+        health.contact(); // a write or a fleet rate-limit call succeeded
+        assert!(health.is_stale(40_000), "contact alone is not hearing the stream");
+        health.heard(40_000);
+        assert!(!health.is_stale(40_001));
     }
 }

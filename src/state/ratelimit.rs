@@ -13,6 +13,7 @@ use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -108,12 +109,24 @@ pub const FALLBACK_TOTAL: &str = "portcullis_rate_limit_fallback_total";
 /// The longest a check waits for the fleet count before it falls back.
 pub const FLEET_WAIT: Duration = Duration::from_millis(50);
 
+/// Failed or too slow fleet checks in a row before the back-off.
+pub const FLEET_FAILURES: u32 = 3;
+
+/// How long the fleet count is skipped after [`FLEET_FAILURES`] failures in a row.
+pub const FLEET_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Rate limits held for the whole fleet in Redis (`scope: fleet`), with the local limiter as
 /// the fallback at the tier's rate divided by `rate_limits.fallback_replicas`.
 pub struct FleetLimits {
     store: Option<Arc<crate::state::redis_store::RedisState>>,
     fallback: RateLimits,
     replicas: u32,
+    clock: Arc<dyn Clock>,
+    /// After [`FLEET_FAILURES`] failures in a row, Redis is not asked again until then
+    /// (injected clock, ms): a Redis that is down must not cost every limited check the whole
+    /// wait, while one slow answer under load must not switch the fleet count off.
+    retry_after_ms: AtomicI64,
+    failures: AtomicU32,
 }
 
 impl FleetLimits {
@@ -122,19 +135,36 @@ impl FleetLimits {
         clock: Arc<dyn Clock>,
         replicas: u32,
     ) -> Self {
-        Self { store, fallback: RateLimits::new(clock), replicas: replicas.max(1) }
+        Self {
+            store,
+            fallback: RateLimits::new(clock.clone()),
+            replicas: replicas.max(1),
+            clock,
+            retry_after_ms: AtomicI64::new(0),
+            failures: AtomicU32::new(0),
+        }
     }
 
     /// `Err(seconds)` when `key` is over `tier`'s fleet-wide rate.
     pub async fn check(&self, tier: &RateTier, key: &str) -> Result<(), u32> {
-        if let Some(store) = &self.store {
-            let interval_ms = (u64::from(tier.period_secs) * 1000 / u64::from(tier.amount.max(1))).max(1);
-            match tokio::time::timeout(FLEET_WAIT, store.gcra(&tier.name, key, interval_ms, tier.burst.max(1))).await {
-                Ok(Ok(result)) => return result,
+        let asking = self.clock.now_millis() >= self.retry_after_ms.load(Ordering::Acquire);
+        if let Some(store) = self.store.as_ref().filter(|_| asking) {
+            // Microseconds: a millisecond interval would round 600/s up to 1000/s.
+            let interval_us = (u64::from(tier.period_secs) * 1_000_000 / u64::from(tier.amount.max(1))).max(1);
+            match tokio::time::timeout(FLEET_WAIT, store.gcra(&tier.name, key, interval_us, tier.burst.max(1))).await {
+                Ok(Ok(result)) => {
+                    self.failures.store(0, Ordering::Relaxed);
+                    return result;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(tier = %tier.name, error = %e, "fleet rate limit unavailable; limiting locally")
                 }
                 Err(_) => tracing::debug!(tier = %tier.name, "fleet rate limit too slow; limiting locally"),
+            }
+            if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FLEET_FAILURES {
+                self.failures.store(0, Ordering::Relaxed);
+                let backoff = i64::try_from(FLEET_BACKOFF.as_millis()).unwrap_or(i64::MAX);
+                self.retry_after_ms.store(self.clock.now_millis().saturating_add(backoff), Ordering::Release);
             }
         }
         metrics::counter!(FALLBACK_TOTAL, "tier" => tier.name.clone()).increment(1);

@@ -364,7 +364,7 @@ impl RedisState {
         for _ in 0..2 {
             match self.write(&key, &json, op, &stream, &companion).await {
                 Ok(()) => {
-                    self.health.contact(self.clock.now_millis());
+                    self.health.contact();
                     return Ok(());
                 }
                 Err(e) => {
@@ -617,8 +617,8 @@ impl RedisState {
         let mut conn = self.client.connect(&config).await?;
         let (mut position, mut sessions_position) = self.resync(&mut conn, reason).await?;
         let mut last_full = self.clock.now_millis();
-        self.health.contact(self.clock.now_millis());
         self.health.mark_synced();
+        self.health.heard(self.clock.now_millis());
         let (stream, sessions) = (self.stream(), self.sessions_stream());
         loop {
             let interval = i64::try_from(self.resync_interval.as_millis()).unwrap_or(i64::MAX);
@@ -639,7 +639,7 @@ impl RedisState {
                 .query_async(&mut conn)
                 .await?;
             let now = self.clock.now_millis();
-            self.health.contact(now);
+            self.health.heard(now);
             let read_from = position.clone();
             let mut lag = None;
             for key in reply.map(|r| r.keys).unwrap_or_default() {
@@ -847,7 +847,7 @@ impl BlockStore for RedisState {
             .await;
         match result {
             Ok((count,)) => {
-                self.health.contact(self.clock.now_millis());
+                self.health.contact();
                 Ok(count)
             }
             Err(e) => {
@@ -862,12 +862,14 @@ impl BlockStore for RedisState {
     }
 }
 
-/// GCRA in one script, on Redis's own clock (replicas' clocks may differ): the key holds the
-/// theoretical arrival time; a request is admitted when that is at most `interval × (burst − 1)`
-/// ahead of now. One key per client, O(1), the same algorithm as the local governor limiter.
+/// GCRA in one script, on Redis's own clock (replicas' clocks may differ), in microseconds (a
+/// millisecond interval would round 600/s up to 1000/s): the key holds the theoretical arrival
+/// time; a request is admitted when that is at most `interval × (burst − 1)` ahead of now. One
+/// key per client, O(1), the same algorithm as the local governor limiter. Lua numbers are
+/// doubles: microseconds since 1970 stay exact (< 2^53).
 const GCRA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -875,30 +877,38 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if allow_at > now then
-  return {0, allow_at - now}
+  return {0, math.ceil((allow_at - now) / 1000)}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, 0}
 "#;
 
 impl RedisState {
+    /// Opens the connection writes and fleet rate limits share, so the first limited check
+    /// does not pay for the connect inside its 50 ms budget.
+    pub async fn warm(&self) {
+        if let Err(e) = self.connection().await {
+            tracing::debug!(error = %e, "state backend not reachable yet; the first write connects");
+        }
+    }
+
     /// One fleet-wide rate-limit decision for `key` in `tier` (`rate_limits.tiers.*.scope:
-    /// fleet`): `Ok(Err(seconds))` when over the limit.
+    /// fleet`), one request every `interval_us` with `burst`: `Ok(Err(seconds))` when over.
     pub async fn gcra(
         &self,
         tier: &str,
         key: &str,
-        interval_ms: u64,
+        interval_us: u64,
         burst: u32,
     ) -> Result<Result<(), u32>, StoreError> {
         static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(GCRA));
         let rkey = format!("{}:rl:{}:{}", self.prefix, digest(tier), digest(key));
         let mut conn = self.connection().await?;
         let result: redis::RedisResult<(i64, i64)> =
-            SCRIPT.key(&rkey).arg(interval_ms).arg(burst).invoke_async(&mut conn).await;
+            SCRIPT.key(&rkey).arg(interval_us).arg(burst).invoke_async(&mut conn).await;
         match result {
             Ok((admitted, wait_ms)) => {
-                self.health.contact(self.clock.now_millis());
+                self.health.contact();
                 if admitted == 1 {
                     Ok(Ok(()))
                 } else {
@@ -907,7 +917,11 @@ impl RedisState {
                 }
             }
             Err(e) => {
-                self.forget_connection().await;
+                // Only a broken connection is dropped (admin writes share it); a script or
+                // permission error leaves it be.
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.forget_connection().await;
+                }
                 Err(unavailable(e))
             }
         }

@@ -605,6 +605,11 @@ async fn fleet_rate_limits_hold_across_replicas_and_fall_back_locally() {
     let state = format!("state: {{ backend: redis, url: \"{}\" }}", redis.url());
     let replace = [
         ("per_user: { key: subject, per_minute: 5 }", "per_user: { key: subject, per_minute: 6, scope: fleet }"),
+        ("auth: { key: ip, per_minute: 5 }", "auth: { key: ip, per_minute: 5, scope: fleet }"),
+        (
+            "{ name: login, match: { path_exact: /login, methods: [POST] }, public: true, rate_limit: auth }",
+            "{ name: login, match: { path_exact: /login }, require: { scopes: [read] }, rate_limit: auth }",
+        ),
         ("rate_limits:\n", "rate_limits:\n  fallback_replicas: 2\n"),
     ];
     let start = |name: &str| {
@@ -626,6 +631,15 @@ async fn fleet_rate_limits_hold_across_replicas_and_fall_back_locally() {
     }
     assert_eq!(admitted, 6, "the fleet admits the tier's rate once, not once per replica");
     assert_eq!(check_path(&b, "/limited/x", &bearer("other-user")).await.0, 200, "another subject has its own count");
+
+    // A pre-auth ip tier counts denied requests too (credential guessing is what it slows):
+    // five bad tokens from one address across both replicas, then a good one is 429.
+    for i in 0..5 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(check_as(p, "198.51.100.9", "/login", &format!("{user}x")).await.0, 401);
+    }
+    assert_eq!(check_as(&a, "198.51.100.9", "/login", &user).await, (429, "rate_limited".to_string()));
+    assert_eq!(check_as(&b, "198.51.100.10", "/login", &user).await.0, 200, "another address is not limited");
 
     redis.stop();
     let local = bearer("fallback-user");

@@ -138,6 +138,8 @@ impl Validator {
                     .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
                 {
                     self.problems.add("state.url", "put credentials in username and password_file, not in the URL");
+                } else if url.contains('#') {
+                    self.problems.add("state.url", "no #fragment (like #insecure): TLS is always verified");
                 }
                 RedisTarget::Url(url.clone())
             }
