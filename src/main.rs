@@ -46,6 +46,9 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Decide one request offline under a policy and show every step, the rule that matched
+    /// and the headers the upstream would receive (same pipeline as the server).
+    Explain(ExplainArgs),
     /// Mint a development token (only the `dev` policy accepts it).
     DevToken {
         #[arg(long, default_value = "alice")]
@@ -58,6 +61,44 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The policy file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// A JSON or YAML request file ({method, path, host, headers, peer, token}); flags
+    /// override its fields.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    #[arg(long)]
+    method: Option<String>,
+    #[arg(long)]
+    path: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    /// A request header, `name: value` (repeat for more).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The connecting peer's address.
+    #[arg(long)]
+    peer: Option<String>,
+    /// A bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// A file holding a bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Unix seconds to decide at (default: now).
+    #[arg(long)]
+    now: Option<i64>,
+    /// A JWKS file standing in for every remote issuer's keys (explain never fetches).
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +217,13 @@ fn main() -> ExitCode {
         }
         Command::ApiKey { command } => api_key_new(command),
         Command::ConfigSchema { embed_into } => config_schema(embed_into),
+        Command::Explain(args) => match explain(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("portcullis explain: {e:#}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
         Command::DevToken { sub, scopes, roles, ttl } => {
             let spec = dev::DevToken { subject: sub, scopes, roles, ttl_secs: ttl };
             match dev::mint(&spec, SystemClock.now().0) {
@@ -190,6 +238,66 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    use portcullis::dev::explain::{ExplainRequest, OneOrMany};
+    let settings = config::load_file(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut request: ExplainRequest = match &args.request {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        None => serde_saphyr::from_str("{}").map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    if let Some(method) = args.method {
+        request.method = method;
+    }
+    if let Some(path) = args.path {
+        request.path = path;
+    }
+    if let Some(host) = args.host {
+        request.host = host;
+    }
+    if let Some(peer) = args.peer {
+        request.peer = Some(peer);
+    }
+    for header in &args.headers {
+        let (name, value) =
+            header.split_once(':').with_context(|| format!("--header {header:?}: expected name: value"))?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+        match request.headers.remove(&name) {
+            None => request.headers.insert(name, OneOrMany::One(value)),
+            Some(OneOrMany::One(first)) => request.headers.insert(name, OneOrMany::Many(vec![first, value])),
+            Some(OneOrMany::Many(mut all)) => {
+                all.push(value);
+                request.headers.insert(name, OneOrMany::Many(all))
+            }
+        };
+    }
+    if let Some(token) = args.token {
+        request.token = Some(token);
+    }
+    if let Some(file) = &args.token_file {
+        let token = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        request.token = Some(token.trim().to_string());
+    }
+    let now = portcullis::decision::UnixTime(args.now.unwrap_or_else(|| SystemClock.now().0));
+    if let Some(file) = &args.jwks {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        for issuer in settings.snapshot.verifier.issuers.iter().filter(|i| i.keys.is_remote()) {
+            let keys =
+                portcullis::jwt::keys_from_jwks(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            issuer.keys.replace(keys, now.0);
+        }
+    }
+    let explanation = portcullis::dev::explain::explain(&settings, &request, now);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{explanation}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How the server was started.

@@ -1,6 +1,7 @@
 //! Development mode: an embedded policy, a dev key set and a token minter, so a newcomer sees
 //! an allow and a deny within a minute. The dev issuer is refused unless a policy says `dev: true`.
 
+pub mod explain;
 pub mod request;
 
 use crate::config::{ConfigError, DEV_ISSUER, Settings, parse_and_validate};

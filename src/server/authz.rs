@@ -156,6 +156,7 @@ impl AppState {
             api_keys: self.api_keys.as_ref(),
             sessions: self.sessions.as_ref(),
             state_stale,
+            trace: None,
         };
         decide(input, &snapshot.policy, &services, now)
     }

@@ -269,6 +269,38 @@ fn identify<'p>(
     Ok(Identity { token, key: None, rules })
 }
 
+/// The steps of the pipeline in order (docs/contract.md "The steps of one Check"), as
+/// [`crate::Trace`] records them.
+pub const STEPS: [&str; 21] = [
+    "client address",
+    "ip lists",
+    "path",
+    "method",
+    "authority",
+    "request headers",
+    "route",
+    "peer principal",
+    "ip rate limit",
+    "state freshness",
+    "tenant requested",
+    "credential",
+    "csrf",
+    "verification",
+    "time",
+    "revocation",
+    "session",
+    "tenant membership",
+    "requirements",
+    "step-up",
+    "rate limit",
+];
+
+fn passed(services: &Services, step: &'static str) {
+    if let Some(trace) = services.trace {
+        trace.passed(step);
+    }
+}
+
 /// Decides one request. Pure: the same inputs always give the same decision.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
@@ -282,24 +314,30 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     };
     context.client_ip = client.map(|c| c.addr);
     context.client_trusted = client.is_some_and(|c| c.trusted);
+    passed(services, "client address");
     if let Some(deny) = ip_deny(&policy.ip, client, services, now) {
         return Decision::deny(deny, context);
     }
+    passed(services, "ip lists");
     let path = match validate_path(&input.path) {
         Ok(path) => path,
         Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),
     };
+    passed(services, "path");
     if let Err(deny) = check_method(&input.method) {
         return Decision::deny(deny, context);
     }
+    passed(services, "method");
     let host = match parse_authority(&input.host) {
         Ok(host) => host,
         Err(deny) => return Decision::deny(deny, context),
     };
+    passed(services, "authority");
     let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer));
     if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
         return Decision::deny(deny, context);
     }
+    passed(services, "request headers");
     let has_authorization = input.header_values("authorization").next().is_some();
     let route = match find_route(&policy.routes, &host, path, &input.method) {
         Ok(Some(route)) => route,
@@ -307,11 +345,13 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Err(deny) => return Decision::deny(deny, context),
     };
     context.rule = Some(route.name.clone());
+    passed(services, "route");
     if let Access::Optional(req) | Access::Required(req) = &route.access
         && let Err(deny) = check_source_principal(&input.peer_principal, &req.source_principals)
     {
         return Decision::deny(deny, context);
     }
+    passed(services, "peer principal");
     // Pre-auth rate limit per client IP (contract step 5); trusted proxies are never limited.
     if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.key == RateKey::Ip)
         && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
@@ -319,6 +359,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     {
         return Decision::deny(deny, context);
     }
+    passed(services, "ip rate limit");
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
         Access::Public => return allow(policy, None, context, has_authorization),
         Access::Optional(req) => (req, false),
@@ -332,6 +373,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         }
         context.stale_state = true;
     }
+    passed(services, "state freshness");
     // The tenant the request asks for (not yet proven): malformed or conflicting asks are 400.
     let requested_tenant = match &policy.tenants {
         Some(tenants) => match resolve_tenant(tenants, input, &host, path) {
@@ -343,6 +385,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     if requirements.tenant && requested_tenant.is_none() {
         return Decision::deny(Deny::new(DenyReason::TenantMissing, "this route needs a tenant"), context);
     }
+    passed(services, "tenant requested");
     let credential = match extract_credential(input, &policy.credentials) {
         Ok(Some(credential)) => credential,
         Ok(None) if credential_required => {
@@ -351,6 +394,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Ok(None) => return allow(policy, None, context, has_authorization),
         Err(deny) => return Decision::deny(deny, context),
     };
+    passed(services, "credential");
     // Hashed once: the fingerprint for the audit, the key for the claims cache.
     let digest: [u8; 32] = Sha256::digest(credential.token().as_bytes()).into();
     context.credential_fingerprint = Some(Fingerprint::of_digest(&digest));
@@ -359,26 +403,31 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     {
         return Decision::deny(deny, context);
     }
+    passed(services, "csrf");
     let Identity { token, key, rules } = match identify(policy, services, &credential, &digest, now, &mut context) {
         Ok(identity) => identity,
         Err(deny) => return Decision::deny(deny, context),
     };
     context.issuer = Some(token.iss.clone());
     context.subject = Some(token.subject.clone());
+    passed(services, "verification");
     if let Err(deny) = check_times(&token, rules.time, now) {
         return Decision::deny(deny, context);
     }
+    passed(services, "time");
     // Checked on every request, cache hits included.
     let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
     if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {
         return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
     }
+    passed(services, "revocation");
     if let Some(sessions) = &policy.sessions {
         match check_session(sessions, &token, services.sessions, now) {
             Ok(touch) => context.session_touch = touch,
             Err(deny) => return Decision::deny(deny, context),
         }
     }
+    passed(services, "session");
     if let (Some(tenant), Some(tenants)) = (requested_tenant, &policy.tenants) {
         let claim_trusted = tenants
             .claim
@@ -399,14 +448,17 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         }
         context.tenant = Some(tenant);
     }
+    passed(services, "tenant membership");
     if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
         return Decision::deny(deny, context);
     }
+    passed(services, "requirements");
     if let Some(step_up) = &requirements.step_up
         && let Err(deny) = check_step_up(&token, step_up, now.0)
     {
         return Decision::deny(deny, context);
     }
+    passed(services, "step-up");
     // Post-auth rate limits per subject (issuer-scoped) or per tenant (contract step 12).
     if let Some(tier) = &route.rate_limit {
         let key = match tier.key {
@@ -420,6 +472,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
             return Decision::deny(deny, context);
         }
     }
+    passed(services, "rate limit");
     let verified_bearer = matches!(credential, Credential::Bearer(_));
     allow(policy, Some(&token), context, has_authorization && !verified_bearer)
 }

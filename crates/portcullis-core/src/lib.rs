@@ -29,7 +29,7 @@ pub use claim_set::Claims;
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};
-pub use decide::{Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Policy, decide};
+pub use decide::{Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Policy, STEPS, decide};
 pub use headers::{IdentityHeader, IdentitySource, PreparedHeaders, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
@@ -42,7 +42,7 @@ pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
     BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateScope, RateTier,
-    RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, UnixTime, VerifiedToken,
+    RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, Trace, UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

@@ -181,6 +181,23 @@ pub struct Services<'a> {
     /// The shared state (revocations, blocks, members) may be outdated: no contact with its
     /// backend for longer than `state.max_staleness`. [`OnStale`] says what follows.
     pub state_stale: bool,
+    /// Records each pipeline step the request passed (`portcullis explain`); `None` on the
+    /// serving path.
+    pub trace: Option<&'a Trace>,
+}
+
+/// The pipeline steps a decision passed, in order (names from [`crate::STEPS`]).
+#[derive(Debug, Default)]
+pub struct Trace(std::cell::RefCell<Vec<&'static str>>);
+
+impl Trace {
+    pub fn passed(&self, step: &'static str) {
+        self.0.borrow_mut().push(step);
+    }
+
+    pub fn steps(&self) -> Vec<&'static str> {
+        self.0.borrow().clone()
+    }
 }
 
 /// What a replica does while its shared state may be outdated (`state.on_stale`).
@@ -207,6 +224,7 @@ impl<'a> Services<'a> {
             api_keys: &super::api_key::NoApiKeys,
             sessions: &super::session::NoSessions,
             state_stale: false,
+            trace: None,
         }
     }
 }
