@@ -154,10 +154,7 @@ impl CachedVerifier<'_> {
         match &entry.result {
             Ok(token) => {
                 let (id, issuer) = self.inner.find(&token.iss)?;
-                // A static key set is in the fingerprint (a reload builds a new store with the
-                // same keys); a fetched one changes under it, so its generation must match.
-                let rotated = issuer.keys.is_remote() && issuer.keys.generation() != token.key_generation;
-                if issuer.fingerprint != entry.fingerprint || rotated {
+                if issuer.fingerprint != entry.fingerprint || issuer.keys.generation() != token.key_generation {
                     return None;
                 }
                 let mut token = token.clone();

@@ -15,6 +15,18 @@ fn next_generation() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A static key set's generation follows from its keys (top bit set, apart from the counter):
+/// a reload builds a new store with the same keys and the same generation, so tokens cached
+/// under it stay servable; different keys give a different generation.
+fn content_generation(keys: &KeySet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for k in &keys.keys {
+        (&k.kid, format!("{:?}", k.alg), &k.material).hash(&mut h);
+    }
+    h.finish() | (1 << 63)
+}
+
 #[derive(Debug)]
 pub struct KeyStore {
     current: ArcSwapOption<KeySet>,
@@ -35,7 +47,10 @@ pub struct KeyStore {
 impl KeyStore {
     /// A store that starts with `keys` (static sources) or empty (remote JWKS before the first fetch).
     pub fn fixed(keys: KeySet) -> Self {
-        Self::build(Some(keys), 0, false)
+        let generation = content_generation(&keys);
+        let store = Self::build(Some(keys), 0, false);
+        store.generation.send_replace(generation);
+        store
     }
 
     /// An empty store that the JWKS fetcher fills.
