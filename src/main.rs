@@ -49,6 +49,14 @@ enum Command {
     /// Decide one request offline under a policy and show every step, the rule that matched
     /// and the headers the upstream would receive (same pipeline as the server).
     Explain(ExplainArgs),
+    /// Run policy test files (cases with requests, minted tokens and expected outcomes);
+    /// exits 1 when a case fails.
+    Test {
+        files: Vec<PathBuf>,
+        /// Also write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Mint a development token (only the `dev` policy accepts it).
     DevToken {
         #[arg(long, default_value = "alice")]
@@ -217,6 +225,7 @@ fn main() -> ExitCode {
         }
         Command::ApiKey { command } => api_key_new(command),
         Command::ConfigSchema { embed_into } => config_schema(embed_into),
+        Command::Test { files, junit } => policy_tests(&files, junit.as_deref()),
         Command::Explain(args) => match explain(args) {
             Ok(code) => code,
             Err(e) => {
@@ -298,6 +307,51 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         print!("{explanation}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn policy_tests(files: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {
+    let (mut passed, mut failed) = (0, 0);
+    let mut report = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    let xml = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    for file in files {
+        let outcomes = match portcullis::dev::policytest::run_file(file) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                eprintln!("portcullis test: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        };
+        report.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\">\n",
+            xml(&file.display().to_string()),
+            outcomes.len()
+        ));
+        for outcome in outcomes {
+            report.push_str(&format!("    <testcase name=\"{}\">", xml(&outcome.name)));
+            match &outcome.failure {
+                None => {
+                    passed += 1;
+                    println!("ok   {}: {}", file.display(), outcome.name);
+                }
+                Some(diff) => {
+                    failed += 1;
+                    println!("FAIL {}: {}\n{diff}", file.display(), outcome.name);
+                    report.push_str(&format!("<failure message=\"{}\"/>", xml(diff)));
+                }
+            }
+            report.push_str("</testcase>\n");
+        }
+        report.push_str("  </testsuite>\n");
+    }
+    report.push_str("</testsuites>\n");
+    println!("{passed} passed, {failed} failed");
+    if let Some(path) = junit
+        && let Err(e) = std::fs::write(path, report)
+    {
+        eprintln!("portcullis test: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// How the server was started.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A request to explain (flags, or a JSON/YAML request file).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
     #[serde(default = "default_method")]
@@ -28,6 +28,19 @@ pub struct ExplainRequest {
     pub peer: Option<String>,
     /// A bearer token, sent as `authorization: Bearer …`.
     pub token: Option<String>,
+}
+
+impl Default for ExplainRequest {
+    fn default() -> Self {
+        Self {
+            method: default_method(),
+            path: default_path(),
+            host: default_host(),
+            headers: BTreeMap::new(),
+            peer: None,
+            token: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,6 +2,7 @@
 //! an allow and a deny within a minute. The dev issuer is refused unless a policy says `dev: true`.
 
 pub mod explain;
+pub mod policytest;
 pub mod request;
 
 use crate::config::{ConfigError, DEV_ISSUER, Settings, parse_and_validate};

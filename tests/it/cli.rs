@@ -273,3 +273,32 @@ fn explain_shows_the_steps_the_rule_and_the_upstream_headers() {
     assert_eq!(outcome("verification"), Some(serde_json::json!("not reached")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `portcullis test`: the repository's policy tests pass (tokens minted with generated keys,
+/// an RSA key here), a deliberately broken expectation fails with a readable diff, exit 1, and
+/// `--junit` writes a report.
+#[test]
+fn policy_test_files_pass_and_a_broken_one_fails_with_a_diff() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = portcullis().arg("test").arg(root.join("tests/policies/fixture.test.yaml")).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("8 passed, 0 failed"), "{text}");
+
+    let dir = scratch("cli-policy-test");
+    let junit = dir.join("junit.xml");
+    let out = portcullis()
+        .arg("test")
+        .arg(root.join("tests/policies/broken.test.yaml"))
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL") && text.contains("decision: want allow, got deny"), "{text}");
+    assert!(text.contains("0 passed, 1 failed"), "{text}");
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("<testcase name=\"wrongly expects readers to reach the admin API\"><failure"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

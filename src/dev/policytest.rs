@@ -1,0 +1,202 @@
+//! `portcullis test`: policy test files run through [`super::explain`] (the same pipeline as
+//! `serve`). Tokens are minted in-process: for each issuer a case names, a key is generated for
+//! the first algorithm the issuer accepts and installed as that issuer's keys for the run, so
+//! test files carry claims, never secrets.
+
+use super::explain::{ExplainRequest, explain};
+use crate::config::{Settings, load_file};
+use crate::decision::UnixTime;
+use crate::jwt::{Alg, AlgFamily, KeySet, keys_from_hmac_secret, keys_from_jwks};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// The policy under test, relative to the test file.
+    pub policy: PathBuf,
+    /// Unix seconds the cases are decided at (default: now).
+    pub now: Option<i64>,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    #[serde(default)]
+    pub request: ExplainRequest,
+    /// A token minted for this case.
+    pub token: Option<TokenSpec>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// The issuer (default: the policy's first); `iss`, `aud` (its first audience), `iat` and
+    /// `exp` (an hour) are added unless `claims` sets them.
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub decision: Option<String>,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+    pub rule: Option<String>,
+    /// Headers the upstream must receive with these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One case's result: `None` passed, `Some(diff)` failed.
+pub struct Outcome {
+    pub name: String,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("{0}: {1}")]
+    File(PathBuf, String),
+}
+
+/// A signing key generated for one issuer.
+struct Signer {
+    alg: Alg,
+    key: jsonwebtoken::EncodingKey,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// A fresh key for `alg` and the key set that verifies it.
+fn generate(alg: Alg) -> Result<(Signer, KeySet), String> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::KeyPair;
+    let rng = SystemRandom::new();
+    let err = |e: &dyn std::fmt::Display| format!("cannot generate a {} test key: {e}", alg.name());
+    let jwks =
+        |jwk: serde_json::Value| keys_from_jwks(&serde_json::json!({ "keys": [jwk] }).to_string()).map_err(|e| err(&e));
+    match alg.family() {
+        AlgFamily::Hmac => {
+            let mut secret = [0u8; 64];
+            aws_lc_rs::rand::SecureRandom::fill(&rng, &mut secret).map_err(|e| err(&e))?;
+            let keys = keys_from_hmac_secret(&secret, &[alg]).map_err(|e| err(&e))?;
+            Ok((Signer { alg, key: jsonwebtoken::EncodingKey::from_secret(&secret) }, keys))
+        }
+        AlgFamily::Ed => {
+            let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| err(&e))?;
+            let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| err(&e))?;
+            let x = B64.encode(pair.public_key().as_ref());
+            let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
+            let keys = jwks(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "portcullis-test"}))?;
+            Ok((Signer { alg, key }, keys))
+        }
+        AlgFamily::Ec => {
+            let (curve, fixed, size) = match alg {
+                Alg::ES384 => ("P-384", &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING, 48),
+                _ => ("P-256", &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING, 32),
+            };
+            let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(fixed, &rng).map_err(|e| err(&e))?;
+            let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(fixed, pkcs8.as_ref()).map_err(|e| err(&e))?;
+            let point = pair.public_key().as_ref();
+            let (x, y) = (B64.encode(&point[1..1 + size]), B64.encode(&point[1 + size..]));
+            let key = jsonwebtoken::EncodingKey::from_ec_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+                .map_err(|e| err(&e))?;
+            let keys = jwks(serde_json::json!({"kty": "EC", "crv": curve, "x": x, "y": y, "kid": "portcullis-test"}))?;
+            Ok((Signer { alg, key }, keys))
+        }
+        AlgFamily::Rsa => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| err(&e))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().map_err(|e| err(&e))?;
+            let public = pair.public_key();
+            let n = B64.encode(public.modulus().big_endian_without_leading_zero());
+            let e = B64.encode(public.exponent().big_endian_without_leading_zero());
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes())
+                .map_err(|e| err(&e))?;
+            let keys = jwks(serde_json::json!({"kty": "RSA", "n": n, "e": e, "kid": "portcullis-test"}))?;
+            Ok((Signer { alg, key }, keys))
+        }
+    }
+}
+
+/// Runs every case of `file`.
+pub fn run_file(file: &Path) -> Result<Vec<Outcome>, TestError> {
+    let fail = |why: String| TestError::File(file.to_path_buf(), why);
+    let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+    let spec: TestFile = serde_saphyr::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let settings: Settings = load_file(&base.join(&spec.policy)).map_err(|e| fail(e.to_string()))?;
+    let now = UnixTime(spec.now.unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock).0));
+    let mut signers: BTreeMap<String, Signer> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for case in &spec.cases {
+        let mut request = case.request.clone();
+        if let Some(token) = &case.token {
+            let verifier = &settings.snapshot.verifier;
+            let issuer = match &token.issuer {
+                Some(name) => verifier.find(name).map(|(_, i)| i),
+                None => verifier.issuers.first(),
+            }
+            .ok_or_else(|| fail(format!("{}: no such issuer", case.name)))?;
+            if !signers.contains_key(&*issuer.issuer) {
+                let alg = *issuer
+                    .algorithms
+                    .first()
+                    .ok_or_else(|| fail(format!("{}: issuer has no algorithm", issuer.issuer)))?;
+                let (signer, keys) = generate(alg).map_err(fail)?;
+                issuer.keys.replace(keys, now.0);
+                signers.insert(issuer.issuer.to_string(), signer);
+            }
+            let signer = &signers[&*issuer.issuer];
+            let mut claims = token.claims.clone();
+            claims.entry("iss").or_insert_with(|| issuer.issuer.to_string().into());
+            if let Some(aud) = issuer.audiences.first() {
+                claims.entry("aud").or_insert_with(|| aud.clone().into());
+            }
+            claims.entry("iat").or_insert_with(|| now.0.into());
+            claims.entry("exp").or_insert_with(|| (now.0 + 3600).into());
+            let mut header = jsonwebtoken::Header::new(signer.alg.to_jsonwebtoken());
+            if signer.alg.family() != AlgFamily::Hmac {
+                header.kid = Some("portcullis-test".into());
+            }
+            let jwt =
+                jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| fail(format!("{}: {e}", case.name)))?;
+            request.token = Some(jwt);
+        }
+        let got = explain(&settings, &request, now);
+        let mut diff = Vec::new();
+        let mut compare = |what: &str, want: Option<String>, got: String| {
+            if let Some(want) = want
+                && want != got
+            {
+                diff.push(format!("  {what}: want {want}, got {got}"));
+            }
+        };
+        compare("decision", case.expect.decision.clone(), got.decision.to_string());
+        compare("status", case.expect.status.map(|s| s.to_string()), got.status.to_string());
+        compare("reason", case.expect.reason.clone(), got.reason.to_string());
+        compare("rule", case.expect.rule.clone(), got.rule.clone().unwrap_or_else(|| "(none)".into()));
+        for (name, want) in &case.expect.headers {
+            let value = got.upstream_set.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            compare(&format!("header {name}"), Some(want.clone()), value.unwrap_or_else(|| "(not set)".into()));
+        }
+        if !diff.is_empty() && !got.detail.is_empty() {
+            diff.push(format!("  (detail: {})", got.detail));
+        }
+        outcomes.push(Outcome { name: case.name.clone(), failure: (!diff.is_empty()).then(|| diff.join("\n")) });
+    }
+    Ok(outcomes)
+}
