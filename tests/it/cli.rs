@@ -302,3 +302,30 @@ fn policy_test_files_pass_and_a_broken_one_fails_with_a_diff() {
     assert!(report.contains("<testcase name=\"wrongly expects readers to reach the admin API\"><failure"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The known traps validate but are flagged by name: a route no request reaches and a
+/// membership claim no issuer is trusted for (every member would be denied).
+#[test]
+fn check_config_flags_shadowed_routes_and_an_untrusted_membership_claim() {
+    let dir = scratch("cli-traps");
+    let policy = r#"
+issuers:
+  - { issuer: "https://issuer.test/", audiences: [api], algorithms: [RS256], jwks: { file: keys/jwks-rsa1.json } }
+tenants:
+  from: [ { header: x-tenant-id } ]
+  membership: { claim: /tenants }
+routes:
+  - { name: api, match: { path_prefix: /api }, require: { scopes: [read] } }
+  - { name: api-admin, match: { path_prefix: /api/admin }, require: { roles: [admin] } }
+  - { name: orders, match: { path_exact: /orders, methods: [GET] }, require: { scopes: [read] } }
+  - { name: orders-post, match: { path_exact: /orders, methods: [POST] }, require: { scopes: [write] } }
+"#;
+    let path = write_in_fixtures_copy(&dir, "traps.yaml", policy);
+    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(r#""api-admin" is never reached: the earlier route "api""#), "{stderr}");
+    assert!(!stderr.contains("orders-post\" is never reached"), "another method is not shadowed: {stderr}");
+    assert!(stderr.contains("tenants.membership.claim") && stderr.contains("trusted by no issuer"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

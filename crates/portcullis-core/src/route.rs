@@ -6,7 +6,7 @@ use super::semantics::Authority;
 use super::types::RateTier;
 use regex::Regex;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
     Exact(String),
     /// `*.example.com`: any host with this suffix and at least one more label.

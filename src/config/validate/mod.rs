@@ -179,6 +179,14 @@ impl Validator {
             self.fleet_checks(raw.rate_limits.as_ref(), &tiers, matches!(state, StateBackend::Redis(_)));
         let routes = self.routes(&raw.routes, &issuer_names, &tiers);
         let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
+        self.shadowed_routes(&routes);
+        if let Some(claim) = tenants.as_ref().and_then(|t| t.claim.as_deref())
+            && !rules.iter().any(|r| r.trusted_claims.iter().any(|c| c == claim.trim_start_matches('/')))
+        {
+            self.warnings.push(format!(
+                "tenants.membership.claim: \"{claim}\" is trusted by no issuer, so it never proves membership and every member is denied tenant_forbidden; add it to the issuers' trusted_claims"
+            ));
+        }
         if raw.tenants.is_none() {
             for route in &routes {
                 let req = match &route.access {

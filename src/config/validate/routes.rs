@@ -2,7 +2,41 @@
 
 use super::*;
 
+/// Whether route `earlier` matches every request `later` does (so `later` is never reached).
+/// Only the clear cases: prefixes and exact paths, no regex.
+fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+    };
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+    let under = |prefix: &str, path: &str| {
+        prefix == "/" || path == prefix || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+    };
+    let path = match (&earlier.path, &later.path) {
+        (PathMatch::Prefix(a), PathMatch::Prefix(b) | PathMatch::Exact(b)) => under(a, b),
+        (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+        _ => false,
+    };
+    host && methods && path
+}
+
 impl Validator {
+    /// A route no request can reach (an earlier route matches all it would): valid, but
+    /// certainly not what was meant.
+    pub(super) fn shadowed_routes(&mut self, routes: &[Route]) {
+        for (j, later) in routes.iter().enumerate() {
+            if let Some(earlier) = routes[..j].iter().find(|e| covers(&e.matcher, &later.matcher)) {
+                self.warnings.push(format!(
+                    "routes: \"{}\" is never reached: the earlier route \"{}\" matches every request it would (order routes from the most specific)",
+                    later.name, earlier.name
+                ));
+            }
+        }
+    }
+
     pub(super) fn routes(
         &mut self,
         raw: &[RawRoute],
