@@ -42,6 +42,7 @@ fn prefix_route(name: &str, prefix: &str, access: Access) -> Route {
         },
         access,
         rate_limit: None,
+        dry_run: false,
     }
 }
 
@@ -205,4 +206,35 @@ fn stale_state_is_refused_or_flagged_never_on_public_routes() {
     let fresh =
         decide(&input("GET", "/api/items", &bearer), &snap.policy, &Services::stateless(&snap.verifier), UnixTime(NOW));
     assert_eq!(fresh.reason(), "allowed");
+}
+
+/// `mode: dry_run`: a policy deny becomes an allow without identity, the deny kept for the
+/// audit and metrics; malformed requests stay refused.
+#[test]
+fn dry_run_records_policy_denies_and_enforces_the_rest() {
+    let snap = snapshot();
+    let mut policy = snap.policy.clone();
+    for route in &mut policy.routes {
+        route.dry_run = route.name == "admin";
+    }
+    let services = Services::stateless(&snap.verifier);
+    let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "s", NOW));
+    let bearer = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let forged = vec![("x-user-id".to_string(), "root".to_string())];
+    type Case<'a> = (&'a str, &'a [(String, String)], &'a str, Option<&'a str>);
+    let cases: &[Case] = &[
+        ("/admin/users", &bearer, "allowed", Some("role_required")),
+        ("/admin/users", &forged, "allowed", Some("credential_missing")),
+        ("/admin/critical/x", &bearer, "role_required", None),
+        ("/admin/users;x", &bearer, "path_invalid", None),
+    ];
+    for (path, headers, reason, would) in cases {
+        let decision = decide(&input("GET", path, headers), &policy, &services, UnixTime(NOW));
+        assert_eq!(decision.reason(), *reason, "{path}");
+        assert_eq!(decision.context.would_deny.as_ref().map(|d| d.reason.as_str()), *would, "{path}");
+        if let Outcome::Allow { set_headers, remove_headers } = &decision.outcome {
+            assert!(set_headers.is_empty(), "no identity under a dry run: {set_headers:?}");
+            assert!(remove_headers.iter().any(|h| h == "x-user-id"), "a forged identity is removed");
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub sessions: Option<RawSessions>,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    /// `enforce` (default) or `dry_run`: the mode of every route that sets none, and of
+    /// requests no route matches.
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]
@@ -290,6 +293,9 @@ pub struct RawRoute {
     pub optional: bool,
     pub require: Option<RawRequire>,
     pub rate_limit: Option<String>,
+    /// `enforce` (default) or `dry_run`: a deny is audited and counted, and the request is
+    /// allowed without identity headers (README "Dry run" lists the denies that stay enforced).
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

@@ -205,7 +205,10 @@ impl AppState {
         span.record("decision", verdict);
         span.record("reason", decision.reason());
         span.record("rule", decision.context.rule.as_deref().unwrap_or(""));
-        self.metrics.decided(&decision.outcome);
+        match &decision.context.would_deny {
+            Some(deny) => self.metrics.dry_run(deny.reason),
+            None => self.metrics.decided(&decision.outcome),
+        }
         if decision.context.stale_state {
             self.metrics.stale_decision.increment(1);
         }

@@ -204,9 +204,11 @@ fn outside(value: &str) -> Cow<'_, str> {
 /// (subject, tenant, path, host, request id, detail) are scrubbed; the rest are ours.
 pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: SystemTime) -> serde_json::Value {
     let ctx = &decision.context;
-    let (verdict, detail) = match &decision.outcome {
-        Outcome::Allow { .. } => ("allow", ""),
-        Outcome::Deny(d) => ("deny", d.detail.as_str()),
+    // A dry run is audited as the deny it would have been, marked not enforced.
+    let (verdict, reason, detail) = match (&decision.outcome, &ctx.would_deny) {
+        (_, Some(d)) => ("deny", d.reason.as_str(), d.detail.as_str()),
+        (Outcome::Allow { .. }, None) => ("allow", decision.reason(), ""),
+        (Outcome::Deny(d), None) => ("deny", decision.reason(), d.detail.as_str()),
     };
     let path = input.path.split('?').next().unwrap_or_default();
     serde_json::json!({
@@ -214,7 +216,8 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         "request_id": outside(&input.request_id),
         "trace_id": trace_id(input),
         "decision": verdict,
-        "reason": decision.reason(),
+        "reason": reason,
+        "enforced": ctx.would_deny.is_none(),
         "detail": outside(detail),
         "rule": ctx.rule,
         "issuer": ctx.issuer.as_deref().map(outside),

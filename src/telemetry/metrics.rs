@@ -80,6 +80,8 @@ pub struct CheckMetrics {
     allowed: metrics::Counter,
     /// In the order of [`DenyReason::ALL`].
     denied: Vec<metrics::Counter>,
+    /// Denies recorded but not enforced (`mode: dry_run`), by reason, with `mode="dry_run"`.
+    dry_run: Vec<metrics::Counter>,
 }
 
 impl CheckMetrics {
@@ -95,6 +97,17 @@ impl CheckMetrics {
             duration: metrics::histogram!(CHECK_DURATION_SECONDS),
             allowed: decision("allow", "allowed"),
             denied: DenyReason::ALL.iter().map(|r| decision("deny", r.as_str())).collect(),
+            dry_run: DenyReason::ALL
+                .iter()
+                .map(|r| metrics::counter!(DECISIONS_TOTAL, "decision" => "deny", "reason" => r.as_str(), "mode" => "dry_run"))
+                .collect(),
+        }
+    }
+
+    /// A dry-run deny (allowed, recorded as the deny it would have been).
+    pub fn dry_run(&self, reason: DenyReason) {
+        if let Some(counter) = DenyReason::ALL.iter().position(|r| *r == reason).and_then(|i| self.dry_run.get(i)) {
+            counter.increment(1);
         }
     }
 

@@ -449,3 +449,59 @@ fn sidecar_example_over_a_unix_socket_serves_allow_and_deny() {
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `mode: dry_run` through a real Envoy: a request the route would deny reaches the upstream
+/// without identity, and is counted and audited as the deny it would have been; the enforced
+/// route beside it still denies.
+#[test]
+fn a_dry_run_route_records_instead_of_denying() {
+    use crate::support::Launch;
+    let dir = scratch("envoy-dry-run");
+    let upstream = Upstream::start();
+    let portcullis = Portcullis::launch(
+        &dir,
+        Launch {
+            replace: &[(
+                "{ name: admin, match: { path_prefix: /admin }, require: { roles: [admin] } }",
+                "{ name: admin, match: { path_prefix: /admin }, require: { roles: [admin] }, mode: dry_run }",
+            )],
+            ..Launch::default()
+        },
+    );
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    let token = corpus::sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        &corpus::claims(corpus::ISSUER, "dry", crate::support::now()),
+    );
+    let bearer = format!("Bearer {token}");
+    let (status, body) =
+        crate::support::envoy::get(&envoy, "/admin/users", &[("authorization", &bearer), ("x-user-id", "root")]);
+    assert_eq!(status, 200, "a would-deny request reaches the upstream: {body}");
+    assert_eq!(
+        body["headers"]["x-user-id"],
+        serde_json::Value::Null,
+        "without identity (the forged one removed): {body}"
+    );
+    let (status, _) = crate::support::envoy::get(&envoy, "/admin/critical/keys", &[("authorization", &bearer)]);
+    assert_eq!(status, 403, "the enforced route beside it still denies");
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    let counted = metrics.lines().any(|l| {
+        l.contains("portcullis_decisions_total")
+            && l.contains("mode=\"dry_run\"")
+            && l.contains("reason=\"role_required\"")
+            && l.ends_with(" 1")
+    });
+    assert!(counted, "{metrics}");
+    let audited = || {
+        let out = portcullis.proc.output();
+        let line = out.lines().find(|l| l.contains("\"enforced\":false")).map(str::to_string);
+        line.ok_or(())
+    };
+    let (line, _) =
+        crate::support::eventually_blocking(std::time::Duration::from_secs(5), "no dry-run audit line", audited);
+    assert!(line.contains("\"reason\":\"role_required\"") && line.contains("\"decision\":\"deny\""), "{line}");
+    drop(envoy);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

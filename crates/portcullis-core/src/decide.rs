@@ -43,6 +43,8 @@ pub struct Policy {
     pub csrf: Option<CsrfPolicy>,
     pub sessions: Option<SessionPolicy>,
     pub on_stale: super::OnStale,
+    /// Top-level `mode: dry_run`: requests no route matches are recorded, not denied.
+    pub dry_run_unrouted: bool,
 }
 
 impl Policy {
@@ -101,6 +103,8 @@ pub struct DecisionContext {
     /// Fleet-wide rate-limit tiers (and keys) this request counts against: the edge checks them
     /// after an allow and turns the allow into 429 `rate_limited` when one is over.
     pub fleet_limits: Vec<(RateTier, String)>,
+    /// `mode: dry_run`: the deny this request would have had; it was allowed without identity.
+    pub would_deny: Option<Deny>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,8 +305,27 @@ fn passed(services: &Services, step: &'static str) {
     }
 }
 
-/// Decides one request. Pure: the same inputs always give the same decision.
+/// Decides one request. Pure: the same inputs always give the same decision. Under `mode:
+/// dry_run` a deny that is not [`DenyReason::always_enforced`] becomes an allow without
+/// identity (every identity and strip header removed), the deny kept in the context.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
+    let decision = decide_enforced(input, policy, services, now);
+    let Outcome::Deny(deny) = &decision.outcome else { return decision };
+    let dry_run = match decision.context.rule.as_deref() {
+        Some(rule) => policy.routes.iter().find(|r| r.name == rule).is_some_and(|r| r.dry_run),
+        None => policy.dry_run_unrouted && deny.reason == DenyReason::NoRoute,
+    };
+    if !dry_run || deny.reason.always_enforced() {
+        return decision;
+    }
+    let deny = deny.clone();
+    let mut context = decision.context;
+    context.would_deny = Some(deny);
+    let has_authorization = input.header_values("authorization").next().is_some();
+    allow(policy, None, context, has_authorization)
+}
+
+fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
     let mut context = DecisionContext::default();
     let client = match input.peer_ip.map(|peer| {
         let xff: Vec<&str> = input.header_values("x-forwarded-for").collect();

@@ -83,6 +83,20 @@ impl DenyReason {
         }
     }
 
+    /// Denies `mode: dry_run` never lifts: malformed or ambiguous requests, overload, blocked
+    /// addresses and rate limits protect the mesh and the upstream, not a policy being tried.
+    pub fn always_enforced(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidRequest
+                | Self::PathInvalid
+                | Self::TenantConflict
+                | Self::Overloaded
+                | Self::IpBlocked
+                | Self::RateLimited
+        )
+    }
+
     pub fn http_status(self) -> u16 {
         match self {
             Self::CredentialMissing

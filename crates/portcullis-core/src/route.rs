@@ -164,6 +164,8 @@ pub struct Route {
     pub access: Access,
     /// The rate-limit tier this route counts against.
     pub rate_limit: Option<RateTier>,
+    /// `mode: dry_run`: a deny is recorded, and the request allowed without identity.
+    pub dry_run: bool,
 }
 
 /// The first route for a request, host already normalized (see

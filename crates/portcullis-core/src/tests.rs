@@ -93,6 +93,7 @@ fn route(name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>)
         },
         access: Access::Public,
         rate_limit: None,
+        dry_run: false,
     }
 }
 

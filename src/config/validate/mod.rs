@@ -177,7 +177,8 @@ impl Validator {
         let tiers = self.tiers(raw.rate_limits.as_ref());
         let fallback_replicas =
             self.fleet_checks(raw.rate_limits.as_ref(), &tiers, matches!(state, StateBackend::Redis(_)));
-        let routes = self.routes(&raw.routes, &issuer_names, &tiers);
+        let dry_run_default = raw.mode.as_deref().is_some_and(|m| self.mode("mode", m));
+        let routes = self.routes(&raw.routes, &issuer_names, &tiers, dry_run_default);
         let tenants = raw.tenants.as_ref().and_then(|t| self.tenants(t, &issuer_names));
         self.shadowed_routes(&routes);
         if let Some(claim) = tenants.as_ref().and_then(|t| t.claim.as_deref())
@@ -201,8 +202,19 @@ impl Validator {
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
         let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
         self.trap_warnings(&ip, &tiers);
-        let policy =
-            Policy { routes, credentials, response, issuers: rules, tenants, ip, api_keys, csrf, sessions, on_stale };
+        let policy = Policy {
+            routes,
+            credentials,
+            response,
+            issuers: rules,
+            tenants,
+            ip,
+            api_keys,
+            csrf,
+            sessions,
+            on_stale,
+            dry_run_unrouted: dry_run_default,
+        };
         Some(Settings {
             grpc: grpc?,
             health: health?,

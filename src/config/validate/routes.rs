@@ -37,11 +37,24 @@ impl Validator {
         }
     }
 
+    /// `enforce` or `dry_run` → whether it is a dry run.
+    pub(super) fn mode(&mut self, path: &str, mode: &str) -> bool {
+        match mode {
+            "enforce" => false,
+            "dry_run" => true,
+            other => {
+                self.problems.add(path, format!("\"{other}\" is not enforce or dry_run"));
+                false
+            }
+        }
+    }
+
     pub(super) fn routes(
         &mut self,
         raw: &[RawRoute],
         issuers: &[&str],
         tiers: &HashMap<String, RateTier>,
+        dry_run_default: bool,
     ) -> Vec<Route> {
         if raw.is_empty() {
             self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
@@ -74,8 +87,12 @@ impl Validator {
             } else {
                 Access::Required(requirements)
             };
+            let dry_run = match route.mode.as_deref() {
+                None => dry_run_default,
+                Some(mode) => self.mode(&format!("{p}.mode"), mode),
+            };
             if let Some(matcher) = matcher {
-                routes.push(Route { name, matcher, access, rate_limit });
+                routes.push(Route { name, matcher, access, rate_limit, dry_run });
             }
         }
         routes
