@@ -33,9 +33,9 @@ pub struct IssuerVerifier {
     pub token_type: Option<TokenType>,
     /// Normalized allowed JOSE `typ` values; empty means any.
     pub header_typ: Vec<String>,
-    /// Everything a verification by this issuer depends on but its key store's generation
-    /// (the settings above and where its keys come from): a cached token verified by it is
-    /// served only while this is unchanged, so a reload that leaves the issuer alone keeps it.
+    /// Everything a verification by this issuer depends on besides its keys (the settings
+    /// above; the keys are the store's generation): a cached token verified by it is served
+    /// only while both are unchanged, so a reload that leaves the issuer alone keeps it.
     pub fingerprint: u64,
 }
 

@@ -483,6 +483,8 @@ fn a_dry_run_route_records_instead_of_denying() {
         serde_json::Value::Null,
         "without identity (the forged one removed): {body}"
     );
+    // The token was not accepted for this route, so the upstream must not get it to trust.
+    assert_eq!(body["headers"]["authorization"], serde_json::Value::Null, "{body}");
     let (status, _) = crate::support::envoy::get(&envoy, "/admin/critical/keys", &[("authorization", &bearer)]);
     assert_eq!(status, 403, "the enforced route beside it still denies");
     let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();

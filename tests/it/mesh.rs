@@ -461,3 +461,39 @@ async fn caller_lists_reload_without_a_restart() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `listen.callers` through a real Envoy: an Envoy whose address is not listed gets no
+/// decision at all and fails closed (never an allow); a listed one is served as usual.
+#[test]
+fn envoy_outside_the_caller_list_fails_closed() {
+    use crate::support::envoy::start_envoy;
+    let dir = scratch("callers-envoy");
+    let upstream = Upstream::start();
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "c", now()));
+    let bearer = format!("Bearer {token}");
+    for (cidrs, listed) in [("127.0.0.2/32", false), ("127.0.0.0/8", true)] {
+        let sub = dir.join(if listed { "listed" } else { "unlisted" });
+        std::fs::create_dir_all(&sub).expect("dir");
+        let extra = format!(", callers: {{ cidrs: [{cidrs}] }}");
+        let portcullis = Portcullis::launch(&sub, Launch { listen_extra: &extra, ..Launch::default() });
+        let envoy = start_envoy(&sub, "envoy", portcullis.grpc.port(), upstream.addr, false);
+        let request = format!(
+            "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: {bearer}\r\nconnection: close\r\n\r\n"
+        );
+        // Until Envoy listens there is no answer; then the answer must settle as expected.
+        let answered = || match crate::support::raw_http(envoy.listener, &request).map(|r| r.status) {
+            Some(status) if (status == 200) == listed => Ok(status),
+            other => Err(other),
+        };
+        let (status, _) = crate::support::eventually_blocking(std::time::Duration::from_secs(20), cidrs, answered);
+        if !listed {
+            assert!(matches!(status, 403 | 503), "an unlisted proxy must fail closed, got {status}");
+            let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+            assert!(metrics.contains("portcullis_grpc_callers_refused_total{why=\"cidr\"}"), "{metrics}");
+        }
+        drop(envoy);
+        drop(portcullis);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,23 +30,7 @@ impl Validator {
                 self.problems.add(format!("{p}.audiences"), "at least one audience is required");
             }
             let algorithms = self.algorithms(&p, &issuer.algorithms);
-            let source = self.keys(&p, issuer, &algorithms);
-            let keys_fingerprint = match &source {
-                Some(KeySource::Fixed(set)) => {
-                    let mut h = DefaultHasher::new();
-                    for k in &set.keys {
-                        (&k.kid, format!("{:?}", k.alg), &k.material).hash(&mut h);
-                    }
-                    h.finish()
-                }
-                Some(KeySource::Remote(remote)) => {
-                    let mut h = DefaultHasher::new();
-                    format!("{remote:?}").hash(&mut h);
-                    h.finish()
-                }
-                None => 0,
-            };
-            let store = match source {
+            let store = match self.keys(&p, issuer, &algorithms) {
                 Some(KeySource::Fixed(set)) => Arc::new(KeyStore::fixed(set)),
                 Some(KeySource::Remote(remote)) => {
                     let store = Arc::new(KeyStore::remote());
@@ -75,9 +59,11 @@ impl Validator {
             }
             let header_typ: Vec<String> = issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect();
             let required = issuer.required.unwrap_or(true);
+            // The keys are not in it: the store's generation covers them (a static set's follows
+            // from its keys; a changed remote source gets a new store, a new generation).
             let mut h = DefaultHasher::new();
             (&name, &issuer.audiences, format!("{algorithms:?}"), required, &issuer.required_claims).hash(&mut h);
-            (format!("{token_type:?}"), &header_typ, keys_fingerprint).hash(&mut h);
+            (format!("{token_type:?}"), &header_typ).hash(&mut h);
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
                 audiences: issuer.audiences.clone(),
