@@ -39,6 +39,8 @@ fn prefix_route(name: &str, prefix: &str, access: Access) -> Route {
             case_sensitive: false,
             strict_slash: false,
             strict_suffix: false,
+            headers: Vec::new(),
+            query: Vec::new(),
         },
         access,
         rate_limit: None,
@@ -237,4 +239,31 @@ fn dry_run_records_policy_denies_and_enforces_the_rest() {
             assert!(remove_headers.iter().any(|h| h == "x-user-id"), "a forged identity is removed");
         }
     }
+}
+
+/// `deny: true`: refused 403 `route_denied` with its stated reason, before any credential is
+/// read; under `mode: dry_run` recorded instead, like any policy deny.
+#[test]
+fn a_deny_route_refuses_with_its_reason_and_dry_runs_like_any_policy_deny() {
+    let snap = snapshot();
+    let mut policy = snap.policy.clone();
+    let mut debug = prefix_route("no-debug", "/", Access::Deny("debug mode is off".into()));
+    debug.matcher.query.push(ValueMatcher { name: "debug".into(), test: ValueTest::Present });
+    policy.routes.insert(0, debug);
+    let services = Services::stateless(&snap.verifier);
+    let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "s", NOW));
+    let bearer = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let denied = decide(&input("GET", "/admin/users?debug=1", &bearer), &policy, &services, UnixTime(NOW));
+    let Outcome::Deny(deny) = &denied.outcome else { panic!("allowed: {denied:?}") };
+    assert_eq!(
+        (deny.reason.as_str(), deny.reason.http_status(), deny.detail.as_str()),
+        ("route_denied", 403, "debug mode is off")
+    );
+    assert_eq!(denied.context.rule.as_deref(), Some("no-debug"));
+    let plain = decide(&input("GET", "/healthz", &[]), &policy, &services, UnixTime(NOW));
+    assert_eq!(plain.reason(), "allowed", "without ?debug the route does not match");
+    policy.routes[0].dry_run = true;
+    let dry = decide(&input("GET", "/healthz?debug", &[]), &policy, &services, UnixTime(NOW));
+    assert_eq!(dry.reason(), "allowed");
+    assert_eq!(dry.context.would_deny.map(|d| d.reason), Some(DenyReason::RouteDenied));
 }

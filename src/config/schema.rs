@@ -296,6 +296,11 @@ pub struct RawRoute {
     /// `enforce` (default) or `dry_run`: a deny is audited and counted, and the request is
     /// allowed without identity headers (README "Dry run" lists the denies that stay enforced).
     pub mode: Option<String>,
+    /// An explicit deny: every request this route matches is refused 403 `route_denied`.
+    #[serde(default)]
+    pub deny: bool,
+    /// Why, for a `deny: true` route: shown in the audit and the deny body.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]
@@ -317,6 +322,23 @@ pub struct RawMatch {
     /// route once a format suffix on its last segment is dropped is refused, as Rails and
     /// Spring 5 route it).
     pub strict_suffix: Option<bool>,
+    /// Request headers (lowercase names) and what each must satisfy; every one must hold.
+    /// Client-sent: use them to pick a stricter rule or a deny, never to grant access.
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawValueTest>,
+    /// Query parameters (decoded names) and what each must satisfy; every one must hold.
+    /// Client-sent, like `headers`.
+    #[serde(default)]
+    pub query: BTreeMap<String, RawValueTest>,
+}
+
+/// Exactly one of `present: true`, `equals` or `regex` (anchored: the whole value).
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawValueTest {
+    pub present: Option<bool>,
+    pub equals: Option<String>,
+    pub regex: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]
@@ -336,6 +358,12 @@ pub struct RawRequire {
     pub tenant_roles: Option<Vec<String>>,
     pub step_up: Option<RawStepUp>,
     pub source_principals: Option<Vec<String>>,
+    /// At least one of these must hold (each over scopes, roles, claims, issuers, audiences,
+    /// any_of and not).
+    #[serde(default)]
+    pub any_of: Vec<RawRequire>,
+    /// This must not hold (the same kinds as `any_of`).
+    pub not: Option<Box<RawRequire>>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

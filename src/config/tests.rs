@@ -191,3 +191,53 @@ fn api_key_file_entries_are_checked() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn header_query_deny_and_boolean_requirements() {
+    let good = BASE.replace(
+        "routes:\n",
+        r#"routes:
+  - name: no-debug
+    match: { path_prefix: /, query: { debug: { present: true } } }
+    deny: true
+    reason: debug mode is not served through the mesh
+  - name: canary-admins
+    match: { path_prefix: /admin, headers: { x-canary: { equals: "1" }, x-build: { regex: "[0-9]+" } } }
+    require:
+      any_of: [{ scopes: [admin] }, { roles: [ops], not: { claims: [{ path: /suspended, equals: true }] } }]
+"#,
+    );
+    let settings = parse_and_validate(&good, &fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    let routes = &settings.snapshot.policy.routes;
+    assert!(matches!(&routes[0].access, crate::decision::Access::Deny(why) if why.starts_with("debug mode")));
+    assert_eq!(routes[1].matcher.headers.len(), 2);
+    let crate::decision::Access::Required(req) = &routes[1].access else { panic!("required") };
+    assert_eq!(req.any_of.len(), 2);
+    assert!(req.any_of[1].not.is_some());
+    let bad = BASE.replace(
+        "routes:\n",
+        r#"routes:
+  - match: { path_prefix: /a, headers: { X-Env: { equals: a }, x-b: { present: true, equals: b } } }
+    deny: true
+    require: { scopes: [x] }
+  - match: { path_prefix: /b, query: { v: { regex: "[0-9" } } }
+    reason: why
+  - match: { path_regex: "/c/(" }
+    require: { any_of: [{ tenant: true }], not: {} }
+"#,
+    );
+    let found = problems(&bad);
+    for want in [
+        "routes[0].match.headers.X-Env: a lowercase header name",
+        "routes[0].match.headers.x-b: exactly one of present: true, equals or regex",
+        "routes[0].deny: a deny route takes neither",
+        "routes[1].match.query.v.regex: invalid regex \"[0-9\": unclosed character class",
+        "routes[1].reason: only a deny: true route",
+        "routes[2].match.path_regex: invalid regex \"/c/(\": unclosed group",
+        "routes[2].require.any_of[0]: only scopes, roles",
+        "routes[2].require.any_of[0]: empty",
+        "routes[2].require.not: empty",
+    ] {
+        assert!(found.iter().any(|p| p.contains(want)), "missing {want:?} in {found:#?}");
+    }
+}

@@ -49,7 +49,8 @@ pub struct Policy {
 
 impl Policy {
     /// Headers whose underscore spelling a request may not carry (CGI/WSGI upstreams read
-    /// `x_user_id` as `x-user-id`): every identity, strip, tenant and credential header.
+    /// `x_user_id` as `x-user-id`): every identity, strip, tenant, credential and route-matcher
+    /// header.
     fn sensitive_headers(&self) -> impl Iterator<Item = &str> + Clone {
         let tenant_headers = self.tenants.iter().flat_map(|t| &t.sources).filter_map(|s| match s {
             super::tenant::TenantSource::Header(name) => Some(name.as_str()),
@@ -63,6 +64,7 @@ impl Policy {
             .chain(tenant_headers)
             .chain(self.credentials.api_key_header.as_deref())
             .chain(self.csrf.iter().flat_map(|c| &c.double_submit).map(|d| d.header.as_str()))
+            .chain(self.routes.iter().flat_map(|r| &r.matcher.headers).map(|m| m.name.as_str()))
     }
 }
 
@@ -362,7 +364,7 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     }
     passed(services, "request headers");
     let has_authorization = input.header_values("authorization").next().is_some();
-    let route = match find_route(&policy.routes, &host, path, &input.method) {
+    let route = match find_route(&policy.routes, &host, path, input) {
         Ok(Some(route)) => route,
         Ok(None) => return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context),
         Err(deny) => return Decision::deny(deny, context),
@@ -385,6 +387,7 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     passed(services, "ip rate limit");
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
         Access::Public => return allow(policy, None, context, has_authorization),
+        Access::Deny(why) => return Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context),
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
     };

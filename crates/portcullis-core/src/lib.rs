@@ -17,6 +17,7 @@ mod input;
 pub mod ip;
 mod path;
 mod reason;
+pub mod request_match;
 pub mod requirements;
 pub mod route;
 pub mod semantics;
@@ -35,6 +36,7 @@ pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;
 pub use reason::{Challenge, Deny, DenyReason};
+pub use request_match::{ValueMatcher, ValueTest};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements, StepUp};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch, find_route};
 pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method, parse_authority};
@@ -47,5 +49,7 @@ pub use types::{
 
 #[cfg(test)]
 mod controls_tests;
+#[cfg(test)]
+mod matcher_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ pub enum DenyReason {
     CsrfRejected,
     PeerForbidden,
     NoRoute,
+    RouteDenied,
     RateLimited,
     KeysUnavailable,
     StateStale,
@@ -29,7 +30,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 23] = [
+    pub const ALL: [DenyReason; 24] = [
         Self::CredentialMissing,
         Self::TokenInvalid,
         Self::TokenExpired,
@@ -49,6 +50,7 @@ impl DenyReason {
         Self::CsrfRejected,
         Self::PeerForbidden,
         Self::NoRoute,
+        Self::RouteDenied,
         Self::RateLimited,
         Self::KeysUnavailable,
         Self::StateStale,
@@ -76,6 +78,7 @@ impl DenyReason {
             Self::CsrfRejected => "csrf_rejected",
             Self::PeerForbidden => "peer_forbidden",
             Self::NoRoute => "no_route",
+            Self::RouteDenied => "route_denied",
             Self::RateLimited => "rate_limited",
             Self::KeysUnavailable => "keys_unavailable",
             Self::StateStale => "state_stale",
@@ -114,7 +117,8 @@ impl DenyReason {
             | Self::IpBlocked
             | Self::CsrfRejected
             | Self::PeerForbidden
-            | Self::NoRoute => 403,
+            | Self::NoRoute
+            | Self::RouteDenied => 403,
             Self::RateLimited => 429,
             Self::KeysUnavailable | Self::StateStale | Self::Overloaded => 503,
         }

@@ -39,6 +39,11 @@ pub struct Requirements {
     /// SPIFFE ids (Envoy's `source.principal`) allowed to call; a trailing `*` matches a prefix.
     /// Empty means any peer.
     pub source_principals: Vec<String>,
+    /// At least one of these must hold (each over issuers, audiences, scopes, roles, claims and
+    /// nested `any_of`/`not`).
+    pub any_of: Vec<Requirements>,
+    /// This must not hold.
+    pub not: Option<Box<Requirements>>,
 }
 
 /// RFC 9470 step-up: how recently and how strongly the user must have authenticated.
@@ -156,6 +161,30 @@ pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_point
         if !claim_test_holds(token.claims.at(&matcher.pointer), &matcher.test) {
             return Err(Deny::new(DenyReason::ClaimMismatch, format!("claim {} does not match", matcher.pointer)));
         }
+    }
+    if !req.any_of.is_empty() {
+        let mut first = None;
+        for alternative in &req.any_of {
+            match check_requirements(token, alternative, roles_pointer) {
+                Ok(()) => {
+                    first = None;
+                    break;
+                }
+                Err(deny) => {
+                    first.get_or_insert(deny);
+                }
+            }
+        }
+        // None hold: the first alternative's reason, so a scope shortfall still says which.
+        if let Some(mut deny) = first {
+            deny.detail = format!("none of require.any_of holds (the first: {})", deny.detail);
+            return Err(deny);
+        }
+    }
+    if let Some(excluded) = &req.not
+        && check_requirements(token, excluded, roles_pointer).is_ok()
+    {
+        return Err(Deny::new(DenyReason::ClaimMismatch, "the token matches require.not"));
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Route matching (docs/contract.md step 4).
 
+use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
+use super::request_match::{ValueMatcher, header_matches, query_matches};
 use super::requirements::Requirements;
 use super::semantics::Authority;
 use super::types::RateTier;
@@ -125,10 +127,33 @@ pub struct RouteMatch {
     pub strict_slash: bool,
     /// `match.strict_suffix: true`: `/reports.json` is not `/reports` upstream.
     pub strict_suffix: bool,
+    /// `match.headers`: every one must hold (names lowercase).
+    pub headers: Vec<ValueMatcher>,
+    /// `match.query`: every one must hold.
+    pub query: Vec<ValueMatcher>,
 }
 
 impl RouteMatch {
-    fn matches(&self, host: &Authority, path: &str, method: &str, reading: Reading) -> bool {
+    /// Host, path and method, then the header and query matchers (which may find the request
+    /// ambiguous: see [`super::request_match`]).
+    fn matches(&self, req: &Request, reading: Reading) -> Result<bool, Deny> {
+        if !self.matches_target(req.host, req.path, &req.input.method, reading) {
+            return Ok(false);
+        }
+        for m in &self.headers {
+            if !header_matches(req.input.header_values(&m.name), m)? {
+                return Ok(false);
+            }
+        }
+        for m in &self.query {
+            if !query_matches(&req.input.path, m)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn matches_target(&self, host: &Authority, path: &str, method: &str, reading: Reading) -> bool {
         let (reading, host) = match reading {
             Reading::Lenient { .. } => (
                 Reading::Lenient {
@@ -154,6 +179,8 @@ pub enum Access {
     Optional(Requirements),
     /// A valid credential meeting the requirements is needed.
     Required(Requirements),
+    /// `deny: true`: refused 403 `route_denied` with the stated reason.
+    Deny(String),
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +195,14 @@ pub struct Route {
     pub dry_run: bool,
 }
 
+/// What route matching reads of a request.
+struct Request<'a> {
+    host: &'a Authority<'a>,
+    /// Validated, without the query.
+    path: &'a str,
+    input: &'a CheckInput,
+}
+
 /// The first route for a request, host already normalized (see
 /// [`super::semantics::parse_authority`]); `Ok(None)` is the default deny.
 ///
@@ -180,18 +215,27 @@ pub fn find_route<'a>(
     routes: &'a [Route],
     host: &Authority,
     path: &str,
-    method: &str,
+    input: &CheckInput,
 ) -> Result<Option<&'a Route>, Deny> {
-    let exact = routes.iter().position(|r| r.matcher.matches(host, path, method, Reading::Exact));
+    let req = Request { host, path, input };
+    let mut exact = None;
+    for (i, route) in routes.iter().enumerate() {
+        if route.matcher.matches(&req, Reading::Exact)? {
+            exact = Some(i);
+            break;
+        }
+    }
     // Every route's lenient reading matches whatever its exact reading matches, so only the
     // routes before the exact match (all of them, without one) can disagree.
     let before = &routes[..exact.unwrap_or(routes.len())];
     let lenient = Reading::Lenient { fold_case: true, ignore_slash: true, ignore_suffix: true };
-    if before.iter().any(|r| r.matcher.matches(host, path, method, lenient)) {
-        return Err(Deny::new(
-            DenyReason::PathInvalid,
-            "the path's or host's case, a trailing slash or a format suffix selects another route than the exact spelling",
-        ));
+    for route in before {
+        if route.matcher.matches(&req, lenient)? {
+            return Err(Deny::new(
+                DenyReason::PathInvalid,
+                "the path's or host's case, a trailing slash or a format suffix selects another route than the exact spelling",
+            ));
+        }
     }
     Ok(exact.and_then(|i| routes.get(i)))
 }

@@ -129,27 +129,6 @@ pub fn parse_authority(raw: &str) -> Result<Authority<'_>, Deny> {
     Ok(Authority { name, folded })
 }
 
-/// `%XX` decoding of a query key (`+` is a space); undecodable escapes are kept as written.
-fn decode_query_key(key: &str) -> Vec<u8> {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-                continue;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Whether the query carries `_method` in any case or encoding (Laravel, Symfony and Rails run
 /// `POST …?_method=DELETE` as DELETE). PHP also reads `_method[]`.
 fn query_method_override(target: &str) -> bool {
@@ -157,7 +136,7 @@ fn query_method_override(target: &str) -> bool {
         return false;
     };
     query.split(['&', ';']).any(|pair| {
-        let key = decode_query_key(pair.split('=').next().unwrap_or_default());
+        let key = super::request_match::decode_component(pair.split('=').next().unwrap_or_default());
         // PHP drops leading spaces and turns ` ` and `.` into `_` in $_GET keys: `.method`
         // and `+_method` are `_method` to Laravel and Symfony.
         let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());

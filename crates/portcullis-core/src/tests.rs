@@ -90,6 +90,8 @@ fn route(name: &str, path: PathMatch, methods: &[&str], host: Option<HostMatch>)
             case_sensitive: false,
             strict_slash: false,
             strict_suffix: false,
+            headers: Vec::new(),
+            query: Vec::new(),
         },
         access: Access::Public,
         rate_limit: None,
@@ -107,8 +109,9 @@ fn regex_path(re: &str) -> PathMatch {
 /// `Ok(Some(name))`, `Ok(None)` (no route) or `Err(())` (refused: the exact and lenient
 /// readings select different routes).
 fn routed<'a>(routes: &'a [Route], host: &str, path: &str, method: &str) -> Result<Option<&'a str>, DenyReason> {
-    let host = parse_authority(host).map_err(|d| d.reason)?;
-    find_route(routes, &host, path, method).map(|r| r.map(|r| r.name.as_str())).map_err(|d| d.reason)
+    let parsed = parse_authority(host).map_err(|d| d.reason)?;
+    let input = CheckInput { method: method.into(), host: host.into(), path: path.into(), ..CheckInput::default() };
+    find_route(routes, &parsed, path, &input).map(|r| r.map(|r| r.name.as_str())).map_err(|d| d.reason)
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::decision::{
     Access, ApiKeyPolicy, AutoBlock, CidrSet, ClaimMatcher, ClaimTest, CredentialPolicy, CsrfPolicy, DoubleSubmit,
     HostMatch, IdentityHeader, IdentitySource, IpPolicy, IssuerRules, MemberTable, OnStale, PathMatch, PersonalTenant,
     Policy, RateKey, RateScope, RateTier, Requirements, ResponsePolicy, Route, RouteMatch, SessionPolicy, StepUp,
-    TenantPolicy, TenantSource, TimePolicy, parse_cidr,
+    TenantPolicy, TenantSource, TimePolicy, ValueMatcher, ValueTest, parse_cidr,
 };
 use crate::jwt::fetch::JwksJob;
 use crate::jwt::remote::{RemoteJwks, RemoteSource, check_url};
@@ -30,7 +30,7 @@ use crate::jwt::{
 };
 use crate::state::{RedisSettings, RedisTarget, RedisTls, Secret, StateBackend};
 use crate::telemetry::audit::AuditSettings;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,7 +192,7 @@ impl Validator {
             for route in &routes {
                 let req = match &route.access {
                     Access::Optional(r) | Access::Required(r) => r,
-                    Access::Public => continue,
+                    Access::Public | Access::Deny(_) => continue,
                 };
                 if req.tenant {
                     self.problems.add(&route.name, "require.tenant needs a tenants section");

@@ -79,8 +79,31 @@ impl Validator {
             if route.public && (route.optional || route.require.is_some()) {
                 self.problems.add(&p, "a public route takes neither optional nor require");
             }
-            let requirements = route.require.as_ref().map(|r| self.requirements(&p, r, issuers)).unwrap_or_default();
-            let access = if route.public {
+            if route.deny && (route.public || route.optional || route.require.is_some()) {
+                self.problems.add(format!("{p}.deny"), "a deny route takes neither public, optional nor require");
+            }
+            if !route.deny && route.reason.is_some() {
+                self.problems.add(format!("{p}.reason"), "only a deny: true route states a reason");
+            }
+            let selects_by_request = matcher.as_ref().is_some_and(|m| !m.headers.is_empty() || !m.query.is_empty());
+            if selects_by_request && (route.public || route.optional) {
+                self.warnings.push(format!(
+                    "{p}: \"{name}\" is public or optional and selected by headers or query parameters the client chooses: any client can match it (use such matchers for stricter rules and deny routes)"
+                ));
+            }
+            let requirements = route
+                .require
+                .as_ref()
+                .map(|r| self.requirements(&format!("{p}.require"), r, issuers))
+                .unwrap_or_default();
+            let access = if route.deny {
+                let reason = route.reason.clone().unwrap_or_else(|| format!("denied by route {name}"));
+                if reason.is_empty() || reason.len() > 200 || !reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                {
+                    self.problems.add(format!("{p}.reason"), "1 to 200 visible ASCII characters");
+                }
+                Access::Deny(reason)
+            } else if route.public {
                 Access::Public
             } else if route.optional {
                 Access::Optional(requirements)
@@ -124,16 +147,12 @@ impl Validator {
             PathMatch::Exact(exact.clone())
         } else {
             let re = m.path_regex.as_deref().unwrap_or_default();
-            let strict = regex::Regex::new(&format!("^(?:{re})$"));
-            let lenient = regex::Regex::new(&format!("(?i)^(?:{re})$"));
-            match strict.and_then(|strict| Ok(PathMatch::Regex { strict, lenient: lenient? })) {
-                Ok(path) => path,
-                Err(e) => {
-                    self.problems.add(format!("{p}.match.path_regex"), format!("invalid regex: {e}"));
-                    return None;
-                }
-            }
+            let strict = self.anchored_regex(&format!("{p}.match.path_regex"), re, "")?;
+            let lenient = self.anchored_regex(&format!("{p}.match.path_regex"), re, "(?i)")?;
+            PathMatch::Regex { strict, lenient }
         };
+        let headers = self.value_matchers(&format!("{p}.match.headers"), &m.headers, true);
+        let query = self.value_matchers(&format!("{p}.match.query"), &m.query, false);
         let host = m.host.as_ref().map(|h| {
             // Hosts are compared as parse_authority leaves them: lowercase, no trailing dot.
             let h = h.to_ascii_lowercase();
@@ -157,24 +176,73 @@ impl Validator {
             case_sensitive: m.case_sensitive.unwrap_or(false),
             strict_slash: m.strict_slash.unwrap_or(false),
             strict_suffix: m.strict_suffix.unwrap_or(false),
+            headers,
+            query,
         })
+    }
+
+    /// `^(?:re)$` with `flags`; an error shows the pattern as written, not the wrapped one.
+    pub(super) fn anchored_regex(&mut self, path: &str, re: &str, flags: &str) -> Option<regex::Regex> {
+        if let Err(e) = regex::Regex::new(re) {
+            self.problems.add(path, format!("invalid regex {re:?}: {}", regex_error(&e)));
+            return None;
+        }
+        match regex::Regex::new(&format!("{flags}^(?:{re})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                self.problems.add(path, format!("invalid regex {re:?}: {}", regex_error(&e)));
+                None
+            }
+        }
+    }
+
+    fn value_matchers(&mut self, p: &str, raw: &BTreeMap<String, RawValueTest>, header: bool) -> Vec<ValueMatcher> {
+        let mut out = Vec::new();
+        for (name, t) in raw {
+            let path = format!("{p}.{name}");
+            if header && (!is_header_name(name) || name.starts_with(':')) {
+                self.problems.add(&path, "a lowercase header name (no pseudo-headers)");
+            }
+            if !header && name.is_empty() {
+                self.problems.add(&path, "a query parameter name");
+            }
+            if header && ["host", "authorization", "cookie"].contains(&name.as_str()) {
+                self.problems.add(&path, "match the host with match.host; credentials are not route matchers");
+            }
+            let tests = [t.present == Some(true), t.equals.is_some(), t.regex.is_some()];
+            if tests.iter().filter(|t| **t).count() != 1 || t.present == Some(false) {
+                self.problems.add(&path, "exactly one of present: true, equals or regex is required");
+                continue;
+            }
+            let test = if let Some(want) = &t.equals {
+                ValueTest::Equals(want.clone())
+            } else if let Some(re) = &t.regex {
+                match self.anchored_regex(&format!("{path}.regex"), re, "") {
+                    Some(re) => ValueTest::Regex(re),
+                    None => continue,
+                }
+            } else {
+                ValueTest::Present
+            };
+            out.push(ValueMatcher { name: name.clone(), test });
+        }
+        out
     }
 
     pub(super) fn requirements(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
         let step_up = r.step_up.as_ref().map(|s| {
             let max_auth_age = s.max_auth_age.as_deref().map(|age| {
-                self.duration(&format!("{p}.require.step_up.max_auth_age"), Some(age), Duration::ZERO).as_secs() as i64
+                self.duration(&format!("{p}.step_up.max_auth_age"), Some(age), Duration::ZERO).as_secs() as i64
             });
             if s.acr.is_empty() && s.amr.is_empty() && max_auth_age.is_none() {
-                self.problems.add(format!("{p}.require.step_up"), "name acr, amr or max_auth_age");
+                self.problems.add(format!("{p}.step_up"), "name acr, amr or max_auth_age");
             }
             if s.acr
                 .iter()
                 .chain(&s.amr)
                 .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
             {
-                self.problems
-                    .add(format!("{p}.require.step_up"), "acr and amr values must be visible ASCII without quotes");
+                self.problems.add(format!("{p}.step_up"), "acr and amr values must be visible ASCII without quotes");
             }
             StepUp { acr: s.acr.clone(), amr: s.amr.clone(), max_auth_age }
         });
@@ -183,19 +251,19 @@ impl Validator {
             let wildcard_inside = principal.trim_end_matches('*').contains('*');
             if !principal.starts_with("spiffe://") || wildcard_inside {
                 self.problems.add(
-                    format!("{p}.require.source_principals[{j}]"),
+                    format!("{p}.source_principals[{j}]"),
                     "a SPIFFE id like spiffe://cluster.local/ns/app/sa/web (a trailing * matches a prefix)",
                 );
             }
         }
         for (j, iss) in r.issuers.iter().enumerate() {
             if !issuers.contains(&iss.as_str()) {
-                self.problems.add(format!("{p}.require.issuers[{j}]"), format!("\"{iss}\" is not a configured issuer"));
+                self.problems.add(format!("{p}.issuers[{j}]"), format!("\"{iss}\" is not a configured issuer"));
             }
         }
         let mut claims = Vec::new();
         for (j, c) in r.claims.iter().enumerate() {
-            let cp = format!("{p}.require.claims[{j}]");
+            let cp = format!("{p}.claims[{j}]");
             if !c.path.starts_with('/') {
                 self.problems.add(format!("{cp}.path"), "must be a JSON Pointer starting with '/'");
             }
@@ -215,7 +283,16 @@ impl Validator {
                 }
             }
         }
+        let any_of = r
+            .any_of
+            .iter()
+            .enumerate()
+            .map(|(j, a)| self.alternative(&format!("{p}.any_of[{j}]"), a, issuers))
+            .collect();
+        let not = r.not.as_ref().map(|n| Box::new(self.alternative(&format!("{p}.not"), n, issuers)));
         Requirements {
+            any_of,
+            not,
             issuers: r.issuers.clone(),
             audiences: r.audiences.clone(),
             scopes: r.scopes.clone(),
@@ -226,5 +303,40 @@ impl Validator {
             step_up,
             source_principals,
         }
+    }
+}
+
+/// The regex crate's message without its echo of the (wrapped) pattern.
+fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or(text)
+            .trim_start_matches("error: ")
+            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Validator {
+    /// One alternative of `require.any_of` or `require.not`: token requirements only (tenant,
+    /// step-up and peer principals have their own answers and stay outside), and not empty.
+    fn alternative(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
+        if r.tenant.is_some() || r.tenant_roles.is_some() || r.step_up.is_some() || r.source_principals.is_some() {
+            self.problems.add(p, "only scopes, roles, claims, issuers, audiences, any_of and not may appear here");
+        }
+        let empty = r.scopes.is_empty()
+            && r.roles.is_empty()
+            && r.claims.is_empty()
+            && r.issuers.is_empty()
+            && r.audiences.is_empty()
+            && r.any_of.is_empty()
+            && r.not.is_none();
+        if empty {
+            self.problems.add(p, "empty: it would hold for every token");
+        }
+        self.requirements(p, r, issuers)
     }
 }
