@@ -68,11 +68,15 @@ def validate_manifest(name, doc):
         fail(f"{name}: {doc.get('kind')}: {str(e).splitlines()[0]}")
 
 
-def check_policy(binary, name, text, scratch):
-    # Files the chart mounts under /etc/portcullis/ come from Secrets: stand-ins with the shape
-    # Portcullis demands (a 16+ character admin token, a password).
+def check_policy(binary, name, values, text, scratch):
+    # Files the chart mounts under /etc/portcullis/ come from Secrets and ConfigMaps: stand-ins
+    # with the shape Portcullis demands (a 16+ character admin token, a password, a fragment).
     root = pathlib.Path(scratch) / name
-    for rel, content in [("admin/token", "stand-in-admin-token-0123456789"), ("redis/password", "pw")]:
+    stand_ins = [("admin/token", "stand-in-admin-token-0123456789"), ("redis/password", "pw")]
+    for i, cm in enumerate(values.get("fragments", {}).get("configMaps", [])):
+        host = f"team{i}.example.com"
+        stand_ins.append((f"fragments/{cm}/routes.yaml", f"hosts: [{host}]\nroutes:\n  - {{ match: {{ host: {host}, path_prefix: / }}, require: {{ scopes: [read] }} }}\n"))
+    for rel, content in stand_ins:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(content)
     policy = root / "policy.yaml"
@@ -106,7 +110,7 @@ def render_all(binary, scratch):
                 docs.append(doc)
                 validate_manifest(f"{name}:{path}", doc)
                 if doc["kind"] == "ConfigMap" and "policy.yaml" in doc.get("data", {}):
-                    check_policy(binary, name, doc["data"]["policy.yaml"], scratch)
+                    check_policy(binary, name, values, doc["data"]["policy.yaml"], scratch)
         print(f"ok {name}: {len(kinds)} manifests: {', '.join(sorted(kinds))}")
         if "ConfigMap" not in kinds or "Deployment" not in kinds:
             fail(f"{name}: expected a ConfigMap and a Deployment, got {kinds}")
@@ -239,6 +243,12 @@ def everything_checks(name, values, by_kind, pod, containers):
         "priorityClassName": pod.get("priorityClassName") == values["priorityClassName"],
         "terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"] == 40,
         "networkPolicy.healthFrom": "10.0.0.0/16" in json.dumps(by_kind["NetworkPolicy"][0]),
+        "fragments.configMaps": all(
+            {"name": f"fragment-{i}", "configMap": {"name": cm}} in pod["volumes"]
+            and {"name": f"fragment-{i}", "mountPath": f"/etc/portcullis/fragments/{cm}", "readOnly": True} in portcullis["volumeMounts"]
+            for i, cm in enumerate(values["fragments"]["configMaps"])
+        )
+        and "/etc/portcullis/fragments/*/*.yaml" in yaml.safe_load(next(c for c in by_kind["ConfigMap"] if "policy.yaml" in c.get("data", {}))["data"]["policy.yaml"])["include"],
     }
     for key, ok in expect.items():
         if not ok:

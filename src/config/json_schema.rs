@@ -48,3 +48,19 @@ pub fn embed_in_values_schema(mut values: Value) -> Result<Value, String> {
     }
     Ok(values)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed schema (`docs/policy.schema.json`, for editors and reviewers) is the one the
+    /// serde tree generates: a new key cannot land without it.
+    #[test]
+    fn the_committed_schema_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.schema.json");
+        let committed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("docs/policy.schema.json")).expect("JSON");
+        assert!(
+            committed == super::policy_schema(),
+            "docs/policy.schema.json is stale: run `portcullis config-schema > docs/policy.schema.json`"
+        );
+    }
+}

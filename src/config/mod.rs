@@ -4,15 +4,18 @@
 //! Architecture Invariant: nothing outside this module reads the raw tree; a [`Settings`] value
 //! is always fully valid.
 
+mod include;
 pub mod json_schema;
 mod listen;
 pub mod schema;
 mod settings;
+mod source;
+mod suggest;
 mod validate;
 
 pub use listen::{CallerPolicy, CallerTls, ListenAddr, ListenOptions, ListenerLimits, SocketPerms};
 pub use settings::{AdminSettings, AdminToken, LogFormat, RevocationLifetimes, Settings, Snapshot};
-pub use validate::{DEV_ISSUER, load_file, parse_and_validate};
+pub use validate::{DEV_ISSUER, load_file, parse_and_validate, parse_and_validate_named};
 
 use std::fmt;
 
@@ -33,13 +36,57 @@ pub enum ConfigError {
     Invalid(Problems),
 }
 
-/// Every validation problem found, each as `path: message`.
+/// One problem: where (`file:line:column`, once known), the path in the file, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub at: Option<String>,
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Self { at: None, path: path.to_string(), message: message.to_string() }
+    }
+
+    /// `file:line:column` → (file, line, column), for reading order.
+    fn sort_key(at: Option<&str>) -> (String, usize, usize) {
+        let at = at.unwrap_or_default();
+        let mut parts = at.rsplitn(3, ':');
+        let (col, line) = (parts.next().and_then(|c| c.parse().ok()), parts.next().and_then(|l| l.parse().ok()));
+        match (line, col, parts.next()) {
+            (Some(line), Some(col), Some(file)) => (file.to_string(), line, col),
+            _ => (at.to_string(), 0, 0),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found.
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<String>);
+pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     pub fn add(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
-        self.0.push(format!("{path}: {message}"));
+        self.0.push(Problem::new(path, message));
+    }
+
+    /// Problems whose paths are already the file's own, placed in it.
+    fn located(problems: Vec<Problem>, source: &source::Source) -> Self {
+        Self(problems.into_iter().map(|p| Problem { at: Some(source.locate(&p.path)), ..p }).collect())
+    }
+
+    /// Each problem as one line (for tests and callers that match text).
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
     }
 }
 

@@ -39,6 +39,21 @@ pub struct RawConfig {
     /// `enforce` (default) or `dry_run`: the mode of every route that sets none, and of
     /// requests no route matches.
     pub mode: Option<String>,
+    /// Team fragments: glob patterns (relative to this file's folder) of files holding `hosts`
+    /// and `routes` for those hosts only (README "Team fragments").
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// A team fragment: the hosts it owns and its routes, each naming one of those hosts.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFragment {
+    /// Hosts this fragment owns (exact, or `*.suffix`); no other file may route them.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

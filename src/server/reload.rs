@@ -16,12 +16,25 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 type Fingerprints = Vec<(PathBuf, Option<[u8; 32]>)>;
 
+/// A file's content digest; for an `include` pattern (no such file), the digest of the list of
+/// files it matches, so a fragment added or removed is a change.
+fn digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    if let Ok(bytes) = std::fs::read(path) {
+        return Some(Sha256::digest(&bytes).into());
+    }
+    let pattern = path.to_str().filter(|p| p.contains(['*', '?', '[']))?;
+    let mut files: Vec<String> =
+        glob::glob(pattern).ok()?.filter_map(Result::ok).map(|p| p.display().to_string()).collect();
+    files.sort();
+    Some(Sha256::digest(files.join("\n").as_bytes()).into())
+}
+
 fn fingerprints(paths: &[PathBuf]) -> Fingerprints {
-    paths.iter().map(|p| (p.clone(), std::fs::read(p).ok().map(|bytes| Sha256::digest(&bytes).into()))).collect()
+    paths.iter().map(|p| (p.clone(), digest(p))).collect()
 }
 
 fn changed(old: &Fingerprints) -> bool {
-    old.iter().any(|(path, digest)| std::fs::read(path).ok().map(|b| Sha256::digest(&b).into()) != *digest)
+    old.iter().any(|(path, was)| digest(path) != *was)
 }
 
 /// The settings that only take effect at start, by name, that differ between `old` and `new`.

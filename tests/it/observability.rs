@@ -373,6 +373,53 @@ async fn a_changed_key_file_reloads_too() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 24: a team fragment added to an `include` folder is served after one poll, and a
+/// change to it reloads too; the main file is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_fragments_are_picked_up_and_reloaded() {
+    let dir = scratch("fragments");
+    std::fs::create_dir_all(dir.join("teams")).expect("teams");
+    let p = Portcullis::start(&dir, "", &[]);
+    let policy = std::fs::read_to_string(&p.config).expect("policy");
+    std::fs::write(&p.config, policy.replacen("routes:", "include: [teams/*.yaml]\nroutes:", 1)).expect("write");
+    let c = client(&p).await;
+    let bearer = format!(
+        "Bearer {}",
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "t", now()))
+    );
+    let on_payments = |bearer: String| {
+        let c = c.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                if bearer.is_empty() { Vec::new() } else { vec![("authorization", bearer.as_str())] };
+            let mut req = check_request("GET", "/api/items", &headers, HeaderEncoding::Map);
+            if let Some(http) = req.attributes.as_mut().and_then(|a| a.request.as_mut()).and_then(|r| r.http.as_mut()) {
+                http.host = "payments.example.com".into();
+            }
+            status(&c.clone().check(req).await.expect("check").into_inner())
+        }
+    };
+    assert_eq!(on_payments(bearer.clone()).await, 200, "the main file's /api route before any fragment");
+    let fragment = "hosts: [payments.example.com]\nroutes:\n  - { match: { host: payments.example.com, path_prefix: /api }, deny: true, reason: payments is closed }\n";
+    std::fs::write(dir.join("teams/payments.yaml"), fragment).expect("fragment");
+    eventually(Duration::from_secs(15), "the new fragment was never served", || {
+        let call = on_payments(bearer.clone());
+        async move { crate::support::is(call.await, 403) }
+    })
+    .await;
+    std::fs::write(
+        dir.join("teams/payments.yaml"),
+        fragment.replace("deny: true, reason: payments is closed", "public: true"),
+    )
+    .expect("fragment");
+    eventually(Duration::from_secs(15), "the changed fragment was never served", || {
+        let call = on_payments(String::new());
+        async move { crate::support::is(call.await, 200) }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn wait_for_status(c: &AuthorizationClient<Channel>, bearer: &str, want: u16) {
     let answered = || async {
         let req = check_request("GET", "/api/items", &[("authorization", bearer)], HeaderEncoding::Map);

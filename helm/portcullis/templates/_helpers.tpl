@@ -73,6 +73,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $policy "listen" (merge $listen (default dict $policy.listen)) -}}
 {{- $shutdown := dict "drain_delay" (printf "%ds" (int .Values.shutdown.drainDelaySeconds)) "drain_timeout" (printf "%ds" (int .Values.shutdown.drainTimeoutSeconds)) -}}
 {{- $_ := set $policy "shutdown" $shutdown -}}
+{{- if .Values.fragments.configMaps -}}
+{{- $_ := set $policy "include" (append (default list $policy.include) "/etc/portcullis/fragments/*/*.yaml") -}}
+{{- end -}}
 {{- if .Values.redis.passwordSecret.name -}}
 {{- $state := deepCopy (default dict $policy.state) -}}
 {{- $_ := set $state "password_file" "/etc/portcullis/redis/password" -}}
@@ -164,6 +167,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- range .Values.extraSecretMounts }}
     - { name: {{ .name }}, mountPath: {{ .mountPath }}, readOnly: true }
     {{- end }}
+    {{- range $i, $name := .Values.fragments.configMaps }}
+    - { name: fragment-{{ $i }}, mountPath: /etc/portcullis/fragments/{{ $name }}, readOnly: true }
+    {{- end }}
     {{- if eq .Values.mode "sidecar" }}
     - { name: authz-socket, mountPath: /var/run/portcullis }
     {{- end }}
@@ -190,6 +196,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- range .Values.extraSecretMounts }}
 - name: {{ .name }}
   secret: { secretName: {{ .secretName }} }
+{{- end }}
+{{- range $i, $name := .Values.fragments.configMaps }}
+- name: fragment-{{ $i }}
+  configMap: { name: {{ $name }} }
 {{- end }}
 {{- if eq .Values.mode "sidecar" }}
 - name: authz-socket

@@ -95,7 +95,21 @@ impl Validator {
                 Err(()) if name.eq_ignore_ascii_case("none") => {
                     self.problems.add(format!("{p}.algorithms[{j}]"), "\"none\" is never allowed");
                 }
-                Err(()) => self.problems.add(format!("{p}.algorithms[{j}]"), format!("unknown algorithm \"{name}\"")),
+                Err(()) => {
+                    let supported: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
+                    // Within the family only: `ES512` is not `HS512`, and `rs256` is `RS256`.
+                    let family = supported
+                        .iter()
+                        .copied()
+                        .filter(|a| a.get(..2).zip(name.get(..2)).is_some_and(|(a, n)| a.eq_ignore_ascii_case(n)));
+                    let hint = crate::config::suggest::closest(name, family)
+                        .map(|best| format!(": did you mean \"{best}\"?"))
+                        .unwrap_or_default();
+                    self.problems.add(
+                        format!("{p}.algorithms[{j}]"),
+                        format!("unknown algorithm \"{name}\"{hint} (supported: {})", supported.join(", ")),
+                    )
+                }
             }
         }
         let hmac = algs.iter().any(|a| a.family() == AlgFamily::Hmac);

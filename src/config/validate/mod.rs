@@ -58,23 +58,38 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut settings = parse_and_validate(&text, &base)?;
+    let mut settings = parse_and_validate_named(&text, &base, &path.display().to_string())?;
     settings.sources.insert(0, path.to_path_buf());
     Ok(settings)
 }
 
+/// [`parse_and_validate_named`] for text that has no file name (messages say `policy`).
 pub fn parse_and_validate(text: &str, base: &Path) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(format!("invalid YAML: {e}")))?;
+    parse_and_validate_named(text, base, "policy")
+}
+
+/// Parses and validates a policy named `name` in messages: every problem — unknown keys, wrong
+/// types, bad values — at once, each with `name:line:column` and its path.
+pub fn parse_and_validate_named(text: &str, base: &Path, name: &str) -> Result<Settings, ConfigError> {
+    let (mut raw, source, structural) = super::source::read::<RawConfig>(text, name)?;
+    let merged = super::include::merge(&mut raw, &source, base);
     let mut v = Validator {
         base: base.to_path_buf(),
         problems: Problems::default(),
-        warnings: Vec::new(),
-        sources: Vec::new(),
+        warnings: merged.warnings.clone(),
+        sources: merged.watched.clone(),
     };
     let settings = v.settings(raw);
+    let mut problems = Problems::located(structural, &source).0;
+    problems.extend(merged.problems.iter().cloned());
+    for problem in v.problems.0 {
+        problems.push(merged.relocate(&source, problem));
+    }
+    // In reading order: by file, then line and column.
+    problems.sort_by_cached_key(|p| crate::config::Problem::sort_key(p.at.as_deref()));
     match settings {
-        Some(s) if v.problems.0.is_empty() => Ok(s),
-        _ => Err(ConfigError::Invalid(v.problems)),
+        Some(s) if problems.is_empty() => Ok(s),
+        _ => Err(ConfigError::Invalid(Problems(problems))),
     }
 }
 

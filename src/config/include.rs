@@ -1,0 +1,184 @@
+//! Team fragments (`include:`): files that each own some hosts and hold the routes for them,
+//! merged with the main file into one tree before validation.
+//!
+//! Order of the merged route table: the main file's host-less `deny: true` routes (platform-wide
+//! guards no team can route around), then every fragment's routes (file name order; their hosts
+//! are disjoint, so their order between files cannot matter), then the rest of the main file.
+
+use super::Problem;
+use super::schema::{RawConfig, RawFragment, RawRoute};
+use super::source::{self, Source};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where each merged route came from, so a problem is reported in its own file.
+#[derive(Default)]
+pub struct Merged {
+    /// The fragments read, in order; `origins` index them from 1 (0 is the main file).
+    pub fragments: Vec<Source>,
+    /// Per merged route: (file, the route's index in that file).
+    pub origins: Vec<(usize, usize)>,
+    /// Problems already placed in their files.
+    pub problems: Vec<Problem>,
+    /// Fragment files and the patterns (watched for new files) for hot reload.
+    pub watched: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Hosts are compared as route matching compares them: lowercase, no trailing dot.
+fn normalize_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    host.strip_suffix('.').map(str::to_string).unwrap_or(host)
+}
+
+fn placed(source: &Source, path: &str, message: impl std::fmt::Display) -> Problem {
+    Problem { at: Some(source.locate(path)), path: path.to_string(), message: message.to_string() }
+}
+
+/// Reads `raw.include`'s files and merges their routes into `raw.routes`.
+pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
+    let mut merged = Merged { origins: (0..raw.routes.len()).map(|i| (0, i)).collect(), ..Merged::default() };
+    if raw.include.is_empty() {
+        return merged;
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (i, pattern) in raw.include.iter().enumerate() {
+        let full = base.join(pattern);
+        merged.watched.push(full.clone());
+        match glob::glob(&full.to_string_lossy()) {
+            Err(e) => merged.problems.push(placed(main, &format!("include[{i}]"), format!("not a file pattern: {e}"))),
+            Ok(paths) => {
+                let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                found.sort();
+                if found.is_empty() {
+                    merged.warnings.push(format!("include[{i}]: \"{pattern}\" matches no file"));
+                }
+                for file in found {
+                    if !files.contains(&file) {
+                        files.push(file);
+                    }
+                }
+            }
+        }
+    }
+    // Host → the file that owns it.
+    let mut owners: HashMap<String, Box<str>> = HashMap::new();
+    let mut fragment_routes: Vec<(RawRoute, usize, usize)> = Vec::new();
+    for file in files {
+        merged.watched.push(file.clone());
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                merged.problems.push(Problem {
+                    at: Some(name.clone()),
+                    path: "include".into(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let (fragment, source, problems) = match source::read::<RawFragment>(&text, &name) {
+            Ok(read) => read,
+            Err(super::ConfigError::Invalid(p)) => {
+                merged.problems.extend(p.0);
+                continue;
+            }
+            Err(e) => {
+                merged.problems.push(Problem { at: None, path: "include".into(), message: e.to_string() });
+                continue;
+            }
+        };
+        merged.problems.extend(problems.into_iter().map(|p| Problem { at: Some(source.locate(&p.path)), ..p }));
+        let index = merged.fragments.len() + 1;
+        if fragment.hosts.is_empty() {
+            merged.problems.push(placed(&source, "hosts", "a fragment names the hosts it owns"));
+        }
+        let mut hosts = Vec::new();
+        for (h, host) in fragment.hosts.iter().enumerate() {
+            let host = normalize_host(host);
+            match owners.get(&host) {
+                Some(other) => merged.problems.push(placed(
+                    &source,
+                    &format!("hosts[{h}]"),
+                    format!("host \"{host}\" is already owned by {other}"),
+                )),
+                None => {
+                    owners.insert(host.clone(), name.clone().into());
+                }
+            }
+            hosts.push(host);
+        }
+        for (j, mut route) in fragment.routes.into_iter().enumerate() {
+            let host = route.matcher.as_ref().and_then(|m| m.host.as_deref()).map(normalize_host);
+            match host {
+                Some(host) if hosts.contains(&host) => {}
+                Some(host) => merged.problems.push(placed(
+                    &source,
+                    &format!("routes[{j}].match.host"),
+                    format!("\"{host}\" is not one of this fragment's hosts ({})", hosts.join(", ")),
+                )),
+                None => merged.problems.push(placed(
+                    &source,
+                    &format!("routes[{j}].match"),
+                    "a fragment's route names one of the fragment's hosts in match.host",
+                )),
+            }
+            // Named after its file, so audits and metrics say whose rule it was.
+            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            route.name.get_or_insert_with(|| format!("{stem}/routes[{j}]"));
+            fragment_routes.push((route, index, j));
+        }
+        merged.fragments.push(source);
+    }
+    // The main file may not route a host a fragment owns.
+    for (i, route) in raw.routes.iter().enumerate() {
+        if let Some(host) = route.matcher.as_ref().and_then(|m| m.host.as_deref()).map(normalize_host)
+            && let Some(owner) = owners.get(&host)
+        {
+            merged.problems.push(placed(
+                main,
+                &format!("routes[{i}].match.host"),
+                format!("host \"{host}\" is owned by {owner}; route it there"),
+            ));
+        }
+    }
+    let main_routes = std::mem::take(&mut raw.routes);
+    let mut guards = Vec::new();
+    let mut rest = Vec::new();
+    for (i, mut route) in main_routes.into_iter().enumerate() {
+        // Named by their place in the main file, which merging changes.
+        route.name.get_or_insert_with(|| format!("routes[{i}]"));
+        let host_less = route.matcher.as_ref().is_none_or(|m| m.host.is_none());
+        if route.deny && host_less { guards.push((route, 0, i)) } else { rest.push((route, 0, i)) }
+    }
+    merged.origins.clear();
+    for (route, file, index) in guards.into_iter().chain(fragment_routes).chain(rest) {
+        raw.routes.push(route);
+        merged.origins.push((file, index));
+    }
+    merged
+}
+
+impl Merged {
+    /// A validation problem's path in the merged tree → its file, place and own path.
+    pub fn relocate(&self, main: &Source, problem: Problem) -> Problem {
+        let merged_route = problem
+            .path
+            .strip_prefix("routes[")
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest)));
+        let (source, path) = match merged_route.and_then(|(i, rest)| Some((self.origins.get(i)?, rest))) {
+            Some(((file, index), rest)) => {
+                let source = if *file == 0 { main } else { &self.fragments[*file - 1] };
+                (source, source.original_path(&format!("routes[{index}]{rest}")))
+            }
+            None => (main, main.original_path(&problem.path)),
+        };
+        Problem { at: Some(source.locate(&path)), path, ..problem }
+    }
+}
+
+#[cfg(test)]
+#[path = "include_tests.rs"]
+mod tests;

@@ -1,0 +1,91 @@
+//! Team fragments: ownership, conflicts naming both files, the merged order, problems placed
+//! in the fragment that has them.
+
+use crate::config::{ConfigError, load_file};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A folder with `policy.yaml` (including `teams/*.yaml`) and the given team files.
+fn setup(name: &str, main_routes: &str, teams: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-include-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("teams")).expect("dir");
+    let main = format!(
+        "issuers:\n  - issuer: https://issuer.test/\n    audiences: [api]\n    algorithms: [RS256]\n    jwks: {{ file: {} }}\ninclude: [teams/*.yaml]\nroutes:\n{main_routes}",
+        fixtures().join("keys/jwks.json").display()
+    );
+    std::fs::write(dir.join("policy.yaml"), main).expect("write");
+    for (file, text) in teams {
+        std::fs::write(dir.join("teams").join(file), text).expect("write");
+    }
+    dir
+}
+
+const PAYMENTS: &str = "hosts: [payments.example.com]\nroutes:\n  - { match: { host: payments.example.com, path_prefix: /v1 }, require: { scopes: [pay] } }\n  - { name: pay-public, match: { host: Payments.Example.com., path_exact: /status }, public: true }\n";
+
+#[test]
+fn fragments_merge_after_the_platform_guards_and_before_its_defaults() {
+    let main = "  - { name: no-debug, match: { path_prefix: /, query: { debug: { present: true } } }, deny: true }\n  - { match: { path_prefix: / }, require: { scopes: [read] } }\n";
+    let search = "hosts: [search.example.com]\nroutes:\n  - { match: { host: search.example.com, path_prefix: / }, optional: true }\n";
+    let dir = setup("merge", main, &[("payments.yaml", PAYMENTS), ("search.yaml", search)]);
+    let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = settings.snapshot.policy.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["no-debug", "payments/routes[0]", "pay-public", "search/routes[0]", "routes[1]"]);
+    // The pattern is watched (a new team file is a change), and so is each file.
+    assert!(settings.sources.iter().any(|p| p.ends_with("teams/*.yaml")));
+    assert!(settings.sources.iter().any(|p| p.ends_with("teams/search.yaml")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn conflicts_name_both_files_and_problems_sit_in_their_own_file() {
+    let main = "  - { match: { host: payments.example.com, path_prefix: /admin }, require: { roles: [admin] } }\n  - { match: { path_prefix: / }, require: { scopes: [read] } }\n";
+    let rogue = "hosts: [payments.example.com, rogue.example.com]\nroutes:\n  - { match: { host: rogue.example.com, path_prefix: / }, public: true }\n  - { match: { path_prefix: /x }, public: true }\n  - { match: { host: other.example.com, path_prefix: / }, public: true }\n  - { match: { host: rogue.example.com, path_regex: \"/(\" }, public: true }\n";
+    let dir = setup("conflict", main, &[("payments.yaml", PAYMENTS), ("rogue.yaml", rogue)]);
+    let found = match load_file(&dir.join("policy.yaml")) {
+        Err(ConfigError::Invalid(p)) => p.lines(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    let teams = dir.join("teams");
+    let (payments, rogue) =
+        (teams.join("payments.yaml").display().to_string(), teams.join("rogue.yaml").display().to_string());
+    let policy = dir.join("policy.yaml").display().to_string();
+    let want = [
+        format!("{rogue}:1:9: hosts[0]: host \"payments.example.com\" is already owned by {payments}"),
+        format!("{rogue}:4:7: routes[1].match: a fragment's route names one of the fragment's hosts"),
+        format!("{rogue}:5:16: routes[2].match.host: \"other.example.com\" is not one of this fragment's hosts"),
+        format!("{rogue}:6:41: routes[3].match.path_regex: invalid regex \"/(\""),
+        format!("{policy}:8:16: routes[0].match.host: host \"payments.example.com\" is owned by {payments}"),
+    ];
+    for w in &want {
+        assert!(found.iter().any(|p| p.starts_with(w.as_str())), "missing {w:?} in {found:#?}");
+    }
+    assert_eq!(found.len(), want.len(), "{found:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pattern_matching_nothing_is_a_warning_and_a_fragment_key_typo_is_placed() {
+    let dir = setup("typo", "  - { match: { path_prefix: / }, public: true }\n", &[]);
+    let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        settings.warnings.iter().any(|w| w.contains("include[0]: \"teams/*.yaml\" matches no file")),
+        "{:?}",
+        settings.warnings
+    );
+    std::fs::write(
+        dir.join("teams/a.yaml"),
+        "hosts: [a.example.com]\nroute:\n  - { match: { host: a.example.com, path_prefix: / } }\n",
+    )
+    .expect("write");
+    let found = match load_file(&dir.join("policy.yaml")) {
+        Err(ConfigError::Invalid(p)) => p.lines(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    let a = dir.join("teams/a.yaml").display().to_string();
+    assert_eq!(found, [format!("{a}:2:1: route: unknown key \"route\": did you mean \"routes\"?")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
