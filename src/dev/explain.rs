@@ -86,7 +86,20 @@ pub struct Explanation {
 }
 
 /// Decides `request` under `settings` at `now`, recording the steps.
+/// Shared state for an offline decision (`portcullis test` cases fill it); empty for `explain`.
+#[derive(Debug, Default)]
+pub struct OfflineState {
+    pub revocations: crate::state::revocation::MemoryRevocations,
+    pub members: crate::state::membership::MemoryMembers,
+    pub blocks: crate::state::blocks::MemoryBlocks,
+}
+
 pub fn explain(settings: &Settings, request: &ExplainRequest, now: UnixTime) -> Explanation {
+    explain_with(settings, request, now, &OfflineState::default())
+}
+
+/// [`explain`] against `state` (revocations, members, blocks) instead of none.
+pub fn explain_with(settings: &Settings, request: &ExplainRequest, now: UnixTime, state: &OfflineState) -> Explanation {
     let mut headers: Vec<(String, String)> = Vec::new();
     for (name, value) in &request.headers {
         match value {
@@ -114,7 +127,13 @@ pub fn explain(settings: &Settings, request: &ExplainRequest, now: UnixTime) -> 
     }
     let input = crate::server::convert::check_input(check);
     let trace = Trace::default();
-    let services = Services { trace: Some(&trace), ..Services::stateless(&settings.snapshot.verifier) };
+    let services = Services {
+        trace: Some(&trace),
+        revocations: &state.revocations,
+        memberships: &state.members,
+        blocks: &state.blocks,
+        ..Services::stateless(&settings.snapshot.verifier)
+    };
     let decision = decide(&input, &settings.snapshot.policy, &services, now);
     describe(&decision, &trace.steps())
 }

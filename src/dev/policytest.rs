@@ -3,7 +3,7 @@
 //! the first algorithm the issuer accepts and installed as that issuer's keys for the run, so
 //! test files carry claims, never secrets.
 
-use super::explain::{ExplainRequest, explain};
+use super::explain::{ExplainRequest, OfflineState, explain_with};
 use crate::config::{Settings, load_file};
 use crate::decision::UnixTime;
 use crate::jwt::{Alg, AlgFamily, KeySet, keys_from_hmac_secret, keys_from_jwks};
@@ -31,7 +31,55 @@ pub struct Case {
     pub request: ExplainRequest,
     /// A token minted for this case.
     pub token: Option<TokenSpec>,
+    /// An API key presented in the policy's API-key header.
+    pub api_key: Option<ApiKeySpec>,
+    /// Shared state this case is decided against (default: none).
+    #[serde(default)]
+    pub state: StateSpec,
     pub expect: Expect,
+}
+
+/// A key-file entry by name: a key is generated for the run and the entry's digest replaced by
+/// its digest, so test files never hold a key. A name the file lacks sends an unknown key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    pub name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    #[serde(default)]
+    pub revoked: Vec<RevokedSpec>,
+    #[serde(default)]
+    pub members: Vec<MemberSpec>,
+    /// Blocked addresses or CIDRs.
+    #[serde(default)]
+    pub blocks: Vec<String>,
+}
+
+/// One revocation: exactly one of `jti`, `sub` (tokens issued up to the case's `now`), `sid` or
+/// `tenant`; `issuer` defaults to the policy's first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedSpec {
+    pub issuer: Option<String>,
+    pub jti: Option<String>,
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    pub tenant: String,
+    pub sub: String,
+    /// Default: the policy's first issuer.
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,18 +180,74 @@ fn generate(alg: Alg) -> Result<(Signer, KeySet), String> {
     }
 }
 
+/// The state a case names, built in the server's own in-memory stores.
+fn offline_state(spec: &StateSpec, settings: &Settings, now: UnixTime) -> Result<OfflineState, String> {
+    use crate::state::blocks::Block;
+    use crate::state::membership::Member;
+    use crate::state::revocation::{NEVER, Revocation};
+    let first = settings.snapshot.verifier.issuers.first().map(|i| i.issuer.to_string()).unwrap_or_default();
+    let state = OfflineState::default();
+    for r in &spec.revoked {
+        let iss = r.issuer.clone().unwrap_or_else(|| first.clone());
+        let revocation = match (&r.jti, &r.sub, &r.sid, &r.tenant) {
+            (Some(jti), None, None, None) => Revocation::Jti { iss, jti: jti.clone(), expires_at: NEVER },
+            (None, Some(sub), None, None) => {
+                Revocation::Subject { iss, sub: sub.clone(), before: now.0, expires_at: NEVER }
+            }
+            (None, None, Some(sid), None) => Revocation::Session { iss, sid: sid.clone(), expires_at: NEVER },
+            (None, None, None, Some(tenant)) => {
+                Revocation::Tenant { tenant: tenant.clone(), before: now.0, expires_at: NEVER }
+            }
+            _ => return Err("a revocation names exactly one of jti, sub, sid or tenant".into()),
+        };
+        state.revocations.apply(revocation);
+    }
+    for m in &spec.members {
+        let iss = m.issuer.clone().unwrap_or_else(|| first.clone());
+        state.members.apply_put(Member { tenant: m.tenant.clone(), iss, sub: m.sub.clone(), roles: m.roles.clone() });
+    }
+    for cidr in &spec.blocks {
+        crate::decision::parse_cidr(cidr).map_err(|e| format!("blocks: {cidr}: {e}"))?;
+        state.blocks.apply_block(&Block { cidr: cidr.clone(), expires_at: NEVER });
+    }
+    Ok(state)
+}
+
+/// A fresh key for the key-file entry `name` (its digest replaced for this run), or an unknown
+/// key when the file has no such entry. Returns the header and the key.
+fn api_key_for(settings: &mut Settings, name: &str) -> Result<(String, String), String> {
+    let snapshot = std::sync::Arc::get_mut(&mut settings.snapshot).ok_or("the policy is shared")?;
+    let api_keys = snapshot.policy.api_keys.as_mut().ok_or("the policy has no credentials.api_keys")?;
+    let mut random = [0u8; 32];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut random)
+        .map_err(|e| format!("cannot generate a test key: {e}"))?;
+    let value = format!("{}{}", api_keys.prefix, B64.encode(random));
+    let existing = api_keys.file_keys.iter().find(|(_, k)| k.name == name).map(|(d, k)| (*d, k.clone()));
+    if let Some((digest, key)) = existing {
+        api_keys.file_keys.remove(&digest);
+        api_keys.file_keys.insert(crate::decision::api_key::digest(&value), key);
+    }
+    Ok((api_keys.header.clone(), value))
+}
+
 /// Runs every case of `file`.
 pub fn run_file(file: &Path) -> Result<Vec<Outcome>, TestError> {
     let fail = |why: String| TestError::File(file.to_path_buf(), why);
     let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
     let spec: TestFile = serde_saphyr::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let settings: Settings = load_file(&base.join(&spec.policy)).map_err(|e| fail(e.to_string()))?;
+    let mut settings: Settings = load_file(&base.join(&spec.policy)).map_err(|e| fail(e.to_string()))?;
     let now = UnixTime(spec.now.unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock).0));
     let mut signers: BTreeMap<String, Signer> = BTreeMap::new();
     let mut outcomes = Vec::new();
     for case in &spec.cases {
         let mut request = case.request.clone();
+        if let Some(key) = &case.api_key {
+            let (header, value) =
+                api_key_for(&mut settings, &key.name).map_err(|e| fail(format!("{}: {e}", case.name)))?;
+            request.headers.insert(header, super::explain::OneOrMany::One(value));
+        }
+        let state = offline_state(&case.state, &settings, now).map_err(|e| fail(format!("{}: {e}", case.name)))?;
         if let Some(token) = &case.token {
             let verifier = &settings.snapshot.verifier;
             let issuer = match &token.issuer {
@@ -176,7 +280,7 @@ pub fn run_file(file: &Path) -> Result<Vec<Outcome>, TestError> {
                 jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| fail(format!("{}: {e}", case.name)))?;
             request.token = Some(jwt);
         }
-        let got = explain(&settings, &request, now);
+        let got = explain_with(&settings, &request, now, &state);
         let mut diff = Vec::new();
         let mut compare = |what: &str, want: Option<String>, got: String| {
             if let Some(want) = want

@@ -303,6 +303,41 @@ fn policy_test_files_pass_and_a_broken_one_fails_with_a_diff() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The README's tenant, step-up and API-key examples are whole policies under `examples/`, each
+/// with policy test files that pass; a README block that starts `# from examples/…` is the
+/// example file's text, so the README cannot drift from what is tested.
+#[test]
+fn readme_examples_are_the_example_files_and_their_tests_pass() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut checked = Vec::new();
+    for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
+        let Some((first, body)) = block.split_once('\n') else { continue };
+        let Some(path) = first.strip_prefix("# from ").and_then(|r| r.split_whitespace().next()) else { continue };
+        let file = std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(file.contains(body), "the README's block for {path} differs from the file");
+        checked.push(path.to_string());
+    }
+    assert_eq!(checked, ["examples/controls/policy.yaml", "examples/tenants/policy.yaml"]);
+    let mut tests: Vec<_> = ["examples/controls", "examples/tenants"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("examples"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
+        .collect();
+    tests.sort();
+    assert_eq!(tests.len(), 3, "{tests:?}");
+    let out = portcullis().arg("test").args(&tests).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("21 passed, 0 failed"), "{text}");
+    for check in ["examples/controls/policy.yaml", "examples/tenants/policy.yaml"] {
+        let out = portcullis().arg("check-config").arg(root.join(check)).output().expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{check} warns");
+    }
+}
+
 /// The known traps validate but are flagged by name: a route no request reaches and a
 /// membership claim no issuer is trusted for (every member would be denied).
 #[test]
