@@ -75,6 +75,8 @@ pub struct Explanation {
     pub reason: &'static str,
     pub detail: String,
     pub rule: Option<String>,
+    /// What the matched route matches and asks for.
+    pub route: Option<String>,
     pub issuer: Option<String>,
     pub subject: Option<String>,
     pub tenant: Option<String>,
@@ -135,7 +137,53 @@ pub fn explain_with(settings: &Settings, request: &ExplainRequest, now: UnixTime
         ..Services::stateless(&settings.snapshot.verifier)
     };
     let decision = decide(&input, &settings.snapshot.policy, &services, now);
-    describe(&decision, &trace.steps())
+    let mut explanation = describe(&decision, &trace.steps());
+    let policy = &settings.snapshot.policy;
+    explanation.route = decision
+        .context
+        .rule
+        .as_ref()
+        .and_then(|name| policy.routes.iter().find(|r| &r.name == name))
+        .map(route_summary);
+    explanation
+}
+
+fn test_summary(test: &crate::decision::ValueTest) -> String {
+    match test {
+        crate::decision::ValueTest::Present => "present".into(),
+        crate::decision::ValueTest::Equals(v) => format!("= {v:?}"),
+        crate::decision::ValueTest::Regex(re) => format!("~ {}", re.as_str()),
+    }
+}
+
+/// One line: host, path, methods, header and query tests, then the access.
+fn route_summary(route: &crate::decision::Route) -> String {
+    use crate::decision::{Access, HostMatch, PathMatch};
+    let m = &route.matcher;
+    let mut parts = Vec::new();
+    match &m.host {
+        Some(HostMatch::Exact(h)) => parts.push(format!("host {h}")),
+        Some(HostMatch::Suffix(s)) => parts.push(format!("host *{s}")),
+        None => {}
+    }
+    parts.push(match &m.path {
+        PathMatch::Prefix(p) => format!("path_prefix {p}"),
+        PathMatch::Exact(p) => format!("path_exact {p}"),
+        PathMatch::Regex { strict, .. } => format!("path_regex {}", strict.as_str()),
+    });
+    if !m.methods.is_empty() {
+        parts.push(format!("methods {}", m.methods.join(",")));
+    }
+    parts.extend(m.headers.iter().map(|t| format!("header {} {}", t.name, test_summary(&t.test))));
+    parts.extend(m.query.iter().map(|t| format!("query {} {}", t.name, test_summary(&t.test))));
+    let access = match &route.access {
+        Access::Public => "public".to_string(),
+        Access::Optional(_) => "optional credential".to_string(),
+        Access::Required(_) => "credential required".to_string(),
+        Access::Deny(why) => format!("deny ({why})"),
+    };
+    let mode = if route.dry_run { ", dry run" } else { "" };
+    format!("{} → {access}{mode}", parts.join(", "))
 }
 
 fn describe(decision: &Decision, passed: &[&'static str]) -> Explanation {
@@ -170,6 +218,7 @@ fn describe(decision: &Decision, passed: &[&'static str]) -> Explanation {
         reason: decision.reason(),
         detail,
         rule: ctx.rule.clone(),
+        route: None,
         issuer: ctx.issuer.as_deref().map(str::to_string),
         subject: ctx.subject.as_ref().map(|s| s.0.to_string()),
         tenant: ctx.tenant.clone(),
@@ -186,6 +235,9 @@ impl std::fmt::Display for Explanation {
             write!(f, " (rule {rule})")?;
         }
         writeln!(f)?;
+        if let Some(route) = &self.route {
+            writeln!(f, "  route: {route}")?;
+        }
         if !self.detail.is_empty() {
             writeln!(f, "  why: {}", self.detail)?;
         }
@@ -220,5 +272,43 @@ impl std::fmt::Display for Explanation {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `explain` shows the matched route's header and query tests, and a deny route or an
+    /// ambiguous copy is refused at the route step.
+    #[test]
+    fn explain_shows_matchers_and_denies_at_the_route() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let policy = format!(
+            "issuers:\n  - {{ issuer: https://issuer.test/, audiences: [api], algorithms: [RS256], jwks: {{ file: {} }} }}\nroutes:\n  - {{ name: no-debug, match: {{ path_prefix: /, query: {{ debug: {{ present: true }} }} }}, deny: true, reason: no debug here }}\n  - {{ name: canary, match: {{ path_prefix: /, headers: {{ x-env: {{ equals: canary }} }} }}, public: true }}\n  - {{ name: rest, match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}\n",
+            dir.join("keys/jwks.json").display()
+        );
+        let settings = crate::config::parse_and_validate(&policy, &dir).unwrap_or_else(|e| panic!("{e}"));
+        let ask = |path: &str, headers: &[(&str, &str)]| {
+            let mut request = ExplainRequest { path: path.into(), ..ExplainRequest::default() };
+            for (k, v) in headers {
+                request.headers.insert(k.to_string(), OneOrMany::One(v.to_string()));
+            }
+            explain(&settings, &request, UnixTime(1_790_000_000))
+        };
+        let denied = ask("/x?debug=1", &[]);
+        assert_eq!((denied.status, denied.reason, denied.detail.as_str()), (403, "route_denied", "no debug here"));
+        assert_eq!(denied.route.as_deref(), Some("path_prefix /, query debug present → deny (no debug here)"));
+        let at = denied.steps.iter().find(|s| s.outcome == "denied").map(|s| s.step);
+        assert_eq!(at, Some("route"));
+        let canary = ask("/x", &[("x-env", "canary")]);
+        assert_eq!(
+            (canary.decision, canary.route.as_deref()),
+            ("allow", Some("path_prefix /, header x-env = \"canary\" → public"))
+        );
+        let ambiguous = ask("/x", &[("x-env", "canary, stable")]);
+        assert_eq!((ambiguous.status, ambiguous.reason), (400, "invalid_request"));
+        assert_eq!(ambiguous.steps.iter().find(|s| s.outcome == "denied").map(|s| s.step), Some("route"));
+        assert!(format!("{denied}").contains("  route: path_prefix /, query debug present → deny (no debug here)"));
     }
 }

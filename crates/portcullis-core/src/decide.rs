@@ -370,6 +370,9 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
         Err(deny) => return Decision::deny(deny, context),
     };
     context.rule = Some(route.name.clone());
+    if let Access::Deny(why) = &route.access {
+        return Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context);
+    }
     passed(services, "route");
     if let Access::Optional(req) | Access::Required(req) = &route.access
         && let Err(deny) = check_source_principal(&input.peer_principal, &req.source_principals)
@@ -387,6 +390,7 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     passed(services, "ip rate limit");
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
         Access::Public => return allow(policy, None, context, has_authorization),
+        // Refused above, at the route; kept closed here too.
         Access::Deny(why) => return Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context),
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
