@@ -6,15 +6,15 @@
 //! reload that changes members, deny lists, routes or API keys keeps every entry, a change to
 //! one issuer drops that issuer's entries only, a key rotation drops them too. Time claims are re-checked on
 //! every hit by the core; revocations are checked on every request. Concurrent misses for one
-//! key verify once. Negative entries (at most 5 s) only for failures that no clock or key
+//! key verify once, and the others await it without holding a thread (moka's
+//! `or_try_insert_with`). Negative entries (at most 5 s) only for failures that no clock or key
 //! rotation can change. Expiry is read against the injected clock when an entry is asked for.
 //!
 //! Architecture Invariant: nothing here decides; the cache only remembers what the verifier said.
 
 use crate::decision::{TokenError, TokenVerifier, UnixTime, VerifiedToken};
 use crate::jwt::Verifier;
-use quick_cache::sync::{Cache, GuardResult};
-use sha2::{Digest, Sha256};
+use moka::future::Cache;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +26,14 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub struct CacheSettings {
     pub ttl: Duration,
     pub max_entries: u64,
+    /// The bound on the entries' own bytes (claims, subject, header values; moka's bookkeeping,
+    /// ~300 bytes an entry, is on top).
+    pub max_bytes: u64,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), max_entries: 100_000 }
+        Self { ttl: Duration::from_secs(30), max_entries: 100_000, max_bytes: 48 << 20 }
     }
 }
 
@@ -43,8 +46,12 @@ struct Entry {
     /// A verified token carries the key-set generation it was verified under.
     result: Result<VerifiedToken, TokenError>,
     /// First second (injected clock) at which this entry is no longer served. Expired entries
-    /// are replaced when next asked for, or evicted by newer ones.
+    /// are replaced when next asked for, or evicted by moka's own time-to-live (wall clock, a
+    /// bound on memory only) or by newer ones.
     expires_at: UnixTime,
+    /// What the weigher charges: the entry's bytes, at least `max_bytes / max_entries`, so both
+    /// bounds hold with one weigher.
+    weight: u32,
 }
 
 /// Failures that depend on neither the clock nor key rotation may be remembered.
@@ -59,9 +66,18 @@ fn cacheable_failure(err: &TokenError) -> bool {
     )
 }
 
-/// quick_cache rather than moka: its per-entry bookkeeping is tens of bytes where moka's is
-/// about 300 (measured), which is most of a cached identity's budget (ARCHITECTURE.md).
-/// Entries sit behind an `Arc` so a slot stays small and a hit clones one pointer.
+/// Bytes an entry holds beyond moka's own: the entry, the token's claims and strings.
+fn entry_bytes(result: &Result<VerifiedToken, TokenError>) -> usize {
+    let base = std::mem::size_of::<Entry>() + std::mem::size_of::<Key>();
+    match result {
+        Ok(token) => base + token.heap_bytes(),
+        Err(e) => base + e.to_string().len(),
+    }
+}
+
+/// The claims cache on moka (ARCHITECTURE.md "Stack choices"): entries behind an `Arc` (a hit
+/// clones one pointer), expiry by the injected clock inside the entry, a weigher for
+/// `cache.max_bytes`.
 pub struct ClaimsCache {
     entries: Cache<Key, Arc<Entry>>,
     settings: CacheSettings,
@@ -90,33 +106,50 @@ impl std::fmt::Debug for ClaimsCache {
     }
 }
 
+/// Why a verification left nothing in the cache: its result, handed to every waiter.
+#[derive(Debug)]
+struct NotKept(Result<VerifiedToken, TokenError>);
+
 impl ClaimsCache {
     pub fn new(settings: CacheSettings) -> Self {
-        let capacity = usize::try_from(settings.max_entries).unwrap_or(usize::MAX).max(1);
-        Self { entries: Cache::new(capacity), settings, counts: Counts::register() }
-    }
-
-    /// A verifier that answers from this cache for the issuers of `inner` at time `now`.
-    pub fn verifier<'a>(&'a self, inner: &'a Verifier, now: UnixTime) -> CachedVerifier<'a> {
-        CachedVerifier { cache: self, inner, now, failure_fingerprint: std::sync::OnceLock::new() }
+        let entries = Cache::builder()
+            .max_capacity(settings.max_bytes.max(1))
+            .weigher(|_key: &Key, entry: &Arc<Entry>| entry.weight)
+            // Memory only: what is served is decided by `expires_at` and the injected clock.
+            .time_to_live(settings.ttl.max(NEGATIVE_TTL) + Duration::from_secs(1))
+            .support_invalidation_closures()
+            .build();
+        Self { entries, settings, counts: Counts::register() }
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.entries.clear();
+        self.entries.invalidate_all();
     }
 
     /// Drops the entries of one subject (`iss` optional: every issuer).
     pub fn invalidate_subject(&self, sub: &str, iss: Option<&str>) {
-        self.entries.retain(|_, entry| match &entry.result {
-            Ok(token) => !(*token.subject.0 == *sub && iss.is_none_or(|i| i == &*token.iss)),
-            Err(_) => true,
+        let (sub, iss): (Arc<str>, Option<Arc<str>>) = (Arc::from(sub), iss.map(Arc::from));
+        let dropped = self.entries.invalidate_entries_if(move |_, entry| match &entry.result {
+            Ok(token) => *token.subject.0 == *sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
+            Err(_) => false,
         });
+        if dropped.is_err() {
+            // Invalidation closures are enabled above; should moka refuse anyway, fail safe.
+            self.entries.invalidate_all();
+        }
     }
 
-    /// Entries held, expired ones not yet replaced included.
-    pub fn entry_count(&self) -> u64 {
-        self.entries.len() as u64
+    /// Entries held once moka's pending work is done (expired ones not yet replaced included).
+    pub async fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+
+    /// The bytes charged for the entries held (see [`CacheSettings::max_bytes`]).
+    pub async fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.weighted_size()
     }
 
     fn ttl_for(&self, result: &Result<VerifiedToken, TokenError>, now: UnixTime) -> Option<Duration> {
@@ -129,31 +162,16 @@ impl ClaimsCache {
             Err(_) => None,
         }
     }
-}
-
-/// [`TokenVerifier`] through the cache.
-pub struct CachedVerifier<'a> {
-    cache: &'a ClaimsCache,
-    inner: &'a Verifier,
-    now: UnixTime,
-    /// Every issuer's fingerprint together, worked out at most once per check.
-    failure_fingerprint: std::sync::OnceLock<u64>,
-}
-
-impl CachedVerifier<'_> {
-    fn failure_fingerprint(&self) -> u64 {
-        *self.failure_fingerprint.get_or_init(|| self.inner.fingerprint())
-    }
 
     /// The entry's result as the current issuers see it: unexpired, its issuer unchanged (same
     /// fingerprint, same key-set generation) and found at its current position; `None`: stale.
-    fn serve(&self, entry: &Entry) -> Option<Result<VerifiedToken, TokenError>> {
-        if self.now >= entry.expires_at {
+    fn serve(inner: &Verifier, entry: &Entry, now: UnixTime) -> Option<Result<VerifiedToken, TokenError>> {
+        if now >= entry.expires_at {
             return None;
         }
         match &entry.result {
             Ok(token) => {
-                let (id, issuer) = self.inner.find(&token.iss)?;
+                let (id, issuer) = inner.find(&token.iss)?;
                 if issuer.fingerprint != entry.fingerprint || issuer.keys.generation() != token.key_generation {
                     return None;
                 }
@@ -161,74 +179,74 @@ impl CachedVerifier<'_> {
                 token.issuer = id;
                 Some(Ok(token))
             }
-            Err(e) => (entry.fingerprint == self.failure_fingerprint()).then(|| Err(e.clone())),
+            Err(e) => (entry.fingerprint == inner.fingerprint()).then(|| Err(e.clone())),
         }
     }
 
     /// What to remember of a verification, if anything: nothing for a failure a key refetch or
     /// the clock may change, an expired token or a TTL under a second.
-    fn entry_for(&self, result: &Result<VerifiedToken, TokenError>) -> Option<Entry> {
-        let ttl = self.cache.ttl_for(result, self.now)?.as_secs();
+    fn entry_for(&self, inner: &Verifier, result: &Result<VerifiedToken, TokenError>, now: UnixTime) -> Option<Entry> {
+        let ttl = self.ttl_for(result, now)?.as_secs();
         let fingerprint = match result {
-            Ok(token) => self.inner.issuers.get(token.issuer.0)?.fingerprint,
-            Err(_) => self.failure_fingerprint(),
+            Ok(token) => inner.issuers.get(token.issuer.0)?.fingerprint,
+            Err(_) => inner.fingerprint(),
         };
+        let floor = self.settings.max_bytes / self.settings.max_entries.max(1);
+        let weight = u32::try_from((entry_bytes(result) as u64).max(floor)).unwrap_or(u32::MAX);
         (ttl > 0).then(|| Entry {
             fingerprint,
             result: result.clone(),
-            expires_at: UnixTime(self.now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
+            expires_at: UnixTime(now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
+            weight,
         })
     }
 
-    /// What a lookup of `token` would serve from the cache now (tests).
-    #[cfg(test)]
-    pub fn serve_for_test(&self, token: &str) -> Option<Result<VerifiedToken, TokenError>> {
-        let key: Key = Sha256::digest(token.as_bytes()).into();
-        self.cache.entries.get(&key).and_then(|entry| self.serve(&entry))
-    }
-
     fn count_hit(&self, entry: &Entry) {
-        let counts = &self.cache.counts;
-        (if entry.result.is_ok() { &counts.hit } else { &counts.negative_hit }).increment(1);
-    }
-}
-
-impl TokenVerifier for CachedVerifier<'_> {
-    fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        self.verify_digested(token, &Sha256::digest(token.as_bytes()).into())
+        (if entry.result.is_ok() { &self.counts.hit } else { &self.counts.negative_hit }).increment(1);
     }
 
-    fn verify_digested(&self, token: &str, digest: &[u8; 32]) -> Result<VerifiedToken, TokenError> {
-        let key: Key = *digest;
-        let entries = &self.cache.entries;
-        if let Some(entry) = entries.get(&key) {
-            if let Some(result) = self.serve(&entry) {
-                self.count_hit(&entry);
-                return result;
-            }
-            // Stale: drop it unless another request has replaced it meanwhile.
-            entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry));
-        }
-        // Concurrent misses for one key verify once: the others wait on this guard, then read
-        // its entry (or verify themselves when nothing was worth remembering).
-        match entries.get_value_or_guard(&key, None) {
-            GuardResult::Value(entry) if self.serve(&entry).is_some() => {
-                self.count_hit(&entry);
-                self.serve(&entry).unwrap_or_else(|| entry.result.clone())
-            }
-            GuardResult::Guard(guard) => {
-                self.cache.counts.miss.increment(1);
-                let result = self.inner.verify(token);
-                if let Some(entry) = self.entry_for(&result) {
-                    let _ = guard.insert(Arc::new(entry));
+    /// Verifies `token` (whose SHA-256 is `digest`) through the cache at `now`. Concurrent
+    /// misses for one key verify once; the others await that verification (they hold no
+    /// thread) and read its entry, or its result when nothing was worth keeping.
+    pub async fn verify(
+        &self,
+        inner: &Verifier,
+        token: &str,
+        digest: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<VerifiedToken, TokenError> {
+        for _ in 0..2 {
+            let init = async {
+                self.counts.miss.increment(1);
+                let result = inner.verify(token);
+                match self.entry_for(inner, &result, now) {
+                    Some(entry) => Ok(Arc::new(entry)),
+                    None => Err(NotKept(result)),
                 }
-                result
-            }
-            GuardResult::Value(_) | GuardResult::Timeout => {
-                self.cache.counts.miss.increment(1);
-                self.inner.verify(token)
+            };
+            match self.entries.entry_by_ref(digest).or_try_insert_with(init).await {
+                Ok(entry) => {
+                    let fresh = entry.is_fresh();
+                    let entry = entry.into_value();
+                    if let Some(result) = Self::serve(inner, &entry, now) {
+                        if !fresh {
+                            self.count_hit(&entry);
+                        }
+                        return result;
+                    }
+                    // Stale (expired by the injected clock, or its issuer changed): drop it,
+                    // unless it was just made, and look again.
+                    if fresh {
+                        return entry.result.clone();
+                    }
+                    self.entries.invalidate(digest).await;
+                }
+                Err(not_kept) => return not_kept.0.clone(),
             }
         }
+        // Replaced by a stale entry twice in a row (reloads racing this check): no cache.
+        self.counts.miss.increment(1);
+        inner.verify(token)
     }
 }
 

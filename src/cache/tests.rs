@@ -4,6 +4,13 @@ use super::*;
 use crate::config::parse_and_validate;
 use crate::corpus;
 use crate::jwt::{KeyStore, keys_from_jwks};
+use sha2::{Digest, Sha256};
+
+/// `token` through `cache` at `now`.
+async fn through(cache: &ClaimsCache, v: &Verifier, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    cache.verify(v, token, &digest, UnixTime(now)).await
+}
 
 const NOW: i64 = 1_790_000_000;
 
@@ -21,7 +28,8 @@ fn token(exp_in: i64) -> String {
 
 #[test]
 fn positive_entries_live_at_most_until_exp() {
-    let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10 });
+    let cache =
+        ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10, ..CacheSettings::default() });
     let ok = verifier().verify(&token(600));
     assert_eq!(cache.ttl_for(&ok, UnixTime(NOW)), Some(Duration::from_secs(30)));
     let short = verifier().verify(&token(5));
@@ -56,137 +64,166 @@ fn verifier_with(edit: impl Fn(String) -> String) -> Verifier {
     parse_and_validate(&text, &dir).expect("valid").snapshot.verifier.clone()
 }
 
-#[test]
-fn hits_misses_and_generations() {
+#[tokio::test]
+async fn hits_misses_and_generations() {
     let v = verifier();
     let cache = ClaimsCache::new(CacheSettings::default());
     let t = token(600);
-    let cached = cache.verifier(&v, UnixTime(NOW));
-    assert!(cached.verify(&t).is_ok());
-    assert!(cached.verify(&t).is_ok());
-    assert_eq!(cache.entry_count(), 1);
+    assert!(through(&cache, &v, &t, NOW).await.is_ok());
+    assert!(through(&cache, &v, &t, NOW).await.is_ok());
+    assert_eq!(cache.entry_count().await, 1);
     // The issuer's keys change: the entry no longer counts, and the new keys decide.
     let rotated =
         keys_from_jwks(&std::fs::read_to_string(corpus::fixtures().join("keys/jwks-rsa2.json")).expect("jwks"))
             .expect("keys");
     let store: &KeyStore = v.store(crate::decision::IssuerId(0)).expect("store");
     store.replace(rotated, NOW);
-    assert!(matches!(cached.verify(&t), Err(TokenError::UnknownKey { .. })), "a removed key stops verifying at once");
+    assert!(
+        matches!(through(&cache, &v, &t, NOW).await, Err(TokenError::UnknownKey { .. })),
+        "a removed key stops verifying at once"
+    );
     cache.clear();
-    assert_eq!(cache.entry_count(), 0);
+    assert_eq!(cache.entry_count().await, 0);
 }
 
-#[test]
-fn invalidate_by_subject() {
+#[tokio::test]
+async fn invalidate_by_subject() {
     let v = verifier();
     let cache = ClaimsCache::new(CacheSettings::default());
-    let cached = cache.verifier(&v, UnixTime(NOW));
     let bob = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "bob", NOW));
-    assert!(cached.verify(&token(600)).is_ok());
-    assert!(cached.verify(&bob).is_ok());
+    assert!(through(&cache, &v, &token(600), NOW).await.is_ok());
+    assert!(through(&cache, &v, &bob, NOW).await.is_ok());
     cache.invalidate_subject("alice", Some(corpus::ISSUER));
-    assert_eq!(cache.entry_count(), 1, "only alice's entry is dropped");
+    assert_eq!(cache.entry_count().await, 1, "only alice's entry is dropped");
 }
 
-/// The entry held for `token` (kept alive by the caller, so a refill
-/// cannot reuse its address).
-fn held(cache: &ClaimsCache, token: &str) -> Option<Arc<Entry>> {
+/// The entry held for `token` (kept alive by the caller, so a refill cannot reuse its address).
+async fn held(cache: &ClaimsCache, token: &str) -> Option<Arc<Entry>> {
     let key: Key = Sha256::digest(token.as_bytes()).into();
-    cache.entries.get(&key)
+    cache.entries.get(&key).await
 }
 
 fn same(a: Option<Arc<Entry>>, b: &Arc<Entry>) -> bool {
     a.is_some_and(|a| Arc::ptr_eq(&a, b))
 }
 
-#[test]
-fn entries_expire_by_the_injected_clock() {
+#[tokio::test]
+async fn entries_expire_by_the_injected_clock() {
     let v = verifier();
-    let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10 });
+    let cache =
+        ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries: 10, ..CacheSettings::default() });
     let t = token(600);
-    assert!(cache.verifier(&v, UnixTime(NOW)).verify(&t).is_ok());
-    let first = held(&cache, &t).expect("cached");
-    assert!(cache.verifier(&v, UnixTime(NOW + 29)).verify(&t).is_ok());
-    assert!(same(held(&cache, &t), &first), "served from the cache within the ttl");
-    assert!(cache.verifier(&v, UnixTime(NOW + 30)).verify(&t).is_ok());
-    assert!(held(&cache, &t).is_some(), "cached again");
-    assert!(!same(held(&cache, &t), &first), "at the ttl the token is verified again");
+    assert!(through(&cache, &v, &t, NOW).await.is_ok());
+    let first = held(&cache, &t).await.expect("cached");
+    assert!(through(&cache, &v, &t, NOW + 29).await.is_ok());
+    assert!(same(held(&cache, &t).await, &first), "served from the cache within the ttl");
+    assert!(through(&cache, &v, &t, NOW + 30).await.is_ok());
+    assert!(held(&cache, &t).await.is_some(), "cached again");
+    assert!(!same(held(&cache, &t).await, &first), "at the ttl the token is verified again");
 
     // A token about to expire is kept only until its exp, and an expired one not at all.
     let short = token(3);
-    assert!(cache.verifier(&v, UnixTime(NOW)).verify(&short).is_ok());
-    let kept = held(&cache, &short).expect("cached");
-    assert!(cache.verifier(&v, UnixTime(NOW + 3)).verify(&short).is_ok(), "time claims are the core's to check");
-    assert!(!same(held(&cache, &short), &kept), "not served past its exp");
-    assert!(cache.verifier(&v, UnixTime(NOW + 10)).verify(&short).is_ok());
-    assert!(held(&cache, &short).is_none(), "an expired token is not remembered");
+    assert!(through(&cache, &v, &short, NOW).await.is_ok());
+    let kept = held(&cache, &short).await.expect("cached");
+    assert!(through(&cache, &v, &short, NOW + 3).await.is_ok(), "time claims are the core's to check");
+    assert!(!same(held(&cache, &short).await, &kept), "not served past its exp");
+    assert!(through(&cache, &v, &short, NOW + 10).await.is_ok());
+    assert!(held(&cache, &short).await.is_none(), "an expired token is not remembered");
 }
 
-#[test]
-fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
+#[tokio::test]
+async fn a_zero_ttl_remembers_nothing_and_failures_only_briefly() {
     let v = verifier();
-    let off = ClaimsCache::new(CacheSettings { ttl: Duration::ZERO, max_entries: 10 });
+    let off = ClaimsCache::new(CacheSettings { ttl: Duration::ZERO, max_entries: 10, ..CacheSettings::default() });
     let t = token(600);
-    assert!(off.verifier(&v, UnixTime(NOW)).verify(&t).is_ok());
-    assert_eq!(off.entry_count(), 0, "ttl 0s disables caching");
+    assert!(through(&off, &v, &t, NOW).await.is_ok());
+    assert_eq!(off.entry_count().await, 0, "ttl 0s disables caching");
 
     let cache = ClaimsCache::new(CacheSettings::default());
     let forged = format!("{}x", &t[..t.len() - 1]);
-    let cached = cache.verifier(&v, UnixTime(NOW));
-    assert_eq!(
-        cached.verify(&forged).err(),
-        Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
-    );
-    let negative = held(&cache, &forged).expect("a bad signature is remembered");
-    let later = cache.verifier(&v, UnixTime(NOW + NEGATIVE_TTL.as_secs() as i64));
-    assert_eq!(
-        later.verify(&forged).err(),
-        Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false })
-    );
-    assert!(!same(held(&cache, &forged), &negative), "for at most NEGATIVE_TTL");
+    let bad = Some(TokenError::Signature { issuer: crate::decision::IssuerId(0), remote: false });
+    assert_eq!(through(&cache, &v, &forged, NOW).await.err(), bad);
+    let negative = held(&cache, &forged).await.expect("a bad signature is remembered");
+    assert_eq!(through(&cache, &v, &forged, NOW + NEGATIVE_TTL.as_secs() as i64).await.err(), bad);
+    assert!(!same(held(&cache, &forged).await, &negative), "for at most NEGATIVE_TTL");
 }
 
-#[test]
-fn any_configured_capacity_is_usable() {
+#[tokio::test]
+async fn any_configured_capacity_is_usable() {
     // `cache.max_entries` is any u64 from 1: neither end may panic or allocate up front.
     let v = verifier();
     for max_entries in [1, u64::MAX] {
-        let cache = ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries });
-        let cached = cache.verifier(&v, UnixTime(NOW));
-        assert!(cached.verify(&token(600)).is_ok());
-        assert!(cached.verify(&token(600)).is_ok());
-        assert_eq!(cache.entry_count(), 1, "max_entries {max_entries}");
+        let cache =
+            ClaimsCache::new(CacheSettings { ttl: Duration::from_secs(30), max_entries, ..CacheSettings::default() });
+        assert!(through(&cache, &v, &token(600), NOW).await.is_ok());
+        assert!(through(&cache, &v, &token(600), NOW).await.is_ok());
+        assert_eq!(cache.entry_count().await, 1, "max_entries {max_entries}");
     }
+}
+
+/// `cache.max_bytes` and `max_entries` both bound the cache through one weigher: an entry is
+/// charged its bytes, and at least `max_bytes / max_entries`.
+#[tokio::test]
+async fn entries_are_weighed_in_bytes() {
+    let v = verifier();
+    let settings = CacheSettings { ttl: Duration::from_secs(30), max_entries: 1_000, max_bytes: 1 << 20 };
+    let cache = ClaimsCache::new(settings);
+    let t = token(600);
+    assert!(through(&cache, &v, &t, NOW).await.is_ok());
+    let entry = held(&cache, &t).await.expect("cached");
+    assert!(u64::from(entry.weight) >= settings.max_bytes / settings.max_entries, "the floor keeps max_entries");
+    assert!(entry.weight > 200 && entry.weight < 4096, "a token's bytes: {}", entry.weight);
+    assert_eq!(cache.weighted_size().await, u64::from(entry.weight));
+    // Fill past max_bytes: the weighted size stays within it.
+    let few = ClaimsCache::new(CacheSettings { max_entries: 1_000_000, max_bytes: 64 * 1024, ..settings });
+    for i in 0..400 {
+        let sub = format!("user-{i}");
+        let t = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, &sub, NOW));
+        assert!(through(&few, &v, &t, NOW).await.is_ok());
+    }
+    let size = few.weighted_size().await;
+    assert!(size <= 64 * 1024 && few.entry_count().await < 400, "{size} bytes held");
+}
+
+/// Concurrent misses for one token verify once; the others wait without a thread of their own.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_misses_verify_once() {
+    let v = verifier();
+    let cache = ClaimsCache::new(CacheSettings::default());
+    let t = token(600);
+    let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+    // On one thread: if a waiter blocked it, this would never finish.
+    let all = futures_util::future::join_all((0..16).map(|_| cache.verify(&v, &t, &digest, UnixTime(NOW)))).await;
+    assert!(all.iter().all(Result::is_ok));
+    assert_eq!(cache.entry_count().await, 1);
 }
 
 /// A reload that leaves an issuer alone keeps its entries (members, routes, deny lists and
 /// API-key files do not touch verification); a change to that issuer drops its entries only;
 /// an issuer moved to another position is still found.
-#[test]
-fn entries_survive_reloads_that_leave_their_issuer_alone() {
-    let hits = |cache: &ClaimsCache, v: &Verifier, t: &str| {
-        let before = cache.entry_count();
-        let result = cache.verifier(v, UnixTime(NOW)).verify(t);
-        (result.is_ok(), cache.entry_count() == before)
-    };
+#[tokio::test]
+async fn entries_survive_reloads_that_leave_their_issuer_alone() {
     let cache = ClaimsCache::new(CacheSettings::default());
     let t = token(600);
     let first = verifier();
-    assert!(cache.verifier(&first, UnixTime(NOW)).verify(&t).is_ok());
-    // Same issuers, other routes: a hit (no new entry, the same result).
+    assert!(through(&cache, &first, &t, NOW).await.is_ok());
+    let entry = held(&cache, &t).await.expect("cached");
+    // Same issuers, other routes: served from the same entry.
     let routes_changed = verifier_with(|p| p.replace("require: { roles: [admin] } }", "require: { roles: [root] } }"));
-    assert_eq!(hits(&cache, &routes_changed, &t), (true, true));
+    assert!(ClaimsCache::serve(&routes_changed, &entry, UnixTime(NOW)).is_some());
+    assert!(through(&cache, &routes_changed, &t, NOW).await.is_ok());
+    assert!(same(held(&cache, &t).await, &entry), "a hit");
     // The issuer's audiences changed: its entry is not served (verified again and replaced).
     let issuer_changed = verifier_with(|p| p.replacen("audiences: [api]", "audiences: [api, other]", 1));
-    let served = cache.verifier(&issuer_changed, UnixTime(NOW));
-    assert!(served.serve_for_test(&t).is_none(), "an entry of a changed issuer must not be served");
-    assert!(served.verify(&t).is_ok());
+    assert!(ClaimsCache::serve(&issuer_changed, &entry, UnixTime(NOW)).is_none(), "a changed issuer's entry is stale");
+    assert!(through(&cache, &issuer_changed, &t, NOW).await.is_ok());
+    assert!(!same(held(&cache, &t).await, &entry), "verified again");
     // Reordered issuers: the token's issuer is found at its new position.
     let v = verifier();
     let mut reordered = verifier();
     reordered.issuers.reverse();
-    let token_issuer = cache.verifier(&v, UnixTime(NOW)).verify(&t).expect("ok").issuer;
-    let moved = cache.verifier(&reordered, UnixTime(NOW)).verify(&t).expect("ok").issuer;
+    let token_issuer = through(&cache, &v, &t, NOW).await.expect("ok").issuer;
+    let moved = through(&cache, &reordered, &t, NOW).await.expect("ok").issuer;
     assert_eq!(&*reordered.issuers[moved.0].issuer, &*v.issuers[token_issuer.0].issuer);
 }
 

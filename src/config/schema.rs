@@ -441,6 +441,9 @@ pub struct RawAutoBlock {
 pub struct RawCache {
     pub ttl: Option<String>,
     pub max_entries: Option<u64>,
+    /// The bound on the cached entries' own bytes (like 48MiB; default 48MiB): a cache of
+    /// tokens with many claims holds fewer entries.
+    pub max_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -6,7 +6,10 @@ use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
-use crate::decision::{CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Services, client_key, decide};
+use crate::decision::{
+    CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Progress, Services, begin, client_key, finish,
+};
+use crate::jwt::Verifier;
 use crate::state::StateHealth;
 use crate::state::apikeys::ApiKeyStore;
 use crate::state::blocks::{Block, BlockStore};
@@ -143,12 +146,11 @@ impl AppState {
         self.inflight.clone().try_acquire_many_owned(u32::try_from(self.max_inflight).ok()?).ok()
     }
 
-    fn decide_now(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
-        let now = self.clock.now();
-        let state_stale = self.state_health.as_ref().is_some_and(|h| h.is_stale(self.clock.now_millis()));
-        let verifier = self.cache.verifier(&snapshot.verifier, now);
-        let services = Services {
-            verifier: &verifier,
+    /// The core's view of this replica's state. `verifier` is the uncached one: the serving
+    /// path verifies through the claims cache between [`begin`] and [`finish`], never through it.
+    fn services<'a>(&'a self, verifier: &'a Verifier, state_stale: bool) -> Services<'a> {
+        Services {
+            verifier,
             revocations: self.revocations.as_ref(),
             memberships: self.members.as_ref(),
             blocks: self.blocks.as_ref(),
@@ -157,8 +159,7 @@ impl AppState {
             sessions: self.sessions.as_ref(),
             state_stale,
             trace: None,
-        };
-        decide(input, &snapshot.policy, &services, now)
+        }
     }
 
     /// Decides one request (no transport involved); used by the service and by tests.
@@ -294,8 +295,19 @@ impl AppState {
     /// under a remote key (a rotation may have reused the `kid`), asks for a refetch and waits at
     /// most [`KEY_REFETCH_WAIT`] for the fetch before deciding once more. Only a miss that
     /// survives a completed refetch counts toward auto-block.
+    /// Decides `input`: the core up to the credential, the JWT through the claims cache (awaited,
+    /// not blocking a thread), then the rest. A remote issuer's unknown `kid` asks for a refetch
+    /// and, once new keys are in (at most `KEY_REFETCH_WAIT`), verifies again: the steps before
+    /// verification (and their rate-limit counts) run once.
     async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
-        let decision = self.decide_now(input, snapshot);
+        let now = self.clock.now();
+        let state_stale = self.state_health.as_ref().is_some_and(|h| h.is_stale(self.clock.now_millis()));
+        let pending = match begin(input, &snapshot.policy, &self.services(&snapshot.verifier, state_stale), now) {
+            Progress::Decided(decision) => return decision,
+            Progress::Verify(pending) => pending,
+        };
+        let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
+        let decision = finish(&pending, verified, &self.services(&snapshot.verifier, state_stale), now);
         let Some(store) = decision.context.key_miss.and_then(|issuer| snapshot.verifier.store(issuer)) else {
             return decision;
         };
@@ -304,18 +316,19 @@ impl AppState {
         if !store.request_refetch(self.clock.now_millis()) {
             return decision; // a static key set, or the fetcher refetched recently
         }
-        match tokio::time::timeout(KEY_REFETCH_WAIT, fetches.wait_for(|f| *f != seen)).await {
-            Ok(Ok(_)) => {
-                let mut again = self.decide_now(input, snapshot);
-                if again.context.key_miss.is_some()
-                    && let Outcome::Deny(deny) = &mut again.outcome
-                {
-                    deny.counts_as_failure = true; // the freshly fetched keys refuse it too
-                }
-                again
-            }
-            _ => decision,
+        let refetched =
+            matches!(tokio::time::timeout(KEY_REFETCH_WAIT, fetches.wait_for(|f| *f != seen)).await, Ok(Ok(_)));
+        if !refetched {
+            return decision;
         }
+        let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
+        let mut again = finish(&pending, verified, &self.services(&snapshot.verifier, state_stale), now);
+        if again.context.key_miss.is_some()
+            && let Outcome::Deny(deny) = &mut again.outcome
+        {
+            deny.counts_as_failure = true; // the freshly fetched keys refuse it too
+        }
+        again
     }
 }
 

@@ -74,8 +74,27 @@ impl Claims {
         self.0.len()
     }
 
+    /// Heap bytes these claims hold (approximate: what the claims cache charges for them).
+    pub fn heap_bytes(&self) -> usize {
+        let names: usize =
+            self.0.iter().map(|(n, v)| if let Cow::Owned(n) = n { n.len() } else { 0 } + value_bytes(v)).sum();
+        self.0.len() * std::mem::size_of::<(Cow<'static, str>, Value)>() + names
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Heap bytes below a JSON value.
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => {
+            items.len() * std::mem::size_of::<Value>() + items.iter().map(value_bytes).sum::<usize>()
+        }
+        Value::Object(map) => map.iter().map(|(k, v)| 64 + k.len() + value_bytes(v)).sum(),
+        _ => 0,
     }
 }
 

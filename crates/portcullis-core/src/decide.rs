@@ -241,38 +241,75 @@ struct Identity<'p> {
     rules: &'p IssuerRules,
 }
 
-/// Verifies the credential (contract step 8): a JWT through the verifier, an API key by digest.
-fn identify<'p>(
+/// An API key's identity, by digest (contract step 8; a JWT goes through the verifier instead).
+fn identify_key<'p>(
     policy: &'p Policy,
     services: &Services,
-    credential: &Credential,
-    digest: &[u8; 32],
+    value: &str,
     now: UnixTime,
     context: &mut DecisionContext,
 ) -> Result<Identity<'p>, Deny> {
-    if let Credential::ApiKey(value) = credential {
-        let api_keys = policy
-            .api_keys
-            .as_ref()
-            .ok_or_else(|| Deny::new(DenyReason::ApiKeyInvalid, "API keys are not configured"))?;
-        return match authenticate(api_keys, services.api_keys, value, now) {
-            Ok((token, key)) => {
-                context.api_key = Some(key.name.clone());
-                Ok(Identity { token, key: Some(key), rules: &API_KEY_RULES })
-            }
-            Err((deny, name)) => {
-                context.api_key = name;
-                Err(deny)
-            }
-        };
+    let api_keys =
+        policy.api_keys.as_ref().ok_or_else(|| Deny::new(DenyReason::ApiKeyInvalid, "API keys are not configured"))?;
+    match authenticate(api_keys, services.api_keys, value, now) {
+        Ok((token, key)) => {
+            context.api_key = Some(key.name.clone());
+            Ok(Identity { token, key: Some(key), rules: &API_KEY_RULES })
+        }
+        Err((deny, name)) => {
+            context.api_key = name;
+            Err(deny)
+        }
     }
-    let token =
-        services.verifier.verify_digested(credential.token(), digest).map_err(|err| token_deny(err, context))?;
+}
+
+/// A JWT's identity from what the verifier said of it.
+fn identify_jwt<'p>(
+    policy: &'p Policy,
+    verified: Result<VerifiedToken, TokenError>,
+    context: &mut DecisionContext,
+) -> Result<Identity<'p>, Deny> {
+    let token = verified.map_err(|err| token_deny(err, context))?;
     let rules = policy
         .issuers
         .get(token.issuer.0)
         .ok_or_else(|| Deny::new(DenyReason::TokenInvalid, "issuer not in this policy"))?;
     Ok(Identity { token, key: None, rules })
+}
+
+/// A decision waiting for its JWT's verification: what [`begin`] learned so far. The edge
+/// verifies (through its cache, awaiting without blocking a thread) and hands the result to
+/// [`finish`]; [`decide`] does both in one go with [`Services::verifier`].
+#[derive(Debug, Clone)]
+pub struct Pending<'a> {
+    input: &'a CheckInput,
+    policy: &'a Policy,
+    route: &'a Route,
+    requirements: &'a Requirements,
+    context: DecisionContext,
+    token: &'a str,
+    digest: [u8; 32],
+    bearer: bool,
+    requested_tenant: Option<String>,
+}
+
+impl Pending<'_> {
+    /// The compact JWS to verify.
+    pub fn token(&self) -> &str {
+        self.token
+    }
+
+    /// Its SHA-256 (the claims cache's key).
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+}
+
+/// How far [`begin`] got: a decision, or a JWT to verify first.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Decided(Decision),
+    Verify(Pending<'a>),
 }
 
 /// The steps of the pipeline in order (docs/contract.md "The steps of one Check"), as
@@ -311,7 +348,51 @@ fn passed(services: &Services, step: &'static str) {
 /// dry_run` a deny that is not [`DenyReason::always_enforced`] becomes an allow without
 /// identity (every identity and strip header removed), the deny kept in the context.
 pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
-    let decision = decide_enforced(input, policy, services, now);
+    match begin(input, policy, services, now) {
+        Progress::Decided(decision) => decision,
+        Progress::Verify(pending) => {
+            let verified = services.verifier.verify_digested(pending.token(), pending.digest());
+            finish(&pending, verified, services, now)
+        }
+    }
+}
+
+/// The decision up to the credential's verification: decided already (every deny before it,
+/// public and anonymous allows, API keys), or a JWT to verify. Pure, like [`decide`].
+pub fn begin<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Services, now: UnixTime) -> Progress<'a> {
+    match begin_enforced(input, policy, services, now) {
+        Progress::Decided(decision) => Progress::Decided(with_mode(input, policy, decision)),
+        verify => verify,
+    }
+}
+
+/// The rest of the decision once the verifier has answered for [`Pending::token`].
+pub fn finish(
+    pending: &Pending,
+    verified: Result<VerifiedToken, TokenError>,
+    services: &Services,
+    now: UnixTime,
+) -> Decision {
+    let mut context = pending.context.clone();
+    let decision = match identify_jwt(pending.policy, verified, &mut context) {
+        Ok(identity) => {
+            let has_authorization = pending.input.header_values("authorization").next().is_some();
+            let after = After {
+                policy: pending.policy,
+                route: pending.route,
+                requirements: pending.requirements,
+                requested_tenant: pending.requested_tenant.clone(),
+                unverified_authorization: has_authorization && !pending.bearer,
+            };
+            after.decide(identity, context, services, now)
+        }
+        Err(deny) => Decision::deny(deny, context),
+    };
+    with_mode(pending.input, pending.policy, decision)
+}
+
+/// `mode: dry_run`: a deny that is not always enforced becomes an allow without identity.
+fn with_mode(input: &CheckInput, policy: &Policy, decision: Decision) -> Decision {
     let Outcome::Deny(deny) = &decision.outcome else { return decision };
     let dry_run = match decision.context.rule.as_deref() {
         Some(rule) => policy.routes.iter().find(|r| r.name == rule).is_some_and(|r| r.dry_run),
@@ -327,7 +408,7 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
     allow(policy, None, context, has_authorization)
 }
 
-fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now: UnixTime) -> Decision {
+fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Services, now: UnixTime) -> Progress<'a> {
     let mut context = DecisionContext::default();
     let client = match input.peer_ip.map(|peer| {
         let xff: Vec<&str> = input.header_values("x-forwarded-for").collect();
@@ -335,49 +416,51 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     }) {
         Some(Ok(client)) => Some(client),
         None => None,
-        Some(Err(deny)) => return Decision::deny(deny, context),
+        Some(Err(deny)) => return Progress::Decided(Decision::deny(deny, context)),
     };
     context.client_ip = client.map(|c| c.addr);
     context.client_trusted = client.is_some_and(|c| c.trusted);
     passed(services, "client address");
     if let Some(deny) = ip_deny(&policy.ip, client, services, now) {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "ip lists");
     let path = match validate_path(&input.path) {
         Ok(path) => path,
-        Err(why) => return Decision::deny(Deny::new(DenyReason::PathInvalid, why), context),
+        Err(why) => return Progress::Decided(Decision::deny(Deny::new(DenyReason::PathInvalid, why), context)),
     };
     passed(services, "path");
     if let Err(deny) = check_method(&input.method) {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "method");
     let host = match parse_authority(&input.host) {
         Ok(host) => host,
-        Err(deny) => return Decision::deny(deny, context),
+        Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     passed(services, "authority");
     let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer));
     if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "request headers");
     let has_authorization = input.header_values("authorization").next().is_some();
     let route = match find_route(&policy.routes, &host, path, input) {
         Ok(Some(route)) => route,
-        Ok(None) => return Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context),
-        Err(deny) => return Decision::deny(deny, context),
+        Ok(None) => {
+            return Progress::Decided(Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context));
+        }
+        Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     context.rule = Some(route.name.clone());
     if let Access::Deny(why) = &route.access {
-        return Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context);
+        return Progress::Decided(Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context));
     }
     passed(services, "route");
     if let Access::Optional(req) | Access::Required(req) = &route.access
         && let Err(deny) = check_source_principal(&input.peer_principal, &req.source_principals)
     {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "peer principal");
     // Pre-auth rate limit per client IP (contract step 5); trusted proxies are never limited.
@@ -385,13 +468,15 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
         && let Some(ip) = context.client_ip.filter(|_| !context.client_trusted)
         && let Err(deny) = limit(services, tier, &client_key(ip), &mut context)
     {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "ip rate limit");
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
-        Access::Public => return allow(policy, None, context, has_authorization),
+        Access::Public => return Progress::Decided(allow(policy, None, context, has_authorization)),
         // Refused above, at the route; kept closed here too.
-        Access::Deny(why) => return Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context),
+        Access::Deny(why) => {
+            return Progress::Decided(Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context));
+        }
         Access::Optional(req) => (req, false),
         Access::Required(req) => (req, true),
     };
@@ -399,7 +484,7 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     if services.state_stale {
         if policy.on_stale == super::OnStale::Deny {
             let why = "no contact with the state backend for longer than state.max_staleness";
-            return Decision::deny(Deny::new(DenyReason::StateStale, why), context);
+            return Progress::Decided(Decision::deny(Deny::new(DenyReason::StateStale, why), context));
         }
         context.stale_state = true;
     }
@@ -408,21 +493,27 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     let requested_tenant = match &policy.tenants {
         Some(tenants) => match resolve_tenant(tenants, input, &host, path) {
             Ok(tenant) => tenant,
-            Err(deny) => return Decision::deny(deny, context),
+            Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
         },
         None => None,
     };
     if requirements.tenant && requested_tenant.is_none() {
-        return Decision::deny(Deny::new(DenyReason::TenantMissing, "this route needs a tenant"), context);
+        return Progress::Decided(Decision::deny(
+            Deny::new(DenyReason::TenantMissing, "this route needs a tenant"),
+            context,
+        ));
     }
     passed(services, "tenant requested");
     let credential = match extract_credential(input, &policy.credentials) {
         Ok(Some(credential)) => credential,
         Ok(None) if credential_required => {
-            return Decision::deny(Deny::new(DenyReason::CredentialMissing, "no credential"), context);
+            return Progress::Decided(Decision::deny(
+                Deny::new(DenyReason::CredentialMissing, "no credential"),
+                context,
+            ));
         }
-        Ok(None) => return allow(policy, None, context, has_authorization),
-        Err(deny) => return Decision::deny(deny, context),
+        Ok(None) => return Progress::Decided(allow(policy, None, context, has_authorization)),
+        Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     passed(services, "credential");
     // Hashed once: the fingerprint for the audit, the key for the claims cache.
@@ -431,78 +522,135 @@ fn decide_enforced(input: &CheckInput, policy: &Policy, services: &Services, now
     if let Credential::Cookie { .. } = credential
         && let Err(deny) = check_csrf(input, policy.csrf.as_ref())
     {
-        return Decision::deny(deny, context);
+        return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "csrf");
-    let Identity { token, key, rules } = match identify(policy, services, &credential, &digest, now, &mut context) {
-        Ok(identity) => identity,
-        Err(deny) => return Decision::deny(deny, context),
-    };
-    context.issuer = Some(token.iss.clone());
-    context.subject = Some(token.subject.clone());
-    passed(services, "verification");
-    if let Err(deny) = check_times(&token, rules.time, now) {
-        return Decision::deny(deny, context);
+    let has_authorization = input.header_values("authorization").next().is_some();
+    let bearer = matches!(credential, Credential::Bearer(_));
+    if let Credential::ApiKey(value) = credential {
+        let after =
+            After { policy, route, requirements, requested_tenant, unverified_authorization: has_authorization };
+        return Progress::Decided(with_identity(
+            identify_key(policy, services, value, now, &mut context),
+            after,
+            context,
+            services,
+            now,
+        ));
     }
-    passed(services, "time");
-    // Checked on every request, cache hits included.
-    let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
-    if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {
-        return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
+    Progress::Verify(Pending {
+        input,
+        policy,
+        route,
+        requirements,
+        context,
+        token: credential.token(),
+        digest,
+        bearer,
+        requested_tenant,
+    })
+}
+
+fn with_identity(
+    identity: Result<Identity, Deny>,
+    after: After,
+    context: DecisionContext,
+    services: &Services,
+    now: UnixTime,
+) -> Decision {
+    match identity {
+        Ok(identity) => after.decide(identity, context, services, now),
+        Err(deny) => Decision::deny(deny, context),
     }
-    passed(services, "revocation");
-    if let Some(sessions) = &policy.sessions {
-        match check_session(sessions, &token, services.sessions, now) {
-            Ok(touch) => context.session_touch = touch,
-            Err(deny) => return Decision::deny(deny, context),
+}
+
+/// What the steps after verification need from the steps before it.
+struct After<'a> {
+    policy: &'a Policy,
+    route: &'a Route,
+    requirements: &'a Requirements,
+    requested_tenant: Option<String>,
+    /// The request carries an `authorization` header that is not the verified credential.
+    unverified_authorization: bool,
+}
+
+impl After<'_> {
+    /// Contract steps 9–13 for a verified identity: times, revocation, session, tenant,
+    /// requirements, step-up, post-auth rate limits, the allow.
+    fn decide(self, identity: Identity, mut context: DecisionContext, services: &Services, now: UnixTime) -> Decision {
+        let Identity { token, key, rules } = identity;
+        let policy = self.policy;
+        context.issuer = Some(token.iss.clone());
+        context.subject = Some(token.subject.clone());
+        passed(services, "verification");
+        if let Err(deny) = check_times(&token, rules.time, now) {
+            return Decision::deny(deny, context);
         }
-    }
-    passed(services, "session");
-    if let (Some(tenant), Some(tenants)) = (requested_tenant, &policy.tenants) {
-        let claim_trusted = tenants
-            .claim
-            .as_deref()
-            .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
-        // An API key's own tenant list is as trusted as the key file it came from.
-        let by_key = key.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
-        let roles =
-            match by_key.unwrap_or_else(|| membership(tenants, &token, &tenant, claim_trusted, services.memberships)) {
+        passed(services, "time");
+        // Checked on every request, cache hits included.
+        let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
+        if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {
+            return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
+        }
+        passed(services, "revocation");
+        if let Some(sessions) = &policy.sessions {
+            match check_session(sessions, &token, services.sessions, now) {
+                Ok(touch) => context.session_touch = touch,
+                Err(deny) => return Decision::deny(deny, context),
+            }
+        }
+        passed(services, "session");
+        if let (Some(tenant), Some(tenants)) = (self.requested_tenant, &policy.tenants) {
+            let claim_trusted = tenants
+                .claim
+                .as_deref()
+                .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
+            // An API key's own tenant list is as trusted as the key file it came from.
+            let by_key = key.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
+            let roles = match by_key
+                .unwrap_or_else(|| membership(tenants, &token, &tenant, claim_trusted, services.memberships))
+            {
                 Ok(roles) => roles,
                 Err(deny) => return Decision::deny(deny, context),
             };
-        if services.revocations.tenant_revoked(&tenant, &token, now) {
-            return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tokens for this tenant revoked"), context);
+            if services.revocations.tenant_revoked(&tenant, &token, now) {
+                return Decision::deny(
+                    Deny::new(DenyReason::TenantForbidden, "tokens for this tenant revoked"),
+                    context,
+                );
+            }
+            if !self.requirements.tenant_roles.is_empty()
+                && !self.requirements.tenant_roles.iter().any(|r| roles.contains(r))
+            {
+                return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tenant role required"), context);
+            }
+            context.tenant = Some(tenant);
         }
-        if !requirements.tenant_roles.is_empty() && !requirements.tenant_roles.iter().any(|r| roles.contains(r)) {
-            return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tenant role required"), context);
+        passed(services, "tenant membership");
+        if let Err(deny) = check_requirements(&token, self.requirements, &rules.roles_pointer) {
+            return Decision::deny(deny, context);
         }
-        context.tenant = Some(tenant);
-    }
-    passed(services, "tenant membership");
-    if let Err(deny) = check_requirements(&token, requirements, &rules.roles_pointer) {
-        return Decision::deny(deny, context);
-    }
-    passed(services, "requirements");
-    if let Some(step_up) = &requirements.step_up
-        && let Err(deny) = check_step_up(&token, step_up, now.0)
-    {
-        return Decision::deny(deny, context);
-    }
-    passed(services, "step-up");
-    // Post-auth rate limits per subject (issuer-scoped) or per tenant (contract step 12).
-    if let Some(tier) = &route.rate_limit {
-        let key = match tier.key {
-            RateKey::Ip => None,
-            RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject.0)),
-            RateKey::Tenant => context.tenant.clone(),
-        };
-        if let Some(key) = key
-            && let Err(deny) = limit(services, tier, &key, &mut context)
+        passed(services, "requirements");
+        if let Some(step_up) = &self.requirements.step_up
+            && let Err(deny) = check_step_up(&token, step_up, now.0)
         {
             return Decision::deny(deny, context);
         }
+        passed(services, "step-up");
+        // Post-auth rate limits per subject (issuer-scoped) or per tenant (contract step 12).
+        if let Some(tier) = &self.route.rate_limit {
+            let key = match tier.key {
+                RateKey::Ip => None,
+                RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject.0)),
+                RateKey::Tenant => context.tenant.clone(),
+            };
+            if let Some(key) = key
+                && let Err(deny) = limit(services, tier, &key, &mut context)
+            {
+                return Decision::deny(deny, context);
+            }
+        }
+        passed(services, "rate limit");
+        allow(policy, Some(&token), context, self.unverified_authorization)
     }
-    passed(services, "rate limit");
-    let verified_bearer = matches!(credential, Credential::Bearer(_));
-    allow(policy, Some(&token), context, has_authorization && !verified_bearer)
 }

@@ -138,6 +138,16 @@ struct Prepared {
 }
 
 impl PreparedHeaders {
+    /// Heap bytes of the values prepared so far.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.get().map_or(0, |p| match &p.values {
+            Ok(values) => {
+                values.iter().map(|v| std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |v| v.len())).sum()
+            }
+            Err(_) => 0,
+        })
+    }
+
     pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
         let prepared = self.0.get_or_init(|| Prepared {
             made_for: policy.identity_headers.clone(),

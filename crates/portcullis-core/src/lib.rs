@@ -30,7 +30,10 @@ pub use claim_set::Claims;
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};
-pub use decide::{Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Policy, STEPS, decide};
+pub use decide::{
+    Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Pending, Policy, Progress, STEPS, begin, decide,
+    finish,
+};
 pub use headers::{IdentityHeader, IdentitySource, PreparedHeaders, ResponsePolicy, encode_header_value};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};

@@ -46,6 +46,13 @@ pub struct VerifiedToken {
     pub headers: Arc<super::headers::PreparedHeaders>,
 }
 
+impl VerifiedToken {
+    /// Heap bytes this token holds beyond its own size: claims, subject, prepared headers.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.claims.heap_bytes() + self.subject.0.len() + self.headers.heap_bytes()
+    }
+}
+
 /// Why a token was refused before any time check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

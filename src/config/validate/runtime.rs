@@ -193,7 +193,18 @@ impl Validator {
         if max_entries == 0 {
             self.problems.add("cache.max_entries", "must be at least 1 (set ttl: 0s to disable caching)");
         }
-        CacheSettings { ttl, max_entries }
+        let max_bytes = match raw.max_bytes.as_deref() {
+            None => defaults.max_bytes,
+            Some(text) => match super::listen::parse_size(text) {
+                Some(n) if n >= 64 * 1024 => n as u64,
+                _ => {
+                    self.problems
+                        .add("cache.max_bytes", format!("\"{text}\" is not a size of at least 64KiB (like 48MiB)"));
+                    defaults.max_bytes
+                }
+            },
+        };
+        CacheSettings { ttl, max_entries, max_bytes }
     }
 
     pub(super) fn audit(&mut self, raw: Option<&RawAudit>) -> AuditSettings {
