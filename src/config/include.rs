@@ -8,7 +8,6 @@
 use super::Problem;
 use super::schema::{RawConfig, RawFragment, RawRoute};
 use super::source::{self, Source};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where each merged route came from, so a problem is reported in its own file.
@@ -31,6 +30,28 @@ fn normalize_host(host: &str) -> String {
     host.strip_suffix('.').map(str::to_string).unwrap_or(host)
 }
 
+/// Whether host pattern `a` matches every host `b` does (`*.x.com` covers `a.x.com` and
+/// `*.a.x.com`), as [`crate::decision::HostMatch`] matches.
+fn covers(a: &str, b: &str) -> bool {
+    a == b
+        || a.strip_prefix('*')
+            .is_some_and(|suffix| suffix.starts_with('.') && b.len() > suffix.len() && b.ends_with(suffix))
+}
+
+/// Whether two host patterns can match one request's host.
+fn overlap(a: &str, b: &str) -> bool {
+    covers(a, b) || covers(b, a)
+}
+
+/// `host "h" is already owned by` / `host "h" overlaps "o", owned by`.
+fn claimed(host: &str, owned: &str) -> String {
+    if host == owned {
+        format!("host \"{host}\" is already owned by")
+    } else {
+        format!("host \"{host}\" overlaps \"{owned}\", owned by")
+    }
+}
+
 fn placed(source: &Source, path: &str, message: impl std::fmt::Display) -> Problem {
     Problem { at: Some(source.locate(path)), path: path.to_string(), message: message.to_string() }
 }
@@ -48,7 +69,16 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
         match glob::glob(&full.to_string_lossy()) {
             Err(e) => merged.problems.push(placed(main, &format!("include[{i}]"), format!("not a file pattern: {e}"))),
             Ok(paths) => {
-                let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                let mut found: Vec<PathBuf> = Vec::new();
+                for entry in paths {
+                    match entry {
+                        Ok(path) if path.is_file() => found.push(path),
+                        Ok(_) => {}
+                        Err(e) => {
+                            merged.problems.push(placed(main, &format!("include[{i}]"), format!("cannot read {e}")))
+                        }
+                    }
+                }
                 found.sort();
                 if found.is_empty() {
                     merged.warnings.push(format!("include[{i}]: \"{pattern}\" matches no file"));
@@ -61,8 +91,8 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
             }
         }
     }
-    // Host → the file that owns it.
-    let mut owners: HashMap<String, Box<str>> = HashMap::new();
+    // Host pattern → the file that owns it.
+    let mut owners: Vec<(String, Box<str>)> = Vec::new();
     let mut fragment_routes: Vec<(RawRoute, usize, usize)> = Vec::new();
     for file in files {
         merged.watched.push(file.clone());
@@ -97,22 +127,20 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
         let mut hosts = Vec::new();
         for (h, host) in fragment.hosts.iter().enumerate() {
             let host = normalize_host(host);
-            match owners.get(&host) {
-                Some(other) => merged.problems.push(placed(
+            match owners.iter().find(|(owned, _)| overlap(owned, &host)) {
+                Some((owned, other)) => merged.problems.push(placed(
                     &source,
                     &format!("hosts[{h}]"),
-                    format!("host \"{host}\" is already owned by {other}"),
+                    format!("{} {other}", claimed(&host, owned)),
                 )),
-                None => {
-                    owners.insert(host.clone(), name.clone().into());
-                }
+                None => owners.push((host.clone(), name.clone().into())),
             }
             hosts.push(host);
         }
         for (j, mut route) in fragment.routes.into_iter().enumerate() {
             let host = route.matcher.as_ref().and_then(|m| m.host.as_deref()).map(normalize_host);
             match host {
-                Some(host) if hosts.contains(&host) => {}
+                Some(host) if hosts.iter().any(|owned| covers(owned, &host)) => {}
                 Some(host) => merged.problems.push(placed(
                     &source,
                     &format!("routes[{j}].match.host"),
@@ -124,9 +152,10 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
                     "a fragment's route names one of the fragment's hosts in match.host",
                 )),
             }
-            // Named after its file, so audits and metrics say whose rule it was.
-            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            route.name.get_or_insert_with(|| format!("{stem}/routes[{j}]"));
+            // Named after its file (relative to the main file's folder, without `.yaml`), so
+            // audits and metrics say whose rule it was and two teams' files never share one.
+            let relative = file.strip_prefix(base).unwrap_or(&file).with_extension("");
+            route.name.get_or_insert_with(|| format!("{}/routes[{j}]", relative.display()));
             fragment_routes.push((route, index, j));
         }
         merged.fragments.push(source);
@@ -134,12 +163,12 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     // The main file may not route a host a fragment owns.
     for (i, route) in raw.routes.iter().enumerate() {
         if let Some(host) = route.matcher.as_ref().and_then(|m| m.host.as_deref()).map(normalize_host)
-            && let Some(owner) = owners.get(&host)
+            && let Some((owned, owner)) = owners.iter().find(|(owned, _)| overlap(owned, &host))
         {
             merged.problems.push(placed(
                 main,
                 &format!("routes[{i}].match.host"),
-                format!("host \"{host}\" is owned by {owner}; route it there"),
+                format!("{} {owner}; route it there", claimed(&host, owned)),
             ));
         }
     }
@@ -150,7 +179,10 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
         // Named by their place in the main file, which merging changes.
         route.name.get_or_insert_with(|| format!("routes[{i}]"));
         let host_less = route.matcher.as_ref().is_none_or(|m| m.host.is_none());
-        if route.deny && host_less { guards.push((route, 0, i)) } else { rest.push((route, 0, i)) }
+        // A deny being tried (dry run) stays where it was written: moved first it would turn
+        // every request it matches into an allow without identity, ahead of every other rule.
+        let dry_run = route.mode.as_deref().or(raw.mode.as_deref()) == Some("dry_run");
+        if route.deny && host_less && !dry_run { guards.push((route, 0, i)) } else { rest.push((route, 0, i)) }
     }
     merged.origins.clear();
     for (route, file, index) in guards.into_iter().chain(fragment_routes).chain(rest) {

@@ -33,7 +33,7 @@ fn fragments_merge_after_the_platform_guards_and_before_its_defaults() {
     let dir = setup("merge", main, &[("payments.yaml", PAYMENTS), ("search.yaml", search)]);
     let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = settings.snapshot.policy.routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["no-debug", "payments/routes[0]", "pay-public", "search/routes[0]", "routes[1]"]);
+    assert_eq!(names, ["no-debug", "teams/payments/routes[0]", "pay-public", "teams/search/routes[0]", "routes[1]"]);
     // The pattern is watched (a new team file is a change), and so is each file.
     assert!(settings.sources.iter().any(|p| p.ends_with("teams/*.yaml")));
     assert!(settings.sources.iter().any(|p| p.ends_with("teams/search.yaml")));
@@ -58,7 +58,7 @@ fn conflicts_name_both_files_and_problems_sit_in_their_own_file() {
         format!("{rogue}:4:7: routes[1].match: a fragment's route names one of the fragment's hosts"),
         format!("{rogue}:5:16: routes[2].match.host: \"other.example.com\" is not one of this fragment's hosts"),
         format!("{rogue}:6:41: routes[3].match.path_regex: invalid regex \"/(\""),
-        format!("{policy}:8:16: routes[0].match.host: host \"payments.example.com\" is owned by {payments}"),
+        format!("{policy}:8:16: routes[0].match.host: host \"payments.example.com\" is already owned by {payments}; route it there"),
     ];
     for w in &want {
         assert!(found.iter().any(|p| p.starts_with(w.as_str())), "missing {w:?} in {found:#?}");
@@ -87,5 +87,48 @@ fn a_pattern_matching_nothing_is_a_warning_and_a_fragment_key_typo_is_placed() {
     };
     let a = dir.join("teams/a.yaml").display().to_string();
     assert_eq!(found, [format!("{a}:2:1: route: unknown key \"route\": did you mean \"routes\"?")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Review of issue 24: a wildcard overlapping another owner's host is a conflict (in either
+/// direction, fragment or main file); two routes may not share a name (the dry-run flag once
+/// went by name); a dry-run deny keeps its place instead of moving ahead of everything.
+#[test]
+fn wildcards_overlap_names_are_unique_and_dry_run_denies_stay_put() {
+    let main = "  - { name: trial, match: { path_prefix: / }, deny: true, mode: dry_run }\n  - { match: { host: \"*.example.com\", path_prefix: /x }, public: true }\n";
+    let greedy = "hosts: [\"*.example.com\"]\nroutes:\n  - { match: { host: \"*.example.com\", path_prefix: / }, public: true }\n";
+    let dir = setup("overlap", main, &[("payments.yaml", PAYMENTS), ("zz-greedy.yaml", greedy)]);
+    let found = match load_file(&dir.join("policy.yaml")) {
+        Err(ConfigError::Invalid(p)) => p.lines(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    let teams = dir.join("teams");
+    let payments = teams.join("payments.yaml").display().to_string();
+    let greedy_file = teams.join("zz-greedy.yaml").display().to_string();
+    let want = [
+        format!(
+            "{greedy_file}:1:9: hosts[0]: host \"*.example.com\" overlaps \"payments.example.com\", owned by {payments}"
+        ),
+        format!(
+            "routes[1].match.host: host \"*.example.com\" overlaps \"payments.example.com\", owned by {payments}; route it there"
+        ),
+    ];
+    for w in &want {
+        assert!(found.iter().any(|p| p.contains(w.as_str())), "missing {w:?} in {found:#?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let main = "  - { match: { path_prefix: /admin }, require: { roles: [admin] } }\n  - { name: trial, match: { path_prefix: / }, deny: true, mode: dry_run }\n";
+    let named = "hosts: [a.example.com]\nroutes:\n  - { name: \"routes[0]\", match: { host: a.example.com, path_prefix: / }, public: true, mode: dry_run }\n";
+    let dir = setup("names", main, &[("a.yaml", named)]);
+    let found = match load_file(&dir.join("policy.yaml")) {
+        Err(ConfigError::Invalid(p)) => p.lines(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    assert!(found.iter().any(|p| p.contains(": routes[0].name: \"routes[0]\" names routes[0] too")), "{found:#?}");
+    std::fs::write(dir.join("teams/a.yaml"), named.replace("name: \"routes[0]\", ", "")).expect("write");
+    let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = settings.snapshot.policy.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["teams/a/routes[0]", "routes[0]", "trial"], "the dry-run deny stays last");
     let _ = std::fs::remove_dir_all(&dir);
 }

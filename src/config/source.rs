@@ -60,6 +60,9 @@ pub struct Source {
     positions: HashMap<String, (usize, usize)>,
     /// Sequence items cut as unreadable, in order: (the sequence's path, the item's index then).
     cut: Vec<(Vec<Seg>, usize)>,
+    /// Each scalar value as written, by path (YAML reads `1.10` as a number and `yes` as true;
+    /// a field that wants text gets these characters, not the number's or boolean's).
+    scalars: HashMap<String, String>,
 }
 
 impl Source {
@@ -92,13 +95,14 @@ impl Source {
     }
 }
 
-/// Where every mapping key and sequence item starts, by path.
-fn positions(text: &str) -> HashMap<String, (usize, usize)> {
+/// Where every mapping key and sequence item starts, and each scalar value as written, by path.
+fn positions(text: &str) -> (HashMap<String, (usize, usize)>, HashMap<String, String>) {
     enum Frame {
         Map { path: Vec<Seg>, key: Option<String> },
         Seq { path: Vec<Seg>, next: usize },
     }
     let mut out = HashMap::new();
+    let mut scalars = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     for item in Parser::new_from_str(text) {
         let Ok((event, span)) = item else { break };
@@ -145,10 +149,13 @@ fn positions(text: &str) -> HashMap<String, (usize, usize)> {
         match event {
             Event::SequenceStart(..) => stack.push(Frame::Seq { path, next: 0 }),
             Event::MappingStart(..) => stack.push(Frame::Map { path, key: None }),
+            Event::Scalar(value, ..) => {
+                scalars.insert(render_path(&path), value.to_string());
+            }
             _ => {}
         }
     }
-    out
+    (out, scalars)
 }
 
 /// serde's unknown-field message → "unknown key" with a suggestion.
@@ -178,7 +185,7 @@ fn node_mut<'v>(value: &'v mut Value, segs: &[Seg]) -> Option<&'v mut Value> {
 /// Reads `text` (named `name` in messages) as `T`: every structural problem is returned beside
 /// the tree that remains once they are cut away. Unreadable YAML is one error with its place.
 pub fn read<T: DeserializeOwned>(text: &str, name: &str) -> Result<(T, Source, Vec<Problem>), ConfigError> {
-    let mut source = Source { name: Arc::from(name), positions: HashMap::new(), cut: Vec::new() };
+    let mut source = Source { name: Arc::from(name), ..Source::default() };
     let mut value: Value = serde_saphyr::from_str(text).map_err(|e| {
         let at = e.location().map_or_else(|| name.to_string(), |l| format!("{name}:{}:{}", l.line(), l.column()));
         let plain = e.without_snippet().to_string();
@@ -189,7 +196,7 @@ pub fn read<T: DeserializeOwned>(text: &str, name: &str) -> Result<(T, Source, V
     if value.is_null() {
         value = Value::Object(Default::default());
     }
-    source.positions = positions(text);
+    (source.positions, source.scalars) = positions(text);
     let mut problems = Vec::new();
     // Each round cuts one node, so the loop ends; the bound only guards against a surprise.
     for _ in 0..1000 {
@@ -212,7 +219,8 @@ pub fn read<T: DeserializeOwned>(text: &str, name: &str) -> Result<(T, Source, V
             && let Some(node) = node_mut(&mut value, &path)
             && (node.is_number() || node.is_boolean())
         {
-            *node = Value::String(node.to_string());
+            let written = source.scalars.get(&source.original_path(&render_path(&path))).cloned();
+            *node = Value::String(written.unwrap_or_else(|| node.to_string()));
             continue;
         }
         let shown = source.original_path(&render_path(&path));
@@ -240,12 +248,28 @@ mod tests {
     #[test]
     fn positions_by_path() {
         let text = "a: 1\nlist:\n  - x: 1\n    y: [2, 3]\n  - { z: 4 }\n";
-        let p = positions(text);
+        let (p, scalars) = positions(text);
+        assert_eq!(scalars.get("list[0].y[1]").map(String::as_str), Some("3"));
         assert_eq!(p.get("a"), Some(&(1, 1)));
         assert_eq!(p.get("list[0]"), Some(&(3, 5)));
         assert_eq!(p.get("list[0].y"), Some(&(4, 5)));
         assert_eq!(p.get("list[0].y[1]"), Some(&(4, 12)));
         assert_eq!(p.get("list[1].z"), Some(&(5, 7)));
+    }
+
+    /// A number or boolean where text is wanted keeps its characters as written.
+    #[test]
+    fn scalars_keep_their_spelling_where_text_is_wanted() {
+        #[derive(Debug, serde::Deserialize)]
+        struct T {
+            a: String,
+            b: String,
+            c: Vec<String>,
+        }
+        let (t, _, problems) = read::<T>("a: 1.10\nb: yes\nc: [0x1F, +1, on]\n", "t.yaml").expect("read");
+        assert!(problems.is_empty());
+        assert_eq!((t.a.as_str(), t.b.as_str()), ("1.10", "yes"));
+        assert_eq!(t.c, ["0x1F", "+1", "on"]);
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct DecisionContext {
     pub fleet_limits: Vec<(RateTier, String)>,
     /// `mode: dry_run`: the deny this request would have had; it was allowed without identity.
     pub would_deny: Option<Deny>,
+    /// The matched route is in `mode: dry_run` (carried, never looked up by name: names are
+    /// labels, and a label is not an identity).
+    pub route_dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,8 +397,8 @@ pub fn finish(
 /// `mode: dry_run`: a deny that is not always enforced becomes an allow without identity.
 fn with_mode(input: &CheckInput, policy: &Policy, decision: Decision) -> Decision {
     let Outcome::Deny(deny) = &decision.outcome else { return decision };
-    let dry_run = match decision.context.rule.as_deref() {
-        Some(rule) => policy.routes.iter().find(|r| r.name == rule).is_some_and(|r| r.dry_run),
+    let dry_run = match decision.context.rule {
+        Some(_) => decision.context.route_dry_run,
         None => policy.dry_run_unrouted && deny.reason == DenyReason::NoRoute,
     };
     if !dry_run || deny.reason.always_enforced() {
@@ -453,6 +456,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     context.rule = Some(route.name.clone());
+    context.route_dry_run = route.dry_run;
     if let Access::Deny(why) = &route.access {
         return Progress::Decided(Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context));
     }

@@ -63,6 +63,13 @@ fn header_and_query_matchers_table() {
         ("/x?v=12x", vec![], Ok("all")),
         ("/x?v=12&v=x", vec![], Err(DenyReason::InvalidRequest)),
         ("/x?v=12&v=3", vec![], Ok("versioned")),
+        // Other spellings some framework reads as the same key: qs/Rack/PHP arrays, PHP's
+        // mangling, ASP.NET's case folding.
+        ("/x?debug[]=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?debug%5B0%5D=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?DEBUG=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?+debug=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?V=x", vec![], Err(DenyReason::InvalidRequest)),
     ];
     for (target, headers, want) in cases {
         let input = CheckInput {

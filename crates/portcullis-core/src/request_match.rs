@@ -82,9 +82,33 @@ fn query_values<'a>(target: &'a str, name: &'a str, semicolons: bool) -> impl It
     })
 }
 
+/// How some framework may read a query key: up to a `[` (`a[]`, `a[0]`: Express's qs, Rack,
+/// PHP), PHP's `$_GET` mangling (leading spaces dropped, ` ` and `.` as `_`), and case folded
+/// (ASP.NET Core's `Request.Query`).
+fn lenient_key(key: &[u8]) -> Vec<u8> {
+    let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());
+    let key = &key[start..];
+    let end = key.iter().position(|b| *b == b'[').unwrap_or(key.len());
+    key[..end].iter().map(|b| if matches!(b, b' ' | b'.') { b'_' } else { b.to_ascii_lowercase() }).collect()
+}
+
+/// A key that is not `name` as written but is `name` to some framework (`Debug`, `debug[]`,
+/// `de.bug` for `de_bug`) makes the matcher's answer depend on the upstream: refused.
+fn spelled_otherwise(target: &str, name: &str) -> bool {
+    let query = target.split('#').next().and_then(|t| t.split_once('?')).map_or("", |(_, q)| q);
+    let want = lenient_key(name.as_bytes());
+    query.split(['&', ';']).filter(|pair| !pair.is_empty()).any(|pair| {
+        let key = decode_component(pair.split_once('=').map_or(pair, |(k, _)| k));
+        key != name.as_bytes() && lenient_key(&key) == want
+    })
+}
+
 /// Whether the query satisfies `m`: read with `&` alone and with `&` and `;` as separators,
 /// every copy of the parameter must give the same answer.
 pub fn query_matches(target: &str, m: &ValueMatcher) -> Result<bool, Deny> {
+    if spelled_otherwise(target, &m.name) {
+        return Err(ambiguous("query parameter", &m.name));
+    }
     let plain = verdict(query_values(target, &m.name, false), &m.test);
     let semis = verdict(query_values(target, &m.name, true), &m.test);
     match (plain, semis) {

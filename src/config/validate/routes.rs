@@ -60,6 +60,7 @@ impl Validator {
             self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
         }
         let mut routes = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for (i, route) in raw.iter().enumerate() {
             let p = format!("routes[{i}]");
             let name = route.name.clone().unwrap_or_else(|| p.clone());
@@ -114,6 +115,15 @@ impl Validator {
                 None => dry_run_default,
                 Some(mode) => self.mode(&format!("{p}.mode"), mode),
             };
+            if let Some(earlier) = names.get(&name) {
+                self.problems.add(
+                    format!("{p}.name"),
+                    format!(
+                        "\"{name}\" names routes[{earlier}] too: audits, metrics and tests tell routes apart by name"
+                    ),
+                );
+            }
+            names.entry(name.clone()).or_insert(i);
             if let Some(matcher) = matcher {
                 routes.push(Route { name, matcher, access, rate_limit, dry_run });
             }
