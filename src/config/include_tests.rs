@@ -58,7 +58,9 @@ fn conflicts_name_both_files_and_problems_sit_in_their_own_file() {
         format!("{rogue}:4:7: routes[1].match: a fragment's route names one of the fragment's hosts"),
         format!("{rogue}:5:16: routes[2].match.host: \"other.example.com\" is not one of this fragment's hosts"),
         format!("{rogue}:6:41: routes[3].match.path_regex: invalid regex \"/(\""),
-        format!("{policy}:8:16: routes[0].match.host: host \"payments.example.com\" is already owned by {payments}; route it there"),
+        format!(
+            "{policy}:8:16: routes[0].match.host: host \"payments.example.com\" is already owned by {payments}; route it there"
+        ),
     ];
     for w in &want {
         assert!(found.iter().any(|p| p.starts_with(w.as_str())), "missing {w:?} in {found:#?}");

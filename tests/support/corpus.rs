@@ -270,6 +270,7 @@ fn bearer(token: &str) -> Vec<(String, String)> {
 
 fn spoofed(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
     headers.push(("x-user-id".into(), "admin".into()));
+    headers.push(("x-customer-id".into(), "other-co".into()));
     headers
 }
 

@@ -181,7 +181,12 @@ fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
 /// credential Portcullis verified (another scheme, or any on a public or anonymous allow). It is
 /// removed, so the upstream never reads an identity nobody verified (`Token <jwt>`, a forged
 /// bearer on a public route).
+///
+/// Only headers the request carries are removed: Envoy removes nothing else, and every removal
+/// is bytes and work in each answer (the ext_authz filter must send the identity and strip
+/// headers to Portcullis: no `allowed_headers` that leaves them out, README "Answers").
 fn allow(
+    input: &CheckInput,
     policy: &Policy,
     token: Option<&VerifiedToken>,
     context: DecisionContext,
@@ -196,6 +201,7 @@ fn allow(
             if unverified_authorization && !plan.remove.iter().any(|h| h == "authorization") {
                 plan.remove.push("authorization".to_string());
             }
+            plan.remove.retain(|name| input.header_values(name).next().is_some());
             Decision { outcome: Outcome::Allow { set_headers: plan.set, remove_headers: plan.remove }, context }
         }
         Err(deny) => Decision::deny(deny, context),
@@ -381,6 +387,7 @@ pub fn finish(
         Ok(identity) => {
             let has_authorization = pending.input.header_values("authorization").next().is_some();
             let after = After {
+                input: pending.input,
                 policy: pending.policy,
                 route: pending.route,
                 requirements: pending.requirements,
@@ -408,7 +415,7 @@ fn with_mode(input: &CheckInput, policy: &Policy, decision: Decision) -> Decisio
     let mut context = decision.context;
     context.would_deny = Some(deny);
     let has_authorization = input.header_values("authorization").next().is_some();
-    allow(policy, None, context, has_authorization)
+    allow(input, policy, None, context, has_authorization)
 }
 
 fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Services, now: UnixTime) -> Progress<'a> {
@@ -476,7 +483,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
     }
     passed(services, "ip rate limit");
     let (requirements, credential_required): (&Requirements, bool) = match &route.access {
-        Access::Public => return Progress::Decided(allow(policy, None, context, has_authorization)),
+        Access::Public => return Progress::Decided(allow(input, policy, None, context, has_authorization)),
         // Refused above, at the route; kept closed here too.
         Access::Deny(why) => {
             return Progress::Decided(Decision::deny(Deny::new(DenyReason::RouteDenied, why.clone()), context));
@@ -516,7 +523,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
                 context,
             ));
         }
-        Ok(None) => return Progress::Decided(allow(policy, None, context, has_authorization)),
+        Ok(None) => return Progress::Decided(allow(input, policy, None, context, has_authorization)),
         Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     passed(services, "credential");
@@ -533,7 +540,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
     let bearer = matches!(credential, Credential::Bearer(_));
     if let Credential::ApiKey(value) = credential {
         let after =
-            After { policy, route, requirements, requested_tenant, unverified_authorization: has_authorization };
+            After { input, policy, route, requirements, requested_tenant, unverified_authorization: has_authorization };
         return Progress::Decided(with_identity(
             identify_key(policy, services, value, now, &mut context),
             after,
@@ -570,6 +577,7 @@ fn with_identity(
 
 /// What the steps after verification need from the steps before it.
 struct After<'a> {
+    input: &'a CheckInput,
     policy: &'a Policy,
     route: &'a Route,
     requirements: &'a Requirements,
@@ -655,6 +663,6 @@ impl After<'_> {
             }
         }
         passed(services, "rate limit");
-        allow(policy, Some(&token), context, self.unverified_authorization)
+        allow(self.input, policy, Some(&token), context, self.unverified_authorization)
     }
 }
