@@ -273,3 +273,28 @@ fn a_deny_route_refuses_with_its_reason_and_dry_runs_like_any_policy_deny() {
     assert_eq!(dry.reason(), "allowed");
     assert_eq!(dry.context.would_deny.map(|d| d.reason), Some(DenyReason::RouteDenied));
 }
+
+/// Issue 25: a verified token keeps only the claims the policy reads (and the revocation ids):
+/// the IdP's other claims never reach the claims cache. Every decision test here and over gRPC
+/// runs with this filter, so a claim the core reads but the list misses fails them.
+#[test]
+fn verified_tokens_keep_only_the_claims_the_policy_reads() {
+    let snap = snapshot();
+    let kept = snap.policy.claims_read();
+    for name in ["jti", "sid", "scope", "scp", "roles", "tenants", "acr", "amr", "auth_time"] {
+        assert!(kept.iter().any(|k| k == name), "{name} is read by the fixture policy: {kept:?}");
+    }
+    for name in ["email", "name", "token_use", "nonce"] {
+        assert!(!kept.iter().any(|k| k == name), "{name} is not read: {kept:?}");
+    }
+    let mut claims = corpus::claims(corpus::ISSUER, "kept", NOW);
+    claims["email"] = json!("kept@example.com");
+    claims["scope"] = json!("read");
+    claims["profile"] = json!({"bio": "x".repeat(500)});
+    let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims);
+    let verified = snap.verifier.verify(&token).expect("verifies");
+    let names: Vec<&str> = verified.claims.iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| kept.iter().any(|k| k == n)), "{names:?}");
+    assert!(names.contains(&"scope") && !names.contains(&"email") && !names.contains(&"profile"), "{names:?}");
+    assert_eq!(&*verified.subject.0, "kept");
+}

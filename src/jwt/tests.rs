@@ -93,6 +93,7 @@ fn verifier() -> Verifier {
             header_typ: vec!["at+jwt".into(), "jwt".into()],
             fingerprint: 0,
         }],
+        kept_claims: None,
     }
 }
 

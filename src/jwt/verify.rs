@@ -43,6 +43,9 @@ pub struct IssuerVerifier {
 #[derive(Debug, Clone, Default)]
 pub struct Verifier {
     pub issuers: Vec<IssuerVerifier>,
+    /// The claims a verified token keeps (sorted; [`crate::decision::Policy::claims_read`]):
+    /// the policy reads no others, and the claims cache holds no others. `None` keeps all.
+    pub kept_claims: Option<Arc<[String]>>,
 }
 
 impl Verifier {
@@ -197,6 +200,10 @@ impl TokenVerifier for Verifier {
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => Subject(s.as_str().into()),
             _ => return Err(TokenError::Claims("sub is not a non-empty string".into())),
+        };
+        let claims = match &self.kept_claims {
+            Some(kept) => claims.into_iter().filter(|(name, _)| kept.binary_search(name).is_ok()).collect(),
+            None => claims,
         };
         Ok(VerifiedToken {
             issuer: issuer_id,

@@ -9,6 +9,7 @@
 pub mod api_key;
 mod claim_set;
 mod claims;
+mod claims_read;
 mod credential;
 pub mod csrf;
 mod decide;

@@ -176,7 +176,7 @@ impl Validator {
         let drain_timeout =
             self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
 
-        let (verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
+        let (mut verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
         // No token of an issuer outlives max_token_age + leeway, so neither need its
         // revocations; without max_token_age nothing bounds them.
         let revocation_lifetimes = RevocationLifetimes(
@@ -230,6 +230,17 @@ impl Validator {
             on_stale,
             dry_run_unrouted: dry_run_default,
         };
+        // Verified tokens keep only what this policy reads. A cached token verified under
+        // another read set would lack a claim now read: the set is part of every issuer's
+        // fingerprint, so a reload that changes it drops those entries.
+        let kept: Arc<[String]> = policy.claims_read().into();
+        for issuer in &mut verifier.issuers {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (issuer.fingerprint, &*kept).hash(&mut h);
+            issuer.fingerprint = h.finish();
+        }
+        verifier.kept_claims = Some(kept);
         Some(Settings {
             grpc: grpc?,
             health: health?,
