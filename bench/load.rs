@@ -15,13 +15,16 @@
 //! or 401. Tokens are EdDSA tokens of the test issuer (tests/fixtures/policy.yaml), members of
 //! tenant `acme`. Runs on one thread so that pinning it to one CPU (`taskset -c 0`) holds.
 
+#[path = "common.rs"]
+mod common;
+
+use common::mint;
 use hdrhistogram::Histogram;
-use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::proto::envoy::service::auth::v3::CheckRequest;
 use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 struct Args {
@@ -76,25 +79,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("rate, mix, unique and connections must be positive".into());
     }
     Ok(args)
-}
-
-fn mint(count: usize) -> Result<Vec<String>, String> {
-    let pem =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys/ed.pem")).map_err(|e| e.to_string())?;
-    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).map_err(|e| e.to_string())?;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("ed-1".into());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
-    (0..count)
-        .map(|i| {
-            let claims = serde_json::json!({
-                "iss": "https://issuer.test/", "sub": format!("load-{i}"), "aud": "api", "iat": now - 5,
-                "exp": now + 6 * 3600, "jti": format!("load-{i}"), "token_use": "access", "scope": "read",
-                "tenants": ["acme"],
-            });
-            jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
-        })
-        .collect()
 }
 
 #[derive(Clone, Copy)]
@@ -159,23 +143,7 @@ impl Transport {
                 AuthorizationClient::connect(format!("http://{}", args.target)).await.map_err(|e| e.to_string())?;
             clients.push(client);
         }
-        // What Envoy sends for a plain GET, so the direct and the proxied checks decide alike.
-        let request = |bearer: Option<&str>| {
-            let mut headers = vec![
-                (":authority", "api.example.com"),
-                (":method", "GET"),
-                (":path", args.path.as_str()),
-                (":scheme", "http"),
-                ("user-agent", "load/1"),
-                ("accept", "*/*"),
-                ("x-forwarded-proto", "http"),
-                ("x-request-id", "9d1c9e4e-0b7e-4c5e-8f5e-3f1f0c2a7b11"),
-            ];
-            if let Some(bearer) = bearer {
-                headers.push(("authorization", bearer));
-            }
-            check_request("GET", &args.path, &headers, HeaderEncoding::Map)
-        };
+        let request = |bearer: Option<&str>| common::request(&args.path, bearer);
         let requests = bearers.iter().map(|b| request(Some(b))).collect();
         Ok(Transport::Grpc { clients, requests: Arc::new(requests), deny: Arc::new(request(None)) })
     }

@@ -106,8 +106,9 @@ class Server:
         self.log.close()
 
 
-def portcullis_policy(work, grpc, health, uds=None, max_entries=200_000):
-    """The test policy with absolute paths, a large cache, audit to a file, no drain delay."""
+def portcullis_policy(work, grpc, health, uds=None, max_entries=200_000, name="policy.yaml"):
+    """The test policy with absolute paths, a cache for 200k identities, audit at its default
+    sampling (every decision) to a file, no drain delay."""
     text = (ROOT / "tests/fixtures/policy.yaml").read_text()
     listen = f'listen: {{ grpc: "127.0.0.1:{grpc}", health: "127.0.0.1:{health}" }}'
     if uds:
@@ -124,11 +125,11 @@ def portcullis_policy(work, grpc, health, uds=None, max_entries=200_000):
             raise RuntimeError(f"tests/fixtures/policy.yaml no longer contains {old!r}")
         text = text.replace(old, new)
     text += (
-        f"cache: {{ ttl: 10m, max_entries: {max_entries} }}\n"
-        f"telemetry: {{ audit: {{ allow_sample_rate: 0.0, file: {work}/audit.log }} }}\n"
+        f"cache: {{ ttl: 10m, max_entries: {max_entries}, max_bytes: 192MiB }}\n"
+        f"telemetry: {{ audit: {{ file: {work}/audit.log }} }}\n"
         "shutdown: { drain_delay: 0s, drain_timeout: 1s }\n"
     )
-    path = work / "policy.yaml"
+    path = work / name
     path.write_text(text)
     return path
 
@@ -144,10 +145,14 @@ def start_portcullis(work, uds=None, max_entries=200_000, wrap=None):
     return server
 
 
-def start_floor(work, wrap=None):
+def start_floor(work, wrap=None, equivalent=False):
+    """The floor: an empty OK, or (equivalent) Portcullis' own answer to the bench request."""
     port = free_port()
-    server = Server("floor", (wrap or []) + [str(RELEASE / "examples" / "floor"), f"127.0.0.1:{port}"], work,
-                    pin=wrap is None)
+    cmd = [str(RELEASE / "examples" / "floor"), f"127.0.0.1:{port}"]
+    if equivalent:
+        policy = portcullis_policy(work, free_port(), free_port(), name="floor-policy.yaml")
+        cmd += ["--equivalent", str(policy), "--path", TENANT_PATH]
+    server = Server("floor", (wrap or []) + cmd, work, pin=wrap is None)
     wait_port(port, server.proc, "floor", timeout=120)
     server.target = f"127.0.0.1:{port}"
     return server
@@ -175,7 +180,7 @@ def ext_authz_filter(allowed_headers):
                        config)
 
 
-def jwt_rbac_filters():
+def jwt_rbac_filters(jwt_cache=200_000):
     """Envoy's in-process equivalent of the Portcullis `tenants` route for tenant acme: a valid
     EdDSA access token of the test issuer (iss, aud, exp, token_use) whose `tenants` claim holds
     acme, for paths under /tenants/acme/."""
@@ -189,7 +194,7 @@ def jwt_rbac_filters():
             "payload_in_metadata": "jwt_payload",
             "clock_skew_seconds": 30,
             "max_lifetime": "43200s",
-            "jwt_cache_config": {"jwt_cache_size": 200000},
+            "jwt_cache_config": {"jwt_cache_size": jwt_cache},
         }},
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "test"}}],
     })
@@ -210,10 +215,10 @@ def jwt_rbac_filters():
     return [jwt, rbac]
 
 
-def envoy_config(listen, admin, mode, authz=None, uds=None, allowed_headers=False):
+def envoy_config(listen, admin, mode, authz=None, uds=None, allowed_headers=False, jwt_cache=200_000):
     filters = []
     if mode == "jwt_rbac":
-        filters = jwt_rbac_filters()
+        filters = jwt_rbac_filters(jwt_cache)
     elif mode == "ext_authz":
         filters = [ext_authz_filter(allowed_headers)]
     filters.append(http_filter("envoy.filters.http.router", "envoy.extensions.filters.http.router.v3.Router", {}))
@@ -269,9 +274,9 @@ MIXES = {"cached": ("100:0:0", 1), "unique": ("0:100:0", 150_000), "deny_mix": (
 
 
 class Mode:
-    def __init__(self, name, via, sut, tokens="cached", uds=False, allowed_headers=False):
+    def __init__(self, name, via, sut, tokens="cached", uds=False, allowed_headers=False, jwt_cache=200_000):
         self.name, self.via, self.sut, self.tokens = name, via, sut, tokens
-        self.uds, self.allowed_headers = uds, allowed_headers
+        self.uds, self.allowed_headers, self.jwt_cache = uds, allowed_headers, jwt_cache
 
     def start(self, work, envoy_bin):
         """Starts the servers of this mode; returns (target, [servers])."""
@@ -281,20 +286,21 @@ class Mode:
             uds = str(work / "portcullis.sock") if self.uds else None
             servers.append(start_portcullis(work, uds=uds))
             authz_target = servers[-1].target
-        elif self.sut == "floor":
-            servers.append(start_floor(work))
+        elif self.sut in ("floor", "floor_equivalent"):
+            servers.append(start_floor(work, equivalent=self.sut == "floor_equivalent"))
             authz_target = servers[-1].target
         if self.via == "direct":
             return authz_target, servers
         envoy_mode = {"none": "none", "jwt_rbac": "jwt_rbac"}.get(self.sut, "ext_authz")
         envoy = start_envoy(work, envoy_bin, envoy_mode, authz=authz_target, uds=uds,
-                            allowed_headers=self.allowed_headers)
+                            allowed_headers=self.allowed_headers, jwt_cache=self.jwt_cache)
         servers.append(envoy)
         return envoy.target, servers
 
 
 DIRECT = [
     Mode("direct floor", "direct", "floor"),
+    Mode("direct floor equivalent", "direct", "floor_equivalent"),
     Mode("direct portcullis cached", "direct", "portcullis"),
     Mode("direct portcullis unique", "direct", "portcullis", tokens="unique"),
     Mode("direct portcullis deny mix", "direct", "portcullis", tokens="deny_mix"),
@@ -303,7 +309,9 @@ ENVOY = [
     Mode("envoy no auth", "envoy", "none"),
     Mode("envoy jwt_authn+rbac cached", "envoy", "jwt_rbac"),
     Mode("envoy jwt_authn+rbac unique", "envoy", "jwt_rbac", tokens="unique"),
+    Mode("envoy jwt_authn+rbac cache100 unique", "envoy", "jwt_rbac", tokens="unique", jwt_cache=100),
     Mode("envoy ext_authz floor", "envoy", "floor"),
+    Mode("envoy ext_authz floor equivalent", "envoy", "floor_equivalent"),
     Mode("envoy ext_authz portcullis tcp cached", "envoy", "portcullis"),
     Mode("envoy ext_authz portcullis tcp unique", "envoy", "portcullis", tokens="unique"),
     Mode("envoy ext_authz portcullis tcp cached allowed_headers", "envoy", "portcullis", allowed_headers=True),
@@ -347,6 +355,36 @@ def measure(work, envoy_bin, mode, seconds, closed=None, rate=None):
     return report
 
 
+# Issue 25's ratios: (system under test, what it is measured against).
+RATIOS = {
+    "direct cached / floor": ("direct portcullis cached", "direct floor"),
+    "direct cached / floor equivalent": ("direct portcullis cached", "direct floor equivalent"),
+    "envoy cached / ext_authz floor equivalent": ("envoy ext_authz portcullis tcp cached",
+                                                  "envoy ext_authz floor equivalent"),
+    "envoy cached / ext_authz floor": ("envoy ext_authz portcullis tcp cached", "envoy ext_authz floor"),
+    "envoy uds cached / ext_authz floor equivalent": ("envoy ext_authz portcullis uds cached",
+                                                      "envoy ext_authz floor equivalent"),
+    "envoy unique / jwt_authn+rbac unique (cache 200000)": ("envoy ext_authz portcullis tcp unique",
+                                                            "envoy jwt_authn+rbac unique"),
+    "envoy unique / jwt_authn+rbac unique (cache 100)": ("envoy ext_authz portcullis tcp unique",
+                                                         "envoy jwt_authn+rbac cache100 unique"),
+    "envoy cached / jwt_authn+rbac cached": ("envoy ext_authz portcullis tcp cached", "envoy jwt_authn+rbac cached"),
+}
+
+
+def ratios(maxima):
+    """Each ratio of requests/s, round by round (the two modes of a round ran back to back)."""
+    out = {}
+    for name, (sut, base) in RATIOS.items():
+        if sut not in maxima or base not in maxima:
+            continue
+        by_round = {r["round"]: r["achieved_rate"] for r in maxima[base]}
+        values = [r["achieved_rate"] / by_round[r["round"]] for r in maxima[sut] if by_round.get(r["round"])]
+        if values:
+            out[name] = summarize(values)
+    return out
+
+
 def summarize(values):
     values = sorted(values)
     return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
@@ -381,7 +419,9 @@ def instructions_per_check(work, sut, tokens, small=500, large=2500, rate=250):
 # ---- memory ----
 
 def memory(work):
-    """RSS of an idle Portcullis, then with 100k identities in its cache."""
+    """RSS of an idle Portcullis, then with 100k identities in its cache (filled over gRPC);
+    and the cache alone: 100k identities through the real verifier and cache in one process
+    (examples/memory), RSS from /proc before and after."""
     server = start_portcullis(work, max_entries=200_000)
     try:
         time.sleep(1)
@@ -391,7 +431,11 @@ def memory(work):
         full = rss_kib(server.proc.pid)
     finally:
         server.stop()
-    return {"idle_rss_kib": idle, "rss_kib_100k_cached": full}
+    policy = portcullis_policy(work, free_port(), free_port(), name="memory-policy.yaml")
+    out = subprocess.run([str(RELEASE / "examples" / "memory"), str(policy), "100000"],
+                         capture_output=True, text=True, check=True)
+    return {"idle_rss_kib": idle, "rss_kib_100k_cached": full,
+            "cache_alone": json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def plot(latency, path):
@@ -462,6 +506,10 @@ def main():
                 "cpu_us": {k[len("cpu_us_per_request_"):]: summarize([x[k] for x in reports])
                            for k in reports[0] if k.startswith("cpu_us_per_request_")},
             } for name, reports in maxima.items()}
+
+            results["ratios"] = ratios(maxima)
+            for name, r in results["ratios"].items():
+                print(f"ratio {name}: median {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f})", flush=True)
 
         if "latency" not in skip and maxima:
             latency = {}

@@ -115,8 +115,9 @@ impl ClaimsCache {
         let entries = Cache::builder()
             .max_capacity(settings.max_bytes.max(1))
             .weigher(|_key: &Key, entry: &Arc<Entry>| entry.weight)
-            // Memory only: what is served is decided by `expires_at` and the injected clock.
-            .time_to_live(settings.ttl.max(NEGATIVE_TTL) + Duration::from_secs(1))
+            // No moka time-to-live: what is served is decided by `expires_at` and the injected
+            // clock, and a TTL costs a write-order node per entry; expired entries leave when
+            // asked for or evicted by the byte bound.
             .support_invalidation_closures()
             .build();
         Self { entries, settings, counts: Counts::register() }

@@ -1,6 +1,6 @@
 //! The tonic `Authorization` service: bound the work, decide, record, answer.
 
-use super::convert::{check_input, check_response};
+use super::convert::{check_input, check_response_owned};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::cache::{CacheSettings, ClaimsCache};
@@ -200,7 +200,6 @@ impl AppState {
             ),
         };
         self.touch_session(&decision, &snapshot);
-        let response = check_response(&decision, &input.request_id, &snapshot.policy.response);
         let elapsed = started.elapsed();
         let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
         span.record("decision", verdict);
@@ -215,7 +214,8 @@ impl AppState {
         }
         self.metrics.duration.record(elapsed.as_secs_f64());
         self.audit.record(&input, &decision, elapsed, self.clock.now_millis());
-        response
+        // Last: the answer takes the decision's header strings instead of copying them.
+        check_response_owned(decision, &input.request_id, &snapshot.policy.response)
     }
 
     /// Fleet-wide tiers the decision counted against are checked now (Redis, or the local

@@ -63,9 +63,9 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
     }
 }
 
-fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
+fn header(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue { key: key.to_string(), value: value.into(), raw_value: Vec::new() }),
+        header: Some(HeaderValue { key: key.into(), value: value.into(), raw_value: Vec::new() }),
         append: None,
         append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         keep_empty_value: false,
@@ -130,14 +130,20 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
 /// Maps every decision to its `CheckResponse`. Denies always carry a `denied_response` and a
 /// PERMISSION_DENIED or UNAUTHENTICATED status, never another code.
 pub fn check_response(decision: &Decision, request_id: &str, policy: &ResponsePolicy) -> CheckResponse {
-    let dynamic_metadata = Some(metadata(decision));
-    let security_headers = policy.security_headers.iter().map(|(k, v)| header(k, v.as_str()));
-    match &decision.outcome {
+    check_response_owned(decision.clone(), request_id, policy)
+}
+
+/// [`check_response`] taking the decision: an allow's header names and values move into the
+/// answer instead of being copied (the serving path; the audit has read the decision first).
+pub fn check_response_owned(decision: Decision, request_id: &str, policy: &ResponsePolicy) -> CheckResponse {
+    let dynamic_metadata = Some(metadata(&decision));
+    let security_headers = policy.security_headers.iter().map(|(k, v)| header(k.as_str(), v.as_str()));
+    match decision.outcome {
         Outcome::Allow { set_headers, remove_headers } => CheckResponse {
             status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-                headers: set_headers.iter().map(|(k, v)| header(k, v.as_str())).collect(),
-                headers_to_remove: remove_headers.clone(),
+                headers: set_headers.into_iter().map(|(k, v)| header(k, v)).collect(),
+                headers_to_remove: remove_headers,
                 response_headers_to_add: security_headers.collect(),
             })),
             dynamic_metadata,
@@ -147,7 +153,7 @@ pub fn check_response(decision: &Decision, request_id: &str, policy: &ResponsePo
             let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
             let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
             headers.extend(security_headers);
-            if let Some(value) = challenge(deny, &policy.realm) {
+            if let Some(value) = challenge(&deny, &policy.realm) {
                 headers.push(header("www-authenticate", value));
             }
             if let Some(secs) = deny.retry_after.or(deny.reason.retry_after_secs()) {

@@ -49,7 +49,7 @@ pub struct VerifiedToken {
 impl VerifiedToken {
     /// Heap bytes this token holds beyond its own size: claims, subject, prepared headers.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.claims.heap_bytes() + self.subject.0.len() + self.headers.heap_bytes()
+        self.claims.heap_bytes() + self.subject.0.len() + self.headers.heap_bytes()
     }
 }
 
