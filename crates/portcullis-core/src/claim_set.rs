@@ -1,11 +1,12 @@
-//! The verified claims of one token, packed for the claims cache: top-level members sorted by
-//! name in one shared allocation, the registered and common names not copied at all. A
-//! `serde_json` map spends a B-tree node and a `String` per name on every cached identity.
+//! The verified claims of one token, packed for the claims cache: the kept top-level members
+//! as one compact JSON text in one shared allocation (what the cache holds), parsed by the
+//! request that reads them into members sorted by name, the registered and common names not
+//! copied. A cached identity costs its claims' JSON bytes, not a map of `Value`s.
 
 use super::claims::claim_at;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Claim names kept as `&'static str` instead of a copy per token (sorted for binary search).
 const COMMON_NAMES: &[&str] = &[
@@ -41,15 +42,51 @@ const COMMON_NAMES: &[&str] = &[
     "typ",
 ];
 
-/// Top-level claims of a verified token; cloning shares them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Claims(Arc<[(Cow<'static, str>, Value)]>);
+/// Parsed members, sorted by name.
+type Members = Box<[(Cow<'static, str>, Value)]>;
+
+/// Top-level claims of a verified token. Cloning shares the packed text and starts unparsed:
+/// the copy in the claims cache is never parsed, each request parses its own on first read.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// Compact JSON of the members (sorted by name); empty for no claims.
+    packed: Arc<str>,
+    parsed: OnceLock<Members>,
+}
+
+impl Clone for Claims {
+    fn clone(&self) -> Self {
+        Self { packed: self.packed.clone(), parsed: OnceLock::new() }
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.packed == other.packed
+    }
+}
+
+fn unpack(packed: &str) -> Members {
+    if packed.is_empty() {
+        return Box::default();
+    }
+    // The text was written by `From<Map>` from a valid map; it always reads back.
+    let map: Map<String, Value> = serde_json::from_str(packed).unwrap_or_default();
+    let mut members: Vec<_> = map.into_iter().map(|(name, value)| (shared_name(name), value)).collect();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    members.into()
+}
 
 impl Claims {
+    fn members(&self) -> &[(Cow<'static, str>, Value)] {
+        self.parsed.get_or_init(|| unpack(&self.packed))
+    }
+
     /// The top-level claim `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
-        Some(&self.0[i].1)
+        let members = self.members();
+        let i = members.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
+        Some(&members[i].1)
     }
 
     /// The claim at a JSON Pointer (RFC 6901) whose first reference token names a top-level
@@ -67,34 +104,21 @@ impl Claims {
 
     /// Every claim, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(name, value)| (name.as_ref(), value))
+        self.members().iter().map(|(name, value)| (name.as_ref(), value))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.members().len()
     }
 
-    /// Heap bytes these claims hold (approximate: what the claims cache charges for them).
+    /// Heap bytes the packed claims hold (what the claims cache charges for them; a copy in
+    /// the cache is never parsed).
     pub fn heap_bytes(&self) -> usize {
-        let names: usize =
-            self.0.iter().map(|(n, v)| if let Cow::Owned(n) = n { n.len() } else { 0 } + value_bytes(v)).sum();
-        self.0.len() * std::mem::size_of::<(Cow<'static, str>, Value)>() + names
+        self.packed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// Heap bytes below a JSON value.
-fn value_bytes(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.len(),
-        Value::Array(items) => {
-            items.len() * std::mem::size_of::<Value>() + items.iter().map(value_bytes).sum::<usize>()
-        }
-        Value::Object(map) => map.iter().map(|(k, v)| 64 + k.len() + value_bytes(v)).sum(),
-        _ => 0,
+        self.packed.is_empty() || self.members().is_empty()
     }
 }
 
@@ -107,10 +131,12 @@ fn shared_name(name: String) -> Cow<'static, str> {
 
 impl From<Map<String, Value>> for Claims {
     fn from(map: Map<String, Value>) -> Self {
-        let mut members: Vec<_> = map.into_iter().map(|(name, value)| (shared_name(name), value)).collect();
-        // A map's names are unique; sorting here keeps this independent of its iteration order.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        Self(members.into())
+        if map.is_empty() {
+            return Self::default();
+        }
+        // serde_json's map is ordered by name: the text is the same for the same claims.
+        let packed = serde_json::to_string(&Value::Object(map)).unwrap_or_default();
+        Self { packed: packed.into(), parsed: OnceLock::new() }
     }
 }
 
