@@ -507,3 +507,54 @@ fn a_dry_run_route_records_instead_of_denying() {
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 24 through a real Envoy: a `deny: true` route selected by a query parameter, and one
+/// selected by a header. What Envoy hands Portcullis (the raw query, a header sent twice) is what
+/// the upstream gets, so any spelling or copy some framework would read differently is refused.
+#[test]
+fn header_and_query_matchers_select_deny_routes_through_envoy() {
+    use crate::support::Launch;
+    let dir = scratch("envoy-matchers");
+    let upstream = Upstream::start();
+    let guards = "  - { name: no-debug, match: { path_prefix: /, query: { debug: { present: true } } }, deny: true, reason: no debug mode }\n  - { name: no-canary, match: { path_prefix: /api, headers: { x-canary: { equals: \"1\" } } }, deny: true }\n  - { name: admin, match: { path_prefix: /admin }";
+    let portcullis = Portcullis::launch(
+        &dir,
+        Launch { replace: &[("  - { name: admin, match: { path_prefix: /admin }", guards)], ..Launch::default() },
+    );
+    let envoy = envoy_in_front(&dir, &portcullis, &upstream);
+    let token = corpus::sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("rsa-1"),
+        &corpus::claims(corpus::ISSUER, "m", crate::support::now()),
+    );
+    let bearer = format!("Bearer {token}");
+    let auth = ("authorization", bearer.as_str());
+    let cases: &[(&str, &[(&str, &str)], u16)] = &[
+        ("/api/items", &[auth], 200),
+        ("/api/items?debug=1", &[auth], 403),
+        ("/api/items?page=2&debug", &[auth], 403),
+        // Other spellings of the key (ASP.NET folds case; qs, Rack and PHP read `debug[]`) and a
+        // `;`-joined pair (one parameter to Werkzeug, two to a `;`-splitting parser).
+        ("/api/items?Debug=1", &[auth], 400),
+        ("/api/items?debug%5B%5D=1", &[auth], 400),
+        ("/api/items?page=2;debug=1", &[auth], 400),
+        ("/api/items", &[auth, ("x-canary", "1")], 403),
+        ("/api/items", &[auth, ("x-canary", "0")], 200),
+        // Sent twice: Flask reads the first, others the last or both.
+        ("/api/items", &[auth, ("x-canary", "0"), ("x-canary", "1")], 400),
+        ("/api/items", &[auth, ("x-canary", "0, 1")], 400),
+        // The underscore twin a CGI upstream reads as `x-canary`.
+        ("/api/items", &[auth, ("x_canary", "1")], 400),
+    ];
+    let mut failures = Vec::new();
+    for (path, headers, want) in cases {
+        let (status, body) = crate::support::envoy::get(&envoy, path, headers);
+        if status != *want {
+            failures.push(format!("{path} {headers:?}: {status}, want {want}: {body}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    drop(envoy);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
