@@ -101,7 +101,7 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
             Ok(text) => text,
             Err(e) => {
                 merged.problems.push(Problem {
-                    at: Some(name.clone()),
+                    at: Some(super::Location { file: name.as_str().into(), line: 0, column: 0 }),
                     path: "include".into(),
                     message: format!("cannot read: {e}"),
                 });

@@ -24,6 +24,14 @@ fn setup(name: &str, main_routes: &str, teams: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
+/// The problems `dir/policy.yaml` is refused for (panics if it loads).
+fn problems_of(dir: &Path) -> Vec<String> {
+    match load_file(&dir.join("policy.yaml")) {
+        Err(ConfigError::Invalid(p)) => p.lines(),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
 const PAYMENTS: &str = "hosts: [payments.example.com]\nroutes:\n  - { match: { host: payments.example.com, path_prefix: /v1 }, require: { scopes: [pay] } }\n  - { name: pay-public, match: { host: Payments.Example.com., path_exact: /status }, public: true }\n";
 
 #[test]
@@ -45,10 +53,7 @@ fn conflicts_name_both_files_and_problems_sit_in_their_own_file() {
     let main = "  - { match: { host: payments.example.com, path_prefix: /admin }, require: { roles: [admin] } }\n  - { match: { path_prefix: / }, require: { scopes: [read] } }\n";
     let rogue = "hosts: [payments.example.com, rogue.example.com]\nroutes:\n  - { match: { host: rogue.example.com, path_prefix: / }, public: true }\n  - { match: { path_prefix: /x }, public: true }\n  - { match: { host: other.example.com, path_prefix: / }, public: true }\n  - { match: { host: rogue.example.com, path_regex: \"/(\" }, public: true }\n";
     let dir = setup("conflict", main, &[("payments.yaml", PAYMENTS), ("rogue.yaml", rogue)]);
-    let found = match load_file(&dir.join("policy.yaml")) {
-        Err(ConfigError::Invalid(p)) => p.lines(),
-        other => panic!("expected problems, got {other:?}"),
-    };
+    let found = problems_of(&dir);
     let teams = dir.join("teams");
     let (payments, rogue) =
         (teams.join("payments.yaml").display().to_string(), teams.join("rogue.yaml").display().to_string());
@@ -83,10 +88,7 @@ fn a_pattern_matching_nothing_is_a_warning_and_a_fragment_key_typo_is_placed() {
         "hosts: [a.example.com]\nroute:\n  - { match: { host: a.example.com, path_prefix: / } }\n",
     )
     .expect("write");
-    let found = match load_file(&dir.join("policy.yaml")) {
-        Err(ConfigError::Invalid(p)) => p.lines(),
-        other => panic!("expected problems, got {other:?}"),
-    };
+    let found = problems_of(&dir);
     let a = dir.join("teams/a.yaml").display().to_string();
     assert_eq!(found, [format!("{a}:2:1: route: unknown key \"route\": did you mean \"routes\"?")]);
     let _ = std::fs::remove_dir_all(&dir);
@@ -100,10 +102,7 @@ fn wildcards_overlap_names_are_unique_and_dry_run_denies_stay_put() {
     let main = "  - { name: trial, match: { path_prefix: / }, deny: true, mode: dry_run }\n  - { match: { host: \"*.example.com\", path_prefix: /x }, public: true }\n";
     let greedy = "hosts: [\"*.example.com\"]\nroutes:\n  - { match: { host: \"*.example.com\", path_prefix: / }, public: true }\n";
     let dir = setup("overlap", main, &[("payments.yaml", PAYMENTS), ("zz-greedy.yaml", greedy)]);
-    let found = match load_file(&dir.join("policy.yaml")) {
-        Err(ConfigError::Invalid(p)) => p.lines(),
-        other => panic!("expected problems, got {other:?}"),
-    };
+    let found = problems_of(&dir);
     let teams = dir.join("teams");
     let payments = teams.join("payments.yaml").display().to_string();
     let greedy_file = teams.join("zz-greedy.yaml").display().to_string();
@@ -123,10 +122,7 @@ fn wildcards_overlap_names_are_unique_and_dry_run_denies_stay_put() {
     let main = "  - { match: { path_prefix: /admin }, require: { roles: [admin] } }\n  - { name: trial, match: { path_prefix: / }, deny: true, mode: dry_run }\n";
     let named = "hosts: [a.example.com]\nroutes:\n  - { name: \"routes[0]\", match: { host: a.example.com, path_prefix: / }, public: true, mode: dry_run }\n";
     let dir = setup("names", main, &[("a.yaml", named)]);
-    let found = match load_file(&dir.join("policy.yaml")) {
-        Err(ConfigError::Invalid(p)) => p.lines(),
-        other => panic!("expected problems, got {other:?}"),
-    };
+    let found = problems_of(&dir);
     assert!(found.iter().any(|p| p.contains(": routes[0].name: \"routes[0]\" names routes[0] too")), "{found:#?}");
     std::fs::write(dir.join("teams/a.yaml"), named.replace("name: \"routes[0]\", ", "")).expect("write");
     let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));

@@ -36,10 +36,29 @@ pub enum ConfigError {
     Invalid(Problems),
 }
 
-/// One problem: where (`file:line:column`, once known), the path in the file, what is wrong.
+/// Where a problem is: a file, and its line and column (from 1) when known. Ordered by file,
+/// then place, which is reading order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub file: std::sync::Arc<str>,
+    /// 0: the file as a whole.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => f.write_str(&self.file),
+            line => write!(f, "{}:{line}:{}", self.file, self.column),
+        }
+    }
+}
+
+/// One problem: where (once known), the path in the file, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub at: Option<String>,
+    pub at: Option<Location>,
     pub path: String,
     pub message: String,
 }
@@ -47,17 +66,6 @@ pub struct Problem {
 impl Problem {
     pub fn new(path: impl fmt::Display, message: impl fmt::Display) -> Self {
         Self { at: None, path: path.to_string(), message: message.to_string() }
-    }
-
-    /// `file:line:column` → (file, line, column), for reading order.
-    fn sort_key(at: Option<&str>) -> (String, usize, usize) {
-        let at = at.unwrap_or_default();
-        let mut parts = at.rsplitn(3, ':');
-        let (col, line) = (parts.next().and_then(|c| c.parse().ok()), parts.next().and_then(|l| l.parse().ok()));
-        match (line, col, parts.next()) {
-            (Some(line), Some(col), Some(file)) => (file.to_string(), line, col),
-            _ => (at.to_string(), 0, 0),
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! offending node is recorded and cut away until what remains deserializes. Later (semantic)
 //! problems are reported against the cut tree; [`Source::locate`] maps their paths back.
 
-use super::{ConfigError, Problem};
+use super::{ConfigError, Location, Problem};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser};
@@ -81,17 +81,18 @@ impl Source {
         render_path(&segs)
     }
 
-    /// `file:line:column` of a path as written (or of its nearest ancestor in the file).
-    pub fn locate(&self, original: &str) -> String {
+    /// Where a path as written sits (or its nearest ancestor in the file).
+    pub fn locate(&self, original: &str) -> Location {
         let mut segs = parse_path(original);
-        loop {
-            if let Some((line, col)) = self.positions.get(&render_path(&segs)) {
-                return format!("{}:{line}:{col}", self.name);
+        let (line, column) = loop {
+            if let Some(at) = self.positions.get(&render_path(&segs)) {
+                break *at;
             }
             if segs.pop().is_none() {
-                return self.name.to_string();
+                break (0, 0);
             }
-        }
+        };
+        Location { file: self.name.clone(), line, column }
     }
 }
 

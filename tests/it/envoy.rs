@@ -529,7 +529,8 @@ fn header_and_query_matchers_select_deny_routes_through_envoy() {
     );
     let bearer = format!("Bearer {token}");
     let auth = ("authorization", bearer.as_str());
-    let cases: &[(&str, &[(&str, &str)], u16)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let cases: &[Case] = &[
         ("/api/items", &[auth], 200),
         ("/api/items?debug=1", &[auth], 403),
         ("/api/items?page=2&debug", &[auth], 403),

@@ -298,7 +298,8 @@ pub struct Pending<'a> {
     context: DecisionContext,
     token: &'a str,
     digest: [u8; 32],
-    bearer: bool,
+    /// The request carries an `authorization` header that is not this (bearer) credential.
+    unverified_authorization: bool,
     requested_tenant: Option<String>,
 }
 
@@ -385,14 +386,13 @@ pub fn finish(
     let mut context = pending.context.clone();
     let decision = match identify_jwt(pending.policy, verified, &mut context) {
         Ok(identity) => {
-            let has_authorization = pending.input.header_values("authorization").next().is_some();
             let after = After {
                 input: pending.input,
                 policy: pending.policy,
                 route: pending.route,
                 requirements: pending.requirements,
                 requested_tenant: pending.requested_tenant.clone(),
-                unverified_authorization: has_authorization && !pending.bearer,
+                unverified_authorization: pending.unverified_authorization,
             };
             after.decide(identity, context, services, now)
         }
@@ -536,11 +536,11 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "csrf");
-    let has_authorization = input.header_values("authorization").next().is_some();
-    let bearer = matches!(credential, Credential::Bearer(_));
+    // A verified bearer token is the `authorization` header; any other credential leaves one
+    // sent beside it unverified (removed on an allow).
+    let unverified_authorization = has_authorization && !matches!(credential, Credential::Bearer(_));
     if let Credential::ApiKey(value) = credential {
-        let after =
-            After { input, policy, route, requirements, requested_tenant, unverified_authorization: has_authorization };
+        let after = After { input, policy, route, requirements, requested_tenant, unverified_authorization };
         return Progress::Decided(with_identity(
             identify_key(policy, services, value, now, &mut context),
             after,
@@ -557,7 +557,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         context,
         token: credential.token(),
         digest,
-        bearer,
+        unverified_authorization,
         requested_tenant,
     })
 }

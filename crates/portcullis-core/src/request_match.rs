@@ -85,7 +85,7 @@ fn query_values<'a>(target: &'a str, name: &'a str, semicolons: bool) -> impl It
 /// How some framework may read a query key: up to a `[` (`a[]`, `a[0]`: Express's qs, Rack,
 /// PHP), PHP's `$_GET` mangling (leading spaces dropped, ` ` and `.` as `_`), and case folded
 /// (ASP.NET Core's `Request.Query`).
-fn lenient_key(key: &[u8]) -> Vec<u8> {
+pub(crate) fn lenient_key(key: &[u8]) -> Vec<u8> {
     let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());
     let key = &key[start..];
     let end = key.iter().position(|b| *b == b'[').unwrap_or(key.len());

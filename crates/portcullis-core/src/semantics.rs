@@ -135,13 +135,10 @@ fn query_method_override(target: &str) -> bool {
     let Some(query) = target.split('#').next().and_then(|t| t.split_once('?')).map(|(_, q)| q) else {
         return false;
     };
+    // PHP's key mangling and `_method[]`, as a route matcher reads keys (one rule for both).
     query.split(['&', ';']).any(|pair| {
         let key = super::request_match::decode_component(pair.split('=').next().unwrap_or_default());
-        // PHP drops leading spaces and turns ` ` and `.` into `_` in $_GET keys: `.method`
-        // and `+_method` are `_method` to Laravel and Symfony.
-        let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());
-        let key: Vec<u8> = key[start..].iter().map(|b| if matches!(b, b' ' | b'.') { b'_' } else { *b }).collect();
-        key.len() >= 7 && key[..7].eq_ignore_ascii_case(b"_method") && matches!(key.get(7), None | Some(b'['))
+        super::request_match::lenient_key(&key) == b"_method"
     })
 }
 

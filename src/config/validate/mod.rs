@@ -86,7 +86,7 @@ pub fn parse_and_validate_named(text: &str, base: &Path, name: &str) -> Result<S
         problems.push(merged.relocate(&source, problem));
     }
     // In reading order: by file, then line and column.
-    problems.sort_by_cached_key(|p| crate::config::Problem::sort_key(p.at.as_deref()));
+    problems.sort_by(|a, b| a.at.cmp(&b.at));
     match settings {
         Some(s) if problems.is_empty() => Ok(s),
         _ => Err(ConfigError::Invalid(Problems(problems))),
