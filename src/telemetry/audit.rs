@@ -106,7 +106,7 @@ impl AuditSink {
             return;
         }
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_millis).unwrap_or(0));
-        let mut line = event(input, decision, latency, at).to_string();
+        let Some(mut line) = event(input, decision, latency, at).line() else { return self.drop_line() };
         line.push('\n');
         let Some(queue) = &self.queue else { return };
         let len = line.len();
@@ -206,9 +206,45 @@ fn outside(value: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}…", super::redact::scrub_value(&value[..cut])))
 }
 
+/// The audit event of one decision: borrowed fields in a struct serde writes straight out (no
+/// JSON tree is built per check). Members are in name order, as readers have always seen them.
+#[derive(Debug, serde::Serialize)]
+pub struct AuditEvent<'a> {
+    api_key: Option<&'a str>,
+    client_ip: Option<std::net::IpAddr>,
+    credential: Option<crate::decision::Fingerprint>,
+    decision: &'static str,
+    detail: Cow<'a, str>,
+    enforced: bool,
+    host: Cow<'a, str>,
+    issuer: Option<Cow<'a, str>>,
+    latency_us: u64,
+    method: Cow<'a, str>,
+    path: Cow<'a, str>,
+    reason: &'a str,
+    request_id: Cow<'a, str>,
+    rule: Option<&'a str>,
+    subject: Option<Cow<'a, str>>,
+    tenant: Option<Cow<'a, str>>,
+    #[serde(serialize_with = "rfc3339_micros")]
+    time: SystemTime,
+    trace_id: Option<&'a str>,
+}
+
+fn rfc3339_micros<S: serde::Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_micros(*at))
+}
+
+impl AuditEvent<'_> {
+    /// The event as one JSON line (without its newline); `None` only if serde refuses it.
+    pub fn line(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
+    }
+}
+
 /// The audit event for one decision. Fields that can carry what a client or a token said
 /// (subject, tenant, path, host, request id, detail) are scrubbed; the rest are ours.
-pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: SystemTime) -> serde_json::Value {
+pub fn event<'a>(input: &'a CheckInput, decision: &'a Decision, latency: Duration, at: SystemTime) -> AuditEvent<'a> {
     let ctx = &decision.context;
     // A dry run is audited as the deny it would have been, marked not enforced.
     let (verdict, reason, detail) = match (&decision.outcome, &ctx.would_deny) {
@@ -217,24 +253,24 @@ pub fn event(input: &CheckInput, decision: &Decision, latency: Duration, at: Sys
         (Outcome::Deny(d), None) => ("deny", decision.reason(), d.detail.as_str()),
     };
     let path = input.path.split('?').next().unwrap_or_default();
-    serde_json::json!({
-        "time": humantime::format_rfc3339_micros(at).to_string(),
-        "request_id": outside(&input.request_id),
-        "trace_id": trace_id(input),
-        "decision": verdict,
-        "reason": reason,
-        "enforced": ctx.would_deny.is_none(),
-        "detail": outside(detail),
-        "rule": ctx.rule,
-        "issuer": ctx.issuer.as_deref().map(outside),
-        "subject": ctx.subject.as_ref().map(|s| outside(&s.0)),
-        "tenant": ctx.tenant.as_deref().map(outside),
-        "client_ip": ctx.client_ip.or(input.peer_ip).map(|ip| ip.to_string()),
-        "credential": ctx.credential_fingerprint,
-        "api_key": ctx.api_key,
-        "method": outside(&input.method),
-        "host": outside(&input.host),
-        "path": outside(path),
-        "latency_us": latency.as_micros() as u64,
-    })
+    AuditEvent {
+        api_key: ctx.api_key.as_deref(),
+        client_ip: ctx.client_ip.or(input.peer_ip),
+        credential: ctx.credential_fingerprint,
+        decision: verdict,
+        detail: outside(detail),
+        enforced: ctx.would_deny.is_none(),
+        host: outside(&input.host),
+        issuer: ctx.issuer.as_deref().map(outside),
+        latency_us: latency.as_micros() as u64,
+        method: outside(&input.method),
+        path: outside(path),
+        reason,
+        request_id: outside(&input.request_id),
+        rule: ctx.rule.as_deref(),
+        subject: ctx.subject.as_ref().map(|s| outside(&s.0)),
+        tenant: ctx.tenant.as_deref().map(outside),
+        time: at,
+        trace_id: trace_id(input),
+    }
 }

@@ -66,15 +66,60 @@ impl PartialEq for Claims {
     }
 }
 
+/// Reads the packed text straight into sorted members: no map is built, and a common name is
+/// never copied.
 fn unpack(packed: &str) -> Members {
     if packed.is_empty() {
         return Box::default();
     }
     // The text was written by `From<Map>` from a valid map; it always reads back.
-    let map: Map<String, Value> = serde_json::from_str(packed).unwrap_or_default();
-    let mut members: Vec<_> = map.into_iter().map(|(name, value)| (shared_name(name), value)).collect();
-    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut members = serde_json::from_str::<PackedMembers>(packed).map(|m| m.0).unwrap_or_default();
+    // Written in name order; sorting again only if some writer ever did otherwise.
+    if !members.is_sorted_by(|a, b| a.0 <= b.0) {
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     members.into()
+}
+
+struct PackedMembers(Vec<(Cow<'static, str>, Value)>);
+
+/// A member name, shared when it is a common one.
+struct Name(Cow<'static, str>);
+
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name, E> {
+                Ok(Name(shared_name(name)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PackedMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+            type Value = PackedMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of claims")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PackedMembers, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some((Name(name), value)) = map.next_entry::<Name, Value>()? {
+                    members.push((name, value));
+                }
+                Ok(PackedMembers(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
 }
 
 impl Claims {
@@ -122,10 +167,10 @@ impl Claims {
     }
 }
 
-fn shared_name(name: String) -> Cow<'static, str> {
-    match COMMON_NAMES.binary_search(&name.as_str()) {
+fn shared_name(name: &str) -> Cow<'static, str> {
+    match COMMON_NAMES.binary_search(&name) {
         Ok(i) => Cow::Borrowed(COMMON_NAMES[i]),
-        Err(_) => Cow::Owned(name),
+        Err(_) => Cow::Owned(name.to_string()),
     }
 }
 
