@@ -220,7 +220,7 @@ fn describe(decision: &Decision, passed: &[&'static str]) -> Explanation {
         rule: ctx.rule.clone(),
         route: None,
         issuer: ctx.issuer.as_deref().map(str::to_string),
-        subject: ctx.subject.as_ref().map(|s| s.0.to_string()),
+        subject: ctx.subject.as_ref().map(|s| s.to_string()),
         tenant: ctx.tenant.clone(),
         steps,
         upstream_set: set,

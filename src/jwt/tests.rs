@@ -94,6 +94,7 @@ fn verifier() -> Verifier {
             fingerprint: 0,
         }],
         kept_claims: None,
+        identity_headers: None,
     }
 }
 

@@ -4,7 +4,7 @@
 use super::alg::Alg;
 use super::header::{normalize_typ, parse_header};
 use super::store::KeyStore;
-use crate::decision::{IssuerId, Subject, TokenError, TokenVerifier, VerifiedToken};
+use crate::decision::{IssuerId, TokenError, TokenVerifier, VerifiedToken, pack_token};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
@@ -46,6 +46,9 @@ pub struct Verifier {
     /// The claims a verified token keeps (sorted; [`crate::decision::Policy::claims_read`]):
     /// the policy reads no others, and the claims cache holds no others. `None` keeps all.
     pub kept_claims: Option<Arc<[String]>>,
+    /// The policy's identity headers: their values are encoded at verification and packed with
+    /// the token (`None`: worked out on each allow).
+    pub identity_headers: Option<Arc<[crate::decision::IdentityHeader]>>,
 }
 
 impl Verifier {
@@ -198,23 +201,25 @@ impl TokenVerifier for Verifier {
         let nbf = numeric_date(&claims, "nbf")?;
         let iat = numeric_date(&claims, "iat")?;
         let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => Subject(s.as_str().into()),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(TokenError::Claims("sub is not a non-empty string".into())),
         };
         let claims = match &self.kept_claims {
             Some(kept) => claims.into_iter().filter(|(name, _)| kept.binary_search(name).is_ok()).collect(),
             None => claims,
         };
+        // One allocation for what the cache keeps of the token: subject, header values, claims.
+        let (subject, claims, headers) = pack_token(&subject, claims, self.identity_headers.as_ref());
         Ok(VerifiedToken {
             issuer: issuer_id,
             iss: issuer.issuer.clone(),
             subject,
-            claims: claims.into(),
+            claims,
             exp,
             nbf,
             iat,
             key_generation,
-            headers: Default::default(),
+            headers,
         })
     }
 }

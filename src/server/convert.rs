@@ -85,7 +85,7 @@ fn metadata(decision: &Decision) -> Struct {
     let optional = [
         ("rule", ctx.rule.as_deref()),
         ("issuer", ctx.issuer.as_deref()),
-        ("subject", ctx.subject.as_ref().map(|s| &*s.0)),
+        ("subject", ctx.subject.as_ref().map(|s| s.as_str())),
         ("tenant", ctx.tenant.as_deref()),
     ];
     for (key, value) in optional {

@@ -268,7 +268,7 @@ pub fn event<'a>(input: &'a CheckInput, decision: &'a Decision, latency: Duratio
         reason,
         request_id: outside(&input.request_id),
         rule: ctx.rule.as_deref(),
-        subject: ctx.subject.as_ref().map(|s| outside(&s.0)),
+        subject: ctx.subject.as_ref().map(|s| outside(s.as_str())),
         tenant: ctx.tenant.as_deref().map(outside),
         time: at,
         trace_id: trace_id(input),

@@ -74,7 +74,7 @@ mod hostile_fields {
                 method: "GET".into(),
                 ..Default::default()
             };
-            let context = DecisionContext { subject: Some(Subject(sub.clone().into())), ..Default::default() };
+            let context = DecisionContext { subject: Some(Subject::new(&sub)), ..Default::default() };
             let decision = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), context);
             let line = event(&input, &decision, Duration::from_micros(1), std::time::UNIX_EPOCH).line().expect("a line");
             prop_assert!(!line.chars().any(|c| c < ' '), "a raw control character: {}", line);

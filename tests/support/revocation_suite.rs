@@ -22,7 +22,7 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from(iss),
-        subject: Subject(sub.into()),
+        subject: Subject::new(sub),
         claims: claims.into(),
         exp,
         nbf: None,

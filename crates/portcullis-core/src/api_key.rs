@@ -118,7 +118,7 @@ pub fn authenticate(
     let token = VerifiedToken {
         issuer: API_KEY_ISSUER_ID,
         iss: Arc::from(API_KEY_ISSUER),
-        subject: Subject(key.subject.as_str().into()),
+        subject: Subject::new(&key.subject),
         claims: claims.into(),
         exp: key.expires.unwrap_or(i64::MAX),
         nbf: None,

@@ -49,20 +49,23 @@ type Members = Box<[(Cow<'static, str>, Value)]>;
 /// the copy in the claims cache is never parsed, each request parses its own on first read.
 #[derive(Debug, Default)]
 pub struct Claims {
-    /// Compact JSON of the members (sorted by name); empty for no claims.
-    packed: Arc<str>,
+    /// Ends with the compact JSON of the members (sorted by name; empty for no claims); a
+    /// verified token's text starts with its subject and identity header values.
+    text: Arc<str>,
+    /// Where the JSON starts in `text`.
+    start: usize,
     parsed: OnceLock<Members>,
 }
 
 impl Clone for Claims {
     fn clone(&self) -> Self {
-        Self { packed: self.packed.clone(), parsed: OnceLock::new() }
+        Self { text: self.text.clone(), start: self.start, parsed: OnceLock::new() }
     }
 }
 
 impl PartialEq for Claims {
     fn eq(&self, other: &Self) -> bool {
-        self.packed == other.packed
+        self.packed() == other.packed()
     }
 }
 
@@ -123,8 +126,22 @@ impl<'de> serde::Deserialize<'de> for PackedMembers {
 }
 
 impl Claims {
+    /// Claims whose JSON is `text[start..]` (a character boundary).
+    pub(crate) fn suffix_of(text: Arc<str>, start: usize) -> Self {
+        Self { text, start, parsed: OnceLock::new() }
+    }
+
+    /// The compact JSON of the members.
+    pub(crate) fn packed(&self) -> &str {
+        self.text.get(self.start..).unwrap_or_default()
+    }
+
+    pub(crate) fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
     fn members(&self) -> &[(Cow<'static, str>, Value)] {
-        self.parsed.get_or_init(|| unpack(&self.packed))
+        self.parsed.get_or_init(|| unpack(self.packed()))
     }
 
     /// The top-level claim `name`.
@@ -159,12 +176,21 @@ impl Claims {
     /// Heap bytes the packed claims hold (what the claims cache charges for them; a copy in
     /// the cache is never parsed).
     pub fn heap_bytes(&self) -> usize {
-        self.packed.len()
+        self.text.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.packed.is_empty() || self.members().is_empty()
+        self.packed().is_empty() || self.members().is_empty()
     }
+}
+
+/// The compact JSON of `map`, members in name order (serde_json's map is ordered by name: the
+/// same claims give the same text); empty for no claims.
+pub(crate) fn pack_json(map: Map<String, Value>) -> String {
+    if map.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&Value::Object(map)).unwrap_or_default()
 }
 
 fn shared_name(name: &str) -> Cow<'static, str> {
@@ -179,9 +205,7 @@ impl From<Map<String, Value>> for Claims {
         if map.is_empty() {
             return Self::default();
         }
-        // serde_json's map is ordered by name: the text is the same for the same claims.
-        let packed = serde_json::to_string(&Value::Object(map)).unwrap_or_default();
-        Self { packed: packed.into(), parsed: OnceLock::new() }
+        Self::suffix_of(pack_json(map).into(), 0)
     }
 }
 

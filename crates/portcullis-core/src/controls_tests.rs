@@ -16,7 +16,7 @@ fn token(claims: Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from("https://issuer.test/"),
-        subject: Subject(claims["sub"].as_str().unwrap_or("u").into()),
+        subject: Subject::new(claims["sub"].as_str().unwrap_or("u")),
         exp: claims["exp"].as_i64().unwrap_or(NOW + 600),
         nbf: None,
         iat: claims["iat"].as_i64(),
@@ -84,7 +84,7 @@ fn api_key_table() {
         let got = authenticate(&policy, &store, &presented, UnixTime(NOW));
         match (got, want) {
             (Ok((token, key)), Ok(subject)) => {
-                assert_eq!(&*token.subject.0, subject, "{name}");
+                assert_eq!(token.subject.as_str(), subject, "{name}");
                 assert_eq!(&*token.iss, API_KEY_ISSUER, "{name}");
                 assert_eq!(token.claims.get("scope"), Some(&json!("read write")), "{name}");
                 assert_eq!(token.claims.get("api_key"), Some(&json!(key.name)), "{name}");

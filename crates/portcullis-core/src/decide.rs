@@ -192,11 +192,11 @@ fn allow(
     context: DecisionContext,
     unverified_authorization: bool,
 ) -> Decision {
-    let values = match token.map(|t| t.headers.claim_values(&policy.response, &t.claims)).transpose() {
+    let values = match token.map(|t| t.headers.values(&policy.response, &t.claims)).transpose() {
         Ok(values) => values,
         Err(deny) => return Decision::deny(deny, context),
     };
-    match header_plan(&policy.response, values.as_deref(), context.tenant.as_deref()) {
+    match header_plan(&policy.response, values.as_ref(), context.tenant.as_deref()) {
         Ok(mut plan) => {
             if unverified_authorization && !plan.remove.iter().any(|h| h == "authorization") {
                 plan.remove.push("authorization".to_string());
@@ -653,7 +653,7 @@ impl After<'_> {
         if let Some(tier) = &self.route.rate_limit {
             let key = match tier.key {
                 RateKey::Ip => None,
-                RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject.0)),
+                RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject)),
                 RateKey::Tenant => context.tenant.clone(),
             };
             if let Some(key) = key

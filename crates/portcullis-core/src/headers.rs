@@ -3,8 +3,7 @@
 use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};
 use serde_json::Value;
-use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Longest encoded identity header value forwarded; longer ones deny the request.
 pub const MAX_HEADER_VALUE: usize = 1024;
@@ -106,9 +105,8 @@ pub struct HeaderPlan {
 /// claim is absent or null, and for the tenant header (the request's, not the token's).
 pub type ClaimValues = Box<[Option<Box<str>>]>;
 
-pub fn claim_values(policy: &ResponsePolicy, claims: &Claims) -> Result<ClaimValues, Deny> {
-    policy
-        .identity_headers
+pub fn claim_values(identity_headers: &[IdentityHeader], claims: &Claims) -> Result<ClaimValues, Deny> {
+    identity_headers
         .iter()
         .map(|header| match &header.source {
             IdentitySource::Claim(pointer) => match claims.at(pointer) {
@@ -120,59 +118,112 @@ pub fn claim_values(policy: &ResponsePolicy, claims: &Claims) -> Result<ClaimVal
         .collect()
 }
 
-/// A token's claim values, encoded on its first allow and kept with the token: a cached
-/// token's later allows neither look its claims up nor encode them again. About 140 bytes per
-/// cached identity for two values (counting allocator: 77 for the values, the rest the cell);
-/// the whole header plan would be several hundred.
+/// A verified token's identity header values, encoded once at verification and kept in the
+/// token's packed text (one line per header, empty where there is none): a cached token's
+/// allows neither look its claims up nor encode them again, and hold no allocation of their own.
 ///
 /// A cached token outlives policy reloads that leave its issuer alone, so the values remember
 /// the identity header list they were made for (holding it, so its address cannot be reused):
-/// a reload with the same list keeps them, another list gets values worked out afresh.
-#[derive(Debug, Default)]
-pub struct PreparedHeaders(OnceLock<Prepared>);
-
-#[derive(Debug)]
-struct Prepared {
-    made_for: Arc<[IdentityHeader]>,
-    values: Result<ClaimValues, Box<Deny>>,
+/// a reload with an equal list keeps them, another list gets values worked out afresh from the
+/// claims, as does a token whose claims could not be encoded (its deny comes again).
+#[derive(Debug, Clone, Default)]
+pub struct PreparedValues {
+    text: Arc<str>,
+    start: usize,
+    end: usize,
+    made_for: Option<Arc<[IdentityHeader]>>,
 }
 
-impl PreparedHeaders {
-    /// Heap bytes of the values prepared so far.
-    pub fn heap_bytes(&self) -> usize {
-        self.0.get().map_or(0, |p| match &p.values {
-            Ok(values) => {
-                values.iter().map(|v| std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |v| v.len())).sum()
-            }
-            Err(_) => 0,
-        })
+/// The values an allow forwards: lines of a token's packed text, or worked out for this request.
+#[derive(Debug)]
+pub enum IdentityValues<'a> {
+    Packed(&'a str),
+    Fresh(ClaimValues),
+}
+
+impl IdentityValues<'_> {
+    /// Header `i`'s value, `None` when it has none.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Self::Packed(lines) => lines.split('\n').nth(i).filter(|v| !v.is_empty()),
+            Self::Fresh(values) => values.get(i)?.as_deref(),
+        }
+    }
+}
+
+impl PreparedValues {
+    /// Values `lines` (header `i` on line `i`) at `text[start..end]`, made for `made_for`.
+    pub(crate) fn lines_of(text: Arc<str>, start: usize, end: usize, made_for: Arc<[IdentityHeader]>) -> Self {
+        Self { text, start, end, made_for: Some(made_for) }
     }
 
-    pub fn claim_values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<Cow<'_, [Option<Box<str>>]>, Deny> {
-        let prepared = self.0.get_or_init(|| Prepared {
-            made_for: policy.identity_headers.clone(),
-            values: claim_values(policy, claims).map_err(Box::new),
-        });
-        if !Arc::ptr_eq(&prepared.made_for, &policy.identity_headers) && prepared.made_for != policy.identity_headers {
-            return claim_values(policy, claims).map(|values| Cow::Owned(values.into_vec()));
-        }
-        match &prepared.values {
-            Ok(values) => Ok(Cow::Borrowed(values)),
-            Err(deny) => Err(deny.as_ref().clone()),
+    pub(crate) fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// Bytes of the text these values are kept in.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The identity header values for `policy`: the prepared ones when they were made for its
+    /// list, else worked out from `claims` now.
+    pub fn values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<IdentityValues<'_>, Deny> {
+        match &self.made_for {
+            Some(list) if Arc::ptr_eq(list, &policy.identity_headers) || **list == *policy.identity_headers => {
+                Ok(IdentityValues::Packed(self.text.get(self.start..self.end).unwrap_or_default()))
+            }
+            _ => claim_values(&policy.identity_headers, claims).map(IdentityValues::Fresh),
         }
     }
+}
+
+/// One verified token's subject, identity header values and kept claims in one allocation:
+/// the text is the subject, then one line per identity header of `identity` (when every value
+/// encodes; otherwise none are prepared), then the claims' compact JSON.
+pub fn pack_token(
+    subject: &str,
+    claims: serde_json::Map<String, Value>,
+    identity: Option<&Arc<[IdentityHeader]>>,
+) -> (super::types::Subject, Claims, PreparedValues) {
+    let json = super::claim_set::pack_json(claims);
+    let lines = identity.and_then(|list| {
+        let values = claim_values(list, &Claims::suffix_of(Arc::from(json.as_str()), 0)).ok()?;
+        let mut lines = String::new();
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                lines.push('\n');
+            }
+            lines.push_str(value.as_deref().unwrap_or_default());
+        }
+        Some((list.clone(), lines))
+    });
+    let values_len = lines.as_ref().map_or(0, |(_, l)| l.len());
+    let mut text = String::with_capacity(subject.len() + values_len + json.len());
+    text.push_str(subject);
+    if let Some((_, l)) = &lines {
+        text.push_str(l);
+    }
+    text.push_str(&json);
+    let text: Arc<str> = text.into();
+    let (values_start, values_end) = (subject.len(), subject.len() + values_len);
+    let values = match lines {
+        Some((list, _)) => PreparedValues::lines_of(text.clone(), values_start, values_end, list),
+        None => PreparedValues::default(),
+    };
+    (super::types::Subject::prefix_of(text.clone(), subject.len()), Claims::suffix_of(text, values_end), values)
 }
 
 /// Header sets and removals for an allow from [`claim_values`] (`None`: anonymous request).
 pub fn header_plan(
     policy: &ResponsePolicy,
-    values: Option<&[Option<Box<str>>]>,
+    values: Option<&IdentityValues>,
     tenant: Option<&str>,
 ) -> Result<HeaderPlan, Deny> {
     let mut set: Vec<(String, String)> = Vec::new();
     for (i, header) in policy.identity_headers.iter().enumerate() {
         let value = match (&header.source, values) {
-            (IdentitySource::Claim(_), Some(values)) => values.get(i).and_then(|v| v.as_deref()).map(str::to_string),
+            (IdentitySource::Claim(_), Some(values)) => values.get(i).map(str::to_string),
             (IdentitySource::Tenant, Some(_)) => tenant.map(encode_text).transpose()?,
             (_, None) => None,
         };

@@ -35,7 +35,9 @@ pub use decide::{
     Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Pending, Policy, Progress, STEPS, begin, decide,
     finish,
 };
-pub use headers::{IdentityHeader, IdentitySource, PreparedHeaders, ResponsePolicy, encode_header_value};
+pub use headers::{
+    IdentityHeader, IdentitySource, IdentityValues, PreparedValues, ResponsePolicy, encode_header_value, pack_token,
+};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;

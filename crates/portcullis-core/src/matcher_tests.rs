@@ -91,7 +91,7 @@ fn token(claims: serde_json::Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from("https://issuer.test/"),
-        subject: Subject("u".into()),
+        subject: Subject::new("u"),
         claims: claims.into(),
         exp: 0,
         nbf: None,

@@ -42,7 +42,7 @@ impl PersonalTenant {
     fn owner_of(&self, token: &VerifiedToken, tenant: &str) -> bool {
         *token.iss == *self.issuer
             && tenant.strip_prefix(self.prefix.as_str()).and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
-                == Some(&*token.subject.0)
+                == Some(token.subject.as_str())
     }
 }
 
@@ -209,8 +209,8 @@ pub fn membership(
     {
         return Ok(roles);
     }
-    if let Some(roles) = policy.file_members.get(tenant, &token.iss, &token.subject.0) {
+    if let Some(roles) = policy.file_members.get(tenant, &token.iss, token.subject.as_str()) {
         return Ok(roles.to_vec());
     }
-    store.member_roles(tenant, &token.iss, &token.subject.0).ok_or_else(forbidden)
+    store.member_roles(tenant, &token.iss, token.subject.as_str()).ok_or_else(forbidden)
 }

@@ -244,7 +244,7 @@ fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from("https://issuer.test/"),
-        subject: Subject("s".into()),
+        subject: Subject::new("s"),
         claims: json!({}).into(),
         exp,
         nbf,
@@ -522,7 +522,7 @@ fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToke
     VerifiedToken {
         issuer: IssuerId(0),
         iss: Arc::from(iss),
-        subject: Subject(sub.into()),
+        subject: Subject::new(sub),
         claims: claims.into(),
         exp: NOW + 600,
         nbf: None,
@@ -716,8 +716,15 @@ fn cidr_parsing_and_files() {
     assert!(err.starts_with("line 2:"), "{err}");
 }
 
+/// A token packed by the verifier for `identity`: subject, header values and claims.
+fn packed_token(sub: &str, claims: serde_json::Value, identity: &Arc<[IdentityHeader]>) -> VerifiedToken {
+    let serde_json::Value::Object(map) = claims else { panic!("claims are an object") };
+    let (subject, claims, headers) = pack_token(sub, map, Some(identity));
+    VerifiedToken { subject, claims, headers, ..claims_token("https://issuer.test/", sub, json!({})) }
+}
+
 #[test]
-fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
+fn claim_values_are_packed_with_the_token_and_the_tenant_is_per_request() {
     let policy = ResponsePolicy {
         identity_headers: vec![
             IdentityHeader { name: "x-user-id".into(), source: IdentitySource::Claim("/sub".into()) },
@@ -727,37 +734,40 @@ fn claim_values_are_encoded_once_per_token_and_the_tenant_per_request() {
         .into(),
         ..Default::default()
     };
-    let token = claims_token("https://issuer.test/", "u 1", json!({"sub": "u 1"}));
-    let first = token.headers.claim_values(&policy, &token.claims).expect("values");
-    assert_eq!(&*first, &[Some("u%201".into()), None, None]);
-    let again = token.headers.claim_values(&policy, &token.claims).expect("values");
-    assert!(std::ptr::eq(&*first, &*again), "a token's claim values are encoded once");
-    let plan = |tenant| header_plan(&policy, Some(&again), tenant).expect("plan");
+    let token = packed_token("u 1", json!({"sub": "u 1", "roles": ["a"]}), &policy.identity_headers);
+    // One allocation: the subject, the encoded values, the claims' JSON.
+    assert_eq!(token.subject, "u 1");
+    assert_eq!(token.heap_bytes(), "u 1".len() + "u%201\n\n".len() + r#"{"roles":["a"],"sub":"u 1"}"#.len());
+    let values = token.headers.values(&policy, &token.claims).expect("values");
+    assert!(matches!(values, IdentityValues::Packed("u%201\n\n")), "{values:?}");
+    let plan = |tenant| header_plan(&policy, Some(&values), tenant).expect("plan");
     let acme = plan(Some("acme"));
     assert_eq!(acme.set, vec![("x-user-id".into(), "u%201".into()), ("x-tenant-id".into(), "acme".into())]);
     assert_eq!(acme.remove, vec!["x-email".to_string()]);
     assert_eq!(plan(Some("globex")).set[1], ("x-tenant-id".into(), "globex".into()));
     assert_eq!(plan(None).remove, vec!["x-tenant-id".to_string(), "x-email".to_string()]);
-    // The same token shown to another policy gets that policy's values, not the first one's.
+    // A reload with an equal list (another allocation) keeps the packed values…
+    let mut same = policy.clone();
+    same.identity_headers = policy.identity_headers.to_vec().into();
+    assert!(matches!(token.headers.values(&same, &token.claims), Ok(IdentityValues::Packed(_))));
+    // …another list gets its own values from the claims, not the first list's.
     let mut other = policy.clone();
     let mut swapped = policy.identity_headers.to_vec();
     swapped.swap(0, 2);
     other.identity_headers = swapped.into();
-    // A reload with the same list (another allocation) keeps the values made for the first.
-    let mut same = policy.clone();
-    same.identity_headers = policy.identity_headers.to_vec().into();
-    let kept = token.headers.claim_values(&same, &token.claims).expect("values");
-    assert!(std::ptr::eq(&*first, &*kept), "an equal list reuses the values");
-    assert_eq!(
-        &*token.headers.claim_values(&other, &token.claims).expect("values"),
-        &[None, None, Some("u%201".into())]
-    );
+    let fresh = token.headers.values(&other, &token.claims).expect("values");
+    assert!(matches!(fresh, IdentityValues::Fresh(_)));
+    assert_eq!([fresh.get(0), fresh.get(1), fresh.get(2)], [None, None, Some("u%201")]);
     // A claim that cannot be forwarded denies on every allow, not only the first.
-    let bad = claims_token("https://issuer.test/", "u", json!({"sub": "u", "email": {"nested": true}}));
+    let bad = packed_token("u", json!({"sub": "u", "email": {"nested": true}}), &policy.identity_headers);
     for _ in 0..2 {
         assert_eq!(
-            bad.headers.claim_values(&policy, &bad.claims).map(|_| ()).map_err(|d| d.reason),
+            bad.headers.values(&policy, &bad.claims).map(|_| ()).map_err(|d| d.reason),
             Err(DenyReason::ClaimMismatch)
         );
     }
+    // A token built without packing works its values out on each allow.
+    let plain = claims_token("https://issuer.test/", "u", json!({"sub": "u", "email": "a@b"}));
+    let values = plain.headers.values(&policy, &plain.claims).expect("values");
+    assert_eq!([values.get(0), values.get(1), values.get(2)], [Some("u"), None, Some("a@b")]);
 }

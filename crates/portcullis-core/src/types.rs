@@ -13,19 +13,71 @@ pub struct UnixTime(pub i64);
 pub struct IssuerId(pub usize);
 
 /// The `sub` claim of a verified token. Subjects are always scoped by their issuer. Shared, not
-/// copied: every cache hit hands the core a clone of the token, and the decision keeps one.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Subject(pub Arc<str>);
+/// copied: every cache hit hands the core a clone of the token, and the decision keeps one. A
+/// verified token's subject is the start of its packed text (see [`crate::pack_token`]).
+#[derive(Clone)]
+pub struct Subject {
+    text: Arc<str>,
+    len: usize,
+}
+
+impl Subject {
+    pub fn new(subject: &str) -> Self {
+        Self { text: subject.into(), len: subject.len() }
+    }
+
+    /// The first `len` bytes of `text` (a character boundary).
+    pub(crate) fn prefix_of(text: Arc<str>, len: usize) -> Self {
+        Self { text, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.text.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Subject {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Subject {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Subject {}
+
+impl std::hash::Hash for Subject {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<&str> for Subject {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 impl fmt::Debug for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Subject({:?})", self.0)
+        write!(f, "Subject({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Subject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -42,14 +94,23 @@ pub struct VerifiedToken {
     pub iat: Option<i64>,
     /// Generation of the issuer's key set read before verification (cache entries carry it).
     pub key_generation: u64,
-    /// Identity header values from these claims, encoded on the first allow.
-    pub headers: Arc<super::headers::PreparedHeaders>,
+    /// Identity header values from these claims, encoded at verification into the packed
+    /// text (default: none prepared, worked out on each allow).
+    pub headers: super::headers::PreparedValues,
 }
 
 impl VerifiedToken {
-    /// Heap bytes this token holds beyond its own size: claims, subject, prepared headers.
+    /// Heap bytes this token holds beyond its own size: its packed text (subject, identity
+    /// header values and claims share one allocation; a token built in parts counts each).
     pub fn heap_bytes(&self) -> usize {
-        self.claims.heap_bytes() + self.subject.0.len() + self.headers.heap_bytes()
+        let texts = [&self.subject.text, self.claims.text(), self.headers.text()];
+        let mut bytes = 0;
+        for (i, text) in texts.iter().enumerate() {
+            if !texts[..i].iter().any(|seen| Arc::ptr_eq(seen, text)) {
+                bytes += text.len();
+            }
+        }
+        bytes
     }
 }
 

@@ -241,6 +241,7 @@ impl Validator {
             issuer.fingerprint = h.finish();
         }
         verifier.kept_claims = Some(kept);
+        verifier.identity_headers = Some(policy.response.identity_headers.clone());
         Some(Settings {
             grpc: grpc?,
             health: health?,

@@ -115,7 +115,7 @@ impl RevocationCheck for MemoryRevocations {
         {
             return Some("jti revoked");
         }
-        if let Some((before, expires_at)) = index.subject.get(iss, &token.subject.0)
+        if let Some((before, expires_at)) = index.subject.get(iss, token.subject.as_str())
             && live(expires_at)
             && token.iat.is_none_or(|iat| iat <= *before)
         {
