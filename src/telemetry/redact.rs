@@ -3,6 +3,7 @@
 use regex::Regex;
 use std::io::{self, Write};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// JOSE segments start with `eyJ` (base64url of `{"`); bearer values and `pk_` API keys are
 /// recognisable by their prefix.
@@ -35,6 +36,7 @@ pub fn register_api_key_prefix(prefix: &str) {
         && !patterns.iter().any(|p| p.as_str() == re.as_str())
     {
         patterns.push(re);
+        OTHER_KEY_PREFIXES.store(true, Ordering::Relaxed);
     }
 }
 
@@ -75,14 +77,29 @@ pub fn escape_controls(line: &str, keep_ansi: bool) -> String {
 /// [`scrub`] for one field value, allocating only when the value could hold a credential (most
 /// values hold no `eyJ`, no `bearer`/`basic` and no API-key prefix, and skip the regexes).
 pub fn scrub_value(value: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = value.as_bytes();
-    let suspicious = bytes.windows(3).any(|w| w == b"eyJ")
-        || bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"bearer"))
-        || bytes.windows(5).any(|w| w.eq_ignore_ascii_case(b"basic"))
-        || bytes.windows(3).any(|w| w == b"pk_")
-        || KEY_PATTERNS.read().map(|p| !p.is_empty()).unwrap_or(true);
+    let suspicious = could_hold_credential(value.as_bytes()) || OTHER_KEY_PREFIXES.load(Ordering::Relaxed);
     if suspicious { std::borrow::Cow::Owned(scrub(value)) } else { std::borrow::Cow::Borrowed(value) }
 }
+
+/// Whether `bytes` hold `eyJ`, `pk_`, or `bearer`/`basic` in any case: one pass, looking
+/// further only at the bytes that start one of them.
+fn could_hold_credential(bytes: &[u8]) -> bool {
+    (0..bytes.len()).any(|i| {
+        let rest = &bytes[i..];
+        match bytes[i] {
+            b'e' => rest.starts_with(b"eyJ"),
+            b'p' => rest.starts_with(b"pk_"),
+            b'b' | b'B' => {
+                rest.get(..6).is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
+                    || rest.get(..5).is_some_and(|w| w.eq_ignore_ascii_case(b"basic"))
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Set once a prefix other than `pk_` is registered (every value then goes through the regexes).
+static OTHER_KEY_PREFIXES: AtomicBool = AtomicBool::new(false);
 
 /// A writer that scrubs each formatted log line before it reaches stderr (and, for the text
 /// format, escapes control characters).
@@ -133,6 +150,16 @@ mod tests {
         );
         assert_eq!(escape_controls("\u{1b}[32m INFO\u{1b}[0m\ttab\n", true), "\u{1b}[32m INFO\u{1b}[0m\ttab\n");
         assert_eq!(escape_controls("a\u{2028}b\u{202e}c\n", false), "a\\u{2028}b\\u{202e}c\n");
+    }
+
+    #[test]
+    fn the_quick_scan_finds_every_credential_shape() {
+        for suspicious in ["xeyJz", "Bearer x", "a BASIC b", "bAsIc", "pk_1", "token eyJ"] {
+            assert!(super::could_hold_credential(suspicious.as_bytes()), "{suspicious}");
+        }
+        for plain in ["", "e", "ey", "eyj", "bear", "basi", "pk", "p_k", "/tenants/acme/items", "load-1"] {
+            assert!(!super::could_hold_credential(plain.as_bytes()), "{plain}");
+        }
     }
 
     #[test]

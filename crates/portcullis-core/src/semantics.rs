@@ -173,7 +173,8 @@ pub fn check_channels<'a>(
                 .chain(sensitive.clone())
                 .find(|s| *s != name && cgi_twins(s, name))
         } else {
-            sensitive.clone().find(|s| s.contains('_') && cgi_twins(s, name))
+            // Lengths first: most pairs differ there, before any byte is read.
+            sensitive.clone().find(|s| cgi_twins(s, name) && s.contains('_'))
         };
         if let Some(header) = twin {
             return Err(invalid(format!("{name} is another spelling of {header}")));
