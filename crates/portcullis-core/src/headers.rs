@@ -106,10 +106,18 @@ pub struct HeaderPlan {
 pub type ClaimValues = Box<[Option<Box<str>>]>;
 
 pub fn claim_values(identity_headers: &[IdentityHeader], claims: &Claims) -> Result<ClaimValues, Deny> {
+    values_by(identity_headers, |pointer| claims.at(pointer))
+}
+
+/// [`claim_values`] with the claims looked up by `lookup` (a JSON Pointer into the claims).
+fn values_by<'a>(
+    identity_headers: &[IdentityHeader],
+    lookup: impl Fn(&str) -> Option<&'a Value>,
+) -> Result<ClaimValues, Deny> {
     identity_headers
         .iter()
         .map(|header| match &header.source {
-            IdentitySource::Claim(pointer) => match claims.at(pointer) {
+            IdentitySource::Claim(pointer) => match lookup(pointer) {
                 Some(Value::Null) | None => Ok(None),
                 Some(value) => encode_header_value(value).map(|v| Some(v.into_boxed_str())),
             },
@@ -186,9 +194,11 @@ pub fn pack_token(
     claims: serde_json::Map<String, Value>,
     identity: Option<&Arc<[IdentityHeader]>>,
 ) -> (super::types::Subject, Claims, PreparedValues) {
-    let json = super::claim_set::pack_json(claims);
+    // The values are read from the map as it is (no packed text parsed back); the empty
+    // pointer is the whole claim set, which `Claims::at` never finds either.
+    let object = Value::Object(claims);
     let lines = identity.and_then(|list| {
-        let values = claim_values(list, &Claims::suffix_of(Arc::from(json.as_str()), 0)).ok()?;
+        let values = values_by(list, |pointer| object.pointer(pointer).filter(|_| !pointer.is_empty())).ok()?;
         let mut lines = String::new();
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
@@ -198,6 +208,10 @@ pub fn pack_token(
         }
         Some((list.clone(), lines))
     });
+    let json = match object {
+        Value::Object(map) => super::claim_set::pack_json(map),
+        _ => String::new(),
+    };
     let values_len = lines.as_ref().map_or(0, |(_, l)| l.len());
     let mut text = String::with_capacity(subject.len() + values_len + json.len());
     text.push_str(subject);
