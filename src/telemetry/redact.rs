@@ -93,6 +93,9 @@ fn could_hold_credential(bytes: &[u8]) -> bool {
                 rest.get(..6).is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
                     || rest.get(..5).is_some_and(|w| w.eq_ignore_ascii_case(b"basic"))
             }
+            // The regexes fold case by Unicode rules: `ſ` (U+017F) is an `s`, so `baſic`
+            // matches them; any value holding it goes through them.
+            0xC5 => rest.starts_with(&[0xC5, 0xBF]),
             _ => false,
         }
     })
@@ -154,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_quick_scan_finds_every_credential_shape() {
-        for suspicious in ["xeyJz", "Bearer x", "a BASIC b", "bAsIc", "pk_1", "token eyJ"] {
+        for suspicious in ["xeyJz", "Bearer x", "a BASIC b", "bAsIc", "pk_1", "token eyJ", "Ba\u{17f}ic dXNlcjpwYXNz"] {
             assert!(super::could_hold_credential(suspicious.as_bytes()), "{suspicious}");
         }
         for plain in ["", "e", "ey", "eyj", "bear", "basi", "pk", "p_k", "/tenants/acme/items", "load-1"] {
@@ -180,6 +183,7 @@ mod tests {
             ),
             (r#"{"sub":"bearer X9\"y","x":1}"#.to_string(), r#"{"sub":"bearer [redacted]\"y","x":1}"#),
             ("Basic dXNlcjpwYXNz".to_string(), "Basic [redacted]"),
+            ("Ba\u{17f}ic dXNlcjpwYXNz".to_string(), "Ba\u{17f}ic [redacted]"),
         ];
         for (input, want) in cases {
             assert_eq!(scrub(&input), want, "input {input}");
