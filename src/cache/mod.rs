@@ -132,7 +132,7 @@ impl ClaimsCache {
     pub fn invalidate_subject(&self, sub: &str, iss: Option<&str>) {
         let (sub, iss): (Arc<str>, Option<Arc<str>>) = (Arc::from(sub), iss.map(Arc::from));
         let dropped = self.entries.invalidate_entries_if(move |_, entry| match &entry.result {
-            Ok(token) => *token.subject.as_str() == *sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
+            Ok(token) => token.subject.as_str() == &*sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
             Err(_) => false,
         });
         if dropped.is_err() {

@@ -36,13 +36,6 @@ impl Subject {
     }
 }
 
-impl std::ops::Deref for Subject {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl PartialEq for Subject {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
@@ -72,12 +65,6 @@ impl fmt::Debug for Subject {
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for Subject {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
     }
 }
 
