@@ -8,6 +8,7 @@
 use super::Problem;
 use super::schema::{RawConfig, RawFragment, RawRoute};
 use super::source::{self, Source};
+use super::validate::hosts::host_pattern;
 use std::path::{Path, PathBuf};
 
 /// Where each merged route came from, so a problem is reported in its own file.
@@ -24,10 +25,10 @@ pub struct Merged {
     pub warnings: Vec<String>,
 }
 
-/// Hosts are compared as route matching compares them: lowercase, no trailing dot.
+/// Hosts are compared as route matching compares them: lowercase, no trailing dot (an invalid
+/// pattern is reported where it is validated, and compared as written meanwhile).
 fn normalize_host(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    host.strip_suffix('.').map(str::to_string).unwrap_or(host)
+    host_pattern(host).unwrap_or_else(|_| host.to_string())
 }
 
 /// Whether host pattern `a` matches every host `b` does (`*.x.com` covers `a.x.com` and
@@ -62,8 +63,28 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     if raw.include.is_empty() {
         return merged;
     }
-    let mut files: Vec<PathBuf> = Vec::new();
-    for (i, pattern) in raw.include.iter().enumerate() {
+    // Each file, with the include entry that first named it (its host scope).
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut scopes: Vec<Option<Vec<String>>> = Vec::new();
+    for (i, entry) in raw.include.iter().enumerate() {
+        let pattern = entry.files();
+        scopes.push(entry.hosts().map(|hosts| {
+            let mut scope = Vec::new();
+            for (h, host) in hosts.iter().enumerate() {
+                match host_pattern(host) {
+                    Ok(host) => scope.push(host),
+                    Err(why) => merged.problems.push(placed(main, &format!("include[{i}].hosts[{h}]"), why)),
+                }
+            }
+            if hosts.is_empty() {
+                merged.problems.push(placed(
+                    main,
+                    &format!("include[{i}].hosts"),
+                    "name the hosts these files may claim",
+                ));
+            }
+            scope
+        }));
         let full = base.join(pattern);
         merged.watched.push(full.clone());
         match glob::glob(&full.to_string_lossy()) {
@@ -84,8 +105,8 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
                     merged.warnings.push(format!("include[{i}]: \"{pattern}\" matches no file"));
                 }
                 for file in found {
-                    if !files.contains(&file) {
-                        files.push(file);
+                    if !files.iter().any(|(f, _)| *f == file) {
+                        files.push((file, i));
                     }
                 }
             }
@@ -94,7 +115,7 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     // Host pattern → the file that owns it.
     let mut owners: Vec<(String, Box<str>)> = Vec::new();
     let mut fragment_routes: Vec<(RawRoute, usize, usize)> = Vec::new();
-    for file in files {
+    for (file, entry) in files {
         merged.watched.push(file.clone());
         let name = file.display().to_string();
         let text = match std::fs::read_to_string(&file) {
@@ -126,7 +147,26 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
         }
         let mut hosts = Vec::new();
         for (h, host) in fragment.hosts.iter().enumerate() {
-            let host = normalize_host(host);
+            let host = match host_pattern(host) {
+                Ok(host) => host,
+                Err(why) => {
+                    merged.problems.push(placed(&source, &format!("hosts[{h}]"), why));
+                    hosts.push(host.clone());
+                    continue;
+                }
+            };
+            if let Some(scope) = &scopes[entry]
+                && !scope.iter().any(|allowed| covers(allowed, &host))
+            {
+                merged.problems.push(placed(
+                    &source,
+                    &format!("hosts[{h}]"),
+                    format!(
+                        "\"{host}\" is outside the hosts include[{entry}] lets these files claim ({})",
+                        scope.join(", ")
+                    ),
+                ));
+            }
             match owners.iter().find(|(owned, _)| overlap(owned, &host)) {
                 Some((owned, other)) => merged.problems.push(placed(
                     &source,

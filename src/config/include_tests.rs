@@ -123,10 +123,80 @@ fn wildcards_overlap_names_are_unique_and_dry_run_denies_stay_put() {
     let named = "hosts: [a.example.com]\nroutes:\n  - { name: \"routes[0]\", match: { host: a.example.com, path_prefix: / }, public: true, mode: dry_run }\n";
     let dir = setup("names", main, &[("a.yaml", named)]);
     let found = problems_of(&dir);
-    assert!(found.iter().any(|p| p.contains(": routes[0].name: \"routes[0]\" names routes[0] too")), "{found:#?}");
+    assert!(
+        found.iter().any(|p| p.contains(": routes[0].name: \"routes[0]\" names an earlier route too")),
+        "{found:#?}"
+    );
     std::fs::write(dir.join("teams/a.yaml"), named.replace("name: \"routes[0]\", ", "")).expect("write");
     let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = settings.snapshot.policy.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["teams/a/routes[0]", "routes[0]", "trial"], "the dry-run deny stays last");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 31: host patterns are validated wherever they are written (a port, a scheme, a stray
+/// `*`, a public suffix would silently never match, or match far too much); an include entry
+/// can scope the hosts its files claim; a problem found after merging sits in the fragment's
+/// own file with its own index; a header/query guard shadows nothing.
+#[test]
+fn hosts_are_validated_scoped_and_fragment_problems_keep_their_place() {
+    let main = "  - { name: no-debug, match: { path_prefix: /, query: { debug: { present: true } } }, deny: true }\n  - { match: { path_prefix: /x }, require: { scopes: [read] } }\n  - { match: { path_prefix: / }, require: { scopes: [read] } }\n";
+    let dir = setup("hosts-ok", main, &[("payments.yaml", PAYMENTS)]);
+    let settings = load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!settings.warnings.iter().any(|w| w.contains("never reached")), "{:?}", settings.warnings);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let bad_hosts = [
+        "admin.example.com:443",
+        "https://admin.example.com",
+        "\"*admin.example.com\"",
+        "admin.example.com/",
+        "\"admin.example.com \"",
+        "caf\u{e9}.example.com",
+        "\"*\"",
+        "\"*.com\"",
+        "\"*.co.uk\"",
+    ];
+    let main: String =
+        bad_hosts.iter().map(|h| format!("  - {{ match: {{ host: {h}, path_prefix: / }}, public: true }}\n")).collect();
+    let greedy = "hosts: [\"*.com\", \"pay.example.com:8443\"]\nroutes:\n  - { match: { host: \"*.com\", path_prefix: / }, require: { tenant: true } }\n";
+    let dir = setup("hosts-bad", &main, &[("greedy.yaml", greedy)]);
+    let found = problems_of(&dir);
+    let policy = dir.join("policy.yaml").display().to_string();
+    let greedy_file = dir.join("teams/greedy.yaml").display().to_string();
+    for (i, _) in bad_hosts.iter().enumerate() {
+        let want = format!("{policy}:{}:", 8 + i);
+        let at = format!("routes[{i}].match.host: ");
+        assert!(found.iter().any(|p| p.starts_with(&want) && p.contains(&at)), "missing {want}… {at} in {found:#?}");
+    }
+    for want in [
+        format!("{greedy_file}:1:9: hosts[0]: \"*.com\" covers every name under the public suffix"),
+        format!("{greedy_file}:1:18: hosts[1]: \"pay.example.com:8443\" has a port"),
+        format!("{greedy_file}:3:16: routes[0].match.host: \"*.com\" covers every name"),
+        format!("{greedy_file}:3:60: routes[0].require.tenant: require.tenant needs a tenants section"),
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(&want)), "missing {want:?} in {found:#?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir =
+        setup("hosts-scoped", "  - { match: { path_prefix: / }, public: true }\n", &[("payments.yaml", PAYMENTS)]);
+    let text = std::fs::read_to_string(dir.join("policy.yaml")).expect("read");
+    let scoped = text.replace(
+        "include: [teams/*.yaml]",
+        "include: [ { files: teams/*.yaml, hosts: [\"*.payments.example.com\"] } ]",
+    );
+    std::fs::write(dir.join("policy.yaml"), &scoped).expect("write");
+    let found = problems_of(&dir);
+    let payments = dir.join("teams/payments.yaml").display().to_string();
+    assert_eq!(
+        found,
+        [format!(
+            "{payments}:1:9: hosts[0]: \"payments.example.com\" is outside the hosts include[0] lets these files claim (*.payments.example.com)"
+        )]
+    );
+    std::fs::write(dir.join("policy.yaml"), scoped.replace("\"*.payments.example.com\"", "payments.example.com"))
+        .expect("write");
+    load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,9 +40,58 @@ pub struct RawConfig {
     /// requests no route matches.
     pub mode: Option<String>,
     /// Team fragments: glob patterns (relative to this file's folder) of files holding `hosts`
-    /// and `routes` for those hosts only (README "Team fragments").
+    /// and `routes` for those hosts only (README "Team fragments"); an entry may also state the
+    /// hosts its files may claim.
     #[serde(default)]
-    pub include: Vec<String>,
+    pub include: Vec<RawInclude>,
+    /// Request forms the default grammar refuses that this deployment's upstreams need
+    /// (README "Request semantics").
+    #[serde(default)]
+    pub grammar: RawGrammar,
+}
+
+/// One `include` entry: a pattern, or a pattern with the hosts its files may claim.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawInclude {
+    Files(String),
+    Scoped(RawScopedInclude),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawScopedInclude {
+    /// Glob pattern, relative to this file's folder.
+    pub files: String,
+    /// Host patterns (exact or `*.suffix`) the matched files' `hosts` must fall under.
+    pub hosts: Vec<String>,
+}
+
+impl RawInclude {
+    pub fn files(&self) -> &str {
+        match self {
+            Self::Files(f) => f,
+            Self::Scoped(s) => &s.files,
+        }
+    }
+
+    /// `None`: any host.
+    pub fn hosts(&self) -> Option<&[String]> {
+        match self {
+            Self::Files(_) => None,
+            Self::Scoped(s) => Some(&s.hosts),
+        }
+    }
+}
+
+/// The request grammar's opt-outs; both refuse by default.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrammar {
+    /// Accept `_` in header names (underscore twins of sensitive headers stay refused).
+    pub header_underscores: Option<bool>,
+    /// Accept `[` and `]` in query parameter names (array syntax: `ids[]=1`).
+    pub query_arrays: Option<bool>,
 }
 
 /// A team fragment: the hosts it owns and its routes, each naming one of those hosts.

@@ -4,6 +4,7 @@ use super::api_key::{ApiKey, ApiKeyPolicy, authenticate};
 use super::claims::{TimePolicy, check_times};
 use super::credential::{Credential, CredentialPolicy, extract_credential};
 use super::csrf::{CsrfPolicy, check_csrf};
+use super::grammar::{Grammar, check_grammar};
 use super::headers::{ResponsePolicy, header_plan};
 use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
@@ -45,6 +46,8 @@ pub struct Policy {
     pub on_stale: super::OnStale,
     /// Top-level `mode: dry_run`: requests no route matches are recorded, not denied.
     pub dry_run_unrouted: bool,
+    /// `grammar:`: the refused forms this deployment's upstreams need.
+    pub grammar: Grammar,
 }
 
 impl Policy {
@@ -324,12 +327,13 @@ pub enum Progress<'a> {
 
 /// The steps of the pipeline in order (docs/contract.md "The steps of one Check"), as
 /// [`crate::Trace`] records them.
-pub const STEPS: [&str; 21] = [
+pub const STEPS: [&str; 22] = [
     "client address",
     "ip lists",
     "path",
     "method",
     "authority",
+    "grammar",
     "request headers",
     "route",
     "peer principal",
@@ -449,6 +453,10 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
     };
     passed(services, "authority");
+    if let Err(deny) = check_grammar(input, policy.grammar) {
+        return Progress::Decided(Decision::deny(deny, context));
+    }
+    passed(services, "grammar");
     let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer));
     if let Err(deny) = check_channels(input, peer_trusted, policy.sensitive_headers()) {
         return Progress::Decided(Decision::deny(deny, context));

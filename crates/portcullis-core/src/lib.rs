@@ -13,6 +13,7 @@ mod claims_read;
 mod credential;
 pub mod csrf;
 mod decide;
+pub mod grammar;
 mod headers;
 mod input;
 pub mod ip;
@@ -35,6 +36,7 @@ pub use decide::{
     Decision, DecisionContext, Fingerprint, IssuerRules, Outcome, Pending, Policy, Progress, STEPS, begin, decide,
     finish,
 };
+pub use grammar::{Grammar, check_grammar};
 pub use headers::{
     IdentityHeader, IdentitySource, IdentityValues, PreparedValues, ResponsePolicy, encode_header_value, pack_token,
 };

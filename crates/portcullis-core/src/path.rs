@@ -58,7 +58,50 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
             return Err("a path segment ending in an encoded space (IIS strips it)");
         }
     }
+    if let Some(c) = ascii_twin(path) {
+        return Err(match c {
+            AsciiTwin::Digit => "an encoded Unicode digit (int() and \\d read it as 0-9)",
+            AsciiTwin::Compatible => "an encoded character whose compatibility form holds ASCII (fullwidth, ligatures)",
+            AsciiTwin::Case => "an encoded character whose case mapping is ASCII",
+        });
+    }
     Ok(path)
+}
+
+/// Why an encoded non-ASCII character reads as ASCII to some upstream.
+enum AsciiTwin {
+    /// A decimal digit of another script (`١`, `１`): Python's `int()`, `re`'s `\d` (Werkzeug's
+    /// `<int:>`, Django) and .NET's `\d` take it for 0-9.
+    Digit,
+    /// NFKC holds ASCII (`／`, `ﬁ`, `Ⅸ`): frameworks and identity stacks that normalise
+    /// (Django's `slugify`, IDNA, NFKC-folding caches) read the ASCII.
+    Compatible,
+    /// Its lowercase or uppercase is ASCII (`K` Kelvin, `ſ`, `ı`, `İ`): Unicode-aware
+    /// case-insensitive routers fold it onto a route's letters.
+    Case,
+}
+
+/// The first reason an escaped non-ASCII sequence of `path` has an ASCII reading, if any.
+fn ascii_twin(path: &str) -> Option<AsciiTwin> {
+    if !path.contains('%') {
+        return None;
+    }
+    let decoded = super::request_match::decode_component(path);
+    if decoded.is_ascii() {
+        return None;
+    }
+    String::from_utf8_lossy(&decoded).chars().filter(|c| !c.is_ascii()).find_map(|c| {
+        use unicode_normalization::UnicodeNormalization;
+        if c.is_numeric() {
+            Some(AsciiTwin::Digit)
+        } else if std::iter::once(c).nfkc().any(|n| n.is_ascii()) {
+            Some(AsciiTwin::Compatible)
+        } else if c.to_lowercase().chain(c.to_uppercase()).any(|n| n.is_ascii()) {
+            Some(AsciiTwin::Case)
+        } else {
+            None
+        }
+    })
 }
 
 /// RFC 3986 `pchar` and `/`, less `;` (refused above) plus `%` (checked as an escape).

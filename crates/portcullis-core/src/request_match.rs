@@ -6,6 +6,7 @@
 //! `;`). A test therefore holds only when every reading agrees: all copies pass, or all fail.
 //! When they disagree the request is refused 400 `invalid_request`, as with path spellings.
 
+use super::grammar::key_names;
 use super::reason::{Deny, DenyReason};
 use regex::Regex;
 use std::borrow::Cow;
@@ -82,24 +83,19 @@ fn query_values<'a>(target: &'a str, name: &'a str, semicolons: bool) -> impl It
     })
 }
 
-/// How some framework may read a query key: up to a `[` (`a[]`, `a[0]`: Express's qs, Rack,
-/// PHP), PHP's `$_GET` mangling (leading spaces dropped, ` ` and `.` as `_`), and case folded
-/// (ASP.NET Core's `Request.Query`).
-pub(crate) fn lenient_key(key: &[u8]) -> Vec<u8> {
-    let start = key.iter().position(|b| *b != b' ').unwrap_or(key.len());
-    let key = &key[start..];
-    let end = key.iter().position(|b| *b == b'[').unwrap_or(key.len());
-    key[..end].iter().map(|b| if matches!(b, b' ' | b'.') { b'_' } else { b.to_ascii_lowercase() }).collect()
+/// The query's `key=value` pairs, undecoded, split on `&` and `;` (some parsers split on both).
+pub(crate) fn query_pairs(target: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = target.split('#').next().and_then(|t| t.split_once('?')).map_or("", |(_, q)| q);
+    query.split(['&', ';']).filter(|pair| !pair.is_empty()).map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// A key that is not `name` as written but is `name` to some framework (`Debug`, `debug[]`,
-/// `de.bug` for `de_bug`) makes the matcher's answer depend on the upstream: refused.
+/// `[debug]`, `de.bug` for `de_bug`: [`super::grammar::key_readings`]) makes the matcher's
+/// answer depend on the upstream: refused.
 fn spelled_otherwise(target: &str, name: &str) -> bool {
-    let query = target.split('#').next().and_then(|t| t.split_once('?')).map_or("", |(_, q)| q);
-    let want = lenient_key(name.as_bytes());
-    query.split(['&', ';']).filter(|pair| !pair.is_empty()).any(|pair| {
-        let key = decode_component(pair.split_once('=').map_or(pair, |(k, _)| k));
-        key != name.as_bytes() && lenient_key(&key) == want
+    query_pairs(target).any(|(key, _)| {
+        let key = decode_component(key);
+        key != name.as_bytes() && key_names(&key, name)
     })
 }
 

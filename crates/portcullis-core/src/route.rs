@@ -42,17 +42,18 @@ enum Reading {
     /// Byte for byte (Flask, Go, Jetty by default; Spring 6).
     Exact,
     /// ASCII case folded (Express, ASP.NET), one trailing slash ignored (Express, Spring 5) and
-    /// a format suffix ignored (Rails' `(.:format)`, Spring's suffix pattern match).
+    /// a format suffix ignored, after one trailing slash (Rails' `(.:format)`, Spring's suffix
+    /// pattern match).
     Lenient { fold_case: bool, ignore_slash: bool, ignore_suffix: bool },
 }
 
-/// `path` without a format suffix on its last segment (`/reports.json` → `/reports`).
+/// `path` as Rails reads its format: one trailing slash dropped, then a `[^/.?]+` extension of
+/// the last segment (`/admin.json/`, `/admin.x-y`, `/reports.JSON` → `/admin`, `/reports`).
 fn without_extension(path: &str) -> Option<&str> {
+    let path = without_slash(path);
     let start = path.rfind('/')? + 1;
     let dot = start + path[start..].rfind('.')?;
-    let extension = &path[dot + 1..];
-    (dot > start && (1..=8).contains(&extension.len()) && extension.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| &path[..dot])
+    (dot > start && dot + 1 < path.len()).then(|| &path[..dot])
 }
 
 fn eq(a: &str, b: &str, fold_case: bool) -> bool {

@@ -129,17 +129,12 @@ pub fn parse_authority(raw: &str) -> Result<Authority<'_>, Deny> {
     Ok(Authority { name, folded })
 }
 
-/// Whether the query carries `_method` in any case or encoding (Laravel, Symfony and Rails run
-/// `POST …?_method=DELETE` as DELETE). PHP also reads `_method[]`.
+/// Whether the query carries `_method` in any case, encoding or framework reading (Laravel,
+/// Symfony and Rails run `POST …?_method=DELETE` as DELETE; PHP also reads `_method[]`,
+/// `.method` and `_method%00`).
 fn query_method_override(target: &str) -> bool {
-    let Some(query) = target.split('#').next().and_then(|t| t.split_once('?')).map(|(_, q)| q) else {
-        return false;
-    };
-    // PHP's key mangling and `_method[]`, as a route matcher reads keys (one rule for both).
-    query.split(['&', ';']).any(|pair| {
-        let key = super::request_match::decode_component(pair.split('=').next().unwrap_or_default());
-        super::request_match::lenient_key(&key) == b"_method"
-    })
+    super::request_match::query_pairs(target)
+        .any(|(key, _)| super::grammar::key_names(&super::request_match::decode_component(key), "_method"))
 }
 
 /// `a` and `b` name the same header for a CGI/WSGI upstream (`_` and `-` both become `_`).

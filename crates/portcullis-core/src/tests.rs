@@ -74,6 +74,20 @@ fn path_validation_table() {
         ("/file.txt", Ok("/file.txt")),
         ("/v1.2/x", Ok("/v1.2/x")),
         ("/.well-known/x", Ok("/.well-known/x")),
+        // Encoded characters with an ASCII reading (grammar): Unicode digits, NFKC, case maps.
+        ("/orders/%EF%BC%91/refund", Err(())),
+        ("/orders/%D9%A1/refund", Err(())),
+        ("/orders/%E0%A5%A7/refund", Err(())),
+        ("/%EF%AC%81le", Err(())),
+        ("/a%EF%BC%8Fb", Err(())),
+        ("/%E2%84%AAey", Err(())),
+        ("/%C5%BFecret", Err(())),
+        ("/adm%C4%B1n", Err(())),
+        ("/%E2%85%A8", Err(())),
+        ("/%C2%BD", Err(())),
+        ("/%E6%97%A5%E6%9C%AC", Ok("/%E6%97%A5%E6%9C%AC")),
+        ("/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82", Ok("/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82")),
+        ("/%FF", Ok("/%FF")),
     ];
     for (path, want) in cases {
         assert_eq!(validate_path(path).map_err(|_| ()), *want, "path {path:?}");
@@ -198,6 +212,16 @@ fn case_and_slash_opt_outs_and_catch_alls() {
         ("/admin.json", "GET", invalid),
         ("/docs.v2", "GET", invalid),
         ("/elsewhere.json", "GET", Ok(Some("all"))),
+        // Rails: one trailing slash dropped, then any `[^/.?]+` extension is the format.
+        ("/admin.json/", "GET", invalid),
+        ("/admin.x-y", "GET", invalid),
+        ("/admin.verylongext", "GET", invalid),
+        ("/admin.x~y!z", "GET", invalid),
+        ("/ADMIN.JSON/", "GET", invalid),
+        ("/me.json/", "GET", invalid),
+        ("/admin.", "GET", Ok(Some("all"))),
+        ("/.admin", "GET", Ok(Some("all"))),
+        ("/admin.tar.gz", "GET", Ok(Some("all"))),
     ];
     for (path, method, want) in cases {
         assert_eq!(routed(&routes, "x", path, method), *want, "{method} {path}");

@@ -2,6 +2,7 @@
 //! the policy, each an `impl Validator` block.
 
 mod credentials;
+pub(super) mod hosts;
 mod ip_limits;
 mod issuers;
 mod listen;
@@ -204,13 +205,14 @@ impl Validator {
             ));
         }
         if raw.tenants.is_none() {
-            for route in &routes {
+            for (i, route) in routes.iter().enumerate() {
                 let req = match &route.access {
                     Access::Optional(r) | Access::Required(r) => r,
                     Access::Public | Access::Deny(_) => continue,
                 };
                 if req.tenant {
-                    self.problems.add(&route.name, "require.tenant needs a tenants section");
+                    // By merged index, which relocation maps to the route's own file and index.
+                    self.problems.add(format!("routes[{i}].require.tenant"), "require.tenant needs a tenants section");
                 }
             }
         }
@@ -229,6 +231,10 @@ impl Validator {
             sessions,
             on_stale,
             dry_run_unrouted: dry_run_default,
+            grammar: crate::decision::Grammar {
+                header_underscores: raw.grammar.header_underscores.unwrap_or(false),
+                query_arrays: raw.grammar.query_arrays.unwrap_or(false),
+            },
         };
         // Verified tokens keep only what this policy reads. A cached token verified under
         // another read set would lack a claim now read: the set is part of every issuer's

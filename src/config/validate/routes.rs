@@ -3,8 +3,12 @@
 use super::*;
 
 /// Whether route `earlier` matches every request `later` does (so `later` is never reached).
-/// Only the clear cases: prefixes and exact paths, no regex.
+/// Only the clear cases: prefixes and exact paths, no regex, no header or query matcher.
 fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
+    // A header or query matcher selects some requests only: the routes after it are reached.
+    if !earlier.headers.is_empty() || !earlier.query.is_empty() {
+        return false;
+    }
     let host = match (&earlier.host, &later.host) {
         (None, _) => true,
         (Some(a), Some(b)) => a == b,
@@ -60,7 +64,7 @@ impl Validator {
             self.problems.add("routes", "at least one route is required (unmatched requests are denied)");
         }
         let mut routes = Vec::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (i, route) in raw.iter().enumerate() {
             let p = format!("routes[{i}]");
             let name = route.name.clone().unwrap_or_else(|| p.clone());
@@ -115,15 +119,15 @@ impl Validator {
                 None => dry_run_default,
                 Some(mode) => self.mode(&format!("{p}.mode"), mode),
             };
-            if let Some(earlier) = names.get(&name) {
+            if names.contains(&name) {
                 self.problems.add(
                     format!("{p}.name"),
                     format!(
-                        "\"{name}\" names routes[{earlier}] too: audits, metrics and tests tell routes apart by name"
+                        "\"{name}\" names an earlier route too: audits, metrics and tests tell routes apart by name"
                     ),
                 );
             }
-            names.entry(name.clone()).or_insert(i);
+            names.insert(name.clone());
             if let Some(matcher) = matcher {
                 routes.push(Route { name, matcher, access, rate_limit, dry_run });
             }
@@ -163,13 +167,15 @@ impl Validator {
         };
         let headers = self.value_matchers(&format!("{p}.match.headers"), &m.headers, true);
         let query = self.value_matchers(&format!("{p}.match.query"), &m.query, false);
-        let host = m.host.as_ref().map(|h| {
-            // Hosts are compared as parse_authority leaves them: lowercase, no trailing dot.
-            let h = h.to_ascii_lowercase();
-            let h = h.strip_suffix('.').map(str::to_string).unwrap_or(h);
-            match h.strip_prefix('*') {
-                Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
-                _ => HostMatch::Exact(h),
+        // Hosts are compared as parse_authority leaves them: lowercase, no trailing dot.
+        let host = m.host.as_ref().and_then(|h| match super::hosts::host_pattern(h) {
+            Ok(h) => Some(match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                None => HostMatch::Exact(h),
+            }),
+            Err(why) => {
+                self.problems.add(format!("{p}.match.host"), why);
+                None
             }
         });
         let mut methods = Vec::new();
