@@ -7,8 +7,9 @@
 #     jsonschema and PyYAML), into .venv/
 #   - buildah and curl (Debian), to build and run the container image (tests/it/image.rs)
 #   - the real upstream frameworks of tests/upstreams/: Flask (PyPI, into .venv/), Express 5
-#     (npm, into tests/upstreams/express/node_modules), Go, a JDK with Jetty 9.4, nginx and
-#     HAProxy (Debian)
+#     (npm, into tests/upstreams/express/node_modules), Go, a JDK with Jetty 9.4, PHP with
+#     Symfony HttpFoundation 5.4, Ruby with Rails 6.1's ActionPack, Rack 2.2 and WEBrick, nginx
+#     and HAProxy (Debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -55,12 +55,20 @@ ensure_debian_file() { # $1 file, $2 Debian package: for a package with no comma
   [ -e "$1" ] || { echo "installing $2 did not provide $1" >&2; exit 1; }
 }
 
+ensure_ruby_library() { # $1 library to require, $2 Debian package (gem paths carry versions)
+  ruby -e "require '$1'" 2>/dev/null && return
+  apt_install "$2" "the Ruby library $1"
+  ruby -e "require '$1'" 2>/dev/null || { echo "installing $2 did not provide the Ruby library $1" >&2; exit 1; }
+}
+
 FLASK_VERSION="3.1.*"
 UPSTREAMS=tests/upstreams
 
 # The real frameworks and proxies of tests/upstreams/ (see its README): Flask (PyPI, into $venv),
 # Express 5 and its middleware (npm, into tests/upstreams/express/node_modules from the committed
-# package-lock.json), Go, Jetty 9.4 with a JDK, nginx and HAProxy (Debian).
+# package-lock.json; qs, for QUERY_PARSER=extended, is a dependency of Express), Go, Jetty 9.4
+# with a JDK, PHP with Symfony HttpFoundation 5.4, Ruby with Rails 6.1's ActionPack, Rack 2.2
+# and WEBrick, nginx and HAProxy (Debian).
 ensure_upstream_frameworks() {
   if ! "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(not m.version("flask").startswith("3.1."))' 2>/dev/null; then
     log "installing Flask (PyPI flask==$FLASK_VERSION) into $venv"
@@ -84,6 +92,12 @@ ensure_upstream_frameworks() {
   ensure_debian_tool javac default-jdk-headless
   ensure_debian_file /usr/share/java/jetty9-server.jar libjetty9-java
   "$UPSTREAMS/jetty/classpath.sh" >/dev/null
+  ensure_debian_tool php php-cli
+  ensure_debian_file /usr/share/php/Symfony/Component/HttpFoundation/autoload.php php-symfony-http-foundation
+  ensure_debian_tool ruby ruby
+  ensure_ruby_library rack ruby-rack
+  ensure_ruby_library webrick ruby-webrick
+  ensure_ruby_library action_dispatch ruby-actionpack
   ensure_debian_tool nginx nginx-light
   ensure_debian_tool haproxy haproxy
 }

@@ -9,6 +9,7 @@ mod support;
 mod attacks;
 mod cli;
 mod controls;
+mod differential;
 mod envoy;
 mod fuzz_corpus;
 mod grpc;

@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod envoy;
 pub mod inprocess;
 pub mod revocation_suite;
+pub mod upstreams;
 
 pub use inprocess::{InProcess, now};
 
@@ -316,7 +317,10 @@ impl Portcullis {
             launch.extra,
         );
         std::fs::write(&config, text).expect("write policy");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        // PORTCULLIS_BIN runs the suite against another build (an attack test shown failing
+        // on the build before its fix).
+        let binary = std::env::var_os("PORTCULLIS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_portcullis").into());
+        let mut cmd = Command::new(binary);
         cmd.arg("serve").arg("--config").arg(&config);
         for (k, v) in launch.env {
             cmd.env(k, v);

@@ -19,7 +19,7 @@ app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_host=1)
 ALL = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
 
-def report(handler, tenant=None):
+def report(handler, tenant=None, order=None):
     # request.headers reads the WSGI environ, where X-User-Id and x_user_id both become
     # HTTP_X_USER_ID if the server passes the underscore one through: that is what we test.
     headers = {
@@ -33,10 +33,16 @@ def report(handler, tenant=None):
         path=request.path,
         host=request.host,
         tenant=tenant,
+        order=order,
         vhost=request.headers.get("X-Vhost"),
         headers=headers,
         cookie_session_jwt=request.cookies.get("session_jwt"),
         query_method=request.args.get("_method"),
+        # request.args is Werkzeug's flat MultiDict: get() gives the first value of a repeated
+        # key, always a string; keys() lists each name once, in order of first appearance.
+        query_debug=request.args.get("debug"),
+        header_debug=request.headers.get("x-debug"),
+        query_keys=list(request.args.keys()),
     )
 
 
@@ -64,6 +70,19 @@ def tenant_admin(tenant, rest=None):
 @app.route("/tenants/<tenant>/<path:rest>", methods=ALL)
 def tenant(tenant, rest=None):
     return report("tenant", tenant)
+
+
+# <int:oid> is Werkzeug's IntegerConverter: the regex \d+ on the decoded path (Python's \d
+# matches every Unicode decimal digit), then int().
+@app.route("/orders/<int:oid>/refund", methods=ALL)
+def orders_refund(oid):
+    return report("orders-refund", order=oid)
+
+
+@app.route("/orders", methods=ALL)
+@app.route("/orders/<path:rest>", methods=ALL)
+def orders(rest=None):
+    return report("orders")
 
 
 @app.route("/items", methods=ALL)

@@ -70,6 +70,14 @@ fn header_and_query_matchers_table() {
         ("/x?DEBUG=1", vec![], Err(DenyReason::InvalidRequest)),
         ("/x?+debug=1", vec![], Err(DenyReason::InvalidRequest)),
         ("/x?V=x", vec![], Err(DenyReason::InvalidRequest)),
+        // With array syntax allowed (grammar.query_arrays), every framework reading still
+        // counts: qs's leading bracket, Rack's stripped brackets, PHP's NUL cut.
+        ("/x?[debug]=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?%5Bdebug%5D=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?]]debug=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?[[debug]]=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?debug%00x=1", vec![], Err(DenyReason::InvalidRequest)),
+        ("/x?x[debug]=1", vec![], Ok("all")),
     ];
     for (target, headers, want) in cases {
         let input = CheckInput {

@@ -10,6 +10,8 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -39,7 +41,7 @@ func nullable(s string) *string {
 	return &s
 }
 
-func report(w http.ResponseWriter, r *http.Request, handler, tenant string) {
+func report(w http.ResponseWriter, r *http.Request, handler, tenant string, order *int) {
 	headers := map[string]*string{}
 	for _, name := range []string{"x-user-id", "x-user-issuer", "x-user-roles", "x-tenant-id"} {
 		// Header.Get canonicalizes the name, so x_user_id (canonical "X_user_id") stays apart.
@@ -49,11 +51,22 @@ func report(w http.ResponseWriter, r *http.Request, handler, tenant string) {
 	if c, err := r.Cookie("session_jwt"); err == nil {
 		cookie = &c.Value
 	}
-	var queryMethod *string
-	if q := r.URL.Query(); q.Has("_method") {
-		v := q.Get("_method")
-		queryMethod = &v
+	// url.Values, as r.URL.Query() parses it (1.19: a pair with a ";" or a bad escape is
+	// dropped); Get gives the first value of a repeated key.
+	q := r.URL.Query()
+	queryValue := func(key string) *string {
+		if !q.Has(key) {
+			return nil
+		}
+		v := q.Get(key)
+		return &v
 	}
+	// A map has no order: the names are sorted.
+	queryKeys := make([]string, 0, len(q))
+	for key := range q {
+		queryKeys = append(queryKeys, key)
+	}
+	sort.Strings(queryKeys)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"framework":          "go",
@@ -62,25 +75,42 @@ func report(w http.ResponseWriter, r *http.Request, handler, tenant string) {
 		"path":               r.URL.Path,
 		"host":               resolveHost(r),
 		"tenant":             nullable(tenant),
+		"order":              order,
 		"vhost":              nullable(r.Header.Get("X-Vhost")),
 		"headers":            headers,
 		"cookie_session_jwt": cookie,
-		"query_method":       queryMethod,
+		"query_method":       queryValue("_method"),
+		"query_debug":        queryValue("debug"),
+		"header_debug":       nullable(r.Header.Get("X-Debug")),
+		"query_keys":         queryKeys,
 	})
 }
 
 func fixed(name string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { report(w, r, name, "") }
+	return func(w http.ResponseWriter, r *http.Request) { report(w, r, name, "", nil) }
 }
 
 // tenants serves "/tenants/": /tenants/{t}/admin[/...] is tenant-admin, the rest tenant.
 func tenants(w http.ResponseWriter, r *http.Request) {
 	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/tenants/"), "/", 3)
 	if len(parts) >= 2 && parts[1] == "admin" {
-		report(w, r, "tenant-admin", parts[0])
+		report(w, r, "tenant-admin", parts[0], nil)
 		return
 	}
-	report(w, r, "tenant", parts[0])
+	report(w, r, "tenant", parts[0], nil)
+}
+
+// orders serves "/orders/": /orders/{id}/refund with an id of ASCII digits (checked before
+// strconv.Atoi, which would also take a sign) is orders-refund, every other path orders.
+func orders(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/orders/"), "/")
+	if len(parts) == 2 && parts[1] == "refund" {
+		if id, err := strconv.Atoi(parts[0]); err == nil && parts[0][0] >= '0' && parts[0][0] <= '9' {
+			report(w, r, "orders-refund", "", &id)
+			return
+		}
+	}
+	report(w, r, "orders", "", nil)
 }
 
 func main() {
@@ -95,6 +125,8 @@ func main() {
 	mux.HandleFunc("/admin/", fixed("admin"))
 	mux.HandleFunc("/admin", fixed("admin"))
 	mux.HandleFunc("/tenants/", tenants)
+	mux.HandleFunc("/orders/", orders)
+	mux.HandleFunc("/orders", fixed("orders"))
 	mux.HandleFunc("/items", fixed("items"))
 	mux.HandleFunc("/reports", func(w http.ResponseWriter, r *http.Request) {
 		// GET only, as a 1.19 handler writes it; net/http does not map HEAD to GET by itself,
@@ -104,7 +136,7 @@ func main() {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		report(w, r, "reports", "")
+		report(w, r, "reports", "", nil)
 	})
 	mux.HandleFunc("/me", fixed("me"))
 	mux.HandleFunc("/public/", fixed("public"))

@@ -6,6 +6,9 @@
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
 
 import javax.servlet.http.Cookie;
 import javax.servlet.http.HttpServlet;
@@ -35,7 +38,7 @@ public class JettyApp {
 
         @Override
         protected void service(HttpServletRequest req, HttpServletResponse resp) throws IOException {
-            report(req, resp, handler, null);
+            report(req, resp, handler, null, null);
         }
     }
 
@@ -49,7 +52,7 @@ public class JettyApp {
 
         @Override
         protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
-            report(req, resp, handler, null);
+            report(req, resp, handler, null, null);
         }
     }
 
@@ -61,12 +64,36 @@ public class JettyApp {
             String[] parts = info.replaceFirst("^/", "").split("/", 3);
             String tenant = parts[0].isEmpty() ? null : parts[0];
             boolean admin = parts.length >= 2 && parts[1].equals("admin");
-            report(req, resp, admin ? "tenant-admin" : "tenant", tenant);
+            report(req, resp, admin ? "tenant-admin" : "tenant", tenant, null);
         }
     }
 
-    static void report(HttpServletRequest req, HttpServletResponse resp, String handler, String tenant)
-            throws IOException {
+    /**
+     * Mapped to /orders/*: /{id}/refund with an id of digits that Integer.parseInt accepts (no
+     * sign; any Unicode decimal digit, as Character.digit reads them: Java's own trap) is
+     * orders-refund, the rest orders.
+     */
+    static class Orders extends HttpServlet {
+        @Override
+        protected void service(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+            String info = req.getPathInfo() == null ? "" : req.getPathInfo();
+            String[] parts = info.replaceFirst("^/", "").split("/", -1);
+            if (parts.length == 2 && parts[1].equals("refund") && !parts[0].isEmpty()
+                    && Character.isDigit(parts[0].charAt(0))) {
+                try {
+                    int id = Integer.parseInt(parts[0]);
+                    report(req, resp, "orders-refund", null, id);
+                    return;
+                } catch (NumberFormatException e) {
+                    // not an id: the orders handler
+                }
+            }
+            report(req, resp, "orders", null, null);
+        }
+    }
+
+    static void report(HttpServletRequest req, HttpServletResponse resp, String handler, String tenant,
+            Integer order) throws IOException {
         // What the servlet mapping matched on: Jetty has already decoded it and cut ;params.
         String path = req.getServletPath() + (req.getPathInfo() == null ? "" : req.getPathInfo());
         // Server name and port as resolved by ForwardedRequestCustomizer; default port omitted.
@@ -88,16 +115,30 @@ public class JettyApp {
             headers.append(json(IDENTITY_HEADERS[i])).append(": ").append(json(req.getHeader(IDENTITY_HEADERS[i])));
         }
         headers.append('}');
+        // The Servlet parameters (the query, plus a form body if there is one): getParameter
+        // gives the first value of a repeated name. Jetty's map has no order: names are sorted.
+        List<String> names = new ArrayList<>(req.getParameterMap().keySet());
+        Collections.sort(names);
+        StringBuilder queryKeys = new StringBuilder("[");
+        for (int i = 0; i < names.size(); i++) {
+            if (i > 0) queryKeys.append(", ");
+            queryKeys.append(json(names.get(i)));
+        }
+        queryKeys.append(']');
         String body = "{\"framework\": \"jetty\""
             + ", \"handler\": " + json(handler)
             + ", \"method\": " + json(req.getMethod())
             + ", \"path\": " + json(path)
             + ", \"host\": " + json(host)
             + ", \"tenant\": " + json(tenant)
+            + ", \"order\": " + (order == null ? "null" : order.toString())
             + ", \"vhost\": " + json(req.getHeader("X-Vhost"))
             + ", \"headers\": " + headers
             + ", \"cookie_session_jwt\": " + json(cookie)
             + ", \"query_method\": " + json(req.getParameter("_method"))
+            + ", \"query_debug\": " + json(req.getParameter("debug"))
+            + ", \"header_debug\": " + json(req.getHeader("X-Debug"))
+            + ", \"query_keys\": " + queryKeys
             + "}\n";
         byte[] bytes = body.getBytes(StandardCharsets.UTF_8);
         resp.setStatus(200);
@@ -141,6 +182,7 @@ public class JettyApp {
         context.addServlet(new ServletHolder(new AnyMethod("admin-critical")), "/admin/critical/*");
         context.addServlet(new ServletHolder(new AnyMethod("admin")), "/admin/*");
         context.addServlet(new ServletHolder(new Tenants()), "/tenants/*");
+        context.addServlet(new ServletHolder(new Orders()), "/orders/*");
         context.addServlet(new ServletHolder(new AnyMethod("items")), "/items");
         context.addServlet(new ServletHolder(new GetOnly("reports")), "/reports");
         context.addServlet(new ServletHolder(new AnyMethod("me")), "/me");
