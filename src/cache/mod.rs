@@ -106,9 +106,14 @@ impl std::fmt::Debug for ClaimsCache {
     }
 }
 
-/// Why a verification left nothing in the cache: its result, handed to every waiter.
+/// Why a verification left nothing in the cache: its result and the fingerprint it was made
+/// under, handed to every waiter — which may hold another snapshot, so it serves the result
+/// only if that snapshot would have verified it the same way (one snapshot per check).
 #[derive(Debug)]
-struct NotKept(Result<VerifiedToken, TokenError>);
+struct NotKept {
+    fingerprint: u64,
+    result: Result<VerifiedToken, TokenError>,
+}
 
 impl ClaimsCache {
     pub fn new(settings: CacheSettings) -> Self {
@@ -170,17 +175,36 @@ impl ClaimsCache {
         if now >= entry.expires_at {
             return None;
         }
-        match &entry.result {
+        Self::as_seen_by(inner, entry.fingerprint, &entry.result)
+    }
+
+    /// `result`, made under `fingerprint`, as `inner` would have made it: a token whose issuer
+    /// has the same fingerprint and key-set generation there (its issuer id remapped), a
+    /// failure under the same issuers and key sets; `None` when `inner` must verify itself.
+    fn as_seen_by(
+        inner: &Verifier,
+        fingerprint: u64,
+        result: &Result<VerifiedToken, TokenError>,
+    ) -> Option<Result<VerifiedToken, TokenError>> {
+        match result {
             Ok(token) => {
                 let (id, issuer) = inner.find(&token.iss)?;
-                if issuer.fingerprint != entry.fingerprint || issuer.keys.generation() != token.key_generation {
+                if issuer.fingerprint != fingerprint || issuer.keys.generation() != token.key_generation {
                     return None;
                 }
                 let mut token = token.clone();
                 token.issuer = id;
                 Some(Ok(token))
             }
-            Err(e) => (entry.fingerprint == inner.fingerprint()).then(|| Err(e.clone())),
+            Err(e) => (fingerprint == inner.fingerprint()).then(|| Err(e.clone())),
+        }
+    }
+
+    /// The fingerprint a result depends on: its issuer's, or (a failure) every issuer's.
+    fn fingerprint_of(inner: &Verifier, result: &Result<VerifiedToken, TokenError>) -> Option<u64> {
+        match result {
+            Ok(token) => Some(inner.issuers.get(token.issuer.0)?.fingerprint),
+            Err(_) => Some(inner.fingerprint()),
         }
     }
 
@@ -188,10 +212,7 @@ impl ClaimsCache {
     /// the clock may change, an expired token or a TTL under a second.
     fn entry_for(&self, inner: &Verifier, result: &Result<VerifiedToken, TokenError>, now: UnixTime) -> Option<Entry> {
         let ttl = self.ttl_for(result, now)?.as_secs();
-        let fingerprint = match result {
-            Ok(token) => inner.issuers.get(token.issuer.0)?.fingerprint,
-            Err(_) => inner.fingerprint(),
-        };
+        let fingerprint = Self::fingerprint_of(inner, result)?;
         let floor = self.settings.max_bytes / self.settings.max_entries.max(1);
         let weight = u32::try_from((entry_bytes(result) as u64).max(floor)).unwrap_or(u32::MAX);
         (ttl > 0).then(|| Entry {
@@ -222,7 +243,10 @@ impl ClaimsCache {
                 let result = inner.verify(token);
                 match self.entry_for(inner, &result, now) {
                     Some(entry) => Ok(Arc::new(entry)),
-                    None => Err(NotKept(result)),
+                    // A fingerprint no issuer has (u64::MAX) makes every waiter verify itself.
+                    None => {
+                        Err(NotKept { fingerprint: Self::fingerprint_of(inner, &result).unwrap_or(u64::MAX), result })
+                    }
                 }
             };
             match self.entries.entry_by_ref(digest).or_try_insert_with(init).await {
@@ -242,10 +266,16 @@ impl ClaimsCache {
                     }
                     self.entries.invalidate(digest).await;
                 }
-                Err(not_kept) => return not_kept.0.clone(),
+                // The verification that ran (this check's, or another's under the same
+                // snapshot) decides; a waiter on another snapshot verifies for itself.
+                Err(not_kept) => match Self::as_seen_by(inner, not_kept.fingerprint, &not_kept.result) {
+                    Some(result) => return result,
+                    None => break,
+                },
             }
         }
-        // Replaced by a stale entry twice in a row (reloads racing this check): no cache.
+        // Replaced by a stale entry twice in a row (reloads racing this check), or handed a
+        // result made under another snapshot: no cache.
         self.counts.miss.increment(1);
         inner.verify(token)
     }

@@ -245,3 +245,47 @@ fn key_set_generations_never_repeat_across_stores() {
         remote.generation() != before && remote.generation() != a.generation() && remote.generation() != b.generation()
     );
 }
+
+/// Issue 32: a verification the cache does not keep (TTL 0, a token inside its leeway) is
+/// handed to coalesced waiters, which may decide under another snapshot. A waiter serves it
+/// only if its own snapshot would have verified the token the same way; otherwise it verifies
+/// for itself. Here the same token is refused by the newer policy (another audience).
+#[test]
+fn a_result_not_kept_is_served_only_under_the_snapshot_that_made_it() {
+    let old = verifier();
+    let new = verifier_with(|p| p.replacen("audiences: [api]", "audiences: [other]", 1));
+    let t = token(600);
+    let made = old.verify(&t);
+    assert!(made.is_ok());
+    let fingerprint = ClaimsCache::fingerprint_of(&old, &made).expect("issuer");
+    assert!(ClaimsCache::as_seen_by(&old, fingerprint, &made).is_some_and(|r| r.is_ok()), "same snapshot: served");
+    assert!(ClaimsCache::as_seen_by(&new, fingerprint, &made).is_none(), "another snapshot verifies itself");
+    let refused = new.verify(&t);
+    let fingerprint = ClaimsCache::fingerprint_of(&new, &refused).expect("fingerprint");
+    assert!(ClaimsCache::as_seen_by(&old, fingerprint, &refused).is_none(), "a failure is not shared either");
+}
+
+/// The same race under load: checks on two snapshots at once, nothing cached; every answer is
+/// its own snapshot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_on_two_snapshots_each_get_their_own_verification() {
+    let old = Arc::new(verifier());
+    let new = Arc::new(verifier_with(|p| p.replacen("audiences: [api]", "audiences: [other]", 1)));
+    let cache = Arc::new(ClaimsCache::new(CacheSettings { ttl: Duration::ZERO, ..CacheSettings::default() }));
+    let t = Arc::new(token(600));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (cache, t) = (cache.clone(), t.clone());
+            let v = if i % 2 == 0 { old.clone() } else { new.clone() };
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    let got = through(&cache, &v, &t, NOW).await;
+                    assert_eq!(got.is_ok(), i % 2 == 0, "a check decided on the other snapshot's verification");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+}

@@ -474,6 +474,9 @@ pub struct RawIp {
     pub deny_files: Vec<String>,
     #[serde(default)]
     pub trusted_cidrs: Vec<String>,
+    /// A trusted proxy that forwards no client passes `allow` itself (default false: `allow`
+    /// holds for every client, proxies included).
+    pub allow_trusted_proxies: Option<bool>,
     pub auto_block: Option<RawAutoBlock>,
 }
 

@@ -52,12 +52,13 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Every issuer's fingerprint together (what a failed verification depends on).
+    /// Every issuer's fingerprint and key-set generation together (what a failed verification
+    /// depends on: a rotation of static keys must not leave a "bad signature" remembered).
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for issuer in &self.issuers {
-            issuer.fingerprint.hash(&mut h);
+            (issuer.fingerprint, issuer.keys.generation()).hash(&mut h);
         }
         h.finish()
     }

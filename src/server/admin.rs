@@ -304,8 +304,9 @@ struct BlockBody {
 }
 
 fn block_body(body: &Bytes) -> Result<BlockBody, String> {
-    let parsed: BlockBody = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
-    crate::decision::parse_cidr(&parsed.cidr)?;
+    let mut parsed: BlockBody = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    // Stored, listed and tombstoned by its canonical spelling: one network, one identity.
+    parsed.cidr = crate::state::blocks::canonical_cidr(&parsed.cidr)?;
     Ok(parsed)
 }
 

@@ -8,12 +8,13 @@ use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::clock::Clock;
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::BlockCheck;
+use crate::decision::parse_cidr;
 use crate::decision::{
     ApiKey, ApiKeyCheck, KeyDigest, MembershipCheck, RevocationCheck, SessionCheck, TokenIds, UnixTime, VerifiedToken,
 };
 use crate::state::RedisTarget;
 use crate::state::apikeys::{ApiKeyStore, MemoryApiKeys};
-use crate::state::blocks::{Block, BlockStore, MemoryBlocks};
+use crate::state::blocks::{Block, BlockStore, MemoryBlocks, canonical_cidr};
 use crate::state::membership::{Member, MemberStore, MemoryMembers};
 use crate::state::revocation::{MemoryRevocations, Revocation, RevocationStore};
 use crate::state::sessions::{MemorySessions, SessionStore};
@@ -121,6 +122,12 @@ enum Companion {
     None,
     SetTombstone { key: String, cidr: String },
     ClearTombstone { key: String },
+}
+
+/// Whether two CIDR texts name one network (tombstones written before canonical spellings may
+/// hold any spelling).
+fn same_network(a: &str, b: &str) -> bool {
+    matches!((parse_cidr(a), parse_cidr(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// How long an unblock's tombstone outlives it: longer than any replica stays disconnected and
@@ -275,7 +282,8 @@ impl RedisState {
     /// Marks an unblocked CIDR so a replica that still holds the block (it missed the change)
     /// drops it at resync instead of writing it back.
     fn tombstone_key(&self, cidr: &str) -> String {
-        format!("{}:unblocked:{}", self.prefix, digest(cidr.trim()))
+        let canonical = canonical_cidr(cidr).unwrap_or_else(|_| cidr.trim().to_string());
+        format!("{}:unblocked:{}", self.prefix, digest(&canonical))
     }
 
     /// One key per item identity, so repeating a change overwrites rather than adds.
@@ -295,7 +303,13 @@ impl RedisState {
             Change::Block(b) => self.block_key(&b.cidr),
             Change::Unblock { cidr } => self.block_key(cidr),
             Change::ApiKeyPut(entry) => format!("{}:apikey:{}", self.prefix, digest(&entry.name)),
-            Change::ApiKeyRevoked { name, .. } => format!("{}:apikeyrev:{}", self.prefix, digest(name)),
+            // By what it revokes, not by name: a second revocation under one name (a key put back
+            // under that name, then revoked) must not overwrite the first one's digests.
+            Change::ApiKeyRevoked { name, sha256 } => {
+                let mut digests = sha256.clone();
+                digests.sort();
+                format!("{}:apikeyrev:{}", self.prefix, digest(&format!("{name}\0{}", digests.join(","))))
+            }
             Change::SessionSeen { iss, sid, .. } => {
                 format!("{}:seen:{}", self.prefix, digest(&format!("{iss}\0{sid}")))
             }
@@ -303,7 +317,8 @@ impl RedisState {
     }
 
     fn block_key(&self, cidr: &str) -> String {
-        format!("{}:block:{}", self.prefix, digest(cidr.trim()))
+        let canonical = canonical_cidr(cidr).unwrap_or_else(|_| cidr.trim().to_string());
+        format!("{}:block:{}", self.prefix, digest(&canonical))
     }
 
     fn member_key(&self, tenant: &str, iss: &str, sub: &str) -> String {
@@ -479,6 +494,22 @@ impl RedisState {
         for pattern in additive {
             others.extend(self.scan_values(conn, pattern).await?);
         }
+        // API-key revocations are protective like revocations and blocks: the union survives.
+        let held_key_revocations: std::collections::HashSet<String> = others
+            .iter()
+            .filter_map(|c| match c {
+                Change::ApiKeyRevoked { sha256, .. } => Some(sha256.iter().cloned()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let missing_key_revocations: Vec<Change> = self
+            .api_keys
+            .revoked_digests()
+            .into_iter()
+            .filter(|(d, _)| !held_key_revocations.contains(&hex::encode(d)))
+            .map(|(d, name)| Change::ApiKeyRevoked { name, sha256: vec![hex::encode(d)] })
+            .collect();
 
         // What Redis holds, to compare local state with before merging it in.
         let held = MemoryRevocations::new();
@@ -494,7 +525,7 @@ impl RedisState {
             .blocks
             .list(now)
             .into_iter()
-            .filter(|b| !held_blocks.covers(b) && !unblocked.iter().any(|c| c.trim() == b.cidr.trim()))
+            .filter(|b| !held_blocks.covers(b) && !unblocked.iter().any(|c| same_network(c, &b.cidr)))
             .collect();
 
         for r in revocations {
@@ -518,7 +549,12 @@ impl RedisState {
                 })
                 .collect(),
         );
-        let written_back = missing_revocations.len() + missing_blocks.len();
+        let written_back = missing_revocations.len() + missing_blocks.len() + missing_key_revocations.len();
+        for change in missing_key_revocations {
+            if let Err(e) = self.store(&change, &KeyOp::Set { ttl: None }).await {
+                tracing::warn!(error = %e, "could not write an API-key revocation back to Redis");
+            }
+        }
         for r in missing_revocations {
             let op = self.revocation_op(&r);
             if let Err(e) = self.store(&Change::Revocation(r), &op).await {

@@ -654,3 +654,60 @@ async fn fleet_rate_limits_hold_across_replicas_and_fall_back_locally() {
     assert!(metrics.contains("portcullis_rate_limit_fallback_total{tier=\"per_user\"}"), "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 32: fleet state keyed by identity, not spelling. An unblock of `10.9.9.9/32` left a
+/// tombstone keyed by its text, so a later block of `10.9.9.9` was dropped at every resync; an
+/// IPv4-mapped block never matched its client; a second API-key revocation under one name
+/// overwrote the first one's digests; and API-key revocations Redis lost were not written back,
+/// so replicas started later accepted a revoked key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_keyed_by_identity_and_key_revocations_are_written_back() {
+    use portcullis::decision::{ApiKeyCheck, BlockCheck, UnixTime};
+    use portcullis::state::apikeys::ApiKeyStore;
+    use portcullis::state::blocks::{Block, BlockStore};
+    let dir = scratch("redis-identity");
+    let redis = RedisServer::start(&dir);
+    let now = UnixTime(SystemClock.now_millis() / 1000);
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let mut quick = settings(redis.url(), "identity");
+    quick.resync_interval = Duration::from_secs(1);
+    let health = Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
+    let writer = Arc::new(RedisState::new(&quick, health, Arc::new(SystemClock)).expect("store"));
+    let following = tokio::spawn(writer.clone().follow());
+    writer.unblock("10.9.9.9/32").await.expect("unblock");
+    writer.block(Block { cidr: "10.9.9.9".into(), expires_at: now.0 + 3600 }).await.expect("block");
+    writer.block(Block { cidr: "::ffff:10.7.7.7".into(), expires_at: now.0 + 3600 }).await.expect("block");
+    let (first, second) = ([1u8; 32], [2u8; 32]);
+    writer.revoke("ci", vec![first]).await.expect("revoke");
+    writer.revoke("ci", vec![second]).await.expect("revoke");
+    // A replica started now resyncs from the keys alone.
+    let late = store(redis.url(), "identity");
+    let late_following = tokio::spawn(late.clone().follow());
+    let blocked = || async {
+        let got = (
+            late.blocked(ip("10.9.9.9"), now),
+            late.blocked(ip("10.7.7.7"), now),
+            late.blocked(ip("::ffff:a07:707"), now),
+        );
+        if got == (true, true, true) { Ok(()) } else { Err(got) }
+    };
+    eventually(Duration::from_secs(10), "the re-added and the mapped block never held", blocked).await;
+    assert!(late.revoked(&first, "other") && late.revoked(&second, "ci"), "both revocations survive");
+    // Redis loses everything (a restart empty, a lossy failover): the writer's next resync
+    // writes its key revocations back, and a replica started after that still refuses the key.
+    redis.command("FLUSHALL");
+    let written_back = || async {
+        let keys = redis.command("KEYS identity:apikeyrev:*");
+        if keys.matches("apikeyrev").count() >= 2 { Ok(()) } else { Err(keys) }
+    };
+    eventually(Duration::from_secs(10), "the key revocations were never written back", written_back).await;
+    let later = store(redis.url(), "identity");
+    let later_following = tokio::spawn(later.clone().follow());
+    let refused =
+        || async { if later.revoked(&first, "ci") && later.revoked(&second, "ci") { Ok(()) } else { Err(()) } };
+    eventually(Duration::from_secs(10), "a replica started after the loss accepts a revoked key", refused).await;
+    for task in [following, late_following, later_following] {
+        task.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

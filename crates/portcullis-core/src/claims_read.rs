@@ -54,6 +54,10 @@ impl Policy {
         out.extend(self.issuers.iter().filter_map(|i| top_level(&i.roles_pointer)));
         out.extend(self.tenants.iter().filter_map(|t| t.claim.as_deref()).filter_map(top_level));
         out.extend(self.sessions.iter().filter_map(|s| top_level(&s.claim)));
+        // Session last-seen is max(stored, iat, auth_time): whatever routes ask for.
+        if self.sessions.is_some() {
+            out.insert("auth_time".into());
+        }
         out.into_iter().collect()
     }
 }
@@ -73,5 +77,20 @@ mod tests {
     #[test]
     fn an_empty_policy_keeps_the_revocation_ids_only() {
         assert_eq!(Policy::default().claims_read(), ["jti", "sid"]);
+    }
+
+    /// Issue 32: sessions read `auth_time` whether or not some route asks for step-up.
+    #[test]
+    fn sessions_keep_auth_time() {
+        let policy = Policy {
+            sessions: Some(crate::SessionPolicy {
+                claim: "/sid".into(),
+                idle_timeout_secs: 600,
+                granularity_secs: 60,
+                required: false,
+            }),
+            ..Policy::default()
+        };
+        assert_eq!(policy.claims_read(), ["auth_time", "jti", "sid"]);
     }
 }

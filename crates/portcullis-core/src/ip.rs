@@ -30,13 +30,28 @@ impl Clone for CidrSet {
 }
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits must be
-/// zero, so a typo like `10.0.0.1/8` is an error, not a silent widening.
+/// zero, so a typo like `10.0.0.1/8` is an error, not a silent widening. The result is
+/// canonical, as client addresses are: an IPv4-mapped address or network (`::ffff:10.7.7.7`,
+/// `::ffff:10.8.0.0/112`) is its IPv4 network, which is what it must match.
 pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
     let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNetwork::from(ip));
+    let net = match text.parse::<IpAddr>() {
+        Ok(ip) => IpNetwork::from(ip),
+        Err(_) => IpNetwork::from_str(text).map_err(|e| format!("\"{text}\" is not a CIDR ({e})"))?,
+    };
+    Ok(canonical_network(net))
+}
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it maps.
+fn canonical_network(net: IpNetwork) -> IpNetwork {
+    if let IpNetwork::V6(v6) = net
+        && v6.netmask() >= 96
+        && let Some(v4) = v6.network_address().to_ipv4_mapped()
+        && let Ok(mapped) = ip_network::Ipv4Network::new(v4, v6.netmask() - 96)
+    {
+        return IpNetwork::V4(mapped);
     }
-    IpNetwork::from_str(text).map_err(|e| format!("\"{text}\" is not a CIDR ({e})"))
+    net
 }
 
 impl CidrSet {
@@ -76,8 +91,11 @@ pub struct IpPolicy {
     /// Non-empty: only these pass.
     pub allow: CidrSet,
     pub deny: CidrSet,
-    /// Proxies whose `x-forwarded-for` is believed; never counted, blocked or limited.
+    /// Proxies whose `x-forwarded-for` is believed; never counted, blocked or limited. A proxy
+    /// that forwards no client is itself the client for `allow`.
     pub trusted: CidrSet,
+    /// `ip.allow_trusted_proxies: true`: a trusted proxy forwarding no client passes `allow`.
+    pub allow_trusted_proxies: bool,
     pub auto_block: Option<AutoBlock>,
 }
 

@@ -728,8 +728,25 @@ fn cidr_parsing_and_files() {
     for good in ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32", "::1"] {
         assert!(parse_cidr(good).is_ok(), "{good}");
     }
-    for bad in ["10.0.0.1/8", "10.0.0.0/33", "banana", "", "2001:db8::/129"] {
+    for bad in ["10.0.0.1/8", "10.0.0.0/33", "banana", "", "2001:db8::/129", "::ffff:10.8.0.1/112"] {
         assert!(parse_cidr(bad).is_err(), "{bad}");
+    }
+    // IPv4-mapped spellings are the IPv4 networks they map (issue 32): they match the client
+    // addresses, which are canonical, in every spelling.
+    for (mapped, v4) in [
+        ("::ffff:10.7.7.7", "10.7.7.7/32"),
+        ("::ffff:10.7.7.7/128", "10.7.7.7/32"),
+        ("::ffff:10.7.7.0/120", "10.7.7.0/24"),
+        ("::ffff:a07:707", "10.7.7.7/32"),
+        ("::ffff:10.8.0.0/112", "10.8.0.0/16"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),
+    ] {
+        assert_eq!(parse_cidr(mapped).map(|n| n.to_string()), Ok(v4.to_string()), "{mapped}");
+    }
+    assert_eq!(parse_cidr("::/0").map(|n| n.to_string()), Ok("::/0".to_string()), "IPv6 stays IPv6");
+    let mapped = cidrs(&["::ffff:10.8.0.0/112", "::ffff:10.7.7.7"]);
+    for client in ["10.8.3.4", "::ffff:10.8.3.4", "10.7.7.7", "::ffff:a07:707"] {
+        assert!(mapped.contains(client.parse().expect("ip")), "{client}");
     }
     let mut set = CidrSet::default();
     set.extend_from_lines("# blocklist\n203.0.113.0/24  # a comment\n\n198.51.100.7\n").expect("file");

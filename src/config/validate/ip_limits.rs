@@ -62,7 +62,15 @@ impl Validator {
                 block_for_secs: block_for.as_secs() as i64,
             }
         });
-        IpPolicy { allow, deny, trusted, auto_block }
+        let allow_trusted_proxies = raw.allow_trusted_proxies.unwrap_or(false);
+        if !allow.is_empty() && !trusted.is_empty() {
+            self.warnings.push(if allow_trusted_proxies {
+                "ip.allow_trusted_proxies: a peer in ip.trusted_cidrs that sends no x-forwarded-for (or only trusted hops) passes ip.allow itself; with the pod CIDR trusted, that is every pod".to_string()
+            } else {
+                "ip.allow: holds for the client a trusted proxy forwards, and for the proxy itself when it forwards none; list such proxies in ip.allow, or set ip.allow_trusted_proxies".to_string()
+            });
+        }
+        IpPolicy { allow, deny, trusted, allow_trusted_proxies, auto_block }
     }
 
     /// Fleet tiers need a shared store; the fallback divisor is sane.

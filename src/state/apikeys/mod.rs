@@ -138,6 +138,11 @@ impl MemoryApiKeys {
             }
         }
     }
+
+    /// Every revoked digest with the name it was revoked under (what a resync writes back).
+    pub fn revoked_digests(&self) -> Vec<(KeyDigest, String)> {
+        self.revoked.read().map(|r| r.iter().map(|(d, n)| (*d, n.clone())).collect()).unwrap_or_default()
+    }
 }
 
 impl ApiKeyCheck for MemoryApiKeys {

@@ -229,6 +229,12 @@ impl BlockStore for MemoryBlocks {
 }
 
 /// `10.0.0.0/8`, and single addresses without a prefix.
+/// The one spelling of a network, the identity blocks and their tombstones are keyed by:
+/// `10.9.9.9/32`, `10.9.9.9` and `::ffff:10.9.9.9` are all `10.9.9.9`.
+pub fn canonical_cidr(text: &str) -> Result<String, String> {
+    parse_cidr(text).map(network_text)
+}
+
 pub fn network_text(net: IpNetwork) -> String {
     match net {
         IpNetwork::V4(n) if n.netmask() == 32 => n.network_address().to_string(),
