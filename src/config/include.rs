@@ -63,8 +63,8 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     if raw.include.is_empty() {
         return merged;
     }
-    // Each file, with the include entry that first named it (its host scope).
-    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    // Each file, with the include entries that name it (their host scopes).
+    let mut files: Vec<(PathBuf, Vec<usize>)> = Vec::new();
     let mut scopes: Vec<Option<Vec<String>>> = Vec::new();
     for (i, entry) in raw.include.iter().enumerate() {
         let pattern = entry.files();
@@ -105,8 +105,10 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
                     merged.warnings.push(format!("include[{i}]: \"{pattern}\" matches no file"));
                 }
                 for file in found {
-                    if !files.iter().any(|(f, _)| *f == file) {
-                        files.push((file, i));
+                    // A file several entries name is held to every one of their scopes.
+                    match files.iter_mut().find(|(f, _)| *f == file) {
+                        Some((_, entries)) => entries.push(i),
+                        None => files.push((file, vec![i])),
                     }
                 }
             }
@@ -115,7 +117,7 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     // Host pattern → the file that owns it.
     let mut owners: Vec<(String, Box<str>)> = Vec::new();
     let mut fragment_routes: Vec<(RawRoute, usize, usize)> = Vec::new();
-    for (file, entry) in files {
+    for (file, entries) in files {
         merged.watched.push(file.clone());
         let name = file.display().to_string();
         let text = match std::fs::read_to_string(&file) {
@@ -155,17 +157,19 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
                     continue;
                 }
             };
-            if let Some(scope) = &scopes[entry]
-                && !scope.iter().any(|allowed| covers(allowed, &host))
-            {
-                merged.problems.push(placed(
-                    &source,
-                    &format!("hosts[{h}]"),
-                    format!(
-                        "\"{host}\" is outside the hosts include[{entry}] lets these files claim ({})",
-                        scope.join(", ")
-                    ),
-                ));
+            for &entry in &entries {
+                if let Some(scope) = &scopes[entry]
+                    && !scope.iter().any(|allowed| covers(allowed, &host))
+                {
+                    merged.problems.push(placed(
+                        &source,
+                        &format!("hosts[{h}]"),
+                        format!(
+                            "\"{host}\" is outside the hosts include[{entry}] lets these files claim ({})",
+                            scope.join(", ")
+                        ),
+                    ));
+                }
             }
             match owners.iter().find(|(owned, _)| overlap(owned, &host)) {
                 Some((owned, other)) => merged.problems.push(placed(

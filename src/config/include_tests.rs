@@ -198,5 +198,17 @@ fn hosts_are_validated_scoped_and_fragment_problems_keep_their_place() {
     std::fs::write(dir.join("policy.yaml"), scoped.replace("\"*.payments.example.com\"", "payments.example.com"))
         .expect("write");
     load_file(&dir.join("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    // A file two entries name is held to both scopes, whatever their order.
+    for include in [
+        "include: [teams/*.yaml, { files: teams/payments.yaml, hosts: [other.example.com] }]",
+        "include: [ { files: \"teams/*.yaml\", hosts: [\"*.example.com\"] }, { files: teams/payments.yaml, hosts: [other.example.com] } ]",
+    ] {
+        std::fs::write(dir.join("policy.yaml"), text.replace("include: [teams/*.yaml]", include)).expect("write");
+        let found = problems_of(&dir);
+        assert!(
+            found.iter().any(|p| p.starts_with(&payments) && p.contains("is outside the hosts include[1]")),
+            "{include}: {found:#?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

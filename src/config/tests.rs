@@ -247,7 +247,7 @@ fn header_query_deny_and_boolean_requirements() {
   - match: { path_prefix: /a, headers: { X-Env: { equals: a }, x-b: { present: true, equals: b } } }
     deny: true
     require: { scopes: [x] }
-  - match: { path_prefix: /b, query: { v: { regex: "[0-9" } } }
+  - match: { path_prefix: /b, query: { v: { regex: "[0-9" }, "filter[status]": { equals: all }, de.bug: { present: true } } }
     reason: why
   - match: { path_regex: "/c/(" }
     require: { any_of: [{ tenant: true }], not: {} }
@@ -259,6 +259,8 @@ fn header_query_deny_and_boolean_requirements() {
         "routes[0].match.headers.x-b: exactly one of present: true, equals or regex",
         "routes[0].deny: a deny route takes neither",
         "routes[1].match.query.v.regex: invalid regex \"[0-9\": unclosed character class",
+        "routes[1].match.query.filter.status: a query parameter name of letters, digits",
+        "routes[1].match.query.de.bug: a query parameter name of letters, digits",
         "routes[1].reason: only a deny: true route",
         "routes[2].match.path_regex: invalid regex \"/c/(\": unclosed group",
         "routes[2].require.any_of[0]: only scopes, roles",

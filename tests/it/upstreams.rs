@@ -141,6 +141,10 @@ pub fn tricks(now: i64) -> (Vec<Trick>, Vec<(Trick, &'static str)>) {
         trick("dotted guarded header", "GET", "/public/x", &[("x.debug", "1")]),
         trick("plain guarded header", "GET", "/public/x", &[("x-debug", "1")]),
         trick("plain guarded key", "GET", "/public/x?debug=1", &[]),
+        // From the adversarial review: php -S (and httptools) skip extra '?'s before the query.
+        trick("extra ? before _method", "POST", "/items??_method=DELETE", &[("authorization", &viewer_b)]),
+        trick("extra ? before a guarded key", "GET", "/public/x??debug=1", &[]),
+        trick("Spring suffix from the first dot", "GET", "/admin.a.b", &[]),
     ];
     let controls = vec![
         (trick("control: items", "GET", "/items", &[("authorization", &viewer_b)]), "items"),

@@ -233,7 +233,8 @@ fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: Un
     // The allow list holds for whoever the client is, a trusted proxy that forwards no client
     // included (a pod in trusted_cidrs must not pass it by sending no x-forwarded-for), unless
     // the policy exempts such proxies explicitly.
-    if !ip.allow.is_empty() && !ip.allow.contains(client.addr) && !(client.trusted && ip.allow_trusted_proxies) {
+    let exempt = client.trusted && ip.allow_trusted_proxies;
+    if !(ip.allow.is_empty() || ip.allow.contains(client.addr) || exempt) {
         return blocked("not in ip.allow");
     }
     if client.trusted {

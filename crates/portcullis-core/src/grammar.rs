@@ -57,8 +57,17 @@ pub fn check_grammar(input: &CheckInput, grammar: Grammar) -> Result<(), Deny> {
         // The name is the client's: shown escaped, never raw.
         return Err(invalid(format!("header name {:?} is outside [a-z0-9-]", name.escape_debug().to_string())));
     }
+    // PHP's built-in server and httptools (uvicorn) skip extra `?`s before the query:
+    // `/items??_method=DELETE` holds `_method` to them and `?_method` to everyone else.
+    if input.path.split('#').next().and_then(|t| t.split_once('?')).is_some_and(|(_, q)| q.starts_with('?')) {
+        return Err(invalid("the query starts with another '?'"));
+    }
     for (key, _) in query_pairs(&input.path) {
         plain_query_key(&decode_component(key), grammar).map_err(invalid)?;
+        // ASP.NET Core and other Unicode-aware readers fold `ſ` to `s`, `K` to `k`.
+        if key.contains('%') && super::path::ascii_twin(key).is_some() {
+            return Err(invalid("a query parameter name holds a character with an ASCII reading"));
+        }
     }
     Ok(())
 }
@@ -165,6 +174,12 @@ mod tests {
             ("/items?a=1;[debug]=1", &[], false, false, false),
             ("/items?a=%00", &[], false, false, true),
             ("/items#?[debug]=1", &[], false, false, true),
+            ("/items??_method=DELETE", &[], false, false, false),
+            ("/items??debug=1", &[], true, true, false),
+            ("/items?a=1&?b=2", &[], false, false, true),
+            ("/items?%C5%BFort=1", &[], false, false, false),
+            ("/items?%E2%84%AAey=1", &[], false, false, false),
+            ("/items?caf%C3%A9=1", &[], false, false, true),
         ];
         for (path, headers, underscores, arrays, ok) in cases {
             let grammar = Grammar { header_underscores: *underscores, query_arrays: *arrays };

@@ -45,6 +45,10 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
     let bytes = path.as_bytes();
     for (i, _) in path.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-encoding")?;
+        // Two hex digits (from_str_radix alone would take `+1`).
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err("bad percent-encoding");
+        }
         let hex = std::str::from_utf8(hex).map_err(|_| "bad percent-encoding")?;
         let value = u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?;
         // Werkzeug, Go and Jetty decode every escape before routing, so an escape of a byte that
@@ -69,7 +73,7 @@ pub fn validate_path(raw: &str) -> Result<&str, &'static str> {
 }
 
 /// Why an encoded non-ASCII character reads as ASCII to some upstream.
-enum AsciiTwin {
+pub(crate) enum AsciiTwin {
     /// A decimal digit of another script (`١`, `１`): Python's `int()`, `re`'s `\d` (Werkzeug's
     /// `<int:>`, Django) and .NET's `\d` take it for 0-9.
     Digit,
@@ -82,7 +86,7 @@ enum AsciiTwin {
 }
 
 /// The first reason an escaped non-ASCII sequence of `path` has an ASCII reading, if any.
-fn ascii_twin(path: &str) -> Option<AsciiTwin> {
+pub(crate) fn ascii_twin(path: &str) -> Option<AsciiTwin> {
     if !path.contains('%') {
         return None;
     }

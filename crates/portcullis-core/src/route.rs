@@ -47,13 +47,15 @@ enum Reading {
     Lenient { fold_case: bool, ignore_slash: bool, ignore_suffix: bool },
 }
 
-/// `path` as Rails reads its format: one trailing slash dropped, then a `[^/.?]+` extension of
-/// the last segment (`/admin.json/`, `/admin.x-y`, `/reports.JSON` → `/admin`, `/reports`).
-fn without_extension(path: &str) -> Option<&str> {
+/// `path` without a format suffix, as Rails reads it (one trailing slash dropped, then a
+/// `[^/.?]+` extension of the last segment: `/admin.json/`, `/admin.x-y` → `/admin`) and as
+/// Spring's suffix pattern match does (from the segment's first dot: `/admin.a.b` → `/admin`).
+pub(crate) fn format_readings(path: &str) -> [Option<&str>; 2] {
     let path = without_slash(path);
-    let start = path.rfind('/')? + 1;
-    let dot = start + path[start..].rfind('.')?;
-    (dot > start && dot + 1 < path.len()).then(|| &path[..dot])
+    let Some(start) = path.rfind('/').map(|i| i + 1) else { return [None, None] };
+    let segment = &path[start..];
+    let cut = |dot: Option<usize>| dot.filter(|d| *d > 0 && d + 1 < segment.len()).map(|d| &path[..start + d]);
+    [cut(segment.rfind('.')), cut(segment.find('.'))]
 }
 
 fn eq(a: &str, b: &str, fold_case: bool) -> bool {
@@ -90,7 +92,10 @@ impl PathMatch {
             Reading::Lenient { fold_case, ignore_slash, ignore_suffix } => {
                 self.matches_leniently(path, fold_case, ignore_slash)
                     || (ignore_suffix
-                        && without_extension(path).is_some_and(|p| self.matches_leniently(p, fold_case, ignore_slash)))
+                        && format_readings(path)
+                            .iter()
+                            .flatten()
+                            .any(|p| self.matches_leniently(p, fold_case, ignore_slash)))
             }
         }
     }

@@ -121,6 +121,12 @@ pub fn parse_authority(raw: &str) -> Result<Authority<'_>, Deny> {
         return bad("is not a valid name");
     }
     let name = host.strip_suffix('.').unwrap_or(host);
+    // One spelling per IPv6 address (`[2001:0db8::1]` is `[2001:db8::1]`), as host patterns.
+    if let Some(Ok(addr)) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).map(str::parse::<Ipv6Addr>) {
+        let canonical = format!("[{addr}]");
+        let folded = if canonical == name { Cow::Borrowed(name) } else { Cow::Owned(canonical) };
+        return Ok(Authority { name, folded });
+    }
     let folded = if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -205,6 +211,8 @@ mod tests {
             ("127.0.0.1:10000", Some("127.0.0.1")),
             ("[::1]:80", Some("[::1]")),
             ("[2001:DB8::1]", Some("[2001:db8::1]")),
+            ("[2001:0db8:0::1]:443", Some("[2001:db8::1]")),
+            ("[2001:db8::0.0.0.1]", Some("[2001:db8::1]")),
             ("under_score.internal", Some("under_score.internal")),
             ("admin.example.com:x", None),
             ("admin.example.com:", None),

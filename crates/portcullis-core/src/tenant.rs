@@ -96,7 +96,7 @@ impl MembershipCheck for NoMembers {
 }
 
 /// A path source's capture, which must not depend on how the upstream reads the path: the
-/// capture of the exact path and of its case-folded and trailing-slash readings must agree
+/// capture of the exact path and of its case-folded, trailing-slash and format readings must agree
 /// (`/TENANTS/globex/x` under a case-insensitive router, `/tenants/globex` under one that
 /// ignores a missing slash), or the request names its tenant ambiguously.
 fn path_capture(re: &Regex, path: &str) -> Result<Option<String>, Deny> {
@@ -104,12 +104,14 @@ fn path_capture(re: &Regex, path: &str) -> Result<Option<String>, Deny> {
     let exact = capture(path);
     let slashed = if path.ends_with('/') { capture(path.trim_end_matches('/')) } else { capture(&format!("{path}/")) };
     let folded = path.bytes().any(|b| b.is_ascii_uppercase()).then(|| capture(&path.to_ascii_lowercase()));
+    // Rails' and Spring's format readings (`/tenants/acme.json` is tenant `acme` to Rails).
+    let formats = super::route::format_readings(path).map(|bare| bare.map(&capture));
     let same = |other: &Option<String>| match (&exact, other) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         (None, None) => true,
         _ => false,
     };
-    if !same(&slashed) || folded.as_ref().is_some_and(|f| !same(f)) {
+    if !same(&slashed) || folded.as_ref().is_some_and(|f| !same(f)) || formats.iter().flatten().any(|f| !same(f)) {
         return Err(Deny::new(DenyReason::TenantConflict, "the path names a tenant only in some readings of it"));
     }
     Ok(exact)

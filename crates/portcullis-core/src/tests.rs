@@ -88,6 +88,8 @@ fn path_validation_table() {
         ("/%E6%97%A5%E6%9C%AC", Ok("/%E6%97%A5%E6%9C%AC")),
         ("/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82", Ok("/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82")),
         ("/%FF", Ok("/%FF")),
+        ("/x%+1", Err(())),
+        ("/x%-1", Err(())),
     ];
     for (path, want) in cases {
         assert_eq!(validate_path(path).map_err(|_| ()), *want, "path {path:?}");
@@ -221,7 +223,9 @@ fn case_and_slash_opt_outs_and_catch_alls() {
         ("/me.json/", "GET", invalid),
         ("/admin.", "GET", Ok(Some("all"))),
         ("/.admin", "GET", Ok(Some("all"))),
-        ("/admin.tar.gz", "GET", Ok(Some("all"))),
+        // Spring's suffix pattern match runs `/admin.a.b` on `/admin` (from the first dot).
+        ("/admin.tar.gz", "GET", invalid),
+        ("/admin.a.b", "GET", invalid),
     ];
     for (path, method, want) in cases {
         assert_eq!(routed(&routes, "x", path, method), *want, "{method} {path}");
@@ -532,6 +536,17 @@ fn tenant_resolution_table() {
     assert_eq!(by_host("globex.tenants.example.com."), Ok(Some("globex".to_string())), "trailing dot");
     assert_eq!(by_host("a.b.tenants.example.com"), Ok(None), "only a single label");
     assert_eq!(by_host("ACME.tenants.example.com"), Err(DenyReason::TenantConflict), "case decides the tenant");
+    // Issue 31 review: with ids that may hold a dot, Rails reads `/tenants/acme.json` as tenant
+    // `acme` with format json; the format readings must agree with the exact one.
+    let mut dotted = tenant_policy();
+    dotted.sources = vec![TenantSource::Path(regex::Regex::new("^/tenants/(?P<tenant>[^/]+)(?:/|$)").expect("re"))];
+    dotted.id_pattern = regex::Regex::new("^(?:[a-z0-9][a-z0-9._-]{0,62})$").expect("re");
+    let by_path = |path: &str| {
+        resolve_tenant(&dotted, &input("GET", path, &[]), &parse_authority("api.example.com").expect("host"), path)
+            .map_err(|d| d.reason)
+    };
+    assert_eq!(by_path("/tenants/acme.json"), Err(DenyReason::TenantConflict));
+    assert_eq!(by_path("/tenants/acme/x.json"), Ok(Some("acme".to_string())), "a suffix elsewhere is no matter");
 }
 
 struct Store(Vec<(&'static str, &'static str)>);

@@ -28,7 +28,8 @@ pub fn host_pattern(raw: &str) -> Result<String, String> {
     let lower = raw.to_ascii_lowercase();
     if let Some(literal) = lower.strip_prefix('[') {
         return match literal.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
-            Some(Ok(_)) => Ok(lower),
+            // One spelling per address, as the request's authority is compared.
+            Some(Ok(addr)) => Ok(format!("[{addr}]")),
             _ => Err(format!("\"{raw}\" is not a bracketed IPv6 literal (a port is not part of a host)")),
         };
     }
@@ -104,6 +105,7 @@ mod tests {
             ("127.0.0.1", "127.0.0.1"),
             ("[::1]", "[::1]"),
             ("[2001:DB8::1]", "[2001:db8::1]"),
+            ("[2001:0db8:0::1]", "[2001:db8::1]"),
             ("localhost", "localhost"),
             ("*.default.svc.cluster.local", "*.default.svc.cluster.local"),
         ];

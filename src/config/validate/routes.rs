@@ -219,8 +219,12 @@ impl Validator {
             if header && (!is_header_name(name) || name.starts_with(':')) {
                 self.problems.add(&path, "a lowercase header name (no pseudo-headers)");
             }
-            if !header && name.is_empty() {
-                self.problems.add(&path, "a query parameter name");
+            // Every framework reads such a name as written (brackets are arrays to qs, Rack and
+            // PHP; PHP reads `.` and space as `_`), so the grammar's readings cover it.
+            if !header
+                && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            {
+                self.problems.add(&path, "a query parameter name of letters, digits, '_' and '-'");
             }
             if header && ["host", "authorization", "cookie"].contains(&name.as_str()) {
                 self.problems.add(&path, "match the host with match.host; credentials are not route matchers");
