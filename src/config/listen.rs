@@ -56,6 +56,14 @@ impl Default for SocketPerms {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
     pub grpc_max_connections: usize,
+    /// Connections one peer (an IPv4 address, an IPv6 /64, a unix uid) may hold, admitted or
+    /// not yet.
+    pub grpc_max_connections_per_peer: usize,
+    /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this.
+    pub admission_timeout: Duration,
+    /// Bytes of unfinished Check messages the process buffers at most, and one peer at most.
+    pub max_buffered_bytes: usize,
+    pub max_buffered_bytes_per_peer: usize,
     pub max_concurrent_streams: u32,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
@@ -66,12 +74,18 @@ pub struct ListenerLimits {
     pub http_header_read_timeout: Duration,
     pub http_connection_timeout: Duration,
     pub http_max_connections: usize,
+    /// Health and admin connections one peer may hold (each listener).
+    pub http_max_connections_per_peer: usize,
 }
 
 impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
             grpc_max_connections: 1024,
+            grpc_max_connections_per_peer: 64,
+            admission_timeout: Duration::from_secs(3),
+            max_buffered_bytes: 64 << 20,
+            max_buffered_bytes_per_peer: 16 << 20,
             max_concurrent_streams: 256,
             // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
             // carries those headers plus a little, so this leaves room and bounds the rest.
@@ -83,6 +97,7 @@ impl Default for ListenerLimits {
             http_header_read_timeout: Duration::from_secs(5),
             http_connection_timeout: Duration::from_secs(60),
             http_max_connections: 256,
+            http_max_connections_per_peer: 16,
         }
     }
 }

@@ -157,8 +157,17 @@ pub struct RawSocket {
 #[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenLimits {
-    /// Open gRPC connections at most (TCP; default 1024); more are closed at accept.
+    /// Admitted gRPC connections at most (TCP and unix; default 1024); more are closed.
     pub grpc_max_connections: Option<u32>,
+    /// gRPC connections one peer may hold, admitted or not (an IPv4 address, an IPv6 /64, a
+    /// unix uid; default 64).
+    pub grpc_max_connections_per_peer: Option<u32>,
+    /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this (default 3s).
+    pub admission_timeout: Option<String>,
+    /// Bytes of unfinished Check messages buffered at most, all peers together (default 64MiB)
+    /// and one peer (default 16MiB); a stream past either is ended (RESOURCE_EXHAUSTED).
+    pub max_buffered_bytes: Option<String>,
+    pub max_buffered_bytes_per_peer: Option<String>,
     /// HTTP/2 streams per gRPC connection (default 256).
     pub max_concurrent_streams: Option<u32>,
     /// Largest Check message decoded, like "256KiB" (the default).
@@ -176,6 +185,8 @@ pub struct RawListenLimits {
     pub http_connection_timeout: Option<String>,
     /// Health and admin: open connections at most, each (default 256).
     pub http_max_connections: Option<u32>,
+    /// Health and admin: connections one peer may hold, each (default 16).
+    pub http_max_connections_per_peer: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

@@ -1,10 +1,15 @@
-//! Who may call Check on the TCP listener: past `listen.limits.grpc_max_connections` and from
-//! peers outside `listen.callers.cidrs` connections are closed at accept; with `listen.callers.tls`, a TLS handshake that demands a certificate from the
-//! caller CA, whose URI SAN must be on `spiffe_ids`. All before HTTP/2 starts, so a refused
-//! caller never gets a byte decoded, an audit line written or an in-flight permit.
+//! Who may call Check: a peer past its share of connections (`grpc_max_connections_per_peer`,
+//! TCP and unix) and peers outside `listen.callers.cidrs` are closed at accept; with
+//! `listen.callers.tls`, a TLS handshake that demands a certificate from the caller CA, whose URI
+//! SAN must be on `spiffe_ids`; then the HTTP/2 preface, all within `admission_timeout`, and only
+//! then one of `grpc_max_connections` global slots (so silent connections never hold one). All
+//! before HTTP/2 starts, so a refused caller never gets a byte decoded, an audit line written or
+//! an in-flight permit.
 
+use super::budget::{PeerKey, PeerSlot, PeerSlots, Prefaced, RefusalLog, read_preface};
 use super::io::OneWritePerAnswer;
-use crate::config::CallerPolicy;
+use crate::clock::Clock;
+use crate::config::{CallerPolicy, ListenerLimits};
 use crate::decision::{CidrSet, parse_cidr};
 use arc_swap::ArcSwap;
 use std::io;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -21,76 +26,105 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 pub const REFUSED_TOTAL: &str = "portcullis_grpc_callers_refused_total";
 
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often one peer's refusals of one kind are logged (each line carries their count).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin a core.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The transport of an accepted gRPC connection.
+/// The transport of an accepted TCP gRPC connection.
 pub enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// An accepted gRPC connection; it holds one of `listen.limits.grpc_max_connections` slots
-/// until it closes.
-pub struct GrpcConn {
-    io: Io,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for GrpcConn {
+impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for GrpcConn {
+impl AsyncWrite for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
+impl Connected for Io {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        match self {
+            Io::Plain(s) => s.connect_info(),
+            Io::Tls(s) => s.get_ref().0.connect_info(),
+        }
+    }
+}
+
+/// An admitted gRPC connection (TCP or unix): it holds its peer's slot and one of
+/// `listen.limits.grpc_max_connections` global slots until it closes.
+pub struct GrpcConn<S> {
+    io: Prefaced<S>,
+    _slot: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for GrpcConn<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GrpcConn<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
-impl GrpcConn {
+impl GrpcConn<Io> {
     /// Whether Nagle's algorithm is off on the underlying socket.
     pub fn nodelay(&self) -> io::Result<bool> {
-        match &self.io {
+        match &self.io.inner {
             Io::Plain(s) => s.nodelay(),
             Io::Tls(s) => s.get_ref().0.nodelay(),
         }
     }
 }
 
-impl Connected for GrpcConn {
-    type ConnectInfo = TcpConnectInfo;
+impl<S: Connected> Connected for GrpcConn<S> {
+    type ConnectInfo = S::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        match &self.io {
-            Io::Plain(s) => s.connect_info(),
-            Io::Tls(s) => s.get_ref().0.connect_info(),
-        }
+    fn connect_info(&self) -> S::ConnectInfo {
+        self.io.inner.connect_info()
     }
 }
 
@@ -121,17 +155,27 @@ impl Admission {
     }
 }
 
-/// The accept loop of the TCP gRPC listener: a connection cap, then `listen.callers`.
+/// The accept loops of the gRPC listeners: a peer's share, `listen.callers`, then the
+/// admission deadline (TLS handshake and HTTP/2 preface), and only then a global slot.
 pub struct CallerGate {
     admission: ArcSwap<Admission>,
     slots: Arc<Semaphore>,
+    peers: Arc<PeerSlots>,
+    deadline: Duration,
+    log: RefusalLog,
 }
 
+/// Why a connection was not admitted, for the metric and the sampled log line.
+type Refusal = (&'static str, String);
+
 impl CallerGate {
-    pub fn new(policy: &CallerPolicy, max_connections: usize) -> Result<Self, String> {
+    pub fn new(policy: &CallerPolicy, limits: &ListenerLimits, clock: Arc<dyn Clock>) -> Result<Self, String> {
         Ok(Self {
             admission: ArcSwap::from_pointee(Admission::new(policy)?),
-            slots: Arc::new(Semaphore::new(max_connections)),
+            slots: Arc::new(Semaphore::new(limits.grpc_max_connections)),
+            peers: PeerSlots::new(limits.grpc_max_connections_per_peer),
+            deadline: limits.admission_timeout,
+            log: RefusalLog::new(clock, REFUSAL_LOG_INTERVAL),
         })
     }
 
@@ -145,11 +189,11 @@ impl CallerGate {
     }
 
     /// Accepts on `listener` until the returned stream is dropped, yielding only admitted
-    /// connections. Handshakes run in their own tasks, so a slow caller holds up nobody.
+    /// connections. Admission runs in a task per connection, so a slow caller holds up nobody.
     pub fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
-    ) -> impl tokio_stream::Stream<Item = io::Result<OneWritePerAnswer<GrpcConn>>> {
+    ) -> impl tokio_stream::Stream<Item = io::Result<OneWritePerAnswer<GrpcConn<Io>>>> {
         let (admitted, incoming) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -165,60 +209,126 @@ impl CallerGate {
                 if admitted.is_closed() {
                     return;
                 }
-                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                    refused("connections", &peer.to_string(), "listen.limits.grpc_max_connections reached");
+                let key = PeerKey::ip(peer.ip());
+                let Some(peer_slot) = self.peers.try_take(key) else {
+                    self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
                     continue;
                 };
                 let admission = self.admission.load_full();
                 if admission.cidrs.as_ref().is_some_and(|set| !set.contains(peer.ip())) {
-                    refused("cidr", &peer.to_string(), "");
+                    self.refused(key, ("cidr", String::new()));
                     continue;
                 }
                 // Without Nagle's algorithm a write that follows an unacknowledged one waits for
                 // the peer's delayed ACK (40 ms on Linux).
                 let _ = stream.set_nodelay(true);
-                let Some(acceptor) = admission.tls.clone() else {
-                    let conn = GrpcConn { io: Io::Plain(stream), _slot: slot };
-                    if admitted.send(Ok(OneWritePerAnswer(conn))).await.is_err() {
-                        return;
-                    }
-                    continue;
-                };
-                let admitted = admitted.clone();
+                let (gate, admitted) = (self.clone(), admitted.clone());
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => return refused("tls", &peer.to_string(), &e.to_string()),
-                        Err(_) => return refused("tls", &peer.to_string(), "handshake timed out"),
+                    let admit = tokio::time::timeout(gate.deadline, admit(stream, &admission)).await;
+                    let io = match admit {
+                        Ok(Ok(io)) => io,
+                        Ok(Err(refusal)) => return gate.refused(key, refusal),
+                        Err(_) => {
+                            return gate
+                                .refused(key, ("deadline", "no TLS handshake and HTTP/2 preface in time".into()));
+                        }
                     };
-                    let sans = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .map(|cert| crate::tls::uri_sans(cert))
-                        .unwrap_or_default();
-                    // A SPIFFE certificate carries exactly one URI SAN: with several, which
-                    // one is "the" identity is ambiguous, so none is.
-                    let identity = match sans.as_slice() {
-                        [one] => Some(one.as_str()),
-                        _ => None,
-                    };
-                    let listed = admission.policy.spiffe_ids.is_empty()
-                        || identity.is_some_and(|id| admission.policy.admits_identity(id));
-                    if !listed {
-                        return refused("identity", &peer.to_string(), &sans.join(","));
+                    if let Some(conn) = gate.slot(key, io, peer_slot) {
+                        let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
                     }
-                    let conn = GrpcConn { io: Io::Tls(Box::new(tls)), _slot: slot };
-                    let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
                 });
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(incoming)
     }
+
+    /// The same for the unix socket: peers are told apart by uid; no TLS or CIDRs there.
+    pub fn incoming_unix(
+        self: Arc<Self>,
+        listener: UnixListener,
+    ) -> impl tokio_stream::Stream<Item = io::Result<OneWritePerAnswer<GrpcConn<UnixStream>>>> {
+        let (admitted, incoming) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                if admitted.is_closed() {
+                    return;
+                }
+                // No credentials (never on Linux): counted as one unknown peer.
+                let key = PeerKey::Uid(stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX));
+                let Some(peer_slot) = self.peers.try_take(key) else {
+                    self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
+                    continue;
+                };
+                let (gate, admitted) = (self.clone(), admitted.clone());
+                tokio::spawn(async move {
+                    let io = match tokio::time::timeout(gate.deadline, read_preface(stream)).await {
+                        Ok(Ok(io)) => io,
+                        Ok(Err(e)) => return gate.refused(key, ("preface", e.to_string())),
+                        Err(_) => return gate.refused(key, ("deadline", "no HTTP/2 preface in time".into())),
+                    };
+                    if let Some(conn) = gate.slot(key, io, peer_slot) {
+                        let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(incoming)
+    }
+
+    /// A global slot for an admitted connection, or `None` (refused) when all are taken.
+    fn slot<S>(&self, key: PeerKey, io: Prefaced<S>, peer: PeerSlot) -> Option<GrpcConn<S>> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(GrpcConn { io, _slot: slot, _peer: peer }),
+            Err(_) => {
+                self.refused(key, ("connections", "listen.limits.grpc_max_connections reached".into()));
+                None
+            }
+        }
+    }
+
+    /// Counted every time; logged once per peer and reason per interval, with the count.
+    fn refused(&self, peer: PeerKey, (why, detail): Refusal) {
+        metrics::counter!(REFUSED_TOTAL, "why" => why).increment(1);
+        if let Some(refused) = self.log.sample(why, peer) {
+            tracing::warn!(why, peer = %peer, detail, refused, "gRPC caller refused");
+        }
+    }
 }
 
-fn refused(why: &'static str, peer: &str, detail: &str) {
-    metrics::counter!(REFUSED_TOTAL, "why" => why).increment(1);
-    tracing::warn!(why, peer, detail, "gRPC caller refused");
+/// TLS (when configured, with its certificate and identity checks) and the HTTP/2 preface.
+async fn admit(stream: TcpStream, admission: &Admission) -> Result<Prefaced<Io>, Refusal> {
+    let io = match admission.tls.clone() {
+        None => Io::Plain(stream),
+        Some(acceptor) => {
+            let tls = acceptor.accept(stream).await.map_err(|e| ("tls", e.to_string()))?;
+            let sans = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|cert| crate::tls::uri_sans(cert))
+                .unwrap_or_default();
+            // A SPIFFE certificate carries exactly one URI SAN: with several, which one is
+            // "the" identity is ambiguous, so none is.
+            let identity = match sans.as_slice() {
+                [one] => Some(one.as_str()),
+                _ => None,
+            };
+            let listed = admission.policy.spiffe_ids.is_empty()
+                || identity.is_some_and(|id| admission.policy.admits_identity(id));
+            if !listed {
+                return Err(("identity", sans.join(",")));
+            }
+            Io::Tls(Box::new(tls))
+        }
+    };
+    read_preface(io).await.map_err(|e| ("preface", e.to_string()))
 }

@@ -7,6 +7,8 @@
 mod admin;
 mod admin_api_keys;
 mod authz;
+mod budget;
+mod buffered;
 mod callers;
 pub mod convert;
 mod fetchers;
@@ -32,7 +34,6 @@ use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
 use fetchers::Fetchers;
 use health_http::{HealthState, Readiness, ReadyReport};
-use io::OneWritePerAnswer;
 use proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,8 +41,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -126,13 +125,16 @@ impl Server {
             Some(admin) => Some(bind_tcp(admin.addr).await.map_err(bind_error(admin.addr))?),
             None => None,
         };
-        let gate = match &grpc {
-            GrpcListener::Tcp(_) => Some(Arc::new(
-                callers::CallerGate::new(&settings.callers, settings.listen.limits.grpc_max_connections)
-                    .map_err(ServeError::Callers)?,
-            )),
-            GrpcListener::Unix(..) => None,
+        // Both gRPC listeners go through the gate (per-peer shares, the admission deadline,
+        // the global cap); `listen.callers` applies to TCP only.
+        let callers = match &grpc {
+            GrpcListener::Tcp(_) => settings.callers.clone(),
+            GrpcListener::Unix(..) => crate::config::CallerPolicy::default(),
         };
+        let gate = Some(Arc::new(
+            callers::CallerGate::new(&callers, &settings.listen.limits, options.clock.clone())
+                .map_err(ServeError::Callers)?,
+        ));
         let mut settings = settings.clone();
         // Fresh snapshot so the fetchers can rewire key stores before anything shares it.
         settings.snapshot = Arc::new(crate::config::Snapshot {
@@ -336,8 +338,13 @@ impl Server {
                     None => Ok(()),
                 },
                 GrpcListener::Unix(listener, path) => {
-                    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(OneWritePerAnswer));
-                    let result = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await;
+                    let result = match self.gate.clone() {
+                        Some(gate) => {
+                            let incoming = gate.incoming_unix(listener);
+                            router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())).await
+                        }
+                        None => Ok(()),
+                    };
                     remove_stale_socket(&path);
                     result
                 }
@@ -444,8 +451,12 @@ async fn set_grpc_health(reporter: &tonic_health::server::HealthReporter, servin
 
 /// The gRPC server with the listener limits: streams per connection, a deadline per Check,
 /// HTTP/2 keepalive, a bounded header list and a maximum connection age.
-fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
+fn grpc_builder(
+    limits: &crate::config::ListenerLimits,
+) -> tonic::transport::Server<tower_layer::Stack<buffered::BufferBudgetLayer, tower_layer::Identity>> {
+    let budget = buffered::ByteBudget::new(limits.max_buffered_bytes, limits.max_buffered_bytes_per_peer);
     let builder = tonic::transport::Server::builder()
+        .layer(buffered::BufferBudgetLayer(budget))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod abuse;
 mod attacks;
 mod cli;
 mod controls;

@@ -176,7 +176,10 @@ fn slow_header_senders_are_closed_and_connections_are_capped() {
     let ok = crate::support::wait_http_ok(portcullis.health, "/livez", Duration::from_secs(5));
     assert!(ok, "health did not come back after the idle connections closed");
     let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
-    assert!(metrics.contains("portcullis_http_connections_refused_total{listener=\"health\"}"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_http_connections_refused_total{listener=\"health\",why=\"connections\"}"),
+        "{metrics}"
+    );
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -279,7 +282,7 @@ fn sigterm_during_load_through_envoy_fails_no_request() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-mod callers {
+pub mod callers {
     use crate::support::{InProcess, corpus, is};
     use portcullis::config::parse_and_validate;
     use portcullis::dev::request::{HeaderEncoding, check_request};

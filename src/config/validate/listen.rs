@@ -142,14 +142,21 @@ impl Validator {
         if max_concurrent_streams == 0 {
             self.problems.add("listen.limits.max_concurrent_streams", "must be at least 1");
         }
-        let grpc_max_connections = raw.grpc_max_connections.unwrap_or(1024);
-        if grpc_max_connections == 0 {
-            self.problems.add("listen.limits.grpc_max_connections", "must be at least 1");
-        }
-        let http_max_connections = raw.http_max_connections.unwrap_or(256);
-        if http_max_connections == 0 {
-            self.problems.add("listen.limits.http_max_connections", "must be at least 1");
-        }
+        let mut count = |name: &str, value: Option<u32>, default: usize| -> usize {
+            let value = value.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX));
+            if value == 0 {
+                self.problems.add(format!("listen.limits.{name}"), "must be at least 1");
+            }
+            value.max(1)
+        };
+        let grpc_max_connections = count("grpc_max_connections", raw.grpc_max_connections, d.grpc_max_connections);
+        let grpc_max_connections_per_peer =
+            count("grpc_max_connections_per_peer", raw.grpc_max_connections_per_peer, d.grpc_max_connections_per_peer);
+        let http_max_connections = count("http_max_connections", raw.http_max_connections, d.http_max_connections);
+        let http_max_connections_per_peer =
+            count("http_max_connections_per_peer", raw.http_max_connections_per_peer, d.http_max_connections_per_peer);
+        let admission_timeout =
+            positive(self, "admission_timeout", raw.admission_timeout.as_deref(), d.admission_timeout);
         let max_message_bytes = match raw.max_message_size.as_deref() {
             None => d.max_message_bytes,
             Some(text) => match parse_size(text) {
@@ -163,8 +170,40 @@ impl Validator {
                 }
             },
         };
+        let mut size = |name: &str, value: Option<&str>, default: usize| -> usize {
+            match value {
+                None => default,
+                Some(text) => match parse_size(text) {
+                    Some(n) if n >= 64 * 1024 => n,
+                    _ => {
+                        self.problems.add(
+                            format!("listen.limits.{name}"),
+                            format!("\"{text}\" is not a size of at least 64KiB (like 16MiB)"),
+                        );
+                        default
+                    }
+                },
+            }
+        };
+        let max_buffered_bytes = size("max_buffered_bytes", raw.max_buffered_bytes.as_deref(), d.max_buffered_bytes);
+        let max_buffered_bytes_per_peer = size(
+            "max_buffered_bytes_per_peer",
+            raw.max_buffered_bytes_per_peer.as_deref(),
+            d.max_buffered_bytes_per_peer,
+        );
+        if max_message_bytes > max_buffered_bytes_per_peer {
+            self.problems
+                .add("listen.limits.max_buffered_bytes_per_peer", "must hold at least one message of max_message_size");
+        }
+        if max_buffered_bytes_per_peer > max_buffered_bytes {
+            self.problems.add("listen.limits.max_buffered_bytes_per_peer", "must not exceed max_buffered_bytes");
+        }
         ListenerLimits {
-            grpc_max_connections: usize::try_from(grpc_max_connections.max(1)).unwrap_or(usize::MAX),
+            max_buffered_bytes,
+            max_buffered_bytes_per_peer,
+            grpc_max_connections,
+            grpc_max_connections_per_peer,
+            admission_timeout,
             max_concurrent_streams: max_concurrent_streams.max(1),
             max_message_bytes,
             request_timeout,
@@ -173,7 +212,8 @@ impl Validator {
             max_connection_age: (!age.is_zero()).then_some(age),
             http_header_read_timeout,
             http_connection_timeout,
-            http_max_connections: usize::try_from(http_max_connections.max(1)).unwrap_or(usize::MAX),
+            http_max_connections,
+            http_max_connections_per_peer,
         }
     }
 }

@@ -1,0 +1,266 @@
+//! Issue 33: one hostile peer cannot exhaust a listener. The hostile peer is 127.0.0.2 (or, on
+//! the unix socket, the same uid before the admission deadline passes), the legit caller
+//! 127.0.0.1; each test runs the attack and checks alongside, and the process's RSS against the
+//! budget. BENCHMARKS.md records each attack's peak RSS and the legit caller's success rate.
+
+use crate::mesh::callers::check_from;
+use crate::support::{Launch, Portcullis, scratch};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// RSS must stay under this with the default limits (README "Listeners").
+const RSS_BUDGET_KIB: u64 = 128 * 1024;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// `n` TCP connections from `source` to `addr` that send nothing (those refused at once
+/// included: they are closed by the server).
+fn silent(source: &str, addr: SocketAddr, n: usize) -> Vec<socket2::Socket> {
+    let source: IpAddr = source.parse().expect("ip");
+    (0..n)
+        .filter_map(|_| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
+            socket.connect_timeout(&addr.into(), Duration::from_secs(2)).ok()?;
+            Some(socket)
+        })
+        .collect()
+}
+
+/// How many of `sockets` the server has closed (a read sees EOF or a reset).
+fn closed(sockets: &[socket2::Socket]) -> usize {
+    sockets
+        .iter()
+        .filter(|s| {
+            let _ = s.set_nonblocking(true);
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            match s.recv(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        })
+        .count()
+}
+
+/// 1,100 silent connections from one peer used to take every global slot (a freshly started
+/// Envoy then answered 503 for every route). Now the peer holds its share at most, each for the
+/// admission deadline at most, and never a global slot; the legit caller's Checks all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_peer_lock_nobody_out() {
+    let dir = scratch("abuse-silent");
+    let portcullis =
+        Portcullis::launch(&dir, Launch { listen_extra: ", limits: { admission_timeout: 1s }", ..Launch::default() });
+    let pid = portcullis.proc.child.id();
+    let hostile = silent("127.0.0.2", portcullis.grpc, 1100);
+    assert!(hostile.len() > 1000, "only {} hostile connections opened", hostile.len());
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(pid);
+    println!("silent connections: legit checks {ok}/20, RSS {peak} KiB");
+    assert_eq!(ok, 20, "the legit caller was locked out");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    // Past the admission deadline every silent connection is closed.
+    let all_closed = crate::support::within(Duration::from_secs(10), || {
+        let n = closed(&hostile);
+        if n == hostile.len() { Ok(()) } else { Err(n) }
+    });
+    assert!(all_closed.is_ok(), "silent connections still open past the deadline: {all_closed:?}");
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    let peer = counter(&metrics, "portcullis_grpc_callers_refused_total{why=\"peer\"} ");
+    let deadline = counter(&metrics, "portcullis_grpc_callers_refused_total{why=\"deadline\"} ");
+    // Accepted as fast as the loop goes: each refused for its peer's share at once, or closed at
+    // the deadline once it had a place in the share (64 at a time).
+    assert!(
+        peer + deadline >= 1100.0 - 64.0 && peer >= 500.0 && deadline >= 1.0,
+        "refusals: peer {peer}, deadline {deadline}"
+    );
+    // The refusals are counted one by one but logged once per peer and reason per interval.
+    let lines = portcullis.proc.output().matches("gRPC caller refused").count();
+    assert!(lines <= 4, "{lines} refusal log lines for {peer} refusals");
+    drop(hostile);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The unix socket had no cap at all (3,000 idle connections accepted): now one uid holds its
+/// share, each connection for the admission deadline at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_holds_one_peer_to_its_share() {
+    let dir = scratch("abuse-unix");
+    let socket = dir.join("authz.sock");
+    let grpc = format!("unix:{}", socket.display());
+    let portcullis = Portcullis::launch(
+        &dir,
+        Launch { grpc: Some(&grpc), listen_extra: ", limits: { admission_timeout: 1s }", ..Launch::default() },
+    );
+    let idle: Vec<std::os::unix::net::UnixStream> =
+        (0..3000).filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok()).collect();
+    let peak = rss_kib(portcullis.proc.child.id());
+    let refusals = || {
+        let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+        let of = |why: &str| counter(&metrics, &format!("portcullis_grpc_callers_refused_total{{why=\"{why}\"}} "));
+        (of("peer"), of("deadline"))
+    };
+    // Every idle connection is refused at once for the uid's share, or closed at the deadline.
+    let settled = crate::support::within(Duration::from_secs(20), || {
+        let (peer, deadline) = refusals();
+        if peer + deadline >= idle.len() as f64 - 64.0 { Ok(()) } else { Err((peer, deadline)) }
+    });
+    let (peer, deadline) = refusals();
+    println!(
+        "unix: {} connections opened, {peer} refused for the share, {deadline} at the deadline, RSS {peak} KiB",
+        idle.len()
+    );
+    assert!(settled.is_ok() && peer >= 1500.0, "idle unix connections held: {settled:?}");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    // Once the deadline has closed the idle ones, the same uid is served again.
+    drop(idle);
+    let mut served = Err("never tried".to_string());
+    for _ in 0..50 {
+        served = uds_check(&socket).await;
+        if served.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.is_ok(), "no Check over the socket after the idle connections went: {served:?}");
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One Check over the unix socket: the answer's reason, or the transport error.
+async fn uds_check(socket: &std::path::Path) -> Result<String, String> {
+    use portcullis::dev::request::{HeaderEncoding, check_request};
+    use portcullis::server::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let socket = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::from_static("http://uds.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = AuthorizationClient::new(channel);
+    let request = check_request("GET", "/api/items", &[], HeaderEncoding::Map);
+    match tokio::time::timeout(Duration::from_secs(5), client.check(request)).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner().status.map(|s| s.message).unwrap_or_default()),
+        Ok(Err(status)) => Err(format!("rpc: {status:?}")),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// 300 idle connections re-opened as they close kept `/livez` failing (the kubelet then
+/// restarted the pod) and admin writes impossible; large unfinished headers took RSS to 217 MiB.
+/// Now one peer holds its share of each listener, and heads are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_admin_stay_reachable_while_one_peer_holds_connections() {
+    use std::io::Write;
+    let dir = scratch("abuse-http");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    let mut held = Vec::new();
+    for addr in [portcullis.health, portcullis.admin] {
+        held.extend(silent("127.0.0.2", addr, 300));
+    }
+    // And heads that never end: 64 KiB of header lines on every connection the peer may keep.
+    let mut heavy = silent("127.0.0.2", portcullis.health, 16);
+    for s in &mut heavy {
+        let _ = s.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n");
+        let _ = s.write_all(format!("x-pad: {}\r\n", "a".repeat(64 * 1024)).as_bytes());
+    }
+    let mut ok = 0;
+    for i in 0..20 {
+        let live = portcullis.get("/livez").is_some_and(|r| r.status == 200);
+        let body = format!(r#"{{"jti":"abuse-{i}","iss":"{}"}}"#, crate::support::corpus::ISSUER);
+        let revoked = portcullis.admin_request("POST", "/v1/revocations", &body).is_some_and(|r| r.status == 201);
+        ok += usize::from(live && revoked);
+    }
+    let peak = rss_kib(pid);
+    println!("health/admin: legit {ok}/20, RSS {peak} KiB");
+    assert_eq!(ok, 20, "probes or admin writes failed while one peer held connections");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    assert!(
+        metrics.contains("portcullis_http_connections_refused_total{listener=\"health\",why=\"peer\"}"),
+        "{metrics}"
+    );
+    drop((held, heavy));
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each of 256 streams on 4 connections holding an unfinished message just under the message
+/// limit took RSS to 276 MiB (OOM-killed under the chart's 256 MiB limit). The buffered bytes
+/// are one budget now: the peer gets its share (16 MiB), the streams past it are ended, and a
+/// legit caller's Checks go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_messages_on_every_stream_stay_within_the_peer_budget() {
+    let dir = scratch("abuse-unfinished");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    const MESSAGE: usize = 200 * 1024;
+    let mut held = Vec::new();
+    let mut drivers = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
+        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        drivers.push(tokio::spawn(connection));
+        for _ in 0..256 {
+            let Ok(mut client) = client.clone().ready().await else { break };
+            let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            let Ok((response, mut body)) = client.send_request(request, false) else { break };
+            // A length prefix one byte past what is sent, then the rest, never ending.
+            let mut prefix = vec![0u8];
+            prefix.extend_from_slice(&u32::try_from(MESSAGE + 1).expect("size").to_be_bytes());
+            let _ = body.send_data(bytes::Bytes::from(prefix), false);
+            body.reserve_capacity(MESSAGE);
+            let _ = body.send_data(bytes::Bytes::from(vec![b'x'; MESSAGE]), false);
+            held.push((response, body));
+        }
+    }
+    // Let the server read what the windows let through.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(pid);
+    let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
+    let refused = counter(&metrics, "portcullis_grpc_buffer_refused_total ");
+    println!("unfinished messages: {} streams, {refused} ended over budget, legit {ok}/20, RSS {peak} KiB", held.len());
+    assert_eq!(ok, 20, "the legit caller failed while one peer held unfinished messages");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    assert!(refused >= 1.0, "no stream was ended over the budget: {metrics}");
+    for driver in drivers {
+        driver.abort();
+    }
+    drop(held);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
