@@ -64,6 +64,8 @@ pub struct ListenerLimits {
     /// Bytes of unfinished Check messages the process buffers at most, and one peer at most.
     pub max_buffered_bytes: usize,
     pub max_buffered_bytes_per_peer: usize,
+    /// Open `grpc.health.v1.Health/Watch` streams one peer may hold.
+    pub health_watches_per_peer: usize,
     pub max_concurrent_streams: u32,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
@@ -86,6 +88,7 @@ impl Default for ListenerLimits {
             admission_timeout: Duration::from_secs(3),
             max_buffered_bytes: 64 << 20,
             max_buffered_bytes_per_peer: 16 << 20,
+            health_watches_per_peer: 16,
             max_concurrent_streams: 256,
             // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
             // carries those headers plus a little, so this leaves room and bounds the rest.

@@ -168,6 +168,9 @@ pub struct RawListenLimits {
     /// and one peer (default 16MiB); a stream past either is ended (RESOURCE_EXHAUSTED).
     pub max_buffered_bytes: Option<String>,
     pub max_buffered_bytes_per_peer: Option<String>,
+    /// Open gRPC health Watch streams one peer may hold (default 16; Envoy and the kubelet use
+    /// the unary Check).
+    pub health_watches_per_peer: Option<u32>,
     /// HTTP/2 streams per gRPC connection (default 256).
     pub max_concurrent_streams: Option<u32>,
     /// Largest Check message decoded, like "256KiB" (the default).

@@ -3,9 +3,10 @@
 //! peer (`max_buffered_bytes_per_peer`) until the request is decoded or ends; a frame past
 //! either budget ends that stream with RESOURCE_EXHAUSTED. So what peers can make the process
 //! buffer holds by construction, whatever the stream and connection counts: one peer at most
-//! its share, all together at most the total (README "Listeners" has the arithmetic).
+//! its share, all together at most the total (README "Listeners" has the arithmetic). Health
+//! Watch streams, which never end by themselves, are held to a share per peer the same way.
 
-use super::budget::PeerKey;
+use super::budget::{PeerKey, PeerSlot, PeerSlots};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -128,40 +129,116 @@ fn peer_of<B>(request: &http::Request<B>) -> PeerKey {
     }
 }
 
-/// The tower layer that charges every request body (`Server::builder().layer(...)`).
+/// The gRPC health Watch method: a stream that never ends by itself.
+const WATCH: &str = "/grpc.health.v1.Health/Watch";
+
+/// The tower layer in front of tonic's routes (`Server::builder().layer(...)`): it charges
+/// every request body to the byte budget, and holds each peer to its share of open health
+/// Watch streams (which no request timeout ends).
 #[derive(Clone)]
-pub struct BufferBudgetLayer(pub Arc<ByteBudget>);
+pub struct BufferBudgetLayer {
+    pub bytes: Arc<ByteBudget>,
+    pub watches: Arc<PeerSlots>,
+}
 
 impl<S> tower_layer::Layer<S> for BufferBudgetLayer {
     type Service = BufferBudget<S>;
 
     fn layer(&self, inner: S) -> BufferBudget<S> {
-        BufferBudget { inner, budget: self.0.clone() }
+        BufferBudget { inner, bytes: self.bytes.clone(), watches: self.watches.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct BufferBudget<S> {
     inner: S,
-    budget: Arc<ByteBudget>,
+    bytes: Arc<ByteBudget>,
+    watches: Arc<PeerSlots>,
+}
+
+type Response = http::Response<tonic::body::Body>;
+
+/// The inner service's answer, or a refusal made at once.
+pub enum Answer<F> {
+    Inner { future: Pin<Box<F>>, watch: Option<PeerSlot> },
+    Refused(Option<Response>),
+}
+
+impl<F, E> std::future::Future for Answer<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Inner { future, watch } => {
+                let response = std::task::ready!(future.as_mut().poll(cx))?;
+                // A Watch holds its slot for as long as its answer streams.
+                Poll::Ready(Ok(match watch.take() {
+                    Some(slot) => response.map(|inner| tonic::body::Body::new(Held { inner, _slot: slot })),
+                    None => response,
+                }))
+            }
+            Answer::Refused(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// A response body that keeps a slot until the stream is dropped.
+struct Held {
+    inner: tonic::body::Body,
+    _slot: PeerSlot,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
 }
 
 impl<S> tower_service::Service<http::Request<tonic::body::Body>> for BufferBudget<S>
 where
-    S: tower_service::Service<http::Request<tonic::body::Body>>,
+    S: tower_service::Service<http::Request<tonic::body::Body>, Response = Response>,
 {
-    type Response = S::Response;
+    type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Answer<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> S::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let peer = peer_of(&request);
-        let budget = self.budget.clone();
-        self.inner.call(request.map(|inner| tonic::body::Body::new(ChargedBody { inner, budget, peer, held: 0 })))
+        let watch = if request.uri().path() == WATCH {
+            match self.watches.try_take(peer) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!(super::callers::REFUSED_TOTAL, "why" => "watches").increment(1);
+                    let status = tonic::Status::resource_exhausted("too many health Watch streams from this peer");
+                    return Answer::Refused(Some(status.into_http()));
+                }
+            }
+        } else {
+            None
+        };
+        let bytes = self.bytes.clone();
+        let request = request.map(|inner| tonic::body::Body::new(ChargedBody { inner, budget: bytes, peer, held: 0 }));
+        Answer::Inner { future: Box::pin(self.inner.call(request)), watch }
     }
 }
 

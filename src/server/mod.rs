@@ -454,9 +454,10 @@ async fn set_grpc_health(reporter: &tonic_health::server::HealthReporter, servin
 fn grpc_builder(
     limits: &crate::config::ListenerLimits,
 ) -> tonic::transport::Server<tower_layer::Stack<buffered::BufferBudgetLayer, tower_layer::Identity>> {
-    let budget = buffered::ByteBudget::new(limits.max_buffered_bytes, limits.max_buffered_bytes_per_peer);
+    let bytes = buffered::ByteBudget::new(limits.max_buffered_bytes, limits.max_buffered_bytes_per_peer);
+    let watches = budget::PeerSlots::new(limits.health_watches_per_peer);
     let builder = tonic::transport::Server::builder()
-        .layer(buffered::BufferBudgetLayer(budget))
+        .layer(buffered::BufferBudgetLayer { bytes, watches })
         .max_concurrent_streams(limits.max_concurrent_streams)
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))

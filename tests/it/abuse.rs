@@ -264,3 +264,51 @@ async fn unfinished_messages_on_every_stream_stay_within_the_peer_budget() {
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `grpc.health.v1.Health/Watch` streams never end by themselves (no request timeout applies):
+/// 40 connections × 256 of them took 66 MiB. Now one peer holds its share (16) and the rest are
+/// refused at once with RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_streams_are_held_to_a_share_per_peer() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let dir = scratch("abuse-watch");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    let addr = portcullis.grpc;
+    let (mut served, mut refused) = (Vec::new(), 0);
+    for _ in 0..4 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", addr.port()))
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0))?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket.connect(addr).await?))
+            }))
+            .await
+            .expect("connect");
+        let mut client = HealthClient::new(channel);
+        for _ in 0..64 {
+            match client.watch(HealthCheckRequest { service: String::new() }).await {
+                Ok(stream) => served.push(stream),
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+                Err(status) => panic!("unexpected answer to Watch: {status:?}"),
+            }
+        }
+    }
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(addr, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(pid);
+    println!("watch flood: {} served, {refused} refused, legit {ok}/20, RSS {peak} KiB", served.len());
+    assert_eq!(served.len(), 16, "one peer's share of Watch streams");
+    assert_eq!(refused, 240);
+    assert_eq!(ok, 20);
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    drop(served);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

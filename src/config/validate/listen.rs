@@ -155,6 +155,8 @@ impl Validator {
         let http_max_connections = count("http_max_connections", raw.http_max_connections, d.http_max_connections);
         let http_max_connections_per_peer =
             count("http_max_connections_per_peer", raw.http_max_connections_per_peer, d.http_max_connections_per_peer);
+        let health_watches_per_peer =
+            count("health_watches_per_peer", raw.health_watches_per_peer, d.health_watches_per_peer);
         let admission_timeout =
             positive(self, "admission_timeout", raw.admission_timeout.as_deref(), d.admission_timeout);
         let max_message_bytes = match raw.max_message_size.as_deref() {
@@ -201,6 +203,7 @@ impl Validator {
         ListenerLimits {
             max_buffered_bytes,
             max_buffered_bytes_per_peer,
+            health_watches_per_peer,
             grpc_max_connections,
             grpc_max_connections_per_peer,
             admission_timeout,
