@@ -66,6 +66,11 @@ pub struct ListenerLimits {
     pub max_buffered_bytes_per_peer: usize,
     /// Open `grpc.health.v1.Health/Watch` streams one peer may hold.
     pub health_watches_per_peer: usize,
+    /// Open gRPC streams (request to the end of its answer) one peer may hold, over all its
+    /// connections.
+    pub max_streams_per_peer: usize,
+    /// Open gRPC streams of all peers together.
+    pub max_streams: usize,
     pub max_concurrent_streams: u32,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
@@ -86,9 +91,11 @@ impl Default for ListenerLimits {
             grpc_max_connections: 1024,
             grpc_max_connections_per_peer: 64,
             admission_timeout: Duration::from_secs(3),
-            max_buffered_bytes: 64 << 20,
-            max_buffered_bytes_per_peer: 16 << 20,
+            max_buffered_bytes: 32 << 20,
+            max_buffered_bytes_per_peer: 8 << 20,
             health_watches_per_peer: 16,
+            max_streams_per_peer: 1024,
+            max_streams: 4096,
             max_concurrent_streams: 256,
             // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
             // carries those headers plus a little, so this leaves room and bounds the rest.

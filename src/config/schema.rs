@@ -164,13 +164,18 @@ pub struct RawListenLimits {
     pub grpc_max_connections_per_peer: Option<u32>,
     /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this (default 3s).
     pub admission_timeout: Option<String>,
-    /// Bytes of unfinished Check messages buffered at most, all peers together (default 64MiB)
-    /// and one peer (default 16MiB); a stream past either is ended (RESOURCE_EXHAUSTED).
+    /// Bytes of unfinished Check messages buffered at most, all peers together (default 32MiB)
+    /// and one peer (default 8MiB); a stream past either is ended (RESOURCE_EXHAUSTED).
     pub max_buffered_bytes: Option<String>,
     pub max_buffered_bytes_per_peer: Option<String>,
     /// Open gRPC health Watch streams one peer may hold (default 16; Envoy and the kubelet use
     /// the unary Check).
     pub health_watches_per_peer: Option<u32>,
+    /// Open gRPC streams one peer may hold over all its connections, from request to the end
+    /// of its answer (default 1024): answers stalled behind a zero flow-control window count.
+    pub max_streams_per_peer: Option<u32>,
+    /// Open gRPC streams of all peers together (default 4096).
+    pub max_streams: Option<u32>,
     /// HTTP/2 streams per gRPC connection (default 256).
     pub max_concurrent_streams: Option<u32>,
     /// Largest Check message decoded, like "256KiB" (the default).

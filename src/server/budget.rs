@@ -45,11 +45,14 @@ impl std::fmt::Display for PeerKey {
     }
 }
 
-/// Connections per peer, each counted from accept to close.
+/// Things a peer holds (connections, streams), each counted from start to end: at most
+/// `per_peer` for one peer and `total` for all together.
 #[derive(Debug)]
 pub struct PeerSlots {
     per_peer: usize,
+    total: usize,
     held: Mutex<HashMap<PeerKey, usize>>,
+    all: std::sync::atomic::AtomicUsize,
 }
 
 /// One connection's place in its peer's share; given back when dropped.
@@ -61,18 +64,31 @@ pub struct PeerSlot {
 
 impl PeerSlots {
     pub fn new(per_peer: usize) -> Arc<Self> {
-        Arc::new(Self { per_peer: per_peer.max(1), held: Mutex::new(HashMap::new()) })
+        Self::with_total(per_peer, usize::MAX)
     }
 
-    /// A slot for `key`, or `None` when the peer holds its share already.
+    pub fn with_total(per_peer: usize, total: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_peer: per_peer.max(1),
+            total: total.max(1),
+            held: Mutex::new(HashMap::new()),
+            all: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A slot for `key`, or `None` when the peer holds its share already (or all are taken).
     pub fn try_take(self: &Arc<Self>, key: PeerKey) -> Option<PeerSlot> {
         // A poisoned map: refuse rather than count nothing.
         let mut held = self.held.lock().ok()?;
         let count = held.entry(key).or_insert(0);
-        if *count >= self.per_peer {
+        if *count >= self.per_peer || self.all.load(std::sync::atomic::Ordering::Relaxed) >= self.total {
+            if *count == 0 {
+                held.remove(&key);
+            }
             return None;
         }
         *count += 1;
+        self.all.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(PeerSlot { slots: self.clone(), key })
     }
 
@@ -92,6 +108,7 @@ impl Drop for PeerSlot {
             if *count == 0 {
                 held.remove(&self.key);
             }
+            self.slots.all.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -210,6 +227,11 @@ mod tests {
         drop(first);
         assert_eq!(slots.held_by(a), 1);
         assert!(slots.try_take(a).is_some(), "a closed connection gives its slot back");
+        let capped = PeerSlots::with_total(2, 3);
+        let held: Vec<_> = [a, a, b].into_iter().map(|k| capped.try_take(k).expect("within")).collect();
+        assert!(capped.try_take(PeerKey::Uid(9)).is_none(), "the total holds for every peer");
+        drop(held);
+        assert!(capped.try_take(PeerKey::Uid(9)).is_some());
         // One IPv6 host holds its whole /64; a mapped address is its IPv4 address.
         let v6a = PeerKey::ip("2001:db8:1:2::1".parse().expect("ip"));
         let v6b = PeerKey::ip("2001:db8:1:2:ffff::9".parse().expect("ip"));

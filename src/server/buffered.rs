@@ -139,13 +139,16 @@ const WATCH: &str = "/grpc.health.v1.Health/Watch";
 pub struct BufferBudgetLayer {
     pub bytes: Arc<ByteBudget>,
     pub watches: Arc<PeerSlots>,
+    /// Every stream from request to the end of its answer: an answer stalled behind a zero
+    /// flow-control window holds its place until the peer reads it or the stream goes.
+    pub streams: Arc<PeerSlots>,
 }
 
 impl<S> tower_layer::Layer<S> for BufferBudgetLayer {
     type Service = BufferBudget<S>;
 
     fn layer(&self, inner: S) -> BufferBudget<S> {
-        BufferBudget { inner, bytes: self.bytes.clone(), watches: self.watches.clone() }
+        BufferBudget { inner, bytes: self.bytes.clone(), watches: self.watches.clone(), streams: self.streams.clone() }
     }
 }
 
@@ -154,13 +157,14 @@ pub struct BufferBudget<S> {
     inner: S,
     bytes: Arc<ByteBudget>,
     watches: Arc<PeerSlots>,
+    streams: Arc<PeerSlots>,
 }
 
 type Response = http::Response<tonic::body::Body>;
 
 /// The inner service's answer, or a refusal made at once.
 pub enum Answer<F> {
-    Inner { future: Pin<Box<F>>, watch: Option<PeerSlot> },
+    Inner { future: Pin<Box<F>>, slots: Option<(PeerSlot, Option<PeerSlot>)> },
     Refused(Option<Response>),
 }
 
@@ -172,11 +176,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Answer::Inner { future, watch } => {
+            Answer::Inner { future, slots } => {
                 let response = std::task::ready!(future.as_mut().poll(cx))?;
-                // A Watch holds its slot for as long as its answer streams.
-                Poll::Ready(Ok(match watch.take() {
-                    Some(slot) => response.map(|inner| tonic::body::Body::new(Held { inner, _slot: slot })),
+                // The stream (and a Watch) holds its slots for as long as its answer is sent.
+                Poll::Ready(Ok(match slots.take() {
+                    Some(slots) => response.map(|inner| tonic::body::Body::new(Held { inner, _slots: slots })),
                     None => response,
                 }))
             }
@@ -188,10 +192,10 @@ where
     }
 }
 
-/// A response body that keeps a slot until the stream is dropped.
+/// A response body that keeps its stream's slots until it is dropped.
 struct Held {
     inner: tonic::body::Body,
-    _slot: PeerSlot,
+    _slots: (PeerSlot, Option<PeerSlot>),
 }
 
 impl http_body::Body for Held {
@@ -224,21 +228,24 @@ where
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let peer = peer_of(&request);
+        let refuse = |why: &'static str, message: &'static str| {
+            metrics::counter!(super::callers::REFUSED_TOTAL, "why" => why).increment(1);
+            Answer::Refused(Some(tonic::Status::resource_exhausted(message).into_http()))
+        };
+        let Some(stream) = self.streams.try_take(peer) else {
+            return refuse("streams", "too many open streams (listen.limits.max_streams_per_peer, max_streams)");
+        };
         let watch = if request.uri().path() == WATCH {
             match self.watches.try_take(peer) {
                 Some(slot) => Some(slot),
-                None => {
-                    metrics::counter!(super::callers::REFUSED_TOTAL, "why" => "watches").increment(1);
-                    let status = tonic::Status::resource_exhausted("too many health Watch streams from this peer");
-                    return Answer::Refused(Some(status.into_http()));
-                }
+                None => return refuse("watches", "too many health Watch streams from this peer"),
             }
         } else {
             None
         };
         let bytes = self.bytes.clone();
         let request = request.map(|inner| tonic::body::Body::new(ChargedBody { inner, budget: bytes, peer, held: 0 }));
-        Answer::Inner { future: Box::pin(self.inner.call(request)), watch }
+        Answer::Inner { future: Box::pin(self.inner.call(request)), slots: Some((stream, watch)) }
     }
 }
 

@@ -456,8 +456,9 @@ fn grpc_builder(
 ) -> tonic::transport::Server<tower_layer::Stack<buffered::BufferBudgetLayer, tower_layer::Identity>> {
     let bytes = buffered::ByteBudget::new(limits.max_buffered_bytes, limits.max_buffered_bytes_per_peer);
     let watches = budget::PeerSlots::new(limits.health_watches_per_peer);
+    let streams = budget::PeerSlots::with_total(limits.max_streams_per_peer, limits.max_streams);
     let builder = tonic::transport::Server::builder()
-        .layer(buffered::BufferBudgetLayer { bytes, watches })
+        .layer(buffered::BufferBudgetLayer { bytes, watches, streams })
         .max_concurrent_streams(limits.max_concurrent_streams)
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))

@@ -95,6 +95,24 @@ async fn silent_connections_from_one_peer_lock_nobody_out() {
     let lines = portcullis.proc.output().matches("gRPC caller refused").count();
     assert!(lines <= 4, "{lines} refusal log lines for {peer} refusals");
     drop(hostile);
+    // What an admitted, idle HTTP/2 connection costs (README "Listeners" arithmetic): a peer's
+    // whole share of them.
+    let before = rss_kib(pid);
+    let mut admitted = Vec::new();
+    for _ in 0..64 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new("127.0.0.3".parse().expect("ip"), 0)).expect("bind");
+        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+        admitted.push((client, tokio::spawn(connection)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_connection = rss_kib(pid).saturating_sub(before) / 64;
+    println!("admitted idle connections: ~{per_connection} KiB each");
+    assert!(per_connection < 256, "{per_connection} KiB per idle connection");
+    for (_, driver) in admitted {
+        driver.abort();
+    }
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -180,11 +198,18 @@ async fn health_and_admin_stay_reachable_while_one_peer_holds_connections() {
     for addr in [portcullis.health, portcullis.admin] {
         held.extend(silent("127.0.0.2", addr, 300));
     }
-    // And heads that never end: 64 KiB of header lines on every connection the peer may keep.
-    let mut heavy = silent("127.0.0.2", portcullis.health, 16);
+    // And heads that never end: ~400 KB of header lines on 256 connections (from another
+    // address of the same kind of peer), which took RSS from 13 to 217 MiB.
+    let mut heavy = silent("127.0.0.4", portcullis.health, 256);
+    let pad = format!("x-pad: {}\r\n", "a".repeat(8 * 1024));
     for s in &mut heavy {
+        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
         let _ = s.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n");
-        let _ = s.write_all(format!("x-pad: {}\r\n", "a".repeat(64 * 1024)).as_bytes());
+        for _ in 0..50 {
+            if s.write_all(pad.as_bytes()).is_err() {
+                break;
+            }
+        }
     }
     let mut ok = 0;
     for i in 0..20 {
@@ -309,6 +334,201 @@ async fn health_watch_streams_are_held_to_a_share_per_peer() {
     assert_eq!(ok, 20);
     assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
     drop(served);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A peer that never opens its flow-control window leaves every answer stalled on its stream:
+/// 120 connections took RSS to 290 MiB, held while the peer answered PINGs. Now a peer holds at
+/// most `max_streams_per_peer` (1024) streams from request to the end of the answer, over all
+/// its connections; more are refused at once (trailers only, which no window holds back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_stalled_behind_a_zero_window_are_held_to_the_peers_share() {
+    use portcullis::dev::request::{HeaderEncoding, check_request};
+    use prost::Message;
+    let dir = scratch("abuse-zero-window");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    let message = check_request("GET", "/api/items", &[], HeaderEncoding::Map).encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("len").to_be_bytes());
+    framed.extend_from_slice(&message);
+    let framed = bytes::Bytes::from(framed);
+    let (mut stalled, mut refused) = (0, 0);
+    let (mut drivers, mut held, mut clients) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
+        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
+        // A zero stream window: the server may send headers, never data.
+        let (client, connection) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.expect("h2");
+        drivers.push(tokio::spawn(connection));
+        let mut pending = Vec::new();
+        for _ in 0..256 {
+            let Ok(mut client) = client.clone().ready().await else { break };
+            let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            let Ok((response, mut body)) = client.send_request(request, false) else { break };
+            let _ = body.send_data(framed.clone(), true);
+            pending.push(response);
+        }
+        for response in pending {
+            match tokio::time::timeout(Duration::from_secs(10), response).await {
+                Ok(Ok(resp)) if resp.headers().get("grpc-status").is_some_and(|s| s == "8") => refused += 1,
+                Ok(Ok(resp)) => {
+                    stalled += 1;
+                    held.push(resp);
+                }
+                other => panic!("a stream was neither answered nor refused: {other:?}"),
+            }
+        }
+        clients.push(client);
+    }
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(pid);
+    println!("zero window: {stalled} answers stalled, {refused} refused, legit {ok}/20, RSS {peak} KiB");
+    assert!(stalled <= 1024, "{stalled} stalled answers held for one peer");
+    assert!(refused >= 2048 - 1024, "only {refused} refused");
+    assert_eq!(ok, 20);
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    for driver in drivers {
+        driver.abort();
+    }
+    drop((held, clients));
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `listen.callers.tls`, a peer without any certificate re-opening connections as the
+/// handshake timeout closed them kept the legit caller out (2 ok, 17 refused in 25 s) and wrote
+/// a WARN line per refusal (2,341 in 25 s). Now it holds its share only, for the admission
+/// deadline, and its refusals are logged once per reason per interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_certificates_locks_nobody_out_and_logs_little() {
+    let tls = crate::support::corpus::fixtures().join("tls");
+    let extra = format!(
+        ", callers: {{ tls: {{ cert_file: {0}/server.pem, key_file: {0}/server.key, client_ca_file: {0}/ca.pem }}, spiffe_ids: [\"spiffe://cluster.local/ns/istio-system/*\"] }}",
+        tls.display()
+    );
+    let dir = scratch("abuse-tls");
+    let portcullis = Portcullis::launch(&dir, Launch { listen_extra: &extra, ..Launch::default() });
+    let addr = portcullis.grpc;
+    let hostile: IpAddr = "127.0.0.2".parse().expect("ip");
+    // Silent connections that never say ClientHello, and handshakes without a certificate.
+    let silent_ones = silent("127.0.0.2", addr, 1100);
+    let mut no_cert = 0;
+    for _ in 0..100 {
+        no_cert += usize::from(check_from(addr, hostile, Some("")).await.is_err());
+    }
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(addr, "127.0.0.1".parse().expect("ip"), Some("client-gateway")).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(portcullis.proc.child.id());
+    let lines = portcullis.proc.output().matches("gRPC caller refused").count();
+    println!(
+        "tls: {} silent, {no_cert} without a certificate refused, legit {ok}/20, {lines} log lines, RSS {peak} KiB",
+        silent_ones.len()
+    );
+    assert_eq!(no_cert, 100, "a handshake without a certificate got through");
+    assert_eq!(ok, 20, "the legit caller was locked out");
+    assert!(lines <= 6, "{lines} refusal lines");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    drop(silent_ones);
+    drop(portcullis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rapid reset (CVE-2023-44487): streams opened and reset at once, thousands a second, on one
+/// connection; and a CONTINUATION flood (CVE-2024-27316 class): one header block that never
+/// ends. Each costs the hostile connection, not the process; the legit caller goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_and_continuation_floods_cost_only_the_attacker() {
+    use tokio::io::AsyncWriteExt;
+    let dir = scratch("abuse-reset");
+    let portcullis = Portcullis::launch(&dir, Launch::default());
+    let pid = portcullis.proc.child.id();
+    // Rapid reset: 20,000 streams opened and cancelled.
+    let tcp = {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
+        socket.connect(portcullis.grpc).await.expect("connect")
+    };
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+    let driver = tokio::spawn(connection);
+    let mut opened = 0;
+    for _ in 0..20_000 {
+        let Ok(mut client) = client.clone().ready().await else { break };
+        let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("request");
+        let Ok((response, body)) = client.send_request(request, false) else { break };
+        // Dropping both sends RST_STREAM(CANCEL).
+        drop((response, body));
+        opened += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    // CONTINUATION flood: HEADERS without END_HEADERS, then CONTINUATION frames for ever.
+    let mut raw = {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
+        socket.connect(portcullis.grpc).await.expect("connect")
+    };
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = u32::try_from(payload.len()).expect("len").to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut sent = 0usize;
+    let mut head = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    head.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    head.extend(frame(0x1, 0, 1, &[0x82])); // HEADERS (:method GET), no END_HEADERS
+    let _ = raw.write_all(&head).await;
+    // Literal header fields without indexing, 16 KiB of them a frame.
+    let mut block = Vec::new();
+    while block.len() < 16 * 1024 - 64 {
+        block.extend_from_slice(&[0x00, 0x05]);
+        block.extend_from_slice(b"x-pad");
+        block.extend_from_slice(&[0x7f, 0x80, 0x01]);
+        block.extend_from_slice(&[b'a'; 255]);
+    }
+    let continuation = frame(0x9, 0, 1, &block);
+    for _ in 0..4096 {
+        if raw.write_all(&continuation).await.is_err() {
+            break;
+        }
+        sent += continuation.len();
+    }
+    let mut ok = 0;
+    for _ in 0..20 {
+        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let peak = rss_kib(pid);
+    println!(
+        "rapid reset: {opened} streams opened and reset, connection ended: {}; continuation: {} KiB sent before the close; legit {ok}/20, RSS {peak} KiB",
+        ended.is_ok(),
+        sent / 1024
+    );
+    assert_eq!(ok, 20);
+    assert!(opened < 20_000 && ended.is_ok(), "the resetting connection was not ended ({opened} streams)");
+    assert!(peak < RSS_BUDGET_KIB, "RSS {peak} KiB over the budget");
+    assert!(sent < 64 << 20, "64 MiB of one header block were read without the connection closing");
     drop(portcullis);
     let _ = std::fs::remove_dir_all(&dir);
 }

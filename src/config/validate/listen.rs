@@ -157,6 +157,8 @@ impl Validator {
             count("http_max_connections_per_peer", raw.http_max_connections_per_peer, d.http_max_connections_per_peer);
         let health_watches_per_peer =
             count("health_watches_per_peer", raw.health_watches_per_peer, d.health_watches_per_peer);
+        let max_streams_per_peer = count("max_streams_per_peer", raw.max_streams_per_peer, d.max_streams_per_peer);
+        let max_streams = count("max_streams", raw.max_streams, d.max_streams);
         let admission_timeout =
             positive(self, "admission_timeout", raw.admission_timeout.as_deref(), d.admission_timeout);
         let max_message_bytes = match raw.max_message_size.as_deref() {
@@ -204,6 +206,8 @@ impl Validator {
             max_buffered_bytes,
             max_buffered_bytes_per_peer,
             health_watches_per_peer,
+            max_streams_per_peer,
+            max_streams,
             grpc_max_connections,
             grpc_max_connections_per_peer,
             admission_timeout,
