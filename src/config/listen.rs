@@ -56,8 +56,7 @@ impl Default for SocketPerms {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
     pub grpc_max_connections: usize,
-    /// Connections one peer (an IPv4 address, an IPv6 /64, a unix uid) may hold, admitted or
-    /// not yet.
+    /// Connections one peer (an address, a unix uid) may hold, admitted or not yet.
     pub grpc_max_connections_per_peer: usize,
     /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this.
     pub admission_timeout: Duration,

@@ -159,8 +159,8 @@ pub struct RawSocket {
 pub struct RawListenLimits {
     /// Admitted gRPC connections at most (TCP and unix; default 1024); more are closed.
     pub grpc_max_connections: Option<u32>,
-    /// gRPC connections one peer may hold, admitted or not (an IPv4 address, an IPv6 /64, a
-    /// unix uid; default 64).
+    /// gRPC connections one peer may hold, admitted or not (an address or a unix uid; default
+    /// 64).
     pub grpc_max_connections_per_peer: Option<u32>,
     /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this (default 3s).
     pub admission_timeout: Option<String>,

@@ -15,8 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-/// Who a connection is counted against: an IPv4 address, an IPv6 /64 (one host holds a whole
-/// /64), or a unix-socket peer's uid.
+/// Who a connection is counted against: its address (canonical: an IPv4-mapped address is
+/// IPv4), or a unix-socket peer's uid. An IPv6 address is one peer, not its /64: Kubernetes
+/// nodes give their pods addresses from one /64, and every sidecar there is a caller of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerKey {
     Ip(IpAddr),
@@ -25,20 +26,13 @@ pub enum PeerKey {
 
 impl PeerKey {
     pub fn ip(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                Self::Ip(IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
-            }
-            v4 => Self::Ip(v4),
-        }
+        Self::Ip(ip.to_canonical())
     }
 }
 
 impl std::fmt::Display for PeerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Ip(IpAddr::V6(v6)) => write!(f, "{v6}/64"),
             Self::Ip(ip) => write!(f, "{ip}"),
             Self::Uid(uid) => write!(f, "uid {uid}"),
         }
@@ -232,10 +226,11 @@ mod tests {
         assert!(capped.try_take(PeerKey::Uid(9)).is_none(), "the total holds for every peer");
         drop(held);
         assert!(capped.try_take(PeerKey::Uid(9)).is_some());
-        // One IPv6 host holds its whole /64; a mapped address is its IPv4 address.
+        // Pods of one node share a /64: each address is its own peer. A mapped address is its
+        // IPv4 address.
         let v6a = PeerKey::ip("2001:db8:1:2::1".parse().expect("ip"));
-        let v6b = PeerKey::ip("2001:db8:1:2:ffff::9".parse().expect("ip"));
-        assert_eq!(v6a, v6b);
+        let v6b = PeerKey::ip("2001:db8:1:2::9".parse().expect("ip"));
+        assert_ne!(v6a, v6b);
         assert_eq!(PeerKey::ip("::ffff:10.0.0.1".parse().expect("ip")), a);
     }
 
