@@ -107,6 +107,9 @@ struct ExplainArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Exit 1 when the decision is a deny (for scripts and CI).
+    #[arg(long)]
+    exit_code: bool,
 }
 
 #[derive(Subcommand)]
@@ -301,12 +304,14 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let explanation = portcullis::dev::explain::explain(&settings, &request, now);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&explanation)?);
-    } else {
-        print!("{explanation}");
+    let text = if args.json { serde_json::to_string_pretty(&explanation)? + "\n" } else { explanation.to_string() };
+    // A reader that went away (`explain … | head`) is no error worth a panic.
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if args.exit_code && explanation.decision != "allow" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn policy_tests(files: &[PathBuf], junit: Option<&std::path::Path>) -> ExitCode {

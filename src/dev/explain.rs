@@ -85,6 +85,9 @@ pub struct Explanation {
     pub upstream_set: Vec<(String, String)>,
     /// Headers removed from it (allow only).
     pub upstream_remove: Vec<String>,
+    /// Headers of the answer the client gets on a deny (challenge, retry-after, security
+    /// headers), as Envoy sends them.
+    pub deny_headers: Vec<(String, String)>,
 }
 
 /// Decides `request` under `settings` at `now`, recording the steps.
@@ -138,6 +141,15 @@ pub fn explain_with(settings: &Settings, request: &ExplainRequest, now: UnixTime
     };
     let decision = decide(&input, &settings.snapshot.policy, &services, now);
     let mut explanation = describe(&decision, &trace.steps());
+    // The deny's headers from the one decision → response mapping the server uses.
+    let answer =
+        crate::server::convert::check_response(&decision, &input.request_id, &settings.snapshot.policy.response);
+    if let Some(crate::server::proto::envoy::service::auth::v3::check_response::HttpResponse::DeniedResponse(denied)) =
+        answer.http_response
+    {
+        explanation.deny_headers =
+            denied.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect();
+    }
     let policy = &settings.snapshot.policy;
     explanation.route = decision
         .context
@@ -225,6 +237,7 @@ fn describe(decision: &Decision, passed: &[&'static str]) -> Explanation {
         steps,
         upstream_set: set,
         upstream_remove: remove,
+        deny_headers: Vec::new(),
     }
 }
 
@@ -269,6 +282,11 @@ impl std::fmt::Display for Explanation {
             }
             for k in &self.upstream_remove {
                 writeln!(f, "  remove {k}")?;
+            }
+        } else if !self.deny_headers.is_empty() {
+            writeln!(f, "client receives:")?;
+            for (k, v) in &self.deny_headers {
+                writeln!(f, "  {k}: {v}")?;
             }
         }
         Ok(())

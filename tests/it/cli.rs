@@ -271,6 +271,35 @@ fn explain_shows_the_steps_the_rule_and_the_upstream_headers() {
     };
     assert_eq!(outcome("credential"), Some(serde_json::json!("denied")));
     assert_eq!(outcome("verification"), Some(serde_json::json!("not reached")));
+    // The client's headers on a deny: the Bearer challenge.
+    let challenge = json["deny_headers"].as_array().and_then(|h| h.iter().find(|h| h[0] == "www-authenticate"));
+    assert!(challenge.is_some_and(|h| h[1].as_str().is_some_and(|v| v.starts_with("Bearer"))), "{json}");
+
+    // --exit-code: 1 on a deny, 0 on an allow; a reader that goes away is no panic.
+    let code = |args: &[&str]| {
+        portcullis()
+            .args(["explain", "--exit-code", "--config"])
+            .arg(&policy)
+            .args(args)
+            .output()
+            .expect("run")
+            .status
+            .code()
+    };
+    assert_eq!(code(&["--path", "/hello"]), Some(1));
+    assert_eq!(code(&["--path", "/hello", "--token", &token]), Some(0));
+    let mut child = portcullis()
+        .args(["explain", "--config"])
+        .arg(&policy)
+        .args(["--path", "/hello"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
