@@ -126,12 +126,13 @@ pub fn start_envoy_as(
         ("port_value: 9901", format!("port_value: {admin_port}")),
         ("port_value: 10000", format!("port_value: {listen_port}")),
         ("port_value: 8080", format!("port_value: {}", upstream.port())),
-        ("address: 0.0.0.0", "address: 127.0.0.1".to_string()),
     ];
     for (from, to) in common.into_iter().chain(replacements) {
         assert!(config.contains(from), "deploy/envoy/{file} no longer contains {from:?}");
         config = config.replace(from, &to);
     }
+    // Tests listen on loopback whatever a config binds.
+    config = config.replace("address: 0.0.0.0", "address: 127.0.0.1");
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).expect("write envoy config");
     let mut cmd = Command::new(super::envoy_binary());
