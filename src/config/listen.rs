@@ -58,6 +58,8 @@ pub struct ListenerLimits {
     pub grpc_max_connections: usize,
     /// Connections one peer (an address, a unix uid) may hold, admitted or not yet.
     pub grpc_max_connections_per_peer: usize,
+    /// Connections of all peers still in admission (TLS handshake, HTTP/2 preface).
+    pub grpc_max_pending_connections: usize,
     /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this.
     pub admission_timeout: Duration,
     /// Bytes of unfinished Check messages the process buffers at most, and one peer at most.
@@ -72,6 +74,8 @@ pub struct ListenerLimits {
     pub max_streams: usize,
     pub max_concurrent_streams: u32,
     pub max_message_bytes: usize,
+    /// The HTTP/2 header list of one gRPC call.
+    pub max_header_list_bytes: usize,
     pub request_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
@@ -88,25 +92,27 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
             grpc_max_connections: 1024,
-            grpc_max_connections_per_peer: 64,
+            grpc_max_connections_per_peer: 256,
+            grpc_max_pending_connections: 1024,
             admission_timeout: Duration::from_secs(3),
             max_buffered_bytes: 32 << 20,
             max_buffered_bytes_per_peer: 8 << 20,
             health_watches_per_peer: 16,
-            max_streams_per_peer: 1024,
-            max_streams: 4096,
+            max_streams_per_peer: 512,
+            max_streams: 8192,
             max_concurrent_streams: 256,
             // Envoy's own request header limit is 60 KiB by default (96 KiB max); a Check
             // carries those headers plus a little, so this leaves room and bounds the rest.
             max_message_bytes: 256 * 1024,
+            max_header_list_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
-            max_connection_age: Some(Duration::from_secs(30 * 60)),
+            max_connection_age: Some(Duration::from_secs(10 * 60)),
             http_header_read_timeout: Duration::from_secs(5),
             http_connection_timeout: Duration::from_secs(60),
             http_max_connections: 256,
-            http_max_connections_per_peer: 16,
+            http_max_connections_per_peer: 8,
         }
     }
 }

@@ -160,8 +160,13 @@ pub struct RawListenLimits {
     /// Admitted gRPC connections at most (TCP and unix; default 1024); more are closed.
     pub grpc_max_connections: Option<u32>,
     /// gRPC connections one peer may hold, admitted or not (an address or a unix uid; default
-    /// 64).
+    /// 256).
     pub grpc_max_connections_per_peer: Option<u32>,
+    /// gRPC connections of all peers still in admission: TLS handshake, HTTP/2 preface
+    /// (default 1024).
+    pub grpc_max_pending_connections: Option<u32>,
+    /// The HTTP/2 header list of one gRPC call, like "16KiB" (the default).
+    pub max_header_list_size: Option<String>,
     /// A gRPC connection's TLS handshake and HTTP/2 preface must arrive within this (default 3s).
     pub admission_timeout: Option<String>,
     /// Bytes of unfinished Check messages buffered at most, all peers together (default 32MiB)
@@ -172,9 +177,9 @@ pub struct RawListenLimits {
     /// the unary Check).
     pub health_watches_per_peer: Option<u32>,
     /// Open gRPC streams one peer may hold over all its connections, from request to the end
-    /// of its answer (default 1024): answers stalled behind a zero flow-control window count.
+    /// of its answer (default 512): answers stalled behind a zero flow-control window count.
     pub max_streams_per_peer: Option<u32>,
-    /// Open gRPC streams of all peers together (default 4096).
+    /// Open gRPC streams of all peers together (default 8192).
     pub max_streams: Option<u32>,
     /// HTTP/2 streams per gRPC connection (default 256).
     pub max_concurrent_streams: Option<u32>,
@@ -185,7 +190,8 @@ pub struct RawListenLimits {
     /// HTTP/2 keepalive ping interval on gRPC connections (default 30s) and its timeout (10s).
     pub keepalive_interval: Option<String>,
     pub keepalive_timeout: Option<String>,
-    /// gRPC connections are asked to go away after this long (default 30m; "0s": never).
+    /// gRPC connections are asked to go away after this long (default 10m; "0s": never), and
+    /// closed `request_timeout` later whatever their streams do.
     pub max_connection_age: Option<String>,
     /// Health and admin: time to send a request's headers (default 5s).
     pub http_header_read_timeout: Option<String>,
@@ -193,7 +199,7 @@ pub struct RawListenLimits {
     pub http_connection_timeout: Option<String>,
     /// Health and admin: open connections at most, each (default 256).
     pub http_max_connections: Option<u32>,
-    /// Health and admin: connections one peer may hold, each (default 16).
+    /// Health and admin: connections one peer may hold, each (default 8).
     pub http_max_connections_per_peer: Option<u32>,
 }
 

@@ -95,6 +95,8 @@ impl PeerSlots {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
+        // The total first: a poisoned map must not keep the slot from every peer.
+        self.slots.all.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut held) = self.slots.held.lock()
             && let Some(count) = held.get_mut(&self.key)
         {
@@ -102,7 +104,6 @@ impl Drop for PeerSlot {
             if *count == 0 {
                 held.remove(&self.key);
             }
-            self.slots.all.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -19,30 +19,43 @@ pub const BUFFERED_BYTES: &str = "portcullis_grpc_buffered_bytes";
 pub const BUFFER_REFUSED_TOTAL: &str = "portcullis_grpc_buffer_refused_total";
 
 /// The process-wide and per-peer budgets of buffered request bytes.
-#[derive(Debug)]
 pub struct ByteBudget {
     total_limit: usize,
     per_peer_limit: usize,
     total: AtomicUsize,
     per_peer: Mutex<HashMap<PeerKey, usize>>,
+    gauge: metrics::Gauge,
+}
+
+impl std::fmt::Debug for ByteBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteBudget").field("total", &self.total).finish_non_exhaustive()
+    }
 }
 
 impl ByteBudget {
     pub fn new(total_limit: usize, per_peer_limit: usize) -> Arc<Self> {
-        Arc::new(Self { total_limit, per_peer_limit, total: AtomicUsize::new(0), per_peer: Mutex::default() })
+        Arc::new(Self {
+            total_limit,
+            per_peer_limit,
+            total: AtomicUsize::new(0),
+            per_peer: Mutex::default(),
+            gauge: metrics::gauge!(BUFFERED_BYTES),
+        })
     }
 
     /// Charges `n` bytes to `peer` and the total, or refuses them (nothing charged).
     fn take(&self, peer: PeerKey, n: usize) -> bool {
         let Ok(mut per_peer) = self.per_peer.lock() else { return false };
         let held = per_peer.get(&peer).copied().unwrap_or(0);
-        let total = self.total.load(Ordering::Relaxed);
-        if held.saturating_add(n) > self.per_peer_limit || total.saturating_add(n) > self.total_limit {
+        if held.saturating_add(n) > self.per_peer_limit
+            || self.total.load(Ordering::Relaxed).saturating_add(n) > self.total_limit
+        {
             return false;
         }
         per_peer.insert(peer, held + n);
-        self.total.fetch_add(n, Ordering::Relaxed);
-        metrics::gauge!(BUFFERED_BYTES).set((total + n) as f64);
+        let total = self.total.fetch_add(n, Ordering::Relaxed) + n;
+        self.gauge.set(total as f64);
         true
     }
 
@@ -58,8 +71,8 @@ impl ByteBudget {
                 per_peer.remove(&peer);
             }
         }
-        let before = self.total.fetch_sub(n, Ordering::Relaxed);
-        metrics::gauge!(BUFFERED_BYTES).set(before.saturating_sub(n) as f64);
+        let total = self.total.fetch_sub(n, Ordering::Relaxed).saturating_sub(n);
+        self.gauge.set(total as f64);
     }
 
     #[cfg(test)]
@@ -243,8 +256,16 @@ where
         } else {
             None
         };
+        // The call's header list is held until the Check is decoded too (RFC 9113's 32 bytes
+        // of overhead an entry, as HPACK counts it).
+        let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        if !self.bytes.take(peer, header_bytes) {
+            metrics::counter!(BUFFER_REFUSED_TOTAL).increment(1);
+            return refuse("bytes", "buffered request bytes over listen.limits.max_buffered_bytes(_per_peer)");
+        }
         let bytes = self.bytes.clone();
-        let request = request.map(|inner| tonic::body::Body::new(ChargedBody { inner, budget: bytes, peer, held: 0 }));
+        let request =
+            request.map(|inner| tonic::body::Body::new(ChargedBody { inner, budget: bytes, peer, held: header_bytes }));
         Answer::Inner { future: Box::pin(self.inner.call(request)), slots: Some((stream, watch)) }
     }
 }

@@ -160,6 +160,9 @@ impl Admission {
 pub struct CallerGate {
     admission: ArcSwap<Admission>,
     slots: Arc<Semaphore>,
+    /// Connections still in admission, all peers together (a peer owning many addresses
+    /// cannot hold descriptors without bound).
+    pending: Arc<Semaphore>,
     peers: Arc<PeerSlots>,
     deadline: Duration,
     log: RefusalLog,
@@ -173,6 +176,7 @@ impl CallerGate {
         Ok(Self {
             admission: ArcSwap::from_pointee(Admission::new(policy)?),
             slots: Arc::new(Semaphore::new(limits.grpc_max_connections)),
+            pending: Arc::new(Semaphore::new(limits.grpc_max_pending_connections)),
             peers: PeerSlots::new(limits.grpc_max_connections_per_peer),
             deadline: limits.admission_timeout,
             log: RefusalLog::new(clock, REFUSAL_LOG_INTERVAL),
@@ -219,12 +223,17 @@ impl CallerGate {
                     self.refused(key, ("cidr", String::new()));
                     continue;
                 }
+                let Ok(pending) = self.pending.clone().try_acquire_owned() else {
+                    self.refused(key, ("pending", "listen.limits.grpc_max_pending_connections reached".into()));
+                    continue;
+                };
                 // Without Nagle's algorithm a write that follows an unacknowledged one waits for
                 // the peer's delayed ACK (40 ms on Linux).
                 let _ = stream.set_nodelay(true);
                 let (gate, admitted) = (self.clone(), admitted.clone());
                 tokio::spawn(async move {
                     let admit = tokio::time::timeout(gate.deadline, admit(stream, &admission)).await;
+                    drop(pending);
                     let io = match admit {
                         Ok(Ok(io)) => io,
                         Ok(Err(refusal)) => return gate.refused(key, refusal),
@@ -267,9 +276,15 @@ impl CallerGate {
                     self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
                     continue;
                 };
+                let Ok(pending) = self.pending.clone().try_acquire_owned() else {
+                    self.refused(key, ("pending", "listen.limits.grpc_max_pending_connections reached".into()));
+                    continue;
+                };
                 let (gate, admitted) = (self.clone(), admitted.clone());
                 tokio::spawn(async move {
-                    let io = match tokio::time::timeout(gate.deadline, read_preface(stream)).await {
+                    let admit = tokio::time::timeout(gate.deadline, read_preface(stream)).await;
+                    drop(pending);
+                    let io = match admit {
                         Ok(Ok(io)) => io,
                         Ok(Err(e)) => return gate.refused(key, ("preface", e.to_string())),
                         Err(_) => return gate.refused(key, ("deadline", "no HTTP/2 preface in time".into())),

@@ -463,9 +463,13 @@ fn grpc_builder(
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .http2_max_header_list_size(u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX));
+        // Envoy's own headers travel inside the Check message; the HTTP/2 header list of the
+        // call itself is small, and every byte of it is also charged to the byte budget.
+        .http2_max_header_list_size(u32::try_from(limits.max_header_list_bytes).unwrap_or(u32::MAX));
     match limits.max_connection_age {
-        Some(age) => builder.max_connection_age(age),
+        // The grace ends a connection whose streams never finish (an answer stalled behind a
+        // zero window), so what it holds is given back.
+        Some(age) => builder.max_connection_age(age).max_connection_age_grace(limits.request_timeout),
         None => builder,
     }
 }

@@ -159,6 +159,8 @@ impl Validator {
             count("health_watches_per_peer", raw.health_watches_per_peer, d.health_watches_per_peer);
         let max_streams_per_peer = count("max_streams_per_peer", raw.max_streams_per_peer, d.max_streams_per_peer);
         let max_streams = count("max_streams", raw.max_streams, d.max_streams);
+        let grpc_max_pending_connections =
+            count("grpc_max_pending_connections", raw.grpc_max_pending_connections, d.grpc_max_pending_connections);
         let admission_timeout =
             positive(self, "admission_timeout", raw.admission_timeout.as_deref(), d.admission_timeout);
         let max_message_bytes = match raw.max_message_size.as_deref() {
@@ -195,6 +197,19 @@ impl Validator {
             raw.max_buffered_bytes_per_peer.as_deref(),
             d.max_buffered_bytes_per_peer,
         );
+        let max_header_list_bytes = match raw.max_header_list_size.as_deref() {
+            None => d.max_header_list_bytes,
+            Some(text) => match parse_size(text) {
+                Some(n) if (4 * 1024..=1024 * 1024).contains(&n) => n,
+                _ => {
+                    self.problems.add(
+                        "listen.limits.max_header_list_size",
+                        format!("\"{text}\" is not a size from 4KiB to 1MiB (like 16KiB)"),
+                    );
+                    d.max_header_list_bytes
+                }
+            },
+        };
         if max_message_bytes > max_buffered_bytes_per_peer {
             self.problems
                 .add("listen.limits.max_buffered_bytes_per_peer", "must hold at least one message of max_message_size");
@@ -208,6 +223,8 @@ impl Validator {
             health_watches_per_peer,
             max_streams_per_peer,
             max_streams,
+            grpc_max_pending_connections,
+            max_header_list_bytes,
             grpc_max_connections,
             grpc_max_connections_per_peer,
             admission_timeout,
