@@ -171,6 +171,9 @@ pub struct CallerGate {
 /// Why a connection was not admitted, for the metric and the sampled log line.
 type Refusal = (&'static str, String);
 
+/// Where admitted connections go (the gRPC server's incoming stream).
+type Admitted<S> = tokio::sync::mpsc::Sender<io::Result<OneWritePerAnswer<GrpcConn<S>>>>;
+
 impl CallerGate {
     pub fn new(policy: &CallerPolicy, limits: &ListenerLimits, clock: Arc<dyn Clock>) -> Result<Self, String> {
         Ok(Self {
@@ -214,38 +217,16 @@ impl CallerGate {
                     return;
                 }
                 let key = PeerKey::ip(peer.ip());
-                let Some(peer_slot) = self.peers.try_take(key) else {
-                    self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
-                    continue;
-                };
+                let Some(peer_slot) = self.peer_slot(key) else { continue };
                 let admission = self.admission.load_full();
                 if admission.cidrs.as_ref().is_some_and(|set| !set.contains(peer.ip())) {
                     self.refused(key, ("cidr", String::new()));
                     continue;
                 }
-                let Ok(pending) = self.pending.clone().try_acquire_owned() else {
-                    self.refused(key, ("pending", "listen.limits.grpc_max_pending_connections reached".into()));
-                    continue;
-                };
                 // Without Nagle's algorithm a write that follows an unacknowledged one waits for
                 // the peer's delayed ACK (40 ms on Linux).
                 let _ = stream.set_nodelay(true);
-                let (gate, admitted) = (self.clone(), admitted.clone());
-                tokio::spawn(async move {
-                    let admit = tokio::time::timeout(gate.deadline, admit(stream, &admission)).await;
-                    drop(pending);
-                    let io = match admit {
-                        Ok(Ok(io)) => io,
-                        Ok(Err(refusal)) => return gate.refused(key, refusal),
-                        Err(_) => {
-                            return gate
-                                .refused(key, ("deadline", "no TLS handshake and HTTP/2 preface in time".into()));
-                        }
-                    };
-                    if let Some(conn) = gate.slot(key, io, peer_slot) {
-                        let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
-                    }
-                });
+                self.admit_later(key, peer_slot, &admitted, async move { admit(stream, &admission).await });
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(incoming)
@@ -272,30 +253,47 @@ impl CallerGate {
                 }
                 // No credentials (never on Linux): counted as one unknown peer.
                 let key = PeerKey::Uid(stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX));
-                let Some(peer_slot) = self.peers.try_take(key) else {
-                    self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
-                    continue;
-                };
-                let Ok(pending) = self.pending.clone().try_acquire_owned() else {
-                    self.refused(key, ("pending", "listen.limits.grpc_max_pending_connections reached".into()));
-                    continue;
-                };
-                let (gate, admitted) = (self.clone(), admitted.clone());
-                tokio::spawn(async move {
-                    let admit = tokio::time::timeout(gate.deadline, read_preface(stream)).await;
-                    drop(pending);
-                    let io = match admit {
-                        Ok(Ok(io)) => io,
-                        Ok(Err(e)) => return gate.refused(key, ("preface", e.to_string())),
-                        Err(_) => return gate.refused(key, ("deadline", "no HTTP/2 preface in time".into())),
-                    };
-                    if let Some(conn) = gate.slot(key, io, peer_slot) {
-                        let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
-                    }
-                });
+                let Some(peer_slot) = self.peer_slot(key) else { continue };
+                let preface = async move { read_preface(stream).await.map_err(|e| ("preface", e.to_string())) };
+                self.admit_later(key, peer_slot, &admitted, preface);
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(incoming)
+    }
+
+    /// The peer's place in its share, or `None` (refused) when it holds its share already.
+    fn peer_slot(&self, key: PeerKey) -> Option<PeerSlot> {
+        let slot = self.peers.try_take(key);
+        if slot.is_none() {
+            self.refused(key, ("peer", "listen.limits.grpc_max_connections_per_peer reached".into()));
+        }
+        slot
+    }
+
+    /// A place among the connections in admission, then `admit` (TLS and the HTTP/2 preface)
+    /// within the deadline in a task of its own, then a global slot; the admitted connection
+    /// goes to `admitted`.
+    fn admit_later<S, F>(self: &Arc<Self>, key: PeerKey, peer_slot: PeerSlot, admitted: &Admitted<S>, admit: F)
+    where
+        S: Send + 'static,
+        F: std::future::Future<Output = Result<Prefaced<S>, Refusal>> + Send + 'static,
+    {
+        let Ok(pending) = self.pending.clone().try_acquire_owned() else {
+            return self.refused(key, ("pending", "listen.limits.grpc_max_pending_connections reached".into()));
+        };
+        let (gate, admitted) = (self.clone(), admitted.clone());
+        tokio::spawn(async move {
+            let admit = tokio::time::timeout(gate.deadline, admit).await;
+            drop(pending);
+            let io = match admit {
+                Ok(Ok(io)) => io,
+                Ok(Err(refusal)) => return gate.refused(key, refusal),
+                Err(_) => return gate.refused(key, ("deadline", "no TLS handshake and HTTP/2 preface in time".into())),
+            };
+            if let Some(conn) = gate.slot(key, io, peer_slot) {
+                let _ = admitted.send(Ok(OneWritePerAnswer(conn))).await;
+            }
+        });
     }
 
     /// A global slot for an admitted connection, or `None` (refused) when all are taken.

@@ -11,14 +11,31 @@ use std::time::Duration;
 /// RSS must stay under this with the default limits (README "Listeners").
 const RSS_BUDGET_KIB: u64 = 128 * 1024;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+use crate::mesh::rss_kib;
+
+/// A TCP connection to `addr` from loopback address `source` (a peer of its own).
+async fn tcp_from(source: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(source.parse().expect("ip"), 0)).expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// An HTTP/2 client from `source` (its connection driven by a task the caller aborts).
+async fn h2_from(
+    source: &str,
+    addr: SocketAddr,
+) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let (client, connection) = h2::client::handshake(tcp_from(source, addr).await).await.expect("h2 handshake");
+    (client, tokio::spawn(connection))
+}
+
+/// How many of 20 plain Checks the legit caller (127.0.0.1) gets answered.
+async fn legit_checks(addr: SocketAddr) -> usize {
+    let mut ok = 0;
+    for _ in 0..20 {
+        ok += usize::from(check_from(addr, "127.0.0.1".parse().expect("ip"), None).await.is_ok());
+    }
+    ok
 }
 
 fn counter(metrics: &str, prefix: &str) -> f64 {
@@ -66,12 +83,7 @@ async fn silent_connections_from_one_peer_lock_nobody_out() {
     let pid = portcullis.proc.child.id();
     let hostile = silent("127.0.0.2", portcullis.grpc, 1100);
     assert!(hostile.len() > 1000, "only {} hostile connections opened", hostile.len());
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(portcullis.grpc).await;
     let peak = rss_kib(pid);
     println!("silent connections: legit checks {ok}/20, RSS {peak} KiB");
     assert_eq!(ok, 20, "the legit caller was locked out");
@@ -97,11 +109,7 @@ async fn silent_connections_from_one_peer_lock_nobody_out() {
     let before = rss_kib(pid);
     let mut admitted = Vec::new();
     for _ in 0..64 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.3".parse().expect("ip"), 0)).expect("bind");
-        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
-        admitted.push((client, tokio::spawn(connection)));
+        admitted.push(h2_from("127.0.0.3", portcullis.grpc).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per_connection = rss_kib(pid).saturating_sub(before) / 64;
@@ -242,11 +250,8 @@ async fn unfinished_messages_on_every_stream_stay_within_the_peer_budget() {
     let mut held = Vec::new();
     let mut drivers = Vec::new();
     for _ in 0..4 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
-        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        drivers.push(tokio::spawn(connection));
+        let (client, driver) = h2_from("127.0.0.2", portcullis.grpc).await;
+        drivers.push(driver);
         for _ in 0..256 {
             let Ok(mut client) = client.clone().ready().await else { break };
             let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
@@ -266,12 +271,7 @@ async fn unfinished_messages_on_every_stream_stay_within_the_peer_budget() {
     }
     // Let the server read what the windows let through.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(portcullis.grpc).await;
     let peak = rss_kib(pid);
     let metrics = portcullis.get("/metrics").map(|r| r.body).unwrap_or_default();
     let refused = counter(&metrics, "portcullis_grpc_buffer_refused_total ");
@@ -318,12 +318,7 @@ async fn health_watch_streams_are_held_to_a_share_per_peer() {
             }
         }
     }
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(addr, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(addr).await;
     let peak = rss_kib(pid);
     println!("watch flood: {} served, {refused} refused, legit {ok}/20, RSS {peak} KiB", served.len());
     assert_eq!(served.len(), 16, "one peer's share of Watch streams");
@@ -355,9 +350,7 @@ async fn answers_stalled_behind_a_zero_window_are_held_to_the_peers_share() {
     let (mut stalled, mut refused) = (0, 0);
     let (mut drivers, mut held, mut clients) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..8 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
-        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
+        let tcp = tcp_from("127.0.0.2", portcullis.grpc).await;
         // A zero stream window: the server may send headers, never data.
         let (client, connection) =
             h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.expect("h2");
@@ -386,12 +379,7 @@ async fn answers_stalled_behind_a_zero_window_are_held_to_the_peers_share() {
         }
         clients.push(client);
     }
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(portcullis.grpc).await;
     let peak = rss_kib(pid);
     println!("zero window: {stalled} answers stalled, {refused} refused, legit {ok}/20, RSS {peak} KiB");
     assert!(stalled <= 512, "{stalled} stalled answers held for one peer");
@@ -458,13 +446,7 @@ async fn rapid_reset_and_continuation_floods_cost_only_the_attacker() {
     let portcullis = Portcullis::launch(&dir, Launch::default());
     let pid = portcullis.proc.child.id();
     // Rapid reset: 20,000 streams opened and cancelled.
-    let tcp = {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
-        socket.connect(portcullis.grpc).await.expect("connect")
-    };
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
-    let driver = tokio::spawn(connection);
+    let (client, driver) = h2_from("127.0.0.2", portcullis.grpc).await;
     let mut opened = 0;
     for _ in 0..20_000 {
         let Ok(mut client) = client.clone().ready().await else { break };
@@ -479,11 +461,7 @@ async fn rapid_reset_and_continuation_floods_cost_only_the_attacker() {
     }
     let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
     // CONTINUATION flood: HEADERS without END_HEADERS, then CONTINUATION frames for ever.
-    let mut raw = {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
-        socket.connect(portcullis.grpc).await.expect("connect")
-    };
+    let mut raw = tcp_from("127.0.0.2", portcullis.grpc).await;
     let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
         let len = u32::try_from(payload.len()).expect("len").to_be_bytes();
         let mut f = vec![len[1], len[2], len[3], kind, flags];
@@ -511,12 +489,7 @@ async fn rapid_reset_and_continuation_floods_cost_only_the_attacker() {
         }
         sent += continuation.len();
     }
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(portcullis.grpc).await;
     let peak = rss_kib(pid);
     println!(
         "rapid reset: {opened} streams opened and reset, connection ended: {}; continuation: {} KiB sent before the close; legit {ok}/20, RSS {peak} KiB",
@@ -548,11 +521,8 @@ async fn large_call_headers_are_bounded_and_charged() {
     let mut held = Vec::new();
     let mut drivers = Vec::new();
     for _ in 0..4 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.2".parse().expect("ip"), 0)).expect("bind");
-        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        drivers.push(tokio::spawn(connection));
+        let (client, driver) = h2_from("127.0.0.2", portcullis.grpc).await;
+        drivers.push(driver);
         let mut pending = Vec::new();
         for _ in 0..256 {
             let Ok(mut client) = client.clone().ready().await else { break };
@@ -580,11 +550,8 @@ async fn large_call_headers_are_bounded_and_charged() {
     let buffered = counter(&metrics, "portcullis_grpc_buffered_bytes ");
     // A header list over 16 KiB ends its stream or its connection, before any handler.
     {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new("127.0.0.5".parse().expect("ip"), 0)).expect("bind");
-        let tcp = socket.connect(portcullis.grpc).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        drivers.push(tokio::spawn(connection));
+        let (client, driver) = h2_from("127.0.0.5", portcullis.grpc).await;
+        drivers.push(driver);
         let request = http::Request::post("http://portcullis/envoy.service.auth.v3.Authorization/Check")
             .header("content-type", "application/grpc")
             .header("x-pad", "a".repeat(64 * 1024).as_str())
@@ -602,12 +569,7 @@ async fn large_call_headers_are_bounded_and_charged() {
             too_large += 1;
         }
     }
-    let mut ok = 0;
-    for _ in 0..20 {
-        if check_from(portcullis.grpc, "127.0.0.1".parse().expect("ip"), None).await.is_ok() {
-            ok += 1;
-        }
-    }
+    let ok = legit_checks(portcullis.grpc).await;
     let peak = rss_kib(pid);
     println!(
         "large headers: {accepted} answered or waiting, {refused} refused over the budget, {too_large} over the list size, {reset} reset, {buffered} bytes buffered, legit {ok}/20, RSS {peak} KiB"

@@ -70,7 +70,7 @@ fn the_sidecar_socket_admits_the_proxy_user_through_its_group_only() {
 }
 
 /// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
