@@ -23,6 +23,8 @@ pub struct Merged {
     /// Fragment files and the patterns (watched for new files) for hot reload.
     pub watched: Vec<PathBuf>,
     pub warnings: Vec<String>,
+    /// Each fragment read, as `name NUL text NUL` (the policy hash covers them).
+    pub texts: Vec<u8>,
 }
 
 /// Hosts are compared as route matching compares them: lowercase, no trailing dot (an invalid
@@ -131,6 +133,7 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
                 continue;
             }
         };
+        merged.texts.extend_from_slice(format!("{name}\0{text}\0").as_bytes());
         let (fragment, source, problems) = match source::read::<RawFragment>(&text, &name) {
             Ok(read) => read,
             Err(super::ConfigError::Invalid(p)) => {

@@ -28,6 +28,10 @@ pub struct Snapshot {
     pub verifier: Verifier,
     /// Counts successful loads (1 for the first); part of the claims cache key.
     pub generation: u64,
+    /// The first 12 hex digits of the SHA-256 of the policy's text, the main file's and each
+    /// fragment's (by name): which policy a pod runs (`/readyz`, `portcullis_policy_info`,
+    /// every audit line).
+    pub hash: Arc<str>,
     /// The admin API's token (`None`: no admin section, every admin request is refused).
     pub admin_token: Option<AdminToken>,
     pub revocation_lifetimes: RevocationLifetimes,

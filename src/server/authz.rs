@@ -121,7 +121,8 @@ impl AppState {
     /// and (Redis) after the first resync. A stale backend is named but does not make the
     /// replica unready: every replica would go at once (the stale policy decides checks).
     pub(super) fn ready_report(&self, serving: bool) -> super::ReadyReport {
-        let (never, dropped) = self.snapshot.load().verifier.issuers_without_keys();
+        let snapshot = self.snapshot.load();
+        let (never, dropped) = snapshot.verifier.issuers_without_keys();
         let names = |list: Vec<Arc<str>>| list.iter().map(|i| i.to_string()).collect::<Vec<String>>();
         let (issuers_without_keys, issuers_past_max_stale) = (names(never), names(dropped));
         let now_ms = self.clock.now_millis();
@@ -138,6 +139,7 @@ impl AppState {
             issuers_past_max_stale,
             state,
             state_contact_age_ms,
+            policy: super::health_http::PolicyId { hash: snapshot.hash.to_string(), generation: snapshot.generation },
         }
     }
 
@@ -213,7 +215,8 @@ impl AppState {
             self.metrics.stale_decision.increment(1);
         }
         self.metrics.duration.record(elapsed.as_secs_f64());
-        self.audit.record(&input, &decision, elapsed, self.clock.now_millis());
+        let policy = crate::telemetry::audit::Policy { hash: &snapshot.hash, generation: snapshot.generation };
+        self.audit.record(&input, &decision, policy, elapsed, self.clock.now_millis());
         // Last: the answer takes the decision's header strings instead of copying them.
         check_response_owned(decision, &input.request_id, &snapshot.policy.response)
     }

@@ -28,6 +28,15 @@ pub struct ReadyReport {
     /// Milliseconds since the last contact with Redis (Redis backend only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_contact_age_ms: Option<i64>,
+    /// The policy in force: which one a pod runs, after a rollout.
+    pub policy: PolicyId,
+}
+
+/// A policy snapshot's identity: its text's hash and how many loads it took to get here.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct PolicyId {
+    pub hash: String,
+    pub generation: u64,
 }
 
 #[derive(Clone)]

@@ -141,6 +141,7 @@ impl Server {
             policy: settings.snapshot.policy.clone(),
             verifier: settings.snapshot.verifier.clone(),
             generation: settings.snapshot.generation,
+            hash: settings.snapshot.hash.clone(),
             admin_token: settings.snapshot.admin_token.clone(),
             revocation_lifetimes: settings.snapshot.revocation_lifetimes.clone(),
         });
@@ -232,6 +233,8 @@ impl Server {
     /// `drain_timeout` for the checks in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        let snapshot = self.state.snapshot.load();
+        crate::telemetry::metrics::policy_info(None, &snapshot.hash, snapshot.generation);
         // NOT_SERVING until the readiness follower below says otherwise.
         set_grpc_health(&reporter, false).await;
         let limits = self.settings.listen.limits;

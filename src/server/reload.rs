@@ -147,8 +147,13 @@ impl Reloader {
         if let Some(api_keys) = &settings.snapshot.policy.api_keys {
             crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
         }
-        self.state.snapshot.store(settings.snapshot.clone());
-        tracing::info!(file = %self.path.display(), generation, "policy reloaded");
+        let replaced = self.state.snapshot.swap(settings.snapshot.clone());
+        crate::telemetry::metrics::policy_info(
+            Some((&replaced.hash, replaced.generation)),
+            &settings.snapshot.hash,
+            settings.snapshot.generation,
+        );
+        tracing::info!(file = %self.path.display(), generation, hash = %settings.snapshot.hash, "policy reloaded");
         Ok(settings.sources)
     }
 }

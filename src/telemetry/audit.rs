@@ -100,13 +100,20 @@ impl AuditSink {
     }
 
     /// Queues the audit line of one decision made at `at_millis` (the injected clock).
-    pub fn record(&self, input: &CheckInput, decision: &Decision, latency: Duration, at_millis: i64) {
+    pub fn record(
+        &self,
+        input: &CheckInput,
+        decision: &Decision,
+        policy: Policy<'_>,
+        latency: Duration,
+        at_millis: i64,
+    ) {
         let allowed = matches!(decision.outcome, Outcome::Allow { .. });
         if allowed && !self.sampled() {
             return;
         }
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_millis).unwrap_or(0));
-        let Some(mut line) = event(input, decision, latency, at).line() else { return self.drop_line() };
+        let Some(mut line) = event(input, decision, policy, latency, at).line() else { return self.drop_line() };
         line.push('\n');
         let Some(queue) = &self.queue else { return };
         let len = line.len();
@@ -221,6 +228,9 @@ pub struct AuditEvent<'a> {
     latency_us: u64,
     method: Cow<'a, str>,
     path: Cow<'a, str>,
+    /// The hash of the policy that decided, and its load generation.
+    policy: &'a str,
+    policy_generation: u64,
     reason: &'a str,
     request_id: Cow<'a, str>,
     rule: Option<&'a str>,
@@ -244,7 +254,20 @@ impl AuditEvent<'_> {
 
 /// The audit event for one decision. Fields that can carry what a client or a token said
 /// (subject, tenant, path, host, request id, detail) are scrubbed; the rest are ours.
-pub fn event<'a>(input: &'a CheckInput, decision: &'a Decision, latency: Duration, at: SystemTime) -> AuditEvent<'a> {
+/// Which policy decided: its hash and load generation (`config::Snapshot`).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    pub hash: &'a str,
+    pub generation: u64,
+}
+
+pub fn event<'a>(
+    input: &'a CheckInput,
+    decision: &'a Decision,
+    policy: Policy<'a>,
+    latency: Duration,
+    at: SystemTime,
+) -> AuditEvent<'a> {
     let ctx = &decision.context;
     // A dry run is audited as the deny it would have been, marked not enforced.
     let (verdict, reason, detail) = match (&decision.outcome, &ctx.would_deny) {
@@ -265,6 +288,8 @@ pub fn event<'a>(input: &'a CheckInput, decision: &'a Decision, latency: Duratio
         latency_us: latency.as_micros() as u64,
         method: outside(&input.method),
         path: outside(path),
+        policy: policy.hash,
+        policy_generation: policy.generation,
         reason,
         request_id: outside(&input.request_id),
         rule: ctx.rule.as_deref(),

@@ -9,6 +9,16 @@ pub const CHECK_DURATION_SECONDS: &str = "portcullis_check_duration_seconds";
 pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";
 pub const BUILD_INFO: &str = "portcullis_build_info";
+pub const POLICY_INFO: &str = "portcullis_policy_info";
+
+/// `portcullis_policy_info{hash,generation}` is 1 for the policy in force and 0 for the one it
+/// replaced (Prometheus keeps a series until the process ends).
+pub fn policy_info(replaced: Option<(&str, u64)>, hash: &str, generation: u64) {
+    if let Some((hash, generation)) = replaced {
+        metrics::gauge!(POLICY_INFO, "hash" => hash.to_string(), "generation" => generation.to_string()).set(0.0);
+    }
+    metrics::gauge!(POLICY_INFO, "hash" => hash.to_string(), "generation" => generation.to_string()).set(1.0);
+}
 pub const RELOAD_TOTAL: &str = "portcullis_config_reload_total";
 pub const STALE_DECISIONS_TOTAL: &str = "portcullis_state_stale_decisions_total";
 
@@ -50,6 +60,7 @@ pub fn install() -> Option<PrometheusHandle> {
             metrics::describe_gauge!(INFLIGHT_CHECKS, "Checks being decided now");
             metrics::describe_gauge!(DEV_MODE, "1 when running with the development issuer allowed");
             metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels say which build runs");
+            metrics::describe_gauge!(POLICY_INFO, "1 for the policy in force (hash of its text, load generation)");
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             metrics::describe_counter!(RELOAD_TOTAL, "Policy reloads by result");
             // At zero from the start, so an alert on errors has a series to look at.

@@ -5,6 +5,8 @@ use crate::decision::{CheckInput, Decision, Outcome};
 use crate::decision::{Deny, DenyReason};
 use std::time::Duration;
 
+const POLICY: Policy<'static> = Policy { hash: "0123456789ab", generation: 1 };
+
 fn sink(rate: f64, file: &std::path::Path) -> AuditSink {
     AuditSink::open(&AuditSettings { file: Some(file.to_path_buf()), allow_sample_rate: rate }).expect("open")
 }
@@ -21,8 +23,8 @@ fn allows_are_sampled_denies_never() {
     };
     let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
     for _ in 0..100 {
-        audit.record(&input, &allow, Duration::from_micros(5), 1_790_000_000_000);
-        audit.record(&input, &deny, Duration::from_micros(5), 1_790_000_000_000);
+        audit.record(&input, &allow, POLICY, Duration::from_micros(5), 1_790_000_000_000);
+        audit.record(&input, &deny, POLICY, Duration::from_micros(5), 1_790_000_000_000);
     }
     drop(audit); // waits for the writer thread
     let text = std::fs::read_to_string(&file).expect("audit");
@@ -76,7 +78,7 @@ mod hostile_fields {
             };
             let context = DecisionContext { subject: Some(Subject::new(&sub)), ..Default::default() };
             let decision = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), context);
-            let line = event(&input, &decision, Duration::from_micros(1), std::time::UNIX_EPOCH).line().expect("a line");
+            let line = event(&input, &decision, POLICY, Duration::from_micros(1), std::time::UNIX_EPOCH).line().expect("a line");
             prop_assert!(!line.chars().any(|c| c < ' '), "a raw control character: {}", line);
             let back: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
             prop_assert!(!line.contains("eyJhbGciOiJub25lIn0"), "a token reached the line: {}", line);
@@ -91,7 +93,7 @@ mod hostile_fields {
         fn long_outside_values_are_cut(len in 1_000usize..20_000) {
             let input = CheckInput { path: format!("/{}", "é".repeat(len)), ..Default::default() };
             let decision = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
-            let line = event(&input, &decision, Duration::from_micros(1), std::time::UNIX_EPOCH).line().expect("a line");
+            let line = event(&input, &decision, POLICY, Duration::from_micros(1), std::time::UNIX_EPOCH).line().expect("a line");
             prop_assert!(line.len() < 2 * MAX_FIELD_BYTES, "{} bytes", line.len());
         }
     }
@@ -117,7 +119,7 @@ fn a_stuck_audit_consumer_drops_lines_instead_of_blocking_checks() {
     let deny = Decision::deny(Deny::new(DenyReason::NoRoute, "x"), Default::default());
     let extra = 1_000;
     for _ in 0..QUEUE_LINES + extra {
-        audit.record(&input, &deny, Duration::from_micros(5), 1_790_000_000_000);
+        audit.record(&input, &deny, POLICY, Duration::from_micros(5), 1_790_000_000_000);
     }
     // Every call returned. The queue holds QUEUE_LINES and the writer's 64 KiB buffer some
     // hundreds more; the rest were dropped and counted.

@@ -208,7 +208,13 @@ fn serve_logs_a_startup_summary_and_warns_loudly_in_dev_mode() {
     }
     let ready = crate::support::raw_http(health_addr, "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .expect("readyz");
-    let report: serde_json::Value = serde_json::from_str(&ready.body).expect("readyz JSON");
+    let mut report: serde_json::Value = serde_json::from_str(&ready.body).expect("readyz JSON");
+    // The policy in force: its text's hash (12 hex) and the first load.
+    let policy = report.as_object_mut().and_then(|r| r.remove("policy")).expect("policy in /readyz");
+    assert!(policy["hash"].as_str().is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert_eq!(policy["generation"], 1);
+    let hash = policy["hash"].as_str().unwrap_or_default();
+    assert!(metrics.contains(&format!("portcullis_policy_info{{hash=\"{hash}\",generation=\"1\"}} 1")), "{metrics}");
     assert_eq!(
         report,
         serde_json::json!({"ready": true, "draining": false, "issuers_without_keys": [], "issuers_past_max_stale": [], "state": "memory"})

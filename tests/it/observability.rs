@@ -183,9 +183,13 @@ async fn traces_metrics_and_audit_over_the_corpus() {
         "path",
         "host",
         "trace_id",
+        "policy",
+        "policy_generation",
     ] {
         assert!(lines.iter().all(|l| l.get(field).is_some()), "audit lines lack {field}");
     }
+    // Every line names the policy that decided (one here: no reload).
+    assert!(lines.iter().all(|l| l["policy"].as_str().is_some_and(|h| h.len() == 12) && l["policy_generation"] == 1));
     // Joinable with Envoy's access log and the trace: x-request-id and the traceparent's id.
     let traced_line = lines.iter().find(|l| l["subject"] == "traced").expect("the traced check's line");
     assert_eq!(traced_line["request_id"], "join-me-42");
@@ -417,6 +421,16 @@ async fn team_fragments_are_picked_up_and_reloaded() {
         async move { crate::support::is(call.await, 200) }
     })
     .await;
+    // Which policy runs (issue 35): the hash covers the fragment's text and the generation
+    // counts loads, in /readyz and in portcullis_policy_info (the replaced one at 0).
+    let ready: serde_json::Value = serde_json::from_str(&p.get("/readyz").expect("readyz").body).expect("JSON");
+    let (hash, generation) = (ready["policy"]["hash"].as_str().expect("hash"), ready["policy"]["generation"].as_u64());
+    assert_eq!(hash.len(), 12, "{ready}");
+    assert!(generation.is_some_and(|g| g >= 3), "{ready}");
+    let metrics = p.get("/metrics").expect("metrics").body;
+    let current = format!("portcullis_policy_info{{hash=\"{hash}\",generation=\"{}\"}} 1", generation.unwrap_or(0));
+    assert!(metrics.contains(&current), "{current} missing from\n{metrics}");
+    assert!(metrics.contains("portcullis_policy_info{") && metrics.contains("} 0"), "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

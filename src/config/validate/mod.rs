@@ -80,7 +80,12 @@ pub fn parse_and_validate_named(text: &str, base: &Path, name: &str) -> Result<S
         warnings: merged.warnings.clone(),
         sources: merged.watched.clone(),
     };
-    let settings = v.settings(raw);
+    let mut settings = v.settings(raw);
+    if let Some(snapshot) = settings.as_mut().and_then(|s| Arc::get_mut(&mut s.snapshot)) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(text.as_bytes()).chain_update(&merged.texts).finalize();
+        snapshot.hash = hex::encode(&digest[..6]).into();
+    }
     let mut problems = Problems::located(structural, &source).0;
     problems.extend(merged.problems.iter().cloned());
     for problem in v.problems.0 {
@@ -260,6 +265,7 @@ impl Validator {
                 policy,
                 verifier,
                 generation: 1,
+                hash: Arc::from(""),
                 admin_token: admin.as_ref().map(|(_, token)| token.clone()),
                 revocation_lifetimes,
             }),
