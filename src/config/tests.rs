@@ -270,3 +270,20 @@ fn header_query_deny_and_boolean_requirements() {
         assert!(found.iter().any(|p| p.contains(want)), "missing {want:?} in {found:#?}");
     }
 }
+
+/// Issue 32 (first step): the memory backend keeps admin-API writes and auto-blocks in the
+/// process only; check-config says a restart forgets them.
+#[test]
+fn the_memory_backend_warns_that_a_restart_forgets_run_time_state() {
+    let with_blocks = format!(
+        "{BASE}ip: {{ trusted_cidrs: [10.0.0.0/8], auto_block: {{ failures: 5, window: 1m, block_for: 5m }} }}\n"
+    );
+    let settings = parse_and_validate(&with_blocks, &fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        settings.warnings.iter().any(|w| w.contains("state.backend: memory keeps auto-blocks in this process only")),
+        "{:?}",
+        settings.warnings
+    );
+    let settings = parse_and_validate(BASE, &fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!settings.warnings.iter().any(|w| w.contains("state.backend")), "{:?}", settings.warnings);
+}

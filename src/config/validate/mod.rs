@@ -162,6 +162,23 @@ impl Validator {
         }
         let sessions = raw.sessions.as_ref().map(|s| self.sessions(s));
         let (state, on_stale) = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
+        // The memory backend keeps run-time state in this process only (issue 32: durable local
+        // state is not built yet): say what a restart forgets.
+        if matches!(state, StateBackend::Memory) {
+            let mut forgotten = Vec::new();
+            if admin.is_some() {
+                forgotten.push("revocations, blocks, members and API keys written through the admin API");
+            }
+            if raw.ip.as_ref().is_some_and(|ip| ip.auto_block.is_some()) {
+                forgotten.push("auto-blocks");
+            }
+            if !forgotten.is_empty() {
+                self.warnings.push(format!(
+                    "state.backend: memory keeps {} in this process only: a restart (a rollout, an eviction) forgets them, so a revoked token is accepted again; use state.backend: redis",
+                    forgotten.join(", ")
+                ));
+            }
+        }
         let log_format = match raw.telemetry.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
