@@ -257,6 +257,57 @@ def everything_checks(name, values, by_kind, pod, containers):
             print(f"ok {name}: {key}")
 
 
+def policy_check_hook(binary, scratch):
+    """Issue 35: a semantically bad policy renders and lints, but the pre-install/pre-upgrade hook
+    Job's own command, run against the hook ConfigMap it mounts, exits non-zero and names the
+    values that are wrong; a good policy passes it."""
+    bad = {"policy": {"routes": [
+        {"match": {"path_regex": "(["}, "require": {"scopes": ["read"]}},
+        {"match": {"path_prefix": "/"}, "require": {"scopes": ["read"]}, "rate_limit": "nope"},
+    ]}}
+    for label, values, want_ok in [("default", {}, True), ("bad policy", bad, False)]:
+        report = helm.lint(str(CHART), values, strict=True, kube_version="v" + KUBE)
+        if report.get("errors"):
+            fail(f"policy check ({label}): helm lint refused it, the hook is what must: {report}")
+        rendered = helm.Chart.load(str(CHART)).render(values, name="portcullis", namespace="authz", is_install=True)
+        docs = [d for p, t in rendered.items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
+        hooks = [d for d in docs if "pre-install" in d.get("metadata", {}).get("annotations", {}).get("helm.sh/hook", "")]
+        job = next((d for d in hooks if d["kind"] == "Job"), None)
+        config = next((d for d in hooks if d["kind"] == "ConfigMap"), None)
+        if job is None or config is None:
+            fail(f"policy check ({label}): no pre-install hook Job and ConfigMap: {[d['kind'] for d in hooks]}")
+            continue
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        volume = next(v for v in pod["volumes"] if v["name"] == "policy")
+        if volume["configMap"]["name"] != config["metadata"]["name"]:
+            fail(f"policy check ({label}): the Job mounts {volume}, not the hook ConfigMap")
+        weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in hooks}
+        if not weights["ConfigMap"] < weights["Job"]:
+            fail(f"policy check ({label}): the ConfigMap must be created before the Job: {weights}")
+        problems = restricted_failures(pod)
+        if problems:
+            fail(f"policy check ({label}): the Job's pod is not restricted: {problems}")
+        # Run the Job's own command against the policy it would mount.
+        root = pathlib.Path(scratch) / f"hook-{label.replace(' ', '-')}"
+        root.mkdir(parents=True, exist_ok=True)
+        policy = root / "policy.yaml"
+        policy.write_text(config["data"]["policy.yaml"].replace("/etc/portcullis/", f"{root}/"))
+        args = [str(policy) if a == "/etc/portcullis/policy/policy.yaml" else a for a in container["args"]]
+        out = subprocess.run([binary, *args], capture_output=True, text=True)
+        if want_ok and out.returncode != 0:
+            fail(f"policy check ({label}): the hook refuses the default policy:\n{out.stderr}")
+        elif not want_ok:
+            named = all(s in out.stderr for s in ["routes[0].match.path_regex", "routes[1].rate_limit"])
+            if out.returncode == 0 or not named:
+                fail(f"policy check ({label}): exit {out.returncode}, problems not named:\n{out.stderr}")
+            else:
+                print(f"ok the policy-check hook fails the release (exit {out.returncode}) and names the values:")
+                for line in out.stderr.splitlines():
+                    if "routes[" in line:
+                        print(f"   policy.{line.split(': ', 1)[1] if ': ' in line else line}")
+
+
 def refused(name, values, expect):
     try:
         helm.Chart.load(str(CHART)).render(values, name="portcullis", namespace="authz")
@@ -313,6 +364,8 @@ def main():
         refused("policy key of the wrong type", {"policy": {"routes": "all"}}, "routes")
         refused("admin without a token secret", {"admin": {"enabled": True}}, "tokenSecret")
         refused("sidecar without an app image", {"mode": "sidecar"}, "sidecar.app.image")
+
+        policy_check_hook(binary, scratch)
 
         # A route change does not roll the pods; a restart-only section (state) does.
         def restart_annotations(values):

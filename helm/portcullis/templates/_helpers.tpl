@@ -157,19 +157,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- toYaml . | nindent 4 }}
   {{- end }}
   volumeMounts:
-    - { name: policy, mountPath: /etc/portcullis/policy, readOnly: true }
-    {{- if .Values.admin.enabled }}
-    - { name: admin-token, mountPath: /etc/portcullis/admin, readOnly: true }
-    {{- end }}
-    {{- if .Values.redis.passwordSecret.name }}
-    - { name: redis-password, mountPath: /etc/portcullis/redis, readOnly: true }
-    {{- end }}
-    {{- range .Values.extraSecretMounts }}
-    - { name: {{ .name }}, mountPath: {{ .mountPath }}, readOnly: true }
-    {{- end }}
-    {{- range $i, $name := .Values.fragments.configMaps }}
-    - { name: fragment-{{ $i }}, mountPath: /etc/portcullis/fragments/{{ $name }}, readOnly: true }
-    {{- end }}
+    {{- include "portcullis.policyMounts" . | nindent 4 }}
     {{- if eq .Values.mode "sidecar" }}
     - { name: authz-socket, mountPath: /var/run/portcullis }
     {{- end }}
@@ -178,9 +166,30 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- end }}
 {{- end -}}
 
-{{- define "portcullis.volumes" -}}
+{{/* What the policy reads: the policy itself and the files it names (shared by the pod and
+the policy-check hook Job). */}}
+{{- define "portcullis.policyMounts" -}}
+- { name: policy, mountPath: /etc/portcullis/policy, readOnly: true }
+{{- if .Values.admin.enabled }}
+- { name: admin-token, mountPath: /etc/portcullis/admin, readOnly: true }
+{{- end }}
+{{- if .Values.redis.passwordSecret.name }}
+- { name: redis-password, mountPath: /etc/portcullis/redis, readOnly: true }
+{{- end }}
+{{- range .Values.extraSecretMounts }}
+- { name: {{ .name }}, mountPath: {{ .mountPath }}, readOnly: true }
+{{- end }}
+{{- range $i, $name := .Values.fragments.configMaps }}
+- { name: fragment-{{ $i }}, mountPath: /etc/portcullis/fragments/{{ $name }}, readOnly: true }
+{{- end }}
+{{- end -}}
+
+{{/* The volumes behind portcullis.policyMounts; .policyConfigMap names the policy's. */}}
+{{- define "portcullis.policyVolumes" -}}
+{{- $root := .root -}}
 - name: policy
-  configMap: { name: {{ .Values.policy.existingConfigMap | default (printf "%s-policy" (include "portcullis.fullname" .)) }} }
+  configMap: { name: {{ .policyConfigMap }} }
+{{- with $root }}
 {{- if .Values.admin.enabled }}
 - name: admin-token
   secret:
@@ -201,6 +210,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - name: fragment-{{ $i }}
   configMap: { name: {{ $name }} }
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "portcullis.volumes" -}}
+{{ include "portcullis.policyVolumes" (dict "root" . "policyConfigMap" (.Values.policy.existingConfigMap | default (printf "%s-policy" (include "portcullis.fullname" .)))) }}
 {{- if eq .Values.mode "sidecar" }}
 - name: authz-socket
   emptyDir: {}
