@@ -61,7 +61,8 @@ pub fn install() -> Option<PrometheusHandle> {
             metrics::describe_gauge!(DEV_MODE, "1 when running with the development issuer allowed");
             metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels say which build runs");
             metrics::describe_gauge!(POLICY_INFO, "1 for the policy in force (hash of its text, load generation)");
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("PORTCULLIS_COMMIT"))
+                .set(1.0);
             metrics::describe_counter!(RELOAD_TOTAL, "Policy reloads by result");
             // At zero from the start, so an alert on errors has a series to look at.
             for result in ["ok", "error"] {

@@ -203,7 +203,11 @@ fn serve_logs_a_startup_summary_and_warns_loudly_in_dev_mode() {
             .body;
     for want in [
         "portcullis_dev_mode 1",
-        &format!("portcullis_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        &format!(
+            "portcullis_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("PORTCULLIS_COMMIT")
+        ),
         "portcullis_config_reload_total{result=\"error\"} 0",
         "process_resident_memory_bytes",
     ] {
