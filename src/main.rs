@@ -34,6 +34,13 @@ enum Command {
         grpc: String,
         #[arg(long, default_value = "127.0.0.1:9190")]
         health: String,
+        /// Where audit lines go (default: portcullis-dev-audit.log in the temp folder), so they
+        /// stay out of the human output.
+        #[arg(long)]
+        audit_file: Option<PathBuf>,
+        /// Print the embedded development policy and exit.
+        #[arg(long)]
+        print_policy: bool,
     },
     /// Print the policy file's JSON Schema; with --embed-into, write it into a Helm
     /// values.schema.json (under `policy`) instead.
@@ -215,10 +222,17 @@ fn main() -> ExitCode {
             Ok(settings) => run(settings, Mode::Serve(file)),
             Err(e) => config_failure(&e),
         },
-        Command::Dev { grpc, health } => {
+        Command::Dev { print_policy: true, .. } => {
+            print!("{}", dev::POLICY);
+            ExitCode::SUCCESS
+        }
+        Command::Dev { grpc, health, audit_file, .. } => {
+            let audit = audit_file.unwrap_or_else(|| std::env::temp_dir().join("portcullis-dev-audit.log"));
+            println!("portcullis dev: audit lines go to {}", audit.display());
             let settings = dev::settings().map(|mut s| {
                 s.grpc = ListenAddr::parse(&grpc, true).unwrap_or(s.grpc);
                 s.health = health.parse().unwrap_or(s.health);
+                s.audit.file = Some(audit);
                 s
             });
             match settings {

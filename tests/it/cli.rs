@@ -65,8 +65,11 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     let dir = scratch("dev");
     let grpc = free_port();
     let health = free_port();
+    let audit = dir.join("audit.log");
     let mut cmd = portcullis();
-    cmd.args(["dev", "--grpc", &format!("127.0.0.1:{grpc}"), "--health", &format!("127.0.0.1:{health}")]);
+    cmd.args(["dev", "--grpc", &format!("127.0.0.1:{grpc}"), "--health", &format!("127.0.0.1:{health}")])
+        .arg("--audit-file")
+        .arg(&audit);
     let mut proc = Proc::spawn(&mut cmd, &dir, "dev");
     let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
     assert!(wait_http_ok(health_addr, "/readyz", Duration::from_secs(20)), "{}", proc.output());
@@ -78,12 +81,20 @@ fn dev_mode_shows_an_allow_and_a_deny() {
     assert!(out.contains("with the token -> allow (200), sets [x-user-id: alice"), "{out}");
     assert!(out.contains("without a token -> deny (401) credential_missing"), "{out}");
     assert!(out.contains("curl -i -H \"authorization: Bearer "), "{out}");
+    // Audit lines go to their file, not into the human output (issue 35).
+    assert!(!out.contains("\"decision\""), "{out}");
+    let audited = || std::fs::read_to_string(&audit).ok().filter(|t| t.contains("\"decision\":\"deny\"")).ok_or(());
+    assert!(crate::support::within(Duration::from_secs(5), audited).is_ok(), "no audit line in {}", audit.display());
     let metrics =
         crate::support::raw_http(health_addr, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .expect("metrics");
     assert!(metrics.body.contains("portcullis_dev_mode 1"), "{}", metrics.body);
     proc.stop();
     assert_eq!(proc.child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0), "SIGTERM drains and exits 0");
+    // The embedded policy can be printed.
+    let printed = portcullis().args(["dev", "--print-policy"]).output().expect("run");
+    assert_eq!(printed.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), portcullis::dev::POLICY);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
