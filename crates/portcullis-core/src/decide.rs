@@ -224,7 +224,7 @@ fn limit(services: &Services, tier: &RateTier, key: &str, context: &mut Decision
 }
 
 /// Static lists and dynamic blocks; trusted proxies are never blocked.
-fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: UnixTime) -> Option<Deny> {
+pub(crate) fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Services, now: UnixTime) -> Option<Deny> {
     let blocked = |why: &str| Some(Deny::new(DenyReason::IpBlocked, why));
     let Some(client) = client else {
         // No peer address at all: only an allow list can say anything, and it cannot pass.
@@ -676,54 +676,5 @@ impl After<'_> {
         }
         passed(services, "rate limit");
         allow(self.input, policy, Some(&token), context, self.unverified_authorization)
-    }
-}
-
-#[cfg(test)]
-mod ip_tests {
-    use super::*;
-    use crate::ip::{CidrSet, parse_cidr};
-
-    fn set(list: &[&str]) -> CidrSet {
-        let mut set = CidrSet::default();
-        for c in list {
-            set.insert(parse_cidr(c).expect("cidr"));
-        }
-        set
-    }
-
-    /// Issue 32: `ip.allow` holds for the resolved client, a trusted proxy that forwards no
-    /// client included, unless the policy exempts such proxies by name.
-    #[test]
-    fn ip_allow_holds_for_trusted_proxies_too() {
-        struct Never;
-        impl super::super::types::TokenVerifier for Never {
-            fn verify(&self, _: &str) -> Result<VerifiedToken, TokenError> {
-                Err(TokenError::Malformed("never"))
-            }
-        }
-        let services = Services::stateless(&Never);
-        let mut ip = IpPolicy {
-            allow: set(&["203.0.113.0/24"]),
-            deny: set(&["203.0.113.66"]),
-            trusted: set(&["10.0.0.0/8"]),
-            ..IpPolicy::default()
-        };
-        let client = |addr: &str, trusted: bool| Some(ClientIp { addr: addr.parse().expect("ip"), trusted });
-        let cases = [
-            (client("203.0.113.7", false), false, true),
-            (client("198.51.100.7", false), false, false),
-            (client("203.0.113.66", false), false, false),
-            // A pod in trusted_cidrs sending no x-forwarded-for is the client itself.
-            (client("10.1.2.3", true), false, false),
-            (client("10.1.2.3", true), true, true),
-            // Exempted from allow, a trusted proxy is still never denied or blocked.
-            (None, false, false),
-        ];
-        for (client, exempt, passes) in cases {
-            ip.allow_trusted_proxies = exempt;
-            let got = ip_deny(&ip, client, &services, UnixTime(0));
-            assert_eq!(got.is_none(), passes, "{client:?} exempt={exempt}: {got:?}");
-        }
     }
 }

@@ -827,3 +827,38 @@ fn claim_values_are_packed_with_the_token_and_the_tenant_is_per_request() {
     let values = plain.headers.values(&policy, &plain.claims).expect("values");
     assert_eq!([values.get(0), values.get(1), values.get(2)], [Some("u"), None, Some("a@b")]);
 }
+
+/// Issue 32: `ip.allow` holds for the resolved client, a trusted proxy that forwards no
+/// client included, unless the policy exempts such proxies by name.
+#[test]
+fn ip_allow_holds_for_trusted_proxies_too() {
+    struct Never;
+    impl TokenVerifier for Never {
+        fn verify(&self, _: &str) -> Result<VerifiedToken, TokenError> {
+            Err(TokenError::Malformed("never"))
+        }
+    }
+    let services = Services::stateless(&Never);
+    let mut ip = IpPolicy {
+        allow: cidrs(&["203.0.113.0/24"]),
+        deny: cidrs(&["203.0.113.66"]),
+        trusted: cidrs(&["10.0.0.0/8"]),
+        ..IpPolicy::default()
+    };
+    let client = |addr: &str, trusted: bool| Some(ClientIp { addr: addr.parse().expect("ip"), trusted });
+    let cases = [
+        (client("203.0.113.7", false), false, true),
+        (client("198.51.100.7", false), false, false),
+        (client("203.0.113.66", false), false, false),
+        // A pod in trusted_cidrs sending no x-forwarded-for is the client itself.
+        (client("10.1.2.3", true), false, false),
+        (client("10.1.2.3", true), true, true),
+        // Exempted from allow, a trusted proxy is still never denied or blocked.
+        (None, false, false),
+    ];
+    for (client, exempt, passes) in cases {
+        ip.allow_trusted_proxies = exempt;
+        let got = super::decide::ip_deny(&ip, client, &services, UnixTime(0));
+        assert_eq!(got.is_none(), passes, "{client:?} exempt={exempt}: {got:?}");
+    }
+}
