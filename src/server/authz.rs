@@ -132,8 +132,11 @@ impl AppState {
             Some(h) if h.is_stale(now_ms) => ("stale", Some(h.since_heard_ms(now_ms))),
             Some(h) => ("synced", Some(h.since_heard_ms(now_ms))),
         };
+        let ready = serving && issuers_without_keys.is_empty() && state != "not_synced";
+        // Every readiness reading (the follower's and /readyz's) updates the gauge.
+        metrics::gauge!(crate::telemetry::metrics::READY).set(if ready { 1.0 } else { 0.0 });
         super::ReadyReport {
-            ready: serving && issuers_without_keys.is_empty() && state != "not_synced",
+            ready,
             draining: !serving,
             issuers_without_keys,
             issuers_past_max_stale,

@@ -10,6 +10,8 @@ pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";
 pub const BUILD_INFO: &str = "portcullis_build_info";
 pub const POLICY_INFO: &str = "portcullis_policy_info";
+/// 1 while `/readyz` answers 200 (for "pod not ready" alerts without scraping `/readyz`).
+pub const READY: &str = "portcullis_ready";
 
 /// `portcullis_policy_info{hash,generation}` is 1 for the policy in force and 0 for the one it
 /// replaced (Prometheus keeps a series until the process ends).
@@ -61,6 +63,8 @@ pub fn install() -> Option<PrometheusHandle> {
             metrics::describe_gauge!(DEV_MODE, "1 when running with the development issuer allowed");
             metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels say which build runs");
             metrics::describe_gauge!(POLICY_INFO, "1 for the policy in force (hash of its text, load generation)");
+            metrics::describe_gauge!(READY, "1 while /readyz answers 200");
+            metrics::gauge!(READY).set(0.0);
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("PORTCULLIS_COMMIT"))
                 .set(1.0);
             metrics::describe_counter!(RELOAD_TOTAL, "Policy reloads by result");

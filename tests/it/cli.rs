@@ -220,6 +220,7 @@ fn serve_logs_a_startup_summary_and_warns_loudly_in_dev_mode() {
             env!("PORTCULLIS_COMMIT")
         ),
         "portcullis_config_reload_total{result=\"error\"} 0",
+        "portcullis_ready 1",
         "process_resident_memory_bytes",
     ] {
         assert!(metrics.contains(want), "metrics lack {want:?}");
