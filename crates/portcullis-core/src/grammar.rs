@@ -10,7 +10,7 @@
 //!   (the underscore twins of sensitive headers stay refused, [`super::semantics`]).
 //! - Query keys: decoded, a plain name: no NUL or control byte (PHP cuts a key at NUL), and no
 //!   `[` or `]` (qs, Rack and PHP read `[debug]`, `]]debug`, `debug[x]` as `debug`) unless
-//!   `grammar.query_arrays: true`, where [`key_readings`] names every reading a matcher must see.
+//!   `grammar.query_arrays: true`, where [`key_names`] gives every reading a matcher and the `_method` refusal must see.
 
 use super::input::CheckInput;
 use super::reason::{Deny, DenyReason};
@@ -62,11 +62,18 @@ pub fn check_grammar(input: &CheckInput, grammar: Grammar) -> Result<(), Deny> {
     if input.path.split('#').next().and_then(|t| t.split_once('?')).is_some_and(|(_, q)| q.starts_with('?')) {
         return Err(invalid("the query starts with another '?'"));
     }
-    for (key, _) in query_pairs(&input.path) {
-        plain_query_key(&decode_component(key), grammar).map_err(invalid)?;
+    // One pass, one decoding per key: the key's own form, then `_method` in any framework's
+    // reading (Laravel, Symfony and Rails run `POST …?_method=DELETE` as DELETE; PHP also reads
+    // `_method[]`, `.method`, ` _method`).
+    for (raw, _) in query_pairs(&input.path) {
+        let key = decode_component(raw);
+        plain_query_key(&key, grammar).map_err(invalid)?;
         // ASP.NET Core and other Unicode-aware readers fold `ſ` to `s`, `K` to `k`.
-        if key.contains('%') && super::path::ascii_twin(key).is_some() {
+        if raw.contains('%') && super::path::ascii_twin(raw).is_some() {
             return Err(invalid("a query parameter name holds a character with an ASCII reading"));
+        }
+        if key_names(&key, "_method") {
+            return Err(invalid("a _method query parameter is not accepted"));
         }
     }
     Ok(())
@@ -75,23 +82,19 @@ pub fn check_grammar(input: &CheckInput, grammar: Grammar) -> Result<(), Deny> {
 /// PHP's `$_GET` key: cut at NUL, leading spaces dropped, ` ` and `.` as `_` up to the first
 /// `[`; that `[` opens an array when a `]` follows (the name is what stands before it), else it
 /// too becomes `_` (only the first: PHP stops mangling there).
-fn php_key(key: &[u8]) -> Vec<u8> {
+fn php_key(key: &[u8]) -> impl Iterator<Item = u8> + '_ {
     let key = &key[..key.iter().position(|b| *b == 0).unwrap_or(key.len())];
     let key = &key[key.iter().position(|b| *b != b' ').unwrap_or(key.len())..];
-    let mut out = Vec::with_capacity(key.len());
-    for (i, b) in key.iter().enumerate() {
-        match b {
-            b'[' if key[i + 1..].contains(&b']') => break,
-            b'[' => {
-                out.push(b'_');
-                out.extend_from_slice(&key[i + 1..]);
-                break;
-            }
-            b' ' | b'.' => out.push(b'_'),
-            b => out.push(*b),
-        }
-    }
-    out
+    let open = key.iter().position(|b| *b == b'[');
+    let (name, tail): (&[u8], &[u8]) = match open {
+        // An array: the name stands before the bracket.
+        Some(i) if key[i + 1..].contains(&b']') => (&key[..i], &[]),
+        Some(i) => (&key[..i], &key[i + 1..]),
+        None => (key, &[]),
+    };
+    let mangled = name.iter().map(|b| if matches!(b, b' ' | b'.') { b'_' } else { *b });
+    let bracket = open.filter(|i| !key[i + 1..].contains(&b']')).map(|_| b'_');
+    mangled.chain(bracket).chain(tail.iter().copied())
 }
 
 /// qs (Express's `extended` parser): a key that opens with a bracket names its content
@@ -113,19 +116,15 @@ fn rack_key(key: &[u8]) -> &[u8] {
     &rest[..rest.iter().position(|b| matches!(b, b'[' | b']')).unwrap_or(rest.len())]
 }
 
-/// Every name some framework reads a decoded query key as, ASCII case folded (ASP.NET Core
-/// compares names case-insensitively): as sent, qs, Rack and PHP.
-pub fn key_readings(key: &[u8]) -> [Vec<u8>; 4] {
-    [key.to_vec(), qs_key(key).to_vec(), rack_key(key).to_vec(), php_key(key)].map(|mut k| {
-        k.make_ascii_lowercase();
-        k
-    })
-}
-
-/// Whether some framework reads decoded key `key` as `name`.
+/// Whether some framework reads decoded key `key` as `name`, ASCII case folded (ASP.NET Core
+/// compares names case-insensitively): as sent, qs, Rack or PHP. Allocates nothing.
 pub fn key_names(key: &[u8], name: &str) -> bool {
     let name = name.as_bytes();
-    key_readings(key).iter().any(|reading| reading.eq_ignore_ascii_case(name))
+    let same = |reading: &[u8]| reading.eq_ignore_ascii_case(name);
+    same(key)
+        || same(qs_key(key))
+        || same(rack_key(key))
+        || php_key(key).map(|b| b.to_ascii_lowercase()).eq(name.iter().map(u8::to_ascii_lowercase))
 }
 
 #[cfg(test)]
@@ -180,6 +179,19 @@ mod tests {
             ("/items?%C5%BFort=1", &[], false, false, false),
             ("/items?%E2%84%AAey=1", &[], false, false, false),
             ("/items?caf%C3%A9=1", &[], false, false, true),
+            // `_method` in any case, encoding or framework reading (from semantics' table).
+            ("/items?_method=DELETE", &[], false, false, false),
+            ("/items?a=1&_METHOD=DELETE", &[], false, false, false),
+            ("/items?%5Fmethod=DELETE", &[], false, false, false),
+            ("/items?_method%5B%5D=DELETE", &[], false, true, false),
+            ("/items?_method[]=DELETE", &[], false, true, false),
+            ("/items?x=1;_method=DELETE", &[], false, false, false),
+            ("/items?_methods=1&method=DELETE", &[], false, false, true),
+            ("/items?.method=DELETE", &[], false, false, false),
+            ("/items?%2Emethod=DELETE", &[], false, false, false),
+            ("/items?+_method=DELETE", &[], false, false, false),
+            ("/items?%20_method=DELETE", &[], false, false, false),
+            ("/items#?_method=DELETE", &[], false, false, true),
         ];
         for (path, headers, underscores, arrays, ok) in cases {
             let grammar = Grammar { header_underscores: *underscores, query_arrays: *arrays };

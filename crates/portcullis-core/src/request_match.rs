@@ -78,7 +78,7 @@ fn query_values<'a>(target: &'a str, name: &'a str, semicolons: bool) -> impl It
     let separators: &[char] = if semicolons { &['&', ';'] } else { &['&'] };
     query.split(separators).filter(|pair| !pair.is_empty()).filter_map(move |pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode_component(key) == name.as_bytes())
+        (*decode_component(key) == *name.as_bytes())
             .then(|| Cow::Owned(String::from_utf8_lossy(&decode_component(value)).into_owned()))
     })
 }
@@ -90,12 +90,12 @@ pub(crate) fn query_pairs(target: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// A key that is not `name` as written but is `name` to some framework (`Debug`, `debug[]`,
-/// `[debug]`, `de.bug` for `de_bug`: [`super::grammar::key_readings`]) makes the matcher's
+/// `[debug]`, `de.bug` for `de_bug`: [`super::grammar::key_names`]) makes the matcher's
 /// answer depend on the upstream: refused.
 fn spelled_otherwise(target: &str, name: &str) -> bool {
     query_pairs(target).any(|(key, _)| {
         let key = decode_component(key);
-        key != name.as_bytes() && key_names(&key, name)
+        *key != *name.as_bytes() && key_names(&key, name)
     })
 }
 
@@ -114,8 +114,12 @@ pub fn query_matches(target: &str, m: &ValueMatcher) -> Result<bool, Deny> {
 }
 
 /// `%XX` decoding of a query key or value (`+` is a space); undecodable escapes stay as written.
-pub(crate) fn decode_component(component: &str) -> Vec<u8> {
+pub(crate) fn decode_component(component: &str) -> Cow<'_, [u8]> {
     let bytes = component.as_bytes();
+    // Most keys and values hold no escape: no copy.
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return Cow::Borrowed(bytes);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -134,5 +138,5 @@ pub(crate) fn decode_component(component: &str) -> Vec<u8> {
         }
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }

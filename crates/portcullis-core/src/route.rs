@@ -55,7 +55,8 @@ pub(crate) fn format_readings(path: &str) -> [Option<&str>; 2] {
     let Some(start) = path.rfind('/').map(|i| i + 1) else { return [None, None] };
     let segment = &path[start..];
     let cut = |dot: Option<usize>| dot.filter(|d| *d > 0 && d + 1 < segment.len()).map(|d| &path[..start + d]);
-    [cut(segment.rfind('.')), cut(segment.find('.'))]
+    let (last, first) = (segment.rfind('.'), segment.find('.'));
+    [cut(last), cut(first.filter(|f| Some(*f) != last))]
 }
 
 fn eq(a: &str, b: &str, fold_case: bool) -> bool {

@@ -135,14 +135,6 @@ pub fn parse_authority(raw: &str) -> Result<Authority<'_>, Deny> {
     Ok(Authority { name, folded })
 }
 
-/// Whether the query carries `_method` in any case, encoding or framework reading (Laravel,
-/// Symfony and Rails run `POST …?_method=DELETE` as DELETE; PHP also reads `_method[]`,
-/// `.method` and `_method%00`).
-fn query_method_override(target: &str) -> bool {
-    super::request_match::query_pairs(target)
-        .any(|(key, _)| super::grammar::key_names(&super::request_match::decode_component(key), "_method"))
-}
-
 /// `a` and `b` name the same header for a CGI/WSGI upstream (`_` and `-` both become `_`).
 fn cgi_twins(a: &str, b: &str) -> bool {
     let fold = |c: u8| if c == b'_' { b'-' } else { c };
@@ -151,7 +143,7 @@ fn cgi_twins(a: &str, b: &str) -> bool {
 
 /// Refuses override headers, forwarded-host headers from an untrusted peer, an underscore twin
 /// of any `sensitive` header (the policy's identity, strip, tenant and credential headers) and
-/// a `_method` query parameter.
+/// (a `_method` query parameter is the grammar's: [`super::grammar`]).
 pub fn check_channels<'a>(
     input: &CheckInput,
     peer_trusted: bool,
@@ -180,9 +172,6 @@ pub fn check_channels<'a>(
         if let Some(header) = twin {
             return Err(invalid(format!("{name} is another spelling of {header}")));
         }
-    }
-    if query_method_override(&input.path) {
-        return Err(invalid("a _method query parameter is not accepted"));
     }
     Ok(())
 }
@@ -254,24 +243,12 @@ mod tests {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, bool);
         let cases: &[Case] = &[
             ("/items", &[], false, true),
-            ("/items?_method=DELETE", &[], false, false),
-            ("/items?a=1&_METHOD=DELETE", &[], false, false),
-            ("/items?%5Fmethod=DELETE", &[], false, false),
-            ("/items?_method%5B%5D=DELETE", &[], false, false),
-            ("/items?_method[]=DELETE", &[], false, false),
-            ("/items?x=1;_method=DELETE", &[], false, false),
-            ("/items?_methods=1&method=DELETE", &[], false, true),
-            ("/items?.method=DELETE", &[], false, false),
-            ("/items?%2Emethod=DELETE", &[], false, false),
-            ("/items?+_method=DELETE", &[], false, false),
-            ("/items?%20_method=DELETE", &[], false, false),
             ("/items", &[("x-forwarded-server", "admin.example.com")], false, false),
             ("/items", &[("x-forwarded-port", "443")], false, false),
             ("/items", &[("x-original-host", "admin.example.com")], false, false),
             ("/items", &[("script-name", "/public")], true, false),
             ("/items", &[("script_name", "/public")], true, false),
             ("/items", &[("path_info", "/admin")], true, false),
-            ("/items#?_method=DELETE", &[], false, true),
             ("/items", &[("x-forwarded-host", "globex.example.com")], false, false),
             ("/items", &[("forwarded", "host=globex.example.com")], false, false),
             ("/items", &[("x-forwarded-prefix", "/admin")], false, false),
