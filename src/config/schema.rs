@@ -527,6 +527,12 @@ pub struct RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub backend: String,
+    /// Memory backend: a folder where every run-time write (admin API, auto-blocks, session
+    /// times) is journaled, fsync'd before it is acknowledged, and replayed at start.
+    pub dir: Option<String>,
+    /// Memory backend without `dir`: `true` states that a restart may forget revocations,
+    /// blocks, members and API keys written at run time (else such a policy is refused).
+    pub acknowledge_ephemeral_state: Option<bool>,
     /// `redis://host:port/db` or `rediss://host:port/db` (TLS); not with `sentinel`.
     pub url: Option<String>,
     /// Redis Sentinel: the master is asked of the sentinels, and followed through a failover.

@@ -34,24 +34,21 @@ pub struct Snapshot {
     pub hash: Arc<str>,
     /// The admin API's token (`None`: no admin section, every admin request is refused).
     pub admin_token: Option<AdminToken>,
-    pub revocation_lifetimes: RevocationLifetimes,
+    pub revocation_lifetimes: Arc<RevocationLifetimes>,
 }
 
-/// How long a revocation is kept by default: per issuer, the longest any of its tokens can
-/// still be accepted (`max_token_age` plus `leeway`), `None` when the issuer sets no
-/// `max_token_age` (then nothing bounds its tokens' lifetime, and the revocation never expires).
+/// How long a `jti` revocation must hold under this policy: per issuer, `max_token_age` plus
+/// twice `leeway` plus the skew margin after it was written; `None` when the issuer sets no
+/// `max_token_age` (nothing bounds its tokens, so the revocation holds for ever). Read when
+/// revocations are purged, so a reload that raises `max_token_age` extends every revocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationLifetimes(pub Vec<(Arc<str>, Option<i64>)>);
 
-impl RevocationLifetimes {
-    /// Seconds for a revocation naming `iss`; `None`: no default expiry.
-    pub fn of(&self, iss: &str) -> Option<i64> {
+impl crate::state::model::Lifetimes for RevocationLifetimes {
+    /// An issuer this policy no longer names: unbounded (its tokens are refused anyway, and
+    /// a reload may bring it back).
+    fn jti_horizon(&self, iss: &str) -> Option<i64> {
         self.0.iter().find(|(i, _)| **i == *iss).and_then(|(_, secs)| *secs)
-    }
-
-    /// For a revocation that covers every issuer (a tenant's): the longest, `None` if any is.
-    pub fn longest(&self) -> Option<i64> {
-        self.0.iter().map(|(_, secs)| *secs).collect::<Option<Vec<i64>>>()?.into_iter().max()
     }
 }
 

@@ -208,7 +208,7 @@ fn offline_state(spec: &StateSpec, settings: &Settings, now: UnixTime) -> Result
     }
     for cidr in &spec.blocks {
         crate::decision::parse_cidr(cidr).map_err(|e| format!("blocks: {cidr}: {e}"))?;
-        state.blocks.apply_block(&Block { cidr: cidr.clone(), expires_at: NEVER });
+        state.blocks.set_block(&Block { cidr: cidr.clone(), expires_at: NEVER });
     }
     Ok(state)
 }

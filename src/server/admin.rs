@@ -36,6 +36,14 @@ pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> Respons
     response
 }
 
+/// A store's refusal: 400 for a malformed write, 503 when the backend could not keep it.
+pub(super) fn store_problem(e: crate::state::StoreError) -> Response {
+    match e {
+        crate::state::StoreError::Invalid(why) => problem(StatusCode::BAD_REQUEST, why),
+        unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
@@ -160,17 +168,9 @@ fn revocation_from(state: &AdminState, body: RevocationBody) -> Result<Revocatio
     }
     let before = body.before.as_deref().map(|b| parse_time("before", b)).transpose()?.unwrap_or(now);
     let iss = if *kind == "tenant" { None } else { Some(resolve_issuer(state, body.iss.as_deref())?) };
-    let snapshot = state.app.snapshot.load();
-    let lifetimes = &snapshot.revocation_lifetimes;
-    // Until no token it covers can still be accepted; never, when its issuer bounds nothing.
-    let lifetime = match &iss {
-        Some(iss) => lifetimes.of(iss),
-        None => lifetimes.longest(),
-    };
-    let start = if before_applies { before.max(now) } else { now };
-    let default_expiry = lifetime.map_or(NEVER, |secs| start.saturating_add(secs));
-    let expires_at =
-        body.expires_at.as_deref().map(|e| parse_time("expires_at", e)).transpose()?.unwrap_or(default_expiry);
+    // Without an explicit end a revocation holds for ever, a `jti`'s until no token it covers
+    // can be accepted under the policy in force when it is purged (state::model::Lifetimes).
+    let expires_at = body.expires_at.as_deref().map(|e| parse_time("expires_at", e)).transpose()?.unwrap_or(NEVER);
     if expires_at <= now {
         return Err("expires_at must be in the future".to_string());
     }
@@ -199,7 +199,7 @@ async fn add_revocation(State(state): State<AdminState>, body: Bytes) -> Respons
             tracing::info!(target: "portcullis::admin", revocation = ?revocation, "revocation added");
             (StatusCode::CREATED, axum::Json(revocation_json(&revocation))).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 
@@ -273,7 +273,7 @@ async fn put_member(State(state): State<AdminState>, Path(tenant): Path<String>,
             tracing::info!(target: "portcullis::admin", tenant = %member.tenant, sub = %member.sub, "member added");
             (StatusCode::CREATED, axum::Json(json!(member))).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 
@@ -291,7 +291,7 @@ async fn remove_member(State(state): State<AdminState>, Path(tenant): Path<Strin
             )
                 .into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 
@@ -340,7 +340,7 @@ async fn add_block(State(state): State<AdminState>, body: Bytes) -> Response {
             (StatusCode::CREATED, axum::Json(json!({"cidr": block.cidr, "expires_at": rfc3339(block.expires_at)})))
                 .into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 
@@ -351,6 +351,6 @@ async fn remove_block(State(state): State<AdminState>, body: Bytes) -> Response 
     };
     match state.app.blocks.unblock(parsed.cidr.trim()).await {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"removed": parsed.cidr}))).into_response(),
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }

@@ -1,6 +1,6 @@
 //! Admin API for API keys: list, add at run time (digest only), revoke by name.
 
-use super::admin::{AdminState, problem};
+use super::admin::{AdminState, problem, store_problem};
 use crate::config::schema::RawApiKeyEntry;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,12 +11,22 @@ use serde_json::json;
 
 /// Names of every key this replica knows: (name, from the key file).
 fn known_names(state: &AdminState) -> Option<Vec<(String, bool)>> {
+    let mut names: Vec<(String, bool)> = known_keys(state)?.into_iter().map(|(n, f, _)| (n, f)).collect();
+    names.dedup();
+    Some(names)
+}
+
+/// Every key this replica knows: (name, from the key file, digest).
+fn known_keys(state: &AdminState) -> Option<Vec<(String, bool, crate::decision::KeyDigest)>> {
     let snapshot = state.app.snapshot.load();
     let policy = snapshot.policy.api_keys.as_ref()?;
-    let mut names: Vec<(String, bool)> = policy.file_keys.values().map(|k| (k.name.clone(), true)).collect();
-    names.extend(state.app.api_keys.names().into_iter().map(|n| (n, false)));
-    names.sort();
-    Some(names)
+    let mut keys: Vec<_> = policy.file_keys.iter().map(|(d, k)| (k.name.clone(), true, *d)).collect();
+    for name in state.app.api_keys.names() {
+        keys.extend(state.app.api_keys.digests_named(&name).into_iter().map(|d| (name.clone(), false, d)));
+    }
+    keys.sort();
+    keys.dedup();
+    Some(keys)
 }
 
 fn not_configured() -> Response {
@@ -24,12 +34,19 @@ fn not_configured() -> Response {
 }
 
 pub async fn list_keys(State(state): State<AdminState>) -> Response {
-    let Some(names) = known_names(&state) else { return not_configured() };
-    let revoked_names = state.app.api_keys.revoked_names();
-    let items: Vec<_> = names
+    let Some(keys) = known_keys(&state) else { return not_configured() };
+    // Revoked by digest: a revoked key put back under a new name is listed revoked there.
+    let mut items: Vec<(String, bool, bool)> = Vec::new();
+    for (name, file, digest) in keys {
+        let revoked = state.app.api_keys.digest_revoked(&digest);
+        match items.iter_mut().find(|(n, f, _)| *n == name && *f == file) {
+            Some(item) => item.2 &= revoked,
+            None => items.push((name, file, revoked)),
+        }
+    }
+    let items: Vec<_> = items
         .into_iter()
-        .map(|(name, file)| {
-            let revoked = revoked_names.contains(&name);
+        .map(|(name, file, revoked)| {
             json!({"name": name, "source": if file { "file" } else { "runtime" }, "revoked": revoked})
         })
         .collect();
@@ -55,7 +72,7 @@ pub async fn put_key(State(state): State<AdminState>, body: Bytes) -> Response {
             tracing::info!(target: "portcullis::admin", api_key = %name, "API key added");
             (StatusCode::CREATED, axum::Json(json!({"name": name}))).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 
@@ -91,7 +108,7 @@ pub async fn revoke_key(State(state): State<AdminState>, body: Bytes) -> Respons
             tracing::info!(target: "portcullis::admin", api_key = %parsed.name, "API key revoked");
             (StatusCode::CREATED, axum::Json(json!({"name": parsed.name}))).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_problem(e),
     }
 }
 

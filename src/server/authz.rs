@@ -13,6 +13,7 @@ use crate::jwt::Verifier;
 use crate::state::StateHealth;
 use crate::state::apikeys::ApiKeyStore;
 use crate::state::blocks::{Block, BlockStore};
+use crate::state::fleet::StateStore;
 use crate::state::membership::MemberStore;
 use crate::state::ratelimit::{FleetLimits, RateLimits};
 use crate::state::revocation::RevocationStore;
@@ -47,6 +48,8 @@ pub struct StateParts {
     pub blocks: Arc<dyn BlockStore>,
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub sessions: Arc<dyn SessionStore>,
+    /// All of the above as one object (they are one `FleetState`): purged as one.
+    pub store: Arc<dyn StateStore>,
     pub state_health: Option<Arc<StateHealth>>,
     /// Fleet-wide rate-limit tiers: the Redis store (when there is one) and the fallback divisor.
     pub fleet: FleetLimits,
@@ -73,6 +76,7 @@ pub struct AppState {
     pub(super) api_keys: Arc<dyn ApiKeyStore>,
     /// Session last-seen times.
     pub(super) sessions: Arc<dyn SessionStore>,
+    pub(super) store: Arc<dyn StateStore>,
     pub(super) rate_limits: RateLimits,
     pub(super) fleet: FleetLimits,
     metrics: names::CheckMetrics,
@@ -98,23 +102,22 @@ impl AppState {
             blocks: parts.blocks,
             api_keys: parts.api_keys,
             sessions: parts.sessions,
+            store: parts.store,
             rate_limits: RateLimits::new(parts.clock.clone()),
             fleet: parts.fleet,
             state_health: parts.state_health,
         }
     }
 
-    /// Forgets what has expired: revocations, blocks, idle rate-limit keys, old session times.
+    /// Forgets what has expired: fleet state no longer holding under the policy in force
+    /// (revocation lifetimes are read now, not when the revocation was written), idle
+    /// rate-limit keys.
     pub fn purge_expired(&self) {
         let now = self.clock.now();
-        self.revocations.purge_expired(now);
-        self.blocks.purge_expired(now);
+        let lifetimes = self.snapshot.load().revocation_lifetimes.clone();
+        self.store.purge(now, lifetimes);
         self.rate_limits.evict_idle();
         self.fleet.evict_idle();
-        if let Some(sessions) = &self.snapshot.load().policy.sessions {
-            let keep = sessions.idle_timeout_secs + sessions.granularity_secs;
-            self.sessions.purge_older_than(crate::decision::UnixTime(now.0 - keep));
-        }
     }
 
     /// What `/readyz` says: ready only while serving, once every required issuer has had keys

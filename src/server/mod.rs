@@ -23,12 +23,10 @@ pub use reload::RELOAD_TOTAL;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ListenAddr, Settings};
-use crate::state::apikeys::MemoryApiKeys;
-use crate::state::blocks::MemoryBlocks;
-use crate::state::membership::MemoryMembers;
+use crate::state::fleet::{FleetState, StateStore};
+use crate::state::journal::{Journal, MemoryPersist};
+use crate::state::local::LocalState;
 use crate::state::redis_store::RedisState;
-use crate::state::revocation::MemoryRevocations;
-use crate::state::sessions::MemorySessions;
 use crate::state::{StateBackend, StateHealth};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics as names;
@@ -151,13 +149,25 @@ impl Server {
         if let Some(api_keys) = &settings.snapshot.policy.api_keys {
             crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
         }
-        let (redis_follower, state_health) = match &settings.state {
-            StateBackend::Memory => (None, None),
+        let (redis_follower, state_health, store): (_, _, Arc<dyn StateStore>) = match &settings.state {
+            StateBackend::Memory { dir } => {
+                let local = Arc::new(LocalState::new());
+                let persist = match dir {
+                    Some(dir) => {
+                        let lifetimes = settings.snapshot.revocation_lifetimes.as_ref();
+                        let journal = Journal::open(dir, &local, options.clock.now().0, lifetimes)
+                            .map_err(|e| ServeError::State(e.to_string()))?;
+                        MemoryPersist::Journal(journal)
+                    }
+                    None => MemoryPersist::Ephemeral,
+                };
+                (None, None, Arc::new(FleetState::with(local, persist, options.clock.clone())))
+            }
             StateBackend::Redis(redis) => {
                 let health = Arc::new(StateHealth::new(redis.max_staleness, options.clock.now_millis()));
                 let store =
                     Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
-                (Some(store), Some(health))
+                (Some(store.clone()), Some(health), store)
             }
         };
         let parts = StateParts {
@@ -167,29 +177,18 @@ impl Server {
             audit,
             tracing: options.trace_context,
             cache: settings.cache,
-            revocations: Arc::new(MemoryRevocations::new()),
-            members: Arc::new(MemoryMembers::new()),
-            blocks: Arc::new(MemoryBlocks::new()),
-            api_keys: Arc::new(MemoryApiKeys::new()),
-            sessions: Arc::new(MemorySessions::new()),
+            revocations: store.clone(),
+            members: store.clone(),
+            blocks: store.clone(),
+            api_keys: store.clone(),
+            sessions: store.clone(),
+            store,
             state_health,
             fleet: crate::state::ratelimit::FleetLimits::new(
                 redis_follower.clone(),
                 options.clock.clone(),
                 settings.fallback_replicas,
             ),
-        };
-        // The Redis backend holds every kind of fleet state behind one follower.
-        let parts = match &redis_follower {
-            Some(store) => StateParts {
-                revocations: store.clone(),
-                members: store.clone(),
-                blocks: store.clone(),
-                api_keys: store.clone(),
-                sessions: store.clone(),
-                ..parts
-            },
-            None => parts,
         };
         let state = AppState::new(parts);
         metrics::gauge!(names::DEV_MODE).set(if settings.dev { 1.0 } else { 0.0 });
@@ -404,7 +403,8 @@ impl Server {
             })
             .collect();
         let state = match &settings.state {
-            crate::state::StateBackend::Memory => "memory".to_string(),
+            crate::state::StateBackend::Memory { dir: None } => "memory".to_string(),
+            crate::state::StateBackend::Memory { dir: Some(dir) } => format!("memory, journaled in {}", dir.display()),
             crate::state::StateBackend::Redis(r) => match &r.target {
                 crate::state::RedisTarget::Url(url) => format!("redis {url}"),
                 crate::state::RedisTarget::Sentinel { master, nodes, .. } => {

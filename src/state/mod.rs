@@ -6,8 +6,13 @@
 
 pub mod apikeys;
 pub mod blocks;
+pub mod fleet;
+pub mod journal;
+pub mod local;
 pub mod membership;
+pub mod model;
 pub mod ratelimit;
+mod redis_connect;
 pub mod redis_store;
 pub mod revocation;
 pub mod sessions;
@@ -21,6 +26,9 @@ pub enum StoreError {
     /// The backend could not persist the change; nothing was applied.
     #[error("state backend unavailable: {0}")]
     Unavailable(String),
+    /// The write itself is malformed (a text that is no network); nothing was stored.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub const BACKEND_UP: &str = "portcullis_state_backend_up";
@@ -92,11 +100,19 @@ pub struct RedisSettings {
     pub resync_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateBackend {
-    #[default]
-    Memory,
+    /// In this process; with `dir`, journaled there and replayed at start.
+    Memory {
+        dir: Option<std::path::PathBuf>,
+    },
     Redis(Box<RedisSettings>),
+}
+
+impl Default for StateBackend {
+    fn default() -> Self {
+        Self::Memory { dir: None }
+    }
 }
 
 /// Contact bookkeeping between the Redis follower and the hot path.

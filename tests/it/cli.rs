@@ -156,6 +156,7 @@ routes:
   - { match: { path_prefix: / }, require: { scopes: [read] } }
 rate_limits: { tiers: { auth: { key: ip, per_minute: 5 } } }
 ip: { auto_block: { failures: 5, window: 15m, block_for: 30m } }
+state: { backend: memory, acknowledge_ephemeral_state: true }
 "#;
     let path = write_in_fixtures_copy(&dir, "warn.yaml", policy);
     let out = portcullis().arg("check-config").arg(&path).output().expect("run");
@@ -166,15 +167,22 @@ ip: { auto_block: { failures: 5, window: 15m, block_for: 30m } }
         "{stderr}"
     );
     assert!(stderr.contains("rate_limits.tiers.auth"), "{stderr}");
-    // With the proxies listed, no such warning (the memory backend's own one stays: auto-blocks
-    // are forgotten at a restart).
+    // With the proxies listed, no such warning.
     let trusted = policy.replace("ip: { auto_block", "ip: { trusted_cidrs: [10.0.0.0/8], auto_block");
     let path = write_in_fixtures_copy(&dir, "trusted.yaml", &trusted);
     let out = portcullis().arg("check-config").arg(&path).output().expect("run");
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("ip.trusted_cidrs"), "{stderr}");
-    assert!(stderr.contains("state.backend: memory keeps auto-blocks"), "{stderr}");
+    // Issue 32: without a journal or the acknowledgment, a restart would forget auto-blocks:
+    // refused, saying what to do.
+    let forgetful = trusted.replace("state: { backend: memory, acknowledge_ephemeral_state: true }\n", "");
+    let path = write_in_fixtures_copy(&dir, "forgetful.yaml", &forgetful);
+    let out = portcullis().arg("check-config").arg(&path).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("the memory backend keeps auto-blocks in this process only"), "{stderr}");
+    assert!(stderr.contains("set state.dir"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

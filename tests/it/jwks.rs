@@ -168,7 +168,7 @@ async fn a_rotation_that_reuses_a_kid_takes_effect_at_once() {
     new_key["kid"] = json!("rsa-1");
     let idp = Idp::start(Mode::Serve(fixture("jwks-rsa1.json"))).await;
     let jwks = format!("{{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 1s }}", idp.addr);
-    let extra = "ip: { auto_block: { failures: 2, window: 1h, block_for: 1h } }";
+    let extra = "ip: { auto_block: { failures: 2, window: 1h, block_for: 1h } }\nstate: { backend: memory, acknowledge_ephemeral_state: true }";
     let text = format!(
         "listen: {{ grpc: \"127.0.0.1:0\", health: \"127.0.0.1:0\" }}\nissuers:\n{}routes:\n  - {{ match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}\n{extra}\n",
         issuer_block(ISSUER, &jwks, "")

@@ -6,14 +6,37 @@ use portcullis::clock::Clock;
 use portcullis::config::parse_and_validate;
 use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::AppState;
-use portcullis::state::revocation::MemoryRevocations;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The suite on the memory backend, ephemeral and journaled; a journaled store reopened
+/// (a restart) holds what it held, and a second process cannot open the same folder.
 #[tokio::test]
 async fn memory_store_behaviour() {
-    crate::support::revocation_suite::run(&MemoryRevocations::new()).await;
+    use portcullis::state::fleet::FleetState;
+    use portcullis::state::journal::{Journal, MemoryPersist};
+    use portcullis::state::local::LocalState;
+    use portcullis::state::model::Unbounded;
+    use portcullis::state::revocation::RevocationStore;
+    let clock: Arc<dyn Clock> = Arc::new(portcullis::clock::SystemClock);
+    let ephemeral = FleetState::with(Arc::new(LocalState::new()), MemoryPersist::Ephemeral, clock.clone());
+    crate::support::revocation_suite::run(&ephemeral).await;
+    let dir = scratch("journal-suite");
+    let now = clock.now();
+    let local = Arc::new(LocalState::new());
+    let journal = Journal::open(&dir, &local, now.0, &Unbounded).expect("journal");
+    let journaled = FleetState::with(local, MemoryPersist::Journal(journal), clock.clone());
+    crate::support::revocation_suite::run(&journaled).await;
+    let held = journaled.list(now);
+    assert_eq!(held.len(), 3, "{held:?}");
+    let second = Journal::open(&dir, &LocalState::new(), now.0, &Unbounded);
+    assert!(second.is_err_and(|e| e.to_string().contains("held by another process")));
+    drop(journaled);
+    let reopened = Arc::new(LocalState::new());
+    let _journal = Journal::open(&dir, &reopened, now.0, &Unbounded).expect("reopen");
+    assert_eq!(reopened.revocation_list(now), held, "a restart replays the journal");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -32,7 +55,10 @@ async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> InProcess {
     for (from, to) in renames {
         policy = policy.replace(from, to);
     }
-    let text = format!("{policy}\nadmin: {{ token_file: {} }}\n{extra}\n", dir.join("admin-token").display());
+    // The server runs in this test only: its state may end with it.
+    let state =
+        if extra.contains("state:") { "" } else { "state: { backend: memory, acknowledge_ephemeral_state: true }" };
+    let text = format!("{policy}\nadmin: {{ token_file: {} }}\n{extra}\n{state}\n", dir.join("admin-token").display());
     let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
     // The token was read into the settings; nothing reads the folder again.
     let _ = std::fs::remove_dir_all(&dir);

@@ -302,8 +302,14 @@ impl Portcullis {
             assert!(fixture.contains(from), "{} has no {from:?}", launch.fixture);
             fixture = fixture.replace(from, to);
         }
+        // Processes journal their run-time state in their folder unless the test says otherwise.
+        let state = if launch.extra.contains("state:") {
+            String::new()
+        } else {
+            format!("state: {{ backend: memory, dir: \"{}\" }}", dir.join("state").display())
+        };
         let text = format!(
-            "{}\nadmin: {{ token_file: {} }}\n{}\n",
+            "{}\nadmin: {{ token_file: {} }}\n{}\n{state}\n",
             fixture
                 .replace(&corpus::fixtures().join("members.yaml").display().to_string(), &members.display().to_string())
                 .replace(

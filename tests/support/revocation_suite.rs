@@ -3,6 +3,7 @@
 #![allow(dead_code, non_snake_case)]
 
 use portcullis::decision::{IssuerId, Subject, TokenIds, UnixTime, VerifiedToken};
+use portcullis::state::fleet::StateStore;
 use portcullis::state::revocation::{Revocation, RevocationStore};
 use serde_json::json;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ fn revoked(store: &dyn RevocationStore, token: &VerifiedToken, at: UnixTime) -> 
 }
 
 /// Runs the whole suite against `store`, which must start empty.
-pub async fn run(store: &dyn RevocationStore) {
+pub async fn run(all: &dyn StateStore) {
+    let store: &dyn RevocationStore = all;
     // Wall-clock time: a backend may keep entries only as long as they are live.
     let NOW = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
     let at = UnixTime(NOW);
@@ -84,7 +86,7 @@ pub async fn run(store: &dyn RevocationStore) {
     // Listing shows live entries; purging forgets expired ones.
     assert_eq!(store.list(at).len(), 3, "{:?}", store.list(at));
     assert_eq!(store.list(UnixTime(NOW + 100)).len(), 1, "only the subject revocation outlives 100 s");
-    store.purge_expired(UnixTime(NOW + 100));
+    all.purge(UnixTime(NOW + 100), Arc::new(portcullis::state::model::Unbounded));
     assert_eq!(store.list(at).len(), 1, "expired entries purged");
     assert!(revoked(store, &token(ISS, "bob", None, None, Some(NOW - 60)), at).is_some(), "live entries kept");
 

@@ -162,9 +162,10 @@ impl Validator {
         }
         let sessions = raw.sessions.as_ref().map(|s| self.sessions(s));
         let (state, on_stale) = raw.state.as_ref().map(|s| self.state(s)).unwrap_or_default();
-        // The memory backend keeps run-time state in this process only (issue 32: durable local
-        // state is not built yet): say what a restart forgets.
-        if matches!(state, StateBackend::Memory) {
+        // The memory backend without a journal keeps run-time state in this process only: a
+        // policy that writes such state says it knows (issue 32), or is refused.
+        let acknowledged = raw.state.as_ref().and_then(|s| s.acknowledge_ephemeral_state) == Some(true);
+        if matches!(state, StateBackend::Memory { dir: None }) && !acknowledged && !raw.dev {
             let mut forgotten = Vec::new();
             if admin.is_some() {
                 forgotten.push("revocations, blocks, members and API keys written through the admin API");
@@ -172,11 +173,17 @@ impl Validator {
             if raw.ip.as_ref().is_some_and(|ip| ip.auto_block.is_some()) {
                 forgotten.push("auto-blocks");
             }
+            if raw.sessions.is_some() {
+                forgotten.push("session last-seen times");
+            }
             if !forgotten.is_empty() {
-                self.warnings.push(format!(
-                    "state.backend: memory keeps {} in this process only: a restart (a rollout, an eviction) forgets them, so a revoked token is accepted again; use state.backend: redis",
-                    forgotten.join(", ")
-                ));
+                self.problems.add(
+                    "state",
+                    format!(
+                        "the memory backend keeps {} in this process only: a restart (a rollout, an eviction) forgets them and lets a revoked token or a blocked client in again; set state.dir to a persistent folder, use backend: redis, or set state.acknowledge_ephemeral_state: true",
+                        forgotten.join(", ")
+                    ),
+                );
             }
         }
         let log_format = match raw.telemetry.log_format.as_deref() {
@@ -200,14 +207,21 @@ impl Validator {
             self.duration("shutdown.drain_timeout", raw.shutdown.drain_timeout.as_deref(), Duration::from_secs(20));
 
         let (mut verifier, rules, jwks_jobs) = self.issuers(&raw.issuers, raw.dev);
-        // No token of an issuer outlives max_token_age + leeway, so neither need its
-        // revocations; without max_token_age nothing bounds them.
+        // A token a jti revocation covers was issued at most a leeway (and the skew margin)
+        // after it and is accepted at most max_token_age + leeway after that; without
+        // max_token_age nothing bounds it.
         let revocation_lifetimes = RevocationLifetimes(
             verifier
                 .issuers
                 .iter()
                 .zip(&rules)
-                .map(|(i, r)| (i.issuer.clone(), r.time.max_token_age.map(|age| age.saturating_add(r.time.leeway))))
+                .map(|(i, r)| {
+                    let horizon = r.time.max_token_age.map(|age| {
+                        age.saturating_add(r.time.leeway.saturating_mul(2))
+                            .saturating_add(crate::state::model::REVOCATION_SKEW_MARGIN_SECS)
+                    });
+                    (i.issuer.clone(), horizon)
+                })
                 .collect(),
         );
         let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
@@ -284,7 +298,7 @@ impl Validator {
                 generation: 1,
                 hash: Arc::from(""),
                 admin_token: admin.as_ref().map(|(_, token)| token.clone()),
-                revocation_lifetimes,
+                revocation_lifetimes: Arc::new(revocation_lifetimes),
             }),
             jwks_jobs,
             audit,

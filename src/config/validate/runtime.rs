@@ -43,6 +43,8 @@ impl Validator {
             (raw.on_stale.is_some(), "on_stale"),
             (raw.fail_open_when_stale.is_some(), "fail_open_when_stale"),
         ];
+        let memory_only =
+            [(raw.dir.is_some(), "dir"), (raw.acknowledge_ephemeral_state.is_some(), "acknowledge_ephemeral_state")];
         match raw.backend.as_str() {
             "memory" => {
                 for (present, field) in redis_only {
@@ -50,7 +52,14 @@ impl Validator {
                         self.problems.add(format!("state.{field}"), "only applies with backend: redis");
                     }
                 }
-                (StateBackend::Memory, OnStale::Deny)
+                let dir = raw.dir.as_ref().map(|d| self.base.join(d));
+                if raw.dir.as_deref().is_some_and(str::is_empty) {
+                    self.problems.add("state.dir", "must name a folder");
+                }
+                if dir.is_some() && raw.acknowledge_ephemeral_state == Some(true) {
+                    self.problems.add("state.acknowledge_ephemeral_state", "contradicts state.dir; keep one");
+                }
+                (StateBackend::Memory { dir }, OnStale::Deny)
             }
             "redis" => {
                 let target = self.redis_target(raw);
@@ -70,6 +79,11 @@ impl Validator {
                     self.duration("state.resync_interval", raw.resync_interval.as_deref(), Duration::from_secs(300));
                 if resync_interval < Duration::from_secs(1) {
                     self.problems.add("state.resync_interval", "must be at least 1s");
+                }
+                for (present, field) in memory_only {
+                    if present {
+                        self.problems.add(format!("state.{field}"), "only applies with backend: memory");
+                    }
                 }
                 let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "portcullis".into());
                 if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
@@ -107,7 +121,7 @@ impl Validator {
             }
             other => {
                 self.problems.add("state.backend", format!("unknown backend \"{other}\" (memory or redis)"));
-                (StateBackend::Memory, OnStale::Deny)
+                (StateBackend::default(), OnStale::Deny)
             }
         }
     }

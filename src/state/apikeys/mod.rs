@@ -4,8 +4,9 @@
 use crate::config::schema::RawApiKeyEntry;
 use crate::decision::{ApiKey, ApiKeyCheck, KeyDigest};
 use crate::state::StoreError;
+use crate::state::model::KeyRecord;
 use base64::Engine;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Random bytes in a new key (256 bits; the format asks for at least 128).
@@ -96,6 +97,8 @@ pub trait ApiKeyStore: ApiKeyCheck + Send + Sync {
     /// Digests of the run-time keys named `name`.
     fn digests_named(&self, name: &str) -> Vec<KeyDigest>;
     fn revoked_names(&self) -> Vec<String>;
+    /// Whether the key with this digest is revoked (under whatever name).
+    fn digest_revoked(&self, digest: &KeyDigest) -> bool;
 }
 
 #[derive(Debug, Default)]
@@ -103,8 +106,10 @@ pub struct MemoryApiKeys {
     keys: RwLock<HashMap<KeyDigest, Arc<ApiKey>>>,
     /// Revoked digests, with the name the key had when it was revoked.
     revoked: RwLock<HashMap<KeyDigest, String>>,
-    /// Revocations recorded by name only (before digests were kept); still honoured.
-    revoked_legacy: RwLock<HashSet<String>>,
+}
+
+fn digest_of(hex_text: &str) -> Option<KeyDigest> {
+    hex::decode(hex_text).ok()?.try_into().ok()
 }
 
 impl MemoryApiKeys {
@@ -112,36 +117,59 @@ impl MemoryApiKeys {
         Self::default()
     }
 
-    /// Adds (or replaces, by name) a key; invalid entries were refused before they got here.
+    /// Shows a key the ledger holds (a key put under a name held by another digest comes with
+    /// that digest's tombstone; invalid entries were refused before they got here).
     pub fn apply_put(&self, entry: &RawApiKeyEntry) {
         let Ok((digest, key)) = key_from_entry(entry) else {
             tracing::warn!(name = %entry.name, "ignoring an invalid API key entry from the state backend");
             return;
         };
         if let Ok(mut keys) = self.keys.write() {
-            keys.retain(|_, k| k.name != key.name);
             keys.insert(digest, Arc::new(key));
         }
     }
 
-    /// Revokes `digests`; without any, `name` (a revocation recorded before digests were kept).
-    pub fn apply_revoke(&self, name: &str, digests: &[KeyDigest]) {
-        if digests.is_empty() {
-            if let Ok(mut legacy) = self.revoked_legacy.write() {
-                legacy.insert(name.to_string());
-            }
-            return;
-        }
-        if let Ok(mut revoked) = self.revoked.write() {
-            for digest in digests {
-                revoked.insert(*digest, name.to_string());
-            }
+    pub fn apply_remove(&self, sha256: &str) {
+        if let (Some(digest), Ok(mut keys)) = (digest_of(sha256), self.keys.write()) {
+            keys.remove(&digest);
         }
     }
 
-    /// Every revoked digest with the name it was revoked under (what a resync writes back).
-    pub fn revoked_digests(&self) -> Vec<(KeyDigest, String)> {
-        self.revoked.read().map(|r| r.iter().map(|(d, n)| (*d, n.clone())).collect()).unwrap_or_default()
+    pub fn apply_revoke(&self, name: &str, sha256: &str) {
+        if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
+            revoked.insert(digest, name.to_string());
+        }
+    }
+
+    pub fn apply_unrevoke(&self, sha256: &str) {
+        if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
+            revoked.remove(&digest);
+        }
+    }
+
+    /// Names of run-time keys.
+    pub fn names(&self) -> Vec<String> {
+        self.keys.read().map(|k| k.values().map(|k| k.name.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Digests of the run-time keys named `name`.
+    pub fn digests_named(&self, name: &str) -> Vec<KeyDigest> {
+        self.keys
+            .read()
+            .map(|k| k.iter().filter(|(_, k)| k.name == name).map(|(d, _)| *d).collect())
+            .unwrap_or_default()
+    }
+
+    /// The names keys had when they were revoked.
+    pub fn revoked_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.revoked.read().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn is_revoked(&self, digest: &KeyDigest) -> bool {
+        self.revoked.read().map(|r| r.contains_key(digest)).unwrap_or(true)
     }
 }
 
@@ -150,42 +178,37 @@ impl ApiKeyCheck for MemoryApiKeys {
         self.keys.read().ok()?.get(digest).cloned()
     }
 
-    fn revoked(&self, digest: &KeyDigest, name: &str) -> bool {
+    fn revoked(&self, digest: &KeyDigest, _name: &str) -> bool {
         // A poisoned lock: treat every key as revoked rather than none.
-        self.revoked.read().map(|r| r.contains_key(digest)).unwrap_or(true)
-            || self.revoked_legacy.read().map(|r| r.contains(name)).unwrap_or(true)
+        self.is_revoked(digest)
     }
 }
 
-#[async_trait::async_trait]
-impl ApiKeyStore for MemoryApiKeys {
-    async fn put(&self, entry: RawApiKeyEntry) -> Result<(), StoreError> {
-        self.apply_put(&entry);
-        Ok(())
+impl From<KeyRecord> for RawApiKeyEntry {
+    fn from(r: KeyRecord) -> Self {
+        Self {
+            name: r.name,
+            sha256: r.sha256,
+            subject: r.subject,
+            tenants: r.tenants,
+            scopes: r.scopes,
+            roles: r.roles,
+            expires: r.expires,
+        }
     }
+}
 
-    async fn revoke(&self, name: &str, digests: Vec<KeyDigest>) -> Result<(), StoreError> {
-        self.apply_revoke(name, &digests);
-        Ok(())
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.keys.read().map(|k| k.values().map(|k| k.name.clone()).collect()).unwrap_or_default()
-    }
-
-    fn digests_named(&self, name: &str) -> Vec<KeyDigest> {
-        self.keys
-            .read()
-            .map(|k| k.iter().filter(|(_, k)| k.name == name).map(|(d, _)| *d).collect())
-            .unwrap_or_default()
-    }
-
-    fn revoked_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.revoked.read().map(|r| r.values().cloned().collect()).unwrap_or_default();
-        names.extend(self.revoked_legacy.read().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default());
-        names.sort();
-        names.dedup();
-        names
+impl From<&RawApiKeyEntry> for KeyRecord {
+    fn from(e: &RawApiKeyEntry) -> Self {
+        Self {
+            name: e.name.clone(),
+            sha256: e.sha256.clone(),
+            subject: e.subject.clone(),
+            tenants: e.tenants.clone(),
+            scopes: e.scopes.clone(),
+            roles: e.roles.clone(),
+            expires: e.expires.clone(),
+        }
     }
 }
 

@@ -36,22 +36,17 @@ fn entries_are_checked_field_by_field() {
 }
 
 #[test]
-fn run_time_keys_replace_by_name_and_revocations_stick() {
+fn revocations_are_by_digest() {
     let store = MemoryApiKeys::new();
     let (one, two) = (new_key("pk_").expect("key"), new_key("pk_").expect("key"));
     let entry = |key: &str| RawApiKeyEntry { name: "k".into(), sha256: hex::encode(digest(key)), ..Default::default() };
     store.apply_put(&entry(&one));
-    assert!(store.find(&digest(&one)).is_some());
     store.apply_put(&entry(&two));
-    assert!(store.find(&digest(&one)).is_none(), "a re-put key replaces the old digest");
-    assert!(store.find(&digest(&two)).is_some());
-    assert!(!store.revoked(&digest(&two), "k"));
-    store.apply_revoke("k", &store.digests_named("k"));
-    assert!(store.revoked(&digest(&two), "k"));
+    assert!(store.find(&digest(&one)).is_some() && store.find(&digest(&two)).is_some());
+    store.apply_revoke("k", &hex::encode(digest(&two)));
     assert!(store.revoked(&digest(&two), "another-name"), "a revoked key stays revoked under any name");
     assert!(!store.revoked(&digest(&one), "k"), "the digest, not the name, is revoked");
     assert_eq!(store.revoked_names(), ["k"]);
-    // A revocation recorded by name alone (older Redis entries) still holds for that name.
-    store.apply_revoke("legacy", &[]);
-    assert!(store.revoked(&digest(&one), "legacy"));
+    store.apply_remove(&hex::encode(digest(&one)));
+    assert!(store.find(&digest(&one)).is_none());
 }

@@ -34,7 +34,6 @@ pub trait BlockStore: BlockCheck + Send + Sync {
     /// Shares one failure with the fleet and returns the fleet's count within `window_secs`
     /// (0 for a backend with no fleet).
     async fn share_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError>;
-    fn purge_expired(&self, now: UnixTime);
 }
 
 /// Most clients whose recent failures are remembered; past it the least recently failing are
@@ -112,11 +111,11 @@ impl MemoryBlocks {
         Self::default()
     }
 
-    pub fn apply_block(&self, block: &Block) {
+    /// Shows `block` as the ledger holds it (its expiry exactly: the newest write won).
+    pub fn set_block(&self, block: &Block) {
         let Ok(net) = parse_cidr(&block.cidr) else { return };
         if let Ok(mut t) = self.table.write() {
-            let e = t.exact_match(net).copied().unwrap_or(i64::MIN);
-            t.insert(net, e.max(block.expires_at));
+            t.insert(net, block.expires_at);
         }
         self.publish_count();
     }
@@ -125,19 +124,6 @@ impl MemoryBlocks {
         let Ok(net) = parse_cidr(cidr) else { return };
         if let Ok(mut t) = self.table.write() {
             t.remove(net);
-        }
-        self.publish_count();
-    }
-
-    /// Replaces every block (a resync from the backend's authoritative copy).
-    pub fn replace_all(&self, blocks: &[Block]) {
-        if let Ok(mut t) = self.table.write() {
-            *t = IpNetworkTable::new();
-            for b in blocks {
-                if let Ok(net) = parse_cidr(&b.cidr) {
-                    t.insert(net, b.expires_at);
-                }
-            }
         }
         self.publish_count();
     }
@@ -163,35 +149,8 @@ impl MemoryBlocks {
         u32::try_from(window.times.len()).unwrap_or(u32::MAX)
     }
 
-    /// Whether this table already holds `block` (the same CIDR, at least as long).
-    pub fn covers(&self, block: &Block) -> bool {
-        let Ok(net) = parse_cidr(&block.cidr) else { return false };
-        self.table.read().is_ok_and(|t| t.exact_match(net).is_some_and(|e| *e >= block.expires_at))
-    }
-}
-
-impl BlockCheck for MemoryBlocks {
-    fn blocked(&self, ip: IpAddr, now: UnixTime) -> bool {
-        self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
-        // A poisoned lock means a writer panicked: block rather than guess.
-        let Ok(t) = self.table.read() else { return true };
-        t.matches(ip.to_canonical()).any(|(_, expires_at)| *expires_at > now.0)
-    }
-}
-
-#[async_trait::async_trait]
-impl BlockStore for MemoryBlocks {
-    async fn block(&self, block: Block) -> Result<(), StoreError> {
-        self.apply_block(&block);
-        Ok(())
-    }
-
-    async fn unblock(&self, cidr: &str) -> Result<(), StoreError> {
-        self.apply_unblock(cidr);
-        Ok(())
-    }
-
-    fn list(&self, now: UnixTime) -> Vec<Block> {
+    /// Every live block.
+    pub fn list(&self, now: UnixTime) -> Vec<Block> {
         let Ok(t) = self.table.read() else { return Vec::new() };
         let mut out: Vec<Block> = t
             .iter()
@@ -202,29 +161,21 @@ impl BlockStore for MemoryBlocks {
         out
     }
 
-    fn block_locally(&self, block: &Block) {
-        self.apply_block(block);
-    }
-
-    fn count_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> u32 {
-        MemoryBlocks::count_failure(self, key, now, window_secs)
-    }
-
-    async fn share_failure(&self, _key: &str, _now: UnixTime, _window_secs: i64) -> Result<u32, StoreError> {
-        Ok(0)
-    }
-
-    fn purge_expired(&self, now: UnixTime) {
+    /// The failure windows' upkeep and the live-blocks gauge (expired blocks leave through
+    /// the ledger's purge).
+    pub fn upkeep(&self, now: UnixTime) {
         self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut t) = self.table.write() {
-            let expired: Vec<IpNetwork> = t.iter().filter(|(_, e)| **e <= now.0).map(|(n, _)| n).collect();
-            for net in expired {
-                t.remove(net);
-            }
-        }
-        // Windows expire a window after their last failure; this only runs moka's upkeep.
         self.failures.run_pending_tasks();
         self.publish_count();
+    }
+}
+
+impl BlockCheck for MemoryBlocks {
+    fn blocked(&self, ip: IpAddr, now: UnixTime) -> bool {
+        self.seen_now.fetch_max(now.0, std::sync::atomic::Ordering::Relaxed);
+        // A poisoned lock means a writer panicked: block rather than guess.
+        let Ok(t) = self.table.read() else { return true };
+        t.matches(ip.to_canonical()).any(|(_, expires_at)| *expires_at > now.0)
     }
 }
 

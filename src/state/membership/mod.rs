@@ -49,13 +49,6 @@ impl MemoryMembers {
             t.remove(&(tenant.to_string(), iss.to_string(), sub.to_string()));
         }
     }
-
-    /// Replaces the whole table (a resync from the backend's authoritative copy).
-    pub fn replace_all(&self, members: Vec<Member>) {
-        if let Ok(mut t) = self.table.write() {
-            *t = members.into_iter().map(|m| ((m.tenant, m.iss, m.sub), m.roles)).collect();
-        }
-    }
 }
 
 impl MembershipCheck for MemoryMembers {
@@ -63,18 +56,5 @@ impl MembershipCheck for MemoryMembers {
         // A poisoned lock means a writer panicked: nobody is a member rather than everybody.
         let t = self.table.read().ok()?;
         t.get(&(tenant.to_string(), iss.to_string(), sub.to_string())).cloned()
-    }
-}
-
-#[async_trait::async_trait]
-impl MemberStore for MemoryMembers {
-    async fn put(&self, member: Member) -> Result<(), StoreError> {
-        self.apply_put(member);
-        Ok(())
-    }
-
-    async fn remove(&self, tenant: &str, iss: &str, sub: &str) -> Result<(), StoreError> {
-        self.apply_remove(tenant, iss, sub);
-        Ok(())
     }
 }

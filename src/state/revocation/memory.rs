@@ -1,8 +1,7 @@
 //! The in-memory revocation store, indexed for O(1) checks on the hot path.
 
-use super::{Revocation, RevocationStore};
+use super::Revocation;
 use crate::decision::{RevocationCheck, TokenIds, UnixTime, VerifiedToken};
-use crate::state::StoreError;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -29,13 +28,6 @@ impl<V: Copy> ByIssuer<V> {
 
     fn iter(&self) -> impl Iterator<Item = (&String, &String, &V)> {
         self.0.iter().flat_map(|(iss, ids)| ids.iter().map(move |(id, v)| (iss, id, v)))
-    }
-
-    fn retain(&mut self, keep: impl Fn(&V) -> bool) {
-        self.0.retain(|_, ids| {
-            ids.retain(|_, v| keep(v));
-            !ids.is_empty()
-        });
     }
 }
 
@@ -65,9 +57,17 @@ impl MemoryRevocations {
         Self::default()
     }
 
-    /// Applies a revocation to local state (also used by replicated backends).
+    /// Applies a revocation to local state.
     pub fn apply(&self, revocation: Revocation) {
-        let Ok(mut index) = self.index.write() else { return };
+        if let Ok(mut index) = self.index.write() {
+            index.insert(revocation);
+        }
+    }
+}
+
+impl Index {
+    fn insert(&mut self, revocation: Revocation) {
+        let index = self;
         match revocation {
             Revocation::Jti { iss, jti, expires_at } => index.jti.upsert(iss, jti, expires_at, i64::max),
             Revocation::Subject { iss, sub, before, expires_at } => {
@@ -79,26 +79,6 @@ impl MemoryRevocations {
             Revocation::Tenant { tenant, before, expires_at } => {
                 let e = index.tenant.entry(tenant).or_insert((before, expires_at));
                 *e = (e.0.max(before), e.1.max(expires_at));
-            }
-        }
-    }
-}
-
-impl MemoryRevocations {
-    /// Whether this index already holds `revocation` (the same identity, covering at least as
-    /// many tokens for at least as long): what a resync need not write back.
-    pub fn covers(&self, revocation: &Revocation) -> bool {
-        let Ok(index) = self.index.read() else { return false };
-        match revocation {
-            Revocation::Jti { iss, jti, expires_at } => index.jti.get(iss, jti).is_some_and(|e| e >= expires_at),
-            Revocation::Subject { iss, sub, before, expires_at } => {
-                index.subject.get(iss, sub).is_some_and(|(b, e)| b >= before && e >= expires_at)
-            }
-            Revocation::Session { iss, sid, expires_at } => {
-                index.session.get(iss, sid).is_some_and(|e| e >= expires_at)
-            }
-            Revocation::Tenant { tenant, before, expires_at } => {
-                index.tenant.get(tenant).is_some_and(|(b, e)| b >= before && e >= expires_at)
             }
         }
     }
@@ -138,14 +118,9 @@ impl RevocationCheck for MemoryRevocations {
     }
 }
 
-#[async_trait::async_trait]
-impl RevocationStore for MemoryRevocations {
-    async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
-        self.apply(revocation);
-        Ok(())
-    }
-
-    fn list(&self, now: UnixTime) -> Vec<Revocation> {
+impl MemoryRevocations {
+    /// Every live revocation (by its explicit expiry).
+    pub fn list(&self, now: UnixTime) -> Vec<Revocation> {
         let Ok(index) = self.index.read() else { return Vec::new() };
         let mut out = Vec::new();
         for (iss, jti, expires_at) in index.jti.iter() {
@@ -170,11 +145,14 @@ impl RevocationStore for MemoryRevocations {
         out
     }
 
-    fn purge_expired(&self, now: UnixTime) {
-        let Ok(mut index) = self.index.write() else { return };
-        index.jti.retain(|e| *e > now.0);
-        index.subject.retain(|(_, e)| *e > now.0);
-        index.session.retain(|e| *e > now.0);
-        index.tenant.retain(|_, (_, e)| *e > now.0);
+    /// Replaces the whole index at once (after a purge removed entries from the ledger).
+    pub fn replace_all(&self, revocations: impl Iterator<Item = Revocation>) {
+        let mut fresh = Index::default();
+        for r in revocations {
+            fresh.insert(r);
+        }
+        if let Ok(mut index) = self.index.write() {
+            *index = fresh;
+        }
     }
 }

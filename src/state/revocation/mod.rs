@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 /// `expires_at` of a revocation that never ends (its issuer sets no `max_token_age`).
 pub const NEVER: i64 = i64::MAX;
 
-/// One revocation. Times are Unix seconds; `expires_at` is when the entry can be forgotten
-/// because no token it covers can still be valid.
+/// One revocation. Times are Unix seconds; `expires_at` is an explicit end ([`NEVER`] unless
+/// the admin API was given one). How long a `jti` revocation is kept beyond that is read from
+/// the policy in force when it is purged (`state::model::Lifetimes`); `sub`, `sid` and tenant
+/// revocations hold until their explicit end or for ever.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Revocation {
@@ -61,6 +63,4 @@ pub trait RevocationStore: RevocationCheck + Send + Sync {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError>;
     /// Every live revocation.
     fn list(&self, now: UnixTime) -> Vec<Revocation>;
-    /// Forgets revocations whose `expires_at` has passed.
-    fn purge_expired(&self, now: UnixTime);
 }
