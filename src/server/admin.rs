@@ -92,7 +92,25 @@ fn expiry(expires_at: i64) -> Value {
     if expires_at == NEVER { Value::Null } else { Value::String(rfc3339(expires_at)) }
 }
 
-fn revocation_json(r: &Revocation) -> Value {
+/// A revocation as the admin API shows it: `expires_at` its explicit end (`null`: none), and
+/// `holds_until` when it may be forgotten under the policy in force now (a `jti`'s: written +
+/// `max_token_age` + 2 × `leeway` + the skew margin; `null`: for ever).
+fn revocation_json(r: &Revocation, written: i64, lifetimes: &dyn crate::state::model::Lifetimes) -> Value {
+    let explicit = (r.expires_at() != NEVER).then(|| r.expires_at());
+    let horizon = match r {
+        Revocation::Jti { iss, .. } => lifetimes.jti_horizon(iss).map(|h| written.saturating_add(h)),
+        _ => None,
+    };
+    let holds_until = match (explicit, horizon) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut value = revocation_fields(r);
+    value["holds_until"] = holds_until.map_or(Value::Null, |t| Value::String(rfc3339(t)));
+    value
+}
+
+fn revocation_fields(r: &Revocation) -> Value {
     match r {
         Revocation::Jti { iss, jti, expires_at } => json!({"jti": jti, "iss": iss, "expires_at": expiry(*expires_at)}),
         Revocation::Subject { iss, sub, before, expires_at } => {
@@ -119,7 +137,14 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
 
 async fn list_revocations(State(state): State<AdminState>) -> Response {
     let now = state.app.clock.now();
-    let items: Vec<Value> = state.app.revocations.list(now).iter().map(revocation_json).collect();
+    let lifetimes = state.app.snapshot.load().revocation_lifetimes.clone();
+    let items: Vec<Value> = state
+        .app
+        .revocations
+        .listed(now)
+        .iter()
+        .map(|(r, written)| revocation_json(r, *written, lifetimes.as_ref()))
+        .collect();
     (StatusCode::OK, axum::Json(json!({ "revocations": items }))).into_response()
 }
 
@@ -197,7 +222,9 @@ async fn add_revocation(State(state): State<AdminState>, body: Bytes) -> Respons
     match state.app.revocations.add(revocation.clone()).await {
         Ok(()) => {
             tracing::info!(target: "portcullis::admin", revocation = ?revocation, "revocation added");
-            (StatusCode::CREATED, axum::Json(revocation_json(&revocation))).into_response()
+            let lifetimes = state.app.snapshot.load().revocation_lifetimes.clone();
+            let now = state.app.clock.now().0;
+            (StatusCode::CREATED, axum::Json(revocation_json(&revocation, now, lifetimes.as_ref()))).into_response()
         }
         Err(e) => store_problem(e),
     }

@@ -109,6 +109,11 @@ impl AppState {
         }
     }
 
+    /// Puts `snapshot` in force for every check that starts from now on (reload).
+    pub fn replace_snapshot(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.snapshot.swap(snapshot)
+    }
+
     /// Forgets what has expired: fleet state no longer holding under the policy in force
     /// (revocation lifetimes are read now, not when the revocation was written), idle
     /// rate-limit keys.

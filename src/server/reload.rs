@@ -147,7 +147,7 @@ impl Reloader {
         if let Some(api_keys) = &settings.snapshot.policy.api_keys {
             crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
         }
-        let replaced = self.state.snapshot.swap(settings.snapshot.clone());
+        let replaced = self.state.replace_snapshot(settings.snapshot.clone());
         crate::telemetry::metrics::policy_info(
             Some((&replaced.hash, replaced.generation)),
             &settings.snapshot.hash,

@@ -100,6 +100,21 @@ impl<P: Persist> RevocationStore for FleetState<P> {
     fn list(&self, now: UnixTime) -> Vec<Revocation> {
         self.local.revocation_list(now)
     }
+
+    fn listed(&self, now: UnixTime) -> Vec<(Revocation, i64)> {
+        let mut out: Vec<(Revocation, i64)> = self
+            .local
+            .entries()
+            .into_iter()
+            .filter(|e| !e.is_removal())
+            .filter_map(|e| match e.body.item {
+                Item::Revocation(r) if r.expires_at() > now.0 => Some((r, e.written_ms / 1000)),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+        out
+    }
 }
 
 #[async_trait::async_trait]

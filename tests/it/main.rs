@@ -22,4 +22,5 @@ mod mesh;
 mod observability;
 mod redis;
 mod revocation;
+mod state_model;
 mod upstreams;

@@ -30,12 +30,15 @@ async fn memory_store_behaviour() {
     crate::support::revocation_suite::run(&journaled).await;
     let held = journaled.list(now);
     assert_eq!(held.len(), 3, "{held:?}");
+    let journaled_later = journaled.list(portcullis::decision::UnixTime(now.0 + 100));
     let second = Journal::open(&dir, &LocalState::new(), now.0, &Unbounded);
     assert!(second.is_err_and(|e| e.to_string().contains("held by another process")));
     drop(journaled);
     let reopened = Arc::new(LocalState::new());
     let _journal = Journal::open(&dir, &reopened, now.0, &Unbounded).expect("reopen");
-    assert_eq!(reopened.revocation_list(now), held, "a restart replays the journal");
+    // The suite's purge ran at now + 100 s: compare there.
+    let later = portcullis::decision::UnixTime(now.0 + 100);
+    assert_eq!(reopened.revocation_list(later), journaled_later, "a restart replays the journal");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -48,6 +51,10 @@ async fn start(extra: &str) -> InProcess {
 /// Like [`start`], with issuer names replaced: a test that counts a global metric (one process
 /// runs every integration test) gives its issuers names no other test uses.
 async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> InProcess {
+    InProcess::start_at_now(&settings_renamed(extra, renames)).await
+}
+
+fn settings_renamed(extra: &str, renames: &[(&str, &str)]) -> portcullis::config::Settings {
     let dir = scratch("rev");
     std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("token file");
     let mut policy = crate::support::policy_with_ports("127.0.0.1:0", 0)
@@ -62,7 +69,7 @@ async fn start_renamed(extra: &str, renames: &[(&str, &str)]) -> InProcess {
     let settings = parse_and_validate(&text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
     // The token was read into the settings; nothing reads the folder again.
     let _ = std::fs::remove_dir_all(&dir);
-    InProcess::start_at_now(&settings).await
+    settings
 }
 
 async fn check(state: &AppState, token: &str) -> (u16, String) {
@@ -206,7 +213,7 @@ async fn admin_api_refuses_without_the_token_and_rejects_malformed_bodies() {
     let items = listed["revocations"].as_array().expect("array");
     assert_eq!(items.len(), 1, "only the authorized, well-formed revocation was stored: {body}");
     assert_eq!(items[0]["jti"], "j-admin");
-    assert!(items[0]["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {body}");
+    assert!(items[0]["holds_until"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {body}");
 }
 
 #[test]
@@ -259,15 +266,16 @@ async fn revocations_outlive_every_token_they_cover() {
     assert_eq!(timed.0, 201, "{:?}", timed.1);
     // issuer.test: max_token_age 12h, leeway 30s.
     let until = time::OffsetDateTime::parse(
-        timed.1["expires_at"].as_str().expect("expiry"),
+        timed.1["holds_until"].as_str().expect("expiry"),
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339")
     .unix_timestamp();
-    assert_eq!(until - now, 12 * 3600 + 30, "max_token_age + leeway");
-    assert_eq!((never.0, &never.1["expires_at"]), (201, &serde_json::Value::Null), "no max_token_age: never");
+    assert_eq!(timed.1["expires_at"], serde_json::Value::Null, "no explicit end: {:?}", timed.1);
+    assert_eq!(until - now, 12 * 3600 + 2 * 30 + 60, "max_token_age + 2 × leeway + the skew margin");
+    assert_eq!((never.0, &never.1["holds_until"]), (201, &serde_json::Value::Null), "no max_token_age: never");
     assert_eq!((numeric.0, &numeric.1["jti"]), (201, &serde_json::json!("4711")));
-    assert_eq!(tenant.1["expires_at"], serde_json::Value::Null, "a tenant revocation covers every issuer");
+    assert_eq!(tenant.1["holds_until"], serde_json::Value::Null, "a tenant revocation holds until its end or for ever");
 
     let mut claims = corpus::claims(corpus::HMAC_ISSUER, "numeric", now);
     claims["jti"] = serde_json::json!(4711);
@@ -277,6 +285,36 @@ async fn revocations_outlive_every_token_they_cover() {
     server.clock().advance(std::time::Duration::from_secs(30 * 86_400));
     server.state.purge_expired();
     assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()), "still revoked a month later");
+}
+
+/// Issue 32: a revocation's lifetime is read from the policy in force, not fixed when it was
+/// written. Revoked under `max_token_age: 12h`, then a reload raises it to 48h: 13 hours later
+/// (past the old bound) the revoked token — 13 h old, acceptable under 48h — is still refused.
+/// Before, its expiry had been fixed at 12h30s and the token was accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_raises_max_token_age_extends_revocations() {
+    let server = start("").await;
+    let addr = server.admin.expect("admin listener");
+    let now = server.clock().now().0;
+    let mut claims = corpus::claims(corpus::ISSUER, "late", now);
+    claims["jti"] = serde_json::json!("raised");
+    claims["exp"] = serde_json::json!(now + 10 * 86_400);
+    let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims);
+    let posted = tokio::task::spawn_blocking(move || {
+        let body = format!(r#"{{"jti":"raised","iss":"{}"}}"#, corpus::ISSUER);
+        admin(addr, "POST", "/v1/revocations", Some(ADMIN_TOKEN), &body).status
+    });
+    assert_eq!(posted.await.expect("admin"), 201);
+    assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()));
+    let raised = settings_renamed("", &[("max_token_age: 12h", "max_token_age: 48h")]);
+    server.state.replace_snapshot(raised.snapshot.clone());
+    server.clock().advance(std::time::Duration::from_secs(13 * 3600));
+    server.state.purge_expired();
+    assert_eq!(check(&server.state, &token).await, (401, "token_revoked".into()), "past the old bound, still revoked");
+    // Past the new bound the revocation is forgotten — and the token is too old anyway.
+    server.clock().advance(std::time::Duration::from_secs(36 * 3600));
+    server.state.purge_expired();
+    assert_eq!(check(&server.state, &token).await, (401, "token_expired".into()));
 }
 
 /// An API-key revocation holds the key's digest: a revoked run-time key put back under another

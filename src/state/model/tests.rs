@@ -295,7 +295,7 @@ impl World {
         if epoch != self.master.epoch || at > self.master.stream.len() {
             return self.resync(r); // a gap: the follower resyncs
         }
-        for e in self.master.stream[at..].to_vec() {
+        for e in self.master.stream[at..].iter().cloned() {
             self.replicas[r].state.merge(e);
         }
         self.replicas[r].position = (epoch, self.master.stream.len());

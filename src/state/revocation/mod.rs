@@ -63,4 +63,6 @@ pub trait RevocationStore: RevocationCheck + Send + Sync {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError>;
     /// Every live revocation.
     fn list(&self, now: UnixTime) -> Vec<Revocation>;
+    /// Every live revocation with when it was written (Unix seconds).
+    fn listed(&self, now: UnixTime) -> Vec<(Revocation, i64)>;
 }

@@ -1,0 +1,336 @@
+//! Issue 32, the one state model against the real thing: a memory backend restarted, a lossy
+//! Sentinel failover, a resync against a large keyspace, the model checker's histories on real
+//! `redis-server` processes, and decisions under reload checked against `explain`.
+
+use crate::redis::{check, check_as, check_path, revoke, settings, token_with_jti};
+use crate::support::{Portcullis, RedisServer, corpus, eventually, eventually_blocking, is, now, scratch};
+use portcullis::clock::{Clock, SystemClock};
+use portcullis::decision::{BlockCheck, MembershipCheck};
+use portcullis::state::StateHealth;
+use portcullis::state::blocks::{Block, BlockStore};
+use portcullis::state::membership::{Member, MemberStore};
+use portcullis::state::redis_store::RedisState;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn bearer(sub: &str) -> String {
+    format!(
+        "Bearer {}",
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, sub, now()))
+    )
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+}
+
+/// (revoked token, blocked client's reason, member's status) on `p`.
+async fn enforced(p: &Portcullis, token: &str, dave: &str) -> ((u16, String), String, u16) {
+    (
+        check(p, token).await,
+        check_as(p, "192.0.2.44", "/api/items", &bearer("x")).await.1,
+        check_path(p, "/tenants/hooli/x", dave).await.0,
+    )
+}
+
+/// Before: the memory backend forgot every revocation, block and member at a restart (revoke →
+/// 401, restart → 200, `GET /v1/revocations` → `[]`). Now it journals them to `state.dir`
+/// before answering 201 and replays them at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_what_the_memory_backend_acknowledged() {
+    let dir = scratch("state-journal");
+    let p = Portcullis::start(&dir, "", &[]);
+    let token = token_with_jti("journal", "jti-journal");
+    assert_eq!(check(&p, &token).await.0, 200);
+    assert_eq!(revoke(&p, "jti-journal"), 201);
+    let block = p.admin_request("POST", "/v1/blocks", r#"{"cidr":"::ffff:192.0.2.44","ttl":"1h"}"#);
+    assert_eq!(block.map(|r| r.status), Some(201));
+    let member = format!(r#"{{"iss":"{}","sub":"dave","roles":["viewer"]}}"#, corpus::ISSUER);
+    assert_eq!(p.admin_request("PUT", "/v1/tenants/hooli/members", &member).map(|r| r.status), Some(201));
+    let dave = bearer("dave");
+    let want = ((401, "token_revoked".to_string()), "ip_blocked".to_string(), 200);
+    assert_eq!(enforced(&p, &token, &dave).await, want);
+    drop(p);
+    let p = Portcullis::start(&dir, "", &[]);
+    assert_eq!(enforced(&p, &token, &dave).await, want, "a restart kept every acknowledged write");
+    let listed = p.admin_request("GET", "/v1/revocations", "").map(|r| r.body).unwrap_or_default();
+    assert!(listed.contains("jti-journal"), "{listed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Before: a member removal acknowledged just before a lossy Sentinel failover was undone on
+/// every replica (memberships were replaced from Redis at the resync, with no tombstone). Now
+/// the removal is a tombstone the replicas hold and write back: the member stays out on A and
+/// B, and a replica started after the failover never lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_failover_does_not_bring_a_removed_member_back() {
+    let dir = scratch("state-lossy");
+    let mut master = RedisServer::start(&dir);
+    let master_port = master.port.to_string();
+    let standby = RedisServer::start_with(&dir, &["--replicaof", "127.0.0.1", &master_port]);
+    let linked = || {
+        let info = standby.command("INFO replication");
+        if info.contains("master_link_status:up") { Ok(()) } else { Err(info) }
+    };
+    eventually_blocking(Duration::from_secs(10), "the standby never linked", linked);
+    let sentinel = RedisServer::start_sentinel(&dir, master.port);
+    let state = format!(
+        "state: {{ backend: redis, sentinel: {{ master: mymaster, nodes: [\"127.0.0.1:{}\"] }}, max_staleness: 30s, resync_interval: 1s }}",
+        sentinel.port
+    );
+    let start = |name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        Portcullis::start(&sub, &state, &[])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let dave = bearer("dave");
+    let body = format!(r#"{{"iss":"{}","sub":"dave","roles":["viewer"]}}"#, corpus::ISSUER);
+    assert_eq!(a.admin_request("PUT", "/v1/tenants/hooli/members", &body).map(|r| r.status), Some(201));
+    let seen = || async { is(check_path(&b, "/tenants/hooli/x", &dave).await.0, 200) };
+    eventually(Duration::from_secs(10), "B never saw the member", seen).await;
+    let replicated = || {
+        let held = standby.command("HLEN portcullis:state:member");
+        if held.trim() == ":1" { Ok(()) } else { Err(held) }
+    };
+    eventually_blocking(Duration::from_secs(10), "the member never reached the standby", replicated);
+
+    // The standby stops and loses its link: the removal never reaches it.
+    let standby_pid = standby.proc.as_ref().map(|p| p.child.id()).expect("standby pid");
+    signal(standby_pid, "STOP");
+    master.command("CLIENT KILL TYPE replica");
+    assert_eq!(a.admin_request("DELETE", "/v1/tenants/hooli/members", &body).map(|r| r.status), Some(200));
+    assert_eq!(check_path(&a, "/tenants/hooli/x", &dave).await.0, 403, "A refuses at once");
+    let heard = || async { is(check_path(&b, "/tenants/hooli/x", &dave).await.0, 403) };
+    eventually(Duration::from_secs(10), "B never heard the removal", heard).await;
+    master.stop();
+    signal(standby_pid, "CONT");
+    let promoted = || {
+        let reply = sentinel.command("SENTINEL get-master-addr-by-name mymaster");
+        if reply.contains(&standby.port.to_string()) { Ok(()) } else { Err(reply) }
+    };
+    let (_, failover) = eventually_blocking(Duration::from_secs(30), "no failover", promoted);
+    println!("the standby, without the removal, was promoted after {failover:?}");
+
+    // A's reconnect resync writes the tombstone back; until then and after, nobody lets dave in.
+    let written_back = || {
+        let held = standby.command("HGETALL portcullis:state:member");
+        if held.contains("\"removed\":true") { Ok(()) } else { Err(held) }
+    };
+    eventually_blocking(Duration::from_secs(20), "the removal was never written back", written_back);
+    let c = start("c");
+    for _ in 0..20 {
+        for (name, p) in [("a", &a), ("b", &b), ("c", &c)] {
+            assert_eq!(check_path(p, "/tenants/hooli/x", &dave).await.0, 403, "{name} let the removed member in");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((a, b, c, sentinel, standby, master));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A resync reads each kind's one hash with `HSCAN`: against 100,000 unrelated keys a replica
+/// resyncs without a keyspace `SCAN` or `KEYS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_reads_the_state_hashes_never_the_keyspace() {
+    use portcullis::state::revocation::{Revocation, RevocationStore};
+    let dir = scratch("state-hscan");
+    let redis = RedisServer::start_with(&dir, &["--enable-debug-command", "local"]);
+    redis.command("DEBUG POPULATE 100000 unrelated 16");
+    assert_eq!(redis.command("DBSIZE").trim(), ":100000");
+    let writer = crate::redis::store(redis.url(), "hscan");
+    let forever = i64::MAX;
+    writer.add(Revocation::Jti { iss: "i".into(), jti: "j".into(), expires_at: forever }).await.expect("revoke");
+    writer.block(Block { cidr: "10.1.2.3".into(), expires_at: now() + 3600 }).await.expect("block");
+    let member = Member { tenant: "t".into(), iss: "i".into(), sub: "s".into(), roles: vec![] };
+    MemberStore::put(writer.as_ref(), member).await.expect("member");
+    redis.command("CONFIG RESETSTAT");
+    let late = crate::redis::store(redis.url(), "hscan");
+    let following = tokio::spawn(late.clone().follow());
+    let synced = || async {
+        let got = (
+            RevocationStore::list(late.as_ref(), portcullis::decision::UnixTime(now())).len(),
+            late.blocked("10.1.2.3".parse().expect("ip"), portcullis::decision::UnixTime(now())),
+            late.member_roles("t", "i", "s").is_some(),
+        );
+        if got == (1, true, true) { Ok(()) } else { Err(got) }
+    };
+    eventually(Duration::from_secs(10), "the late replica never resynced", synced).await;
+    following.abort();
+    let stats = redis.command("INFO commandstats");
+    assert!(stats.contains("cmdstat_hscan:"), "{stats}");
+    assert!(!stats.contains("cmdstat_scan:") && !stats.contains("cmdstat_keys:"), "a keyspace scan: {stats}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+mod histories {
+    //! The model checker's histories, bounded, against real `redis-server`: several in-process
+    //! replicas (each a `RedisState` with its follower), Redis restarted empty or from an older
+    //! snapshot (what a lossy failover leaves), followers paused and replicas started late.
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Block { replica: usize, spelling: usize, add: bool },
+        Member { replica: usize, add: bool },
+        Snapshot,
+        RestartEmpty,
+        RestartFromSnapshot,
+        Pause { replica: usize },
+        StartReplica,
+    }
+
+    const SPELLINGS: [&str; 4] = ["10.9.9.9", "10.9.9.9/32", "::ffff:10.9.9.9", "::ffff:a09:909"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..3, 0usize..4, any::<bool>()).prop_map(|(replica, spelling, add)| Op::Block { replica, spelling, add }),
+            3 => (0usize..3, any::<bool>()).prop_map(|(replica, add)| Op::Member { replica, add }),
+            1 => Just(Op::Snapshot),
+            1 => Just(Op::RestartEmpty),
+            1 => Just(Op::RestartFromSnapshot),
+            1 => (0usize..3).prop_map(|replica| Op::Pause { replica }),
+            1 => Just(Op::StartReplica),
+        ]
+    }
+
+    struct Replica {
+        store: Arc<RedisState>,
+        follower: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    fn replica(url: &str) -> Replica {
+        let mut s = settings(url.to_string(), "model");
+        s.resync_interval = Duration::from_secs(1);
+        let health = Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
+        let store = Arc::new(RedisState::new(&s, health, Arc::new(SystemClock)).expect("store"));
+        let follower = Some(tokio::spawn(store.clone().follow()));
+        Replica { store, follower }
+    }
+
+    async fn run(ops: Vec<Op>, dir: &std::path::Path) -> Result<(), String> {
+        let _ = std::fs::remove_file(dir.join("dump.rdb"));
+        let mut redis = RedisServer::start(dir);
+        let url = redis.url();
+        let mut replicas = vec![replica(&url), replica(&url)];
+        // The last acknowledged write of each identity: (blocked, member).
+        let (mut blocked, mut member) = (None, None);
+        let far = now() + 86_400;
+        for op in &ops {
+            match op.clone() {
+                Op::Block { replica, spelling, add } => {
+                    let store = &replicas[replica % replicas.len()].store;
+                    let cidr = SPELLINGS[spelling];
+                    let written = if add {
+                        store.block(Block { cidr: cidr.into(), expires_at: far }).await
+                    } else {
+                        store.unblock(cidr).await
+                    };
+                    if written.is_ok() {
+                        blocked = Some(add);
+                    }
+                }
+                Op::Member { replica, add } => {
+                    let store = &replicas[replica % replicas.len()].store;
+                    let m = Member { tenant: "t".into(), iss: "i".into(), sub: "s".into(), roles: vec![] };
+                    let written = if add {
+                        MemberStore::put(store.as_ref(), m).await
+                    } else {
+                        MemberStore::remove(store.as_ref(), "t", "i", "s").await
+                    };
+                    if written.is_ok() {
+                        member = Some(add);
+                    }
+                }
+                Op::Snapshot => {
+                    redis.command("SAVE");
+                }
+                Op::RestartEmpty => {
+                    let _ = std::fs::remove_file(dir.join("dump.rdb"));
+                    redis = tokio::task::spawn_blocking(move || {
+                        redis.restart();
+                        redis
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                Op::RestartFromSnapshot => {
+                    redis = tokio::task::spawn_blocking(move || {
+                        redis.restart();
+                        redis
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                Op::Pause { replica } => {
+                    let n = replicas.len();
+                    if let Some(f) = replicas[replica % n].follower.take() {
+                        f.abort();
+                    }
+                }
+                Op::StartReplica => replicas.push(replica(&url)),
+            }
+        }
+        // Quiesce: every follower running; periodic resyncs (1 s) converge the views.
+        for r in &mut replicas {
+            if r.follower.is_none() {
+                r.follower = Some(tokio::spawn(r.store.clone().follow()));
+            }
+        }
+        let host = "10.9.9.9".parse().expect("ip");
+        let t = portcullis::decision::UnixTime(now());
+        let agreed = || async {
+            let views: Vec<(bool, bool)> = replicas
+                .iter()
+                .map(|r| (r.store.blocked(host, t), r.store.member_roles("t", "i", "s").is_some()))
+                .collect();
+            let good = views
+                .iter()
+                .all(|(b, m)| blocked.is_none_or(|want| want == *b) && member.is_none_or(|want| want == *m));
+            if good { Ok(()) } else { Err(views) }
+        };
+        let settled = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if agreed().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let views = agreed().await;
+        for r in &mut replicas {
+            if let Some(f) = r.follower.take() {
+                f.abort();
+            }
+        }
+        match (settled, views) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Err(views)) => Err(format!("want blocked {blocked:?} member {member:?}, replicas say {views:?}")),
+            (Err(_), Ok(())) => Ok(()),
+        }
+    }
+
+    /// Bounded: a few histories per run (each restarts real processes); the pure model checker
+    /// (`state::model::tests`) runs thousands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn model_histories_hold_against_real_redis() {
+        let dir = scratch("state-histories");
+        let mut runner = TestRunner::new(Config { cases: 6, failure_persistence: None, ..Config::default() });
+        let strategy = proptest::collection::vec(op(), 3..10);
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::block_in_place(|| {
+            runner.run(&strategy, |ops| {
+                let dir = dir.clone();
+                handle.block_on(run(ops, &dir)).map_err(TestCaseError::fail)
+            })
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
