@@ -334,3 +334,134 @@ mod histories {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// One snapshot per check, proven against `explain`: while the policy flips every 200 µs (a thread of its own)
+/// between A and B (B adds `not: suspended` to the API route and so reads a claim A's verified
+/// tokens do not keep), concurrent identical checks (coalesced by the claims cache, which keeps
+/// nothing with `ttl: 0s`) are decided; every audit line names the snapshot that decided
+/// (policy hash and generation), and `explain` of that snapshot must give the same answer.
+/// Before: allows of the suspended token under B, decided on A's verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decisions_under_reload_match_explain_of_the_snapshot_they_name() {
+    use portcullis::config::{Settings, parse_and_validate};
+    use portcullis::dev::explain::{ExplainRequest, explain};
+    use portcullis::dev::request::{HeaderEncoding, check_request};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = scratch("state-reload-explain");
+    let audit = dir.join("audit.log");
+    let base = format!(
+        "{}\ncache: {{ ttl: 0s }}\ntelemetry: {{ audit: {{ file: \"{}\" }} }}\n",
+        crate::support::policy_with_ports("127.0.0.1:0", 0),
+        audit.display()
+    );
+    let api = "{ name: api, match: { path_prefix: /api }, require: { scopes: [read] } }";
+    assert!(base.contains(api));
+    let b_text = base.replace(
+        api,
+        "{ name: api, match: { path_prefix: /api }, require: { scopes: [read], not: { claims: [ { path: /suspended, equals: true } ] } } }",
+    );
+    let load = |text: &str, generation: u64| -> Settings {
+        let mut settings = parse_and_validate(text, &corpus::fixtures()).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(snapshot) = Arc::get_mut(&mut settings.snapshot) {
+            snapshot.generation = generation;
+        }
+        settings
+    };
+    let (a, b) = (load(&base, 0), load(&b_text, 1));
+    assert_ne!(a.snapshot.hash, b.snapshot.hash);
+    let server = crate::support::InProcess::start_at_now(&a).await;
+    let now_s = server.clock().now().0;
+    let mut suspended = corpus::claims(corpus::ISSUER, "sus", now_s);
+    suspended["suspended"] = serde_json::json!(true);
+    let tokens = [
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &suspended),
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "ok", now_s)),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    // A thread of its own, so the flips keep coming however busy the runtime is.
+    let flipper = {
+        let (state, stop) = (server.state.clone(), stop.clone());
+        let snapshots = [b.snapshot.clone(), a.snapshot.clone()];
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_micros(200));
+                state.replace_snapshot(snapshots[n % 2].clone());
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (state, stop, sent, tokens) = (server.state.clone(), stop.clone(), sent.clone(), tokens.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Acquire) {
+                // Mostly the suspended token, so checks of it coalesce.
+                let which = usize::from(i % 4 == 3);
+                let bearer = format!("Bearer {}", tokens[which]);
+                let mut request =
+                    check_request("GET", "/api/items", &[("authorization", &bearer)], HeaderEncoding::Map);
+                if let Some(http) =
+                    request.attributes.as_mut().and_then(|a| a.request.as_mut()).and_then(|r| r.http.as_mut())
+                {
+                    http.id = format!("w{w}-{i}-t{which}");
+                }
+                state.check(request).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let flips = flipper.join().expect("flipper");
+    let sent = sent.load(Ordering::Relaxed);
+    let lines = || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let n = text.lines().count();
+        if n >= sent { Ok(text) } else { Err(n) }
+    };
+    let (text, _) = eventually_blocking(Duration::from_secs(10), "audit lines missing", lines);
+    let by_hash: HashMap<String, &Settings> =
+        [(a.snapshot.hash.to_string(), &a), (b.snapshot.hash.to_string(), &b)].into_iter().collect();
+    let mut expected: HashMap<(String, String), (String, String)> = HashMap::new();
+    let (mut checked, mut under_b, mut mismatches) = (0, 0, Vec::new());
+    for line in text.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("audit json");
+        let id = event["request_id"].as_str().unwrap_or_default().to_string();
+        let Some(which) = id.rsplit_once("-t").and_then(|(_, t)| t.parse::<usize>().ok()) else { continue };
+        let hash = event["policy"].as_str().unwrap_or_default().to_string();
+        let settings = by_hash.get(&hash).unwrap_or_else(|| panic!("audit names an unknown policy {hash}"));
+        under_b += usize::from(hash == *b.snapshot.hash);
+        let want = expected.entry((hash.clone(), which.to_string())).or_insert_with(|| {
+            let request = ExplainRequest {
+                path: "/api/items".into(),
+                token: Some(tokens[which].clone()),
+                ..ExplainRequest::default()
+            };
+            let e = explain(settings, &request, portcullis::decision::UnixTime(now_s));
+            (e.decision.to_string(), e.reason.to_string())
+        });
+        let got = (
+            event["decision"].as_str().unwrap_or_default().to_string(),
+            event["reason"].as_str().unwrap_or_default().to_string(),
+        );
+        if got != *want {
+            mismatches.push(format!("{id} under {hash}: audited {got:?}, explain says {want:?}"));
+        }
+        checked += 1;
+    }
+    println!("{checked} audited decisions over {flips} reloads checked against explain ({under_b} under B)");
+    assert!(checked >= sent && under_b > 0 && flips >= 10, "{checked} of {sent}, {under_b} under B, {flips} flips");
+    assert_eq!(expected.get(&(b.snapshot.hash.to_string(), "0".into())).map(|w| w.1.as_str()), Some("claim_mismatch"));
+    assert!(mismatches.is_empty(), "{} mismatches: {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
