@@ -320,6 +320,30 @@ def refused(name, values, expect):
     fail(f"{name}: rendered, but must be refused")
 
 
+def state_journal(binary, scratch, admin):
+    """Issue 32: the memory backend with run-time writes journals to a PersistentVolumeClaim,
+    or is refused; the journal means one replica and the Recreate strategy."""
+    one = {**admin, "replicaCount": 1}
+    refused("memory backend, admin API, no state journal", one, "stateVolume.existingClaim")
+    journaled = {**one, "stateVolume": {"existingClaim": "portcullis-state"}}
+    out = helm.Chart.load(str(CHART)).render(journaled, name="portcullis", namespace="authz")
+    docs = [d for p, t in out.items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    claims = [v for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == "portcullis-state"]
+    container = next(c for c in pod["containers"] if c["name"] == "portcullis")
+    mounted = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/portcullis"]
+    policy = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and "policy.yaml" in d.get("data", {}))["data"]["policy.yaml"])
+    if not claims or not mounted or deployment["spec"].get("strategy") != {"type": "Recreate"}:
+        fail(f"state journal: volume {claims}, mount {mounted}, strategy {deployment['spec'].get('strategy')}")
+    elif policy.get("state", {}).get("dir") != "/var/lib/portcullis":
+        fail(f"state journal: the policy's state is {policy.get('state')}")
+    else:
+        print("ok the memory backend journals to the claimed volume (one replica, Recreate)")
+    check_policy(binary, "state journal", journaled, yaml.safe_dump(policy), scratch)
+    refused("a state journal for two replicas", {**journaled, "replicaCount": 2, "acknowledgePerReplicaState": True}, "one replica")
+
+
 def main():
     binary = sys.argv[1]
     scratch = tempfile.mkdtemp(prefix="portcullis-helm-")
@@ -342,15 +366,17 @@ def main():
         refused("memory backend, auto_block, an HPA", {**memory, "autoscaling": {"enabled": True}}, "ip.auto_block")
         admin = {"admin": {"enabled": True, "tokenSecret": {"name": "t", "key": "token"}}, "replicaCount": 2}
         refused("memory backend, admin API, 2 replicas", admin, "the admin API")
+        ephemeral = {"policy": {"state": {"backend": "memory", "acknowledge_ephemeral_state": True}}}
         for label, values in [
             ("a policy that needs no shared state", {"replicaCount": 3}),
-            ("acknowledged per-replica state", {**admin, "acknowledgePerReplicaState": True}),
+            ("acknowledged per-replica state", {**admin, **ephemeral, "acknowledgePerReplicaState": True}),
         ]:
             try:
                 helm.Chart.load(str(CHART)).render(values, name="portcullis", namespace="authz")
                 print(f"ok several memory replicas with {label}")
             except helm.HelmError as e:
                 fail(f"several memory replicas with {label} refused: {e}")
+        state_journal(binary, scratch, admin)
         refused("grace period shorter than the drain", {"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds")
         refused("PDB with both bounds", {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both")
         refused("a NetworkPolicy peer for everyone", {"networkPolicy": {"grpcFrom": [{"namespaceSelector": {}}]}}, "admits everyone")

@@ -347,4 +347,10 @@ async fn a_revoked_api_key_stays_revoked_under_any_name() {
         (401, "api_key_invalid".into()),
         "revoked under its new name too"
     );
+    // Issue 32: the listing shows it revoked under its new name too (it showed `false`).
+    let listed = tokio::task::spawn_blocking(move || admin(addr, "GET", "/v1/api-keys", Some(ADMIN_TOKEN), "").body);
+    let listed: serde_json::Value = serde_json::from_str(&listed.await.expect("list")).expect("json");
+    let keys = listed["keys"].as_array().expect("keys");
+    let temp_b = keys.iter().find(|k| k["name"] == "temp-b").expect("temp-b listed");
+    assert_eq!(temp_b["revoked"], true, "{listed}");
 }

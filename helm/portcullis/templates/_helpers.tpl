@@ -43,6 +43,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/* The memory backend journaling to the chart's state volume. */}}
+{{- define "portcullis.journaled" -}}
+{{- $state := default dict .Values.policy.state -}}
+{{- if and .Values.stateVolume.existingClaim (eq (default "memory" $state.backend) "memory") (not $state.dir) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "portcullis.replicated" -}}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}true{{- end -}}
 {{- end -}}
@@ -76,6 +82,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if .Values.fragments.configMaps -}}
 {{- $_ := set $policy "include" (append (default list $policy.include) "/etc/portcullis/fragments/*/*.yaml") -}}
 {{- end -}}
+{{- if include "portcullis.journaled" . -}}
+{{- $state := deepCopy (default dict $policy.state) -}}
+{{- $_ := set $state "dir" .Values.stateVolume.mountPath -}}
+{{- $_ := set $policy "state" $state -}}
+{{- end -}}
 {{- if .Values.redis.passwordSecret.name -}}
 {{- $state := deepCopy (default dict $policy.state) -}}
 {{- $_ := set $state "password_file" "/etc/portcullis/redis/password" -}}
@@ -105,6 +116,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- if and .Values.admin.enabled (not .Values.admin.tokenSecret.name) -}}
 {{- fail "admin.enabled needs admin.tokenSecret.name (the admin API always requires a token)" -}}
+{{- end -}}
+{{- $state := default dict .Values.policy.state -}}
+{{- if and (eq $backend "memory") $shared (not $state.dir) (not $state.acknowledge_ephemeral_state) (not (include "portcullis.journaled" .)) -}}
+{{- fail (printf "policy.state.backend: memory forgets %s when a pod is replaced (a rollout, an eviction): set stateVolume.existingClaim (a PersistentVolumeClaim for the state journal), use policy.state.backend: redis, or set policy.state.acknowledge_ephemeral_state: true" (join ", " $shared)) -}}
+{{- end -}}
+{{- if and (include "portcullis.journaled" .) (include "portcullis.replicated" .) -}}
+{{- fail "stateVolume.existingClaim holds one replica's journal: run one replica (no autoscaling), or use policy.state.backend: redis" -}}
 {{- end -}}
 {{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) -}}
 {{- fail "mode: sidecar needs sidecar.app.image" -}}
@@ -160,6 +178,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- include "portcullis.policyMounts" . | nindent 4 }}
     {{- if eq .Values.mode "sidecar" }}
     - { name: authz-socket, mountPath: /var/run/portcullis }
+    {{- end }}
+    {{- if include "portcullis.journaled" . }}
+    - { name: state, mountPath: {{ .Values.stateVolume.mountPath }} }
     {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
@@ -220,6 +241,10 @@ the policy-check hook Job). */}}
   emptyDir: {}
 - name: envoy-config
   configMap: { name: {{ include "portcullis.fullname" . }}-envoy }
+{{- end }}
+{{- if include "portcullis.journaled" . }}
+- name: state
+  persistentVolumeClaim: { claimName: {{ .Values.stateVolume.existingClaim }} }
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
