@@ -13,6 +13,7 @@ pub mod membership;
 pub mod model;
 pub mod ratelimit;
 mod redis_connect;
+mod redis_migrate;
 pub mod redis_store;
 pub mod revocation;
 pub mod sessions;

@@ -7,6 +7,7 @@
 
 use super::StoreError;
 use super::redis_connect::{Connector, TIMEOUT, connection_config, info_field};
+use super::redis_migrate;
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::clock::Clock;
 use crate::decision::UnixTime;
@@ -229,6 +230,12 @@ impl RedisBackend {
         // Positions first: anything written during the read is then also replayed (idempotent).
         let position = Self::last_id(conn, self.stream()).await?;
         let sessions_position = Self::last_id(conn, self.sessions_stream()).await?;
+        if let Some(migrated) = redis_migrate::old_entries(conn, &self.prefix, self.clock.now_millis()).await? {
+            for entry in &migrated {
+                self.write_on(conn, entry, false).await?;
+            }
+            redis_migrate::mark(conn, &self.prefix).await?;
+        }
         let held = self.read_all(conn).await?;
         let now = self.clock.now().0;
         let texts: std::collections::HashMap<(Kind, String), String> =

@@ -131,7 +131,8 @@ async fn a_lossy_failover_does_not_bring_a_removed_member_back() {
 }
 
 /// A resync reads each kind's one hash with `HSCAN`: against 100,000 unrelated keys a replica
-/// resyncs without a keyspace `SCAN` or `KEYS`.
+/// resyncs without a keyspace `SCAN` or `KEYS`. (The one `SCAN` is the first replica's
+/// migration of an earlier release's per-item keys, once per Redis.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_reads_the_state_hashes_never_the_keyspace() {
     use portcullis::state::revocation::{Revocation, RevocationStore};
@@ -139,7 +140,23 @@ async fn a_resync_reads_the_state_hashes_never_the_keyspace() {
     let redis = RedisServer::start_with(&dir, &["--enable-debug-command", "local"]);
     redis.command("DEBUG POPULATE 100000 unrelated 16");
     assert_eq!(redis.command("DBSIZE").trim(), ":100000");
+    // State an earlier release kept in per-item keys: migrated once, by the first replica.
+    let mut old = redis::Client::open(redis.url()).expect("client").get_connection().expect("connect");
+    let old_block = r#"{"type":"block","cidr":"10.1.2.4","expires_at":99999999999}"#;
+    let old_member = r#"{"type":"member_put","tenant":"old","iss":"i","sub":"s","roles":[]}"#;
+    let _: () = redis::cmd("SET").arg("hscan:block:x").arg(old_block).query(&mut old).expect("set");
+    let _: () = redis::cmd("SET").arg("hscan:member:y").arg(old_member).query(&mut old).expect("set");
     let writer = crate::redis::store(redis.url(), "hscan");
+    let migrating = tokio::spawn(writer.clone().follow());
+    let migrated = || async {
+        let got = (
+            writer.blocked("10.1.2.4".parse().expect("ip"), portcullis::decision::UnixTime(now())),
+            writer.member_roles("old", "i", "s").is_some(),
+        );
+        if got == (true, true) { Ok(()) } else { Err(got) }
+    };
+    eventually(Duration::from_secs(10), "the old keys were never migrated", migrated).await;
+    migrating.abort();
     let forever = i64::MAX;
     writer.add(Revocation::Jti { iss: "i".into(), jti: "j".into(), expires_at: forever }).await.expect("revoke");
     writer.block(Block { cidr: "10.1.2.3".into(), expires_at: now() + 3600 }).await.expect("block");
@@ -152,7 +169,7 @@ async fn a_resync_reads_the_state_hashes_never_the_keyspace() {
         let got = (
             RevocationStore::list(late.as_ref(), portcullis::decision::UnixTime(now())).len(),
             late.blocked("10.1.2.3".parse().expect("ip"), portcullis::decision::UnixTime(now())),
-            late.member_roles("t", "i", "s").is_some(),
+            late.member_roles("t", "i", "s").is_some() && late.member_roles("old", "i", "s").is_some(),
         );
         if got == (1, true, true) { Ok(()) } else { Err(got) }
     };
