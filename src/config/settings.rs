@@ -62,6 +62,9 @@ pub struct Settings {
     pub callers: CallerPolicy,
     pub max_inflight_checks: usize,
     pub dev: bool,
+    /// The policy writes run-time state (admin API, auto-block, sessions) and has not
+    /// acknowledged losing it: it needs `state.dir` or Redis, which only a start can open.
+    pub needs_durable_state: bool,
     pub log_format: LogFormat,
     pub snapshot: Arc<Snapshot>,
     /// Remote key sets the server keeps fetched.

@@ -152,10 +152,11 @@ impl Server {
         let (redis_follower, state_health, store): (_, _, Arc<dyn StateStore>) = match &settings.state {
             StateBackend::Memory { dir } => {
                 let local = Arc::new(LocalState::new());
+                local.set_lifetimes(settings.snapshot.revocation_lifetimes.clone());
                 let persist = match dir {
                     Some(dir) => {
                         let lifetimes = settings.snapshot.revocation_lifetimes.as_ref();
-                        let journal = Journal::open(dir, &local, options.clock.now().0, lifetimes)
+                        let journal = Journal::open(dir, local.clone(), options.clock.now().0, lifetimes)
                             .map_err(|e| ServeError::State(e.to_string()))?;
                         MemoryPersist::Journal(journal)
                     }
@@ -167,6 +168,7 @@ impl Server {
                 let health = Arc::new(StateHealth::new(redis.max_staleness, options.clock.now_millis()));
                 let store =
                     Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
+                store.local().set_lifetimes(settings.snapshot.revocation_lifetimes.clone());
                 (Some(store.clone()), Some(health), store)
             }
         };

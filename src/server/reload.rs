@@ -65,6 +65,8 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
         sources: _,
         warnings: _,
         fallback_replicas,
+        // Checked against the running backend before a reload is applied (`Reloader::reload`).
+        needs_durable_state: _,
     } = old;
     let changes = [
         (*grpc != new.grpc, "listen.grpc"),
@@ -137,6 +139,13 @@ impl Reloader {
             .lock()
             .map_err(|_| "fetcher registry poisoned".to_string())?
             .reconcile(&mut settings, &self.clock)?;
+        // The running backend is what a start opened: a policy that now writes run-time state
+        // it has not acknowledged losing cannot run on memory alone (state.dir, Redis: restart).
+        if matches!(self.started_with.state, crate::state::StateBackend::Memory { dir: None })
+            && settings.needs_durable_state
+        {
+            return Err("the policy writes run-time state (admin API, auto-block or sessions) that this process keeps in memory only; state.dir and state.backend take effect at a restart: restart to apply it".into());
+        }
         if let Some(gate) = &self.gate {
             gate.update(&settings.callers)?;
         }

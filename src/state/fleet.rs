@@ -75,12 +75,16 @@ impl<P: Persist> FleetState<P> {
     /// replica holds for the identity, and the backend moves it past anything it holds.
     async fn commit(&self, mut entry: Entry) -> Result<(), StoreError> {
         if let Some(held) = self.local.held(&entry) {
-            entry.written_ms = entry.written_ms.max(held.written_ms + 1);
+            entry.written_ms = entry.written_ms.max(held.written_ms.saturating_add(1));
         }
-        if let Some(stored) = self.persist.write(entry, true).await? {
-            self.local.merge(stored);
+        match self.persist.write(entry, true).await? {
+            Some(stored) => {
+                self.local.merge(stored);
+                Ok(())
+            }
+            // An acknowledged write is always stored; a backend that did not is not trusted.
+            None => Err(StoreError::Unavailable("the state backend did not keep the write".into())),
         }
-        Ok(())
     }
 }
 
@@ -94,7 +98,8 @@ impl<P: Persist> StateStore for FleetState<P> {
 #[async_trait::async_trait]
 impl<P: Persist> RevocationStore for FleetState<P> {
     async fn add(&self, revocation: Revocation) -> Result<(), StoreError> {
-        self.commit(Entry::revocation(self.now_ms(), revocation)).await
+        let lifetimes = self.local.lifetimes();
+        self.commit(Entry::revocation(self.now_ms(), revocation, lifetimes.as_ref())).await
     }
 
     fn list(&self, now: UnixTime) -> Vec<Revocation> {

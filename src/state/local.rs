@@ -49,8 +49,21 @@ impl LocalState {
         Self::default()
     }
 
+    /// The ledger. A poisoned lock means a writer panicked between the ledger and an index:
+    /// neither can be trusted, and answering from them could let a revoked token in, so the
+    /// process stops (a restart replays the journal or Redis).
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        match self.ledger.lock() {
+            Ok(ledger) => ledger,
+            Err(_) => {
+                tracing::error!("fleet state lock poisoned (a writer panicked mid-update); stopping");
+                std::process::abort()
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.ledger.lock().map(|l| l.len()).unwrap_or(0)
+        self.ledger().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,10 +72,16 @@ impl LocalState {
 
     /// Merges one entry by the model's rule; `true` when it won and the indices now show it.
     pub fn merge(&self, entry: Entry) -> bool {
-        let Ok(mut ledger) = self.ledger.lock() else { return false };
+        let mut ledger = self.ledger();
         match ledger.merge(entry.clone()) {
-            Some(_previous) => {
-                self.apply(&entry, &ledger);
+            Some(previous) => {
+                // A revocation replaced in place (another end) is re-indexed exactly: the index
+                // merges adds by the longest, which only a rebuild undoes.
+                if previous.is_some() && matches!(entry.body.item, Item::Revocation(_)) {
+                    self.rebuild_revocations(&ledger);
+                } else {
+                    self.apply(&entry, &ledger);
+                }
                 true
             }
             None => false,
@@ -71,19 +90,23 @@ impl LocalState {
 
     /// The entry held for `entry`'s identity.
     pub fn held(&self, entry: &Entry) -> Option<Entry> {
-        self.ledger.lock().ok()?.get(&entry.identity()).cloned()
+        self.ledger().get(&entry.identity()).cloned()
     }
 
     pub fn entries(&self) -> Vec<Entry> {
-        self.ledger.lock().map(|l| l.entries().cloned().collect()).unwrap_or_default()
+        self.ledger().entries().cloned().collect()
     }
 
     /// Compares this replica's view with another's (see [`Ledger::plan_resync`]).
     pub fn plan_resync(&self, other: Vec<Entry>, now: i64) -> ResyncPlan {
         let lifetimes = self.lifetimes();
-        match self.ledger.lock() {
-            Ok(ledger) => ledger.plan_resync(other, now, lifetimes.as_ref()),
-            Err(_) => ResyncPlan::default(),
+        self.ledger().plan_resync(other, now, lifetimes.as_ref())
+    }
+
+    /// Sets the revocation lifetimes of the policy in force (at start; every purge tick too).
+    pub fn set_lifetimes(&self, lifetimes: Arc<dyn Lifetimes + Send + Sync>) {
+        if let Ok(mut held) = self.lifetimes.write() {
+            *held = lifetimes;
         }
     }
 
@@ -93,11 +116,14 @@ impl LocalState {
 
     /// Forgets what no longer holds under the policy in force (`lifetimes`, kept for resyncs).
     pub fn purge(&self, now: UnixTime, lifetimes: Arc<dyn Lifetimes + Send + Sync>) {
-        if let Ok(mut held) = self.lifetimes.write() {
-            *held = lifetimes.clone();
-        }
-        let Ok(mut ledger) = self.ledger.lock() else { return };
-        let gone = ledger.purge(now.0, lifetimes.as_ref());
+        self.set_lifetimes(lifetimes.clone());
+        self.purge_ledger(now, lifetimes.as_ref());
+        self.blocks.upkeep(now);
+    }
+
+    fn purge_ledger(&self, now: UnixTime, lifetimes: &dyn Lifetimes) {
+        let mut ledger = self.ledger();
+        let gone = ledger.purge(now.0, lifetimes);
         let mut revocations = false;
         for entry in gone.iter().filter(|e| !e.is_removal()) {
             match &entry.body.item {
@@ -105,14 +131,13 @@ impl LocalState {
                 Item::Block(b) => self.blocks.apply_unblock(&b.cidr),
                 Item::Session { iss, sid, .. } => self.sessions.remove(iss, sid),
                 Item::ApiKey(k) => self.api_keys.apply_remove(&k.sha256),
-                Item::KeyRevocation { sha256, .. } => self.api_keys.apply_unrevoke(sha256),
+                Item::KeyRevocation { name, sha256 } => self.api_keys.apply_unrevoke(name, sha256),
                 Item::Member(m) => self.members.apply_remove(&m.tenant, &m.iss, &m.sub),
             }
         }
         if revocations {
             self.rebuild_revocations(&ledger);
         }
-        self.blocks.upkeep(now);
     }
 
     fn rebuild_revocations(&self, ledger: &Ledger) {
@@ -135,7 +160,7 @@ impl LocalState {
             (Item::ApiKey(k), false) => self.api_keys.apply_put(&k.clone().into()),
             (Item::ApiKey(k), true) => self.api_keys.apply_remove(&k.sha256),
             (Item::KeyRevocation { name, sha256 }, false) => self.api_keys.apply_revoke(name, sha256),
-            (Item::KeyRevocation { sha256, .. }, true) => self.api_keys.apply_unrevoke(sha256),
+            (Item::KeyRevocation { name, sha256 }, true) => self.api_keys.apply_unrevoke(name, sha256),
             (Item::Session { iss, sid, at }, false) => self.sessions.set(iss, sid, *at),
             (Item::Session { iss, sid, .. }, true) => self.sessions.remove(iss, sid),
         }

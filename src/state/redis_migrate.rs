@@ -29,11 +29,15 @@ enum Old {
     },
 }
 
-/// Entries for what the old keys hold, written at `now_ms`. Revocations lose their computed
-/// expiry (an old one was fixed at creation): a `jti` holds by the policy's horizon from now,
-/// the others for ever. Unblock tombstones are written a millisecond later than old blocks, so
-/// a network unblocked stays unblocked.
+/// Entries for what the old keys hold. Protections (revocations, blocks, key revocations) are
+/// written at `now_ms`: they hold against anything older. Grants (members, keys) and unblock
+/// tombstones are written at the dawn of time (1 ms, 2 ms): they only fill gaps, so a Redis
+/// restored from a snapshot taken before the upgrade never undoes a later removal. Revocations
+/// lose the expiry the old release computed: a `jti` holds by the policy's horizon from now,
+/// the others for ever.
 fn entries(values: Vec<String>, tombstones: Vec<String>, now_ms: i64) -> Vec<Entry> {
+    const GRANT_MS: i64 = 1;
+    const TOMBSTONE_MS: i64 = 2;
     let mut out = Vec::new();
     for value in values {
         let Ok(old) = serde_json::from_str::<Old>(&value) else { continue };
@@ -49,11 +53,15 @@ fn entries(values: Vec<String>, tombstones: Vec<String>, now_ms: i64) -> Vec<Ent
                         Revocation::Tenant { tenant, before, expires_at: NEVER }
                     }
                 };
-                out.push(Entry::revocation(now_ms, r));
+                out.push(Entry::revocation(now_ms, r, &crate::state::model::Unbounded));
             }
-            Old::MemberPut(m) => out.push(Entry::new(now_ms, Item::Member(m), None)),
+            Old::MemberPut(m) => out.push(Entry::new(GRANT_MS, Item::Member(m), None)),
             Old::Block(b) => out.extend(Entry::block(now_ms, &b.cidr, b.expires_at).ok()),
-            Old::ApiKeyPut(k) => out.push(Entry::new(now_ms, Item::ApiKey(k), None)),
+            Old::ApiKeyPut(k) => out.push(Entry::new(GRANT_MS, Item::ApiKey(k), None)),
+            // Revoked by name alone (before digests were kept): still by name.
+            Old::ApiKeyRevoked { name, sha256 } if sha256.is_empty() => {
+                out.push(Entry::new(now_ms, Item::KeyRevocation { name, sha256: String::new() }, None));
+            }
             Old::ApiKeyRevoked { name, sha256 } => out.extend(
                 sha256
                     .into_iter()
@@ -61,7 +69,7 @@ fn entries(values: Vec<String>, tombstones: Vec<String>, now_ms: i64) -> Vec<Ent
             ),
         }
     }
-    out.extend(tombstones.iter().filter_map(|cidr| Entry::unblock(now_ms + 1, cidr, None).ok()));
+    out.extend(tombstones.iter().filter_map(|cidr| Entry::unblock(TOMBSTONE_MS, cidr, None).ok()));
     out
 }
 
@@ -122,15 +130,27 @@ mod tests {
             r#"{"type":"member_put","tenant":"t","iss":"i","sub":"s","roles":["r"]}"#.to_string(),
             r#"{"type":"block","cidr":"::ffff:10.9.9.9","expires_at":9999999999}"#.to_string(),
             format!(r#"{{"type":"api_key_revoked","name":"ci","sha256":["{}"]}}"#, "ab".repeat(32)),
+            r#"{"type":"api_key_revoked","name":"legacy"}"#.to_string(),
             "not json".to_string(),
         ];
         let found = entries(values, vec!["10.9.9.9/32".into()], 1_000);
         let kinds: Vec<_> = found.iter().map(|e| (e.kind().name(), e.is_removal())).collect();
         assert_eq!(
             kinds,
-            [("revocation", false), ("member", false), ("block", false), ("keyrevocation", false), ("block", true)]
+            [
+                ("revocation", false),
+                ("member", false),
+                ("block", false),
+                ("keyrevocation", false),
+                ("keyrevocation", false),
+                ("block", true)
+            ]
         );
-        assert!(found[4].beats(&found[2]), "the unblock wins over the old block");
+        assert_eq!(found[4].identity().1, "name\0legacy", "a revocation by name stays one");
+        // Grants and unblocks only fill gaps: any later write of this release beats them.
+        let removed = Entry::tombstone(3, found[1].body.item.clone(), None);
+        assert!(removed.beats(&found[1]), "a member removed after the upgrade stays removed");
+        assert!(found[2].beats(&found[5]), "an old block holds against an old unblock");
         assert!(matches!(&found[0].body.item, Item::Revocation(r) if r.expires_at() == NEVER));
     }
 }

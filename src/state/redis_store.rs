@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::decision::UnixTime;
 use crate::state::fleet::{FleetState, Persist};
 use crate::state::local::LocalState;
-use crate::state::model::{Entry, Kind};
+use crate::state::model::{Entry, Kind, MAX_FUTURE_MS};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use sha2::{Digest, Sha256};
@@ -193,9 +193,16 @@ impl RedisBackend {
             loop {
                 let (next, flat): (u64, Vec<String>) =
                     redis::cmd("HSCAN").arg(&hash).arg(cursor).arg("COUNT").arg(HSCAN_COUNT).query_async(conn).await?;
+                let latest = self.clock.now_millis().saturating_add(MAX_FUTURE_MS);
                 for pair in flat.chunks(2) {
-                    let [_field, value] = pair else { continue };
+                    let [field, value] = pair else { continue };
                     match Entry::decode(value) {
+                        Ok(entry) if entry.written_ms > latest => {
+                            tracing::warn!(hash = %hash, written_ms = entry.written_ms, "ignoring a state entry written in the future");
+                        }
+                        Ok(entry) if entry.field() != *field => {
+                            tracing::warn!(hash = %hash, "ignoring a state entry stored under another identity");
+                        }
                         Ok(entry) if entry.kind() == kind => out.push((value.clone(), entry)),
                         Ok(_) => tracing::warn!(hash = %hash, "ignoring an entry of another kind"),
                         Err(e) => tracing::warn!(error = %e, hash = %hash, "ignoring an unreadable state entry"),
@@ -339,6 +346,9 @@ impl RedisBackend {
                 for entry in key.ids {
                     if let Some(text) = entry.get::<String>("change") {
                         match Entry::decode(&text) {
+                            Ok(change) if change.written_ms > now.saturating_add(MAX_FUTURE_MS) => {
+                                tracing::warn!(id = %entry.id, "ignoring a change written in the future");
+                            }
                             Ok(change) => {
                                 self.local.merge(change);
                             }

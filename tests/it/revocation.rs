@@ -25,17 +25,17 @@ async fn memory_store_behaviour() {
     let dir = scratch("journal-suite");
     let now = clock.now();
     let local = Arc::new(LocalState::new());
-    let journal = Journal::open(&dir, &local, now.0, &Unbounded).expect("journal");
+    let journal = Journal::open(&dir, local.clone(), now.0, &Unbounded).expect("journal");
     let journaled = FleetState::with(local, MemoryPersist::Journal(journal), clock.clone());
     crate::support::revocation_suite::run(&journaled).await;
     let held = journaled.list(now);
     assert_eq!(held.len(), 3, "{held:?}");
     let journaled_later = journaled.list(portcullis::decision::UnixTime(now.0 + 100));
-    let second = Journal::open(&dir, &LocalState::new(), now.0, &Unbounded);
+    let second = Journal::open(&dir, Arc::new(LocalState::new()), now.0, &Unbounded);
     assert!(second.is_err_and(|e| e.to_string().contains("held by another process")));
     drop(journaled);
     let reopened = Arc::new(LocalState::new());
-    let _journal = Journal::open(&dir, &reopened, now.0, &Unbounded).expect("reopen");
+    let _journal = Journal::open(&dir, reopened.clone(), now.0, &Unbounded).expect("reopen");
     // The suite's purge ran at now + 100 s: compare there.
     let later = portcullis::decision::UnixTime(now.0 + 100);
     assert_eq!(reopened.revocation_list(later), journaled_later, "a restart replays the journal");

@@ -482,3 +482,36 @@ async fn decisions_under_reload_match_explain_of_the_snapshot_they_name() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload cannot bring in a journal the running process never opened: started with
+/// acknowledged ephemeral state, a policy that swaps the acknowledgment for `state.dir` is
+/// refused (counted, logged, the old policy stays), so run-time writes are never taken on the
+/// promise of a journal that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_promise_a_journal_the_process_does_not_have() {
+    let dir = scratch("state-reload-journal");
+    let p = Portcullis::start(&dir, "state: { backend: memory, acknowledge_ephemeral_state: true }", &[]);
+    let text = std::fs::read_to_string(&p.config).expect("policy");
+    let journaled = text.replace(
+        "state: { backend: memory, acknowledge_ephemeral_state: true }",
+        &format!("state: {{ backend: memory, dir: \"{}\" }}", dir.join("later").display()),
+    );
+    assert_ne!(journaled, text);
+    std::fs::write(&p.config, journaled).expect("write");
+    p.signal("HUP");
+    let refused = || async {
+        let metrics = p.get("/metrics").map(|r| r.body).unwrap_or_default();
+        let errors = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_config_reload_total{result=\"error\"} "))
+            .and_then(|v| v.parse::<f64>().ok());
+        if errors.is_some_and(|n| n >= 1.0) { Ok(()) } else { Err(errors) }
+    };
+    eventually(Duration::from_secs(10), "the reload was not refused", refused).await;
+    let log = std::fs::read_to_string(&p.proc.stderr).unwrap_or_default()
+        + &std::fs::read_to_string(&p.proc.stdout).unwrap_or_default();
+    assert!(log.contains("restart to apply it"), "{log}");
+    assert!(!dir.join("later").exists(), "no journal was opened");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

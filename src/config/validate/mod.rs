@@ -165,7 +165,10 @@ impl Validator {
         // The memory backend without a journal keeps run-time state in this process only: a
         // policy that writes such state says it knows (issue 32), or is refused.
         let acknowledged = raw.state.as_ref().and_then(|s| s.acknowledge_ephemeral_state) == Some(true);
-        if matches!(state, StateBackend::Memory { dir: None }) && !acknowledged && !raw.dev {
+        let writes_state =
+            admin.is_some() || raw.ip.as_ref().is_some_and(|ip| ip.auto_block.is_some()) || raw.sessions.is_some();
+        let needs_durable_state = writes_state && !acknowledged && !raw.dev;
+        if matches!(state, StateBackend::Memory { dir: None }) && needs_durable_state {
             let mut forgotten = Vec::new();
             if admin.is_some() {
                 forgotten.push("revocations, blocks, members and API keys written through the admin API");
@@ -291,6 +294,7 @@ impl Validator {
             callers,
             max_inflight_checks: usize::try_from(max_inflight_checks).unwrap_or(usize::MAX),
             dev: raw.dev,
+            needs_durable_state,
             log_format,
             snapshot: Arc::new(Snapshot {
                 policy,

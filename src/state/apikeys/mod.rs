@@ -106,6 +106,8 @@ pub struct MemoryApiKeys {
     keys: RwLock<HashMap<KeyDigest, Arc<ApiKey>>>,
     /// Revoked digests, with the name the key had when it was revoked.
     revoked: RwLock<HashMap<KeyDigest, String>>,
+    /// Names revoked before digests were kept (migrated from an earlier release).
+    revoked_names_only: RwLock<std::collections::HashSet<String>>,
 }
 
 fn digest_of(hex_text: &str) -> Option<KeyDigest> {
@@ -135,14 +137,23 @@ impl MemoryApiKeys {
         }
     }
 
+    /// Revokes a digest; an empty one revokes `name` (a revocation recorded by name only).
     pub fn apply_revoke(&self, name: &str, sha256: &str) {
-        if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
+        if sha256.is_empty() {
+            if let Ok(mut names) = self.revoked_names_only.write() {
+                names.insert(name.to_string());
+            }
+        } else if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
             revoked.insert(digest, name.to_string());
         }
     }
 
-    pub fn apply_unrevoke(&self, sha256: &str) {
-        if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
+    pub fn apply_unrevoke(&self, name: &str, sha256: &str) {
+        if sha256.is_empty() {
+            if let Ok(mut names) = self.revoked_names_only.write() {
+                names.remove(name);
+            }
+        } else if let (Some(digest), Ok(mut revoked)) = (digest_of(sha256), self.revoked.write()) {
             revoked.remove(&digest);
         }
     }
@@ -163,6 +174,7 @@ impl MemoryApiKeys {
     /// The names keys had when they were revoked.
     pub fn revoked_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.revoked.read().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        names.extend(self.revoked_names_only.read().map(|r| r.iter().cloned().collect::<Vec<_>>()).unwrap_or_default());
         names.sort();
         names.dedup();
         names
@@ -178,9 +190,9 @@ impl ApiKeyCheck for MemoryApiKeys {
         self.keys.read().ok()?.get(digest).cloned()
     }
 
-    fn revoked(&self, digest: &KeyDigest, _name: &str) -> bool {
+    fn revoked(&self, digest: &KeyDigest, name: &str) -> bool {
         // A poisoned lock: treat every key as revoked rather than none.
-        self.is_revoked(digest)
+        self.is_revoked(digest) || self.revoked_names_only.read().map(|r| r.contains(name)).unwrap_or(true)
     }
 }
 

@@ -22,6 +22,14 @@ pub use ledger::{Ledger, ResyncPlan};
 /// long a `jti` revocation must hold (issue 32: revocations lapsed one leeway early).
 pub const REVOCATION_SKEW_MARGIN_SECS: i64 = 60;
 
+/// Write times at or past this are refused: Lua numbers (Redis' write script) are doubles, exact
+/// only below 2^53, and a forged time that far ahead would pin its identity for ever.
+pub const MAX_WRITTEN_MS: i64 = 1 << 53;
+
+/// Entries written further ahead of this replica's clock are refused from Redis: a forged or
+/// badly skewed write time would otherwise win over every honest write for that long.
+pub const MAX_FUTURE_MS: i64 = 86_400_000;
+
 /// How long an unblock's tombstone holds at least: past any block another replica may still
 /// hold for that network and write back (blocks last hours in practice).
 pub const UNBLOCK_TOMBSTONE_SECS: i64 = 7 * 86_400;
@@ -86,7 +94,8 @@ pub enum Item {
     Block(Block),
     Member(Member),
     ApiKey(KeyRecord),
-    /// A revoked key digest (hex) with the name it had.
+    /// A revoked key digest (lowercase hex) with the name it had; an empty digest revokes by
+    /// name (what releases before digests were kept recorded).
     KeyRevocation {
         name: String,
         sha256: String,
@@ -125,6 +134,7 @@ impl Item {
             Item::Block(b) => canonical_network(&b.cidr).unwrap_or_else(|| b.cidr.clone()),
             Item::Member(m) => format!("{}\0{}\0{}", m.tenant, m.iss, m.sub),
             Item::ApiKey(k) => k.sha256.to_ascii_lowercase(),
+            Item::KeyRevocation { name, sha256 } if sha256.is_empty() => format!("name\0{name}"),
             Item::KeyRevocation { sha256, .. } => sha256.to_ascii_lowercase(),
             Item::Session { iss, sid, .. } => format!("{iss}\0{sid}"),
         };
@@ -149,6 +159,11 @@ pub struct Body {
     /// A tombstone: the identity was removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// A `jti` revocation's horizon under the policy in force when it was written (Unix
+    /// seconds): it holds at least that long, whatever a later policy says, so lowering
+    /// `max_token_age` and raising it again never lets a revoked token back in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<i64>,
     pub item: Item,
 }
 
@@ -178,17 +193,24 @@ impl Lifetimes for Unbounded {
 
 impl Entry {
     pub fn new(written_ms: i64, item: Item, until: Option<i64>) -> Self {
-        Self { written_ms, body: Body { until, removed: false, item } }
+        Self { written_ms, body: Body { until, removed: false, floor: None, item } }
     }
 
     pub fn tombstone(written_ms: i64, item: Item, until: Option<i64>) -> Self {
-        Self { written_ms, body: Body { until, removed: true, item } }
+        Self { written_ms, body: Body { until, removed: true, floor: None, item } }
     }
 
-    /// A revocation, holding until its explicit `expires_at` (a `jti`'s also as [`Lifetimes`]).
-    pub fn revocation(written_ms: i64, revocation: Revocation) -> Self {
+    /// A revocation, holding until its explicit `expires_at`; a `jti`'s also as [`Lifetimes`]
+    /// say, and at least its horizon under `lifetimes` (the policy in force now).
+    pub fn revocation(written_ms: i64, revocation: Revocation, lifetimes: &dyn Lifetimes) -> Self {
         let until = (revocation.expires_at() != NEVER).then(|| revocation.expires_at());
-        Self::new(written_ms, Item::Revocation(revocation), until)
+        let floor = match &revocation {
+            Revocation::Jti { iss, .. } => lifetimes.jti_horizon(iss).map(|h| (written_ms / 1000).saturating_add(h)),
+            _ => None,
+        };
+        let mut entry = Self::new(written_ms, Item::Revocation(revocation), until);
+        entry.body.floor = floor;
+        entry
     }
 
     /// A block of `cidr` in its canonical spelling, or why the text is no network.
@@ -251,7 +273,9 @@ impl Entry {
         }
         match &self.body.item {
             Item::Revocation(Revocation::Jti { iss, .. }) if !self.body.removed => {
-                lifetimes.jti_horizon(iss).is_some_and(|h| self.written_ms / 1000 + h <= now)
+                let past_floor = self.body.floor.is_none_or(|floor| floor <= now);
+                past_floor
+                    && lifetimes.jti_horizon(iss).is_some_and(|h| (self.written_ms / 1000).saturating_add(h) <= now)
             }
             _ => false,
         }
@@ -271,6 +295,9 @@ impl Entry {
     pub fn decode(text: &str) -> Result<Self, String> {
         let mut parts = text.splitn(4, ':');
         let written_ms = parts.next().and_then(|w| w.parse::<i64>().ok()).ok_or("no write time")?;
+        if !(0..MAX_WRITTEN_MS).contains(&written_ms) {
+            return Err(format!("write time {written_ms} out of range"));
+        }
         let (_rank, _tiebreak) = (parts.next().ok_or("no rank")?, parts.next().ok_or("no tiebreak")?);
         let json = parts.next().ok_or("no body")?;
         let body: Body = serde_json::from_str(json).map_err(|e| e.to_string())?;
@@ -279,6 +306,14 @@ impl Entry {
             && canonical_network(&b.cidr).as_deref() != Some(b.cidr.as_str())
         {
             return Err(format!("block \"{}\" is not a canonical network", b.cidr));
+        }
+        let digest = match &entry.body.item {
+            Item::ApiKey(k) => Some(k.sha256.as_str()),
+            Item::KeyRevocation { sha256, .. } if !sha256.is_empty() => Some(sha256.as_str()),
+            _ => None,
+        };
+        if digest.is_some_and(|d| d.len() != 64 || !d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
+            return Err("a key digest is 64 lowercase hex digits".into());
         }
         Ok(entry)
     }

@@ -48,7 +48,7 @@ fn entries_round_trip_and_non_canonical_blocks_are_refused() {
     let entries = [
         Entry::block(1_700_000_000_123, "::ffff:10.7.7.7", 1_700_003_600).expect("cidr"),
         Entry::tombstone(7, member("t", "bob"), None),
-        Entry::revocation(9, Revocation::Jti { iss: "i".into(), jti: "j:1".into(), expires_at: NEVER }),
+        Entry::revocation(9, Revocation::Jti { iss: "i".into(), jti: "j:1".into(), expires_at: NEVER }, &Unbounded),
         Entry::new(3, Item::KeyRevocation { name: "ci".into(), sha256: "ab".repeat(32) }, None),
     ];
     for e in entries {
@@ -74,16 +74,34 @@ impl Lifetimes for Horizon {
 /// unless given an end.
 #[test]
 fn revocation_lifetimes_are_read_when_purging() {
-    let jti = Entry::revocation(1_000_000, Revocation::Jti { iss: "i".into(), jti: "j".into(), expires_at: NEVER });
-    let sid = Entry::revocation(1_000_000, Revocation::Session { iss: "i".into(), sid: "s".into(), expires_at: NEVER });
-    let sid_until =
-        Entry::revocation(1_000_000, Revocation::Session { iss: "i".into(), sid: "s".into(), expires_at: 2_000 });
+    let revocation = |r| Entry::revocation(1_000_000, r, &Unbounded);
+    let jti = revocation(Revocation::Jti { iss: "i".into(), jti: "j".into(), expires_at: NEVER });
+    let sid = revocation(Revocation::Session { iss: "i".into(), sid: "s".into(), expires_at: NEVER });
+    let sid_until = revocation(Revocation::Session { iss: "i".into(), sid: "s".into(), expires_at: 2_000 });
     let (short, long) = (Horizon(3_600), Horizon(86_400));
     assert!(jti.expired(1_000 + 3_600, &short));
     assert!(!jti.expired(1_000 + 3_600, &long), "the raised max_token_age holds it");
     assert!(!jti.expired(i64::MAX / 2, &Unbounded));
     assert!(!sid.expired(1_000 + 10 * 86_400, &short), "a sid revocation holds until its end or for ever");
     assert!(sid_until.expired(2_000, &short));
+    // Written under 24h, purged under 1h: it holds the 24h it was written with (lowering
+    // max_token_age and raising it again never lets the token back in).
+    let floored =
+        Entry::revocation(1_000_000, Revocation::Jti { iss: "i".into(), jti: "k".into(), expires_at: NEVER }, &long);
+    assert!(!floored.expired(1_000 + 3_600, &short));
+    assert!(floored.expired(1_000 + 86_400, &short));
+}
+
+#[test]
+fn forged_entries_are_refused() {
+    let key =
+        |sha: &str| format!(r#"1:0:000000000000:{{"item":{{"type":"key_revocation","name":"n","sha256":"{sha}"}}}}"#);
+    assert!(Entry::decode(&key(&"ab".repeat(32))).is_ok());
+    assert!(Entry::decode(&key(&"AB".repeat(32))).is_err(), "one digest, one spelling");
+    assert!(Entry::decode(&key("abc")).is_err());
+    let far =
+        format!(r#"{}:1:000000000000:{{"item":{{"type":"session","iss":"i","sid":"s","at":1}}}}"#, MAX_WRITTEN_MS);
+    assert!(Entry::decode(&far).is_err(), "a time Lua cannot hold exactly");
 }
 
 // ---- the model checker ----
