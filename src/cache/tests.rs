@@ -289,3 +289,38 @@ async fn concurrent_checks_on_two_snapshots_each_get_their_own_verification() {
         task.await.expect("task");
     }
 }
+
+/// Issue 32: a remembered "bad signature" depends on every issuer's keys. A static key file
+/// rotated in place and reloaded (the token's `kid` now names the key that signed it) verifies
+/// at once; the failure remembered under the old keys is not served for its 5 s.
+#[tokio::test]
+async fn a_static_key_rotation_drops_a_remembered_bad_signature() {
+    let cache = ClaimsCache::new(CacheSettings::default());
+    let mut claims = corpus::claims(corpus::ISSUER, "rotated", NOW);
+    claims["exp"] = serde_json::json!(NOW + 600);
+    let token = corpus::sign_rsa_other(Some("rsa-1"), &claims);
+    let read = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(corpus::fixtures().join("keys").join(name)).expect("jwks");
+        serde_json::from_str(&text).expect("json")
+    };
+    let dir = std::env::temp_dir().join(format!("portcullis-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("jwks.json");
+    let policy =
+        |t: String| t.replace("jwks: { file: keys/jwks.json }", &format!("jwks: {{ file: \"{}\" }}", file.display()));
+    std::fs::write(&file, read("jwks.json").to_string()).expect("write");
+    let before = verifier_with(policy);
+    assert!(matches!(through(&cache, &before, &token, NOW).await, Err(TokenError::Signature { .. })));
+    assert!(matches!(through(&cache, &before, &token, NOW).await, Err(TokenError::Signature { .. })), "remembered");
+    // The same file, rsa-1 now the key that signed the token; the policy reloaded.
+    let (mut jwks, mut other) = (read("jwks.json"), read("jwks-rsa2.json")["keys"][0].clone());
+    other["kid"] = serde_json::json!("rsa-1");
+    if let Some(keys) = jwks["keys"].as_array_mut() {
+        keys.retain(|k| k["kid"] != "rsa-1");
+        keys.push(other);
+    }
+    std::fs::write(&file, jwks.to_string()).expect("write");
+    let after = verifier_with(policy);
+    assert!(through(&cache, &after, &token, NOW + 1).await.is_ok(), "the rotated key verifies at once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
