@@ -43,7 +43,7 @@ fn decide_with(snap: &Snapshot, cache: &ClaimsCache, input: &CheckInput, now: Un
                     now,
                 ))
             });
-            finish(&pending, verified, &services, now)
+            finish(&pending, verified, None, &services, now)
         }
     }
 }

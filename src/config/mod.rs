@@ -14,7 +14,9 @@ mod suggest;
 mod validate;
 
 pub use listen::{CallerPolicy, CallerTls, ListenAddr, ListenOptions, ListenerLimits, SocketPerms};
-pub use settings::{AdminSettings, AdminToken, LogFormat, RevocationLifetimes, Settings, Snapshot};
+pub use settings::{
+    AdminSettings, AdminToken, DpopNonce, DpopSettings, LogFormat, RevocationLifetimes, Settings, Snapshot,
+};
 pub use validate::{DEV_ISSUER, load_file, parse_and_validate, parse_and_validate_named};
 
 use std::fmt;

@@ -28,6 +28,10 @@ pub struct RawConfig {
     pub ip: Option<RawIp>,
     pub cache: Option<RawCache>,
     pub state: Option<RawState>,
+    /// DPoP proofs (RFC 9449): algorithms, the `iat` window, server nonces (README
+    /// "Sender-constrained tokens"). Present, or named by any `sender_constraint`: the `DPoP`
+    /// authorization scheme is accepted.
+    pub dpop: Option<RawDpop>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub response: RawResponse,
@@ -82,6 +86,42 @@ impl RawInclude {
             Self::Scoped(s) => Some(&s.hosts),
         }
     }
+}
+
+/// `sender_constraint`: how an issuer's (or a route's) tokens must be bound to their sender.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSenderConstraint {
+    /// `required` (only DPoP-bound tokens, proven) or `allowed` (the default: a bound token is
+    /// proven, an unbound one passes).
+    pub dpop: Option<String>,
+    /// `required` (only certificate-bound tokens, from their certificate) or `allowed`.
+    pub mtls: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    /// Proof signature algorithms (asymmetric only); default ES256, ES384, EdDSA, PS256, RS256.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// How old a proof's `iat` may be (default 60s); proofs are remembered this long against
+    /// replay.
+    pub max_age: Option<String>,
+    /// How far in the future a proof's `iat` may be (clock skew; default 5s).
+    pub leeway: Option<String>,
+    /// Server nonces (RFC 9449 §8): proofs must carry a recent one.
+    pub nonce: Option<RawDpopNonce>,
+}
+
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpopNonce {
+    /// A secret shared by the fleet (at least 32 bytes), so any replica accepts any replica's
+    /// nonce; without it each process makes its own.
+    pub secret_file: Option<String>,
+    /// How often the nonce changes (default 5m); the previous one stays valid.
+    pub rotate: Option<String>,
 }
 
 /// The request grammar's opt-outs; both refuse by default.
@@ -232,6 +272,8 @@ pub struct RawIssuer {
     pub trusted_claims: Vec<String>,
     /// JSON Pointer to the roles claim (default `/roles`).
     pub roles_claim: Option<String>,
+    /// How this issuer's tokens must be bound to their sender (DPoP, client certificate).
+    pub sender_constraint: Option<RawSenderConstraint>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]
@@ -453,6 +495,8 @@ pub struct RawRequire {
     pub any_of: Vec<RawRequire>,
     /// This must not hold (the same kinds as `any_of`).
     pub not: Option<Box<RawRequire>>,
+    /// How the token must be bound to its sender on this route (the issuer's also holds).
+    pub sender_constraint: Option<RawSenderConstraint>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

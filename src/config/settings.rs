@@ -35,6 +35,35 @@ pub struct Snapshot {
     /// The admin API's token (`None`: no admin section, every admin request is refused).
     pub admin_token: Option<AdminToken>,
     pub revocation_lifetimes: Arc<RevocationLifetimes>,
+    /// DPoP's settings when the policy speaks DPoP.
+    pub dpop: Option<Arc<DpopSettings>>,
+}
+
+/// DPoP proofs (`dpop:`): what the edge's proof verifier holds proofs to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DpopSettings {
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub max_age_secs: i64,
+    pub leeway_secs: i64,
+    pub nonce: Option<DpopNonce>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct DpopNonce {
+    /// The fleet's shared secret (`secret_file`); `None`: the process's own. Never printed.
+    pub secret: Option<Vec<u8>>,
+    pub rotate_secs: i64,
+}
+
+impl std::fmt::Debug for DpopSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopSettings")
+            .field("algorithms", &self.algorithms)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("nonce_rotate_secs", &self.nonce.as_ref().map(|n| n.rotate_secs))
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long a `jti` revocation must hold under this policy: per issuer, `max_token_age` plus

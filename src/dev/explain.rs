@@ -132,8 +132,21 @@ pub fn explain_with(settings: &Settings, request: &ExplainRequest, now: UnixTime
     }
     let input = crate::server::convert::check_input(check);
     let trace = Trace::default();
+    // DPoP proofs are checked as the server checks them, but for replay (one request here).
+    let nonces = crate::jwt::dpop::Nonces::new().ok();
+    let dpop = settings
+        .snapshot
+        .dpop
+        .as_deref()
+        .zip(nonces.as_ref())
+        .map(|(settings, nonces)| crate::jwt::dpop::DpopVerifier { settings, nonces });
+    let proofs: &dyn crate::decision::ProofVerifier = match &dpop {
+        Some(verifier) => verifier,
+        None => &crate::decision::binding::NoProofs,
+    };
     let services = Services {
         trace: Some(&trace),
+        proofs,
         revocations: &state.revocations,
         memberships: &state.members,
         blocks: &state.blocks,

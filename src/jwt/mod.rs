@@ -5,6 +5,7 @@
 //! `iss`, `kid` and `alg` only select a key.
 
 mod alg;
+pub mod dpop;
 pub mod fetch;
 mod header;
 mod json;

@@ -7,7 +7,8 @@ use crate::cache::{CacheSettings, ClaimsCache};
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::decision::{
-    CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Progress, Services, begin, client_key, finish,
+    CheckInput, Decision, DecisionContext, Deny, DenyReason, Outcome, Pending, Progress, ProofError, ProofOutcome,
+    ProofVerifier, Services, UnixTime, begin, client_key, finish,
 };
 use crate::jwt::Verifier;
 use crate::state::StateHealth;
@@ -50,6 +51,7 @@ pub struct StateParts {
     pub sessions: Arc<dyn SessionStore>,
     /// All of the above as one object (they are one `FleetState`): purged as one.
     pub store: Arc<dyn StateStore>,
+    pub nonces: crate::jwt::dpop::Nonces,
     pub state_health: Option<Arc<StateHealth>>,
     /// Fleet-wide rate-limit tiers: the Redis store (when there is one) and the fallback divisor.
     pub fleet: FleetLimits,
@@ -77,6 +79,9 @@ pub struct AppState {
     /// Session last-seen times.
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) store: Arc<dyn StateStore>,
+    /// DPoP: this process's server nonces and the proofs it has seen.
+    pub(super) nonces: crate::jwt::dpop::Nonces,
+    pub(super) seen_proofs: crate::state::replay::SeenProofs,
     pub(super) rate_limits: RateLimits,
     pub(super) fleet: FleetLimits,
     metrics: names::CheckMetrics,
@@ -103,6 +108,8 @@ impl AppState {
             api_keys: parts.api_keys,
             sessions: parts.sessions,
             store: parts.store,
+            nonces: parts.nonces,
+            seen_proofs: crate::state::replay::SeenProofs::default(),
             rate_limits: RateLimits::new(parts.clock.clone()),
             fleet: parts.fleet,
             state_health: parts.state_health,
@@ -170,8 +177,36 @@ impl AppState {
             rate_limits: &self.rate_limits,
             api_keys: self.api_keys.as_ref(),
             sessions: self.sessions.as_ref(),
+            // The serving path verifies proofs at its edge (with the replay check), never here.
+            proofs: &crate::decision::binding::NoProofs,
             state_stale,
             trace: None,
+        }
+    }
+
+    /// The request's DPoP proof, checked once: header, signature and claims under the policy's
+    /// `dpop:`, then replay — this replica's memory first, then the fleet's (bounded wait; a
+    /// backend that cannot answer refuses the proof rather than risk a replay).
+    async fn check_proof(&self, pending: &Pending<'_>, snapshot: &Snapshot, now: UnixTime) -> ProofOutcome {
+        let (proof, request) = pending.dpop_proof()?;
+        let Some(settings) = snapshot.dpop.as_deref() else {
+            return Some(Err(ProofError::Invalid("DPoP is not configured".into())));
+        };
+        let verifier = crate::jwt::dpop::DpopVerifier { settings, nonces: &self.nonces };
+        let proof = match verifier.verify_proof(proof, &request, now) {
+            Ok(proof) => proof,
+            Err(e) => return Some(Err(e)),
+        };
+        let window = std::time::Duration::from_secs((settings.max_age_secs + settings.leeway_secs).max(1) as u64);
+        let key = crate::state::replay::SeenProofs::key(&proof.jkt, &proof.jti);
+        if !self.seen_proofs.first_use(key, window) {
+            return Some(Err(ProofError::Invalid("proof replayed".into())));
+        }
+        match tokio::time::timeout(FAILURE_WRITE_WAIT, self.store.first_use(&key, window)).await {
+            Ok(Ok(true)) => Some(Ok(proof)),
+            Ok(Ok(false)) => Some(Err(ProofError::Invalid("proof replayed (seen by another replica)".into()))),
+            Ok(Err(e)) => Some(Err(ProofError::Unavailable(e.to_string()))),
+            Err(_) => Some(Err(ProofError::Unavailable("the state backend did not answer in time".into()))),
         }
     }
 
@@ -321,7 +356,13 @@ impl AppState {
             Progress::Verify(pending) => pending,
         };
         let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
-        let decision = finish(&pending, verified, &self.services(&snapshot.verifier, state_stale), now);
+        // A proof is checked (and its jti spent) once, and only for a token that verified.
+        let mut proof = None;
+        if verified.is_ok() {
+            proof = Some(self.check_proof(&pending, snapshot, now).await);
+        }
+        let first_proof = proof.clone().flatten();
+        let decision = finish(&pending, verified, first_proof, &self.services(&snapshot.verifier, state_stale), now);
         let Some(store) = decision.context.key_miss.and_then(|issuer| snapshot.verifier.store(issuer)) else {
             return decision;
         };
@@ -336,7 +377,12 @@ impl AppState {
             return decision;
         }
         let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
-        let mut again = finish(&pending, verified, &self.services(&snapshot.verifier, state_stale), now);
+        let proof = match proof {
+            Some(proof) => proof,
+            None if verified.is_ok() => self.check_proof(&pending, snapshot, now).await,
+            None => None,
+        };
+        let mut again = finish(&pending, verified, proof, &self.services(&snapshot.verifier, state_stale), now);
         if again.context.key_miss.is_some()
             && let Outcome::Deny(deny) = &mut again.outcome
         {

@@ -60,7 +60,36 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
         peer_principal: source.principal,
         context_extensions: attributes.context_extensions.into_iter().collect(),
         request_id,
+        scheme: http.scheme,
+        peer_certificate: certificate_thumbprint(&source.certificate),
     }
+}
+
+/// `x5t#S256` of the client certificate Envoy forwarded (URL-encoded PEM): the base64url
+/// SHA-256 of its DER. `None` without one, or when it cannot be read (a bound token then
+/// finds no certificate and is refused).
+fn certificate_thumbprint(encoded: &str) -> Option<String> {
+    if encoded.is_empty() {
+        return None;
+    }
+    let bytes = encoded.as_bytes();
+    let mut pem_text = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                pem_text.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b => {
+                pem_text.push(b);
+                i += 1;
+            }
+        }
+    }
+    let parsed = pem::parse(&pem_text).ok().filter(|p| p.tag() == "CERTIFICATE")?;
+    Some(crate::jwt::dpop::sha256_b64(parsed.contents()))
 }
 
 fn header(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
@@ -124,8 +153,13 @@ fn challenge(deny: &Deny, realm: &str) -> Option<String> {
             }
             Some(value)
         }
+        Challenge::Dpop(error) => Some(format!("DPoP realm=\"{realm}\", error=\"{error}\", algs=\"{DPOP_ALGS}\"")),
     }
 }
+
+/// The proof algorithms the `DPoP` challenge names (RFC 9449 §7.1): every one Portcullis can
+/// verify; a policy's `dpop.algorithms` may accept fewer, which a proof then hears about.
+const DPOP_ALGS: &str = "ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
 
 /// Maps every decision to its `CheckResponse`. Denies always carry a `denied_response` and a
 /// PERMISSION_DENIED or UNAUTHENTICATED status, never another code.
@@ -159,6 +193,7 @@ pub fn check_response_owned(decision: Decision, request_id: &str, policy: &Respo
             if let Some(secs) = deny.retry_after.or(deny.reason.retry_after_secs()) {
                 headers.push(header("retry-after", secs.to_string()));
             }
+            headers.extend(deny.headers.iter().map(|(name, value)| header(*name, value.as_str())));
             let body = serde_json::json!({
                 "error": error_word(status),
                 "reason": deny.reason.as_str(),

@@ -142,6 +142,7 @@ impl Server {
             hash: settings.snapshot.hash.clone(),
             admin_token: settings.snapshot.admin_token.clone(),
             revocation_lifetimes: settings.snapshot.revocation_lifetimes.clone(),
+            dpop: settings.snapshot.dpop.clone(),
         });
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;
@@ -185,6 +186,7 @@ impl Server {
             api_keys: store.clone(),
             sessions: store.clone(),
             store,
+            nonces: crate::jwt::dpop::Nonces::new().map_err(ServeError::State)?,
             state_health,
             fleet: crate::state::ratelimit::FleetLimits::new(
                 redis_follower.clone(),

@@ -34,12 +34,22 @@ pub trait Persist: Send + Sync + 'static {
 
     /// Housekeeping after a purge (a journal's compaction).
     fn maintain(&self, _local: &LocalState, _now: UnixTime, _lifetimes: &dyn Lifetimes) {}
+
+    /// Whether `key` is used for the first time fleet-wide within `ttl` (`true` for a backend
+    /// with no fleet: the replica's own check is all there is).
+    async fn first_use(&self, _key: &[u8; 32], _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// The stores the server holds, as one object.
+#[async_trait::async_trait]
 pub trait StateStore: RevocationStore + MemberStore + BlockStore + ApiKeyStore + SessionStore {
     /// Forgets what no longer holds under the policy in force.
     fn purge(&self, now: UnixTime, lifetimes: Arc<dyn Lifetimes + Send + Sync>);
+
+    /// A DPoP proof's first use fleet-wide (see [`Persist::first_use`]).
+    async fn first_use(&self, key: &[u8; 32], ttl: std::time::Duration) -> Result<bool, StoreError>;
 }
 
 pub struct FleetState<P> {
@@ -88,10 +98,15 @@ impl<P: Persist> FleetState<P> {
     }
 }
 
+#[async_trait::async_trait]
 impl<P: Persist> StateStore for FleetState<P> {
     fn purge(&self, now: UnixTime, lifetimes: Arc<dyn Lifetimes + Send + Sync>) {
         self.local.purge(now, lifetimes.clone());
         self.persist.maintain(&self.local, now, lifetimes.as_ref());
+    }
+
+    async fn first_use(&self, key: &[u8; 32], ttl: std::time::Duration) -> Result<bool, StoreError> {
+        self.persist.first_use(key, ttl).await
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ratelimit;
 mod redis_connect;
 mod redis_migrate;
 pub mod redis_store;
+pub mod replay;
 pub mod revocation;
 pub mod sessions;
 

@@ -394,6 +394,25 @@ impl Persist for RedisBackend {
         Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
     }
 
+    /// `SET NX` with the proof's window: only the first replica to see it succeeds.
+    async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let rkey = format!("{}:dpop:{}", self.prefix, hex::encode(key));
+        let mut conn = self.connection().await?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: redis::RedisResult<Option<String>> =
+            redis::cmd("SET").arg(&rkey).arg(1).arg("NX").arg("PX").arg(ms).query_async(&mut conn).await;
+        match set {
+            Ok(reply) => {
+                self.health.contact();
+                Ok(reply.is_some())
+            }
+            Err(e) => {
+                self.forget_connection().await;
+                Err(unavailable(e))
+            }
+        }
+    }
+
     /// Fleet-wide sliding window: one sorted set per client key, scored by time, expiring with
     /// the window.
     async fn share_failure(&self, key: &str, now: UnixTime, window_secs: i64) -> Result<u32, StoreError> {

@@ -40,7 +40,9 @@ impl Policy {
     /// revocation ids (`jti`, the session claim). `iss`, `sub`, `exp`, `nbf` and `iat` are
     /// kept apart by the verifier.
     pub fn claims_read(&self) -> Vec<String> {
-        let mut out = BTreeSet::from(["jti".to_string(), "sid".to_string()]);
+        // `cnf`: a token bound to a key or certificate is refused unless proven, whatever the
+        // policy asks (RFC 9449 §7.2, RFC 8705), so its binding is always kept.
+        let mut out = BTreeSet::from(["cnf".to_string(), "jti".to_string(), "sid".to_string()]);
         for header in self.response.identity_headers.iter() {
             if let IdentitySource::Claim(pointer) = &header.source {
                 out.extend(top_level(pointer));
@@ -76,7 +78,7 @@ mod tests {
 
     #[test]
     fn an_empty_policy_keeps_the_revocation_ids_only() {
-        assert_eq!(Policy::default().claims_read(), ["jti", "sid"]);
+        assert_eq!(Policy::default().claims_read(), ["cnf", "jti", "sid"]);
     }
 
     /// Issue 32: sessions read `auth_time` whether or not some route asks for step-up.
@@ -91,6 +93,6 @@ mod tests {
             }),
             ..Policy::default()
         };
-        assert_eq!(policy.claims_read(), ["auth_time", "jti", "sid"]);
+        assert_eq!(policy.claims_read(), ["auth_time", "cnf", "jti", "sid"]);
     }
 }

@@ -13,13 +13,20 @@ pub struct CredentialPolicy {
     pub cookies: Vec<String>,
     /// Lowercase header carrying an API key, when API keys are configured.
     pub api_key_header: Option<String>,
+    /// `Authorization: DPoP <token>` is a credential (some issuer or route speaks DPoP).
+    pub dpop: bool,
 }
 
 /// Where the credential came from; the token itself never leaves this module in a log.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential<'a> {
     Bearer(&'a str),
-    Cookie { name: &'a str, token: &'a str },
+    /// `Authorization: DPoP <token>`: the token must come with its proof (RFC 9449).
+    Dpop(&'a str),
+    Cookie {
+        name: &'a str,
+        token: &'a str,
+    },
     ApiKey(&'a str),
 }
 
@@ -27,6 +34,7 @@ impl std::fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Bearer(_) => f.write_str("Bearer([redacted])"),
+            Self::Dpop(_) => f.write_str("Dpop([redacted])"),
             Self::Cookie { name, .. } => write!(f, "Cookie({name}=[redacted])"),
             Self::ApiKey(_) => f.write_str("ApiKey([redacted])"),
         }
@@ -36,7 +44,7 @@ impl std::fmt::Debug for Credential<'_> {
 impl<'a> Credential<'a> {
     pub fn token(&self) -> &'a str {
         match self {
-            Self::Bearer(t) => t,
+            Self::Bearer(t) | Self::Dpop(t) => t,
             Self::Cookie { token, .. } => token,
             Self::ApiKey(key) => key,
         }
@@ -49,14 +57,17 @@ fn is_token68(s: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
-/// The bearer token of an `authorization` value; `Ok(None)` for another scheme (`Basic`,
-/// `Digest`, ...), which is no bearer credential at all (RFC 6750: answer 401 with a `Bearer`
-/// challenge, as Envoy's `jwt_authn` does).
-fn bearer_token(value: &str) -> Result<Option<&str>, Deny> {
+/// The token of an `authorization` value: `Bearer`, or `DPoP` when `dpop` is on (`true` in
+/// the answer); `Ok(None)` for another scheme (`Basic`, `Digest`, ...), which is no credential
+/// at all (RFC 6750: answer 401 with a `Bearer` challenge, as Envoy's `jwt_authn` does).
+fn scheme_token(value: &str, dpop: bool) -> Result<Option<(bool, &str)>, Deny> {
     let (scheme, rest) = value.split_at(value.find([' ', '\t']).unwrap_or(value.len()));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let is_dpop = dpop && scheme.eq_ignore_ascii_case("dpop");
+    if !scheme.eq_ignore_ascii_case("bearer") && !is_dpop {
         // `Bearer:x`, `Bearerx`: a bearer token that some upstream will still find.
-        if scheme.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")) {
+        if scheme.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+            || (dpop && scheme.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("dpop")))
+        {
             return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer scheme"));
         }
         return Ok(None);
@@ -73,7 +84,7 @@ fn bearer_token(value: &str) -> Result<Option<&str>, Deny> {
     if !is_token68(token) {
         return Err(Deny::new(DenyReason::InvalidRequest, "malformed bearer token"));
     }
-    Ok(Some(token))
+    Ok(Some((is_dpop, token)))
 }
 
 /// Every `name=value` pair of the request's cookies, names and values trimmed (Werkzeug, Go's
@@ -117,10 +128,12 @@ pub fn extract_credential<'a>(
     if authorization.next().is_some_and(|v| v.contains(',')) || authorization.next().is_some() {
         return Err(Deny::new(DenyReason::InvalidRequest, "more than one authorization value"));
     }
-    if policy.bearer {
+    if policy.bearer || policy.dpop {
         for value in input.header_values("authorization") {
-            if let Some(token) = bearer_token(value)? {
-                found.push(Credential::Bearer(token));
+            match scheme_token(value, policy.dpop)? {
+                Some((true, token)) => found.push(Credential::Dpop(token)),
+                Some((false, token)) if policy.bearer => found.push(Credential::Bearer(token)),
+                _ => {}
             }
         }
     }

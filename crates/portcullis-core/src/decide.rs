@@ -27,6 +27,8 @@ pub struct IssuerRules {
     pub roles_pointer: String,
     /// Claim names (JSON Pointers without the leading `/`) this issuer is trusted for.
     pub trusted_claims: Vec<String>,
+    /// How this issuer's tokens must be bound to their sender.
+    pub sender_constraint: super::binding::SenderConstraint,
 }
 
 /// The immutable policy a decision is made against.
@@ -76,6 +78,7 @@ static API_KEY_RULES: std::sync::LazyLock<IssuerRules> = std::sync::LazyLock::ne
     time: TimePolicy { leeway: 0, max_token_age: None },
     roles_pointer: "/roles".into(),
     trusted_claims: Vec::new(),
+    sender_constraint: Default::default(),
 });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,12 +311,22 @@ pub struct Pending<'a> {
     /// The request carries an `authorization` header that is not this (bearer) credential.
     unverified_authorization: bool,
     requested_tenant: Option<String>,
+    /// `Authorization: DPoP`: the proof sent (if any) and the URI it must name.
+    dpop: Option<(Option<&'a str>, String)>,
 }
 
 impl Pending<'_> {
     /// The compact JWS to verify.
     pub fn token(&self) -> &str {
         self.token
+    }
+
+    /// The DPoP proof to verify at the edge, with what it is checked against; `None` when the
+    /// token did not come as `Authorization: DPoP` or came without a proof.
+    pub fn dpop_proof(&self) -> Option<(&str, super::binding::ProofRequest<'_>)> {
+        let (proof, htu) = self.dpop.as_ref()?;
+        let request = super::binding::ProofRequest { method: &self.input.method, htu, token: self.token };
+        Some(((*proof)?, request))
     }
 
     /// Its SHA-256 (the claims cache's key).
@@ -331,7 +344,7 @@ pub enum Progress<'a> {
 
 /// The steps of the pipeline in order (docs/contract.md "The steps of one Check"), as
 /// [`crate::Trace`] records them.
-pub const STEPS: [&str; 22] = [
+pub const STEPS: [&str; 23] = [
     "client address",
     "ip lists",
     "path",
@@ -348,6 +361,7 @@ pub const STEPS: [&str; 22] = [
     "csrf",
     "verification",
     "time",
+    "sender constraint",
     "revocation",
     "session",
     "tenant membership",
@@ -370,7 +384,8 @@ pub fn decide(input: &CheckInput, policy: &Policy, services: &Services, now: Uni
         Progress::Decided(decision) => decision,
         Progress::Verify(pending) => {
             let verified = services.verifier.verify_digested(pending.token(), pending.digest());
-            finish(&pending, verified, services, now)
+            let proof = pending.dpop_proof().map(|(proof, request)| services.proofs.verify_proof(proof, &request, now));
+            finish(&pending, verified, proof, services, now)
         }
     }
 }
@@ -388,6 +403,7 @@ pub fn begin<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Services,
 pub fn finish(
     pending: &Pending,
     verified: Result<VerifiedToken, TokenError>,
+    proof: super::binding::ProofOutcome,
     services: &Services,
     now: UnixTime,
 ) -> Decision {
@@ -401,6 +417,7 @@ pub fn finish(
                 requirements: pending.requirements,
                 requested_tenant: pending.requested_tenant.clone(),
                 unverified_authorization: pending.unverified_authorization,
+                binding: Some((pending.dpop.is_some(), proof)),
             };
             after.decide(identity, context, services, now)
         }
@@ -548,11 +565,27 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         return Progress::Decided(Decision::deny(deny, context));
     }
     passed(services, "csrf");
+    let dpop = match credential {
+        Credential::Dpop(_) => {
+            let peer_trusted = input.peer_ip.is_some_and(|peer| policy.ip.trusted.contains(peer));
+            let proof = match super::binding::dpop_header(input) {
+                Ok(proof) => proof,
+                Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
+            };
+            match super::binding::request_htu(input, peer_trusted) {
+                Ok(htu) => Some((proof, htu)),
+                Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
+            }
+        }
+        _ => None,
+    };
     // A verified bearer token is the `authorization` header; any other credential leaves one
     // sent beside it unverified (removed on an allow).
-    let unverified_authorization = has_authorization && !matches!(credential, Credential::Bearer(_));
+    let unverified_authorization =
+        has_authorization && !matches!(credential, Credential::Bearer(_) | Credential::Dpop(_));
     if let Credential::ApiKey(value) = credential {
-        let after = After { input, policy, route, requirements, requested_tenant, unverified_authorization };
+        let after =
+            After { input, policy, route, requirements, requested_tenant, unverified_authorization, binding: None };
         return Progress::Decided(with_identity(
             identify_key(policy, services, value, now, &mut context),
             after,
@@ -571,6 +604,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
         digest,
         unverified_authorization,
         requested_tenant,
+        dpop,
     })
 }
 
@@ -596,6 +630,9 @@ struct After<'a> {
     requested_tenant: Option<String>,
     /// The request carries an `authorization` header that is not the verified credential.
     unverified_authorization: bool,
+    /// A JWT's sender binding: whether it came as `Authorization: DPoP`, and its proof as the
+    /// edge found it. `None` for an API key (bound to nothing but itself).
+    binding: Option<(bool, super::binding::ProofOutcome)>,
 }
 
 impl After<'_> {
@@ -611,6 +648,16 @@ impl After<'_> {
             return Decision::deny(deny, context);
         }
         passed(services, "time");
+        if let Some((dpop_scheme, proof)) = &self.binding {
+            let constraint = rules.sender_constraint.stricter(self.requirements.sender_constraint);
+            let certificate = self.input.peer_certificate.as_deref();
+            if let Err(deny) =
+                super::binding::check_binding(&token, *dpop_scheme, proof.as_ref(), certificate, constraint)
+            {
+                return Decision::deny(deny, context);
+            }
+        }
+        passed(services, "sender constraint");
         // Checked on every request, cache hits included.
         let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
         if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {

@@ -18,6 +18,11 @@ pub struct CheckInput {
     pub context_extensions: BTreeMap<String, String>,
     /// The request's `x-request-id` (Envoy's stream id when it has none).
     pub request_id: String,
+    /// `http` or `https` as Envoy received the request (`:scheme`).
+    pub scheme: String,
+    /// The base64url SHA-256 of the client certificate's DER, when Envoy forwarded one
+    /// (`include_peer_certificate`): what a certificate-bound token's `cnf.x5t#S256` names.
+    pub peer_certificate: Option<String>,
 }
 
 impl CheckInput {

@@ -7,6 +7,7 @@
 //! `cargo tree -p portcullis-core`).
 
 pub mod api_key;
+pub mod binding;
 mod claim_set;
 mod claims;
 mod claims_read;
@@ -28,6 +29,7 @@ pub mod tenant;
 mod types;
 
 pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
+pub use binding::{Constraint, Proof, ProofError, ProofOutcome, ProofRequest, ProofVerifier, SenderConstraint};
 pub use claim_set::Claims;
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
@@ -55,6 +57,8 @@ pub use types::{
     RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, Trace, UnixTime, VerifiedToken,
 };
 
+#[cfg(test)]
+mod binding_tests;
 #[cfg(test)]
 mod controls_tests;
 #[cfg(test)]

@@ -10,6 +10,9 @@ pub enum DenyReason {
     ApiKeyInvalid,
     SessionIdle,
     StepUpRequired,
+    DpopProofInvalid,
+    DpopNonceRequired,
+    TokenBindingMismatch,
     InvalidRequest,
     PathInvalid,
     TenantConflict,
@@ -30,7 +33,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 24] = [
+    pub const ALL: [DenyReason; 27] = [
         Self::CredentialMissing,
         Self::TokenInvalid,
         Self::TokenExpired,
@@ -38,6 +41,9 @@ impl DenyReason {
         Self::ApiKeyInvalid,
         Self::SessionIdle,
         Self::StepUpRequired,
+        Self::DpopProofInvalid,
+        Self::DpopNonceRequired,
+        Self::TokenBindingMismatch,
         Self::InvalidRequest,
         Self::PathInvalid,
         Self::TenantConflict,
@@ -66,6 +72,9 @@ impl DenyReason {
             Self::ApiKeyInvalid => "api_key_invalid",
             Self::SessionIdle => "session_idle",
             Self::StepUpRequired => "step_up_required",
+            Self::DpopProofInvalid => "dpop_proof_invalid",
+            Self::DpopNonceRequired => "dpop_nonce_required",
+            Self::TokenBindingMismatch => "token_binding_mismatch",
             Self::InvalidRequest => "invalid_request",
             Self::PathInvalid => "path_invalid",
             Self::TenantConflict => "tenant_conflict",
@@ -108,7 +117,10 @@ impl DenyReason {
             | Self::TokenRevoked
             | Self::ApiKeyInvalid
             | Self::SessionIdle
-            | Self::StepUpRequired => 401,
+            | Self::StepUpRequired
+            | Self::DpopProofInvalid
+            | Self::DpopNonceRequired
+            | Self::TokenBindingMismatch => 401,
             Self::InvalidRequest | Self::PathInvalid | Self::TenantConflict | Self::TenantMissing => 400,
             Self::InsufficientScope
             | Self::RoleRequired
@@ -128,9 +140,15 @@ impl DenyReason {
     pub fn challenge(self) -> Challenge {
         match self {
             Self::CredentialMissing => Challenge::Bare,
-            Self::TokenInvalid | Self::TokenExpired | Self::TokenRevoked | Self::ApiKeyInvalid | Self::SessionIdle => {
-                Challenge::Error("invalid_token")
-            }
+            Self::TokenInvalid
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::ApiKeyInvalid
+            | Self::SessionIdle
+            | Self::TokenBindingMismatch => Challenge::Error("invalid_token"),
+            // RFC 9449 §7.1, §8: the DPoP scheme's own errors.
+            Self::DpopProofInvalid => Challenge::Dpop("invalid_dpop_proof"),
+            Self::DpopNonceRequired => Challenge::Dpop("use_dpop_nonce"),
             Self::StepUpRequired => Challenge::Error("insufficient_user_authentication"),
             Self::InvalidRequest | Self::TenantConflict | Self::TenantMissing => Challenge::Error("invalid_request"),
             Self::InsufficientScope | Self::RoleRequired | Self::ClaimMismatch => {
@@ -157,6 +175,8 @@ pub enum Challenge {
     Bare,
     /// `Bearer realm="...", error="..."`.
     Error(&'static str),
+    /// `DPoP algs="...", error="..."` (RFC 9449 §7.1).
+    Dpop(&'static str),
 }
 
 /// A deny with its reason and a short operator-facing detail (never the credential).
@@ -173,6 +193,9 @@ pub struct Deny {
     /// [`Deny::bad_credential`]). Never a missing, expired or revoked credential, a valid token a
     /// route refuses, or a remote issuer's key miss that a refetch may still resolve.
     pub counts_as_failure: bool,
+    /// Headers of the deny answer beyond the challenge (`DPoP-Nonce`); values never come from
+    /// the request.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Deny {
@@ -184,6 +207,7 @@ impl Deny {
             challenge_params: Vec::new(),
             retry_after: None,
             counts_as_failure: false,
+            headers: Vec::new(),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Requirements {
     pub any_of: Vec<Requirements>,
     /// This must not hold.
     pub not: Option<Box<Requirements>>,
+    /// How the token must be bound to its sender (a route's own; the issuer's also holds).
+    pub sender_constraint: super::binding::SenderConstraint,
 }
 
 /// RFC 9470 step-up: how recently and how strongly the user must have authenticated.

@@ -306,7 +306,7 @@ type CredentialCase<'a> = (&'a str, Vec<(String, String)>, Result<Option<&'a str
 
 #[test]
 fn credential_extraction_table() {
-    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()], api_key_header: None };
+    let policy = CredentialPolicy { bearer: true, cookies: vec!["sid".into()], ..Default::default() };
     let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let big = "a".repeat(8 * 1024 + 1);
     let big_header = format!("Bearer {big}");
@@ -362,7 +362,7 @@ fn credential_extraction_table() {
         assert_eq!(got, want, "{name}");
     }
     // PHP reads `session.jwt`, `session jwt` and `session[jwt` as `session_jwt`.
-    let php = CredentialPolicy { bearer: true, cookies: vec!["session_jwt".into()], api_key_header: None };
+    let php = CredentialPolicy { bearer: true, cookies: vec!["session_jwt".into()], ..Default::default() };
     for cookie in ["session.jwt=forged", "session[jwt=forged", "session jwt=forged"] {
         let input = input("GET", "/", &h(&[("cookie", cookie)]));
         let got = extract_credential(&input, &php).map(|c| c.map(|c| c.token())).map_err(|d| d.reason);

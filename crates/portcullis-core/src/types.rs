@@ -233,6 +233,8 @@ pub struct Services<'a> {
     pub rate_limits: &'a dyn RateLimit,
     pub api_keys: &'a dyn super::api_key::ApiKeyCheck,
     pub sessions: &'a dyn super::session::SessionCheck,
+    /// DPoP proofs (`Services::decide` only; the server verifies them at its edge).
+    pub proofs: &'a dyn super::binding::ProofVerifier,
     /// The shared state (revocations, blocks, members) may be outdated: no contact with its
     /// backend for longer than `state.max_staleness`. [`OnStale`] says what follows.
     pub state_stale: bool,
@@ -278,6 +280,7 @@ impl<'a> Services<'a> {
             rate_limits: &NoRateLimits,
             api_keys: &super::api_key::NoApiKeys,
             sessions: &super::session::NoSessions,
+            proofs: &super::binding::NoProofs,
             state_stale: false,
             trace: None,
         }

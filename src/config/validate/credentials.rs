@@ -126,6 +126,10 @@ impl Validator {
             }
         }
         let api_key_header = api_keys.as_ref().map(|a| a.header.clone());
-        (CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone(), api_key_header }, api_keys, csrf)
+        (
+            CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone(), api_key_header, dpop: false },
+            api_keys,
+            csrf,
+        )
     }
 }

@@ -79,6 +79,7 @@ impl Validator {
                 time: TimePolicy { leeway: leeway.as_secs() as i64, max_token_age },
                 roles_pointer,
                 trusted_claims: issuer.trusted_claims.iter().map(|c| c.trim_start_matches('/').to_string()).collect(),
+                sender_constraint: self.sender_constraint(&p, issuer.sender_constraint.as_ref()),
             });
         }
         (verifier, rules, jobs)

@@ -2,6 +2,7 @@
 //! the policy, each an `impl Validator` block.
 
 mod credentials;
+mod dpop;
 pub(super) mod hosts;
 mod ip_limits;
 mod issuers;
@@ -258,6 +259,25 @@ impl Validator {
         let response = self.response(&raw.response, raw.credentials.realm.as_deref(), raw.tenants.is_some());
         let ip = raw.ip.as_ref().map(|i| self.ip(i)).unwrap_or_default();
         self.trap_warnings(&ip, &tiers);
+        // DPoP is spoken when configured, or when an issuer or a route names it.
+        let dpop_named = raw.issuers.iter().any(|i| i.sender_constraint.as_ref().is_some_and(|s| s.dpop.is_some()))
+            || routes.iter().any(|r| match &r.access {
+                crate::decision::Access::Optional(req) | crate::decision::Access::Required(req) => {
+                    req.sender_constraint.dpop == crate::decision::Constraint::Required
+                }
+                _ => false,
+            });
+        let dpop = self.dpop(raw.dpop.as_ref(), dpop_named);
+        let mut credentials = credentials;
+        credentials.dpop = dpop.is_some();
+        let mtls_named = rules
+            .iter()
+            .chain(std::iter::empty())
+            .any(|r| r.sender_constraint.mtls == crate::decision::Constraint::Required)
+            || raw.issuers.iter().any(|i| i.sender_constraint.as_ref().is_some_and(|s| s.mtls.is_some()));
+        if mtls_named {
+            self.warnings.push("sender_constraint.mtls: certificate-bound tokens need the client certificate; Envoy forwards it only with ext_authz include_peer_certificate: true on a listener that asks for client certificates (the shipped configs set it)".into());
+        }
         let policy = Policy {
             routes,
             credentials,
@@ -303,6 +323,7 @@ impl Validator {
                 hash: Arc::from(""),
                 admin_token: admin.as_ref().map(|(_, token)| token.clone()),
                 revocation_lifetimes: Arc::new(revocation_lifetimes),
+                dpop: dpop.map(Arc::new),
             }),
             jwks_jobs,
             audit,

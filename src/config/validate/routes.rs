@@ -322,6 +322,7 @@ impl Validator {
             tenant_roles: r.tenant_roles.clone().unwrap_or_default(),
             step_up,
             source_principals,
+            sender_constraint: self.sender_constraint(p, r.sender_constraint.as_ref()),
         }
     }
 }
@@ -344,7 +345,12 @@ impl Validator {
     /// One alternative of `require.any_of` or `require.not`: token requirements only (tenant,
     /// step-up and peer principals have their own answers and stay outside), and not empty.
     fn alternative(&mut self, p: &str, r: &RawRequire, issuers: &[&str]) -> Requirements {
-        if r.tenant.is_some() || r.tenant_roles.is_some() || r.step_up.is_some() || r.source_principals.is_some() {
+        if r.tenant.is_some()
+            || r.tenant_roles.is_some()
+            || r.step_up.is_some()
+            || r.source_principals.is_some()
+            || r.sender_constraint.is_some()
+        {
             self.problems.add(p, "only scopes, roles, claims, issuers, audiences, any_of and not may appear here");
         }
         let empty = r.scopes.is_empty()
