@@ -22,5 +22,6 @@ mod mesh;
 mod observability;
 mod redis;
 mod revocation;
+mod sender;
 mod state_model;
 mod upstreams;
