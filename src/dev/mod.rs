@@ -3,6 +3,7 @@
 
 pub mod explain;
 pub mod policytest;
+mod policytest_dpop;
 pub mod request;
 
 use crate::config::{ConfigError, DEV_ISSUER, Settings, parse_and_validate};

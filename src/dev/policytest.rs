@@ -90,6 +90,8 @@ pub struct TokenSpec {
     pub issuer: Option<String>,
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Send it sender-constrained (README "Sender-constrained tokens").
+    pub dpop: Option<super::policytest_dpop::DpopSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +241,7 @@ pub fn run_file(file: &Path) -> Result<Vec<Outcome>, TestError> {
     let mut settings: Settings = load_file(&base.join(&spec.policy)).map_err(|e| fail(e.to_string()))?;
     let now = UnixTime(spec.now.unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock).0));
     let mut signers: BTreeMap<String, Signer> = BTreeMap::new();
+    let mut proof_key: Option<super::policytest_dpop::ProofKey> = None;
     let mut outcomes = Vec::new();
     for case in &spec.cases {
         let mut request = case.request.clone();
@@ -272,13 +275,26 @@ pub fn run_file(file: &Path) -> Result<Vec<Outcome>, TestError> {
             }
             claims.entry("iat").or_insert_with(|| now.0.into());
             claims.entry("exp").or_insert_with(|| (now.0 + 3600).into());
+            if let Some(dpop) = &token.dpop {
+                if proof_key.is_none() {
+                    proof_key = Some(super::policytest_dpop::ProofKey::generate().map_err(fail)?);
+                }
+                if let (true, Some(key)) = (dpop.bound, &proof_key) {
+                    claims.entry("cnf").or_insert_with(|| serde_json::json!({"jkt": key.jkt}));
+                }
+            }
             let mut header = jsonwebtoken::Header::new(signer.alg.to_jsonwebtoken());
             if signer.alg.family() != AlgFamily::Hmac {
                 header.kid = Some("portcullis-test".into());
             }
             let jwt =
                 jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| fail(format!("{}: {e}", case.name)))?;
-            request.token = Some(jwt);
+            match (&token.dpop, &proof_key) {
+                (Some(dpop), Some(key)) => {
+                    key.present(dpop, jwt, &mut request, now).map_err(|e| fail(format!("{}: {e}", case.name)))?;
+                }
+                _ => request.token = Some(jwt),
+            }
         }
         let got = explain_with(&settings, &request, now, &state);
         let mut diff = Vec::new();

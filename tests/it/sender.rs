@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// Request headers: (name, value).
+type Headers<'a> = Vec<(&'a str, String)>;
+
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -189,7 +192,7 @@ async fn dpop_proofs_through_envoy_over_http1_and_http2() {
     };
     let mut private_jwk = ec.jwk.clone();
     private_jwk["d"] = json!("AAAA");
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<(&str, Headers, &str)> = vec![
         ("a stolen token as bearer", vec![("authorization", format!("Bearer {bound}"))], "token_binding_mismatch"),
         ("a stolen token without a proof", vec![("authorization", format!("DPoP {bound}"))], "dpop_proof_invalid"),
         ("a proof for another method", dpop(forged(&|s| s.htm = "POST", &ec), &bound), "dpop_proof_invalid"),
