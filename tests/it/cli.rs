@@ -385,7 +385,7 @@ fn readme_examples_are_the_example_files_and_their_tests_pass() {
         assert!(file.contains(body), "the README's block for {path} differs from the file");
         checked.push(path.to_string());
     }
-    assert_eq!(checked, ["examples/controls/policy.yaml", "examples/tenants/policy.yaml"]);
+    assert_eq!(checked, ["examples/controls/policy.yaml", "tests/policies/dpop.yaml", "examples/tenants/policy.yaml"]);
     let mut tests: Vec<_> = ["examples/controls", "examples/tenants"]
         .iter()
         .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("examples"))

@@ -1,4 +1,4 @@
-//! Sender-constrained tokens (docs/contract.md step 9b): a token whose `cnf` names a key
+//! Sender-constrained tokens (docs/contract.md step 8b): a token whose `cnf` names a key
 //! (`jkt`, RFC 9449 DPoP) or a client certificate (`x5t#S256`, RFC 8705) is accepted only
 //! from the sender that proves it; a policy can require either. The proof's signature and
 //! claims are checked at the edge ([`ProofVerifier`]), the binding here.
