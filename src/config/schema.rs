@@ -112,6 +112,10 @@ pub struct RawDpop {
     pub leeway: Option<String>,
     /// Server nonces (RFC 9449 §8): proofs must carry a recent one.
     pub nonce: Option<RawDpopNonce>,
+    /// The authorities (`host` or `host:port`) this deployment serves: a proof's `htu` must
+    /// name one (a proof made for another server is refused here). Default: any.
+    #[serde(default)]
+    pub authorities: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

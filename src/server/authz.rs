@@ -187,7 +187,13 @@ impl AppState {
     /// The request's DPoP proof, checked once: header, signature and claims under the policy's
     /// `dpop:`, then replay — this replica's memory first, then the fleet's (bounded wait; a
     /// backend that cannot answer refuses the proof rather than risk a replay).
-    async fn check_proof(&self, pending: &Pending<'_>, snapshot: &Snapshot, now: UnixTime) -> ProofOutcome {
+    async fn check_proof(
+        &self,
+        pending: &Pending<'_>,
+        snapshot: &Snapshot,
+        bound_key: Option<&str>,
+        now: UnixTime,
+    ) -> ProofOutcome {
         let (proof, request) = pending.dpop_proof()?;
         let Some(settings) = snapshot.dpop.as_deref() else {
             return Some(Err(ProofError::Invalid("DPoP is not configured".into())));
@@ -197,8 +203,20 @@ impl AppState {
             Ok(proof) => proof,
             Err(e) => return Some(Err(e)),
         };
-        let window = std::time::Duration::from_secs((settings.max_age_secs + settings.leeway_secs).max(1) as u64);
+        // A proof by another key than the token names is refused by the core; it spends no
+        // replay slot (a client with a token of its own cannot fill the cache with them).
+        if bound_key != Some(proof.jkt.as_str()) {
+            return Some(Ok(proof));
+        }
+        // As long as the proof can still be accepted anywhere: `iat` up to a leeway ahead,
+        // accepted max_age after it, whole seconds, another replica's clock a leeway off.
+        let window = std::time::Duration::from_secs(
+            (settings.max_age_secs + 2 * settings.leeway_secs + 2).max(1).unsigned_abs(),
+        );
         let key = crate::state::replay::SeenProofs::key(&proof.jkt, &proof.jti);
+        if self.seen_proofs.is_full() {
+            return Some(Err(ProofError::Unavailable("the DPoP replay cache is full".into())));
+        }
         if !self.seen_proofs.first_use(key, window) {
             return Some(Err(ProofError::Invalid("proof replayed".into())));
         }
@@ -358,8 +376,9 @@ impl AppState {
         let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
         // A proof is checked (and its jti spent) once, and only for a token that verified.
         let mut proof = None;
-        if verified.is_ok() {
-            proof = Some(self.check_proof(&pending, snapshot, now).await);
+        if let Ok(token) = &verified {
+            let bound = crate::decision::binding::bound_key(token);
+            proof = Some(self.check_proof(&pending, snapshot, bound, now).await);
         }
         let first_proof = proof.clone().flatten();
         let decision = finish(&pending, verified, first_proof, &self.services(&snapshot.verifier, state_stale), now);
@@ -377,10 +396,13 @@ impl AppState {
             return decision;
         }
         let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
-        let proof = match proof {
-            Some(proof) => proof,
-            None if verified.is_ok() => self.check_proof(&pending, snapshot, now).await,
-            None => None,
+        let proof = match (proof, &verified) {
+            (Some(proof), _) => proof,
+            (None, Ok(token)) => {
+                let bound = crate::decision::binding::bound_key(token);
+                self.check_proof(&pending, snapshot, bound, now).await
+            }
+            (None, Err(_)) => None,
         };
         let mut again = finish(&pending, verified, proof, &self.services(&snapshot.verifier, state_stale), now);
         if again.context.key_miss.is_some()

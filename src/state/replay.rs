@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Proofs remembered per replica; past it the oldest are forgotten first (a replay of one of
-/// those within its window is caught only by the fleet-wide check).
+/// Proofs remembered per replica. A full cache refuses new proofs (503) rather than forget one
+/// still inside its window: a flood of proofs must not open a window for replays.
 pub const MAX_REMEMBERED_PROOFS: u64 = 200_000;
 
 struct Window;
@@ -24,7 +24,12 @@ pub struct SeenProofs {
 
 impl Default for SeenProofs {
     fn default() -> Self {
-        let seen = moka::sync::Cache::builder().max_capacity(MAX_REMEMBERED_PROOFS).expire_after(Window).build();
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(MAX_REMEMBERED_PROOFS + 1_000)
+            // Every proof is used once: TinyLFU would refuse to admit new ones when full.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(Window)
+            .build();
         Self { seen }
     }
 }
@@ -39,6 +44,11 @@ impl SeenProofs {
     /// `true` the first time `key` is seen within `ttl`.
     pub fn first_use(&self, key: [u8; 32], ttl: Duration) -> bool {
         self.seen.entry(key).or_insert(ttl).is_fresh()
+    }
+
+    /// Whether the cache holds as many live proofs as it may (new ones are then refused).
+    pub fn is_full(&self) -> bool {
+        self.seen.entry_count() >= MAX_REMEMBERED_PROOFS
     }
 }
 

@@ -347,10 +347,15 @@ fn policy_test_files_pass_and_a_broken_one_fails_with_a_diff() {
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("8 passed, 0 failed"), "{text}");
     // Issue 37: DPoP cases — bound tokens with proofs minted per case, and each forgery.
-    let out = portcullis().arg("test").arg(root.join("tests/policies/dpop.test.yaml")).output().expect("run");
+    let out = portcullis()
+        .arg("test")
+        .arg(root.join("tests/policies/dpop.test.yaml"))
+        .arg(root.join("tests/policies/dpop-api-keys.test.yaml"))
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("10 passed, 0 failed"), "{text}");
+    assert!(text.contains("13 passed, 0 failed"), "{text}");
 
     let dir = scratch("cli-policy-test");
     let junit = dir.join("junit.xml");

@@ -122,8 +122,10 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
 }
 
 /// The request's URI as the upstream sees it: Envoy's scheme (`x-forwarded-proto` only from a
-/// trusted proxy), the authority as sent, the path without query.
-pub fn request_htu(input: &CheckInput, peer_trusted: bool) -> Result<String, Deny> {
+/// trusted proxy), the authority as sent, the path without query. With `authorities`, the
+/// authority must be one of them: a proof made for another server, replayed here with that
+/// server's `Host`, names an authority this deployment does not serve.
+pub fn request_htu(input: &CheckInput, peer_trusted: bool, authorities: &[String]) -> Result<String, Deny> {
     let mut forwarded = input.header_values("x-forwarded-proto");
     let scheme = match (peer_trusted, forwarded.next(), forwarded.next()) {
         (true, Some(proto), None) if !proto.contains(',') => proto.trim().to_ascii_lowercase(),
@@ -132,12 +134,29 @@ pub fn request_htu(input: &CheckInput, peer_trusted: bool) -> Result<String, Den
     };
     let scheme = if scheme.is_empty() { "http".to_string() } else { scheme };
     let path = input.path.split('?').next().unwrap_or_default();
-    normalize_htu(&format!("{scheme}://{}{path}", input.host))
-        .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "the request's URI has no DPoP reading"))
+    let htu = normalize_htu(&format!("{scheme}://{}{path}", input.host))
+        .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "the request's URI has no DPoP reading"))?;
+    if !authorities.is_empty() {
+        let authority = htu.split_once("://").and_then(|(_, rest)| rest.split('/').next()).unwrap_or_default();
+        if !authorities.iter().any(|a| a == authority) {
+            return Err(invalid_proof("the request's authority is not one DPoP is served for here"));
+        }
+    }
+    Ok(htu)
 }
+
+/// The bindings Portcullis can prove; a `cnf` naming any other (RFC 7800 `jwk`, `kid`, `jku`,
+/// SHA-1 `x5t`) is a binding it cannot check, and such a token is refused rather than taken
+/// as unbound.
+const PROVABLE: [&str; 2] = ["jkt", "x5t#S256"];
 
 fn cnf<'a>(token: &'a VerifiedToken, member: &str) -> Option<&'a Value> {
     token.claims.get("cnf")?.get(member)
+}
+
+/// The key thumbprint a token is bound to (`cnf.jkt`), for the edge's replay bookkeeping.
+pub fn bound_key(token: &VerifiedToken) -> Option<&str> {
+    cnf(token, "jkt").and_then(Value::as_str)
 }
 
 /// Contract step 9b: the token's binding proven, and the policy's constraint met.
@@ -150,6 +169,11 @@ pub fn check_binding(
     certificate: Option<&str>,
     constraint: SenderConstraint,
 ) -> Result<(), Deny> {
+    match token.claims.get("cnf") {
+        None => {}
+        Some(Value::Object(members)) if members.keys().all(|k| PROVABLE.contains(&k.as_str())) => {}
+        Some(_) => return Err(mismatch("the token is bound in a way Portcullis cannot prove (cnf)")),
+    }
     let bound_key = cnf(token, "jkt");
     let bound_cert = cnf(token, "x5t#S256");
     if bound_key.is_some_and(|k| !k.is_string()) || bound_cert.is_some_and(|c| !c.is_string()) {

@@ -38,6 +38,10 @@ fn binding_table() {
     let cert_bound = token(Some(json!({"x5t#S256": "C"})));
     let both = token(Some(json!({"jkt": "K", "x5t#S256": "C"})));
     let forged = token(Some(json!({"jkt": 7})));
+    let by_jwk = token(Some(json!({"jwk": {"kty": "EC"}})));
+    let by_kid = token(Some(json!({"kid": "k1"})));
+    let by_sha1 = token(Some(json!({"x5t": "abc"})));
+    let not_object = token(Some(json!("K")));
     let any = SenderConstraint::default();
     let dpop_required = SenderConstraint { dpop: Constraint::Required, ..any };
     let mtls_required = SenderConstraint { mtls: Constraint::Required, ..any };
@@ -84,6 +88,10 @@ fn binding_table() {
         ),
         ("mTLS required, cert-bound", &cert_bound, false, None, Some("C"), mtls_required, None),
         ("cnf.jkt that is no string", &forged, false, None, None, any, Some(TokenInvalid)),
+        ("bound by cnf.jwk (unprovable), as bearer", &by_jwk, false, None, None, any, Some(TokenBindingMismatch)),
+        ("bound by cnf.kid, as bearer", &by_kid, false, None, None, any, Some(TokenBindingMismatch)),
+        ("bound by SHA-1 x5t, as bearer", &by_sha1, false, None, None, any, Some(TokenBindingMismatch)),
+        ("cnf that is no object", &not_object, false, None, None, any, Some(TokenBindingMismatch)),
     ];
     for (case, token, scheme, proof, cert, constraint, want) in cases {
         let got = check_binding(token, scheme, proof, cert, constraint).err();
@@ -118,14 +126,22 @@ fn the_uri_a_proof_names() {
         ..Default::default()
     };
     let https = input("http", vec![("x-forwarded-proto", "https")]);
-    assert_eq!(request_htu(&https, true).ok().as_deref(), Some("https://api.example.com/orders/7"));
+    assert_eq!(request_htu(&https, true, &[]).ok().as_deref(), Some("https://api.example.com/orders/7"));
+    let served = ["api.example.com".to_string()];
+    assert!(request_htu(&https, true, &served).is_ok());
+    let elsewhere = CheckInput { host: "other.example:443".into(), ..https.clone() };
     assert_eq!(
-        request_htu(&https, false).ok().as_deref(),
+        request_htu(&elsewhere, true, &served).err().map(|d| d.reason),
+        Some(DenyReason::DpopProofInvalid),
+        "a proof made for another server"
+    );
+    assert_eq!(
+        request_htu(&https, false, &[]).ok().as_deref(),
         Some("http://api.example.com/orders/7"),
         "x-forwarded-proto only from a trusted proxy"
     );
     let two = input("http", vec![("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
-    assert!(request_htu(&two, true).is_err());
+    assert!(request_htu(&two, true, &[]).is_err());
     let twice = input("https", vec![("dpop", "a.b.c"), ("dpop", "d.e.f")]);
     assert_eq!(dpop_header(&twice).err().map(|d| d.reason), Some(DenyReason::DpopProofInvalid));
 }

@@ -15,6 +15,9 @@ pub struct CredentialPolicy {
     pub api_key_header: Option<String>,
     /// `Authorization: DPoP <token>` is a credential (some issuer or route speaks DPoP).
     pub dpop: bool,
+    /// `dpop.authorities`: the only authorities (`host[:port]`, lowercase, default port
+    /// dropped) a proof's `htu` may name; empty: any the request carries.
+    pub dpop_authorities: Vec<String>,
 }
 
 /// Where the credential came from; the token itself never leaves this module in a log.

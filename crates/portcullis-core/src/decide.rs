@@ -572,7 +572,7 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
                 Ok(proof) => proof,
                 Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
             };
-            match super::binding::request_htu(input, peer_trusted) {
+            match super::binding::request_htu(input, peer_trusted, &policy.credentials.dpop_authorities) {
                 Ok(htu) => Some((proof, htu)),
                 Err(deny) => return Progress::Decided(Decision::deny(deny, context)),
             }
@@ -648,14 +648,21 @@ impl After<'_> {
             return Decision::deny(deny, context);
         }
         passed(services, "time");
-        if let Some((dpop_scheme, proof)) = &self.binding {
-            let constraint = rules.sender_constraint.stricter(self.requirements.sender_constraint);
-            let certificate = self.input.peer_certificate.as_deref();
-            if let Err(deny) =
+        let constraint = rules.sender_constraint.stricter(self.requirements.sender_constraint);
+        let bound = match &self.binding {
+            Some((dpop_scheme, proof)) => {
+                let certificate = self.input.peer_certificate.as_deref();
                 super::binding::check_binding(&token, *dpop_scheme, proof.as_ref(), certificate, constraint)
-            {
-                return Decision::deny(deny, context);
             }
+            // An API key is bound to no key or certificate: never where a route requires one.
+            None if constraint != super::binding::SenderConstraint::default() => Err(Deny::new(
+                DenyReason::TokenBindingMismatch,
+                "this route requires a sender-constrained token; an API key is none",
+            )),
+            None => Ok(()),
+        };
+        if let Err(deny) = bound {
+            return Decision::deny(deny, context);
         }
         passed(services, "sender constraint");
         // Checked on every request, cache hits included.

@@ -127,7 +127,13 @@ impl Validator {
         }
         let api_key_header = api_keys.as_ref().map(|a| a.header.clone());
         (
-            CredentialPolicy { bearer: raw.bearer, cookies: raw.cookies.clone(), api_key_header, dpop: false },
+            CredentialPolicy {
+                bearer: raw.bearer,
+                cookies: raw.cookies.clone(),
+                api_key_header,
+                dpop: false,
+                dpop_authorities: Vec::new(),
+            },
             api_keys,
             csrf,
         )

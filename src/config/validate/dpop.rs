@@ -27,6 +27,23 @@ fn asymmetric(name: &str) -> Option<jsonwebtoken::Algorithm> {
 }
 
 impl Validator {
+    /// `dpop.authorities` as the `htu` check compares them: lowercase, default port dropped.
+    pub(super) fn dpop_authorities(&mut self, raw: Option<&RawDpop>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (j, authority) in raw.map(|r| r.authorities.as_slice()).unwrap_or_default().iter().enumerate() {
+            match crate::decision::binding::normalize_htu(&format!("https://{authority}/")) {
+                Some(htu) if !authority.contains('/') => {
+                    let host = htu.trim_start_matches("https://").trim_end_matches('/').to_string();
+                    out.push(host.trim_end_matches(":80").to_string());
+                }
+                _ => self
+                    .problems
+                    .add(format!("dpop.authorities[{j}]"), format!("\"{authority}\" is not host or host:port")),
+            }
+        }
+        out
+    }
+
     pub(super) fn sender_constraint(&mut self, p: &str, raw: Option<&RawSenderConstraint>) -> SenderConstraint {
         let Some(raw) = raw else { return SenderConstraint::default() };
         let mut one = |field: &str, value: Option<&str>| match value {

@@ -270,6 +270,10 @@ impl Validator {
         let dpop = self.dpop(raw.dpop.as_ref(), dpop_named);
         let mut credentials = credentials;
         credentials.dpop = dpop.is_some();
+        credentials.dpop_authorities = self.dpop_authorities(raw.dpop.as_ref());
+        if dpop.is_some() && matches!(state, StateBackend::Memory { .. }) {
+            self.warnings.push("dpop: on the memory backend each replica remembers only the proofs it saw; with several replicas a proof can be replayed to another one: use state.backend: redis".into());
+        }
         let mtls_named = rules
             .iter()
             .chain(std::iter::empty())
