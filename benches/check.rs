@@ -73,6 +73,38 @@ fn hot_path(c: &mut Criterion) {
     });
 }
 
+/// Issue 36: host-scoped routes (the shape team fragments produce), `n` of them, each owning
+/// its host, ahead of the fixture's routes; a request for a host in the middle.
+fn routes(c: &mut Criterion) {
+    let fixture = std::fs::read_to_string(corpus::fixtures().join("policy.yaml")).expect("policy");
+    let now = UnixTime(now());
+    for n in [10usize, 5_000] {
+        let mut team_routes = String::from("routes:\n");
+        for i in 0..n {
+            team_routes
+                .push_str(&format!("  - {{ match: {{ host: team{i}.example.com, path_prefix: / }}, public: true }}\n"));
+        }
+        let text = fixture.replacen("routes:\n", &team_routes, 1);
+        let snap = parse_and_validate(&text, &corpus::fixtures()).expect("policy").snapshot;
+        let mut request = check_request("GET", "/orders/7", &[], HeaderEncoding::Map);
+        if let Some(http) = request.attributes.as_mut().and_then(|a| a.request.as_mut()).and_then(|r| r.http.as_mut()) {
+            http.host = format!("team{}.example.com", n / 2);
+        }
+        let input = check_input(request);
+        let services = Services::stateless(&snap.verifier);
+        let first = decide(&input, &snap.policy, &services, now);
+        assert!(matches!(first.outcome, Outcome::Allow { .. }), "{first:?}");
+        c.bench_function(&format!("routes/host_scoped_{n}_indexed"), |b| {
+            b.iter(|| black_box(decide(black_box(&input), &snap.policy, &services, now)))
+        });
+        let mut scanned = snap.policy.clone();
+        scanned.route_index = None;
+        c.bench_function(&format!("routes/host_scoped_{n}_scanned"), |b| {
+            b.iter(|| black_box(decide(black_box(&input), &scanned, &services, now)))
+        });
+    }
+}
+
 fn verification(c: &mut Criterion) {
     let snap = snapshot();
     let now = now();
@@ -97,5 +129,5 @@ fn verification(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, hot_path, verification);
+criterion_group!(benches, hot_path, routes, verification);
 criterion_main!(benches);

@@ -27,6 +27,17 @@ fn token(cnf: Option<Value>) -> VerifiedToken {
     }
 }
 
+/// (case, token, DPoP scheme, proof, certificate, constraint, the deny wanted)
+type Case<'a> = (
+    &'a str,
+    &'a VerifiedToken,
+    bool,
+    Option<&'a Result<Proof, ProofError>>,
+    Option<&'a str>,
+    SenderConstraint,
+    Option<DenyReason>,
+);
+
 fn proof(jkt: &str) -> Proof {
     Proof { jkt: jkt.into(), jti: "j".into(), iat: 0 }
 }
@@ -52,15 +63,7 @@ fn binding_table() {
     let down = Err(ProofError::Unavailable("redis".into()));
     use DenyReason::*;
     // (case, token, DPoP scheme, proof, certificate, constraint, want)
-    let cases: Vec<(
-        &str,
-        &VerifiedToken,
-        bool,
-        Option<&Result<Proof, ProofError>>,
-        Option<&str>,
-        SenderConstraint,
-        Option<DenyReason>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         ("unbound bearer", &unbound, false, None, None, any, None),
         ("key-bound as bearer (RFC 9449 §7.2)", &key_bound, false, None, None, any, Some(TokenBindingMismatch)),
         ("key-bound with its proof", &key_bound, true, Some(&ok_k), None, any, None),

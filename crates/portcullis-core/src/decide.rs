@@ -11,7 +11,7 @@ use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
 use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
 use super::requirements::{Requirements, check_requirements, check_source_principal, check_step_up};
-use super::route::{Access, Route, find_route};
+use super::route::{Access, Route};
 use super::semantics::{check_channels, check_method, parse_authority};
 use super::session::{SessionPolicy, SessionTouch, check_session};
 use super::tenant::{TenantPolicy, membership, resolve_tenant};
@@ -50,6 +50,8 @@ pub struct Policy {
     pub dry_run_unrouted: bool,
     /// `grammar:`: the refused forms this deployment's upstreams need.
     pub grammar: Grammar,
+    /// Routes by host, built once per snapshot (`None`: every check scans every route).
+    pub route_index: Option<super::route_index::RouteIndex>,
 }
 
 impl Policy {
@@ -484,7 +486,8 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
     }
     passed(services, "request headers");
     let has_authorization = input.header_values("authorization").next().is_some();
-    let route = match find_route(&policy.routes, &host, path, input) {
+    let route = match super::route::find_route_indexed(&policy.routes, policy.route_index.as_ref(), &host, path, input)
+    {
         Ok(Some(route)) => route,
         Ok(None) => {
             return Progress::Decided(Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context));

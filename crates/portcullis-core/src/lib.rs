@@ -23,6 +23,7 @@ mod reason;
 pub mod request_match;
 pub mod requirements;
 pub mod route;
+pub mod route_index;
 pub mod semantics;
 pub mod session;
 pub mod tenant;
@@ -63,5 +64,7 @@ mod binding_tests;
 mod controls_tests;
 #[cfg(test)]
 mod matcher_tests;
+#[cfg(test)]
+mod route_index_tests;
 #[cfg(test)]
 mod tests;

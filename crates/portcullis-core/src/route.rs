@@ -224,19 +224,46 @@ pub fn find_route<'a>(
     path: &str,
     input: &CheckInput,
 ) -> Result<Option<&'a Route>, Deny> {
+    first_match(routes.iter(), host, path, input)
+}
+
+/// [`find_route`] over the routes `index` says the host can select (every route whose host
+/// matches under either reading, in policy order): the same answer for far fewer routes. An
+/// index built for other routes is not used.
+pub fn find_route_indexed<'a>(
+    routes: &'a [Route],
+    index: Option<&super::route_index::RouteIndex>,
+    host: &Authority,
+    path: &str,
+    input: &CheckInput,
+) -> Result<Option<&'a Route>, Deny> {
+    let Some(index) = index.filter(|i| i.covers(routes)) else { return find_route(routes, host, path, input) };
+    let mut candidates = Vec::new();
+    index.candidates(host.name, &host.folded, &mut candidates);
+    first_match(candidates.iter().filter_map(|i| routes.get(*i as usize)), host, path, input)
+}
+
+/// The one rule over `routes` in order: the first exact match, unless a route before it
+/// matches the lenient reading.
+fn first_match<'a>(
+    routes: impl Iterator<Item = &'a Route> + Clone,
+    host: &Authority,
+    path: &str,
+    input: &CheckInput,
+) -> Result<Option<&'a Route>, Deny> {
     let req = Request { host, path, input };
     let mut exact = None;
-    for (i, route) in routes.iter().enumerate() {
+    for (i, route) in routes.clone().enumerate() {
         if route.matcher.matches(&req, Reading::Exact)? {
-            exact = Some(i);
+            exact = Some((i, route));
             break;
         }
     }
     // Every route's lenient reading matches whatever its exact reading matches, so only the
     // routes before the exact match (all of them, without one) can disagree.
-    let before = &routes[..exact.unwrap_or(routes.len())];
+    let before = exact.map_or(usize::MAX, |(i, _)| i);
     let lenient = Reading::Lenient { fold_case: true, ignore_slash: true, ignore_suffix: true };
-    for route in before {
+    for route in routes.take(before) {
         if route.matcher.matches(&req, lenient)? {
             return Err(Deny::new(
                 DenyReason::PathInvalid,
@@ -244,5 +271,5 @@ pub fn find_route<'a>(
             ));
         }
     }
-    Ok(exact.and_then(|i| routes.get(i)))
+    Ok(exact.map(|(_, route)| route))
 }

@@ -298,7 +298,10 @@ impl Validator {
                 header_underscores: raw.grammar.header_underscores.unwrap_or(false),
                 query_arrays: raw.grammar.query_arrays.unwrap_or(false),
             },
+            route_index: None,
         };
+        let mut policy = policy;
+        policy.route_index = Some(crate::decision::route_index::RouteIndex::new(&policy.routes));
         // Verified tokens keep only what this policy reads. A cached token verified under
         // another read set would lack a claim now read: the set is part of every issuer's
         // fingerprint, so a reload that changes it drops those entries.
