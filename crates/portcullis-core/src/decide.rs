@@ -344,6 +344,9 @@ pub enum Progress<'a> {
     Verify(Pending<'a>),
 }
 
+/// Policies with at most this many routes are matched by scanning them all.
+const SCAN_BELOW: usize = 16;
+
 /// The steps of the pipeline in order (docs/contract.md "The steps of one Check"), as
 /// [`crate::Trace`] records them.
 pub const STEPS: [&str; 23] = [
@@ -486,8 +489,9 @@ fn begin_enforced<'a>(input: &'a CheckInput, policy: &'a Policy, services: &Serv
     }
     passed(services, "request headers");
     let has_authorization = input.header_values("authorization").next().is_some();
-    let route = match super::route::find_route_indexed(&policy.routes, policy.route_index.as_ref(), &host, path, input)
-    {
+    // A few routes are scanned faster than looked up (BENCHMARKS.md "Route index").
+    let index = policy.route_index.as_ref().filter(|_| policy.routes.len() > SCAN_BELOW);
+    let route = match super::route::find_route_indexed(&policy.routes, index, &host, path, input) {
         Ok(Some(route)) => route,
         Ok(None) => {
             return Progress::Decided(Decision::deny(Deny::new(DenyReason::NoRoute, "no route matches"), context));
