@@ -293,7 +293,7 @@ fn from_with(envoy: &Envoy, client: [u8; 4], method: &str, token: Option<&str>, 
     let xff = xff.map(|x| format!("x-forwarded-for: {x}\r\n")).unwrap_or_default();
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!(
-        "{method} /api/items HTTP/1.1\r\nhost: api.example.com\r\n{auth}{xff}origin: https://app.example.com\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n"
+        "{method} /api/items HTTP/1.1\r\nhost: api.example.com\r\n{auth}{xff}origin: https://other.example\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n"
     );
     let resp = crate::support::raw_http_from(client.into(), envoy.listener, &request).expect("response");
     let reason = serde_json::from_str::<Value>(&resp.body).ok().and_then(|b| b["reason"].as_str().map(str::to_string));
@@ -334,7 +334,8 @@ fn auto_block_and_client_ip_through_envoy() {
     }
     assert_eq!(from(&envoy, [127, 0, 0, 2], &valid, None), blocked);
     assert_eq!(from(&envoy, [127, 0, 0, 3], &valid, None).0, 200, "another client is unaffected");
-    // CORS preflights carry no credential and never count; credential guessing over OPTIONS does.
+    // Preflights from an origin the CORS policy does not list reach Portcullis: they carry no
+    // credential and never count; credential guessing over OPTIONS does.
     for _ in 0..6 {
         assert_eq!(from_with(&envoy, [127, 0, 0, 7], "OPTIONS", None, None).1, "credential_missing");
     }

@@ -10,6 +10,7 @@ mod abuse;
 mod attacks;
 mod cli;
 mod controls;
+mod cors;
 mod differential;
 mod envoy;
 mod fuzz_corpus;
