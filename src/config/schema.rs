@@ -89,7 +89,7 @@ impl RawInclude {
 }
 
 /// `sender_constraint`: how an issuer's (or a route's) tokens must be bound to their sender.
-#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSenderConstraint {
     /// `required` (only DPoP-bound tokens, proven) or `allowed` (the default: a bound token is
@@ -253,7 +253,7 @@ pub struct RawLimits {
     pub max_inflight_checks: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     pub issuer: Option<String>,
@@ -278,9 +278,14 @@ pub struct RawIssuer {
     pub roles_claim: Option<String>,
     /// How this issuer's tokens must be bound to their sender (DPoP, client certificate).
     pub sender_constraint: Option<RawSenderConstraint>,
+    /// With `{tenant}` in `issuer` (`https://login.microsoftonline.com/{tenant}/v2.0`): the
+    /// tenants whose tokens are accepted. Each is its own issuer (its `iss`, its keys: `{tenant}`
+    /// in `jwks.url`, `jwks.discovery` or `jwks.file` is replaced too); any other tenant's token
+    /// names an issuer this policy does not have.
+    pub tenants: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwks {
     pub url: Option<String>,
@@ -296,7 +301,7 @@ pub struct RawJwks {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTokenType {
     pub claim: String,

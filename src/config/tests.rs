@@ -299,3 +299,31 @@ fn the_memory_backend_needs_a_journal_or_an_acknowledgment() {
     let redis = format!("{BASE}state: {{ backend: redis, url: \"redis://127.0.0.1:1\", dir: x }}\n");
     assert!(problems(&redis).iter().any(|p| p.contains("state.dir: only applies with backend: memory")));
 }
+
+/// Issue 35: issuer templates — `{tenant}` once in `issuer`, with the tenants it accepts (ids
+/// that cannot change the URL); `tenants` only with a template.
+#[test]
+fn issuer_templates_are_checked() {
+    let issuer = |head: &str| {
+        format!(
+            "issuers:\n  - {{ {head}, audiences: [api], algorithms: [RS256], jwks: {{ file: keys/jwks.json }} }}\nroutes:\n  - {{ match: {{ path_prefix: / }}, require: {{ scopes: [read] }} }}\n"
+        )
+    };
+    let ok = issuer(r#"issuer: "https://login.example.com/{tenant}/v2.0", tenants: [a-1, b.2]"#);
+    let settings = parse_and_validate(&ok, &fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = settings.snapshot.verifier.issuers.iter().map(|i| i.issuer.to_string()).collect();
+    assert_eq!(names, ["https://login.example.com/a-1/v2.0", "https://login.example.com/b.2/v2.0"]);
+    let cases = [
+        (r#"issuer: "https://login.example.com/{tenant}/v2.0""#, "issuers[0].tenants: an issuer template needs"),
+        (r#"issuer: "https://login.example.com/v2.0", tenants: [a]"#, "issuers[0].tenants: only applies"),
+        (r#"issuer: "https://login.example.com/{tenant}/v2.0", tenants: ["a/../b"]"#, "issuers[0].tenants[0]:"),
+        (
+            r#"issuer: "https://{tenant}.example.com/{tenant}", tenants: [a]"#,
+            "issuers[0].issuer: an issuer template holds",
+        ),
+    ];
+    for (head, want) in cases {
+        let found = problems(&issuer(head));
+        assert!(found.iter().any(|p| p.contains(want)), "{head}: {found:?}");
+    }
+}

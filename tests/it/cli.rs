@@ -351,11 +351,12 @@ fn policy_test_files_pass_and_a_broken_one_fails_with_a_diff() {
         .arg("test")
         .arg(root.join("tests/policies/dpop.test.yaml"))
         .arg(root.join("tests/policies/dpop-api-keys.test.yaml"))
+        .arg(root.join("tests/policies/issuer-template.test.yaml"))
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("13 passed, 0 failed"), "{text}");
+    assert!(text.contains("17 passed, 0 failed"), "{text}");
 
     let dir = scratch("cli-policy-test");
     let junit = dir.join("junit.xml");

@@ -4,7 +4,55 @@ use super::*;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+/// Tenant ids a template may take: no character that changes the URL it lands in.
+fn valid_tenant(t: &str) -> bool {
+    (1..=128).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Validator {
+    /// One issuer, or one per tenant of an issuer template (`{tenant}` in `issuer`, `tenants`
+    /// listed): each with its own `iss` and key source.
+    pub(super) fn concrete_issuers(&mut self, i: usize, issuer: &RawIssuer) -> Vec<RawIssuer> {
+        let p = format!("issuers[{i}]");
+        let name = issuer.issuer.as_deref().unwrap_or_default();
+        let templated = name.contains("{tenant}");
+        match (&issuer.tenants, templated) {
+            (None, false) => return vec![issuer.clone()],
+            (Some(_), false) => {
+                self.problems.add(format!("{p}.tenants"), "only applies to an issuer with {tenant} in it");
+                return vec![issuer.clone()];
+            }
+            (None, true) | (Some(_), true) if issuer.tenants.as_ref().is_none_or(|t| t.is_empty()) => {
+                self.problems.add(format!("{p}.tenants"), "an issuer template needs the tenants it accepts");
+                return Vec::new();
+            }
+            _ => {}
+        }
+        if name.matches("{tenant}").count() != 1 || name.contains("{tenant}{") {
+            self.problems.add(format!("{p}.issuer"), "an issuer template holds {tenant} once");
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (j, tenant) in issuer.tenants.iter().flatten().enumerate() {
+            if !valid_tenant(tenant) {
+                self.problems.add(format!("{p}.tenants[{j}]"), "1 to 128 characters of A-Z a-z 0-9 - _ .");
+                continue;
+            }
+            let fill = |text: &Option<String>| text.as_ref().map(|t| t.replace("{tenant}", tenant));
+            let mut concrete = issuer.clone();
+            concrete.issuer = fill(&issuer.issuer);
+            concrete.tenants = None;
+            if let Some(jwks) = concrete.jwks.as_mut() {
+                jwks.url = fill(&jwks.url);
+                jwks.discovery = fill(&jwks.discovery);
+                jwks.file = fill(&jwks.file);
+                jwks.fallback_file = fill(&jwks.fallback_file);
+            }
+            out.push(concrete);
+        }
+        out
+    }
+
     pub(super) fn issuers(&mut self, raw: &[RawIssuer], dev: bool) -> (Verifier, Vec<IssuerRules>, Vec<JwksJob>) {
         let mut verifier = Verifier::default();
         let mut jobs = Vec::new();
@@ -12,7 +60,13 @@ impl Validator {
         if raw.is_empty() {
             self.problems.add("issuers", "at least one issuer is required");
         }
-        for (i, issuer) in raw.iter().enumerate() {
+        let expanded: Vec<(usize, RawIssuer)> = raw
+            .iter()
+            .enumerate()
+            .flat_map(|(i, issuer)| self.concrete_issuers(i, issuer).into_iter().map(move |c| (i, c)))
+            .collect();
+        for (n, (i, issuer)) in expanded.iter().enumerate() {
+            let (i, issuer) = (*i, issuer);
             let p = format!("issuers[{i}]");
             let name = issuer.issuer.clone().unwrap_or_default();
             if name.is_empty() {
@@ -23,7 +77,7 @@ impl Validator {
                     format!("the development issuer {DEV_ISSUER} is only allowed with `dev: true`"),
                 );
             }
-            if raw[..i].iter().any(|other| other.issuer == issuer.issuer) {
+            if expanded[..n].iter().any(|(_, other)| other.issuer == issuer.issuer) {
                 self.problems.add(format!("{p}.issuer"), format!("duplicate issuer \"{name}\""));
             }
             if issuer.audiences.is_empty() {

@@ -229,7 +229,9 @@ impl Validator {
                 .collect(),
         );
         let (credentials, api_keys, csrf) = self.credentials(&raw.credentials);
-        let issuer_names: Vec<&str> = raw.issuers.iter().filter_map(|i| i.issuer.as_deref()).collect();
+        // Concrete names: an issuer template stands for one issuer per tenant it lists.
+        let concrete_names: Vec<String> = verifier.issuers.iter().map(|i| i.issuer.to_string()).collect();
+        let issuer_names: Vec<&str> = concrete_names.iter().map(String::as_str).collect();
         let tiers = self.tiers(raw.rate_limits.as_ref());
         let fallback_replicas =
             self.fleet_checks(raw.rate_limits.as_ref(), &tiers, matches!(state, StateBackend::Redis(_)));
