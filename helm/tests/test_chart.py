@@ -344,6 +344,60 @@ def state_journal(binary, scratch, admin):
     refused("a state journal for two replicas", {**journaled, "replicaCount": 2, "acknowledgePerReplicaState": True}, "one replica")
 
 
+def render(values, name="portcullis", namespace="authz"):
+    out = helm.Chart.load(str(CHART)).render(values, name=name, namespace=namespace)
+    return [d for p, t in out.items() if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
+
+
+def two_releases():
+    """Two releases in one namespace: no object name, rule group or dashboard uid in common,
+    and each release's alerts select its own pods."""
+    values = {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}
+    seen = {}
+    for name in ["payments-authz", "search-authz"]:
+        docs = render(values, name=name)
+        names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        rules = next(d for d in docs if d["kind"] == "PrometheusRule")
+        groups = {g["name"] for g in rules["spec"]["groups"]}
+        exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+        board = next(d for d in docs if d["kind"] == "ConfigMap" and "portcullis.json" in d.get("data", {}))
+        uid = json.loads(board["data"]["portcullis.json"])["uid"]
+        if not all(f'pod=~"{name}-' in e or f'pod=~\"{name}-' in e for e in exprs):
+            fail(f"{name}: an alert does not select this release's pods: {[e for e in exprs if name not in e][:2]}")
+        seen[name] = (names, groups, uid)
+    (a_names, a_groups, a_uid), (b_names, b_groups, b_uid) = seen.values()
+    if a_names & b_names or a_groups & b_groups or a_uid == b_uid:
+        fail(f"two releases collide: {a_names & b_names} {a_groups & b_groups} {a_uid} {b_uid}")
+    else:
+        print("ok two releases in one namespace: distinct objects, rule groups and dashboard uids")
+
+
+def sidecar_shape():
+    """Sidecar mode: the app gets a preStop as long as Envoy's drain and its full container
+    spec; the NetworkPolicy admits the namespace (and ingress) to Envoy's port."""
+    values = yaml.safe_load((CHART / "ci" / "sidecar-values.yaml").read_text())
+    docs = render(values)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    app = next(c for c in pod["containers"] if c["name"] == "app")
+    envoy = next(c for c in pod["containers"] if c["name"] == "envoy")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    envoy_rule = [r for r in policy["spec"]["ingress"] if any(p["port"] == 10000 for p in r["ports"])]
+    problems = []
+    if app.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command") != ["sleep", "5"]:
+        problems.append(f"app preStop: {app.get('lifecycle')}")
+    for key in ["command", "args", "envFrom", "volumeMounts", "startupProbe"]:
+        if key not in app:
+            problems.append(f"app {key} not rendered")
+    if "4" not in envoy["args"]:
+        problems.append(f"envoy concurrency: {envoy['args']}")
+    if not envoy_rule or {"podSelector": {}} not in envoy_rule[0]["from"]:
+        problems.append(f"NetworkPolicy for the app: {envoy_rule}")
+    if problems:
+        fail("sidecar mode: " + "; ".join(problems))
+    else:
+        print("ok sidecar mode: app preStop, full app spec, Envoy concurrency, the namespace admitted")
+
+
 def main():
     binary = sys.argv[1]
     scratch = tempfile.mkdtemp(prefix="portcullis-helm-")
@@ -392,6 +446,8 @@ def main():
         refused("sidecar without an app image", {"mode": "sidecar"}, "sidecar.app.image")
 
         policy_check_hook(binary, scratch)
+        two_releases()
+        sidecar_shape()
 
         # A route change does not roll the pods; a restart-only section (state) does.
         def restart_annotations(values):

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 pub const REFRESH_TOTAL: &str = "portcullis_jwks_refresh_total";
 pub const KEYS_AGE_SECONDS: &str = "portcullis_jwks_keys_age_seconds";
+/// The configured `refresh` of each remote issuer (alerts compare the keys' age with it).
+pub const REFRESH_SECONDS: &str = "portcullis_jwks_refresh_seconds";
+/// 1 while a remote issuer has usable keys, 0 while its tokens are refused.
+pub const HAS_KEYS: &str = "portcullis_jwks_has_keys";
 
 /// How often the task wakes to update the age gauge and enforce `max_stale`.
 const TICK: Duration = Duration::from_secs(1);
@@ -178,6 +182,8 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
                 }
             }
         }
+        metrics::gauge!(REFRESH_SECONDS, "issuer" => issuer_label.clone()).set(job.remote.refresh.as_secs_f64());
+        metrics::gauge!(HAS_KEYS, "issuer" => issuer_label.clone()).set(f64::from(u8::from(job.store.has_keys())));
         let confirmed = job.store.confirmed_at();
         if confirmed > 0 {
             let age = clock.now().0.saturating_sub(confirmed);
