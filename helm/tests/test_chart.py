@@ -249,6 +249,18 @@ def everything_checks(name, values, by_kind, pod, containers):
             for i, cm in enumerate(values["fragments"]["configMaps"])
         )
         and "/etc/portcullis/fragments/*/*.yaml" in yaml.safe_load(next(c for c in by_kind["ConfigMap"] if "policy.yaml" in c.get("data", {}))["data"]["policy.yaml"])["include"],
+        "commonLabels": all(d["metadata"].get("labels", {}).get("team") == "platform" for k in ["Deployment", "Service", "ServiceAccount"] for d in by_kind[k]),
+        "prometheusScrapeAnnotations": "prometheus.io/scrape" not in by_kind["Deployment"][0]["spec"]["template"]["metadata"]["annotations"],
+        "revisionHistoryLimit": by_kind["Deployment"][0]["spec"]["revisionHistoryLimit"] == 3,
+        "strategy": by_kind["Deployment"][0]["spec"].get("strategy") == values["strategy"],
+        "probes.readiness": portcullis["readinessProbe"] == values["probes"]["readiness"]
+        and portcullis["livenessProbe"]["httpGet"]["path"] == "/livez",
+        "initContainers": [c["name"] for c in pod.get("initContainers", [])] == ["wait-for-ca"],
+        "extraContainers": "log-shipper" in containers,
+        "extraObjects": any(c["metadata"]["name"] == "portcullis-extra" for c in by_kind["ConfigMap"]),
+        "service.headless": by_kind["Service"][0]["spec"].get("clusterIP") == "None",
+        "helmTest": any(p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+                        and p["spec"]["containers"][0]["image"] == values["helmTest"]["image"] for p in by_kind.get("Pod", [])),
     }
     for key, ok in expect.items():
         if not ok:
@@ -448,6 +460,17 @@ def main():
         policy_check_hook(binary, scratch)
         two_releases()
         sidecar_shape()
+        scaling = render(yaml.safe_load((CHART / "ci" / "scaling-values.yaml").read_text()))
+        hpa = next(d for d in scaling if d["kind"] == "HorizontalPodAutoscaler")
+        monitor = next(d for d in scaling if d["kind"] == "ServiceMonitor")
+        service = next(d for d in scaling if d["kind"] == "Service")
+        endpoint = monitor["spec"]["endpoints"][0]
+        if "behavior" not in hpa["spec"] or "relabelings" not in endpoint or "metricRelabelings" not in endpoint:
+            fail(f"scaling-values.yaml: autoscaling.behavior or serviceMonitor relabelings not rendered: {hpa['spec']} {endpoint}")
+        elif service["spec"]["type"] != "LoadBalancer":
+            fail(f"scaling-values.yaml: service.type not rendered: {service['spec']}")
+        else:
+            print("ok scaling-values.yaml: autoscaling.behavior, serviceMonitor relabelings, service.type")
 
         # A route change does not roll the pods; a restart-only section (state) does.
         def restart_annotations(values):

@@ -33,6 +33,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "portcullis.image" -}}
@@ -158,16 +161,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     {{- toYaml . | nindent 4 }}
   {{- end }}
   livenessProbe:
+    {{- if .Values.probes.liveness }}
+    {{- toYaml .Values.probes.liveness | nindent 4 }}
+    {{- else }}
     httpGet: { path: /livez, port: health }
     periodSeconds: 10
+    {{- end }}
   readinessProbe:
+    {{- if .Values.probes.readiness }}
+    {{- toYaml .Values.probes.readiness | nindent 4 }}
+    {{- else }}
     httpGet: { path: /readyz, port: health }
     periodSeconds: 2
     failureThreshold: 2
+    {{- end }}
   startupProbe:
+    {{- if .Values.probes.startup }}
+    {{- toYaml .Values.probes.startup | nindent 4 }}
+    {{- else }}
     httpGet: { path: /livez, port: health }
     periodSeconds: 1
     failureThreshold: 30
+    {{- end }}
   resources:
     {{- toYaml .Values.resources | nindent 4 }}
   {{- with .Values.securityContext }}
