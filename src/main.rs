@@ -207,7 +207,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match config::load_file(&file) {
             Ok(settings) => {
                 for warning in &settings.warnings {
-                    eprintln!("warning: {}: {warning}", file.display());
+                    // A warning placed in its file names it (file:line:column) already.
+                    if warning.starts_with(&file.display().to_string()) {
+                        eprintln!("warning: {warning}");
+                    } else {
+                        eprintln!("warning: {}: {warning}", file.display());
+                    }
                 }
                 println!("{}: valid", file.display());
                 ExitCode::SUCCESS

@@ -173,7 +173,11 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
                     metrics::counter!(REFRESH_TOTAL, "issuer" => issuer_label.clone(), "result" => "error")
                         .increment(1);
                     let error = crate::telemetry::error_chain(&e);
-                    tracing::warn!(issuer = %job.issuer, %error, "JWKS fetch failed; keeping the last good keys");
+                    if job.store.has_keys() {
+                        tracing::warn!(issuer = %job.issuer, %error, "JWKS fetch failed; keeping the last good keys");
+                    } else {
+                        tracing::warn!(issuer = %job.issuer, %error, "JWKS fetch failed; no keys for this issuer yet: its tokens answer 503 keys_unavailable");
+                    }
                     if !job.store.has_keys() && job.store.confirmed_at() == 0 {
                         load_fallback(&job, now);
                     }

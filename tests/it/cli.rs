@@ -433,6 +433,14 @@ routes:
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(r#""api-admin" is never reached: the earlier route "api""#), "{stderr}");
+    // Issue 35: placed in the file like a problem (file:line:column, then the path).
+    let placed = format!("{}:", path.display());
+    let line = stderr.lines().find(|l| l.contains("is never reached")).unwrap_or_default();
+    let rest = line.split_once(&placed).map(|(_, r)| r).unwrap_or_default();
+    let mut parts = rest.splitn(3, ':');
+    let (row, column) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    assert!(row.parse::<u32>().is_ok() && column.parse::<u32>().is_ok(), "no line:column: {line}");
+    assert!(rest.contains(" routes[1]: "), "{line}");
     assert!(!stderr.contains("orders-post\" is never reached"), "another method is not shadowed: {stderr}");
     assert!(stderr.contains("tenants.membership.claim") && stderr.contains("trusted by no issuer"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);

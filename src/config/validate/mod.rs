@@ -87,6 +87,19 @@ pub fn parse_and_validate_named(text: &str, base: &Path, name: &str) -> Result<S
         let digest = sha2::Sha256::new().chain_update(text.as_bytes()).chain_update(&merged.texts).finalize();
         snapshot.hash = hex::encode(&digest[..6]).into();
     }
+    // Warnings that name a path (`ip.trusted_cidrs: …`) are placed in their file like problems.
+    if let Some(settings) = settings.as_mut() {
+        settings.warnings = std::mem::take(&mut settings.warnings)
+            .into_iter()
+            .map(|warning| match warning.split_once(": ") {
+                Some((path, message)) if !path.contains(' ') && !path.is_empty() => {
+                    let placed = merged.relocate(&source, super::Problem::new(path, message));
+                    if placed.at.as_ref().is_some_and(|at| at.line > 0) { placed.to_string() } else { warning }
+                }
+                _ => warning,
+            })
+            .collect();
+    }
     let mut problems = Problems::located(structural, &source).0;
     problems.extend(merged.problems.iter().cloned());
     for problem in v.problems.0 {

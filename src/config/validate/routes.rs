@@ -34,7 +34,7 @@ impl Validator {
         for (j, later) in routes.iter().enumerate() {
             if let Some(earlier) = routes[..j].iter().find(|e| covers(&e.matcher, &later.matcher)) {
                 self.warnings.push(format!(
-                    "routes: \"{}\" is never reached: the earlier route \"{}\" matches every request it would (order routes from the most specific)",
+                    "routes[{j}]: \"{}\" is never reached: the earlier route \"{}\" matches every request it would (order routes from the most specific)",
                     later.name, earlier.name
                 ));
             }
