@@ -95,7 +95,6 @@ fn certificate_thumbprint(encoded: &str) -> Option<String> {
 fn header(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue { key: key.into(), value: value.into(), raw_value: Vec::new() }),
-        append: None,
         append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         keep_empty_value: false,
     }
