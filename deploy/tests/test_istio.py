@@ -52,6 +52,35 @@ names = {p["name"] for d in docs if d["kind"] == "IstioOperator" for p in d["spe
 if any(p["spec"]["provider"]["name"] not in names for p in policies):
     failures.append("an AuthorizationPolicy names a provider the mesh config does not define")
 
+# Issue 35: adding the provider keeps the providers already configured (Helm replaces lists:
+# `--reuse-values -f istiod-values.yaml` alone would drop them, and Istio turns a CUSTOM policy
+# whose provider vanished into deny-all). add-provider.py is run as documented, on values as
+# `helm get values istiod -o json` prints them.
+import subprocess
+import tempfile
+existing = {"meshConfig": {"accessLogFile": "/dev/stdout", "extensionProviders": [
+    {"name": "opa", "envoyExtAuthzGrpc": {"service": "opa.opa.svc.cluster.local", "port": 9191}},
+    {"name": "portcullis", "envoyExtAuthzGrpc": {"service": "old.authz.svc.cluster.local", "port": 9191}},
+]}, "pilot": {"resources": {"requests": {"cpu": "500m"}}}}
+with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as current:
+    json.dump(existing, current)
+out = subprocess.run([sys.executable, str(ROOT / "deploy/istio/add-provider.py"), current.name,
+                      str(ROOT / "deploy/istio/istiod-values.yaml")], capture_output=True, text=True)
+pathlib.Path(current.name).unlink()
+if out.returncode != 0:
+    failures.append(f"add-provider.py failed: {out.stderr}")
+else:
+    merged = json.loads(out.stdout)
+    providers = {p["name"]: p for p in merged["meshConfig"]["extensionProviders"]}
+    if set(providers) != {"opa", "portcullis"}:
+        failures.append(f"add-provider.py lost or duplicated a provider: {sorted(providers)}")
+    elif providers["portcullis"]["envoyExtAuthzGrpc"]["service"] != "portcullis.authz.svc.cluster.local":
+        failures.append("add-provider.py did not replace the old portcullis provider")
+    elif merged["meshConfig"].get("accessLogFile") != "/dev/stdout":
+        failures.append("add-provider.py dropped the rest of meshConfig")
+    else:
+        print("ok add-provider.py keeps the existing providers (opa) and replaces portcullis")
+
 for f in failures:
     print("FAIL", f)
 sys.exit(1 if failures else 0)
