@@ -96,6 +96,20 @@ fn token(sub: &str, cnf: Option<Value>) -> String {
     corpus::sign(Algorithm::RS256, Some("rsa-1"), &claims)
 }
 
+/// The shipped Envoy config in front of `p`, ready, and the upstream it routes to.
+fn envoy_in_front_of(dir: &Path, p: &Portcullis) -> (Upstream, crate::support::envoy::Envoy) {
+    let upstream = Upstream::start();
+    let envoy = start_envoy_from(
+        dir,
+        "envoy",
+        "envoy.yaml",
+        upstream.addr,
+        vec![("port_value: 9191", format!("port_value: {}", p.grpc.port()))],
+    );
+    wait_ready(&envoy);
+    (upstream, envoy)
+}
+
 /// Routes that ask for a binding, and `dpop:` settings.
 const ROUTES: [(&str, &str); 1] = [(
     "routes:\n",
@@ -161,15 +175,7 @@ fn curl(url: &str, version: &str, headers: &[(&str, String)], tls: Option<(&Path
 async fn dpop_proofs_through_envoy_over_http1_and_http2() {
     let dir = scratch("sender-dpop");
     let p = start(&dir, "dpop: { max_age: 60s }");
-    let upstream = Upstream::start();
-    let envoy = start_envoy_from(
-        &dir,
-        "envoy",
-        "envoy.yaml",
-        upstream.addr,
-        vec![("port_value: 9191", format!("port_value: {}", p.grpc.port()))],
-    );
-    wait_ready(&envoy);
+    let (_upstream, envoy) = envoy_in_front_of(&dir, &p);
     let ec = client_key("ec.pem", Algorithm::ES256);
     let ed = client_key("ed.pem", Algorithm::EdDSA);
     let bound = token("dpop-user", Some(json!({"jkt": ec.jkt})));
@@ -261,15 +267,7 @@ async fn dpop_proofs_through_envoy_over_http1_and_http2() {
 async fn dpop_nonces_are_handed_out_and_required() {
     let dir = scratch("sender-nonce");
     let p = start(&dir, "dpop: { nonce: { rotate: 5m } }");
-    let upstream = Upstream::start();
-    let envoy = start_envoy_from(
-        &dir,
-        "envoy",
-        "envoy.yaml",
-        upstream.addr,
-        vec![("port_value: 9191", format!("port_value: {}", p.grpc.port()))],
-    );
-    wait_ready(&envoy);
+    let (_upstream, envoy) = envoy_in_front_of(&dir, &p);
     let ec = client_key("ec.pem", Algorithm::ES256);
     let bound = token("nonce-user", Some(json!({"jkt": ec.jkt})));
     let htu = "http://api.example.com/api/items".to_string();
