@@ -404,6 +404,11 @@ def sidecar_shape():
         problems.append(f"envoy concurrency: {envoy['args']}")
     if not envoy_rule or {"podSelector": {}} not in envoy_rule[0]["from"]:
         problems.append(f"NetworkPolicy for the app: {envoy_rule}")
+    own = "static_resources: {}  # {{ .Release.Name }}\n"
+    overridden = render({**values, "sidecar": {**values["sidecar"], "envoy": {**values["sidecar"]["envoy"], "config": own}}})
+    envoy_cm = next(d for d in overridden if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-envoy"))
+    if envoy_cm["data"]["envoy.yaml"] != "static_resources: {}  # portcullis\n":
+        problems.append(f"sidecar.envoy.config not used: {envoy_cm['data']['envoy.yaml'][:80]!r}")
     if problems:
         fail("sidecar mode: " + "; ".join(problems))
     else:
