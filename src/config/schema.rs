@@ -655,6 +655,10 @@ pub struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
     pub log_format: Option<String>,
     pub audit: Option<RawAudit>,
+    /// Count decisions per route too: `portcullis_rule_decisions_total{rule,decision}` (one
+    /// series per route name and verdict, so bounded by the policy's routes; `(none)` when no
+    /// route matched). Off by default.
+    pub rule_metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub revocation_lifetimes: Arc<RevocationLifetimes>,
     /// DPoP's settings when the policy speaks DPoP.
     pub dpop: Option<Arc<DpopSettings>>,
+    /// `telemetry.rule_metrics`: decisions are counted per route too.
+    pub rule_metrics: bool,
 }
 
 /// DPoP proofs (`dpop:`): what the edge's proof verifier holds proofs to.

@@ -278,6 +278,10 @@ impl AppState {
         if decision.context.stale_state {
             self.metrics.stale_decision.increment(1);
         }
+        if snapshot.rule_metrics {
+            let rule = decision.context.rule.clone().unwrap_or_else(|| "(none)".into());
+            metrics::counter!(names::RULE_DECISIONS_TOTAL, "rule" => rule, "decision" => verdict).increment(1);
+        }
         self.metrics.duration.record(elapsed.as_secs_f64());
         let policy = crate::telemetry::audit::Policy { hash: &snapshot.hash, generation: snapshot.generation };
         self.audit.record(&input, &decision, policy, elapsed, self.clock.now_millis());

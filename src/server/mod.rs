@@ -143,6 +143,7 @@ impl Server {
             admin_token: settings.snapshot.admin_token.clone(),
             revocation_lifetimes: settings.snapshot.revocation_lifetimes.clone(),
             dpop: settings.snapshot.dpop.clone(),
+            rule_metrics: settings.snapshot.rule_metrics,
         });
         let mut fetchers = Fetchers::default();
         fetchers.reconcile(&mut settings, &options.clock).map_err(ServeError::Jwks)?;

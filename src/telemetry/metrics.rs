@@ -5,6 +5,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 pub const DECISIONS_TOTAL: &str = "portcullis_decisions_total";
+/// `telemetry.rule_metrics`: decisions by route name and verdict.
+pub const RULE_DECISIONS_TOTAL: &str = "portcullis_rule_decisions_total";
 pub const CHECK_DURATION_SECONDS: &str = "portcullis_check_duration_seconds";
 pub const INFLIGHT_CHECKS: &str = "portcullis_inflight_checks";
 pub const DEV_MODE: &str = "portcullis_dev_mode";

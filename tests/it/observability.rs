@@ -520,3 +520,32 @@ async fn a_members_reload_keeps_cached_claims() {
     assert_eq!(metric(verified), before, "the reload must not flush the claims cache");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 35: `telemetry.rule_metrics` counts decisions per route (a series per route name and
+/// verdict, `(none)` for requests no route matched); without it there is no such series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_counted_per_route_when_asked() {
+    let dir = scratch("rule-metrics");
+    let p = Portcullis::start(&dir, "telemetry: { rule_metrics: true }", &[]);
+    let token =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(corpus::ISSUER, "ruler", now()));
+    let mut c = client(&p).await;
+    for (path, auth) in [("/api/items", Some(&token)), ("/api/items", None), ("/healthz", None)] {
+        let bearer = auth.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        c.check(check_request("GET", path, &headers, HeaderEncoding::Map)).await.expect("check");
+    }
+    let counted = || async {
+        let metrics = p.get("/metrics").map(|r| r.body).unwrap_or_default();
+        let want = [
+            r#"portcullis_rule_decisions_total{rule="api",decision="allow"} 1"#,
+            r#"portcullis_rule_decisions_total{rule="api",decision="deny"} 1"#,
+            r#"portcullis_rule_decisions_total{rule="healthz",decision="allow"} 1"#,
+        ];
+        let missing: Vec<&str> = want.iter().copied().filter(|w| !metrics.contains(w)).collect();
+        if missing.is_empty() { Ok(()) } else { Err(missing) }
+    };
+    eventually(Duration::from_secs(5), "per-route counts missing", counted).await;
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -346,6 +346,7 @@ impl Validator {
                 admin_token: admin.as_ref().map(|(_, token)| token.clone()),
                 revocation_lifetimes: Arc::new(revocation_lifetimes),
                 dpop: dpop.map(Arc::new),
+                rule_metrics: raw.telemetry.rule_metrics.unwrap_or(false),
             }),
             jwks_jobs,
             audit,
