@@ -8,6 +8,8 @@ mod include;
 pub mod json_schema;
 mod listen;
 pub mod schema;
+mod schema_listen;
+mod schema_state;
 mod settings;
 mod source;
 mod suggest;

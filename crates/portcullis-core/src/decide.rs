@@ -1,7 +1,7 @@
 //! The request path as one pure function: path, route, credential, token, requirements, answer.
 
 use super::api_key::{ApiKey, ApiKeyPolicy, authenticate};
-use super::claims::{TimePolicy, check_times};
+use super::claims::TimePolicy;
 use super::credential::{Credential, CredentialPolicy, extract_credential};
 use super::csrf::{CsrfPolicy, check_csrf};
 use super::grammar::{Grammar, check_grammar};
@@ -10,14 +10,18 @@ use super::input::CheckInput;
 use super::ip::{ClientIp, IpPolicy, client_ip, client_key};
 use super::path::validate_path;
 use super::reason::{Deny, DenyReason};
-use super::requirements::{Requirements, check_requirements, check_source_principal, check_step_up};
+use super::requirements::{Requirements, check_source_principal};
 use super::route::{Access, Route};
 use super::semantics::{check_channels, check_method, parse_authority};
-use super::session::{SessionPolicy, SessionTouch, check_session};
-use super::tenant::{TenantPolicy, membership, resolve_tenant};
-use super::types::{IssuerId, RateKey, RateTier, Services, Subject, TokenError, TokenIds, UnixTime, VerifiedToken};
+use super::session::SessionPolicy;
+use super::tenant::{TenantPolicy, resolve_tenant};
+use super::types::{RateKey, RateTier, Services, TokenError, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+use super::after::After;
+
+pub use super::decision::{Decision, DecisionContext, Fingerprint, Outcome};
 
 /// Per-issuer rules the core applies after verification.
 #[derive(Debug, Clone)]
@@ -83,88 +87,6 @@ static API_KEY_RULES: std::sync::LazyLock<IssuerRules> = std::sync::LazyLock::ne
     sender_constraint: Default::default(),
 });
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Allow { set_headers: Vec<(String, String)>, remove_headers: Vec<String> },
-    Deny(Deny),
-}
-
-/// Who and what a decision was about, for the answer's metadata and the audit event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DecisionContext {
-    pub rule: Option<String>,
-    pub issuer: Option<Arc<str>>,
-    pub subject: Option<Subject>,
-    pub tenant: Option<String>,
-    /// The start of the credential's SHA-256; never the credential.
-    pub credential_fingerprint: Option<Fingerprint>,
-    /// The client address (contract step 2), and whether it is a trusted proxy.
-    pub client_ip: Option<std::net::IpAddr>,
-    pub client_trusted: bool,
-    /// Set when the token named a key its issuer does not have: the edge may refetch the
-    /// issuer's keys and decide again.
-    pub key_miss: Option<IssuerId>,
-    /// The API key's name (never its value), when the credential was one.
-    pub api_key: Option<String>,
-    /// A session last-seen update for the edge to write after an allow.
-    pub session_touch: Option<SessionTouch>,
-    /// Decided from state that may be outdated (`state.on_stale: serve_local`).
-    pub stale_state: bool,
-    /// Fleet-wide rate-limit tiers (and keys) this request counts against: the edge checks them
-    /// after an allow and turns the allow into 429 `rate_limited` when one is over.
-    pub fleet_limits: Vec<(RateTier, String)>,
-    /// `mode: dry_run`: the deny this request would have had; it was allowed without identity.
-    pub would_deny: Option<Deny>,
-    /// The matched route is in `mode: dry_run` (carried, never looked up by name: names are
-    /// labels, and a label is not an identity).
-    pub route_dry_run: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
-    pub context: DecisionContext,
-}
-
-impl Decision {
-    pub fn deny(deny: Deny, context: DecisionContext) -> Self {
-        Self { outcome: Outcome::Deny(deny), context }
-    }
-
-    /// The reason string for metrics and audit (`allow` decisions report `allowed`).
-    pub fn reason(&self) -> &'static str {
-        match &self.outcome {
-            Outcome::Allow { .. } => "allowed",
-            Outcome::Deny(d) => d.reason.as_str(),
-        }
-    }
-}
-
-/// The first 6 bytes of a credential's SHA-256, shown as 12 hex digits: enough to tell
-/// credentials apart in an audit trail, far too little to recover or replay one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint(pub [u8; 6]);
-
-impl Fingerprint {
-    pub fn of_digest(digest: &[u8; 32]) -> Self {
-        let mut start = [0u8; 6];
-        start.copy_from_slice(&digest[..6]);
-        Self(start)
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl serde::Serialize for Fingerprint {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 /// Maps a verification failure to its deny; what counts toward auto-block is decided here (and
 /// in [`Deny::bad_credential`]'s other callers): a forged or garbled token counts, a signed one
 /// with wrong claims does not, and a remote issuer's key miss does not until a refetch has
@@ -193,7 +115,7 @@ fn token_deny(err: TokenError, context: &mut DecisionContext) -> Deny {
 /// Only headers the request carries are removed: Envoy removes nothing else, and every removal
 /// is bytes and work in each answer (the ext_authz filter must send the identity and strip
 /// headers to Portcullis: no `allowed_headers` that leaves them out, README "Answers").
-fn allow(
+pub(super) fn allow(
     input: &CheckInput,
     policy: &Policy,
     token: Option<&VerifiedToken>,
@@ -216,7 +138,12 @@ fn allow(
     }
 }
 
-fn limit(services: &Services, tier: &RateTier, key: &str, context: &mut DecisionContext) -> Result<(), Deny> {
+pub(super) fn limit(
+    services: &Services,
+    tier: &RateTier,
+    key: &str,
+    context: &mut DecisionContext,
+) -> Result<(), Deny> {
     if tier.scope == super::RateScope::Fleet {
         context.fleet_limits.push((tier.clone(), key.to_string()));
         return Ok(());
@@ -256,10 +183,10 @@ pub(crate) fn ip_deny(ip: &IpPolicy, client: Option<ClientIp>, services: &Servic
 
 /// Who a credential proves: the verified token (or the identity an API key stands for), the
 /// key itself for API keys, and the issuer rules the identity is held to.
-struct Identity<'p> {
-    token: VerifiedToken,
-    key: Option<Arc<ApiKey>>,
-    rules: &'p IssuerRules,
+pub(super) struct Identity<'p> {
+    pub(super) token: VerifiedToken,
+    pub(super) key: Option<Arc<ApiKey>>,
+    pub(super) rules: &'p IssuerRules,
 }
 
 /// An API key's identity, by digest (contract step 8; a JWT goes through the verifier instead).
@@ -375,7 +302,7 @@ pub const STEPS: [&str; 23] = [
     "rate limit",
 ];
 
-fn passed(services: &Services, step: &'static str) {
+pub(super) fn passed(services: &Services, step: &'static str) {
     if let Some(trace) = services.trace {
         trace.passed(step);
     }
@@ -625,117 +552,5 @@ fn with_identity(
     match identity {
         Ok(identity) => after.decide(identity, context, services, now),
         Err(deny) => Decision::deny(deny, context),
-    }
-}
-
-/// What the steps after verification need from the steps before it.
-struct After<'a> {
-    input: &'a CheckInput,
-    policy: &'a Policy,
-    route: &'a Route,
-    requirements: &'a Requirements,
-    requested_tenant: Option<String>,
-    /// The request carries an `authorization` header that is not the verified credential.
-    unverified_authorization: bool,
-    /// A JWT's sender binding: whether it came as `Authorization: DPoP`, and its proof as the
-    /// edge found it. `None` for an API key (bound to nothing but itself).
-    binding: Option<(bool, super::binding::ProofOutcome)>,
-}
-
-impl After<'_> {
-    /// Contract steps 9–13 for a verified identity: times, revocation, session, tenant,
-    /// requirements, step-up, post-auth rate limits, the allow.
-    fn decide(self, identity: Identity, mut context: DecisionContext, services: &Services, now: UnixTime) -> Decision {
-        let Identity { token, key, rules } = identity;
-        let policy = self.policy;
-        context.issuer = Some(token.iss.clone());
-        context.subject = Some(token.subject.clone());
-        passed(services, "verification");
-        if let Err(deny) = check_times(&token, rules.time, now) {
-            return Decision::deny(deny, context);
-        }
-        passed(services, "time");
-        let constraint = rules.sender_constraint.stricter(self.requirements.sender_constraint);
-        let bound = match &self.binding {
-            Some((dpop_scheme, proof)) => {
-                let certificate = self.input.peer_certificate.as_deref();
-                super::binding::check_binding(&token, *dpop_scheme, proof.as_ref(), certificate, constraint)
-            }
-            // An API key is bound to no key or certificate: never where a route requires one.
-            None if constraint != super::binding::SenderConstraint::default() => Err(Deny::new(
-                DenyReason::TokenBindingMismatch,
-                "this route requires a sender-constrained token; an API key is none",
-            )),
-            None => Ok(()),
-        };
-        if let Err(deny) = bound {
-            return Decision::deny(deny, context);
-        }
-        passed(services, "sender constraint");
-        // Checked on every request, cache hits included.
-        let session_claim = policy.sessions.as_ref().map_or("/sid", |s| s.claim.as_str());
-        if let Some(why) = services.revocations.revoked(&token, &TokenIds::of(&token, session_claim), now) {
-            return Decision::deny(Deny::new(DenyReason::TokenRevoked, why), context);
-        }
-        passed(services, "revocation");
-        if let Some(sessions) = &policy.sessions {
-            match check_session(sessions, &token, services.sessions, now) {
-                Ok(touch) => context.session_touch = touch,
-                Err(deny) => return Decision::deny(deny, context),
-            }
-        }
-        passed(services, "session");
-        if let (Some(tenant), Some(tenants)) = (self.requested_tenant, &policy.tenants) {
-            let claim_trusted = tenants
-                .claim
-                .as_deref()
-                .is_some_and(|p| rules.trusted_claims.iter().any(|t| p.trim_start_matches('/') == t));
-            // An API key's own tenant list is as trusted as the key file it came from.
-            let by_key = key.as_ref().filter(|key| key.tenants.contains(&tenant)).map(|_| Ok(Vec::new()));
-            let roles = match by_key
-                .unwrap_or_else(|| membership(tenants, &token, &tenant, claim_trusted, services.memberships))
-            {
-                Ok(roles) => roles,
-                Err(deny) => return Decision::deny(deny, context),
-            };
-            if services.revocations.tenant_revoked(&tenant, &token, now) {
-                return Decision::deny(
-                    Deny::new(DenyReason::TenantForbidden, "tokens for this tenant revoked"),
-                    context,
-                );
-            }
-            if !self.requirements.tenant_roles.is_empty()
-                && !self.requirements.tenant_roles.iter().any(|r| roles.contains(r))
-            {
-                return Decision::deny(Deny::new(DenyReason::TenantForbidden, "tenant role required"), context);
-            }
-            context.tenant = Some(tenant);
-        }
-        passed(services, "tenant membership");
-        if let Err(deny) = check_requirements(&token, self.requirements, &rules.roles_pointer) {
-            return Decision::deny(deny, context);
-        }
-        passed(services, "requirements");
-        if let Some(step_up) = &self.requirements.step_up
-            && let Err(deny) = check_step_up(&token, step_up, now.0)
-        {
-            return Decision::deny(deny, context);
-        }
-        passed(services, "step-up");
-        // Post-auth rate limits per subject (issuer-scoped) or per tenant (contract step 12).
-        if let Some(tier) = &self.route.rate_limit {
-            let key = match tier.key {
-                RateKey::Ip => None,
-                RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject)),
-                RateKey::Tenant => context.tenant.clone(),
-            };
-            if let Some(key) = key
-                && let Err(deny) = limit(services, tier, &key, &mut context)
-            {
-                return Decision::deny(deny, context);
-            }
-        }
-        passed(services, "rate limit");
-        allow(self.input, policy, Some(&token), context, self.unverified_authorization)
     }
 }

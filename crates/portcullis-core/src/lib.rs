@@ -6,6 +6,7 @@
 //! through [`TokenVerifier`]. Its dependency list says so, and CI checks it (`.ci/run`:
 //! `cargo tree -p portcullis-core`).
 
+mod after;
 pub mod api_key;
 pub mod binding;
 mod claim_set;
@@ -14,6 +15,7 @@ mod claims_read;
 mod credential;
 pub mod csrf;
 mod decide;
+mod decision;
 pub mod grammar;
 mod headers;
 mod input;
