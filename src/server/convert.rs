@@ -72,6 +72,7 @@ fn certificate_thumbprint(encoded: &str) -> Option<String> {
     if encoded.is_empty() {
         return None;
     }
+    // Not the query decoder (`decode_component`): `+` is base64 here, never a space.
     let bytes = encoded.as_bytes();
     let mut pem_text = Vec::with_capacity(bytes.len());
     let mut i = 0;

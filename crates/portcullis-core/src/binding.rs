@@ -138,7 +138,7 @@ pub fn request_htu(input: &CheckInput, peer_trusted: bool, authorities: &[String
         .ok_or_else(|| Deny::new(DenyReason::InvalidRequest, "the request's URI has no DPoP reading"))?;
     if !authorities.is_empty() {
         let authority = htu.split_once("://").and_then(|(_, rest)| rest.split('/').next()).unwrap_or_default();
-        if !authorities.iter().any(|a| a == authority) {
+        if !authorities.iter().any(|a| *a == bare_authority(authority)) {
             return Err(invalid_proof("the request's authority is not one DPoP is served for here"));
         }
     }
@@ -149,6 +149,16 @@ pub fn request_htu(input: &CheckInput, peer_trusted: bool, authorities: &[String
 /// SHA-1 `x5t`) is a binding it cannot check, and such a token is refused rather than taken
 /// as unbound.
 const PROVABLE: [&str; 2] = ["jkt", "x5t#S256"];
+
+/// An authority as `dpop.authorities` holds it: lowercase, without a default port (`:443`,
+/// `:80`): the one spelling both the policy and the request are compared in.
+pub fn bare_authority(authority: &str) -> String {
+    let lower = authority.to_ascii_lowercase();
+    match lower.strip_suffix(":443").or_else(|| lower.strip_suffix(":80")) {
+        Some(bare) if !bare.ends_with(']') || bare.starts_with('[') => bare.to_string(),
+        _ => lower,
+    }
+}
 
 fn cnf<'a>(token: &'a VerifiedToken, member: &str) -> Option<&'a Value> {
     token.claims.get("cnf")?.get(member)

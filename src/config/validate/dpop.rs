@@ -32,10 +32,7 @@ impl Validator {
         let mut out = Vec::new();
         for (j, authority) in raw.map(|r| r.authorities.as_slice()).unwrap_or_default().iter().enumerate() {
             match crate::decision::binding::normalize_htu(&format!("https://{authority}/")) {
-                Some(htu) if !authority.contains('/') => {
-                    let host = htu.trim_start_matches("https://").trim_end_matches('/').to_string();
-                    out.push(host.trim_end_matches(":80").to_string());
-                }
+                Some(_) if !authority.contains('/') => out.push(crate::decision::binding::bare_authority(authority)),
                 _ => self
                     .problems
                     .add(format!("dpop.authorities[{j}]"), format!("\"{authority}\" is not host or host:port")),
