@@ -22,10 +22,17 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(7919) ^ SystemTimeSeed::nanos();
+    // A stride coprime to 12,000 walks every port of the range once before repeating, so two
+    // calls in one run never hand out the same port while its first taker is still starting
+    // (a hash wrapped at 2^32 did, and two Envoys raced for one port).
+    const SPAN: u64 = 12_000;
+    const STRIDE: u64 = 11_761;
+    // Seeded once per run: a seed drawn per call made every port a fresh random pick.
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| u64::from(std::process::id().wrapping_mul(7919) ^ SystemTimeSeed::nanos()));
     for _ in 0..1000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
-        let port = 20_000 + (n.wrapping_mul(2_654_435_761) % 12_000) as u16;
+        let n = u64::from(NEXT.fetch_add(1, Ordering::Relaxed)) + seed;
+        let port = 20_000 + ((n % SPAN) * STRIDE % SPAN) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
