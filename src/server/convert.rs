@@ -7,7 +7,7 @@ use super::proto::envoy::service::auth::v3::{
 };
 use super::proto::envoy::r#type::v3::HttpStatus;
 use super::proto::google::rpc::Status;
-use crate::decision::{Challenge, CheckInput, Decision, Deny, Outcome, ResponsePolicy};
+use crate::decision::{Answer, CheckInput, Decision, ResponsePolicy, answer};
 use prost_types::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
@@ -106,60 +106,12 @@ fn string_value(s: &str) -> Value {
 }
 
 fn metadata(decision: &Decision) -> Struct {
-    let ctx = &decision.context;
-    let mut fields = BTreeMap::new();
-    let verdict = if matches!(decision.outcome, Outcome::Allow { .. }) { "allow" } else { "deny" };
-    fields.insert("decision".to_string(), string_value(verdict));
-    fields.insert("reason".to_string(), string_value(decision.reason()));
-    let optional = [
-        ("rule", ctx.rule.as_deref()),
-        ("issuer", ctx.issuer.as_deref()),
-        ("subject", ctx.subject.as_ref().map(|s| s.as_str())),
-        ("tenant", ctx.tenant.as_deref()),
-    ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            fields.insert(key.to_string(), string_value(value));
-        }
-    }
+    let fields: BTreeMap<String, Value> = crate::decision::answer::metadata(decision)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), string_value(v)))
+        .collect();
     Struct { fields }
 }
-
-/// Request ids are echoed only when they cannot carry anything surprising.
-fn safe_request_id(id: &str) -> Option<&str> {
-    let ok = (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    ok.then_some(id)
-}
-
-fn error_word(status: u16) -> &'static str {
-    match status {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        429 => "too_many_requests",
-        _ => "unavailable",
-    }
-}
-
-fn challenge(deny: &Deny, realm: &str) -> Option<String> {
-    match deny.reason.challenge() {
-        Challenge::None => None,
-        Challenge::Bare => Some(format!("Bearer realm=\"{realm}\"")),
-        Challenge::Error(error) => {
-            let mut value = format!("Bearer realm=\"{realm}\", error=\"{error}\"");
-            for (name, param) in &deny.challenge_params {
-                value.push_str(&format!(", {name}=\"{param}\""));
-            }
-            Some(value)
-        }
-        Challenge::Dpop(error) => Some(format!("DPoP realm=\"{realm}\", error=\"{error}\", algs=\"{DPOP_ALGS}\"")),
-    }
-}
-
-/// The proof algorithms the `DPoP` challenge names (RFC 9449 §7.1): every one Portcullis can
-/// verify; a policy's `dpop.algorithms` may accept fewer, which a proof then hears about.
-const DPOP_ALGS: &str = "ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
 
 /// Maps every decision to its `CheckResponse`. Denies always carry a `denied_response` and a
 /// PERMISSION_DENIED or UNAUTHENTICATED status, never another code.
@@ -169,42 +121,27 @@ pub fn check_response(decision: &Decision, request_id: &str, policy: &ResponsePo
 
 /// [`check_response`] taking the decision: an allow's header names and values move into the
 /// answer instead of being copied (the serving path; the audit has read the decision first).
+/// What is sent is the core's [`answer`]; this only spells it in ext_authz' protobuf.
 pub fn check_response_owned(decision: Decision, request_id: &str, policy: &ResponsePolicy) -> CheckResponse {
     let dynamic_metadata = Some(metadata(&decision));
-    let security_headers = policy.security_headers.iter().map(|(k, v)| header(k.as_str(), v.as_str()));
-    match decision.outcome {
-        Outcome::Allow { set_headers, remove_headers } => CheckResponse {
+    match answer(decision, request_id, policy) {
+        Answer::Allow { set_headers, remove_headers, response_headers } => CheckResponse {
             status: Some(Status { code: GRPC_OK, message: String::new(), details: Vec::new() }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
                 headers: set_headers.into_iter().map(|(k, v)| header(k, v)).collect(),
                 headers_to_remove: remove_headers,
-                response_headers_to_add: security_headers.collect(),
+                response_headers_to_add: response_headers.into_iter().map(|(k, v)| header(k, v)).collect(),
             })),
             dynamic_metadata,
         },
-        Outcome::Deny(deny) => {
-            let status = deny.reason.http_status();
-            let code = if status == 401 { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
-            let mut headers = vec![header("cache-control", "no-store"), header("content-type", "application/json")];
-            headers.extend(security_headers);
-            if let Some(value) = challenge(&deny, &policy.realm) {
-                headers.push(header("www-authenticate", value));
-            }
-            if let Some(secs) = deny.retry_after.or(deny.reason.retry_after_secs()) {
-                headers.push(header("retry-after", secs.to_string()));
-            }
-            headers.extend(deny.headers.iter().map(|(name, value)| header(*name, value.as_str())));
-            let body = serde_json::json!({
-                "error": error_word(status),
-                "reason": deny.reason.as_str(),
-                "request_id": safe_request_id(request_id),
-            });
+        Answer::Deny { status, unauthenticated, reason, headers, body } => {
+            let code = if unauthenticated { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
             CheckResponse {
-                status: Some(Status { code, message: deny.reason.as_str().to_string(), details: Vec::new() }),
+                status: Some(Status { code, message: reason.to_string(), details: Vec::new() }),
                 http_response: Some(check_response::HttpResponse::DeniedResponse(DeniedHttpResponse {
                     status: Some(HttpStatus { code: i32::from(status) }),
-                    headers,
-                    body: body.to_string(),
+                    headers: headers.into_iter().map(|(k, v)| header(k, v)).collect(),
+                    body,
                 })),
                 dynamic_metadata,
             }
@@ -215,7 +152,7 @@ pub fn check_response_owned(decision: Decision, request_id: &str, policy: &Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{DecisionContext, DenyReason};
+    use crate::decision::{DecisionContext, Deny, DenyReason, Outcome};
 
     fn names(headers: &[HeaderValueOption]) -> Vec<(String, String)> {
         headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()

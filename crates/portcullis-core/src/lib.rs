@@ -7,6 +7,7 @@
 //! `cargo tree -p portcullis-core`).
 
 mod after;
+pub mod answer;
 pub mod api_key;
 pub mod binding;
 mod claim_set;
@@ -31,6 +32,7 @@ pub mod session;
 pub mod tenant;
 mod types;
 
+pub use answer::{Answer, answer};
 pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
 pub use binding::{Constraint, Proof, ProofError, ProofOutcome, ProofRequest, ProofVerifier, SenderConstraint};
 pub use claim_set::Claims;
