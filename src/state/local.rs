@@ -22,7 +22,13 @@ pub struct LocalState {
     pub(crate) sessions: MemorySessions,
     /// The revocation lifetimes of the policy in force (set at every purge tick).
     lifetimes: RwLock<Arc<dyn Lifetimes + Send + Sync>>,
+    /// Every entry that won a merge, for the state stream to Envoy modules (`stream.rs`); a
+    /// reader that falls behind is told so and starts over from a full snapshot.
+    changes: tokio::sync::broadcast::Sender<Entry>,
 }
+
+/// Entries a stream reader may fall behind before it must start over.
+const CHANGE_BACKLOG: usize = 4096;
 
 impl Default for LocalState {
     fn default() -> Self {
@@ -34,6 +40,7 @@ impl Default for LocalState {
             api_keys: MemoryApiKeys::new(),
             sessions: MemorySessions::new(),
             lifetimes: RwLock::new(Arc::new(Unbounded)),
+            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
         }
     }
 }
@@ -82,6 +89,11 @@ impl LocalState {
                 } else {
                     self.apply(&entry, &ledger);
                 }
+                // Sent under the ledger's lock: a reader's snapshot and the changes after it
+                // cannot miss an entry between them (see `subscribe_with_snapshot`).
+                if self.changes.receiver_count() > 0 {
+                    let _ = self.changes.send(entry);
+                }
                 true
             }
             None => false,
@@ -91,6 +103,14 @@ impl LocalState {
     /// The entry held for `entry`'s identity.
     pub fn held(&self, entry: &Entry) -> Option<Entry> {
         self.ledger().get(&entry.identity()).cloned()
+    }
+
+    /// Every entry held now and every entry that wins a merge from now on, with nothing
+    /// between the two lost (taken under the ledger's lock, which every merge holds).
+    pub fn subscribe_with_snapshot(&self) -> (Vec<Entry>, tokio::sync::broadcast::Receiver<Entry>) {
+        let ledger = self.ledger();
+        let changes = self.changes.subscribe();
+        (ledger.entries().cloned().collect(), changes)
     }
 
     pub fn entries(&self) -> Vec<Entry> {
