@@ -22,11 +22,16 @@ ensure_debian_tool redis-server redis-server
 ensure_debian_tool buildah buildah
 ensure_debian_tool curl curl
 ensure_debian_tool setpriv util-linux
+ensure_debian_tool nm binutils
 export PORTCULLIS_ENVOY="$PWD/$venv/bin/envoy"
 export PORTCULLIS_PYTHON="$PWD/$venv/bin/python"
 export PORTCULLIS_REDIS="$(command -v redis-server)"
 log "envoy: $("$PORTCULLIS_ENVOY" --version 2>/dev/null | grep -o 'version: [^ ]*' || true)"
 log "redis: $("$PORTCULLIS_REDIS" --version)"
+
+log "the Envoy dynamic module (libportcullis_envoy.so, for tests/it/module.rs), checked against this Envoy's exports"
+cargo build -p portcullis-envoy --locked
+scripts/check-module-abi.sh target/debug/libportcullis_envoy.so "$PORTCULLIS_ENVOY"
 
 log "cargo test (unit, integration, end to end through Envoy and Redis, the fuzz corpus replayed)"
 cargo test --workspace --all-targets --locked

@@ -118,9 +118,11 @@ impl Default for ListenerLimits {
 }
 
 /// How the listeners behave, beyond their addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenOptions {
     pub socket: SocketPerms,
+    /// The state stream's unix socket (`listen.state_stream`).
+    pub state_stream: Option<std::path::PathBuf>,
     pub reflection: bool,
     pub limits: ListenerLimits,
 }

@@ -9,6 +9,10 @@ pub struct RawListen {
     pub grpc: Option<String>,
     pub health: Option<String>,
     pub admin: Option<String>,
+    /// `unix:/path`: where Envoys running Portcullis as a dynamic module read this replica's
+    /// fleet state (revocations, blocks, members, API keys) as it changes (README "Inside
+    /// Envoy"). Unix sockets only, bound with `listen.socket`'s mode and group (default 0660).
+    pub state_stream: Option<String>,
     /// Permissions of the gRPC unix socket (only with `grpc: unix:/path`).
     pub socket: Option<RawSocket>,
     /// gRPC server reflection; default on under `dev`, off otherwise.

@@ -17,6 +17,7 @@ mod http;
 mod io;
 pub mod proto;
 mod reload;
+mod stream;
 
 pub use authz::{AppState, AuthzService, KEY_REFETCH_WAIT, StateParts};
 pub use reload::RELOAD_TOTAL;
@@ -95,6 +96,9 @@ pub struct Server {
     redis_follower: Option<Arc<RedisState>>,
     /// `listen.callers`, when set: who may connect to the TCP gRPC listener.
     gate: Option<Arc<callers::CallerGate>>,
+    /// `listen.state_stream`, bound, and the replica state it streams.
+    state_stream: Option<UnixListener>,
+    local: Arc<crate::state::local::LocalState>,
     settings: Settings,
     options: ServeOptions,
 }
@@ -119,6 +123,14 @@ impl Server {
             }
         };
         let health = bind_tcp(settings.health).await.map_err(bind_error(settings.health))?;
+        let state_stream = match &settings.listen.state_stream {
+            Some(path) => {
+                remove_stale_socket(path);
+                let shown = format!("unix:{}", path.display());
+                Some(bind_unix(path, settings.listen.socket).map_err(bind_error(shown))?)
+            }
+            None => None,
+        };
         let admin = match &settings.admin {
             Some(admin) => Some(bind_tcp(admin.addr).await.map_err(bind_error(admin.addr))?),
             None => None,
@@ -151,7 +163,7 @@ impl Server {
         if let Some(api_keys) = &settings.snapshot.policy.api_keys {
             crate::telemetry::redact::register_api_key_prefix(&api_keys.prefix);
         }
-        let (redis_follower, state_health, store): (_, _, Arc<dyn StateStore>) = match &settings.state {
+        let (redis_follower, state_health, store, local): (_, _, Arc<dyn StateStore>, _) = match &settings.state {
             StateBackend::Memory { dir } => {
                 let local = Arc::new(LocalState::new());
                 local.set_lifetimes(settings.snapshot.revocation_lifetimes.clone());
@@ -164,14 +176,15 @@ impl Server {
                     }
                     None => MemoryPersist::Ephemeral,
                 };
-                (None, None, Arc::new(FleetState::with(local, persist, options.clock.clone())))
+                (None, None, Arc::new(FleetState::with(local.clone(), persist, options.clock.clone())), local)
             }
             StateBackend::Redis(redis) => {
                 let health = Arc::new(StateHealth::new(redis.max_staleness, options.clock.now_millis()));
                 let store =
                     Arc::new(RedisState::new(redis, health.clone(), options.clock.clone()).map_err(ServeError::State)?);
                 store.local().set_lifetimes(settings.snapshot.revocation_lifetimes.clone());
-                (Some(store.clone()), Some(health), store)
+                let local = store.local().clone();
+                (Some(store.clone()), Some(health), store, local)
             }
         };
         let parts = StateParts {
@@ -206,6 +219,8 @@ impl Server {
             fetchers: Arc::new(Mutex::new(fetchers)),
             redis_follower,
             gate,
+            state_stream,
+            local,
             settings,
             options,
         })
@@ -324,6 +339,9 @@ impl Server {
             }
             _ => None,
         };
+        if let Some(listener) = self.state_stream {
+            tokio::spawn(stream::serve(listener, self.local.clone(), stop_rx.clone()));
+        }
         let follower = self.redis_follower.clone().map(|store| tokio::spawn(store.follow()));
         if let Some(store) = self.redis_follower.clone() {
             tokio::spawn(async move { store.warm().await });

@@ -18,7 +18,7 @@ fn request_text(case: &Case, id: &str) -> String {
     text
 }
 
-fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) -> Vec<String> {
+pub(crate) fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mode: &str) -> Vec<String> {
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let id = format!("{mode}-{i}");
@@ -131,11 +131,9 @@ fn deploy_envoy_configs_validate() {
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
-        let out = Command::new(crate::support::envoy_binary())
-            .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
-            .arg(&path)
-            .output()
-            .expect("run envoy --mode validate");
+        // module.yaml names its policy; validation runs the module's configuration check.
+        let path = if path.ends_with("module.yaml") { module_config_for(&path, &dev_policy()) } else { path };
+        let out = validate(&path);
         assert!(
             out.status.success(),
             "{} failed validation:\n{}",
@@ -144,10 +142,47 @@ fn deploy_envoy_configs_validate() {
         );
         checked += 1;
     }
-    assert!(checked >= 1, "no Envoy configs found under deploy/envoy");
+    assert!(checked >= 3, "deploy/envoy has fewer configs than expected");
+    // A policy with problems makes Envoy refuse the module's configuration, with the
+    // check-config messages in Envoy's log.
+    let scratch = crate::support::scratch("envoy-validate");
+    let bad = scratch.join("bad-policy.yaml");
+    std::fs::write(&bad, "issuers: 3\n").expect("bad policy");
+    let out = validate(&module_config_for(&dir.join("module.yaml"), &bad));
+    let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad policy validated:\n{log}");
+    assert!(log.contains("bad-policy.yaml:1:1: issuers: invalid type"), "no check-config message:\n{log}");
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
-fn get_with_token(envoy: &Envoy, token: &str) -> (u16, String) {
+fn validate(config: &std::path::Path) -> std::process::Output {
+    Command::new(crate::support::envoy_binary())
+        .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
+        .arg(config)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", crate::support::envoy::module_dir())
+        .output()
+        .expect("run envoy --mode validate")
+}
+
+fn dev_policy() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dev/policy.yaml")
+}
+
+/// deploy/envoy/module.yaml with its policy file replaced by `policy`, beside `policy`.
+fn module_config_for(module_yaml: &std::path::Path, policy: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(module_yaml).expect("module.yaml");
+    let from = "policy_file: /etc/portcullis/policy.yaml";
+    assert!(text.contains(from), "module.yaml no longer names /etc/portcullis/policy.yaml");
+    let out = std::env::temp_dir().join(format!(
+        "portcullis-module-{}-{}.yaml",
+        std::process::id(),
+        crate::support::free_port()
+    ));
+    std::fs::write(&out, text.replace(from, &format!("policy_file: {}", policy.display()))).expect("write");
+    out
+}
+
+pub(crate) fn get_with_token(envoy: &Envoy, token: &str) -> (u16, String) {
     let request = format!(
         "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
     );

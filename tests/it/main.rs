@@ -20,6 +20,7 @@ mod image;
 mod ip_lists;
 mod jwks;
 mod mesh;
+mod module;
 mod observability;
 mod redis;
 mod revocation;

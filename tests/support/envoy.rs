@@ -137,6 +137,8 @@ pub fn start_envoy_as(
     std::fs::write(&path, config).expect("write envoy config");
     let mut cmd = Command::new(super::envoy_binary());
     cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"]);
+    // Where `deploy/envoy/module.yaml` finds libportcullis_envoy.so (unused by other configs).
+    cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir());
     let mut cmd = match run_as {
         Some(user) => user.wrap(&cmd),
         None => cmd,
@@ -147,6 +149,40 @@ pub fn start_envoy_as(
         listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
         admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
     }
+}
+
+/// The folder holding the dynamic module (`cargo build -p portcullis-envoy`, which
+/// scripts/test.sh runs before the tests); `PORTCULLIS_MODULE_DIR` overrides it.
+pub fn module_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("PORTCULLIS_MODULE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug"));
+    assert!(
+        dir.join("libportcullis_envoy.so").exists(),
+        "no libportcullis_envoy.so in {}: run `cargo build -p portcullis-envoy` (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Envoy running `deploy/envoy/module.yaml`: Portcullis inside Envoy with the policy file
+/// `policy` and, when given, the sidecar's state stream; ready when a public request passes.
+pub fn module_in_front(
+    dir: &std::path::Path,
+    name: &str,
+    policy: &std::path::Path,
+    state_socket: Option<&std::path::Path>,
+    upstream: SocketAddr,
+) -> Envoy {
+    let mut config = format!("policy_file: {}", policy.display());
+    if let Some(socket) = state_socket {
+        let indent = " ".repeat(26);
+        config.push_str(&format!("\n{indent}state_socket: {}\n{indent}stale_after: 1s", socket.display()));
+    }
+    let replacements = vec![("policy_file: /etc/portcullis/policy.yaml", config)];
+    let envoy = start_envoy_from(dir, name, "module.yaml", upstream, replacements);
+    wait_ready(&envoy);
+    envoy
 }
 
 /// Starts Envoy in front of `portcullis` and waits until a public request passes.

@@ -127,7 +127,9 @@ fn owned(ptr: *const u8, length: usize) -> String {
 /// Logs through Envoy's `dynamic_modules` logger (the module has no logger of its own).
 pub fn log(error: bool, message: &str) {
     // SAFETY: the buffer is valid for the call; Envoy copies it.
-    unsafe { envoy_dynamic_module_callback_log(if error { LOG_ERROR } else { LOG_INFO }, module_buffer(message.as_bytes())) }
+    unsafe {
+        envoy_dynamic_module_callback_log(if error { LOG_ERROR } else { LOG_INFO }, module_buffer(message.as_bytes()))
+    }
 }
 
 /// The request being filtered, as safe methods over Envoy's callbacks. Valid only inside the
@@ -142,7 +144,8 @@ impl StreamView for Stream {
         let kind = kind as CEnum;
         // SAFETY: `envoy` is the live filter pointer of the current hook.
         let size = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.envoy, kind) };
-        let empty = EnvoyHttpHeader { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
+        let empty =
+            EnvoyHttpHeader { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
         let mut raw = vec![empty; size];
         // SAFETY: `raw` has room for `size` entries, as the callback requires.
         if size == 0 || !unsafe { envoy_dynamic_module_callback_http_get_headers(self.envoy, kind, raw.as_mut_ptr()) } {
@@ -166,7 +169,14 @@ impl StreamView for Stream {
             None => ModuleBuffer { ptr: std::ptr::null(), length: 0 },
         };
         // SAFETY: both buffers are valid for the call; Envoy copies them.
-        unsafe { envoy_dynamic_module_callback_http_set_header(self.envoy, kind as CEnum, module_buffer(name.as_bytes()), value) }
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.envoy,
+                kind as CEnum,
+                module_buffer(name.as_bytes()),
+                value,
+            )
+        }
     }
 
     /// Answers the client directly; the request goes no further.
@@ -258,7 +268,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: ConfigModulePtr, _envoy: FilterEnvoyPtr) -> FilterModulePtr {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: ConfigModulePtr,
+    _envoy: FilterEnvoyPtr,
+) -> FilterModulePtr {
     if config.is_null() {
         return std::ptr::null();
     }
@@ -289,14 +302,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> CEnum {
     let stream = Stream { envoy };
     let Some(filter) = filter_of(filter) else {
-        stream.send_response(503, &crate::filter::internal_error_headers(), crate::filter::INTERNAL_ERROR_BODY, "portcullis_no_filter");
+        stream.send_response(
+            503,
+            &crate::filter::internal_error_headers(),
+            crate::filter::INTERNAL_ERROR_BODY,
+            "portcullis_no_filter",
+        );
         return HEADERS_STOP_ITERATION;
     };
     match catch_unwind(AssertUnwindSafe(|| filter.on_request_headers(&stream))) {
         Ok(true) => HEADERS_CONTINUE,
         Ok(false) => HEADERS_STOP_ITERATION,
         Err(_) => {
-            stream.send_response(503, &crate::filter::internal_error_headers(), crate::filter::INTERNAL_ERROR_BODY, "portcullis_panic");
+            stream.send_response(
+                503,
+                &crate::filter::internal_error_headers(),
+                crate::filter::INTERNAL_ERROR_BODY,
+                "portcullis_panic",
+            );
             HEADERS_STOP_ITERATION
         }
     }
@@ -317,7 +340,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(_: FilterEnvoyPtr, _: FilterModulePtr, _: bool) -> CEnum {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _: FilterEnvoyPtr,
+    _: FilterModulePtr,
+    _: bool,
+) -> CEnum {
     BODY_CONTINUE
 }
 
@@ -327,12 +354,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(_: Filter
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(_: FilterEnvoyPtr, _: FilterModulePtr, _: bool) -> CEnum {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _: FilterEnvoyPtr,
+    _: FilterModulePtr,
+    _: bool,
+) -> CEnum {
     BODY_CONTINUE
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(_: FilterEnvoyPtr, _: FilterModulePtr) -> CEnum {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _: FilterEnvoyPtr,
+    _: FilterModulePtr,
+) -> CEnum {
     TRAILERS_CONTINUE
 }
 
@@ -385,7 +419,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(_: FilterEnvoyPtr, _: FilterModulePtr, _stream_id: u64) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _: FilterEnvoyPtr,
+    _: FilterModulePtr,
+    _stream_id: u64,
+) {
+}
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
@@ -397,7 +436,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(_: FilterEnvoyPtr, _: FilterModulePtr, _event_id: u64) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(_: FilterEnvoyPtr, _: FilterModulePtr, _event_id: u64) {
+}
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(

@@ -134,7 +134,8 @@ impl Engine {
     fn count_failure(&self, decision: &Decision, snapshot: &Snapshot) {
         let Some(rule) = snapshot.policy.ip.auto_block else { return };
         let Outcome::Deny(deny) = &decision.outcome else { return };
-        let (Some(ip), false, true) = (decision.context.client_ip, decision.context.client_trusted, deny.counts_as_failure)
+        let (Some(ip), false, true) =
+            (decision.context.client_ip, decision.context.client_trusted, deny.counts_as_failure)
         else {
             return;
         };

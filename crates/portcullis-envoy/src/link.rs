@@ -78,7 +78,10 @@ impl Reader {
                 }
                 Err(e) => {
                     if backoff >= MAX_BACKOFF {
-                        crate::log_error(&format!("portcullis: cannot reach the state stream {}: {e}", self.path.display()));
+                        crate::log_error(&format!(
+                            "portcullis: cannot reach the state stream {}: {e}",
+                            self.path.display()
+                        ));
                     }
                 }
             }
@@ -114,7 +117,10 @@ impl Reader {
                     self.local.merge(entry);
                 }
                 other => {
-                    return Err(std::io::Error::other(format!("unexpected line {:?}", other.get(..40).unwrap_or(other))));
+                    return Err(std::io::Error::other(format!(
+                        "unexpected line {:?}",
+                        other.get(..40).unwrap_or(other)
+                    )));
                 }
             }
             line.clear();

@@ -51,7 +51,9 @@ impl From<ConfigError> for Refused {
 pub fn parse(text: &str) -> Result<ModuleSettings, Refused> {
     let raw: Raw = serde_saphyr::from_str(text).map_err(|e| Refused(format!("portcullis filter_config: {e}")))?;
     let settings = match (&raw.policy, &raw.policy_file) {
-        (Some(text), None) => portcullis::config::parse_and_validate_named(text, Path::new("."), "filter_config.policy")?,
+        (Some(text), None) => {
+            portcullis::config::parse_and_validate_named(text, Path::new("."), "filter_config.policy")?
+        }
         (None, Some(path)) => portcullis::config::load_file(path)?,
         _ => return Err(Refused("portcullis filter_config: give exactly one of `policy` and `policy_file`".into())),
     };
@@ -78,8 +80,8 @@ pub fn check_supported(settings: &Settings, has_sidecar: bool) -> Result<(), Ref
     let mut problems = Vec::new();
     for job in &settings.jwks_jobs {
         problems.push(format!(
-            "issuer {}: keys from jwks_uri are fetched by `portcullis serve`, not inside Envoy yet; \
-             give the keys as a file (jwks_file / public_key_file) or use the ext_authz path",
+            "issuer {}: keys from jwks.url are fetched by `portcullis serve`, not inside Envoy yet; \
+             give the keys as a file or inline (jwks.file, jwks.inline, pem_files) or use the ext_authz path",
             job.issuer
         ));
     }

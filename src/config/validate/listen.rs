@@ -8,14 +8,25 @@ impl Validator {
         let socket = match &raw.socket {
             None => SocketPerms::default(),
             Some(s) => {
-                if grpc.is_some_and(|g| !matches!(g, ListenAddr::Unix(_))) {
-                    self.problems.add("listen.socket", "only applies with listen.grpc: unix:/path");
+                if grpc.is_some_and(|g| !matches!(g, ListenAddr::Unix(_))) && raw.state_stream.is_none() {
+                    self.problems
+                        .add("listen.socket", "only applies with listen.grpc: unix:/path or listen.state_stream");
                 }
                 SocketPerms { mode: self.socket_mode(s.mode.as_deref()), group: self.socket_group(s.group.as_deref()) }
             }
         };
+        let state_stream = raw.state_stream.as_deref().and_then(|text| {
+            match text.strip_prefix("unix:").map(std::path::PathBuf::from) {
+                Some(path) if path.is_absolute() => Some(path),
+                _ => {
+                    self.problems.add("listen.state_stream", "expected unix:/absolute/path (a unix socket only)");
+                    None
+                }
+            }
+        });
         ListenOptions {
             socket,
+            state_stream,
             reflection: raw.reflection.unwrap_or(dev),
             limits: self.listener_limits(raw.limits.as_ref()),
         }
