@@ -199,4 +199,46 @@ fn real_frameworks_behind_envoy_never_run_what_portcullis_would_deny() {
     }
     assert!(ran > 50, "the corpus reached only {ran} handlers: the oracle was barely exercised");
     assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
+
+    // Issue 34: the same requests through Envoys deciding with the dynamic module get the same
+    // answers and put the same request before every framework.
+    let mut differences = Vec::new();
+    let mut compared = 0;
+    let every: Vec<&Trick> = all.iter().chain(controls.iter().map(|(t, _)| t)).collect();
+    for ((name, ext_authz), (module_name, module)) in fleet.envoys.iter().zip(&fleet.modules) {
+        assert_eq!(name, module_name);
+        for t in &every {
+            let a = crate::support::upstreams::send(&fleet.rt, ext_authz, t).map(|(s, b)| (s, comparable(b)));
+            let b = crate::support::upstreams::send(&fleet.rt, module, t).map(|(s, b)| (s, comparable(b)));
+            compared += 1;
+            if a != b {
+                differences.push(format!("{name}: {}:\n ext_authz {a:?}\n module    {b:?}", t.name));
+            }
+        }
+    }
+    assert!(compared > 500, "only {compared} requests compared");
+    assert!(differences.is_empty(), "{} of {compared} differ:\n{}", differences.len(), differences.join("\n"));
+}
+
+/// A framework's echo or Portcullis' deny body without what differs between two requests by
+/// nature (request ids, Envoy's per-request headers).
+fn comparable(mut body: serde_json::Value) -> serde_json::Value {
+    match &mut body {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| {
+                let k = k.to_ascii_lowercase().replace('_', "-");
+                !(k == "request-id" || k.ends_with("x-request-id") || k.contains("x-envoy-"))
+            });
+            for value in map.values_mut() {
+                *value = comparable(value.take());
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items.iter_mut() {
+                *item = comparable(item.take());
+            }
+        }
+        _ => {}
+    }
+    body
 }

@@ -165,9 +165,22 @@ pub fn module_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Envoy running `deploy/envoy/module.yaml`: Portcullis inside Envoy with the policy file
-/// `policy` and, when given, the sidecar's state stream; ready when a public request passes.
+/// [`module_envoy`], ready when a public request passes.
 pub fn module_in_front(
+    dir: &std::path::Path,
+    name: &str,
+    policy: &std::path::Path,
+    state_socket: Option<&std::path::Path>,
+    upstream: SocketAddr,
+) -> Envoy {
+    let envoy = module_envoy(dir, name, policy, state_socket, upstream);
+    wait_ready(&envoy);
+    envoy
+}
+
+/// Envoy running `deploy/envoy/module.yaml`: Portcullis inside Envoy with the policy file
+/// `policy` and, when given, the sidecar's state stream (not waited for).
+pub fn module_envoy(
     dir: &std::path::Path,
     name: &str,
     policy: &std::path::Path,
@@ -180,9 +193,7 @@ pub fn module_in_front(
         config.push_str(&format!("\n{indent}state_socket: {}\n{indent}stale_after: 1s", socket.display()));
     }
     let replacements = vec![("policy_file: /etc/portcullis/policy.yaml", config)];
-    let envoy = start_envoy_from(dir, name, "module.yaml", upstream, replacements);
-    wait_ready(&envoy);
-    envoy
+    start_envoy_from(dir, name, "module.yaml", upstream, replacements)
 }
 
 /// Starts Envoy in front of `portcullis` and waits until a public request passes.

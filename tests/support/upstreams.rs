@@ -15,8 +15,8 @@
 //! `tests/it/differential.rs` generated requests.
 
 use crate::support::corpus::{self, ISSUER};
-use crate::support::envoy::{Envoy, start_envoy_from, wait_ready};
-use crate::support::{Portcullis, Proc, free_port, raw_http, scratch};
+use crate::support::envoy::{Envoy, module_envoy, start_envoy_from, wait_ready};
+use crate::support::{Launch, Portcullis, Proc, free_port, raw_http, scratch};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::dev::request::{HeaderEncoding, check_request};
@@ -461,6 +461,8 @@ pub struct Fleet {
     pub envoys: Vec<(&'static str, Envoy)>,
     /// Flask behind an Envoy that forwards underscores in header names.
     pub lenient: Envoy,
+    /// (upstream name, an Envoy deciding with the dynamic module), every framework and proxy.
+    pub modules: Vec<(&'static str, Envoy)>,
     _upstreams: Vec<Upstream>,
     _portcullis: Portcullis,
     dir: PathBuf,
@@ -470,7 +472,10 @@ impl Fleet {
     pub fn start(name: &str) -> Fleet {
         let dir = scratch(name);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let portcullis = Portcullis::start_fixture(&dir, "upstreams-policy.yaml", None, "", &[]);
+        let socket = dir.join("state.sock");
+        let listen_extra = format!(", state_stream: \"unix:{}\"", socket.display());
+        let launch = Launch { fixture: "upstreams-policy.yaml", listen_extra: &listen_extra, ..Launch::default() };
+        let portcullis = Portcullis::launch(&dir, launch);
         let grpc = rt.block_on(AuthorizationClient::connect(format!("http://{}", portcullis.grpc))).expect("grpc");
         let go = go_app(&dir);
         let php = root().join("tests/upstreams/php/index.php");
@@ -494,11 +499,19 @@ impl Fleet {
             upstreams.iter().map(|u| (u.name, envoy_for(&dir, &portcullis, u, false))).collect();
         // Istio allows underscores in header names: Portcullis itself must refuse them there.
         let lenient = envoy_for(&dir, &portcullis, &upstreams[0], true);
-        for (_, envoy) in &envoys {
+        let modules: Vec<(&str, Envoy)> = upstreams
+            .iter()
+            .map(|u| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], u.port));
+                let name = format!("module-{}", u.name);
+                (u.name, module_envoy(&dir, &name, &portcullis.config, Some(&socket), addr))
+            })
+            .collect();
+        for (_, envoy) in envoys.iter().chain(&modules) {
             wait_ready(envoy);
         }
         wait_ready(&lenient);
-        Fleet { rt, grpc, envoys, lenient, _upstreams: upstreams, _portcullis: portcullis, dir }
+        Fleet { rt, grpc, envoys, lenient, modules, _upstreams: upstreams, _portcullis: portcullis, dir }
     }
 
     /// Sends `t` through the Envoy in front of upstream `name`; when a handler ran, the oracle's
