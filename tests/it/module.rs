@@ -26,7 +26,12 @@ fn pair(name: &str) -> Pair {
     let dir = scratch(name);
     let socket = dir.join("state.sock");
     let listen_extra = format!(", state_stream: \"unix:{}\"", socket.display());
-    let portcullis = Portcullis::launch(&dir, Launch { listen_extra: &listen_extra, ..Launch::default() });
+    // One route more than the test policy: a deny route (route_denied).
+    let public = "  - { name: public, match: { path_prefix: /public }, public: true }";
+    let closed = format!("{public}\n  - {{ name: closed, match: {{ path_prefix: /closed }}, deny: true }}");
+    let replace = [(public, closed.as_str())];
+    let portcullis =
+        Portcullis::launch(&dir, Launch { listen_extra: &listen_extra, replace: &replace, ..Launch::default() });
     let upstream = Upstream::start();
     let ext_authz = envoy_in_front(&dir, &portcullis, &upstream);
     let module = module_in_front(&dir, "envoy-module", &portcullis.config, Some(&socket), upstream.addr);
@@ -66,38 +71,93 @@ fn the_module_answers_every_corpus_request_as_the_ext_authz_path_does() {
         }
         requests.push((format!("corpus {}", case.name), text + "connection: close\r\n\r\n"));
     }
-    let mut differences = Vec::new();
-    let mut reasons = std::collections::BTreeSet::new();
-    for (name, request) in &requests {
-        let a = raw_http(p.ext_authz.listener, request);
-        let b = raw_http(p.module.listener, request);
-        let (Some(a), Some(b)) = (a, b) else {
-            differences.push(format!("{name}: no answer from one path"));
-            continue;
+    let differences = std::cell::RefCell::new(Vec::new());
+    let reasons = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let compare = |name: &str, request: &str| {
+        let (Some(a), Some(b)) = (raw_http(p.ext_authz.listener, request), raw_http(p.module.listener, request)) else {
+            differences.borrow_mut().push(format!("{name}: no answer from one path"));
+            return;
         };
         if let Some(reason) =
             serde_json::from_str::<Value>(&a.body).ok().and_then(|v| v["reason"].as_str().map(String::from))
         {
-            reasons.insert(reason);
+            reasons.borrow_mut().insert(reason);
         }
         let (a, b) = (observed(&a), observed(&b));
         if a != b {
-            differences.push(format!("{name}:\n ext_authz {a}\n module    {b}"));
+            differences.borrow_mut().push(format!("{name}:\n ext_authz {a}\n module    {b}"));
         }
+    };
+    for (name, request) in &requests {
+        compare(name, request);
     }
     assert!(requests.len() > 80, "corpus unexpectedly small: {}", requests.len());
-    assert!(reasons.len() >= 15, "the corpus reaches few deny reasons: {reasons:?}");
-    assert!(
-        differences.is_empty(),
-        "{} of {} answers differ:\n{}",
-        differences.len(),
-        requests.len(),
-        differences.join("\n")
-    );
+
+    // The deny reasons the corpus does not reach, each provoked through both paths.
+    let token = |sub: &str, cnf: Option<Value>| {
+        let mut claims = corpus::claims(ISSUER, sub, now);
+        if let Some(cnf) = cnf {
+            claims["cnf"] = cnf;
+        }
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims)
+    };
+    let get = |path: &str, token: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let mut extra = vec![
+        ("tenant missing", get("/tenants", &token("t", None))),
+        ("route denied", get("/closed/x", &token("d", None))),
+        (
+            "certificate-bound token without a certificate",
+            get("/api/x", &token("c", Some(serde_json::json!({"x5t#S256": "AAAA"})))),
+        ),
+    ];
+    // per_user: 5 a minute; each path counts its own, so both answer the sixth alike.
+    let limited = token("rl", None);
+    extra.extend((0..6).map(|_| ("rate limit", get("/limited/x", &limited))));
+    for (name, request) in &extra {
+        compare(name, request);
+    }
     // The acceptance corpus' own expectations, through the module.
     let failures = crate::envoy::run_corpus(&p.module, &p.upstream, &corpus::cases(now), "module");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Fleet state: written through the admin API, enforced by both once the stream has it.
+    let revoked = token("revoked", None);
+    let body = format!(r#"{{"sub":"revoked","iss":"{ISSUER}"}}"#);
+    assert_eq!(p.portcullis.admin_request("POST", "/v1/revocations", &body).map(|r| r.status), Some(201));
+    settle(&p.module, &get("/api/x", &revoked), 401);
+    compare("revoked subject", &get("/api/x", &revoked));
+    let block = r#"{"cidr":"127.0.0.1/32"}"#;
+    assert_eq!(p.portcullis.admin_request("POST", "/v1/blocks", block).map(|r| r.status), Some(201));
+    settle(&p.module, &get("/api/x", &limited), 403);
+    compare("blocked client", &get("/api/x", &limited));
+    let differences = differences.into_inner();
+    assert!(differences.is_empty(), "{} answers differ:\n{}", differences.len(), differences.join("\n"));
+    // Every deny reason is answered alike, but those the module cannot meet by design: it
+    // refuses DPoP, sessions and remote key sets at load (settings::check_supported), leaves
+    // overload to Envoy's own overload manager, and state_stale has its own test below.
+    let not_inside_envoy =
+        ["dpop_proof_invalid", "dpop_nonce_required", "session_idle", "keys_unavailable", "overloaded", "state_stale"];
+    let reasons = reasons.into_inner();
+    let unmet: Vec<&str> = portcullis::decision::DenyReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .filter(|r| !reasons.contains(*r) && !not_inside_envoy.contains(r))
+        .collect();
+    assert!(unmet.is_empty(), "deny reasons never compared: {unmet:?}");
     let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// Waits (at most a second) until the module answers `request` with `status`: fleet state
+/// travels the stream first.
+fn settle(module: &Envoy, request: &str, status: u16) {
+    let reached = within(Duration::from_secs(1), || match raw_http(module.listener, request) {
+        Some(r) if r.status == status => Ok(()),
+        other => Err(other.map(|r| r.status)),
+    });
+    assert!(reached.is_ok(), "the module never answered {status}: {reached:?}");
 }
 
 /// `GET /api/items` with `token`: status and deny reason (envoy.rs' helper).
