@@ -4,6 +4,7 @@
 #    `Clock` (a monotonic `Instant` may time a check for the latency histogram, nothing else).
 # 2. Protocol types stay at the boundary: only src/server/ (and dev helpers, main's client) name
 #    the generated proto modules.
+# 3. In the Envoy module only abi.rs touches raw pointers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -20,6 +21,11 @@ if hits=$(grep -rnE 'Instant::now' --include='*.rs' src crates | grep -v '^src/s
 fi
 if hits=$(grep -rnE 'proto::envoy|prost::' --include='*.rs' src crates | grep -vE '^src/(server|dev)/|^src/main.rs:'); then
   echo "protocol types outside src/server (convert in src/server/convert.rs):" >&2
+  echo "$hits" >&2
+  fail=1
+fi
+if hits=$(grep -rnE 'unsafe|\*const |\*mut ' --include='*.rs' crates/portcullis-envoy/src | grep -v '^crates/portcullis-envoy/src/abi.rs:'); then
+  echo "raw pointers or unsafe outside crates/portcullis-envoy/src/abi.rs:" >&2
   echo "$hits" >&2
   fail=1
 fi
