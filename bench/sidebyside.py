@@ -215,10 +215,23 @@ def jwt_rbac_filters(jwt_cache=200_000):
     return [jwt, rbac]
 
 
-def envoy_config(listen, admin, mode, authz=None, uds=None, allowed_headers=False, jwt_cache=200_000):
+def module_filter(policy):
+    """Portcullis inside Envoy (issue 34): the dynamic module with the bench policy."""
+    return http_filter("portcullis", "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter", {
+        "dynamic_module_config": {"name": "portcullis_envoy", "do_not_close": True},
+        "filter_name": "portcullis",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": f"policy_file: {policy}"},
+    })
+
+
+def envoy_config(listen, admin, mode, authz=None, uds=None, allowed_headers=False, jwt_cache=200_000,
+                 policy=None):
     filters = []
     if mode == "jwt_rbac":
         filters = jwt_rbac_filters(jwt_cache)
+    elif mode == "module":
+        filters = [module_filter(policy)]
     elif mode == "ext_authz":
         filters = [ext_authz_filter(allowed_headers)]
     filters.append(http_filter("envoy.filters.http.router", "envoy.extensions.filters.http.router.v3.Router", {}))
@@ -258,8 +271,9 @@ def start_envoy(work, envoy_bin, mode, **kw):
     listen, admin = free_port(), free_port()
     path = work / f"envoy-{mode}.json"
     path.write_text(json.dumps(envoy_config(listen, admin, mode, **kw), indent=1))
-    server = Server("envoy", [envoy_bin, "-c", str(path), "--concurrency", "1", "--use-dynamic-base-id",
-                              "-l", "error"], work)
+    # The module is found by name in the release folder (scripts/bench.sh builds it).
+    server = Server("envoy", ["env", f"ENVOY_DYNAMIC_MODULES_SEARCH_PATH={RELEASE}", envoy_bin, "-c", str(path),
+                              "--concurrency", "1", "--use-dynamic-base-id", "-l", "error"], work)
     wait_http_ok(f"http://127.0.0.1:{admin}/ready", server.proc, "envoy")
     wait_port(listen, server.proc, "envoy")
     server.target = f"127.0.0.1:{listen}"
@@ -291,9 +305,12 @@ class Mode:
             authz_target = servers[-1].target
         if self.via == "direct":
             return authz_target, servers
-        envoy_mode = {"none": "none", "jwt_rbac": "jwt_rbac"}.get(self.sut, "ext_authz")
+        policy = None
+        if self.sut == "module":
+            policy = portcullis_policy(work, free_port(), free_port(), name="module-policy.yaml")
+        envoy_mode = {"none": "none", "jwt_rbac": "jwt_rbac", "module": "module"}.get(self.sut, "ext_authz")
         envoy = start_envoy(work, envoy_bin, envoy_mode, authz=authz_target, uds=uds,
-                            allowed_headers=self.allowed_headers, jwt_cache=self.jwt_cache)
+                            allowed_headers=self.allowed_headers, jwt_cache=self.jwt_cache, policy=policy)
         servers.append(envoy)
         return envoy.target, servers
 
@@ -317,6 +334,8 @@ ENVOY = [
     Mode("envoy ext_authz portcullis tcp cached allowed_headers", "envoy", "portcullis", allowed_headers=True),
     Mode("envoy ext_authz portcullis uds cached", "envoy", "portcullis", uds=True),
     Mode("envoy ext_authz portcullis uds unique", "envoy", "portcullis", tokens="unique", uds=True),
+    Mode("envoy module cached", "envoy", "module"),
+    Mode("envoy module unique", "envoy", "module", tokens="unique"),
 ]
 
 
@@ -369,6 +388,10 @@ RATIOS = {
     "envoy unique / jwt_authn+rbac unique (cache 100)": ("envoy ext_authz portcullis tcp unique",
                                                          "envoy jwt_authn+rbac cache100 unique"),
     "envoy cached / jwt_authn+rbac cached": ("envoy ext_authz portcullis tcp cached", "envoy jwt_authn+rbac cached"),
+    # Issue 34: Portcullis inside Envoy.
+    "module cached / jwt_authn+rbac cached": ("envoy module cached", "envoy jwt_authn+rbac cached"),
+    "module unique / jwt_authn+rbac unique (cache 200000)": ("envoy module unique", "envoy jwt_authn+rbac unique"),
+    "module cached / ext_authz portcullis cached": ("envoy module cached", "envoy ext_authz portcullis tcp cached"),
 }
 
 

@@ -24,8 +24,9 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'matplotlib==3.*'
 fi
 [ "$(nproc)" -ge 2 ] || { echo "the benchmark pins the generator and the system under test to two CPUs; this machine has $(nproc)" >&2; exit 1; }
-log "building release binaries (portcullis, examples load, floor and memory)"
+log "building release binaries (portcullis, the Envoy module, examples load, floor and memory)"
 cargo build --release --quiet --bin portcullis --example load --example floor --example memory
+cargo build --release --quiet -p portcullis-envoy
 case " $* " in
   *criterion*) ;;
   *)
