@@ -94,7 +94,7 @@ pub async fn fetch_keys(
     client: &reqwest::Client,
     issuer: &str,
     remote: &RemoteJwks,
-) -> Result<(KeySet, Option<Duration>), FetchError> {
+) -> Result<(KeySet, Arc<String>, Option<Duration>), FetchError> {
     let jwks_url = match &remote.source {
         RemoteSource::Url(url) => check_url(url, remote.insecure_http).map_err(FetchError::Url)?,
         RemoteSource::Discovery(base) => {
@@ -122,7 +122,17 @@ pub async fn fetch_keys(
     if keys.keys.is_empty() {
         return Err(FetchError::Empty);
     }
-    Ok((keys, max_age))
+    Ok((keys, compact(&text), max_age))
+}
+
+/// The document as one line of compact JSON (it parsed as JSON already).
+fn compact(text: &str) -> Arc<String> {
+    Arc::new(
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok())
+            .unwrap_or_default(),
+    )
 }
 
 fn load_fallback(job: &JwksJob, now: i64) -> bool {
@@ -131,11 +141,11 @@ fn load_fallback(job: &JwksJob, now: i64) -> bool {
     };
     match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|t| keys_from_jwks(&t).map_err(|e| e.to_string()))
+        .and_then(|t| keys_from_jwks(&t).map(|keys| (keys, compact(&t))).map_err(|e| e.to_string()))
     {
-        Ok(keys) => {
+        Ok((keys, source)) => {
             tracing::warn!(issuer = %job.issuer, file = %path.display(), "identity provider unreachable; using fallback_file keys");
-            job.store.replace(keys, now);
+            job.store.replace_from(keys, source, now);
             true
         }
         Err(e) => {
@@ -162,9 +172,9 @@ pub async fn run(job: JwksJob, client: reqwest::Client, clock: Arc<dyn Clock>) {
             job.store.set_refetch_not_before(now_ms + refetch_ms);
             let now = clock.now().0;
             match fetch_keys(&client, &job.issuer, &job.remote).await {
-                Ok((keys, max_age)) => {
+                Ok((keys, source, max_age)) => {
                     failures = 0;
-                    job.store.replace(keys, clock.now().0);
+                    job.store.replace_from(keys, source, clock.now().0);
                     metrics::counter!(REFRESH_TOTAL, "issuer" => issuer_label.clone(), "result" => "ok").increment(1);
                     next = clock.now_millis() + millis(next_refresh(job.remote.refresh, max_age));
                 }

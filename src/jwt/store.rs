@@ -30,6 +30,9 @@ fn content_generation(keys: &KeySet) -> u64 {
 #[derive(Debug)]
 pub struct KeyStore {
     current: ArcSwapOption<KeySet>,
+    /// The JWKS document the current remote keys were read from (compact JSON), for the state
+    /// stream to Envoy modules, which parse it with the same parser.
+    source: ArcSwapOption<String>,
     /// Bumped on every change of the key set; cached verifications carry it (issue: cache).
     generation: watch::Sender<u64>,
     /// Bumped on every successful fetch, changed keys or not: a check waiting on a refetch
@@ -61,6 +64,7 @@ impl KeyStore {
     fn build(keys: Option<KeySet>, now: i64, remote: bool) -> Self {
         Self {
             current: ArcSwapOption::new(keys.map(Arc::new)),
+            source: ArcSwapOption::empty(),
             generation: watch::Sender::new(next_generation()),
             fetches: watch::Sender::new(0),
             confirmed_at: AtomicI64::new(now),
@@ -110,6 +114,20 @@ impl KeyStore {
         self.confirmed_at.load(Ordering::Acquire)
     }
 
+    /// The JWKS document of the current keys, when they came from one.
+    pub fn source(&self) -> Option<Arc<String>> {
+        if self.current.load().is_none() {
+            return None;
+        }
+        self.source.load_full()
+    }
+
+    /// [`KeyStore::replace`], remembering the JWKS document the keys were read from.
+    pub fn replace_from(&self, keys: KeySet, source: Arc<String>, now: i64) {
+        self.source.store(Some(source));
+        self.replace(keys, now);
+    }
+
     /// Installs a freshly fetched set; the generation changes only if the keys did.
     pub fn replace(&self, keys: KeySet, now: i64) {
         let changed = self.current.load().as_deref() != Some(&keys);
@@ -123,6 +141,7 @@ impl KeyStore {
 
     /// Drops the keys (past `max_stale`): the issuer's tokens then answer `keys_unavailable`.
     pub fn expire(&self) {
+        self.source.store(None);
         if self.current.swap(None).is_some() {
             self.generation.send_modify(|g| *g = next_generation());
         }

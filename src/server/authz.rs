@@ -322,7 +322,13 @@ impl AppState {
         if !counted {
             return;
         }
-        let key = client_key(ip);
+        self.count_failure_of(client_key(ip), rule).await;
+    }
+
+    /// One invalid credential from the client `key`, counted in this replica and in the fleet;
+    /// past `rule` the client is blocked. Also what an Envoy module's failures reach
+    /// (`stream.rs`, `F` lines), so a client guessing through the modules is blocked fleet-wide.
+    pub(super) async fn count_failure_of(&self, key: String, rule: crate::decision::AutoBlock) {
         let now = self.clock.now();
         // This replica's count at once; the fleet's within the bounded wait. Redis down or slow
         // never lets a client off: the local count still blocks, locally first.

@@ -340,7 +340,7 @@ impl Server {
             _ => None,
         };
         if let Some(listener) = self.state_stream {
-            tokio::spawn(stream::serve(listener, self.local.clone(), stop_rx.clone()));
+            tokio::spawn(stream::serve(listener, self.local.clone(), self.state.clone(), stop_rx.clone()));
         }
         let follower = self.redis_follower.clone().map(|store| tokio::spawn(store.follow()));
         if let Some(store) = self.redis_follower.clone() {

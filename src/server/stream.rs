@@ -1,26 +1,47 @@
 //! `listen.state_stream`: this replica's fleet state for Envoys deciding with the dynamic
-//! module (crates/portcullis-envoy, `link.rs`). Each connection gets every entry the replica
-//! holds, then `S`, then every entry that wins a merge here (admin API, Redis follower, journal,
-//! auto-block) as it happens, and `H` every second. A reader that falls behind the change
-//! backlog gets a fresh snapshot (entries merge idempotently by the state model's rule, so a
-//! repeat is harmless); one that stops reading is dropped after [`WRITE_WAIT`].
+//! module (crates/portcullis-envoy, `link.rs`), and what the modules send back.
+//!
+//! To the module, lines: `E <entry>` for every entry the replica holds, the key set of every
+//! remote issuer (`K {"issuer":…,"jwks":…}`, `jwks` null when the issuer has none), then `S`;
+//! after that every entry that wins a merge here (admin API, Redis follower, journal,
+//! auto-block) and every key-set change as it happens, and `H` every second. A reader that
+//! falls behind the change backlog gets a fresh snapshot (entries merge idempotently by the
+//! state model's rule, so a repeat is harmless); one that stops reading is dropped after
+//! [`WRITE_WAIT`].
+//!
+//! From the module: `A <json>` an audit line (written to this process' audit sink), `F <client>`
+//! an invalid credential (counted toward auto-block here and in the fleet), `R <issuer>` a token
+//! named a key its remote issuer lacks (a refetch is asked for).
 
+use super::authz::AppState;
 use crate::state::local::LocalState;
 use crate::state::model::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Readers at once; more are closed at accept (each holds a snapshot while it is written).
 pub const MAX_READERS: usize = 64;
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often key sets are compared with what a reader was sent (a rotation reaches the modules
+/// within it; an unknown `kid` asks for the refetch that makes one).
+const KEY_CHECK: Duration = Duration::from_millis(100);
 /// Longest one write may wait on a reader.
 const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// Longest line a module may send (an audit line is well under it).
+const MAX_LINE: u64 = 64 * 1024;
 
 /// Serves readers until `stop` says so.
-pub async fn serve(listener: UnixListener, local: Arc<LocalState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    local: Arc<LocalState>,
+    app: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
     loop {
         tokio::select! {
@@ -30,11 +51,9 @@ pub async fn serve(listener: UnixListener, local: Arc<LocalState>, mut stop: tok
                     tracing::warn!(max = MAX_READERS, "state stream: too many readers; connection closed");
                     continue;
                 };
-                let (local, stop) = (local.clone(), stop.clone());
+                let (local, app, stop) = (local.clone(), app.clone(), stop.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = follow(stream, local, stop).await {
-                        tracing::info!(error = %e, "state stream reader gone");
-                    }
+                    connection(stream, local, app, stop).await;
                     drop(slot);
                 });
             }
@@ -43,7 +62,56 @@ pub async fn serve(listener: UnixListener, local: Arc<LocalState>, mut stop: tok
     }
 }
 
-async fn write_line(out: &mut BufWriter<UnixStream>, line: &str) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    local: Arc<LocalState>,
+    app: Arc<AppState>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (read, write) = stream.into_split();
+    let from_module = tokio::spawn(read_module(read, app.clone()));
+    if let Err(e) = follow(write, local, app, stop).await {
+        tracing::info!(error = %e, "state stream reader gone");
+    }
+    from_module.abort();
+}
+
+/// What a module sends back, line by line, until it closes or sends a line past [`MAX_LINE`].
+async fn read_module(read: OwnedReadHalf, app: Arc<AppState>) {
+    let mut lines = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut lines).take(MAX_LINE).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.last() != Some(&b'\n') => {
+                tracing::warn!("state stream: a module sent a line past 64 KiB; connection closed");
+                return;
+            }
+            Ok(_) => {}
+        }
+        let Ok(text) = std::str::from_utf8(&line[..line.len() - 1]) else { continue };
+        match text.split_once(' ') {
+            Some(("A", audit)) => app.audit.record_forwarded(audit),
+            Some(("F", client)) => {
+                let rule = app.snapshot.load().policy.ip.auto_block;
+                // Only a client key Portcullis would make itself: an address or network.
+                if let (Some(rule), Ok(_)) = (rule, crate::decision::parse_cidr(client)) {
+                    app.count_failure_of(client.to_string(), rule).await;
+                }
+            }
+            Some(("R", issuer)) => {
+                let snapshot = app.snapshot.load();
+                if let Some(store) = snapshot.verifier.find(issuer).and_then(|(id, _)| snapshot.verifier.store(id)) {
+                    store.request_refetch(app.clock.now_millis());
+                }
+            }
+            _ => tracing::debug!("state stream: unknown line from a module"),
+        }
+    }
+}
+
+async fn write_line(out: &mut BufWriter<OwnedWriteHalf>, line: &str) -> std::io::Result<()> {
     let write = async {
         out.write_all(line.as_bytes()).await?;
         out.write_all(b"\n").await
@@ -51,7 +119,7 @@ async fn write_line(out: &mut BufWriter<UnixStream>, line: &str) -> std::io::Res
     tokio::time::timeout(WRITE_WAIT, write).await.map_err(|_| std::io::Error::other("reader too slow"))?
 }
 
-async fn flush(out: &mut BufWriter<UnixStream>) -> std::io::Result<()> {
+async fn flush(out: &mut BufWriter<OwnedWriteHalf>) -> std::io::Result<()> {
     tokio::time::timeout(WRITE_WAIT, out.flush()).await.map_err(|_| std::io::Error::other("reader too slow"))?
 }
 
@@ -59,19 +127,46 @@ fn entry_line(entry: &Entry) -> String {
     format!("E {}", entry.encode())
 }
 
+/// The `K` lines for every remote issuer whose key set differs from what `sent` holds.
+fn key_lines(app: &AppState, sent: &mut HashMap<Arc<str>, u64>) -> Vec<String> {
+    let snapshot = app.snapshot.load();
+    let mut lines = Vec::new();
+    for issuer in &snapshot.verifier.issuers {
+        let store = &issuer.keys;
+        if !store.is_remote() {
+            continue;
+        }
+        let generation = store.generation();
+        if sent.get(&issuer.issuer) == Some(&generation) {
+            continue;
+        }
+        sent.insert(issuer.issuer.clone(), generation);
+        let jwks = store.source().and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let line = serde_json::json!({ "issuer": issuer.issuer.as_ref(), "jwks": jwks });
+        lines.push(format!("K {line}"));
+    }
+    lines
+}
+
 async fn follow(
-    stream: UnixStream,
+    write: OwnedWriteHalf,
     local: Arc<LocalState>,
+    app: Arc<AppState>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut out = BufWriter::new(stream);
+    let mut out = BufWriter::new(write);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut key_check = tokio::time::interval(KEY_CHECK);
     loop {
         let (snapshot, mut changes) = local.subscribe_with_snapshot();
         for entry in &snapshot {
             write_line(&mut out, &entry_line(entry)).await?;
         }
         drop(snapshot);
+        let mut sent = HashMap::new();
+        for line in key_lines(&app, &mut sent) {
+            write_line(&mut out, &line).await?;
+        }
         write_line(&mut out, "S").await?;
         flush(&mut out).await?;
         loop {
@@ -84,6 +179,15 @@ async fn follow(
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return Ok(()),
                 },
+                _ = key_check.tick() => {
+                    let lines = key_lines(&app, &mut sent);
+                    for line in &lines {
+                        write_line(&mut out, line).await?;
+                    }
+                    if !lines.is_empty() {
+                        flush(&mut out).await?;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     write_line(&mut out, "H").await?;
                     flush(&mut out).await?;

@@ -113,7 +113,25 @@ impl AuditSink {
             return;
         }
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_millis).unwrap_or(0));
-        let Some(mut line) = event(input, decision, policy, latency, at).line() else { return self.drop_line() };
+        let Some(line) = event(input, decision, policy, latency, at).line() else { return self.drop_line() };
+        self.enqueue(line);
+    }
+
+    /// Queues an audit line an Envoy module decided and sent over the state stream
+    /// (`server/stream.rs`). Only a JSON object is taken, written again compactly (one line,
+    /// nothing the module sent can start another); anything else is counted as dropped.
+    pub fn record_forwarded(&self, line: &str) {
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
+            Ok(object) => match serde_json::to_string(&object) {
+                Ok(line) => self.enqueue(line),
+                Err(_) => self.drop_line(),
+            },
+            Err(_) => self.drop_line(),
+        }
+    }
+
+    /// Queues one line (without its newline) within the sink's byte and line budget.
+    fn enqueue(&self, mut line: String) {
         line.push('\n');
         let Some(queue) = &self.queue else { return };
         let len = line.len();

@@ -23,13 +23,19 @@ struct Pair {
 }
 
 fn pair(name: &str) -> Pair {
+    pair_with(name, &[])
+}
+
+/// [`pair`] with replacements in the test policy.
+fn pair_with(name: &str, more: &[(&str, &str)]) -> Pair {
     let dir = scratch(name);
     let socket = dir.join("state.sock");
     let listen_extra = format!(", state_stream: \"unix:{}\"", socket.display());
     // One route more than the test policy: a deny route (route_denied).
     let public = "  - { name: public, match: { path_prefix: /public }, public: true }";
     let closed = format!("{public}\n  - {{ name: closed, match: {{ path_prefix: /closed }}, deny: true }}");
-    let replace = [(public, closed.as_str())];
+    let mut replace = vec![(public, closed.as_str())];
+    replace.extend_from_slice(more);
     let portcullis =
         Portcullis::launch(&dir, Launch { listen_extra: &listen_extra, replace: &replace, ..Launch::default() });
     let upstream = Upstream::start();
@@ -150,10 +156,10 @@ fn the_module_answers_every_corpus_request_as_the_ext_authz_path_does() {
     let _ = std::fs::remove_dir_all(&p.dir);
 }
 
-/// Waits (at most a second) until the module answers `request` with `status`: fleet state
-/// travels the stream first.
+/// Waits (at most two seconds: a key refetch may wait out the fetcher's one-second cooldown)
+/// until the module answers `request` with `status`: fleet state travels the stream first.
 fn settle(module: &Envoy, request: &str, status: u16) {
-    let reached = within(Duration::from_secs(1), || match raw_http(module.listener, request) {
+    let reached = within(Duration::from_secs(2), || match raw_http(module.listener, request) {
         Some(r) if r.status == status => Ok(()),
         other => Err(other.map(|r| r.status)),
     });
@@ -201,4 +207,78 @@ fn a_revocation_through_the_admin_api_reaches_the_module_and_a_dead_sidecar_mean
             .expect("public");
     assert_eq!(public.status, 200, "public routes need no state");
     let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// An identity provider on loopback serving whatever JWKS the test puts in `body`.
+struct Idp {
+    addr: std::net::SocketAddr,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Idp {
+    fn start(jwks: &str) -> Idp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind idp");
+        let addr = listener.local_addr().expect("addr");
+        let body = std::sync::Arc::new(std::sync::Mutex::new(jwks.to_string()));
+        let served = body.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let body = served.lock().expect("lock").clone();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Idp { addr, body }
+    }
+}
+
+fn key_fixture(name: &str) -> String {
+    std::fs::read_to_string(corpus::fixtures().join("keys").join(name)).expect("key fixture")
+}
+
+#[test]
+fn remote_keys_audit_and_rotation_travel_between_the_module_and_its_sidecar() {
+    let idp = Idp::start(&key_fixture("jwks-rsa1.json"));
+    let file = format!("jwks: {{ file: {} }}", corpus::fixtures().join("keys/jwks.json").display());
+    let url = format!("jwks: {{ url: \"http://{}/jwks\", refresh: 1h, refetch_interval: 1s }}", idp.addr);
+    let p = pair_with("module-keys", &[(file.as_str(), url.as_str())]);
+    let rsa1 = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(ISSUER, "alice", now()));
+    let rsa2 = corpus::sign_rsa_other(Some("rsa-2"), &corpus::claims(ISSUER, "bob", now()));
+    // The sidecar fetched the issuer's keys; the module has them from the stream.
+    settle(&p.module, &get_items(&rsa1), 200);
+
+    // A rotation: the first token with the new kid is refused (401: the module never waits on
+    // its sidecar) and asks for a refetch; the new key set then reaches the module.
+    *idp.body.lock().expect("lock") = key_fixture("jwks-rsa2.json");
+    assert_eq!(api(&p.module, &rsa2), (401, "token_invalid".to_string()));
+    settle(&p.module, &get_items(&rsa2), 200);
+    assert_eq!(api(&p.ext_authz, &rsa2).0, 200, "the sidecar has the same keys");
+
+    // The module's decisions are audited by the sidecar.
+    // (Envoy at the edge replaces a client's x-request-id: the path marks the request.)
+    let marked = "GET /api/module-audit-7 HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n";
+    assert_eq!(raw_http(p.module.listener, marked).map(|r| r.status), Some(401));
+    let audited = within(Duration::from_secs(2), || {
+        let out = p.portcullis.proc.output();
+        if out.lines().any(|l| l.contains("\"path\":\"/api/module-audit-7\"") && l.contains("credential_missing")) {
+            Ok(())
+        } else {
+            Err(())
+        }
+    });
+    assert!(audited.is_ok(), "the module's decision never reached the sidecar's audit");
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+fn get_items(token: &str) -> String {
+    format!(
+        "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    )
 }

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 /// One filter configuration's decision machinery, shared by every worker.
 pub struct Engine {
-    snapshot: ArcSwap<Snapshot>,
+    /// Shared with the state link, which installs remote key sets in its verifier.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     cache: ClaimsCache,
     /// This Envoy's replica of the fleet state: the sidecar's stream merged into it by the
     /// model's one rule, and the auto-block counts of this Envoy.
@@ -47,14 +48,22 @@ impl Engine {
 
     pub fn with_clock(module: ModuleSettings, clock: Arc<dyn Clock>) -> Result<Arc<Self>, String> {
         let settings = module.settings;
-        let audit = AuditSink::open(&settings.audit).map_err(|e| format!("audit: {e}"))?;
         let local = Arc::new(LocalState::new());
         local.set_lifetimes(settings.snapshot.revocation_lifetimes.clone());
         let state = Arc::new(FleetState::with(local.clone(), MemoryPersist::Ephemeral, clock.clone()));
         let has_sidecar = module.state_socket.is_some();
-        let link = module.state_socket.map(|path| StateLink::start(path, local, clock.clone(), module.stale_after));
+        let snapshot = Arc::new(ArcSwap::new(settings.snapshot.clone()));
+        let link = module
+            .state_socket
+            .map(|path| StateLink::start(path, local, snapshot.clone(), clock.clone(), module.stale_after));
+        // With a sidecar, audit lines go to its sink (the policy's file may be in its container).
+        let audit = match &link {
+            Some(link) => AuditSink::with_writer(Box::new(link.audit_writer()), settings.audit.allow_sample_rate),
+            None => AuditSink::open(&settings.audit),
+        }
+        .map_err(|e| format!("audit: {e}"))?;
         let engine = Arc::new(Self {
-            snapshot: ArcSwap::new(settings.snapshot.clone()),
+            snapshot,
             cache: ClaimsCache::new(settings.cache),
             state,
             rate_limits: RateLimits::new(clock.clone()),
@@ -68,8 +77,16 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Puts a new policy in force for every request that starts from now on.
+    /// Puts a new policy in force for every request that starts from now on. Remote issuers
+    /// kept from the old policy keep the key sets the sidecar sent (the new stores start empty).
     pub fn replace_snapshot(&self, snapshot: Arc<Snapshot>) {
+        let old = self.snapshot.load();
+        for issuer in snapshot.verifier.issuers.iter().filter(|i| i.keys.is_remote() && !i.keys.has_keys()) {
+            let kept = old.verifier.issuers.iter().find(|o| o.issuer == issuer.issuer).and_then(|o| o.keys.source());
+            if let Some(jwks) = kept {
+                crate::link::install(&issuer.keys, &jwks, self.clock.now().0);
+            }
+        }
         self.state.local().set_lifetimes(snapshot.revocation_lifetimes.clone());
         self.snapshot.store(snapshot);
     }
@@ -99,6 +116,7 @@ impl Engine {
         let snapshot = self.snapshot.load_full();
         let decision = self.decide(input, &snapshot);
         self.count_failure(&decision, &snapshot);
+        self.ask_for_keys(&decision, &snapshot);
         let policy = portcullis::telemetry::audit::Policy { hash: &snapshot.hash, generation: snapshot.generation };
         let now = self.clock.now_millis();
         let elapsed = Duration::from_millis(u64::try_from(now - started).unwrap_or(0));
@@ -141,8 +159,24 @@ impl Engine {
         };
         let key = client_key(ip);
         let now = self.clock.now();
+        // The fleet's count too: the sidecar counts it with every replica's (and blocks there).
+        if let Some(link) = &self.link {
+            link.send(format!("F {key}"));
+        }
         if self.state.count_failure(&key, now, rule.window_secs) >= rule.failures {
             self.state.block_locally(&Block { cidr: key, expires_at: now.0 + rule.block_for_secs });
+        }
+    }
+}
+
+impl Engine {
+    /// A token named a key its remote issuer lacks: the sidecar is asked to refetch (its
+    /// cooldown applies), and the key set reaches this Envoy on the stream. This request was
+    /// answered already (401): a worker never waits on the sidecar.
+    fn ask_for_keys(&self, decision: &Decision, snapshot: &Snapshot) {
+        let (Some(link), Some(issuer)) = (&self.link, decision.context.key_miss) else { return };
+        if let Some(issuer) = snapshot.verifier.issuers.get(issuer.0) {
+            link.send(format!("R {}", issuer.issuer));
         }
     }
 }

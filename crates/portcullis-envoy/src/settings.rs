@@ -78,10 +78,10 @@ pub fn reload(path: &Path, has_sidecar: bool) -> Result<Settings, Refused> {
 /// deny later; refusing the configuration keeps Envoy on the one it had.
 pub fn check_supported(settings: &Settings, has_sidecar: bool) -> Result<(), Refused> {
     let mut problems = Vec::new();
-    for job in &settings.jwks_jobs {
+    for job in settings.jwks_jobs.iter().filter(|_| !has_sidecar) {
         problems.push(format!(
-            "issuer {}: keys from jwks.url are fetched by `portcullis serve`, not inside Envoy yet; \
-             give the keys as a file or inline (jwks.file, jwks.inline, pem_files) or use the ext_authz path",
+            "issuer {}: keys from jwks.url or discovery are fetched by `portcullis serve` and reach the \
+             module on its state stream: set state_socket, or give the keys as a file or inline",
             job.issuer
         ));
     }
