@@ -12,6 +12,7 @@ mod schema_listen;
 mod schema_state;
 mod settings;
 mod source;
+pub mod sources;
 mod suggest;
 mod validate;
 

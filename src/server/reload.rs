@@ -5,37 +5,14 @@
 use super::authz::AppState;
 use super::fetchers::Fetchers;
 use crate::clock::Clock;
+use crate::config::sources::{changed, fingerprints};
 use crate::config::{self, Settings};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::telemetry::metrics::RELOAD_TOTAL;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-type Fingerprints = Vec<(PathBuf, Option<[u8; 32]>)>;
-
-/// A file's content digest; for an `include` pattern (no such file), the digest of the list of
-/// files it matches, so a fragment added or removed is a change.
-fn digest(path: &std::path::Path) -> Option<[u8; 32]> {
-    if let Ok(bytes) = std::fs::read(path) {
-        return Some(Sha256::digest(&bytes).into());
-    }
-    let pattern = path.to_str().filter(|p| p.contains(['*', '?', '[']))?;
-    let mut files: Vec<String> =
-        glob::glob(pattern).ok()?.filter_map(Result::ok).map(|p| p.display().to_string()).collect();
-    files.sort();
-    Some(Sha256::digest(files.join("\n").as_bytes()).into())
-}
-
-fn fingerprints(paths: &[PathBuf]) -> Fingerprints {
-    paths.iter().map(|p| (p.clone(), digest(p))).collect()
-}
-
-fn changed(old: &Fingerprints) -> bool {
-    old.iter().any(|(path, was)| digest(path) != *was)
-}
 
 /// The settings that only take effect at start, by name, that differ between `old` and `new`.
 ///

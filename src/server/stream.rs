@@ -4,14 +4,18 @@
 //! To the module, lines: `E <entry>` for every entry the replica holds, the key set of every
 //! remote issuer (`K {"issuer":…,"jwks":…}`, `jwks` null when the issuer has none), then `S`;
 //! after that every entry that wins a merge here (admin API, Redis follower, journal,
-//! auto-block) and every key-set change as it happens, and `H` every second. A reader that
+//! auto-block) and every key-set change as it happens, and every second `H` while this replica
+//! is in step with the fleet or `X` while its own state is stale or not yet synced (the module
+//! is then stale too: `on_stale` decides there as here). A reader that
 //! falls behind the change backlog gets a fresh snapshot (entries merge idempotently by the
 //! state model's rule, so a repeat is harmless); one that stops reading is dropped after
 //! [`WRITE_WAIT`].
 //!
-//! From the module: `A <json>` an audit line (written to this process' audit sink), `F <client>`
-//! an invalid credential (counted toward auto-block here and in the fleet), `R <issuer>` a token
-//! named a key its remote issuer lacks (a refetch is asked for).
+//! From the module: `A <json>` an audit line (written to this process' audit sink, marked
+//! `"via":"envoy-module"`), `F <client>` an invalid credential (counted toward auto-block here and
+//! in the fleet; only a client key Portcullis itself makes: one address, or an IPv6 /64),
+//! `R <issuer>` a token named a key its remote issuer lacks (a refetch is asked for). The
+//! socket's file mode says who may connect (`listen.socket`).
 
 use super::authz::AppState;
 use crate::state::local::LocalState;
@@ -92,11 +96,10 @@ async fn read_module(read: OwnedReadHalf, app: Arc<AppState>) {
         }
         let Ok(text) = std::str::from_utf8(&line[..line.len() - 1]) else { continue };
         match text.split_once(' ') {
-            Some(("A", audit)) => app.audit.record_forwarded(audit),
+            Some(("A", audit)) => app.audit.record_forwarded(audit, "envoy-module"),
             Some(("F", client)) => {
                 let rule = app.snapshot.load().policy.ip.auto_block;
-                // Only a client key Portcullis would make itself: an address or network.
-                if let (Some(rule), Ok(_)) = (rule, crate::decision::parse_cidr(client)) {
+                if let (Some(rule), true) = (rule, is_client_key(client)) {
                     app.count_failure_of(client.to_string(), rule).await;
                 }
             }
@@ -108,6 +111,23 @@ async fn read_module(read: OwnedReadHalf, app: Arc<AppState>) {
             }
             _ => tracing::debug!("state stream: unknown line from a module"),
         }
+    }
+}
+
+/// A client key as `client_key` makes it (one address, or an IPv6 /64), never a wider network:
+/// a module must not get `0.0.0.0/0` blocked.
+fn is_client_key(text: &str) -> bool {
+    let address = text.strip_suffix("/64").unwrap_or(text);
+    address.parse::<std::net::IpAddr>().is_ok_and(|ip| crate::decision::client_key(ip) == text)
+}
+
+/// `H` while this replica is in step with the fleet, `X` while its state is stale or not yet
+/// synced (memory state is always in step).
+fn heartbeat_line(app: &AppState) -> &'static str {
+    let now = app.clock.now_millis();
+    match &app.state_health {
+        Some(health) if !health.synced() || health.is_stale(now) => "X",
+        _ => "H",
     }
 }
 
@@ -168,6 +188,7 @@ async fn follow(
             write_line(&mut out, &line).await?;
         }
         write_line(&mut out, "S").await?;
+        write_line(&mut out, heartbeat_line(&app)).await?;
         flush(&mut out).await?;
         loop {
             tokio::select! {
@@ -189,11 +210,24 @@ async fn follow(
                     }
                 }
                 _ = heartbeat.tick() => {
-                    write_line(&mut out, "H").await?;
+                    write_line(&mut out, heartbeat_line(&app)).await?;
                     flush(&mut out).await?;
                 }
                 _ = stop.changed() => return Ok(()),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_client_keys_portcullis_makes_are_counted() {
+        for ok in ["10.1.2.3", "2001:db8:1:2::/64"] {
+            assert!(super::is_client_key(ok), "{ok}");
+        }
+        for refused in ["0.0.0.0/0", "10.0.0.0/8", "2001:db8:1:2::5", "2001:db8::/32", "x", "10.1.2.3/32", ""] {
+            assert!(!super::is_client_key(refused), "{refused}");
         }
     }
 }

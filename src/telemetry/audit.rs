@@ -118,14 +118,16 @@ impl AuditSink {
     }
 
     /// Queues an audit line an Envoy module decided and sent over the state stream
-    /// (`server/stream.rs`). Only a JSON object is taken, written again compactly (one line,
-    /// nothing the module sent can start another); anything else is counted as dropped.
-    pub fn record_forwarded(&self, line: &str) {
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
-            Ok(object) => match serde_json::to_string(&object) {
-                Ok(line) => self.enqueue(line),
-                Err(_) => self.drop_line(),
-            },
+    /// (`server/stream.rs`), marked `"via": via`. Only a JSON object is taken, written again
+    /// compactly (one line, nothing the module sent can start another); anything else is
+    /// counted as dropped.
+    pub fn record_forwarded(&self, line: &str, via: &str) {
+        let Ok(mut object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) else {
+            return self.drop_line();
+        };
+        object.insert("via".into(), via.into());
+        match serde_json::to_string(&object) {
+            Ok(line) => self.enqueue(line),
             Err(_) => self.drop_line(),
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::support::attack_corpus::attacks;
 use crate::support::corpus::{self, ISSUER};
-use crate::support::envoy::{Envoy, Upstream, envoy_in_front, module_in_front};
+use crate::support::envoy::{Envoy, Upstream, envoy_in_front, module_in_front, start_envoy_from, wait_ready};
 use crate::support::{HttpResponse, Launch, Portcullis, raw_http, scratch, within};
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -281,4 +281,53 @@ fn get_items(token: &str) -> String {
     format!(
         "GET /api/items HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
     )
+}
+
+/// An Envoy that is not the edge (`use_remote_address: false`) takes the client address from
+/// `x-forwarded-for`. ext_authz sends Portcullis the connection's own peer regardless, and the
+/// core trusts forwarded addresses only from `ip.trusted_cidrs`: the module must read the same
+/// peer, or a client could name an address to dodge a block (or claim a trusted one).
+#[test]
+fn behind_another_proxy_the_module_reads_the_connection_peer_as_ext_authz_does() {
+    let p = pair("module-xff");
+    let not_edge = ("use_remote_address: true", "use_remote_address: false".to_string());
+    let grpc = ("port_value: 9191", format!("port_value: {}", p.portcullis.grpc.port()));
+    let ext_authz =
+        start_envoy_from(&p.dir, "envoy-not-edge", "envoy.yaml", p.upstream.addr, vec![grpc, not_edge.clone()]);
+    let socket = p.dir.join("state.sock");
+    let config = format!(
+        "policy_file: {}\n{indent}state_socket: {}\n{indent}stale_after: 1s",
+        p.portcullis.config.display(),
+        socket.display(),
+        indent = " ".repeat(26)
+    );
+    let module = start_envoy_from(
+        &p.dir,
+        "module-not-edge",
+        "module.yaml",
+        p.upstream.addr,
+        vec![("policy_file: /etc/portcullis/policy.yaml", config), not_edge],
+    );
+    wait_ready(&ext_authz);
+    wait_ready(&module);
+    let block = r#"{"cidr":"203.0.113.9/32"}"#;
+    assert_eq!(p.portcullis.admin_request("POST", "/v1/blocks", block).map(|r| r.status), Some(201));
+    let spoofed =
+        "GET /public/x HTTP/1.1\r\nhost: api.example.com\r\nx-forwarded-for: 203.0.113.9\r\nconnection: close\r\n\r\n";
+    let honest = "GET /public/x HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n";
+    // The stream is ordered: once a revocation written after the block reaches the module, the
+    // block has too.
+    let body = format!(r#"{{"sub":"xff-marker","iss":"{ISSUER}"}}"#);
+    assert_eq!(p.portcullis.admin_request("POST", "/v1/revocations", &body).map(|r| r.status), Some(201));
+    let marker =
+        corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &corpus::claims(ISSUER, "xff-marker", now()));
+    settle(&module, &get_items(&marker), 401);
+    assert_eq!(raw_http(module.listener, honest).map(|r| r.status), Some(200));
+    // Both paths answer alike: the named address is not the peer, so neither the block nor the
+    // address applies to this client.
+    let a = raw_http(ext_authz.listener, spoofed).map(|r| observed(&r));
+    let b = raw_http(module.listener, spoofed).map(|r| observed(&r));
+    assert_eq!(a, b, "the module read another client address than ext_authz");
+    assert!(a.is_some_and(|a| a.starts_with("200 ")), "the connection peer (127.0.0.1) is not blocked");
+    let _ = std::fs::remove_dir_all(&p.dir);
 }

@@ -3,7 +3,12 @@
 //! exports), for Envoy 1.40 (ABI `v0.2.0`). Each callback declared here is one the 1.40 binary
 //! exports (`scripts/check-module-abi.sh` compares the list with `nm -D` of the Envoy the
 //! tests run); the loader binds them all at load (`BIND_NOW`), so an Envoy lacking one refuses
-//! the module instead of failing at a request.
+//! the module instead of failing at a request. The stored `abi.h` is older than 1.40, so the
+//! argument lists were checked against the 1.40 binary's code (`objdump -d`, which registers
+//! each callback reads): `http_get_downstream_direct_remote_address` takes (filter, *buffer),
+//! with no port argument, unlike the access logger's; `http_set_dynamic_metadata_string` takes
+//! its third buffer on the stack; `log` takes (level, buffer). `tests/it/module.rs` exercises
+//! every one through a real Envoy.
 //!
 //! Architecture Invariant: this is the only file of the crate touching raw pointers. Every hook
 //! turns Envoy's pointers into the safe [`Stream`] view or owned values, runs the safe code under
@@ -101,6 +106,10 @@ unsafe extern "C" {
         id: CEnum,
         result: *mut EnvoyBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
+        filter: FilterEnvoyPtr,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
     fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
         filter: FilterEnvoyPtr,
         namespace: ModuleBuffer,
@@ -154,7 +163,17 @@ impl StreamView for Stream {
         raw.iter().map(|h| (owned(h.key_ptr, h.key_length), owned(h.value_ptr, h.value_length))).collect()
     }
 
-    /// A string attribute (`abi::attribute`), `None` when Envoy has none.
+    /// The connection's own peer (`ip:port`), never an address taken from `x-forwarded-for`:
+    /// what ext_authz sends as `source.address`.
+    fn direct_remote_address(&self) -> Option<String> {
+        let mut out = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+        // SAFETY: `out` is a valid place for the result; Envoy owns what it points to.
+        let found =
+            unsafe { envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(self.envoy, &mut out) };
+        (found && !out.ptr.is_null()).then(|| owned(out.ptr, out.length))
+    }
+
+    /// A string attribute (`filter::attribute`), `None` when Envoy has none.
     fn attribute(&self, id: i32) -> Option<String> {
         let mut out = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
         // SAFETY: `out` is a valid place for the result; Envoy owns what it points to.

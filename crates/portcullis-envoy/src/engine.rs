@@ -16,7 +16,8 @@ use portcullis::state::local::LocalState;
 use portcullis::state::ratelimit::RateLimits;
 use portcullis::telemetry::audit::AuditSink;
 use portcullis_core::{
-    Answer, CheckInput, Decision, Deny, DenyReason, Outcome, Progress, Services, answer, begin, client_key, finish,
+    Answer, CheckInput, Decision, Deny, DenyReason, OnStale, Outcome, Progress, Services, answer, begin, client_key,
+    finish,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use std::time::Duration;
 pub struct Engine {
     /// Shared with the state link, which installs remote key sets in its verifier.
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// With `on_stale: serve_local`, the same policy under `on_stale: deny`: what decides until
+    /// the sidecar's first snapshot is in (there is no "last synced state" to serve yet).
+    unsynced: arc_swap::ArcSwapOption<Snapshot>,
     cache: ClaimsCache,
     /// This Envoy's replica of the fleet state: the sidecar's stream merged into it by the
     /// model's one rule, and the auto-block counts of this Envoy.
@@ -62,8 +66,10 @@ impl Engine {
             None => AuditSink::open(&settings.audit),
         }
         .map_err(|e| format!("audit: {e}"))?;
+        let unsynced = arc_swap::ArcSwapOption::new(deny_when_stale(&settings.snapshot));
         let engine = Arc::new(Self {
             snapshot,
+            unsynced,
             cache: ClaimsCache::new(settings.cache),
             state,
             rate_limits: RateLimits::new(clock.clone()),
@@ -78,17 +84,15 @@ impl Engine {
     }
 
     /// Puts a new policy in force for every request that starts from now on. Remote issuers
-    /// kept from the old policy keep the key sets the sidecar sent (the new stores start empty).
+    /// get the newest key sets the sidecar sent (the new stores start empty), under the same
+    /// lock as a key-set line, so none is lost to the swap.
     pub fn replace_snapshot(&self, snapshot: Arc<Snapshot>) {
-        let old = self.snapshot.load();
-        for issuer in snapshot.verifier.issuers.iter().filter(|i| i.keys.is_remote() && !i.keys.has_keys()) {
-            let kept = old.verifier.issuers.iter().find(|o| o.issuer == issuer.issuer).and_then(|o| o.keys.source());
-            if let Some(jwks) = kept {
-                crate::link::install(&issuer.keys, &jwks, self.clock.now().0);
-            }
-        }
         self.state.local().set_lifetimes(snapshot.revocation_lifetimes.clone());
-        self.snapshot.store(snapshot);
+        self.unsynced.store(deny_when_stale(&snapshot));
+        match &self.link {
+            Some(link) => link.keys.swap_in(snapshot, &self.snapshot, self.clock.now().0),
+            None => self.snapshot.store(snapshot),
+        }
     }
 
     pub fn policy_hash(&self) -> Arc<str> {
@@ -113,7 +117,11 @@ impl Engine {
     /// Decides `input` on one snapshot, audits it and returns what Envoy must do.
     pub fn check(&self, input: &CheckInput) -> (Answer, Vec<(&'static str, String)>) {
         let started = self.clock.now_millis();
-        let snapshot = self.snapshot.load_full();
+        let unsynced = self.link.as_ref().is_some_and(|link| link.never_synced());
+        let snapshot = match self.unsynced.load_full() {
+            Some(deny) if unsynced => deny,
+            _ => self.snapshot.load_full(),
+        };
         let decision = self.decide(input, &snapshot);
         self.count_failure(&decision, &snapshot);
         self.ask_for_keys(&decision, &snapshot);
@@ -176,9 +184,27 @@ impl Engine {
     fn ask_for_keys(&self, decision: &Decision, snapshot: &Snapshot) {
         let (Some(link), Some(issuer)) = (&self.link, decision.context.key_miss) else { return };
         if let Some(issuer) = snapshot.verifier.issuers.get(issuer.0) {
-            link.send(format!("R {}", issuer.issuer));
+            link.ask_refetch(&issuer.issuer);
         }
     }
+}
+
+/// `snapshot` under `on_stale: deny`, when it says `serve_local` (else nothing to swap).
+fn deny_when_stale(snapshot: &Snapshot) -> Option<Arc<Snapshot>> {
+    (snapshot.policy.on_stale == OnStale::ServeLocal).then(|| {
+        let mut policy = snapshot.policy.clone();
+        policy.on_stale = OnStale::Deny;
+        Arc::new(Snapshot {
+            policy,
+            verifier: snapshot.verifier.clone(),
+            generation: snapshot.generation,
+            hash: snapshot.hash.clone(),
+            admin_token: snapshot.admin_token.clone(),
+            revocation_lifetimes: snapshot.revocation_lifetimes.clone(),
+            dpop: snapshot.dpop.clone(),
+            rule_metrics: snapshot.rule_metrics,
+        })
+    })
 }
 
 /// A fleet-wide tier needs the shared store, which the module cannot reach: such a policy is

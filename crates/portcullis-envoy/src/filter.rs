@@ -15,7 +15,6 @@ pub enum HeaderKind {
 
 /// Connection attributes read (abi.h `envoy_dynamic_module_type_attribute_id`).
 pub mod attribute {
-    pub const SOURCE_ADDRESS: i32 = 24;
     pub const CONNECTION_SUBJECT_PEER_CERTIFICATE: i32 = 33;
     pub const CONNECTION_DNS_SAN_PEER_CERTIFICATE: i32 = 35;
     pub const CONNECTION_URI_SAN_PEER_CERTIFICATE: i32 = 37;
@@ -26,6 +25,8 @@ pub mod attribute {
 /// with a fake).
 pub trait StreamView {
     fn headers(&self, kind: HeaderKind) -> Vec<(String, String)>;
+    /// The downstream connection's own peer address, as Envoy spells it (`ip:port`).
+    fn direct_remote_address(&self) -> Option<String>;
     fn attribute(&self, id: i32) -> Option<String>;
     fn set_header(&self, kind: HeaderKind, name: &str, value: Option<&str>) -> bool;
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &str, details: &str);
@@ -66,12 +67,21 @@ impl Filter {
         match answer {
             Answer::Allow { set_headers, remove_headers, response_headers } => {
                 // Removals first: a header the policy both strips and sets (identity headers a
-                // client sent) ends with Portcullis' value only.
-                for name in &remove_headers {
-                    stream.set_header(HeaderKind::Request, name, None);
-                }
-                for (name, value) in &set_headers {
-                    stream.set_header(HeaderKind::Request, name, Some(value));
+                // client sent) ends with Portcullis' value only. A change Envoy refuses stops
+                // the request: the upstream never sees a header Portcullis meant to remove.
+                let removed = remove_headers.iter().all(|name| stream.set_header(HeaderKind::Request, name, None));
+                let set = removed
+                    && set_headers
+                        .iter()
+                        .all(|(name, value)| stream.set_header(HeaderKind::Request, name, Some(value)));
+                if !set {
+                    stream.send_response(
+                        503,
+                        &internal_error_headers(),
+                        INTERNAL_ERROR_BODY,
+                        "portcullis_header_refused",
+                    );
+                    return false;
                 }
                 self.response_headers = response_headers;
                 true
@@ -93,13 +103,15 @@ impl Filter {
 /// The core's input from Envoy's view of the request, spelled as `server::convert::check_input`
 /// reads a `CheckRequest` built from the same stream: pseudo-headers give method, authority,
 /// path and scheme and stay in the header list; names are lowercase; `x-request-id` names the
-/// request; the peer is the downstream address Envoy settled on; its principal is the
+/// request; the peer is the connection's own address; its principal is the
 /// certificate's URI SAN, else DNS SAN, else subject.
 pub fn check_input(stream: &dyn StreamView) -> CheckInput {
     let headers: Vec<(String, String)> =
         stream.headers(HeaderKind::Request).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
     let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-    let peer_ip = stream.attribute(attribute::SOURCE_ADDRESS).and_then(|a| parse_peer(&a));
+    // The connection's peer, as ext_authz sends it: never the address Envoy may have taken from
+    // x-forwarded-for (the core reads that header itself, trusting only `ip.trusted_cidrs`).
+    let peer_ip = stream.direct_remote_address().and_then(|a| parse_peer(&a));
     let peer_principal = [
         attribute::CONNECTION_URI_SAN_PEER_CERTIFICATE,
         attribute::CONNECTION_DNS_SAN_PEER_CERTIFICATE,

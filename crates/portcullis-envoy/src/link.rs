@@ -2,16 +2,22 @@
 //! in `src/server/stream.rs`). A reader thread merges every entry into this Envoy's replica by
 //! the state model's one rule and installs the remote issuers' key sets, so a revocation, block,
 //! member, API key or key rotation anywhere in the fleet is enforced here as soon as the sidecar
-//! has it. Silence past `stale_after` makes the state stale and the policy's `on_stale` decides.
-//! A writer thread sends back audit lines, invalid-credential counts and refetch requests,
-//! never making a request wait: what cannot be sent is dropped and counted.
+//! has it. Freshness comes from the sidecar's heartbeat only: `H` (in step with the fleet) every
+//! second, `X` when the sidecar's own state is stale; silence past `stale_after` or an `X`
+//! makes the state stale and the policy's `on_stale` decides.
+//!
+//! Writer threads send back audit lines (their own queue, so a flood of bad tokens cannot crowd
+//! out the audit), invalid-credential counts and refetch requests, never making a request wait:
+//! what cannot be sent is dropped and counted (logged every thousand). The socket's file mode
+//! is the access control on both ends (the sidecar shares the pod).
 
 use arc_swap::ArcSwap;
 use portcullis::clock::Clock;
 use portcullis::config::Snapshot;
 use portcullis::state::local::LocalState;
 use portcullis::state::model::Entry;
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -23,16 +29,59 @@ use std::time::Duration;
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the replica forgets what no longer holds.
 const PURGE_EVERY_MS: i64 = 10_000;
-/// Lines waiting to go to the sidecar; past it they are dropped.
-const OUTGOING_LINES: usize = 8192;
+/// Audit lines waiting to go to the sidecar; past it they are dropped.
+const AUDIT_LINES: usize = 8192;
+/// Failure counts and refetch requests waiting; past it they are dropped.
+const CONTROL_LINES: usize = 1024;
+/// Longest line the sidecar may send (a key set is within the fetcher's JWKS bound).
+const MAX_LINE: usize = 2 << 20;
+/// One refetch request per issuer per this long (the sidecar's fetcher has its own cooldown).
+const REFETCH_EVERY_MS: i64 = 1_000;
+/// "Never heard in step": stale, and nothing fleet-wide is known yet.
+const NEVER: i64 = i64::MIN / 2;
+/// Heard as stale (`X`): stale at once, but a snapshot has been merged.
+const STALE: i64 = i64::MIN / 4;
 
 /// This Envoy's end of the stream.
 pub struct StateLink {
     heard_ms: Arc<AtomicI64>,
     stale_after_ms: i64,
     stop: Arc<AtomicBool>,
-    outgoing: SyncSender<String>,
+    control: SyncSender<String>,
+    audit: SyncSender<String>,
     dropped: Arc<AtomicU64>,
+    /// When a refetch was last asked for, per issuer.
+    refetches: Mutex<HashMap<String, i64>>,
+    clock: Arc<dyn Clock>,
+    pub keys: Arc<KeyBook>,
+}
+
+/// The latest key set the sidecar sent for each remote issuer. A policy reload and a key-set
+/// line both go through its lock, so a new policy never starts with keys older than the newest
+/// sent (`Engine::replace_snapshot`).
+#[derive(Default)]
+pub struct KeyBook {
+    latest: Mutex<HashMap<String, Option<Arc<String>>>>,
+}
+
+impl KeyBook {
+    /// Records `jwks` (None: the issuer has no keys) for `issuer` and installs it in the
+    /// snapshot in force.
+    fn record(&self, issuer: String, jwks: Option<Arc<String>>, snapshot: &ArcSwap<Snapshot>, now: i64) {
+        let Ok(mut latest) = self.latest.lock() else { return };
+        install(&snapshot.load(), &issuer, jwks.as_deref().map(String::as_str), now);
+        latest.insert(issuer, jwks);
+    }
+
+    /// Installs every recorded key set in `next`, then puts `next` in force; a key-set line
+    /// waits for both.
+    pub fn swap_in(&self, next: Arc<Snapshot>, snapshot: &ArcSwap<Snapshot>, now: i64) {
+        let Ok(latest) = self.latest.lock() else { return };
+        for (issuer, jwks) in latest.iter() {
+            install(&next, issuer, jwks.as_deref().map(String::as_str), now);
+        }
+        snapshot.store(next);
+    }
 }
 
 /// What the reader and writer threads share.
@@ -43,13 +92,14 @@ struct Shared {
     clock: Arc<dyn Clock>,
     heard_ms: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
-    /// The connection the writer sends on (set by the reader when it connects).
+    /// The connection the writers send on (set by the reader when it connects).
     connection: Mutex<Option<UnixStream>>,
     dropped: Arc<AtomicU64>,
+    keys: Arc<KeyBook>,
 }
 
 impl StateLink {
-    /// Starts the reader and the writer. Until the first snapshot is in, the state is stale.
+    /// Starts the reader and the writers. Until the first snapshot is in, the state is stale.
     pub fn start(
         path: PathBuf,
         local: Arc<LocalState>,
@@ -57,53 +107,84 @@ impl StateLink {
         clock: Arc<dyn Clock>,
         stale_after: Duration,
     ) -> Self {
-        let heard_ms = Arc::new(AtomicI64::new(i64::MIN / 2));
+        let heard_ms = Arc::new(AtomicI64::new(NEVER));
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (outgoing, lines) = std::sync::mpsc::sync_channel(OUTGOING_LINES);
+        let keys = Arc::new(KeyBook::default());
+        let (control, control_lines) = std::sync::mpsc::sync_channel(CONTROL_LINES);
+        let (audit, audit_lines) = std::sync::mpsc::sync_channel(AUDIT_LINES);
         let shared = Arc::new(Shared {
             path,
             local,
             snapshot,
-            clock,
+            clock: clock.clone(),
             heard_ms: heard_ms.clone(),
             stop: stop.clone(),
             connection: Mutex::new(None),
             dropped: dropped.clone(),
+            keys: keys.clone(),
         });
-        let reader = shared.clone();
-        let started = std::thread::Builder::new()
-            .name("portcullis-state".into())
-            .spawn(move || reader.read())
-            .and_then(|_| std::thread::Builder::new().name("portcullis-send".into()).spawn(move || shared.send(lines)));
+        let (reader, sender, auditor) = (shared.clone(), shared.clone(), shared);
+        let spawn =
+            |name: &str, run: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name.into()).spawn(run);
+        let started = spawn("portcullis-state", Box::new(move || reader.read()))
+            .and_then(|_| spawn("portcullis-send", Box::new(move || sender.send(control_lines))))
+            .and_then(|_| spawn("portcullis-audit", Box::new(move || auditor.send(audit_lines))));
         if let Err(e) = started {
             // No reader: the state stays stale and `on_stale` decides, which is the safe side.
             crate::log_error(&format!("portcullis: cannot start the state stream threads: {e}"));
         }
         let stale_after_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
-        Self { heard_ms, stale_after_ms, stop, outgoing, dropped }
+        Self { heard_ms, stale_after_ms, stop, control, audit, dropped, refetches: Mutex::default(), clock, keys }
     }
 
     pub fn is_stale(&self, now_ms: i64) -> bool {
         now_ms.saturating_sub(self.heard_ms.load(Ordering::Acquire)) > self.stale_after_ms
     }
 
-    /// Queues one line for the sidecar; never waits.
+    /// No snapshot from the sidecar since the module loaded: nothing fleet-wide is known.
+    pub fn never_synced(&self) -> bool {
+        self.heard_ms.load(Ordering::Acquire) == NEVER
+    }
+
+    /// Queues one control line (`F`, `R`) for the sidecar; never waits.
     pub fn send(&self, line: String) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.outgoing.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.control.try_send(line) {
+            count_drop(&self.dropped);
         }
+    }
+
+    /// Asks the sidecar to refetch `issuer`'s keys, at most once a second per issuer.
+    pub fn ask_refetch(&self, issuer: &str) {
+        let now = self.clock.now_millis();
+        let Ok(mut asked) = self.refetches.lock() else { return };
+        if asked.get(issuer).is_some_and(|at| now - at < REFETCH_EVERY_MS) {
+            return;
+        }
+        if asked.len() > 1024 {
+            asked.clear();
+        }
+        asked.insert(issuer.to_string(), now);
+        drop(asked);
+        self.send(format!("R {issuer}"));
     }
 
     /// A writer for the audit sink: each line it is given goes to the sidecar as `A <line>`.
     pub fn audit_writer(&self) -> AuditToSidecar {
-        AuditToSidecar { outgoing: self.outgoing.clone(), dropped: self.dropped.clone(), partial: Vec::new() }
+        AuditToSidecar { outgoing: self.audit.clone(), dropped: self.dropped.clone(), partial: Vec::new() }
     }
 }
 
 impl Drop for StateLink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn count_drop(dropped: &AtomicU64) {
+    let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == 1 || n.is_multiple_of(1000) {
+        crate::log_error(&format!("portcullis: {n} lines for the sidecar dropped (queue full or no connection)"));
     }
 }
 
@@ -121,7 +202,7 @@ impl Write for AuditToSidecar {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
             if self.outgoing.try_send(format!("A {text}")).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                count_drop(&self.dropped);
             }
         }
         Ok(buf.len())
@@ -181,7 +262,9 @@ impl Shared {
             if self.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            match reader.read_line(&mut line) {
+            let room = (MAX_LINE + 1).saturating_sub(line.len()) as u64;
+            match (&mut reader).take(room).read_line(&mut line) {
+                Ok(_) if line.len() > MAX_LINE => return Err(std::io::Error::other("a line past 2 MiB")),
                 Ok(0) => return Err(std::io::Error::other("the sidecar closed the stream")),
                 Ok(_) if line.ends_with('\n') => {}
                 Ok(_) => continue,
@@ -191,23 +274,23 @@ impl Shared {
             let now = self.clock.now_millis();
             match line.trim_end_matches('\n') {
                 "S" => in_step = true,
+                // The sidecar in step with the fleet: fresh until `stale_after` passes without one.
+                "H" if in_step => self.heard_ms.store(now, Ordering::Release),
                 "H" => {}
+                // The sidecar's own state is stale (its Redis unreachable): so is this replica.
+                "X" if in_step => self.heard_ms.store(STALE, Ordering::Release),
+                "X" => {}
                 text if text.starts_with("E ") => {
                     let entry = Entry::decode(&text[2..]).map_err(std::io::Error::other)?;
                     self.local.merge(entry);
                 }
                 text if text.starts_with("K ") => self.install_keys(&text[2..])?,
                 other => {
-                    return Err(std::io::Error::other(format!(
-                        "unexpected line {:?}",
-                        other.get(..40).unwrap_or(other)
-                    )));
+                    let shown = other.get(..40).unwrap_or(other);
+                    return Err(std::io::Error::other(format!("unexpected line {shown:?}")));
                 }
             }
             line.clear();
-            if in_step {
-                self.heard_ms.store(now, Ordering::Release);
-            }
             if now - *purged_at > PURGE_EVERY_MS {
                 *purged_at = now;
                 self.local.purge(self.clock.now(), self.local.lifetimes());
@@ -223,14 +306,8 @@ impl Shared {
             jwks: Option<serde_json::Value>,
         }
         let keys: Keys = serde_json::from_str(text).map_err(std::io::Error::other)?;
-        let snapshot = self.snapshot.load();
-        let Some(store) = snapshot.verifier.find(&keys.issuer).and_then(|(id, _)| snapshot.verifier.store(id)) else {
-            return Ok(()); // an issuer this policy does not have (the sidecar's policy differs)
-        };
-        match keys.jwks {
-            None => store.expire(),
-            Some(jwks) => install(store, &jwks.to_string(), self.clock.now().0),
-        }
+        let jwks = keys.jwks.map(|v| Arc::new(v.to_string()));
+        self.keys.record(keys.issuer, jwks, &self.snapshot, self.clock.now().0);
         Ok(())
     }
 
@@ -246,17 +323,31 @@ impl Shared {
                 Err(_) => false,
             };
             if !sent {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                count_drop(&self.dropped);
             }
         }
     }
 }
 
-/// Installs a JWKS document in `store`; one the parser refuses leaves the store as it was.
-pub fn install(store: &portcullis::jwt::KeyStore, jwks: &str, now: i64) {
+/// Installs `jwks` (None: no keys) for `issuer` in `snapshot`'s verifier: only in a remote
+/// issuer's store (keys the policy pins in a file are never replaced from the stream). A key set
+/// the parser refuses leaves the issuer without keys (its tokens get 503 keys_unavailable),
+/// never with the keys it had.
+fn install(snapshot: &Snapshot, issuer: &str, jwks: Option<&str>, now: i64) {
+    let Some(store) = snapshot.verifier.find(issuer).and_then(|(id, _)| snapshot.verifier.store(id)) else { return };
+    if !store.is_remote() {
+        return;
+    }
+    let Some(jwks) = jwks else { return store.expire() };
     match portcullis::jwt::keys_from_remote_jwks(jwks) {
         Ok((keys, _skipped)) if !keys.keys.is_empty() => store.replace_from(keys, Arc::new(jwks.to_string()), now),
-        Ok(_) => crate::log_error("portcullis: the sidecar sent an empty key set; keys unchanged"),
-        Err(e) => crate::log_error(&format!("portcullis: the sidecar sent an unusable key set: {e}")),
+        Ok(_) => {
+            crate::log_error(&format!("portcullis: the sidecar sent an empty key set for {issuer}"));
+            store.expire();
+        }
+        Err(e) => {
+            crate::log_error(&format!("portcullis: the sidecar sent an unusable key set for {issuer}: {e}"));
+            store.expire();
+        }
     }
 }

@@ -100,6 +100,23 @@ pub fn check_supported(settings: &Settings, has_sidecar: bool) -> Result<(), Ref
     if policy.sessions.is_some() {
         problems.push("sessions: session activity is written by the ext_authz path only".into());
     }
+    if !has_sidecar && !matches!(settings.state, portcullis::state::StateBackend::Memory { dir: None }) {
+        problems.push(
+            "state: revocations, blocks and members written elsewhere (Redis, the journal) reach the module \
+             through `portcullis serve`: set state_socket"
+                .into(),
+        );
+    }
+    let tenant_from_route = policy.tenants.as_ref().is_some_and(|t| {
+        t.sources.iter().any(|source| matches!(source, portcullis_core::TenantSource::ContextExtension(_)))
+    });
+    if tenant_from_route {
+        problems.push(
+            "tenants.from: context_extension is set per route by ext_authz; inside Envoy there is none \
+             (use a header or path source, or the ext_authz path)"
+                .into(),
+        );
+    }
     if settings.admin.is_some() && !has_sidecar {
         problems.push(
             "admin: the admin API's changes reach the module through `portcullis serve`: set state_socket".into(),

@@ -10,22 +10,28 @@ type Sent = (u16, Vec<(String, String)>, String, String);
 #[derive(Default)]
 struct FakeStream {
     request: Vec<(String, String)>,
+    direct: Option<String>,
     attributes: Vec<(i32, String)>,
     set: RefCell<Vec<(HeaderKind, String, Option<String>)>>,
     sent: RefCell<Option<Sent>>,
     metadata: RefCell<Vec<(String, String)>>,
+    /// Envoy refuses header changes (a limit hit, say).
+    refuse_headers: bool,
 }
 
 impl StreamView for FakeStream {
     fn headers(&self, kind: HeaderKind) -> Vec<(String, String)> {
         if kind == HeaderKind::Request { self.request.clone() } else { Vec::new() }
     }
+    fn direct_remote_address(&self) -> Option<String> {
+        self.direct.clone()
+    }
     fn attribute(&self, id: i32) -> Option<String> {
         self.attributes.iter().find(|(i, _)| *i == id).map(|(_, v)| v.clone())
     }
     fn set_header(&self, kind: HeaderKind, name: &str, value: Option<&str>) -> bool {
         self.set.borrow_mut().push((kind, name.into(), value.map(String::from)));
-        true
+        !self.refuse_headers
     }
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &str, details: &str) {
         *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.into(), details.into()));
@@ -44,11 +50,7 @@ fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> FakeStream {
         ("x-request-id".into(), "req-1".into()),
     ];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    FakeStream {
-        request: headers,
-        attributes: vec![(attribute::SOURCE_ADDRESS, "10.1.2.3:4444".into())],
-        ..Default::default()
-    }
+    FakeStream { request: headers, direct: Some("10.1.2.3:4444".into()), ..Default::default() }
 }
 
 fn engine() -> std::sync::Arc<Engine> {
@@ -62,8 +64,8 @@ fn engine() -> std::sync::Arc<Engine> {
 #[test]
 fn the_input_is_read_as_the_ext_authz_adapter_reads_it() {
     let mut stream = request("GET", "/api/x?q=1", &[("X-Mixed-Case", "v")]);
+    stream.direct = Some("[2001:db8::1]:443".into());
     stream.attributes = vec![
-        (attribute::SOURCE_ADDRESS, "[2001:db8::1]:443".into()),
         (attribute::CONNECTION_DNS_SAN_PEER_CERTIFICATE, "client.example".into()),
         (attribute::CONNECTION_SUBJECT_PEER_CERTIFICATE, "CN=client".into()),
         (attribute::CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST, "00".repeat(32)),
@@ -80,10 +82,8 @@ fn the_input_is_read_as_the_ext_authz_adapter_reads_it() {
     assert!(input.headers.iter().any(|(k, v)| k == "x-mixed-case" && v == "v"), "names lowercased");
     assert!(input.headers.iter().any(|(k, _)| k == ":path"), "pseudo-headers stay, as ext_authz sends them");
     // Unreadable attributes leave nothing to trust.
-    stream.attributes = vec![
-        (attribute::SOURCE_ADDRESS, "not an address".into()),
-        (attribute::CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST, "zz".into()),
-    ];
+    stream.direct = Some("not an address".into());
+    stream.attributes = vec![(attribute::CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST, "zz".into())];
     let input = check_input(&stream);
     assert_eq!((input.peer_ip, input.peer_certificate), (None, None));
 }
@@ -126,4 +126,13 @@ fn what_the_module_cannot_do_is_refused_when_envoy_loads_the_configuration() {
     let err = refused("");
     assert!(err.contains("issuer https://i.test/") && err.contains("jwks.url"), "{err}");
     assert!(crate::settings::parse("policy_file: /nonexistent/policy.yaml").unwrap_err().0.contains("/nonexistent"));
+}
+
+#[test]
+fn a_header_change_envoy_refuses_stops_the_request() {
+    let mut public = request("GET", "/public/x", &[("x-user-id", "root")]);
+    public.refuse_headers = true;
+    assert!(!Filter::new(engine()).on_request_headers(&public), "never forwarded with the client's x-user-id");
+    let (status, _, _, details) = public.sent.borrow().clone().expect("answered");
+    assert_eq!((status, details.as_str()), (503, "portcullis_header_refused"));
 }
