@@ -30,6 +30,8 @@ KEYS = ROOT / "tests" / "fixtures" / "keys"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TENANT_PATH = "/tenants/acme/items"
 GEN_CPU, SUT_CPU = "0", "1"
+# `--allow-sample-rate`: audit every allow (None, the default) or this share of them.
+AUDIT_ALLOW_SAMPLE = None
 
 
 def free_port():
@@ -126,12 +128,16 @@ def portcullis_policy(work, grpc, health, uds=None, max_entries=200_000, name="p
         text = text.replace(old, new)
     text += (
         f"cache: {{ ttl: 10m, max_entries: {max_entries}, max_bytes: 192MiB }}\n"
-        f"telemetry: {{ audit: {{ file: {work}/audit.log }} }}\n"
+        f"telemetry: {{ audit: {{ file: {work}/audit.log{audit_sampling()} }} }}\n"
         "shutdown: { drain_delay: 0s, drain_timeout: 1s }\n"
     )
     path = work / name
     path.write_text(text)
     return path
+
+
+def audit_sampling():
+    return "" if AUDIT_ALLOW_SAMPLE is None else f", allow_sample_rate: {AUDIT_ALLOW_SAMPLE}"
 
 
 def start_portcullis(work, uds=None, max_entries=200_000, wrap=None):
@@ -517,7 +523,11 @@ def main():
     parser.add_argument("--skip", default="", help="comma list of: max,latency,callgrind,memory,module_memory")
     parser.add_argument("--only", default="", help="comma list of words; run only the modes whose "
                         "name holds one of them (for quick comparisons while working)")
+    parser.add_argument("--allow-sample-rate", type=float, default=None,
+                        help="audit this share of allows (default: every decision, as shipped)")
     args = parser.parse_args()
+    global AUDIT_ALLOW_SAMPLE
+    AUDIT_ALLOW_SAMPLE = args.allow_sample_rate
     skip = set(filter(None, args.skip.split(",")))
     only = list(filter(None, args.only.split(",")))
     selected = [m for m in DIRECT + ENVOY if not only or any(w in m.name for w in only)]

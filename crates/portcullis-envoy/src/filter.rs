@@ -61,6 +61,9 @@ impl Filter {
     pub fn on_request_headers(&mut self, stream: &dyn StreamView) -> bool {
         let input = check_input(stream);
         let (answer, metadata) = self.engine.check(&input);
+        // A removal is a callback into Envoy: only for headers the request has (its header
+        // map is the one just read; nothing runs between).
+        let present = |name: &String| input.headers.iter().any(|(k, _)| k == name);
         for (key, value) in &metadata {
             stream.set_metadata(METADATA_NAMESPACE, key, value);
         }
@@ -69,7 +72,10 @@ impl Filter {
                 // Removals first: a header the policy both strips and sets (identity headers a
                 // client sent) ends with Portcullis' value only. A change Envoy refuses stops
                 // the request: the upstream never sees a header Portcullis meant to remove.
-                let removed = remove_headers.iter().all(|name| stream.set_header(HeaderKind::Request, name, None));
+                let removed = remove_headers
+                    .iter()
+                    .filter(|name| present(name))
+                    .all(|name| stream.set_header(HeaderKind::Request, name, None));
                 let set = removed
                     && set_headers
                         .iter()
