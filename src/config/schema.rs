@@ -182,6 +182,19 @@ pub struct RawIssuer {
     /// in `jwks.url`, `jwks.discovery` or `jwks.file` is replaced too); any other tenant's token
     /// names an issuer this policy does not have.
     pub tenants: Option<Vec<String>>,
+    /// Take the signature on the word of Envoy's `jwt_authn` filter (off by default; README
+    /// "Composing with jwt_authn"): a token whose own payload `jwt_authn` verified and forwarded
+    /// (its provider's `payload_in_metadata`, sent with ext_authz'
+    /// `metadata_context_namespaces: [envoy.filters.http.jwt_authn]`) is not verified again;
+    /// every other check still runs. Anything else is verified here as always.
+    pub envoy_jwt_authn: Option<RawEnvoyJwtAuthn>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvoyJwtAuthn {
+    /// The provider's `payload_in_metadata` key.
+    pub payload_in_metadata: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, JsonSchema)]

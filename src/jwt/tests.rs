@@ -91,6 +91,7 @@ fn verifier() -> Verifier {
             required_claims: vec!["jti".into()],
             token_type: None,
             header_typ: vec!["at+jwt".into(), "jwt".into()],
+            jwt_authn_payload: None,
             fingerprint: 0,
         }],
         kept_claims: None,
@@ -163,4 +164,38 @@ fn verification_rules_table() {
         assert_eq!(got.is_ok(), ok, "{name}: {:?}", got.err());
     }
     assert!(matches!(v.verify("garbage"), Err(TokenError::Malformed(_))));
+}
+
+/// `envoy_jwt_authn`: the signature is taken on jwt_authn's word only for an issuer that opts
+/// in and only for the token's own payload; every other rule still holds.
+#[test]
+fn a_payload_jwt_authn_attested_stands_for_the_signature_of_that_token_only() {
+    let mut v = verifier();
+    // Keys that verify nothing: only the attestation can let a token through.
+    v.issuers[0].keys = std::sync::Arc::new(KeyStore::fixed(keys_from_jwks(&fixture("jwks-rsa2.json")).expect("jwks")));
+    let claims = corpus::claims(corpus::ISSUER, "alice", 1_790_000_000);
+    let token = corpus::sign(Algorithm::RS256, Some("rsa-1"), &claims);
+    let payload = |c: &serde_json::Value| c.as_object().cloned().expect("object");
+    // Envoy's Struct carries numbers as doubles.
+    let mut as_doubles = claims.clone();
+    as_doubles["exp"] = json!(claims["exp"].as_i64().expect("exp") as f64);
+    let attested = vec![("jwt_payload".to_string(), payload(&as_doubles))];
+    assert!(v.verify_attested(&token, &attested).is_none(), "the issuer did not opt in");
+    v.issuers[0].jwt_authn_payload = Some("jwt_payload".into());
+    assert!(v.verify_attested(&token, &attested).is_some_and(|r| r.is_ok()), "its own payload, attested");
+    assert!(v.verify(&token).is_err(), "without the attestation the signature is checked, and fails");
+    let mut other = claims.clone();
+    other["sub"] = json!("mallory");
+    let elsewhere = vec![("jwt_payload".to_string(), payload(&other))];
+    assert!(v.verify_attested(&token, &elsewhere).is_none(), "another token's payload attests nothing");
+    let wrong_key = vec![("other_key".to_string(), payload(&as_doubles))];
+    assert!(v.verify_attested(&token, &wrong_key).is_none(), "only under the configured key");
+    let mut foreign = claims.clone();
+    foreign["aud"] = json!("elsewhere");
+    let foreign_token = corpus::sign(Algorithm::RS256, Some("rsa-1"), &foreign);
+    let foreign_attested = vec![("jwt_payload".to_string(), payload(&foreign))];
+    assert!(
+        matches!(v.verify_attested(&foreign_token, &foreign_attested), Some(Err(TokenError::Claims(_)))),
+        "the audience rule still holds"
+    );
 }

@@ -33,6 +33,9 @@ pub struct IssuerVerifier {
     pub token_type: Option<TokenType>,
     /// Normalized allowed JOSE `typ` values; empty means any.
     pub header_typ: Vec<String>,
+    /// `envoy_jwt_authn.payload_in_metadata`: the key under which Envoy's `jwt_authn` forwards
+    /// the payload it verified, taken instead of a signature check here (`verify_attested`).
+    pub jwt_authn_payload: Option<String>,
     /// Everything a verification by this issuer depends on besides its keys (the settings
     /// above; the keys are the store's generation): a cached token verified by it is served
     /// only while both are unchanged, so a reload that leaves the issuer alone keeps it.
@@ -138,19 +141,86 @@ impl IssuerVerifier {
     }
 }
 
+/// Whose word a token's signature is taken on.
+#[derive(Clone, Copy)]
+enum Signature<'a> {
+    /// Checked here against the issuer's keys.
+    Checked,
+    /// Envoy's `jwt_authn` verified it and forwarded this payload, found under the issuer's
+    /// `envoy_jwt_authn` key; the token's own payload must be the same.
+    Attested(&'a [(String, Map<String, Value>)]),
+}
+
+/// The payloads are the same document: the same members with the same values, numbers compared
+/// as numbers (Envoy's `Struct` carries every number as a double).
+fn same_document(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_document(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_document(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+impl Verifier {
+    /// `token` verified on the word of Envoy's `jwt_authn` (`attested`: its forwarded payloads
+    /// by metadata key): only for an issuer whose `envoy_jwt_authn` names a key holding this
+    /// token's own payload; then every check but the signature runs as in `verify`. `None`:
+    /// not attested, and the caller verifies `token` itself.
+    pub fn verify_attested(
+        &self,
+        token: &str,
+        attested: &[(String, Map<String, Value>)],
+    ) -> Option<Result<VerifiedToken, TokenError>> {
+        if attested.is_empty() || self.issuers.iter().all(|i| i.jwt_authn_payload.is_none()) {
+            return None;
+        }
+        match self.verify_as(token, Signature::Attested(attested)) {
+            Ok(token) => Some(Ok(token)),
+            Err(Refusal::NotAttested) => None,
+            Err(Refusal::Token(e)) => Some(Err(e)),
+        }
+    }
+}
+
+/// Why `verify_as` returned no token.
+enum Refusal {
+    /// Asked to take `jwt_authn`'s word, there was none for this token and issuer.
+    NotAttested,
+    Token(TokenError),
+}
+
+impl From<TokenError> for Refusal {
+    fn from(e: TokenError) -> Self {
+        Refusal::Token(e)
+    }
+}
+
 impl TokenVerifier for Verifier {
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verify_as(token, Signature::Checked).map_err(|refusal| match refusal {
+            Refusal::Token(e) => e,
+            // Only asked for an attested token; a checked one is never "not attested".
+            Refusal::NotAttested => TokenError::Malformed("not verified"),
+        })
+    }
+}
+
+impl Verifier {
+    fn verify_as(&self, token: &str, signature: Signature<'_>) -> Result<VerifiedToken, Refusal> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(TokenError::Malformed("not a compact JWS"));
+            return Err(TokenError::Malformed("not a compact JWS").into());
         };
         if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-            return Err(TokenError::Malformed("empty segment"));
+            return Err(TokenError::Malformed("empty segment").into());
         }
         if !is_b64url(header_b64) || !is_b64url(payload_b64) || !is_b64url(signature_b64) {
-            return Err(TokenError::Malformed("segment is not base64url"));
+            return Err(TokenError::Malformed("segment is not base64url").into());
         }
         let header = parse_header(&decode_segment(header_b64)?)?;
         let claims: Map<String, Value> = super::json::unique_object(&decode_segment(payload_b64)?)
@@ -166,18 +236,31 @@ impl TokenVerifier for Verifier {
             .find(|(_, i)| *i.issuer == *iss)
             .ok_or_else(|| TokenError::Claims("unknown issuer".into()))?;
         if !issuer.algorithms.contains(&header.alg) {
-            return Err(TokenError::Header(format!("alg {} not allowed for this issuer", header.alg)));
+            return Err(TokenError::Header(format!("alg {} not allowed for this issuer", header.alg)).into());
         }
         if !issuer.header_typ.is_empty() {
             let typ = header.typ.as_deref().map(normalize_typ);
             if !typ.is_some_and(|t| issuer.header_typ.contains(&t)) {
-                return Err(TokenError::Header("typ not accepted".into()));
+                return Err(TokenError::Header("typ not accepted".into()).into());
             }
         }
         let issuer_id = IssuerId(index);
         // Read before the keys: keys swapped in meanwhile make this entry stale, never the
         // other way round.
         let key_generation = issuer.keys.generation();
+        if let Signature::Attested(payloads) = signature {
+            let key = issuer.jwt_authn_payload.as_deref().ok_or(Refusal::NotAttested)?;
+            let token_payload = Value::Object(claims.clone());
+            let attested = payloads
+                .iter()
+                .any(|(k, payload)| k == key && same_document(&token_payload, &Value::Object(payload.clone())));
+            if !attested {
+                return Err(Refusal::NotAttested);
+            }
+            metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => "attested")
+                .increment(1);
+            return Ok(self.accept(issuer_id, issuer, claims, key_generation)?);
+        }
         let remote = issuer.keys.is_remote();
         let keys = issuer.keys.keys().ok_or(TokenError::KeysUnavailable { issuer: issuer_id })?;
         let candidates = keys.candidates(header.kid.as_deref(), header.alg).map_err(|why| TokenError::UnknownKey {
@@ -194,9 +277,19 @@ impl TokenVerifier for Verifier {
         let result = if valid { "ok" } else { "bad_signature" };
         metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => result).increment(1);
         if !valid {
-            return Err(TokenError::Signature { issuer: issuer_id, remote });
+            return Err(TokenError::Signature { issuer: issuer_id, remote }.into());
         }
+        Ok(self.accept(issuer_id, issuer, claims, key_generation)?)
+    }
 
+    /// Everything after the signature: the claims checks and what the cache keeps.
+    fn accept(
+        &self,
+        issuer_id: IssuerId,
+        issuer: &IssuerVerifier,
+        claims: Map<String, Value>,
+        key_generation: u64,
+    ) -> Result<VerifiedToken, TokenError> {
         issuer.check_claims(&claims)?;
         let exp = numeric_date(&claims, "exp")?.ok_or_else(|| TokenError::Claims("exp missing".into()))?;
         let nbf = numeric_date(&claims, "nbf")?;

@@ -1,6 +1,6 @@
 //! The tonic `Authorization` service: bound the work, decide, record, answer.
 
-use super::convert::{check_input, check_response_owned};
+use super::convert::{check_input, check_response_owned, jwt_authn_payloads};
 use super::proto::envoy::service::auth::v3::authorization_server::Authorization;
 use super::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::cache::{CacheSettings, ClaimsCache};
@@ -29,6 +29,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// A payload Envoy's `jwt_authn` verified, by its metadata key.
+type Attested = (String, serde_json::Map<String, serde_json::Value>);
 
 /// Longest a deny waits to record a credential failure (a shared backend may be slow).
 const FAILURE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -230,6 +233,7 @@ impl AppState {
 
     /// Decides one request (no transport involved); used by the service and by tests.
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
+        let attested = jwt_authn_payloads(&request);
         let input = check_input(request);
         let span = tracing::info_span!(
             target: "portcullis::check",
@@ -243,16 +247,16 @@ impl AppState {
         if self.tracing {
             let _ = span.set_parent(tracing_otel::remote_context(&input));
         }
-        self.check_input(input, span.clone()).instrument(span).await
+        self.check_input(input, &attested, span.clone()).instrument(span).await
     }
 
-    async fn check_input(&self, input: CheckInput, span: tracing::Span) -> CheckResponse {
+    async fn check_input(&self, input: CheckInput, attested: &[Attested], span: tracing::Span) -> CheckResponse {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let decision = match self.inflight.try_acquire() {
             Ok(_permit) => {
                 self.metrics.inflight.increment(1.0);
-                let decision = self.decide_with_key_refetch(&input, &snapshot).await;
+                let decision = self.decide_with_key_refetch(&input, &snapshot, attested).await;
                 let decision = self.fleet_limit(decision).await;
                 // Inside the permit: a flood of bad tokens with a slow backend stays bounded by
                 // max_inflight_checks.
@@ -376,14 +380,24 @@ impl AppState {
     /// not blocking a thread), then the rest. A remote issuer's unknown `kid` asks for a refetch
     /// and, once new keys are in (at most `KEY_REFETCH_WAIT`), verifies again: the steps before
     /// verification (and their rate-limit counts) run once.
-    async fn decide_with_key_refetch(&self, input: &CheckInput, snapshot: &Snapshot) -> Decision {
+    async fn decide_with_key_refetch(
+        &self,
+        input: &CheckInput,
+        snapshot: &Snapshot,
+        attested: &[Attested],
+    ) -> Decision {
         let now = self.clock.now();
         let state_stale = self.state_health.as_ref().is_some_and(|h| h.is_stale(self.clock.now_millis()));
         let pending = match begin(input, &snapshot.policy, &self.services(&snapshot.verifier, state_stale), now) {
             Progress::Decided(decision) => return decision,
             Progress::Verify(pending) => pending,
         };
-        let verified = self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await;
+        // Envoy's jwt_authn may have verified this very token (`issuers[].envoy_jwt_authn`);
+        // otherwise it is verified here, through the cache.
+        let verified = match snapshot.verifier.verify_attested(pending.token(), attested) {
+            Some(verified) => verified,
+            None => self.cache.verify(&snapshot.verifier, pending.token(), pending.digest(), now).await,
+        };
         // A proof is checked (and its jti spent) once, and only for a token that verified.
         let mut proof = None;
         if let Ok(token) = &verified {

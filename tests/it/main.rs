@@ -9,6 +9,7 @@ mod support;
 mod abuse;
 mod attacks;
 mod cli;
+mod compose;
 mod controls;
 mod cors;
 mod differential;

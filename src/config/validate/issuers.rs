@@ -113,11 +113,19 @@ impl Validator {
             }
             let header_typ: Vec<String> = issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect();
             let required = issuer.required.unwrap_or(true);
+            let jwt_authn_payload = issuer.envoy_jwt_authn.as_ref().map(|j| {
+                let key = j.payload_in_metadata.trim();
+                if key.is_empty() {
+                    self.problems
+                        .add(format!("{p}.envoy_jwt_authn.payload_in_metadata"), "must name the provider's key");
+                }
+                key.to_string()
+            });
             // The keys are not in it: the store's generation covers them (a static set's follows
             // from its keys; a changed remote source gets a new store, a new generation).
             let mut h = DefaultHasher::new();
             (&name, &issuer.audiences, format!("{algorithms:?}"), required, &issuer.required_claims).hash(&mut h);
-            (format!("{token_type:?}"), &header_typ).hash(&mut h);
+            (format!("{token_type:?}"), &header_typ, &jwt_authn_payload).hash(&mut h);
             verifier.issuers.push(IssuerVerifier {
                 issuer: Arc::from(name.as_str()),
                 audiences: issuer.audiences.clone(),
@@ -127,6 +135,7 @@ impl Validator {
                 required_claims: issuer.required_claims.clone(),
                 token_type,
                 header_typ,
+                jwt_authn_payload,
                 fingerprint: h.finish(),
             });
             rules.push(IssuerRules {
