@@ -195,6 +195,9 @@ pub struct RawIssuer {
 pub struct RawEnvoyJwtAuthn {
     /// The provider's `payload_in_metadata` key.
     pub payload_in_metadata: String,
+    /// The provider's `header_in_metadata` key: the verified token's JOSE header, which must
+    /// be the header of the token Portcullis reads too (its `alg` and `typ` rules apply to it).
+    pub header_in_metadata: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, JsonSchema)]

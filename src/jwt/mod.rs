@@ -20,7 +20,7 @@ pub use keys::{
     KeyError, KeySet, VerifyKey, keys_from_hmac_secret, keys_from_jwks, keys_from_pem, keys_from_remote_jwks,
 };
 pub use store::KeyStore;
-pub use verify::{IssuerVerifier, TokenType, Verifier};
+pub use verify::{IssuerVerifier, JwtAuthnKeys, TokenType, Verifier};
 
 #[cfg(test)]
 mod tests;

@@ -179,23 +179,64 @@ fn a_payload_jwt_authn_attested_stands_for_the_signature_of_that_token_only() {
     // Envoy's Struct carries numbers as doubles.
     let mut as_doubles = claims.clone();
     as_doubles["exp"] = json!(claims["exp"].as_i64().expect("exp") as f64);
-    let attested = vec![("jwt_payload".to_string(), payload(&as_doubles))];
+    let header = |t: &str| {
+        let segment = t.split('.').next().expect("header");
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, segment).expect("b64");
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).expect("header json")
+    };
+    let attested = vec![("jwt_payload".to_string(), payload(&as_doubles)), ("jwt_header".to_string(), header(&token))];
     assert!(v.verify_attested(&token, &attested).is_none(), "the issuer did not opt in");
-    v.issuers[0].jwt_authn_payload = Some("jwt_payload".into());
+    v.issuers[0].jwt_authn_payload =
+        Some(crate::jwt::JwtAuthnKeys { payload: "jwt_payload".into(), header: "jwt_header".into() });
     assert!(v.verify_attested(&token, &attested).is_some_and(|r| r.is_ok()), "its own payload, attested");
     assert!(v.verify(&token).is_err(), "without the attestation the signature is checked, and fails");
     let mut other = claims.clone();
     other["sub"] = json!("mallory");
-    let elsewhere = vec![("jwt_payload".to_string(), payload(&other))];
+    let elsewhere = vec![("jwt_payload".to_string(), payload(&other)), ("jwt_header".to_string(), header(&token))];
     assert!(v.verify_attested(&token, &elsewhere).is_none(), "another token's payload attests nothing");
-    let wrong_key = vec![("other_key".to_string(), payload(&as_doubles))];
+    let wrong_key = vec![("other_key".to_string(), payload(&as_doubles)), ("jwt_header".to_string(), header(&token))];
     assert!(v.verify_attested(&token, &wrong_key).is_none(), "only under the configured key");
     let mut foreign = claims.clone();
     foreign["aud"] = json!("elsewhere");
     let foreign_token = corpus::sign(Algorithm::RS256, Some("rsa-1"), &foreign);
-    let foreign_attested = vec![("jwt_payload".to_string(), payload(&foreign))];
+    let foreign_attested =
+        vec![("jwt_payload".to_string(), payload(&foreign)), ("jwt_header".to_string(), header(&foreign_token))];
     assert!(
         matches!(v.verify_attested(&foreign_token, &foreign_attested), Some(Err(TokenError::Claims(_)))),
         "the audience rule still holds"
     );
+}
+
+/// The review's attacks on the attestation: a verified payload under a header made up for it
+/// (an `alg` or `typ` the policy refuses), and a number a double cannot tell from its neighbour.
+#[test]
+fn an_attestation_binds_the_header_and_exact_numbers_too() {
+    let mut v = verifier();
+    v.issuers[0].jwt_authn_payload =
+        Some(crate::jwt::JwtAuthnKeys { payload: "jwt_payload".into(), header: "jwt_header".into() });
+    let claims = corpus::claims(corpus::ISSUER, "alice", 1_790_000_000);
+    let verified = corpus::sign(Algorithm::RS256, Some("rsa-1"), &claims);
+    let segment = |t: &str, i: usize| {
+        let part = t.split('.').nth(i).expect("segment");
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part).expect("b64");
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).expect("json")
+    };
+    let attested =
+        |t: &str| vec![("jwt_payload".to_string(), segment(t, 1)), ("jwt_header".to_string(), segment(t, 0))];
+    // The verified payload (its token's header says typ JWT) under another header, junk signature.
+    let forged =
+        corpus::with_raw_header(&json!({"alg": "RS256", "kid": "rsa-1", "typ": "at+jwt"}), &claims, Some("AAAA"));
+    assert!(v.verify_attested(&forged, &attested(&verified)).is_none(), "another header is not the verified token");
+    assert!(v.verify_attested(&verified, &attested(&verified)).is_some_and(|r| r.is_ok()));
+    // 2^53 + 1 and 2^53 are one double: not attested, so verified here (and refused: no key).
+    let mut big = claims.clone();
+    big["uid"] = json!(9_007_199_254_740_993_u64);
+    let big_token = corpus::sign(Algorithm::RS256, Some("rsa-1"), &big);
+    let mut neighbour = big.clone();
+    neighbour["uid"] = json!(9_007_199_254_740_992_u64 as f64);
+    let forwarded = vec![
+        ("jwt_payload".to_string(), neighbour.as_object().cloned().expect("object")),
+        ("jwt_header".to_string(), segment(&big_token, 0)),
+    ];
+    assert!(v.verify_attested(&big_token, &forwarded).is_none(), "an inexact number attests nothing");
 }

@@ -33,13 +33,21 @@ pub struct IssuerVerifier {
     pub token_type: Option<TokenType>,
     /// Normalized allowed JOSE `typ` values; empty means any.
     pub header_typ: Vec<String>,
-    /// `envoy_jwt_authn.payload_in_metadata`: the key under which Envoy's `jwt_authn` forwards
-    /// the payload it verified, taken instead of a signature check here (`verify_attested`).
-    pub jwt_authn_payload: Option<String>,
+    /// `envoy_jwt_authn`: the keys under which Envoy's `jwt_authn` forwards the payload and the
+    /// header it verified, taken instead of a signature check here (`verify_attested`).
+    pub jwt_authn_payload: Option<JwtAuthnKeys>,
     /// Everything a verification by this issuer depends on besides its keys (the settings
     /// above; the keys are the store's generation): a cached token verified by it is served
     /// only while both are unchanged, so a reload that leaves the issuer alone keeps it.
     pub fingerprint: u64,
+}
+
+/// Where Envoy's `jwt_authn` writes what it verified (`payload_in_metadata`,
+/// `header_in_metadata`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct JwtAuthnKeys {
+    pub payload: String,
+    pub header: String,
 }
 
 /// All configured issuers, selected by the token's exact `iss`.
@@ -151,16 +159,26 @@ enum Signature<'a> {
     Attested(&'a [(String, Map<String, Value>)]),
 }
 
-/// The payloads are the same document: the same members with the same values, numbers compared
-/// as numbers (Envoy's `Struct` carries every number as a double).
-fn same_document(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+/// Largest integer a double holds exactly: Envoy's `Struct` carries every number as one.
+const EXACT_IN_DOUBLE: u64 = 1 << 53;
+
+/// `token` (from the token) and `forwarded` (from Envoy's `Struct`) are the same document: the
+/// same members with the same values. A number in the token counts only when a double holds
+/// it exactly (an integer up to 2^53): `9007199254740993` and `...992` are one double, and the
+/// upstream would be told the one nobody verified. Such a token is not attested, so it is
+/// verified here.
+fn same_document(token: &Value, forwarded: &Value) -> bool {
+    match (token, forwarded) {
+        (Value::Number(x), Value::Number(y)) => {
+            let exact =
+                x.as_u64().map(|n| n <= EXACT_IN_DOUBLE).or(x.as_i64().map(|n| n.unsigned_abs() <= EXACT_IN_DOUBLE));
+            exact == Some(true) && x.as_f64() == y.as_f64()
+        }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_document(x, y)),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_document(v, w)))
         }
-        _ => a == b,
+        _ => token == forwarded,
     }
 }
 
@@ -248,13 +266,19 @@ impl Verifier {
         // Read before the keys: keys swapped in meanwhile make this entry stale, never the
         // other way round.
         let key_generation = issuer.keys.generation();
-        if let Signature::Attested(payloads) = signature {
-            let key = issuer.jwt_authn_payload.as_deref().ok_or(Refusal::NotAttested)?;
-            let token_payload = Value::Object(claims.clone());
-            let attested = payloads
-                .iter()
-                .any(|(k, payload)| k == key && same_document(&token_payload, &Value::Object(payload.clone())));
-            if !attested {
+        if let Signature::Attested(forwarded) = signature {
+            let keys = issuer.jwt_authn_payload.as_ref().ok_or(Refusal::NotAttested)?;
+            let forwarded_under = |key: &str| {
+                forwarded.iter().find(|(k, _)| k == key).map(|(_, document)| Value::Object(document.clone()))
+            };
+            // The token Portcullis read must be the one jwt_authn verified, signature aside:
+            // the same payload and the same header (so its `alg` and `typ` were checked above
+            // on what was verified, never on a header made up around a verified payload).
+            let header_json: Map<String, Value> = super::json::unique_object(&decode_segment(header_b64)?)
+                .ok_or(TokenError::Malformed("header is not a JSON object with unique member names"))?;
+            let same =
+                |key: &str, ours: Value| forwarded_under(key).is_some_and(|theirs| same_document(&ours, &theirs));
+            if !same(&keys.payload, Value::Object(claims.clone())) || !same(&keys.header, Value::Object(header_json)) {
                 return Err(Refusal::NotAttested);
             }
             metrics::counter!(VERIFICATIONS_TOTAL, "issuer" => issuer.issuer.to_string(), "result" => "attested")

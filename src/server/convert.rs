@@ -69,7 +69,7 @@ pub fn check_input(request: CheckRequest) -> CheckInput {
 pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 
 /// What Envoy's `jwt_authn` verified and ext_authz forwarded (`metadata_context_namespaces`):
-/// each payload by its `payload_in_metadata` key, as JSON. Empty without that metadata.
+/// each document (payloads and headers) by its metadata key, as JSON. Empty without it.
 pub fn jwt_authn_payloads(request: &CheckRequest) -> Vec<(String, serde_json::Map<String, serde_json::Value>)> {
     let Some(fields) = request
         .attributes
@@ -83,25 +83,29 @@ pub fn jwt_authn_payloads(request: &CheckRequest) -> Vec<(String, serde_json::Ma
     fields
         .iter()
         .filter_map(|(key, value)| match &value.kind {
-            Some(Kind::StructValue(payload)) => Some((key.clone(), struct_to_json(payload))),
+            Some(Kind::StructValue(document)) => Some((key.clone(), struct_to_json(document)?)),
             _ => None,
         })
         .collect()
 }
 
-fn struct_to_json(s: &Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect()
+/// A `Struct` as JSON; `None` when it holds a number JSON cannot (NaN, infinity): such a
+/// document attests nothing.
+fn struct_to_json(s: &Struct) -> Option<serde_json::Map<String, serde_json::Value>> {
+    s.fields.iter().map(|(k, v)| Some((k.clone(), value_to_json(v)?))).collect()
 }
 
-fn value_to_json(v: &Value) -> serde_json::Value {
-    match &v.kind {
+fn value_to_json(v: &Value) -> Option<serde_json::Value> {
+    Some(match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)?.into(),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
-    }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)?),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect::<Option<_>>()?)
+        }
+    })
 }
 
 /// `x5t#S256` of the client certificate Envoy forwarded (URL-encoded PEM): the base64url

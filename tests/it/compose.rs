@@ -25,6 +25,8 @@ fn jwt_authn_first(portcullis: &Portcullis) -> Vec<(&'static str, String)> {
 {indent}        local_jwks: {{ inline_string: {inline} }}
 {indent}        forward: true
 {indent}        payload_in_metadata: jwt_payload
+{indent}        header_in_metadata: jwt_header
+{indent}        from_headers: [ {{ name: authorization, value_prefix: \"Bearer \" }} ]
 {indent}    rules:
 {indent}      - match: {{ prefix: / }}
 {indent}        requires: {{ requires_any: {{ requirements: [ {{ provider_name: test }}, {{ allow_missing: {{}} }} ] }} }}
@@ -48,7 +50,7 @@ fn a_token_jwt_authn_verified_is_taken_on_its_word_only_where_the_policy_says_so
     // Portcullis' own keys for the issuer lack rsa-1: only jwt_authn can verify the token.
     let own = format!("jwks: {{ file: {} }}", corpus::fixtures().join("keys/jwks.json").display());
     let other = format!(
-        "jwks: {{ file: {} }}\n    envoy_jwt_authn: {{ payload_in_metadata: jwt_payload }}",
+        "jwks: {{ file: {} }}\n    envoy_jwt_authn: {{ payload_in_metadata: jwt_payload, header_in_metadata: jwt_header }}",
         corpus::fixtures().join("keys/jwks-rsa2.json").display()
     );
     let replace = [(own.as_str(), other.as_str()), ("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]")];

@@ -8,7 +8,7 @@ use super::semantics::Authority;
 use super::types::RateTier;
 use regex::Regex;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostMatch {
     Exact(String),
     /// `*.example.com`: any host with this suffix and at least one more label.

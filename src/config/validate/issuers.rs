@@ -114,12 +114,17 @@ impl Validator {
             let header_typ: Vec<String> = issuer.header_typ.iter().map(|t| crate::jwt::normalize_typ(t)).collect();
             let required = issuer.required.unwrap_or(true);
             let jwt_authn_payload = issuer.envoy_jwt_authn.as_ref().map(|j| {
-                let key = j.payload_in_metadata.trim();
-                if key.is_empty() {
-                    self.problems
-                        .add(format!("{p}.envoy_jwt_authn.payload_in_metadata"), "must name the provider's key");
+                let (payload, header) = (j.payload_in_metadata.trim(), j.header_in_metadata.trim());
+                for (field, key) in [("payload_in_metadata", payload), ("header_in_metadata", header)] {
+                    if key.is_empty() {
+                        self.problems.add(format!("{p}.envoy_jwt_authn.{field}"), "must name the provider's key");
+                    }
                 }
-                key.to_string()
+                if payload == header {
+                    self.problems
+                        .add(format!("{p}.envoy_jwt_authn"), "the payload and the header need keys of their own");
+                }
+                crate::jwt::JwtAuthnKeys { payload: payload.to_string(), header: header.to_string() }
             });
             // The keys are not in it: the store's generation covers them (a static set's follows
             // from its keys; a changed remote source gets a new store, a new generation).

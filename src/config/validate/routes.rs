@@ -17,7 +17,9 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
     let methods = earlier.methods.is_empty()
         || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
     let under = |prefix: &str, path: &str| {
-        prefix == "/" || path == prefix || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+        prefix == "/"
+            || path == prefix
+            || path.strip_prefix(prefix.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'))
     };
     let path = match (&earlier.path, &later.path) {
         (PathMatch::Prefix(a), PathMatch::Prefix(b) | PathMatch::Exact(b)) => under(a, b),
@@ -30,13 +32,25 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
 impl Validator {
     /// A route no request can reach (an earlier route matches all it would): valid, but
     /// certainly not what was meant.
+    /// Only a host-less route or one naming the same host can cover a route (`covers`), so
+    /// each route is compared with those earlier routes alone: a 100-team policy's 5,000 host
+    /// routes are checked in linear time, not 12 million pairs.
     pub(super) fn shadowed_routes(&mut self, routes: &[Route]) {
+        let mut hostless: Vec<usize> = Vec::new();
+        let mut by_host: HashMap<&HostMatch, Vec<usize>> = HashMap::new();
         for (j, later) in routes.iter().enumerate() {
-            if let Some(earlier) = routes[..j].iter().find(|e| covers(&e.matcher, &later.matcher)) {
+            let same_host = later.matcher.host.as_ref().and_then(|h| by_host.get(h)).map_or(&[][..], Vec::as_slice);
+            let first =
+                hostless.iter().chain(same_host).copied().filter(|&i| covers(&routes[i].matcher, &later.matcher)).min();
+            if let Some(earlier) = first.map(|i| &routes[i]) {
                 self.warnings.push(format!(
                     "routes[{j}]: \"{}\" is never reached: the earlier route \"{}\" matches every request it would (order routes from the most specific)",
                     later.name, earlier.name
                 ));
+            }
+            match &later.matcher.host {
+                None => hostless.push(j),
+                Some(host) => by_host.entry(host).or_default().push(j),
             }
         }
     }
