@@ -152,6 +152,19 @@ fn unix_grpc_listener() {
     assert_eq!(settings.grpc, ListenAddr::Unix("/run/portcullis.sock".into()));
 }
 
+/// `listen.state_stream`: a unix socket of its own (binding the gRPC socket's path would delete
+/// that socket's file and Envoy would reach the stream).
+#[test]
+fn the_state_stream_is_a_unix_socket_of_its_own() {
+    let listen = |stream: &str| format!("listen: {{ grpc: \"unix:/run/p.sock\", state_stream: \"{stream}\" }}\n{BASE}");
+    let same = problems(&listen("unix:/run/p.sock"));
+    assert!(same.iter().any(|p| p.contains("listen.state_stream") && p.contains("of its own")), "{same:?}");
+    let tcp = problems(&listen("127.0.0.1:9"));
+    assert!(tcp.iter().any(|p| p.contains("listen.state_stream") && p.contains("unix socket only")), "{tcp:?}");
+    let settings = parse_and_validate(&listen("unix:/run/state.sock"), &fixtures()).expect("valid");
+    assert_eq!(settings.listen.state_stream, Some("/run/state.sock".into()));
+}
+
 #[test]
 fn control_sections_report_every_mistake_with_its_path() {
     let yaml = r#"

@@ -233,7 +233,10 @@ impl AppState {
 
     /// Decides one request (no transport involved); used by the service and by tests.
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
-        let attested = jwt_authn_payloads(&request);
+        // Read only where an issuer takes jwt_authn's word (`envoy_jwt_authn`); a policy that
+        // does not pays nothing for metadata Envoy forwards for other filters.
+        let trusts_jwt_authn = self.snapshot.load().verifier.issuers.iter().any(|i| i.jwt_authn_payload.is_some());
+        let attested = if trusts_jwt_authn { jwt_authn_payloads(&request) } else { Vec::new() };
         let input = check_input(request);
         let span = tracing::info_span!(
             target: "portcullis::check",

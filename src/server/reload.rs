@@ -48,7 +48,7 @@ fn restart_only_differences(old: &Settings, new: &Settings) -> Vec<&'static str>
     let changes = [
         (*grpc != new.grpc, "listen.grpc"),
         (*health != new.health, "listen.health"),
-        (*listen != new.listen, "listen (socket, reflection, limits)"),
+        (*listen != new.listen, "listen (socket, state_stream, reflection, limits)"),
         (*admin != new.admin, "listen.admin"),
         (*max_inflight_checks != new.max_inflight_checks, "limits.max_inflight_checks"),
         (*dev != new.dev, "dev"),

@@ -24,7 +24,8 @@ pub struct LocalState {
     lifetimes: RwLock<Arc<dyn Lifetimes + Send + Sync>>,
     /// Every entry that won a merge, for the state stream to Envoy modules (`stream.rs`); a
     /// reader that falls behind is told so and starts over from a full snapshot.
-    changes: tokio::sync::broadcast::Sender<Entry>,
+    /// Made by the first subscriber: a replica without a state stream allocates no backlog.
+    changes: std::sync::OnceLock<tokio::sync::broadcast::Sender<Entry>>,
 }
 
 /// Entries a stream reader may fall behind before it must start over.
@@ -40,7 +41,7 @@ impl Default for LocalState {
             api_keys: MemoryApiKeys::new(),
             sessions: MemorySessions::new(),
             lifetimes: RwLock::new(Arc::new(Unbounded)),
-            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
+            changes: std::sync::OnceLock::new(),
         }
     }
 }
@@ -91,8 +92,8 @@ impl LocalState {
                 }
                 // Sent under the ledger's lock: a reader's snapshot and the changes after it
                 // cannot miss an entry between them (see `subscribe_with_snapshot`).
-                if self.changes.receiver_count() > 0 {
-                    let _ = self.changes.send(entry);
+                if let Some(changes) = self.changes.get().filter(|c| c.receiver_count() > 0) {
+                    let _ = changes.send(entry);
                 }
                 true
             }
@@ -109,7 +110,7 @@ impl LocalState {
     /// between the two lost (taken under the ledger's lock, which every merge holds).
     pub fn subscribe_with_snapshot(&self) -> (Vec<Entry>, tokio::sync::broadcast::Receiver<Entry>) {
         let ledger = self.ledger();
-        let changes = self.changes.subscribe();
+        let changes = self.changes.get_or_init(|| tokio::sync::broadcast::channel(CHANGE_BACKLOG).0).subscribe();
         (ledger.entries().cloned().collect(), changes)
     }
 

@@ -17,6 +17,12 @@ impl Validator {
         };
         let state_stream = raw.state_stream.as_deref().and_then(|text| {
             match text.strip_prefix("unix:").map(std::path::PathBuf::from) {
+                Some(path) if grpc.is_some_and(|g| matches!(g, ListenAddr::Unix(p) if *p == path)) => {
+                    // Binding it would delete the gRPC socket's file: Envoy would reach the stream.
+                    self.problems
+                        .add("listen.state_stream", "is listen.grpc's socket; give the stream a path of its own");
+                    None
+                }
                 Some(path) if path.is_absolute() => Some(path),
                 _ => {
                     self.problems.add("listen.state_stream", "expected unix:/absolute/path (a unix socket only)");
