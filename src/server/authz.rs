@@ -233,9 +233,11 @@ impl AppState {
 
     /// Decides one request (no transport involved); used by the service and by tests.
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
-        // Read only where an issuer takes jwt_authn's word (`envoy_jwt_authn`); a policy that
-        // does not pays nothing for metadata Envoy forwards for other filters.
-        let trusts_jwt_authn = self.snapshot.load().verifier.issuers.iter().any(|i| i.jwt_authn_payload.is_some());
+        // The one snapshot this check is decided on, taken before the request is converted: it
+        // also says whether jwt_authn's metadata is read at all (`envoy_jwt_authn`), so a policy
+        // that trusts none pays nothing for metadata Envoy forwards for other filters.
+        let snapshot = self.snapshot.load_full();
+        let trusts_jwt_authn = snapshot.verifier.issuers.iter().any(|i| i.jwt_authn_payload.is_some());
         let attested = if trusts_jwt_authn { jwt_authn_payloads(&request) } else { Vec::new() };
         let input = check_input(request);
         let span = tracing::info_span!(
@@ -250,12 +252,17 @@ impl AppState {
         if self.tracing {
             let _ = span.set_parent(tracing_otel::remote_context(&input));
         }
-        self.check_input(input, &attested, span.clone()).instrument(span).await
+        self.check_input(input, snapshot, &attested, span.clone()).instrument(span).await
     }
 
-    async fn check_input(&self, input: CheckInput, attested: &[Attested], span: tracing::Span) -> CheckResponse {
+    async fn check_input(
+        &self,
+        input: CheckInput,
+        snapshot: Arc<Snapshot>,
+        attested: &[Attested],
+        span: tracing::Span,
+    ) -> CheckResponse {
         let started = Instant::now();
-        let snapshot = self.snapshot.load_full();
         let decision = match self.inflight.try_acquire() {
             Ok(_permit) => {
                 self.metrics.inflight.increment(1.0);
