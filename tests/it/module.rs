@@ -4,7 +4,7 @@
 
 use crate::support::attack_corpus::attacks;
 use crate::support::corpus::{self, ISSUER};
-use crate::support::envoy::{Envoy, Upstream, envoy_in_front, module_in_front, start_envoy_from, wait_ready};
+use crate::support::envoy::{Envoy, Upstream, envoy_in_front, module_envoy, start_envoy_from, wait_ready};
 use crate::support::{HttpResponse, Launch, Portcullis, raw_http, scratch, within};
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,7 +40,8 @@ fn pair_with(name: &str, more: &[(&str, &str)]) -> Pair {
         Portcullis::launch(&dir, Launch { listen_extra: &listen_extra, replace: &replace, ..Launch::default() });
     let upstream = Upstream::start();
     let ext_authz = envoy_in_front(&dir, &portcullis, &upstream);
-    let module = module_in_front(&dir, "envoy-module", &portcullis.config, Some(&socket), upstream.addr);
+    let module = module_envoy(&dir, "envoy-module", &portcullis.config, Some(&socket), upstream.addr, Vec::new());
+    wait_ready(&module);
     Pair { portcullis, ext_authz, module, upstream, dir }
 }
 
@@ -295,19 +296,8 @@ fn behind_another_proxy_the_module_reads_the_connection_peer_as_ext_authz_does()
     let ext_authz =
         start_envoy_from(&p.dir, "envoy-not-edge", "envoy.yaml", p.upstream.addr, vec![grpc, not_edge.clone()]);
     let socket = p.dir.join("state.sock");
-    let config = format!(
-        "policy_file: {}\n{indent}state_socket: {}\n{indent}stale_after: 1s",
-        p.portcullis.config.display(),
-        socket.display(),
-        indent = " ".repeat(26)
-    );
-    let module = start_envoy_from(
-        &p.dir,
-        "module-not-edge",
-        "module.yaml",
-        p.upstream.addr,
-        vec![("policy_file: /etc/portcullis/policy.yaml", config), not_edge],
-    );
+    let module =
+        module_envoy(&p.dir, "module-not-edge", &p.portcullis.config, Some(&socket), p.upstream.addr, vec![not_edge]);
     wait_ready(&ext_authz);
     wait_ready(&module);
     let block = r#"{"cidr":"203.0.113.9/32"}"#;
@@ -329,5 +319,27 @@ fn behind_another_proxy_the_module_reads_the_connection_peer_as_ext_authz_does()
     let b = raw_http(module.listener, spoofed).map(|r| observed(&r));
     assert_eq!(a, b, "the module read another client address than ext_authz");
     assert!(a.is_some_and(|a| a.starts_with("200 ")), "the connection peer (127.0.0.1) is not blocked");
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// The module watches the policy file it was given: an invalid edit is refused (logged in
+/// Envoy's log, the policy in force stays), a valid one is in force at the next requests.
+#[test]
+fn the_module_reloads_its_policy_file_and_keeps_it_on_a_bad_edit() {
+    let p = pair("module-reload");
+    let public = "GET /public/x HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n";
+    assert_eq!(raw_http(p.module.listener, public).map(|r| r.status), Some(200));
+    let text = std::fs::read_to_string(&p.portcullis.config).expect("policy");
+    std::fs::write(&p.portcullis.config, format!("{text}\nissuers: 3\n")).expect("bad edit");
+    let refused = within(Duration::from_secs(5), || {
+        if p.module.proc.output().contains("policy change refused") { Ok(()) } else { Err(()) }
+    });
+    assert!(refused.is_ok(), "the module never reported the bad edit");
+    assert_eq!(raw_http(p.module.listener, public).map(|r| r.status), Some(200), "the policy in force stays");
+    let from = "{ name: public, match: { path_prefix: /public }, public: true }";
+    assert!(text.contains(from), "the test policy's public route moved");
+    let closed = text.replace(from, "{ name: public, match: { path_prefix: /public }, deny: true }");
+    std::fs::write(&p.portcullis.config, closed).expect("edit");
+    settle(&p.module, public, 403);
     let _ = std::fs::remove_dir_all(&p.dir);
 }

@@ -165,34 +165,24 @@ pub fn module_dir() -> std::path::PathBuf {
     dir
 }
 
-/// [`module_envoy`], ready when a public request passes.
-pub fn module_in_front(
-    dir: &std::path::Path,
-    name: &str,
-    policy: &std::path::Path,
-    state_socket: Option<&std::path::Path>,
-    upstream: SocketAddr,
-) -> Envoy {
-    let envoy = module_envoy(dir, name, policy, state_socket, upstream);
-    wait_ready(&envoy);
-    envoy
-}
-
 /// Envoy running `deploy/envoy/module.yaml`: Portcullis inside Envoy with the policy file
-/// `policy` and, when given, the sidecar's state stream (not waited for).
+/// `policy`, the sidecar's state stream when given, and `more` replacements in the shipped
+/// config (not waited for: see [`wait_ready`]).
 pub fn module_envoy(
     dir: &std::path::Path,
     name: &str,
     policy: &std::path::Path,
     state_socket: Option<&std::path::Path>,
     upstream: SocketAddr,
+    more: Vec<(&str, String)>,
 ) -> Envoy {
     let mut config = format!("policy_file: {}", policy.display());
     if let Some(socket) = state_socket {
         let indent = " ".repeat(26);
         config.push_str(&format!("\n{indent}state_socket: {}\n{indent}stale_after: 1s", socket.display()));
     }
-    let replacements = vec![("policy_file: /etc/portcullis/policy.yaml", config)];
+    let mut replacements = vec![("policy_file: /etc/portcullis/policy.yaml", config)];
+    replacements.extend(more);
     start_envoy_from(dir, name, "module.yaml", upstream, replacements)
 }
 

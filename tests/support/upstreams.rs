@@ -504,7 +504,7 @@ impl Fleet {
             .map(|u| {
                 let addr = SocketAddr::from(([127, 0, 0, 1], u.port));
                 let name = format!("module-{}", u.name);
-                (u.name, module_envoy(&dir, &name, &portcullis.config, Some(&socket), addr))
+                (u.name, module_envoy(&dir, &name, &portcullis.config, Some(&socket), addr, Vec::new()))
             })
             .collect();
         for (_, envoy) in envoys.iter().chain(&modules) {
