@@ -20,8 +20,9 @@ pub struct Merged {
     pub origins: Vec<(usize, usize)>,
     /// Problems already placed in their files.
     pub problems: Vec<Problem>,
-    /// Fragment files and the patterns (watched for new files) for hot reload.
-    pub watched: Vec<PathBuf>,
+    /// Fragment files and the patterns (watched for new files) for hot reload, fingerprinted
+    /// by what was read.
+    pub watched: super::sources::Fingerprints,
     pub warnings: Vec<String>,
     /// Each fragment read, as `name NUL text NUL` (the policy hash covers them).
     pub texts: Vec<u8>,
@@ -88,20 +89,28 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
             scope
         }));
         let full = base.join(pattern);
-        merged.watched.push(full.clone());
         match glob::glob(&full.to_string_lossy()) {
-            Err(e) => merged.problems.push(placed(main, &format!("include[{i}]"), format!("not a file pattern: {e}"))),
+            Err(e) => {
+                merged.watched.push(super::sources::of_content(&full, None));
+                merged.problems.push(placed(main, &format!("include[{i}]"), format!("not a file pattern: {e}")))
+            }
             Ok(paths) => {
                 let mut found: Vec<PathBuf> = Vec::new();
+                let mut listed: Vec<PathBuf> = Vec::new();
                 for entry in paths {
                     match entry {
-                        Ok(path) if path.is_file() => found.push(path),
-                        Ok(_) => {}
+                        Ok(path) => {
+                            listed.push(path.clone());
+                            if path.is_file() {
+                                found.push(path);
+                            }
+                        }
                         Err(e) => {
                             merged.problems.push(placed(main, &format!("include[{i}]"), format!("cannot read {e}")))
                         }
                     }
                 }
+                merged.watched.push(super::sources::of_listing(&full, &listed));
                 found.sort();
                 if found.is_empty() {
                     merged.warnings.push(format!("include[{i}]: \"{pattern}\" matches no file"));
@@ -120,9 +129,10 @@ pub fn merge(raw: &mut RawConfig, main: &Source, base: &Path) -> Merged {
     let mut owners: Vec<(String, Box<str>)> = Vec::new();
     let mut fragment_routes: Vec<(RawRoute, usize, usize)> = Vec::new();
     for (file, entries) in files {
-        merged.watched.push(file.clone());
         let name = file.display().to_string();
-        let text = match std::fs::read_to_string(&file) {
+        let read = std::fs::read_to_string(&file);
+        merged.watched.push(super::sources::of_content(&file, read.as_ref().ok().map(|t| t.as_bytes())));
+        let text = match read {
             Ok(text) => text,
             Err(e) => {
                 merged.problems.push(Problem {

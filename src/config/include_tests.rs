@@ -43,8 +43,8 @@ fn fragments_merge_after_the_platform_guards_and_before_its_defaults() {
     let names: Vec<&str> = settings.snapshot.policy.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["no-debug", "teams/payments/routes[0]", "pay-public", "teams/search/routes[0]", "routes[1]"]);
     // The pattern is watched (a new team file is a change), and so is each file.
-    assert!(settings.sources.iter().any(|p| p.ends_with("teams/*.yaml")));
-    assert!(settings.sources.iter().any(|p| p.ends_with("teams/search.yaml")));
+    assert!(settings.sources.iter().any(|f| f.path.ends_with("teams/*.yaml")));
+    assert!(settings.sources.iter().any(|f| f.path.ends_with("teams/search.yaml")));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

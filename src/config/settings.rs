@@ -8,7 +8,6 @@ use crate::jwt::fetch::JwksJob;
 use crate::state::StateBackend;
 use crate::telemetry::audit::AuditSettings;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -108,9 +107,9 @@ pub struct Settings {
     /// The admin listener, when configured (its token lives in the [`Snapshot`]).
     pub admin: Option<AdminSettings>,
     pub state: StateBackend,
-    /// Every file this configuration was read from (the policy and the files it names), for
-    /// hot reload.
-    pub sources: Vec<PathBuf>,
+    /// Every file this configuration was read from (the policy and the files it names), with
+    /// the digest of what was read, for hot reload.
+    pub sources: super::sources::Fingerprints,
     /// Fleet rate-limit tiers fall back to their rate divided by this when Redis is unavailable.
     pub fallback_replicas: u32,
     /// Valid settings that are probably a mistake (`path: message`); logged at start and

@@ -1,28 +1,87 @@
 //! What a policy was read from, fingerprinted for hot reload (the server's `reload.rs` and the
 //! Envoy module's policy watcher): a change is a change of content, not of modification time.
+//!
+//! A loaded policy's fingerprints are the digests of the bytes the load itself read (and of the
+//! file lists its patterns matched), never a second read afterwards: an edit that lands while a
+//! load runs is then a change at the next poll, not a change the watcher already believes it has.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-pub type Fingerprints = Vec<(PathBuf, Option<[u8; 32]>)>;
+/// One watched file, or `include` pattern, and the digest of what was read (`None`: unreadable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub path: PathBuf,
+    /// A pattern: the digest is of the list of paths it matched.
+    listing: bool,
+    digest: Option<[u8; 32]>,
+}
+pub type Fingerprints = Vec<Fingerprint>;
 
-/// A file's content digest; for an `include` pattern (no such file), the digest of the list of
-/// files it matches, so a fragment added or removed is a change.
-fn digest(path: &Path) -> Option<[u8; 32]> {
-    if let Ok(bytes) = std::fs::read(path) {
-        return Some(Sha256::digest(&bytes).into());
-    }
-    let pattern = path.to_str().filter(|p| p.contains(['*', '?', '[']))?;
-    let mut files: Vec<String> =
-        glob::glob(pattern).ok()?.filter_map(Result::ok).map(|p| p.display().to_string()).collect();
+/// The fingerprint of `bytes`, read from `path`.
+pub fn of_content(path: &Path, bytes: Option<&[u8]>) -> Fingerprint {
+    Fingerprint { path: path.to_path_buf(), listing: false, digest: bytes.map(|b| Sha256::digest(b).into()) }
+}
+
+/// The fingerprint of an `include` pattern: the list of what it matched, so a fragment added
+/// or removed is a change.
+pub fn of_listing(pattern: &Path, matched: &[PathBuf]) -> Fingerprint {
+    let mut files: Vec<String> = matched.iter().map(|p| p.display().to_string()).collect();
     files.sort();
-    Some(Sha256::digest(files.join("\n").as_bytes()).into())
+    Fingerprint {
+        path: pattern.to_path_buf(),
+        listing: true,
+        digest: Some(Sha256::digest(files.join("\n").as_bytes()).into()),
+    }
 }
 
-pub fn fingerprints(paths: &[PathBuf]) -> Fingerprints {
-    paths.iter().map(|p| (p.clone(), digest(p))).collect()
+impl Fingerprint {
+    /// What the same path holds now, fingerprinted as a load would.
+    fn now(&self) -> Fingerprint {
+        if !self.listing {
+            return of_content(&self.path, std::fs::read(&self.path).ok().as_deref());
+        }
+        let matched: Option<Vec<PathBuf>> =
+            self.path.to_str().and_then(|p| glob::glob(p).ok()).map(|paths| paths.filter_map(Result::ok).collect());
+        match matched {
+            Some(matched) => of_listing(&self.path, &matched),
+            None => Fingerprint { digest: None, ..self.clone() },
+        }
+    }
 }
 
-pub fn changed(old: &Fingerprints) -> bool {
-    old.iter().any(|(path, was)| digest(path) != *was)
+/// The fingerprints of what the watched paths hold now. A watcher takes these *before* a load
+/// that may fail, so an edit during that load is still a change afterwards.
+pub fn fingerprints(watched: &[Fingerprint]) -> Fingerprints {
+    watched.iter().map(Fingerprint::now).collect()
+}
+
+pub fn changed(old: &[Fingerprint]) -> bool {
+    old.iter().any(|f| f.now() != *f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race a watcher lost (the module's watcher, under load): the policy is read, then
+    /// edited, then fingerprinted. Fingerprints of the bytes read see the edit as a change.
+    #[test]
+    fn an_edit_after_the_read_is_a_change() {
+        let dir = std::env::temp_dir().join(format!("portcullis-sources-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("policy.yaml");
+        std::fs::write(&file, "a: 1\n").expect("write");
+        let read = std::fs::read(&file).expect("read");
+        std::fs::write(&file, "a: 1\nb: 2\n").expect("edit");
+        let loaded = vec![of_content(&file, Some(&read))];
+        assert!(changed(&loaded), "an edit after the load read the file went unseen");
+        assert!(!changed(&fingerprints(&loaded)), "nothing changed since these were taken");
+        let pattern = dir.join("*.yaml");
+        let listed = vec![of_listing(&pattern, std::slice::from_ref(&file))];
+        assert!(!changed(&listed));
+        std::fs::write(dir.join("new.yaml"), "").expect("new fragment");
+        assert!(changed(&listed), "a fragment added to a pattern is a change");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

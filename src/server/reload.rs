@@ -5,7 +5,7 @@
 use super::authz::AppState;
 use super::fetchers::Fetchers;
 use crate::clock::Clock;
-use crate::config::sources::{changed, fingerprints};
+use crate::config::sources::{Fingerprints, changed, fingerprints};
 use crate::config::{self, Settings};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -79,7 +79,9 @@ impl Reloader {
     /// Runs until aborted.
     pub async fn run(self) {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut watched = fingerprints(&self.started_with.sources);
+        // What the running policy was read from, as that load read it: an edit made since is a
+        // change at the first poll.
+        let mut watched = self.started_with.sources.clone();
         let mut generation = self.state.snapshot.load().generation;
         tracing::debug!(files = watched.len(), "watching the policy files for changes");
         loop {
@@ -90,16 +92,17 @@ impl Reloader {
             if !forced && !changed(&watched) {
                 continue;
             }
+            // Taken before the load: should it fail, an edit made during it is still a change.
+            let before = fingerprints(&watched);
             match self.reload(generation + 1) {
                 Ok(sources) => {
                     generation += 1;
-                    watched = fingerprints(&sources);
+                    watched = sources;
                     metrics::counter!(RELOAD_TOTAL, "result" => "ok").increment(1);
                 }
                 Err(e) => {
                     // Remember the broken content so it is reported once, not every second.
-                    let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
-                    watched = fingerprints(&paths);
+                    watched = before;
                     metrics::counter!(RELOAD_TOTAL, "result" => "error").increment(1);
                     tracing::error!(file = %self.path.display(), error = %e, "policy reload rejected; the previous policy stays in force");
                 }
@@ -107,7 +110,7 @@ impl Reloader {
         }
     }
 
-    fn reload(&self, generation: u64) -> Result<Vec<PathBuf>, String> {
+    fn reload(&self, generation: u64) -> Result<Fingerprints, String> {
         let mut settings = config::load_file(&self.path).map_err(|e| e.to_string())?;
         if let Some(snapshot) = Arc::get_mut(&mut settings.snapshot) {
             snapshot.generation = generation;

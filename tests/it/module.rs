@@ -334,7 +334,7 @@ fn the_module_reloads_its_policy_file_and_keeps_it_on_a_bad_edit() {
     let refused = within(Duration::from_secs(5), || {
         if p.module.proc.output().contains("policy change refused") { Ok(()) } else { Err(()) }
     });
-    assert!(refused.is_ok(), "the module never reported the bad edit");
+    assert!(refused.is_ok(), "the module never reported the bad edit:\n{}", p.module.proc.output());
     assert_eq!(raw_http(p.module.listener, public).map(|r| r.status), Some(200), "the policy in force stays");
     let from = "{ name: public, match: { path_prefix: /public }, public: true }";
     assert!(text.contains(from), "the test policy's public route moved");

@@ -5,46 +5,36 @@
 //! update: a new filter configuration, a new engine.)
 
 use crate::engine::Engine;
-use portcullis::config::sources::{changed, fingerprints};
+use portcullis::config::sources::{Fingerprints, changed, fingerprints};
 use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(500);
 
-/// Watches `file` (and `sources`, the files it names) while `engine` lives. `loaded` is the
-/// hash of the policy the engine started with: an edit between that load and the first
-/// fingerprints is caught by comparing it once.
-pub fn watch_policy(engine: Weak<Engine>, file: PathBuf, sources: Vec<PathBuf>, has_sidecar: bool) {
-    let mut paths = sources;
-    if !paths.contains(&file) {
-        paths.insert(0, file.clone());
-    }
+/// Watches `file` and `sources` while `engine` lives. `sources` are the fingerprints of what
+/// the engine's policy was read from, taken by that load: an edit made after it read a file is
+/// a change at the first poll, however late this thread starts.
+pub fn watch_policy(engine: Weak<Engine>, file: PathBuf, sources: Fingerprints, has_sidecar: bool) {
     let shown = file.display().to_string();
     let spawned = std::thread::Builder::new().name("portcullis-policy".into()).spawn(move || {
-        let mut watched = fingerprints(&paths);
-        let mut first = true;
+        let mut watched = sources;
         loop {
-            if !first {
-                std::thread::sleep(POLL);
-            }
+            std::thread::sleep(POLL);
             let Some(engine) = engine.upgrade() else { return };
-            if !first && !changed(&watched) {
+            if !changed(&watched) {
                 continue;
             }
-            let check_only = std::mem::replace(&mut first, false);
+            // Taken before the load: should it fail, an edit made during it is still a change.
+            let before = fingerprints(&watched);
             match crate::settings::reload(&file, has_sidecar) {
                 Ok(settings) => {
-                    paths = settings.sources.clone();
-                    watched = fingerprints(&paths);
-                    if check_only && settings.snapshot.hash == engine.policy_hash() {
-                        continue;
-                    }
+                    watched = settings.sources.clone();
                     crate::log_info(&format!("portcullis: policy {} in force", settings.snapshot.hash));
                     engine.replace_snapshot(settings.snapshot.clone());
                 }
                 Err(e) => {
-                    watched = fingerprints(&paths);
+                    watched = before;
                     crate::log_error(&format!("portcullis: policy change refused, the one in force stays:\n{e}"));
                 }
             }

@@ -61,7 +61,7 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut settings = parse_and_validate_named(&text, &base, &path.display().to_string())?;
-    settings.sources.insert(0, path.to_path_buf());
+    settings.sources.insert(0, super::sources::of_content(path, Some(text.as_bytes())));
     Ok(settings)
 }
 
@@ -119,7 +119,7 @@ struct Validator {
     /// Valid but probably not meant: `path: message`, printed by check-config and at start.
     warnings: Vec<String>,
     /// Files read while validating.
-    sources: Vec<PathBuf>,
+    sources: super::sources::Fingerprints,
 }
 
 fn is_header_name(s: &str) -> bool {
@@ -139,10 +139,13 @@ impl Validator {
 
     pub(super) fn read(&mut self, path: &str, file: &str) -> Option<Vec<u8>> {
         let full = self.base.join(file);
-        self.sources.push(full.clone());
         match std::fs::read(&full) {
-            Ok(bytes) => Some(bytes),
+            Ok(bytes) => {
+                self.sources.push(super::sources::of_content(&full, Some(&bytes)));
+                Some(bytes)
+            }
             Err(e) => {
+                self.sources.push(super::sources::of_content(&full, None));
                 self.problems.add(path, format!("cannot read {}: {e}", full.display()));
                 None
             }
