@@ -13,10 +13,13 @@ pub struct RawState {
     /// Memory backend without `dir`: `true` states that a restart may forget revocations,
     /// blocks, members and API keys written at run time (else such a policy is refused).
     pub acknowledge_ephemeral_state: Option<bool>,
-    /// `redis://host:port/db` or `rediss://host:port/db` (TLS); not with `sentinel`.
+    /// `redis://host:port/db` or `rediss://host:port/db` (TLS); not with `sentinel` or `cluster`.
     pub url: Option<String>,
     /// Redis Sentinel: the master is asked of the sentinels, and followed through a failover.
     pub sentinel: Option<RawSentinel>,
+    /// Redis Cluster: the nodes to learn the cluster's slots from (MOVED and ASK are followed,
+    /// and so is a failover). The change log and state keys share one hash slot (`{prefix}`).
+    pub cluster: Option<RawCluster>,
     /// TLS to Redis (and to the sentinels): a CA to trust instead of the system roots, and a
     /// client certificate.
     pub tls: Option<RawRedisTls>,
@@ -44,6 +47,13 @@ pub struct RawSentinel {
     /// `state.password_file`).
     pub username: Option<String>,
     pub password_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `host:port` of one or more cluster nodes (any of them; the rest are discovered).
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default, JsonSchema)]

@@ -340,3 +340,19 @@ fn issuer_templates_are_checked() {
         assert!(found.iter().any(|p| p.contains(want)), "{head}: {found:?}");
     }
 }
+
+/// `state.cluster`: one target only, nodes as host:port, and no braces in the prefix (they
+/// would move keys between hash slots).
+#[test]
+fn redis_cluster_settings_are_checked() {
+    let state = |s: &str| problems(&format!("{BASE}state: {{ backend: redis, {s} }}\n"));
+    assert!(state(r#"cluster: { nodes: ["127.0.0.1:7000"] }"#).is_empty(), "{:?}", state("cluster: {}"));
+    let both = state(r#"url: "redis://127.0.0.1:1", cluster: { nodes: ["127.0.0.1:7000"] }"#);
+    assert!(both.iter().any(|p| p.contains("state.url") && p.contains("one of url, sentinel or cluster")), "{both:?}");
+    let empty = state("cluster: { nodes: [] }");
+    assert!(empty.iter().any(|p| p.contains("state.cluster.nodes") && p.contains("at least one")), "{empty:?}");
+    let port = state(r#"cluster: { nodes: ["127.0.0.1"] }"#);
+    assert!(port.iter().any(|p| p.contains("state.cluster.nodes[0]")), "{port:?}");
+    let braces = state(r#"cluster: { nodes: ["127.0.0.1:7000"] }, key_prefix: "{app}""#);
+    assert!(braces.iter().any(|p| p.contains("state.key_prefix") && p.contains("braces")), "{braces:?}");
+}

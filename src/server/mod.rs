@@ -433,6 +433,7 @@ impl Server {
                 crate::state::RedisTarget::Sentinel { master, nodes, .. } => {
                     format!("redis sentinel {master} via {}", nodes.join(","))
                 }
+                crate::state::RedisTarget::Cluster { nodes } => format!("redis cluster via {}", nodes.join(",")),
             },
         };
         tracing::info!(

@@ -68,6 +68,8 @@ pub enum RedisTarget {
         username: Option<String>,
         password: Option<Secret>,
     },
+    /// Redis Cluster, from one or more `host:port` seed nodes.
+    Cluster { nodes: Vec<String> },
 }
 
 /// TLS material for Redis connections, as PEM.

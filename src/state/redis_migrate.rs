@@ -2,11 +2,11 @@
 //! the kind hashes. The only keyspace `SCAN` Portcullis issues, and only while the format
 //! marker is missing (the first replica of this release to reach a Redis that has none).
 
+use super::redis_connect::Conn;
 use crate::state::blocks::Block;
 use crate::state::membership::Member;
 use crate::state::model::{Entry, Item, KeyRecord};
 use crate::state::revocation::{NEVER, Revocation};
-use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
 /// The marker: present once this Redis holds state in the kind hashes.
@@ -73,7 +73,7 @@ fn entries(values: Vec<String>, tombstones: Vec<String>, now_ms: i64) -> Vec<Ent
     out
 }
 
-async fn scan(conn: &mut MultiplexedConnection, pattern: String) -> redis::RedisResult<Vec<String>> {
+async fn scan(conn: &mut Conn, pattern: String) -> redis::RedisResult<Vec<String>> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -91,11 +91,7 @@ async fn scan(conn: &mut MultiplexedConnection, pattern: String) -> redis::Redis
 }
 
 /// The old keys' state as entries; `None` when the marker says this Redis was migrated.
-pub async fn old_entries(
-    conn: &mut MultiplexedConnection,
-    prefix: &str,
-    now_ms: i64,
-) -> redis::RedisResult<Option<Vec<Entry>>> {
+pub async fn old_entries(conn: &mut Conn, prefix: &str, now_ms: i64) -> redis::RedisResult<Option<Vec<Entry>>> {
     let migrated: bool = redis::cmd("EXISTS").arg(marker(prefix)).query_async(conn).await?;
     if migrated {
         return Ok(None);
@@ -113,7 +109,7 @@ pub async fn old_entries(
 }
 
 /// Marks this Redis as holding state in the kind hashes (after the migrated entries were written).
-pub async fn mark(conn: &mut MultiplexedConnection, prefix: &str) -> redis::RedisResult<()> {
+pub async fn mark(conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
     redis::cmd("SET").arg(marker(prefix)).arg("1").query_async(conn).await
 }
 

@@ -6,7 +6,7 @@
 //! merges them in and writes back what Redis lost — all through the model's one merge rule.
 
 use super::StoreError;
-use super::redis_connect::{Connector, TIMEOUT, connection_config, info_field};
+use super::redis_connect::{Conn, Connector, TIMEOUT, info_field};
 use super::redis_migrate;
 use super::{RedisSettings, STREAM_LAG_SECONDS, StateHealth};
 use crate::clock::Clock;
@@ -14,7 +14,6 @@ use crate::decision::UnixTime;
 use crate::state::fleet::{FleetState, Persist};
 use crate::state::local::LocalState;
 use crate::state::model::{Entry, Kind, MAX_FUTURE_MS};
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -55,14 +54,27 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL'
 return 0
 "#;
 
+/// Records one failure at `ARGV[1]` ms and counts those inside the window.
+const FAILURE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return n
+"#;
+
+static FAILURE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(FAILURE));
 static WRITE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(WRITE));
 static DELETE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(DELETE_IF));
 
 /// The Redis half of [`RedisState`]: connections, names, and what the follower needs.
 pub struct RedisBackend {
     client: Connector,
-    writer: Mutex<Option<MultiplexedConnection>>,
+    writer: Mutex<Option<Conn>>,
+    /// The bare prefix, for per-client keys (spread over a cluster's slots).
     prefix: String,
+    /// The prefix of the keys this deployment shares as one unit (one slot in a cluster).
+    shared: String,
     health: Arc<StateHealth>,
     clock: Arc<dyn Clock>,
     resync_interval: Duration,
@@ -83,8 +95,10 @@ fn digest(identity: &str) -> String {
 impl FleetState<RedisBackend> {
     pub fn new(settings: &RedisSettings, health: Arc<StateHealth>, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let local = Arc::new(LocalState::new());
+        let client = Connector::new(settings)?;
         let backend = RedisBackend {
-            client: Connector::new(settings)?,
+            shared: client.shared_prefix(&settings.key_prefix),
+            client,
             writer: Mutex::new(None),
             prefix: settings.key_prefix.clone(),
             health,
@@ -121,13 +135,13 @@ impl FleetState<RedisBackend> {
 impl RedisBackend {
     /// Revocations, blocks, members and API keys: a gap in it forces a resync.
     fn stream(&self) -> String {
-        format!("{}:changes", self.prefix)
+        format!("{}:changes", self.shared)
     }
 
     /// Session last-seen times: frequent and harmless to miss (a missed touch only makes a
     /// session look older), so they never push protective changes out of the main stream.
     fn sessions_stream(&self) -> String {
-        format!("{}:sessions", self.prefix)
+        format!("{}:sessions", self.shared)
     }
 
     fn stream_of(&self, kind: Kind) -> String {
@@ -136,15 +150,15 @@ impl RedisBackend {
 
     /// The one hash of a kind.
     fn hash(&self, kind: Kind) -> String {
-        format!("{}:state:{}", self.prefix, kind.name())
+        format!("{}:state:{}", self.shared, kind.name())
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<Conn, StoreError> {
         let mut writer = self.writer.lock().await;
         if let Some(conn) = writer.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = self.client.connect(&connection_config()).await.map_err(unavailable)?;
+        let conn = self.client.connect(TIMEOUT).await.map_err(unavailable)?;
         *writer = Some(conn.clone());
         Ok(conn)
     }
@@ -154,12 +168,7 @@ impl RedisBackend {
     }
 
     /// Runs the write script on `conn`: the stored entry, or `None` when Redis holds a newer one.
-    async fn write_on(
-        &self,
-        conn: &mut MultiplexedConnection,
-        entry: &Entry,
-        acknowledged: bool,
-    ) -> redis::RedisResult<Option<Entry>> {
+    async fn write_on(&self, conn: &mut Conn, entry: &Entry, acknowledged: bool) -> redis::RedisResult<Option<Entry>> {
         let (_, rank, tiebreak) = entry.order();
         let kind = entry.kind();
         let stored: Option<String> = WRITE_SCRIPT
@@ -185,7 +194,7 @@ impl RedisBackend {
 
     /// Reads every entry of every kind's hash, `HSCAN` by `HSCAN` (never a keyspace `SCAN`:
     /// the cost is the state's size, not the database's).
-    async fn read_all(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<(String, Entry)>> {
+    async fn read_all(&self, conn: &mut Conn) -> redis::RedisResult<Vec<(String, Entry)>> {
         let mut out = Vec::new();
         for kind in Kind::ALL {
             let hash = self.hash(kind);
@@ -218,7 +227,7 @@ impl RedisBackend {
     }
 
     /// The newest entry id of `stream` (`0-0` when empty or absent).
-    async fn last_id(conn: &mut MultiplexedConnection, stream: String) -> redis::RedisResult<String> {
+    async fn last_id(conn: &mut Conn, stream: String) -> redis::RedisResult<String> {
         let last: StreamRangeReply =
             redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
         Ok(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string()))
@@ -228,16 +237,16 @@ impl RedisBackend {
     /// (a Redis restarted empty, a failover that lost writes, a block decided while Redis was
     /// down): the model's plan, for every kind alike. Returns the stream positions to follow
     /// from.
-    async fn resync(
-        &self,
-        conn: &mut MultiplexedConnection,
-        reason: &'static str,
-    ) -> redis::RedisResult<(String, String)> {
+    async fn resync(&self, conn: &mut Conn, reason: &'static str) -> redis::RedisResult<(String, String)> {
         metrics::counter!(RESYNCS_TOTAL, "reason" => reason).increment(1);
         // Positions first: anything written during the read is then also replayed (idempotent).
         let position = Self::last_id(conn, self.stream()).await?;
         let sessions_position = Self::last_id(conn, self.sessions_stream()).await?;
-        if let Some(migrated) = redis_migrate::old_entries(conn, &self.prefix, self.clock.now_millis()).await? {
+        // No release before this one ran on a cluster: there is nothing to migrate there (and
+        // the old per-item keys would need a keyspace scan of every node).
+        if !self.client.is_cluster()
+            && let Some(migrated) = redis_migrate::old_entries(conn, &self.prefix, self.clock.now_millis()).await?
+        {
             for entry in &migrated {
                 self.write_on(conn, entry, false).await?;
             }
@@ -278,7 +287,7 @@ impl RedisBackend {
     /// while `position` itself is still there nothing after it was removed before the read; once
     /// it is gone, the read may have missed entries (a rare false alarm costs one resync). With
     /// nothing read yet (`0-0`), any entry ever removed was one this replica never saw.
-    async fn gap_after(conn: &mut MultiplexedConnection, stream: &str, position: &str) -> redis::RedisResult<bool> {
+    async fn gap_after(conn: &mut Conn, stream: &str, position: &str) -> redis::RedisResult<bool> {
         if position == "0-0" {
             let info: redis::RedisResult<redis::Value> =
                 redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await;
@@ -312,8 +321,7 @@ impl RedisBackend {
     }
 
     async fn follow_once(&self, reason: &'static str) -> redis::RedisResult<()> {
-        let config = connection_config().set_response_timeout(Some(TIMEOUT + Duration::from_millis(BLOCK_MS)));
-        let mut conn = self.client.connect(&config).await?;
+        let mut conn = self.client.connect(TIMEOUT + Duration::from_millis(BLOCK_MS)).await?;
         let (mut position, mut sessions_position) = self.resync(&mut conn, reason).await?;
         let mut last_full = self.clock.now_millis();
         self.health.mark_synced();
@@ -422,28 +430,17 @@ impl Persist for RedisBackend {
             format!("{ms}-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let zkey = format!("{}:fail:{}", self.prefix, digest(key));
         let mut conn = self.connection().await?;
-        let result: redis::RedisResult<(u32,)> = redis::pipe()
-            .atomic()
-            .cmd("ZADD")
-            .arg(&zkey)
+        // One script (not MULTI): the same on one Redis and in a cluster.
+        let result: redis::RedisResult<u32> = FAILURE_SCRIPT
+            .key(&zkey)
             .arg(ms)
             .arg(&member)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&zkey)
-            .arg("-inf")
             .arg(ms - window_secs * 1000)
-            .ignore()
-            .cmd("ZCARD")
-            .arg(&zkey)
-            .cmd("EXPIRE")
-            .arg(&zkey)
             .arg(window_secs.max(1))
-            .ignore()
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await;
         match result {
-            Ok((count,)) => {
+            Ok(count) => {
                 self.health.contact();
                 Ok(count)
             }

@@ -24,6 +24,7 @@ mod mesh;
 mod module;
 mod observability;
 mod redis;
+mod redis_cluster;
 mod revocation;
 mod sender;
 mod state_model;

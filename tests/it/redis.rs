@@ -28,27 +28,34 @@ pub(crate) fn store(url: String, prefix: &str) -> Arc<RedisState> {
     Arc::new(RedisState::new(&settings(url, prefix), health, Arc::new(SystemClock)).expect("store"))
 }
 
+/// Runs the store behaviour suite on `writer` while `follower` follows the same Redis, and
+/// waits until everything the suite wrote reached the follower through the stream.
+pub(crate) async fn suite_then_follow(writer: &Arc<RedisState>, follower: Arc<RedisState>) {
+    let following = tokio::spawn(follower.clone().follow());
+    crate::support::revocation_suite::run(writer.as_ref()).await;
+    let now = portcullis::decision::UnixTime(SystemClock.now_millis() / 1000);
+    // Compared entry by entry, not by count: the suite purged the writer's expired entries
+    // locally while the follower may still hold them, so counts can match early.
+    let caught_up = || async {
+        if writer.list(now).iter().all(|r| follower.list(now).contains(r)) { Ok(()) } else { Err(follower.list(now)) }
+    };
+    eventually(Duration::from_secs(10), "the follower never caught up", caught_up).await;
+    following.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_behaviour_and_replication() {
     let dir = scratch("redis-suite");
     let redis = RedisServer::start(&dir);
     let writer = store(redis.url(), "suite");
-    let follower = store(redis.url(), "suite");
-    let following = tokio::spawn(follower.clone().follow());
-    crate::support::revocation_suite::run(writer.as_ref()).await;
-    // Everything the suite wrote reaches a second store through the stream.
+    suite_then_follow(&writer, store(redis.url(), "suite")).await;
     let now = portcullis::decision::UnixTime(SystemClock.now_millis() / 1000);
-    // Compared entry by entry, not by count: the suite purged the writer's expired entries
-    // locally while the follower may still hold them, so counts can match early.
     let holds_all = |other: &RedisState| writer.list(now).iter().all(|r| other.list(now).contains(r));
-    let caught_up = || async { if holds_all(&follower) { Ok(()) } else { Err(follower.list(now)) } };
-    eventually(Duration::from_secs(10), "the follower never caught up", caught_up).await;
     // A store started later resyncs from the keys.
     let late = store(redis.url(), "suite");
     let late_following = tokio::spawn(late.clone().follow());
     let resynced = || async { if holds_all(&late) { Ok(()) } else { Err(late.list(now)) } };
     eventually(Duration::from_secs(10), "the late store never resynced", resynced).await;
-    following.abort();
     late_following.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -589,15 +596,22 @@ async fn sentinel_failover_is_followed() {
     let (_, failover) = crate::support::eventually_blocking(Duration::from_secs(30), "no failover", promoted);
     println!("sentinel promoted the replica {failover:?} after the master died");
     // Writes reach the new master once the replicas reconnect through the sentinel.
-    let written = || async { is(revoke(&a, "jti-after"), 201) };
-    eventually(Duration::from_secs(20), "A never wrote to the new master", written).await;
-    for p in [&a, &b] {
-        wait_for(p, &after, (401, "token_revoked"), Duration::from_secs(15)).await;
-        assert_eq!(check(p, &before).await, (401, "token_revoked".to_string()), "revoked before the failover");
-        assert_eq!(check(p, &valid).await.0, 200, "still deciding");
-    }
+    after_failover(&a, &b, [&before, &after, &valid]).await;
     drop((a, b, sentinel, replica_server, master));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// After a failover: `a` revokes `jti-after` (retried until the new master takes it), and both
+/// replicas deny it and the token revoked before (`tokens`: before, after, still valid).
+pub(crate) async fn after_failover(a: &Portcullis, b: &Portcullis, tokens: [&str; 3]) {
+    let [before, after, valid] = tokens;
+    let written = || async { is(revoke(a, "jti-after"), 201) };
+    eventually(Duration::from_secs(20), "A never wrote after the failover", written).await;
+    for p in [a, b] {
+        wait_for(p, after, (401, "token_revoked"), Duration::from_secs(15)).await;
+        assert_eq!(check(p, before).await, (401, "token_revoked".to_string()), "revoked before the failover");
+        assert_eq!(check(p, valid).await.0, 200, "still deciding");
+    }
 }
 
 /// `scope: fleet`: one count across replicas through Redis (GCRA in one script). Two replicas,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod attack_corpus;
+pub mod cluster;
 pub mod corpus;
 pub mod envoy;
 pub mod inprocess;
@@ -455,7 +456,7 @@ enum RedisKind {
     Sentinel { master_port: u16 },
 }
 
-fn redis_binary() -> PathBuf {
+pub fn redis_binary() -> PathBuf {
     if let Ok(path) = std::env::var("PORTCULLIS_REDIS") {
         return PathBuf::from(path);
     }

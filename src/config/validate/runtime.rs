@@ -86,8 +86,10 @@ impl Validator {
                     }
                 }
                 let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "portcullis".into());
-                if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ']) {
-                    self.problems.add("state.key_prefix", "must be non-empty without glob characters or spaces");
+                // Braces would move keys between hash slots (`{prefix}` is the cluster's tag).
+                if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ' ', '{', '}']) {
+                    self.problems
+                        .add("state.key_prefix", "must be non-empty without glob characters, braces or spaces");
                 }
                 let on_stale = match (raw.on_stale.as_deref(), raw.fail_open_when_stale) {
                     (Some(_), Some(_)) => {
@@ -131,20 +133,42 @@ impl Validator {
         Some(Secret::new(String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_string()))
     }
 
-    fn redis_target(&mut self, raw: &RawState) -> RedisTarget {
-        match (&raw.url, &raw.sentinel) {
-            (Some(_), Some(_)) => {
-                self.problems.add("state.url", "give either url or sentinel, not both");
-                RedisTarget::Url(String::new())
+    /// `host:port` entries (sentinels, cluster nodes), each checked.
+    fn host_ports(&mut self, path: &str, nodes: &[String]) {
+        for (i, node) in nodes.iter().enumerate() {
+            let port = node.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty()).then_some(())?;
+                port.parse::<u16>().ok().filter(|p| *p > 0)
+            });
+            if port.is_none() {
+                self.problems.add(format!("{path}[{i}]"), format!("\"{node}\" is not host:port"));
             }
+        }
+    }
+
+    fn redis_target(&mut self, raw: &RawState) -> RedisTarget {
+        let given = [raw.url.is_some(), raw.sentinel.is_some(), raw.cluster.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            self.problems.add("state.url", "give one of url, sentinel or cluster");
+            return RedisTarget::Url(String::new());
+        }
+        if let Some(cluster) = &raw.cluster {
+            if cluster.nodes.is_empty() {
+                self.problems.add("state.cluster.nodes", "at least one cluster node host:port");
+            }
+            self.host_ports("state.cluster.nodes", &cluster.nodes);
+            return RedisTarget::Cluster { nodes: cluster.nodes.clone() };
+        }
+        match (&raw.url, &raw.sentinel) {
             (None, None) => {
                 self.problems.add(
                     "state.url",
-                    "required with backend: redis (redis://host:port, rediss://host:port, or a sentinel block)",
+                    "required with backend: redis (redis://host:port, rediss://host:port, a sentinel or a cluster block)",
                 );
                 RedisTarget::Url(String::new())
             }
-            (Some(url), None) => {
+            // (url and sentinel both given was refused above)
+            (Some(url), _) => {
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                     self.problems.add("state.url", "must be redis://host:port or rediss://host:port (TLS)");
                 } else if url
@@ -164,15 +188,7 @@ impl Validator {
                 if sentinel.nodes.is_empty() {
                     self.problems.add("state.sentinel.nodes", "at least one sentinel host:port");
                 }
-                for (i, node) in sentinel.nodes.iter().enumerate() {
-                    let port = node.rsplit_once(':').and_then(|(host, port)| {
-                        (!host.is_empty()).then_some(())?;
-                        port.parse::<u16>().ok().filter(|p| *p > 0)
-                    });
-                    if port.is_none() {
-                        self.problems.add(format!("state.sentinel.nodes[{i}]"), format!("\"{node}\" is not host:port"));
-                    }
-                }
+                self.host_ports("state.sentinel.nodes", &sentinel.nodes);
                 let password =
                     sentinel.password_file.as_ref().and_then(|f| self.secret("state.sentinel.password_file", f));
                 RedisTarget::Sentinel {
