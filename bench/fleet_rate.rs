@@ -1,80 +1,94 @@
-//! Fleet rate limits (issue 23): the latency one `scope: fleet` check adds (one GCRA script
-//! round trip to Redis), and how close two replicas sharing a tier stay to its limit.
+//! Fleet rate limits (issues 23 and 36): three replicas (three `FleetLimits`, each with its own
+//! Redis connection) ask for one key of a fleet tier as fast as they can, first leased
+//! (`scope: fleet`), then with one script call a request (`scope: fleet_exact`). The report
+//! gives what the fleet admitted against GCRA's limit (burst + rate × time), the overshoot, and
+//! the Redis calls per 1,000 requests.
 //!
 //!   redis-server --port 6399 --save '' &
-//!   cargo run --release --example fleet_rate -- redis://127.0.0.1:6399 60
+//!   cargo run --release --example fleet_rate -- redis://127.0.0.1:6399 10 10000
 //!
-//! Two `RedisState`s (two replicas) ask for the same key as fast as they can for the given
-//! seconds against a tier of 600 per minute with a burst of 10; the report gives admitted vs
-//! the limit (burst + rate × time) and the latency distribution of the script calls.
+//! Arguments: the Redis URL, seconds per mode, the tier's rate per second (burst: 1/10 of it).
 
 use portcullis::clock::{Clock, SystemClock};
+use portcullis::decision::{RateKey, RateScope, RateTier};
+use portcullis::state::ratelimit::FleetLimits;
 use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, RedisTarget, StateHealth};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PER_MINUTE: u64 = 600;
-const BURST: u32 = 10;
+const REPLICAS: usize = 3;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let url = args.next().unwrap_or_else(|| "redis://127.0.0.1:6399".into());
-    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let settings = RedisSettings {
-        target: RedisTarget::Url(url),
-        tls: None,
-        username: None,
-        password: None,
-        key_prefix: format!("bench-{}", std::process::id()),
-        max_staleness: Duration::from_secs(30),
-        resync_interval: Duration::from_secs(300),
-    };
-    let replica = || {
-        let health = Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
-        RedisState::new(&settings, health, Arc::new(SystemClock)).map(Arc::new)
-    };
-    let replicas = [replica()?, replica()?];
-    let interval_us = 60_000_000 / PER_MINUTE;
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for store in replicas {
-        tasks.push(tokio::spawn(async move {
-            let (mut admitted, mut refused, mut latencies) = (0u64, 0u64, Vec::new());
-            while Instant::now() < until {
-                let started = Instant::now();
-                match store.gcra("bench", "one-client", interval_us, BURST).await {
-                    Ok(Ok(())) => admitted += 1,
-                    Ok(Err(_)) => refused += 1,
-                    Err(e) => return Err(e.to_string()),
-                }
-                latencies.push(started.elapsed().as_micros() as u64);
-            }
-            Ok((admitted, refused, latencies))
-        }));
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rate: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    for (scope, mode) in [(RateScope::Fleet, "leased"), (RateScope::FleetExact, "exact")] {
+        let settings = RedisSettings {
+            target: RedisTarget::Url(url.clone()),
+            tls: None,
+            username: None,
+            password: None,
+            key_prefix: format!("bench-{}-{mode}", std::process::id()),
+            max_staleness: Duration::from_secs(30),
+            resync_interval: Duration::from_secs(300),
+        };
+        let replica = || {
+            let health = Arc::new(StateHealth::new(Duration::from_secs(30), SystemClock.now_millis()));
+            let store = RedisState::new(&settings, health, Arc::new(SystemClock)).map(Arc::new)?;
+            Ok::<_, String>(Arc::new(FleetLimits::new(Some(store), Arc::new(SystemClock), REPLICAS as u32)))
+        };
+        let replicas = (0..REPLICAS).map(|_| replica()).collect::<Result<Vec<_>, _>>()?;
+        let tier = RateTier {
+            name: "bench".into(),
+            key: RateKey::Tenant,
+            amount: rate,
+            period_secs: 1,
+            burst: rate / 10,
+            scope,
+        };
+        for r in &replicas {
+            let _ = r.check(&RateTier { name: "warm".into(), ..tier.clone() }, "warm").await;
+        }
+        let warm: u64 = replicas.iter().map(|r| r.redis_calls()).sum();
+        let started = Instant::now();
+        let until = started + Duration::from_secs(seconds);
+        let tasks: Vec<_> = replicas
+            .iter()
+            .map(|r| {
+                let (r, tier) = (r.clone(), tier.clone());
+                tokio::spawn(async move {
+                    let (mut admitted, mut asked) = (0u64, 0u64);
+                    while Instant::now() < until {
+                        asked += 1;
+                        if r.check(&tier, "one-tenant").await.is_ok() {
+                            admitted += 1;
+                        }
+                    }
+                    (admitted, asked)
+                })
+            })
+            .collect();
+        let (mut admitted, mut asked) = (0u64, 0u64);
+        for t in tasks {
+            let (a, b) = t.await.map_err(|e| e.to_string())?;
+            admitted += a;
+            asked += b;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let calls = replicas.iter().map(|r| r.redis_calls()).sum::<u64>() - warm;
+        let limit = f64::from(tier.burst) + f64::from(rate) * elapsed;
+        println!(
+            "{mode}: {REPLICAS} replicas, {elapsed:.1} s, {rate}/s burst {}: admitted {admitted} (limit {limit:.0}, \
+             overshoot {:+.2}% of the rate), {asked} requests, {calls} Redis calls ({:.2} per 1,000 requests, \
+             one per {:.0})",
+            tier.burst,
+            (admitted as f64 - limit) * 100.0 / (f64::from(rate) * elapsed),
+            calls as f64 * 1000.0 / asked as f64,
+            asked as f64 / calls.max(1) as f64
+        );
     }
-    let (mut admitted, mut refused, mut latencies) = (0, 0, Vec::new());
-    for task in tasks {
-        let (a, r, l) = task.await.map_err(|e| e.to_string())??;
-        admitted += a;
-        refused += r;
-        latencies.extend(l);
-    }
-    latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-    let limit = u64::from(BURST) + PER_MINUTE * seconds / 60;
-    println!(
-        "two replicas, {seconds} s, {PER_MINUTE}/min burst {BURST}: admitted {admitted} (limit {limit}, {:+.2}%), refused {refused}",
-        (admitted as f64 - limit as f64) * 100.0 / limit as f64
-    );
-    println!(
-        "GCRA round trip: {} calls, p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
-        latencies.len(),
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        latencies.last().copied().unwrap_or(0)
-    );
     Ok(())
 }

@@ -450,7 +450,9 @@ pub struct RawTier {
     pub rps: Option<f64>,
     pub per_minute: Option<f64>,
     pub burst: Option<u32>,
-    /// `local` (default: per replica) or `fleet` (one count across replicas, in Redis).
+    /// `local` (default: per replica), `fleet` (one count across replicas in Redis, leased to
+    /// each replica in batches of 1/20 of the rate, each lease spent within 1/20 of the period)
+    /// or `fleet_exact` (one Redis call per request).
     pub scope: Option<String>,
 }
 

@@ -115,8 +115,61 @@ pub const FLEET_FAILURES: u32 = 3;
 /// How long the fleet count is skipped after [`FLEET_FAILURES`] failures in a row.
 pub const FLEET_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Rate limits held for the whole fleet in Redis (`scope: fleet`), with the local limiter as
-/// the fallback at the tier's rate divided by `rate_limits.fallback_replicas`.
+/// Redis calls made for fleet tiers (leases, or one per request with `fleet_exact`).
+pub const FLEET_CALLS_TOTAL: &str = "portcullis_rate_limit_fleet_calls_total";
+
+/// A lease is spent within 1/`LEASE_SHARE` of the tier's period, or dropped. Every request a
+/// replica admits was charged to GCRA when its lease was granted, at most that long before: what
+/// the fleet admits in any window of length W is at most what GCRA charged in W plus one lease
+/// lifetime, `rate × W + burst + amount / LEASE_SHARE` — an overshoot of at most 5 % of the
+/// rate, whatever the number of replicas.
+pub const LEASE_SHARE: u32 = 20;
+
+/// The most one lease asks for: what the fleet earns in a lease lifetime (1/20 of the rate),
+/// at least 1, at most the burst.
+pub fn lease_size(tier: &RateTier) -> u32 {
+    (tier.amount / LEASE_SHARE).clamp(1, tier.burst.max(1))
+}
+
+/// The next lease's size: doubled while leases run out before they expire, else what the last
+/// one's lifetime used (a replica that sees few requests holds few, so leases below the rate
+/// waste little of the budget the other replicas share).
+fn next_size(lease: &Lease, now: i64, tier: &RateTier) -> u32 {
+    let size = if lease.expires_ms == 0 {
+        1
+    } else if lease.remaining == 0 && now < lease.expires_ms {
+        lease.size.saturating_mul(2)
+    } else {
+        lease.spent
+    };
+    size.clamp(1, lease_size(tier))
+}
+
+/// How long a lease may be spent: 1/20 of the tier's period.
+pub fn lease_lifetime_ms(tier: &RateTier) -> i64 {
+    i64::from(tier.period_secs.max(1)) * 1000 / i64::from(LEASE_SHARE)
+}
+
+/// One key's lease on one replica.
+#[derive(Default)]
+struct Lease {
+    /// Requests granted and not yet spent, valid until `expires_ms`.
+    remaining: u32,
+    expires_ms: i64,
+    /// What the current lease asked for, and how much of it was spent.
+    size: u32,
+    spent: u32,
+    /// The fleet had fewer than a lease's worth: answer locally until then (no Redis call per
+    /// denied request), with a Retry-After from `next_one_ms`.
+    denied_until_ms: i64,
+    next_one_ms: i64,
+}
+
+type Leases = moka::sync::Cache<(RateTier, String), Arc<tokio::sync::Mutex<Lease>>>;
+
+/// Rate limits held for the whole fleet in Redis (`scope: fleet`, leased; `fleet_exact`, one
+/// call a request), with the local limiter as the fallback at the tier's rate divided by
+/// `rate_limits.fallback_replicas`.
 pub struct FleetLimits {
     store: Option<Arc<crate::state::redis_store::RedisState>>,
     fallback: RateLimits,
@@ -127,6 +180,12 @@ pub struct FleetLimits {
     /// wait, while one slow answer under load must not switch the fleet count off.
     retry_after_ms: AtomicI64,
     failures: AtomicU32,
+    leases: Leases,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+fn seconds(ms: i64) -> u32 {
+    u32::try_from((ms.max(0) + 999) / 1000).unwrap_or(u32::MAX).max(1)
 }
 
 impl FleetLimits {
@@ -142,16 +201,27 @@ impl FleetLimits {
             clock,
             retry_after_ms: AtomicI64::new(0),
             failures: AtomicU32::new(0),
+            // A lease lives at most 1/20 of a period and a denial until the budget refills:
+            // an entry idle for a minute holds nothing.
+            leases: moka::sync::Cache::builder()
+                .max_capacity(MAX_RATE_KEYS)
+                .time_to_idle(Duration::from_secs(61))
+                .build(),
+            calls: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Redis calls made for fleet tiers since start.
+    pub fn redis_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// `Err(seconds)` when `key` is over `tier`'s fleet-wide rate.
     pub async fn check(&self, tier: &RateTier, key: &str) -> Result<(), u32> {
         let asking = self.clock.now_millis() >= self.retry_after_ms.load(Ordering::Acquire);
         if let Some(store) = self.store.as_ref().filter(|_| asking) {
-            // Microseconds: a millisecond interval would round 600/s up to 1000/s.
-            let interval_us = (u64::from(tier.period_secs) * 1_000_000 / u64::from(tier.amount.max(1))).max(1);
-            match tokio::time::timeout(FLEET_WAIT, store.gcra(&tier.name, key, interval_us, tier.burst.max(1))).await {
+            // The wait covers queueing behind this key's lease call on this replica too.
+            match tokio::time::timeout(FLEET_WAIT, self.leased(store, tier, key)).await {
                 Ok(Ok(result)) => {
                     self.failures.store(0, Ordering::Relaxed);
                     return result;
@@ -178,8 +248,56 @@ impl FleetLimits {
         RateLimit::check(&self.fallback, &local, key)
     }
 
+    /// Spends this replica's lease of `key`, or asks Redis for a new one (requests for one key
+    /// on one replica wait for that one call). `fleet_exact` asks for one request each time and
+    /// keeps nothing.
+    async fn leased(
+        &self,
+        store: &crate::state::redis_store::RedisState,
+        tier: &RateTier,
+        key: &str,
+    ) -> Result<Result<(), u32>, crate::state::StoreError> {
+        // Microseconds: a millisecond interval would round 600/s up to 1000/s.
+        let interval_us = (u64::from(tier.period_secs) * 1_000_000 / u64::from(tier.amount.max(1))).max(1);
+        let burst = tier.burst.max(1);
+        let exact = tier.scope == crate::decision::RateScope::FleetExact;
+        let cell =
+            if exact { Arc::default() } else { self.leases.get_with((tier.clone(), key.to_string()), Arc::default) };
+        let mut lease = cell.lock().await;
+        let now = self.clock.now_millis();
+        if lease.remaining > 0 && now < lease.expires_ms {
+            lease.remaining -= 1;
+            lease.spent += 1;
+            return Ok(Ok(()));
+        }
+        if now < lease.denied_until_ms {
+            return Ok(Err(seconds(lease.next_one_ms - now)));
+        }
+        let want = if exact { 1 } else { next_size(&lease, now, tier) };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(FLEET_CALLS_TOTAL, "tier" => tier.name.clone()).increment(1);
+        let grant = store.lease(&tier.name, key, interval_us, burst, want).await?;
+        let now = self.clock.now_millis();
+        let after = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+        if grant.granted > 0 {
+            *lease = Lease {
+                remaining: grant.granted - 1,
+                expires_ms: now + lease_lifetime_ms(tier),
+                size: want,
+                spent: 1,
+                ..Lease::default()
+            };
+            return Ok(Ok(()));
+        }
+        lease.remaining = 0;
+        lease.denied_until_ms = after(grant.next_all_ms);
+        lease.next_one_ms = after(grant.next_one_ms);
+        Ok(Err(seconds(i64::try_from(grant.next_one_ms).unwrap_or(i64::MAX))))
+    }
+
     pub fn evict_idle(&self) {
         self.fallback.evict_idle();
+        self.leases.run_pending_tasks();
     }
 }
 

@@ -120,15 +120,16 @@ impl FleetState<RedisBackend> {
         self.persist.warm().await
     }
 
-    /// One fleet-wide rate-limit decision (see [`RedisBackend::gcra`]).
-    pub async fn gcra(
+    /// A lease of a fleet-wide rate-limit budget (see [`RedisBackend::lease`]).
+    pub async fn lease(
         &self,
         tier: &str,
         key: &str,
         interval_us: u64,
         burst: u32,
-    ) -> Result<Result<(), u32>, StoreError> {
-        self.persist.gcra(tier, key, interval_us, burst).await
+        want: u32,
+    ) -> Result<Grant, StoreError> {
+        self.persist.lease(tier, key, interval_us, burst, want).await
     }
 }
 
@@ -454,24 +455,40 @@ impl Persist for RedisBackend {
 
 /// GCRA in one script, on Redis's own clock (replicas' clocks may differ), in microseconds (a
 /// millisecond interval would round 600/s up to 1000/s): the key holds the theoretical arrival
-/// time; a request is admitted when that is at most `interval × (burst − 1)` ahead of now. One
-/// key per client, O(1), the same algorithm as the local governor limiter. Lua numbers are
-/// doubles: microseconds since 1970 stay exact (< 2^53).
-const GCRA: &str = r#"
+/// time (TAT); a request is admitted when the TAT it leaves is at most `interval × burst` ahead
+/// of now. A lease asks for `want` requests at once: as many as GCRA admits now are granted and
+/// charged (the TAT moves by `granted × interval`), so a granted request is always one the
+/// fleet's one count allowed. Returns `{granted, ms until one more could be admitted, ms until
+/// `want` more could be}`. One key per client, O(1). Lua numbers are doubles: microseconds since
+/// 1970 stay exact (< 2^53).
+const LEASE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, math.ceil((allow_at - now) / 1000)}
+local admissible = math.floor((now + interval * burst - tat) / interval)
+local granted = math.min(want, math.max(admissible, 0))
+if granted > 0 then
+  tat = tat + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, 0}
+local one = math.max(0, tat + interval - interval * burst - now)
+local all = math.max(0, tat + want * interval - interval * burst - now)
+return {granted, math.ceil(one / 1000), math.ceil(all / 1000)}
 "#;
+
+/// What one lease call returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: u32,
+    /// Until one more request could be admitted (the client's Retry-After when none was).
+    pub next_one_ms: u64,
+    /// Until as many as were asked for could be.
+    pub next_all_ms: u64,
+}
 
 impl RedisBackend {
     /// Opens the connection writes and fleet rate limits share, so the first limited check
@@ -482,29 +499,26 @@ impl RedisBackend {
         }
     }
 
-    /// One fleet-wide rate-limit decision for `key` in `tier` (`rate_limits.tiers.*.scope:
-    /// fleet`), one request every `interval_us` with `burst`: `Ok(Err(seconds))` when over.
-    pub async fn gcra(
+    /// Leases up to `want` requests of `key`'s fleet-wide budget in `tier` (one request every
+    /// `interval_us`, `burst`) in one script call.
+    pub async fn lease(
         &self,
         tier: &str,
         key: &str,
         interval_us: u64,
         burst: u32,
-    ) -> Result<Result<(), u32>, StoreError> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(GCRA));
+        want: u32,
+    ) -> Result<Grant, StoreError> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(LEASE));
         let rkey = format!("{}:rl:{}:{}", self.prefix, digest(tier), digest(key));
         let mut conn = self.connection().await?;
-        let result: redis::RedisResult<(i64, i64)> =
-            SCRIPT.key(&rkey).arg(interval_us).arg(burst).invoke_async(&mut conn).await;
+        let result: redis::RedisResult<(i64, i64, i64)> =
+            SCRIPT.key(&rkey).arg(interval_us).arg(burst).arg(want.max(1)).invoke_async(&mut conn).await;
         match result {
-            Ok((admitted, wait_ms)) => {
+            Ok((granted, one, all)) => {
                 self.health.contact();
-                if admitted == 1 {
-                    Ok(Ok(()))
-                } else {
-                    let secs = u32::try_from((wait_ms.max(0) + 999) / 1000).unwrap_or(u32::MAX).max(1);
-                    Ok(Err(secs))
-                }
+                let ms = |v: i64| u64::try_from(v).unwrap_or(0);
+                Ok(Grant { granted: u32::try_from(granted).unwrap_or(0), next_one_ms: ms(one), next_all_ms: ms(all) })
             }
             Err(e) => {
                 // Only a broken connection is dropped (admin writes share it); a script or

@@ -144,7 +144,7 @@ pub(super) fn limit(
     key: &str,
     context: &mut DecisionContext,
 ) -> Result<(), Deny> {
-    if tier.scope == super::RateScope::Fleet {
+    if tier.scope.is_fleet() {
         context.fleet_limits.push((tier.clone(), key.to_string()));
         return Ok(());
     }

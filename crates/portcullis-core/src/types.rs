@@ -206,8 +206,18 @@ pub enum RateScope {
     Local,
     /// Across the fleet: the decision names the tier and key in
     /// [`crate::DecisionContext::fleet_limits`] and the edge checks them against the shared
-    /// store after an allow (the core does no I/O).
+    /// store after an allow (the core does no I/O). Each replica leases a share of the budget
+    /// in batches.
     Fleet,
+    /// [`RateScope::Fleet`] with one call to the shared store per request (no leases).
+    FleetExact,
+}
+
+impl RateScope {
+    /// Whether the count is shared by the fleet (checked at the edge, not in the core).
+    pub fn is_fleet(self) -> bool {
+        matches!(self, Self::Fleet | Self::FleetExact)
+    }
 }
 
 /// Rate limiting state (implemented at the edge); `Err(seconds)` means over the limit, retry

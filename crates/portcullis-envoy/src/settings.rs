@@ -87,7 +87,7 @@ pub fn check_supported(settings: &Settings, has_sidecar: bool) -> Result<(), Ref
     }
     let policy = &settings.snapshot.policy;
     for route in &policy.routes {
-        if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.scope == portcullis_core::RateScope::Fleet) {
+        if let Some(tier) = route.rate_limit.as_ref().filter(|t| t.scope.is_fleet()) {
             problems.push(format!(
                 "routes.{}: rate limit {} is fleet-wide; inside Envoy only per-Envoy tiers (scope: local) are counted",
                 route.name, tier.name

@@ -80,8 +80,7 @@ impl Validator {
         tiers: &HashMap<String, RateTier>,
         redis: bool,
     ) -> u32 {
-        let mut fleet: Vec<&str> =
-            tiers.values().filter(|t| t.scope == RateScope::Fleet).map(|t| t.name.as_str()).collect();
+        let mut fleet: Vec<&str> = tiers.values().filter(|t| t.scope.is_fleet()).map(|t| t.name.as_str()).collect();
         fleet.sort_unstable();
         if !redis {
             for name in fleet {
@@ -129,8 +128,9 @@ impl Validator {
             let scope = match t.scope.as_deref() {
                 None | Some("local") => RateScope::Local,
                 Some("fleet") => RateScope::Fleet,
+                Some("fleet_exact") => RateScope::FleetExact,
                 Some(other) => {
-                    self.problems.add(format!("{p}.scope"), format!("\"{other}\" is not local or fleet"));
+                    self.problems.add(format!("{p}.scope"), format!("\"{other}\" is not local, fleet or fleet_exact"));
                     RateScope::Local
                 }
             };
