@@ -11,11 +11,12 @@
 
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::decision::{RateKey, RateScope, RateTier};
+use portcullis::dev::flood::{Flood, fleet_flood};
 use portcullis::state::ratelimit::FleetLimits;
 use portcullis::state::redis_store::RedisState;
 use portcullis::state::{RedisSettings, RedisTarget, StateHealth};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REPLICAS: usize = 3;
 
@@ -49,36 +50,9 @@ async fn main() -> Result<(), String> {
             burst: rate / 10,
             scope,
         };
-        for r in &replicas {
-            let _ = r.check(&RateTier { name: "warm".into(), ..tier.clone() }, "warm").await;
-        }
-        let warm: u64 = replicas.iter().map(|r| r.redis_calls()).sum();
-        let started = Instant::now();
-        let until = started + Duration::from_secs(seconds);
-        let tasks: Vec<_> = replicas
-            .iter()
-            .map(|r| {
-                let (r, tier) = (r.clone(), tier.clone());
-                tokio::spawn(async move {
-                    let (mut admitted, mut asked) = (0u64, 0u64);
-                    while Instant::now() < until {
-                        asked += 1;
-                        if r.check(&tier, "one-tenant").await.is_ok() {
-                            admitted += 1;
-                        }
-                    }
-                    (admitted, asked)
-                })
-            })
-            .collect();
-        let (mut admitted, mut asked) = (0u64, 0u64);
-        for t in tasks {
-            let (a, b) = t.await.map_err(|e| e.to_string())?;
-            admitted += a;
-            asked += b;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let calls = replicas.iter().map(|r| r.redis_calls()).sum::<u64>() - warm;
+        let flood = fleet_flood(&replicas, &tier, "one-tenant", Duration::from_secs(seconds)).await;
+        let Flood { admitted, asked, calls, elapsed } = flood;
+        let elapsed = elapsed.as_secs_f64();
         let limit = f64::from(tier.burst) + f64::from(rate) * elapsed;
         println!(
             "{mode}: {REPLICAS} replicas, {elapsed:.1} s, {rate}/s burst {}: admitted {admitted} (limit {limit:.0}, \

@@ -2,6 +2,7 @@
 //! an allow and a deny within a minute. The dev issuer is refused unless a policy says `dev: true`.
 
 pub mod explain;
+pub mod flood;
 pub mod policytest;
 mod policytest_dpop;
 pub mod request;

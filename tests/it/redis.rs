@@ -740,6 +740,7 @@ async fn state_is_keyed_by_identity_and_key_revocations_are_written_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_fleet_limits_bound_the_overshoot_and_the_redis_calls() {
     use portcullis::decision::{RateKey, RateScope, RateTier};
+    use portcullis::dev::flood::fleet_flood;
     use portcullis::state::ratelimit::FleetLimits;
     let dir = scratch("redis-lease");
     let redis = RedisServer::start(&dir);
@@ -751,39 +752,8 @@ async fn leased_fleet_limits_bound_the_overshoot_and_the_redis_calls() {
             let replicas: Vec<Arc<FleetLimits>> = (0..3)
                 .map(|_| Arc::new(FleetLimits::new(Some(store(url.clone(), prefix)), Arc::new(SystemClock), 3)))
                 .collect();
-            for r in &replicas {
-                // Connected before the clock starts (the first call's connect is not the subject).
-                let _ = r.check(&RateTier { name: "warm".into(), ..tier.clone() }, "warm").await;
-            }
-            let warm_calls: u64 = replicas.iter().map(|r| r.redis_calls()).sum();
-            let started = Instant::now();
-            let run_for = Duration::from_millis(1500);
-            let tasks: Vec<_> = replicas
-                .iter()
-                .map(|r| {
-                    let (r, tier) = (r.clone(), tier.clone());
-                    tokio::spawn(async move {
-                        let (mut admitted, mut asked) = (0u64, 0u64);
-                        while started.elapsed() < run_for {
-                            asked += 1;
-                            if r.check(&tier, "tenant-a").await.is_ok() {
-                                admitted += 1;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        (admitted, asked)
-                    })
-                })
-                .collect();
-            let (mut admitted, mut asked) = (0, 0);
-            for t in tasks {
-                let (a, b) = t.await.expect("replica task");
-                admitted += a;
-                asked += b;
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            let calls = replicas.iter().map(|r| r.redis_calls()).sum::<u64>() - warm_calls;
-            (admitted, asked, calls, elapsed)
+            let flood = fleet_flood(&replicas, &tier, "tenant-a", Duration::from_millis(1500)).await;
+            (flood.admitted, flood.asked, flood.calls, flood.elapsed.as_secs_f64())
         }
     };
     let (admitted, asked, calls, elapsed) = run(RateScope::Fleet, "lease").await;
