@@ -390,6 +390,24 @@ impl AppState {
     /// not blocking a thread), then the rest. A remote issuer's unknown `kid` asks for a refetch
     /// and, once new keys are in (at most `KEY_REFETCH_WAIT`), verifies again: the steps before
     /// verification (and their rate-limit counts) run once.
+    /// A session this replica refused as idle is asked of the fleet (this replica holds only
+    /// the sessions it has seen, and its times are lower bounds): when the fleet saw it later,
+    /// the request is decided again from the same verification (`redo`), past the steps already
+    /// counted. Without an answer in time the refusal stands.
+    async fn confirm_session(&self, decision: Decision, redo: impl FnOnce() -> Option<Decision>) -> Decision {
+        let Some(judged) = &decision.context.session_idle else { return decision };
+        match tokio::time::timeout(FAILURE_WRITE_WAIT, self.sessions.refresh(&judged.iss, &judged.sid, judged.at)).await
+        {
+            Ok(Ok(true)) => redo().unwrap_or(decision),
+            Ok(Ok(false)) => decision,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "session last-seen not readable from the fleet; the refusal stands");
+                decision
+            }
+            Err(_) => decision,
+        }
+    }
+
     async fn decide_with_key_refetch(
         &self,
         input: &CheckInput,
@@ -415,7 +433,16 @@ impl AppState {
             proof = Some(self.check_proof(&pending, snapshot, bound, now).await);
         }
         let first_proof = proof.clone().flatten();
-        let decision = finish(&pending, verified, first_proof, &self.services(&snapshot.verifier, state_stale), now);
+        // Kept for a second decision only where a session may be confirmed with the fleet.
+        let again_with = snapshot.policy.sessions.as_ref().and_then(|_| verified.clone().ok());
+        let decision =
+            finish(&pending, verified, first_proof.clone(), &self.services(&snapshot.verifier, state_stale), now);
+        let decision = self
+            .confirm_session(decision, || {
+                let services = self.services(&snapshot.verifier, state_stale);
+                again_with.map(|token| finish(&pending, Ok(token), first_proof, &services, now))
+            })
+            .await;
         let Some(store) = decision.context.key_miss.and_then(|issuer| snapshot.verifier.store(issuer)) else {
             return decision;
         };

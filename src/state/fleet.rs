@@ -40,6 +40,12 @@ pub trait Persist: Send + Sync + 'static {
     async fn first_use(&self, _key: &[u8; 32], _ttl: std::time::Duration) -> Result<bool, StoreError> {
         Ok(true)
     }
+
+    /// What the backend holds for `probe`'s identity, for a kind this replica does not follow
+    /// (sessions); `None` for a backend with no fleet (the replica holds all there is).
+    async fn read(&self, _probe: &Entry) -> Result<Option<Entry>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The stores the server holds, as one object.
@@ -237,6 +243,16 @@ impl<P: Persist> SessionStore for FleetState<P> {
             self.local.merge(stored);
         }
         Ok(())
+    }
+
+    async fn refresh(&self, iss: &str, sid: &str, judged_at: i64) -> Result<bool, StoreError> {
+        let probe = Entry::new(0, Item::Session { iss: iss.to_string(), sid: sid.to_string(), at: 0 }, None);
+        let Some(held) = self.persist.read(&probe).await? else { return Ok(false) };
+        let newer = matches!(&held.body.item, Item::Session { at, .. } if *at > judged_at) && !held.is_removal();
+        if newer {
+            self.local.merge(held);
+        }
+        Ok(newer)
     }
 }
 

@@ -70,6 +70,11 @@ impl LocalState {
         }
     }
 
+    /// Session last-seen times this replica holds.
+    pub fn sessions_held(&self) -> usize {
+        self.sessions.len()
+    }
+
     pub fn len(&self) -> usize {
         self.ledger().len()
     }

@@ -30,7 +30,8 @@ const HSCAN_COUNT: usize = 1_000;
 /// Stores an entry if it beats what the hash holds — the model's order, `(written, rank,
 /// tiebreak)`, compared as numbers — and appends it to the stream. An acknowledged write
 /// (`ARGV[6] == '1'`) that does not beat it is moved one millisecond past it instead, so what
-/// the admin API acknowledged wins. Returns the stored value, or nil.
+/// the admin API acknowledged wins. `ARGV[7]` is the stream's length, `0` for a kind that is read
+/// on demand and never streamed (sessions). Returns the stored value, or nil.
 const WRITE: &str = r#"
 local w, r, h = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4], 16)
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -44,7 +45,7 @@ if cur then
 end
 local value = string.format('%.0f', w) .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[1], value)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'change', value)
+if ARGV[7] ~= '0' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'change', value) end
 return value
 "#;
 
@@ -79,7 +80,14 @@ pub struct RedisBackend {
     clock: Arc<dyn Clock>,
     resync_interval: Duration,
     local: Arc<LocalState>,
+    /// Entries read on demand (sessions), for a second: a flood of refused sessions costs Redis
+    /// one read each per second, not one per request. Bounded.
+    recent_reads: moka::sync::Cache<String, Option<Entry>>,
 }
+
+/// How long an on-demand read is reused, and how many are kept.
+const READ_REUSE: Duration = Duration::from_secs(1);
+const READS_KEPT: u64 = 10_000;
 
 /// Fleet state kept in Redis and followed by every replica.
 pub type RedisState = FleetState<RedisBackend>;
@@ -105,6 +113,7 @@ impl FleetState<RedisBackend> {
             clock: clock.clone(),
             resync_interval: settings.resync_interval,
             local: local.clone(),
+            recent_reads: moka::sync::Cache::builder().max_capacity(READS_KEPT).time_to_live(READ_REUSE).build(),
         };
         Ok(Self::with(local, backend, clock))
     }
@@ -134,19 +143,12 @@ impl FleetState<RedisBackend> {
 }
 
 impl RedisBackend {
-    /// Revocations, blocks, members and API keys: a gap in it forces a resync.
+    /// Revocations, blocks, members and API keys: a gap in it forces a resync. Session
+    /// last-seen times are not streamed: each replica holds the sessions it has seen and reads
+    /// another's from the hash when it would refuse it ([`Persist::read`]), so its memory
+    /// follows its own traffic, not the fleet's.
     fn stream(&self) -> String {
         format!("{}:changes", self.shared)
-    }
-
-    /// Session last-seen times: frequent and harmless to miss (a missed touch only makes a
-    /// session look older), so they never push protective changes out of the main stream.
-    fn sessions_stream(&self) -> String {
-        format!("{}:sessions", self.shared)
-    }
-
-    fn stream_of(&self, kind: Kind) -> String {
-        if kind == Kind::Session { self.sessions_stream() } else { self.stream() }
     }
 
     /// The one hash of a kind.
@@ -174,14 +176,14 @@ impl RedisBackend {
         let kind = entry.kind();
         let stored: Option<String> = WRITE_SCRIPT
             .key(self.hash(kind))
-            .key(self.stream_of(kind))
+            .key(self.stream())
             .arg(entry.field())
             .arg(entry.written_ms)
             .arg(rank)
             .arg(format!("{tiebreak:012x}"))
             .arg(entry.encode_body())
             .arg(if acknowledged { "1" } else { "0" })
-            .arg(STREAM_MAXLEN)
+            .arg(if kind == Kind::Session { 0 } else { STREAM_MAXLEN })
             .invoke_async(conn)
             .await?;
         Ok(stored.and_then(|text| match Entry::decode(&text) {
@@ -193,11 +195,12 @@ impl RedisBackend {
         }))
     }
 
-    /// Reads every entry of every kind's hash, `HSCAN` by `HSCAN` (never a keyspace `SCAN`:
-    /// the cost is the state's size, not the database's).
+    /// Reads every entry of every followed kind's hash, `HSCAN` by `HSCAN` (never a keyspace
+    /// `SCAN`: the cost is the state's size, not the database's). Sessions are read one by one,
+    /// on demand.
     async fn read_all(&self, conn: &mut Conn) -> redis::RedisResult<Vec<(String, Entry)>> {
         let mut out = Vec::new();
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::Session) {
             let hash = self.hash(kind);
             let mut cursor: u64 = 0;
             loop {
@@ -236,13 +239,12 @@ impl RedisBackend {
 
     /// Merges Redis' view into this replica's and writes back what Redis lacks or holds older
     /// (a Redis restarted empty, a failover that lost writes, a block decided while Redis was
-    /// down): the model's plan, for every kind alike. Returns the stream positions to follow
-    /// from.
-    async fn resync(&self, conn: &mut Conn, reason: &'static str) -> redis::RedisResult<(String, String)> {
+    /// down): the model's plan, for every followed kind alike (sessions are written by their
+    /// touches and read on demand). Returns the stream position to follow from.
+    async fn resync(&self, conn: &mut Conn, reason: &'static str) -> redis::RedisResult<String> {
         metrics::counter!(RESYNCS_TOTAL, "reason" => reason).increment(1);
-        // Positions first: anything written during the read is then also replayed (idempotent).
+        // Position first: anything written during the read is then also replayed (idempotent).
         let position = Self::last_id(conn, self.stream()).await?;
-        let sessions_position = Self::last_id(conn, self.sessions_stream()).await?;
         // No release before this one ran on a cluster: there is nothing to migrate there (and
         // the old per-item keys would need a keyspace scan of every node).
         if !self.client.is_cluster()
@@ -257,7 +259,8 @@ impl RedisBackend {
         let now = self.clock.now().0;
         let texts: std::collections::HashMap<(Kind, String), String> =
             held.iter().map(|(text, e)| ((e.kind(), e.field()), text.clone())).collect();
-        let plan = self.local.plan_resync(held.into_iter().map(|(_, e)| e).collect(), now);
+        let mut plan = self.local.plan_resync(held.into_iter().map(|(_, e)| e).collect(), now);
+        plan.give.retain(|e| e.kind() != Kind::Session);
         let (taken, given, expired) = (plan.take.len(), plan.give.len(), plan.expired.len());
         for entry in plan.take {
             self.local.merge(entry);
@@ -280,7 +283,7 @@ impl RedisBackend {
             position = %position,
             "state resynced from Redis"
         );
-        Ok((position, sessions_position))
+        Ok(position)
     }
 
     /// Whether entries after `position` on the main stream may have been trimmed away (or the
@@ -323,15 +326,15 @@ impl RedisBackend {
 
     async fn follow_once(&self, reason: &'static str) -> redis::RedisResult<()> {
         let mut conn = self.client.connect(TIMEOUT + Duration::from_millis(BLOCK_MS)).await?;
-        let (mut position, mut sessions_position) = self.resync(&mut conn, reason).await?;
+        let mut position = self.resync(&mut conn, reason).await?;
         let mut last_full = self.clock.now_millis();
         self.health.mark_synced();
         self.health.heard(self.clock.now_millis());
-        let (stream, sessions) = (self.stream(), self.sessions_stream());
+        let stream = self.stream();
         loop {
             let interval = i64::try_from(self.resync_interval.as_millis()).unwrap_or(i64::MAX);
             if self.clock.now_millis().saturating_sub(last_full) >= interval {
-                (position, sessions_position) = self.resync(&mut conn, "periodic").await?;
+                position = self.resync(&mut conn, "periodic").await?;
                 last_full = self.clock.now_millis();
             }
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
@@ -341,9 +344,7 @@ impl RedisBackend {
                 .arg(500)
                 .arg("STREAMS")
                 .arg(&stream)
-                .arg(&sessions)
                 .arg(&position)
-                .arg(&sessions_position)
                 .query_async(&mut conn)
                 .await?;
             let now = self.clock.now_millis();
@@ -351,7 +352,6 @@ impl RedisBackend {
             let read_from = position.clone();
             let mut lag = None;
             for key in reply.map(|r| r.keys).unwrap_or_default() {
-                let main = key.key == stream;
                 for entry in key.ids {
                     if let Some(text) = entry.get::<String>("change") {
                         match Entry::decode(&text) {
@@ -366,7 +366,7 @@ impl RedisBackend {
                     }
                     let written_ms = entry.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(now);
                     lag = Some((now - written_ms).max(0));
-                    if main { position = entry.id } else { sessions_position = entry.id }
+                    position = entry.id;
                 }
             }
             metrics::gauge!(STREAM_LAG_SECONDS).set(lag.unwrap_or(0) as f64 / 1000.0);
@@ -374,7 +374,7 @@ impl RedisBackend {
             // slow): only the hashes still hold what they said.
             if Self::gap_after(&mut conn, &stream, &read_from).await? {
                 tracing::warn!(position = %read_from, "the change stream was trimmed past this replica's position; resyncing");
-                (position, sessions_position) = self.resync(&mut conn, "trimmed").await?;
+                position = self.resync(&mut conn, "trimmed").await?;
                 last_full = self.clock.now_millis();
             }
         }
@@ -401,6 +401,34 @@ impl Persist for RedisBackend {
             }
         }
         Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
+    }
+
+    /// One `HGET` of the identity's field, checked as a resync checks what it reads.
+    async fn read(&self, probe: &Entry) -> Result<Option<Entry>, StoreError> {
+        let (kind, field) = (probe.kind(), probe.field());
+        let cache_key = format!("{}\0{field}", kind.name());
+        if let Some(recent) = self.recent_reads.get(&cache_key) {
+            return Ok(recent);
+        }
+        let mut conn = self.connection().await?;
+        let value: redis::RedisResult<Option<String>> =
+            redis::cmd("HGET").arg(self.hash(kind)).arg(&field).query_async(&mut conn).await;
+        let value = match value {
+            Ok(value) => value,
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.forget_connection().await;
+                }
+                return Err(unavailable(e));
+            }
+        };
+        self.health.contact();
+        let latest = self.clock.now_millis().saturating_add(MAX_FUTURE_MS);
+        let entry = value
+            .and_then(|text| Entry::decode(&text).ok())
+            .filter(|entry| entry.kind() == kind && entry.field() == field && entry.written_ms <= latest);
+        self.recent_reads.insert(cache_key, entry.clone());
+        Ok(entry)
     }
 
     /// `SET NX` with the proof's window: only the first replica to see it succeeds.

@@ -815,3 +815,40 @@ async fn leased_fleet_limits_bound_the_overshoot_and_the_redis_calls() {
     assert_eq!(calls, asked, "exact mode asks Redis for every request");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 36: sessions where they are used. Replica A sees 5,000 sessions; replica B, following
+/// the same Redis, holds none of them (it caught up with a revocation written after them), reads
+/// one from Redis when it would refuse it, and then holds that one only. A session Redis does
+/// not know is refused with nothing kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_holds_the_sessions_it_has_seen_and_reads_others_on_first_use() {
+    use portcullis::decision::SessionCheck;
+    use portcullis::state::revocation::Revocation;
+    use portcullis::state::sessions::SessionStore;
+    let dir = scratch("redis-sessions");
+    let redis = RedisServer::start(&dir);
+    let (a, b) = (store(redis.url(), "sess"), store(redis.url(), "sess"));
+    let following = [tokio::spawn(a.clone().follow()), tokio::spawn(b.clone().follow())];
+    let iss = corpus::ISSUER;
+    let now = SystemClock.now_millis() / 1000;
+    for i in 0..5_000 {
+        a.touch(iss, &format!("sid-{i}"), now, 600).await.expect("touch");
+    }
+    let marker = Revocation::Jti { iss: iss.into(), jti: "after-the-sessions".into(), expires_at: now + 600 };
+    a.add(marker.clone()).await.expect("marker");
+    let at = portcullis::decision::UnixTime(now);
+    let caught_up = || async { if b.list(at).contains(&marker) { Ok(()) } else { Err(b.list(at).len()) } };
+    eventually(Duration::from_secs(10), "B never caught up with A", caught_up).await;
+    assert_eq!(a.local().sessions_held(), 5_000, "A holds what it saw");
+    assert_eq!(b.local().sessions_held(), 0, "B holds none of A's sessions");
+    assert_eq!(b.last_seen(iss, "sid-7"), None);
+    assert_eq!(b.refresh(iss, "sid-7", now - 900).await.map_err(|e| e.to_string()), Ok(true), "read on first use");
+    assert_eq!(b.last_seen(iss, "sid-7"), Some(now), "and kept");
+    assert_eq!(b.refresh(iss, "sid-7", now).await.map_err(|e| e.to_string()), Ok(false), "nothing newer");
+    assert_eq!(b.refresh(iss, "never-seen", now - 900).await.map_err(|e| e.to_string()), Ok(false));
+    assert_eq!(b.local().sessions_held(), 1, "B holds the one session it used");
+    for f in following {
+        f.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,7 +71,10 @@ impl After<'_> {
         if let Some(sessions) = &policy.sessions {
             match check_session(sessions, &token, services.sessions, now) {
                 Ok(touch) => context.session_touch = touch,
-                Err(deny) => return Decision::deny(deny, context),
+                Err(refused) => {
+                    context.session_idle = refused.judged;
+                    return Decision::deny(refused.deny, context);
+                }
             }
         }
         passed(services, "session");

@@ -280,7 +280,8 @@ fn session_idle_table() {
         let got = check_session(policy, &token, &store, UnixTime(NOW));
         match (got, want) {
             (Ok(touch), Ok(at)) => assert_eq!(touch.map(|t| t.at), at, "{name}"),
-            (Err(deny), Err(())) => {
+            (Err(refused), Err(())) => {
+                let deny = &refused.deny;
                 assert_eq!((deny.reason, deny.reason.http_status()), (DenyReason::SessionIdle, 401))
             }
             (got, want) => panic!("{name}: got {got:?}, want {want:?}"),

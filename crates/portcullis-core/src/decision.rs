@@ -31,6 +31,9 @@ pub struct DecisionContext {
     pub api_key: Option<String>,
     /// A session last-seen update for the edge to write after an allow.
     pub session_touch: Option<SessionTouch>,
+    /// A session refused as idle by this replica's last-seen time (`at`): the edge may ask the
+    /// fleet for a newer one and decide again.
+    pub session_idle: Option<SessionTouch>,
     /// Decided from state that may be outdated (`state.on_stale: serve_local`).
     pub stale_state: bool,
     /// Fleet-wide rate-limit tiers (and keys) this request counts against: the edge checks them

@@ -55,7 +55,7 @@ pub use request_match::{ValueMatcher, ValueTest};
 pub use requirements::{ClaimMatcher, ClaimTest, Requirements, StepUp};
 pub use route::{Access, HostMatch, PathMatch, Route, RouteMatch, find_route};
 pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method, parse_authority};
-pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionTouch};
+pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionRefused, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
     BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateScope, RateTier,

@@ -43,27 +43,41 @@ fn idle() -> impl FnOnce(&'static str) -> Deny {
     |why| Deny::new(DenyReason::SessionIdle, why)
 }
 
+/// A session refused as idle: the deny, and (when the refusal rests on a last-seen time) the
+/// session and the time it was judged by. Local last-seen times are lower bounds (another
+/// replica may have seen the session since), so the edge may ask the fleet before it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRefused {
+    pub deny: Deny,
+    pub judged: Option<SessionTouch>,
+}
+
 /// Checks the token's session; `Ok(Some(touch))` when last-seen is due an update.
 pub fn check_session(
     policy: &SessionPolicy,
     token: &VerifiedToken,
     store: &dyn SessionCheck,
     now: UnixTime,
-) -> Result<Option<SessionTouch>, Deny> {
+) -> Result<Option<SessionTouch>, Box<SessionRefused>> {
+    let refused = |why| Box::new(SessionRefused { deny: idle()(why), judged: None });
     let sid = match token.claims.at(&policy.claim) {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         None if !policy.required => return Ok(None),
-        None => return Err(idle()("token without a session id")),
-        Some(_) => return Err(idle()("session id claim is not a string")),
+        None => return Err(refused("token without a session id")),
+        Some(_) => return Err(refused("session id claim is not a string")),
     };
     let auth_time = token.claims.get("auth_time").and_then(Value::as_i64);
     let seed = token.iat.max(auth_time);
     let Some(last) = store.last_seen(&token.iss, sid).max(seed) else {
-        return Err(idle()("session without iat or auth_time to start its idle clock"));
+        return Err(refused("session without iat or auth_time to start its idle clock"));
     };
     let idle_for = now.0.saturating_sub(last);
     if idle_for > policy.idle_timeout_secs {
-        return Err(idle()("session idle for longer than sessions.idle_timeout"));
+        let judged = SessionTouch { iss: token.iss.to_string(), sid: sid.to_string(), at: last };
+        return Err(Box::new(SessionRefused {
+            deny: idle()("session idle for longer than sessions.idle_timeout"),
+            judged: Some(judged),
+        }));
     }
     let touch = (idle_for >= policy.granularity_secs).then(|| SessionTouch {
         iss: token.iss.to_string(),

@@ -11,6 +11,11 @@ pub trait SessionStore: SessionCheck + Send + Sync {
     /// Records that session (iss, sid) was used at `at`; `keep_secs` is how long the record
     /// matters (idle timeout + granularity).
     async fn touch(&self, iss: &str, sid: &str, at: i64, keep_secs: i64) -> Result<(), StoreError>;
+
+    /// Asks the fleet for session (iss, sid)'s last-seen time and keeps it here when it is newer
+    /// than `judged_at` (the time this replica refused it by): `true` then. A replica holds only
+    /// the sessions it has seen, so its times are lower bounds; a refusal is confirmed here.
+    async fn refresh(&self, iss: &str, sid: &str, judged_at: i64) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Default)]
