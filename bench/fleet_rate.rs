@@ -50,7 +50,8 @@ async fn main() -> Result<(), String> {
             burst: rate / 10,
             scope,
         };
-        let flood = fleet_flood(&replicas, &tier, "one-tenant", Duration::from_secs(seconds)).await;
+        let flood =
+            fleet_flood(&replicas, &tier, "one-tenant", Duration::from_secs(seconds), Arc::new(SystemClock)).await;
         let Flood { admitted, asked, calls, elapsed } = flood;
         let elapsed = elapsed.as_secs_f64();
         let limit = f64::from(tier.burst) + f64::from(rate) * elapsed;

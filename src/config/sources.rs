@@ -41,8 +41,9 @@ impl Fingerprint {
         if !self.listing {
             return of_content(&self.path, std::fs::read(&self.path).ok().as_deref());
         }
+        // Spelled as the load globbed it (lossy), so a non-UTF-8 path is not a change each poll.
         let matched: Option<Vec<PathBuf>> =
-            self.path.to_str().and_then(|p| glob::glob(p).ok()).map(|paths| paths.filter_map(Result::ok).collect());
+            glob::glob(&self.path.to_string_lossy()).ok().map(|paths| paths.filter_map(Result::ok).collect());
         match matched {
             Some(matched) => of_listing(&self.path, &matched),
             None => Fingerprint { digest: None, ..self.clone() },

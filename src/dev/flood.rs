@@ -1,10 +1,11 @@
 //! A flood of one fleet tier's key from several replicas, for the lease test and the
 //! `fleet_rate` benchmark (the same measurement in both).
 
+use crate::clock::Clock;
 use crate::decision::RateTier;
 use crate::state::ratelimit::FleetLimits;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the replicas did together.
 #[derive(Debug, Clone, Copy)]
@@ -16,21 +17,29 @@ pub struct Flood {
     pub elapsed: Duration,
 }
 
-/// Each replica asks for `key` of `tier` as fast as it can for `run_for`, after one warm-up
-/// check of another tier (so connecting is not measured).
-pub async fn fleet_flood(replicas: &[Arc<FleetLimits>], tier: &RateTier, key: &str, run_for: Duration) -> Flood {
+/// Each replica asks for `key` of `tier` as fast as it can for `run_for` on `clock` (the one
+/// the replicas were given), after one warm-up check of another tier (so connecting is not
+/// measured).
+pub async fn fleet_flood(
+    replicas: &[Arc<FleetLimits>],
+    tier: &RateTier,
+    key: &str,
+    run_for: Duration,
+    clock: Arc<dyn Clock>,
+) -> Flood {
     for r in replicas {
         let _ = r.check(&RateTier { name: format!("{}-warm", tier.name), ..tier.clone() }, "warm").await;
     }
     let warm: u64 = replicas.iter().map(|r| r.redis_calls()).sum();
-    let started = Instant::now();
+    let started = clock.now_millis();
+    let until = started.saturating_add(i64::try_from(run_for.as_millis()).unwrap_or(i64::MAX));
     let tasks: Vec<_> = replicas
         .iter()
         .map(|r| {
-            let (r, tier, key) = (r.clone(), tier.clone(), key.to_string());
+            let (r, tier, key, clock) = (r.clone(), tier.clone(), key.to_string(), clock.clone());
             tokio::spawn(async move {
                 let (mut admitted, mut asked) = (0u64, 0u64);
-                while started.elapsed() < run_for {
+                while clock.now_millis() < until {
                     asked += 1;
                     if r.check(&tier, &key).await.is_ok() {
                         admitted += 1;
@@ -48,7 +57,7 @@ pub async fn fleet_flood(replicas: &[Arc<FleetLimits>], tier: &RateTier, key: &s
         admitted += a;
         asked += b;
     }
-    let elapsed = started.elapsed();
+    let elapsed = Duration::from_millis(u64::try_from(clock.now_millis() - started).unwrap_or(0));
     let calls = replicas.iter().map(|r| r.redis_calls()).sum::<u64>().saturating_sub(warm);
     Flood { admitted, asked, calls, elapsed }
 }

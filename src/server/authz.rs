@@ -395,7 +395,10 @@ impl AppState {
     /// the request is decided again from the same verification (`redo`), past the steps already
     /// counted. Without an answer in time the refusal stands.
     async fn confirm_session(&self, decision: Decision, redo: impl FnOnce() -> Option<Decision>) -> Decision {
-        let Some(judged) = &decision.context.session_idle else { return decision };
+        // Only a refusal is confirmed (a dry-run allow keeps the context of what it would deny).
+        let (Outcome::Deny(_), Some(judged)) = (&decision.outcome, &decision.context.session_idle) else {
+            return decision;
+        };
         match tokio::time::timeout(FAILURE_WRITE_WAIT, self.sessions.refresh(&judged.iss, &judged.sid, judged.at)).await
         {
             Ok(Ok(true)) => redo().unwrap_or(decision),
@@ -465,7 +468,14 @@ impl AppState {
             }
             (None, Err(_)) => None,
         };
-        let mut again = finish(&pending, verified, proof, &self.services(&snapshot.verifier, state_stale), now);
+        let again_with = snapshot.policy.sessions.as_ref().and_then(|_| verified.clone().ok());
+        let again = finish(&pending, verified, proof.clone(), &self.services(&snapshot.verifier, state_stale), now);
+        let mut again = self
+            .confirm_session(again, || {
+                let services = self.services(&snapshot.verifier, state_stale);
+                again_with.map(|token| finish(&pending, Ok(token), proof, &services, now))
+            })
+            .await;
         if again.context.key_miss.is_some()
             && let Outcome::Deny(deny) = &mut again.outcome
         {

@@ -160,9 +160,8 @@ struct Lease {
     size: u32,
     spent: u32,
     /// The fleet had fewer than a lease's worth: answer locally until then (no Redis call per
-    /// denied request), with a Retry-After from `next_one_ms`.
+    /// denied request), with that as the Retry-After.
     denied_until_ms: i64,
-    next_one_ms: i64,
 }
 
 type Leases = moka::sync::Cache<(RateTier, String), Arc<tokio::sync::Mutex<Lease>>>;
@@ -220,12 +219,16 @@ impl FleetLimits {
     pub async fn check(&self, tier: &RateTier, key: &str) -> Result<(), u32> {
         let asking = self.clock.now_millis() >= self.retry_after_ms.load(Ordering::Acquire);
         if let Some(store) = self.store.as_ref().filter(|_| asking) {
-            // The wait covers queueing behind this key's lease call on this replica too.
-            match tokio::time::timeout(FLEET_WAIT, self.leased(store, tier, key)).await {
+            // One budget for queueing behind this key's own lease call and for the call.
+            let queued = std::sync::atomic::AtomicBool::new(true);
+            match tokio::time::timeout(FLEET_WAIT, self.leased(store, tier, key, &queued)).await {
                 Ok(Ok(result)) => {
                     self.failures.store(0, Ordering::Relaxed);
                     return result;
                 }
+                // Still behind this replica's own call for the key (a hot key, not a failing
+                // Redis): refused briefly, never admitted uncharged, not counted as a failure.
+                Err(_) if queued.load(Ordering::Relaxed) => return Err(1),
                 Ok(Err(e)) => {
                     tracing::debug!(tier = %tier.name, error = %e, "fleet rate limit unavailable; limiting locally")
                 }
@@ -249,21 +252,25 @@ impl FleetLimits {
     }
 
     /// Spends this replica's lease of `key`, or asks Redis for a new one (requests for one key
-    /// on one replica wait for that one call). `fleet_exact` asks for one request each time and
-    /// keeps nothing.
+    /// on one replica wait for that one call; `queued` is cleared once this one holds the key).
+    /// The call runs in its own task that keeps what Redis granted in the lease even when this
+    /// request stops waiting, so nothing Redis charged is lost. `fleet_exact` asks for one
+    /// request each time and keeps nothing.
     async fn leased(
         &self,
-        store: &crate::state::redis_store::RedisState,
+        store: &Arc<crate::state::redis_store::RedisState>,
         tier: &RateTier,
         key: &str,
+        queued: &std::sync::atomic::AtomicBool,
     ) -> Result<Result<(), u32>, crate::state::StoreError> {
         // Microseconds: a millisecond interval would round 600/s up to 1000/s.
         let interval_us = (u64::from(tier.period_secs) * 1_000_000 / u64::from(tier.amount.max(1))).max(1);
         let burst = tier.burst.max(1);
         let exact = tier.scope == crate::decision::RateScope::FleetExact;
-        let cell =
+        let cell: Arc<tokio::sync::Mutex<Lease>> =
             if exact { Arc::default() } else { self.leases.get_with((tier.clone(), key.to_string()), Arc::default) };
-        let mut lease = cell.lock().await;
+        let mut lease = cell.lock_owned().await;
+        queued.store(false, Ordering::Relaxed);
         let now = self.clock.now_millis();
         if lease.remaining > 0 && now < lease.expires_ms {
             lease.remaining -= 1;
@@ -271,28 +278,37 @@ impl FleetLimits {
             return Ok(Ok(()));
         }
         if now < lease.denied_until_ms {
-            return Ok(Err(seconds(lease.next_one_ms - now)));
+            return Ok(Err(seconds(lease.denied_until_ms - now)));
         }
         let want = if exact { 1 } else { next_size(&lease, now, tier) };
         self.calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(FLEET_CALLS_TOTAL, "tier" => tier.name.clone()).increment(1);
-        let grant = store.lease(&tier.name, key, interval_us, burst, want).await?;
-        let now = self.clock.now_millis();
-        let after = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
-        if grant.granted > 0 {
-            *lease = Lease {
-                remaining: grant.granted - 1,
-                expires_ms: now + lease_lifetime_ms(tier),
-                size: want,
-                spent: 1,
-                ..Lease::default()
-            };
+        let (store, name, key, clock, lifetime) =
+            (store.clone(), tier.name.clone(), key.to_string(), self.clock.clone(), lease_lifetime_ms(tier));
+        let call = tokio::spawn(async move {
+            let grant = store.lease(&name, &key, interval_us, burst, want).await;
+            if let Ok(grant) = &grant {
+                let now = clock.now_millis();
+                let after = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+                *lease = if grant.granted > 0 {
+                    Lease { remaining: grant.granted, expires_ms: now + lifetime, size: want, ..Lease::default() }
+                } else {
+                    // Refused until a whole lease is there: the client is told that long.
+                    Lease {
+                        denied_until_ms: after(grant.next_all_ms.max(grant.next_one_ms)),
+                        ..std::mem::take(&mut *lease)
+                    }
+                };
+            }
+            (grant.map(|g| g.granted), lease)
+        });
+        let (granted, mut lease) = call.await.map_err(|e| crate::state::StoreError::Unavailable(e.to_string()))?;
+        if granted? > 0 {
+            lease.remaining -= 1;
+            lease.spent += 1;
             return Ok(Ok(()));
         }
-        lease.remaining = 0;
-        lease.denied_until_ms = after(grant.next_all_ms);
-        lease.next_one_ms = after(grant.next_one_ms);
-        Ok(Err(seconds(i64::try_from(grant.next_one_ms).unwrap_or(i64::MAX))))
+        Ok(Err(seconds(lease.denied_until_ms - self.clock.now_millis())))
     }
 
     pub fn evict_idle(&self) {

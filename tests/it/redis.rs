@@ -752,7 +752,8 @@ async fn leased_fleet_limits_bound_the_overshoot_and_the_redis_calls() {
             let replicas: Vec<Arc<FleetLimits>> = (0..3)
                 .map(|_| Arc::new(FleetLimits::new(Some(store(url.clone(), prefix)), Arc::new(SystemClock), 3)))
                 .collect();
-            let flood = fleet_flood(&replicas, &tier, "tenant-a", Duration::from_millis(1500)).await;
+            let flood =
+                fleet_flood(&replicas, &tier, "tenant-a", Duration::from_millis(1500), Arc::new(SystemClock)).await;
             (flood.admitted, flood.asked, flood.calls, flood.elapsed.as_secs_f64())
         }
     };
