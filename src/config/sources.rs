@@ -61,6 +61,64 @@ pub fn changed(old: &[Fingerprint]) -> bool {
     old.iter().any(|f| f.now() != *f)
 }
 
+/// A failed load is tried again after this many polls even when nothing it was known to read
+/// changed: the failing edit may have named files (a fragment, a key, a secret) the watcher
+/// never saw, and fixing one of those is a change too.
+pub const RETRY_POLLS: u32 = 10;
+
+/// What a hot-reload loop (the server's and the module's) watches, and when it loads again.
+#[derive(Debug)]
+pub struct Watch {
+    watched: Fingerprints,
+    /// The last load's error, while the policy in force is older than the files.
+    failed: Option<String>,
+    polls: u32,
+}
+
+impl Watch {
+    /// Starts from what the policy in force was read from, as its load read it.
+    pub fn new(sources: Fingerprints) -> Self {
+        Self { watched: sources, failed: None, polls: 0 }
+    }
+
+    /// Called once per poll: whether to load now.
+    pub fn due(&mut self) -> bool {
+        self.polls = self.polls.saturating_add(1);
+        changed(&self.watched) || (self.failed.is_some() && self.polls >= RETRY_POLLS)
+    }
+
+    /// What the watched files hold now: taken *before* a load, kept should it fail, so an edit
+    /// made during the load is still a change afterwards.
+    pub fn before(&self) -> Fingerprints {
+        fingerprints(&self.watched)
+    }
+
+    /// A load succeeded: watch what it read.
+    pub fn loaded(&mut self, sources: Fingerprints) {
+        self.watched = sources;
+        self.failed = None;
+        self.polls = 0;
+    }
+
+    /// A load failed: watch `before`, retry in [`RETRY_POLLS`]. Returns whether the error is
+    /// new (report it once, not at every retry).
+    pub fn failed(&mut self, before: Fingerprints, error: &str) -> bool {
+        self.watched = before;
+        self.polls = 0;
+        let new = self.failed.as_deref() != Some(error);
+        self.failed = Some(error.to_string());
+        new
+    }
+
+    pub fn len(&self) -> usize {
+        self.watched.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +141,29 @@ mod tests {
         assert!(!changed(&listed));
         std::fs::write(dir.join("new.yaml"), "").expect("new fragment");
         assert!(changed(&listed), "a fragment added to a pattern is a change");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A failed load is retried every RETRY_POLLS polls (its edit may name files never
+    /// watched) and its error reported once.
+    #[test]
+    fn a_failed_load_is_retried_and_reported_once() {
+        let dir = std::env::temp_dir().join(format!("portcullis-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("policy.yaml");
+        std::fs::write(&file, "a: 1\n").expect("write");
+        let mut watch = Watch::new(vec![of_content(&file, Some(b"a: 1\n"))]);
+        assert!(!watch.due(), "nothing changed");
+        std::fs::write(&file, "a: 2\n").expect("edit");
+        assert!(watch.due());
+        let before = watch.before();
+        assert!(watch.failed(before.clone(), "broken"), "a new error is reported");
+        let waits = (1..RETRY_POLLS).filter(|_| !watch.due()).count();
+        assert_eq!(waits, (RETRY_POLLS - 1) as usize, "no retry before RETRY_POLLS polls");
+        assert!(watch.due(), "retried after RETRY_POLLS polls");
+        assert!(!watch.failed(before, "broken"), "the same error is not reported again");
+        watch.loaded(vec![of_content(&file, Some(b"a: 2\n"))]);
+        assert!((0..RETRY_POLLS * 2).all(|_| !watch.due()), "a good load is not retried");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

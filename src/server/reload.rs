@@ -5,7 +5,7 @@
 use super::authz::AppState;
 use super::fetchers::Fetchers;
 use crate::clock::Clock;
-use crate::config::sources::{Fingerprints, changed, fingerprints};
+use crate::config::sources::{Fingerprints, Watch};
 use crate::config::{self, Settings};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -81,30 +81,29 @@ impl Reloader {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         // What the running policy was read from, as that load read it: an edit made since is a
         // change at the first poll.
-        let mut watched = self.started_with.sources.clone();
+        let mut watch = Watch::new(self.started_with.sources.clone());
         let mut generation = self.state.snapshot.load().generation;
-        tracing::debug!(files = watched.len(), "watching the policy files for changes");
+        tracing::debug!(files = watch.len(), "watching the policy files for changes");
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(POLL_INTERVAL) => false,
                 Some(_) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
-            if !forced && !changed(&watched) {
+            if !watch.due() && !forced {
                 continue;
             }
-            // Taken before the load: should it fail, an edit made during it is still a change.
-            let before = fingerprints(&watched);
+            let before = watch.before();
             match self.reload(generation + 1) {
                 Ok(sources) => {
                     generation += 1;
-                    watched = sources;
+                    watch.loaded(sources);
                     metrics::counter!(RELOAD_TOTAL, "result" => "ok").increment(1);
                 }
                 Err(e) => {
-                    // Remember the broken content so it is reported once, not every second.
-                    watched = before;
                     metrics::counter!(RELOAD_TOTAL, "result" => "error").increment(1);
-                    tracing::error!(file = %self.path.display(), error = %e, "policy reload rejected; the previous policy stays in force");
+                    if watch.failed(before, &e) || forced {
+                        tracing::error!(file = %self.path.display(), error = %e, "policy reload rejected; the previous policy stays in force");
+                    }
                 }
             }
         }

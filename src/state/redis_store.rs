@@ -27,14 +27,19 @@ pub const RESYNCS_TOTAL: &str = "portcullis_state_resyncs_total";
 const BLOCK_MS: u64 = 1_000;
 const HSCAN_COUNT: usize = 1_000;
 
-/// Stores an entry if it beats what the hash holds — the model's order, `(written, rank,
-/// tiebreak)`, compared as numbers — and appends it to the stream. An acknowledged write
-/// (`ARGV[6] == '1'`) that does not beat it is moved one millisecond past it instead, so what
-/// the admin API acknowledged wins. `ARGV[7]` is the stream's length, `0` for a kind that is read
-/// on demand and never streamed (sessions). Returns the stored value, or nil.
+/// Stores an entry if it beats what is held — the model's order, `(written, rank, tiebreak)`,
+/// compared as numbers — and appends it to the stream. An acknowledged write (`ARGV[6] == '1'`)
+/// that does not beat it is moved one millisecond past it instead, so what the admin API
+/// acknowledged wins. Followed kinds live in their kind's hash (`KEYS[1]`, field `ARGV[1]`) and
+/// are appended to the stream `KEYS[2]` (`ARGV[7]` its length). A kind read on demand
+/// (sessions) is one key of its own (`KEYS[1]`) expiring in `ARGV[8]` ms, never streamed
+/// (`ARGV[7] == '0'`, no `KEYS[2]`): it spreads over a cluster and Redis forgets it by itself.
+/// Returns the stored value, or nil.
 const WRITE: &str = r#"
+local own_key = ARGV[8] ~= ''
 local w, r, h = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4], 16)
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local cur
+if own_key then cur = redis.call('GET', KEYS[1]) else cur = redis.call('HGET', KEYS[1], ARGV[1]) end
 if cur then
   local cw, cr, ch = string.match(cur, '^(%d+):(%d+):(%x+):')
   cw, cr, ch = tonumber(cw), tonumber(cr), tonumber(ch or '0', 16)
@@ -44,7 +49,11 @@ if cur then
   end
 end
 local value = string.format('%.0f', w) .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5]
-redis.call('HSET', KEYS[1], ARGV[1], value)
+if own_key then
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[8])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+end
 if ARGV[7] ~= '0' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'change', value) end
 return value
 "#;
@@ -151,6 +160,11 @@ impl RedisBackend {
         format!("{}:changes", self.shared)
     }
 
+    /// A session's own key (the bare prefix: sessions spread over a cluster's slots).
+    fn session_key(&self, field: &str) -> String {
+        format!("{}:session:{field}", self.prefix)
+    }
+
     /// The one hash of a kind.
     fn hash(&self, kind: Kind) -> String {
         format!("{}:state:{}", self.shared, kind.name())
@@ -173,19 +187,22 @@ impl RedisBackend {
     /// Runs the write script on `conn`: the stored entry, or `None` when Redis holds a newer one.
     async fn write_on(&self, conn: &mut Conn, entry: &Entry, acknowledged: bool) -> redis::RedisResult<Option<Entry>> {
         let (_, rank, tiebreak) = entry.order();
-        let kind = entry.kind();
-        let stored: Option<String> = WRITE_SCRIPT
-            .key(self.hash(kind))
-            .key(self.stream())
-            .arg(entry.field())
-            .arg(entry.written_ms)
-            .arg(rank)
-            .arg(format!("{tiebreak:012x}"))
-            .arg(entry.encode_body())
-            .arg(if acknowledged { "1" } else { "0" })
-            .arg(if kind == Kind::Session { 0 } else { STREAM_MAXLEN })
-            .invoke_async(conn)
-            .await?;
+        let mut invocation = WRITE_SCRIPT.prepare_invoke();
+        if entry.kind() == Kind::Session {
+            // Its own key, kept as long as the entry holds (at least a second).
+            let left_ms =
+                entry.body.until.map_or(i64::MAX, |until| until.saturating_mul(1000)) - self.clock.now_millis();
+            invocation.key(self.session_key(&entry.field()));
+            invocation.arg(entry.field()).arg(entry.written_ms).arg(rank).arg(format!("{tiebreak:012x}"));
+            invocation.arg(entry.encode_body()).arg(if acknowledged { "1" } else { "0" }).arg(0);
+            invocation.arg(left_ms.max(1000));
+        } else {
+            invocation.key(self.hash(entry.kind())).key(self.stream());
+            invocation.arg(entry.field()).arg(entry.written_ms).arg(rank).arg(format!("{tiebreak:012x}"));
+            invocation.arg(entry.encode_body()).arg(if acknowledged { "1" } else { "0" }).arg(STREAM_MAXLEN);
+            invocation.arg("");
+        }
+        let stored: Option<String> = invocation.invoke_async(conn).await?;
         Ok(stored.and_then(|text| match Entry::decode(&text) {
             Ok(entry) => Some(entry),
             Err(e) => {
@@ -255,6 +272,10 @@ impl RedisBackend {
             }
             redis_migrate::mark(conn, &self.prefix).await?;
         }
+        // Session times of the release before this one (one hash, one stream, followed by
+        // every replica) are no longer read: dropped, in the background of Redis' own thread.
+        let legacy = (format!("{}:state:session", self.shared), format!("{}:sessions", self.shared));
+        let _: i64 = redis::cmd("UNLINK").arg(&legacy.0).arg(&legacy.1).query_async(conn).await?;
         let held = self.read_all(conn).await?;
         let now = self.clock.now().0;
         let texts: std::collections::HashMap<(Kind, String), String> =
@@ -403,7 +424,8 @@ impl Persist for RedisBackend {
         Err(last_error.unwrap_or_else(|| unavailable("no attempt made")))
     }
 
-    /// One `HGET` of the identity's field, checked as a resync checks what it reads.
+    /// One read of the identity (a session's own key, else its field), checked as a resync
+    /// checks what it reads.
     async fn read(&self, probe: &Entry) -> Result<Option<Entry>, StoreError> {
         let (kind, field) = (probe.kind(), probe.field());
         let cache_key = format!("{}\0{field}", kind.name());
@@ -411,8 +433,11 @@ impl Persist for RedisBackend {
             return Ok(recent);
         }
         let mut conn = self.connection().await?;
-        let value: redis::RedisResult<Option<String>> =
-            redis::cmd("HGET").arg(self.hash(kind)).arg(&field).query_async(&mut conn).await;
+        let value: redis::RedisResult<Option<String>> = if kind == Kind::Session {
+            redis::cmd("GET").arg(self.session_key(&field)).query_async(&mut conn).await
+        } else {
+            redis::cmd("HGET").arg(self.hash(kind)).arg(&field).query_async(&mut conn).await
+        };
         let value = match value {
             Ok(value) => value,
             Err(e) => {

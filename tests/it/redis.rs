@@ -841,6 +841,12 @@ async fn a_replica_holds_the_sessions_it_has_seen_and_reads_others_on_first_use(
     let caught_up = || async { if b.list(at).contains(&marker) { Ok(()) } else { Err(b.list(at).len()) } };
     eventually(Duration::from_secs(10), "B never caught up with A", caught_up).await;
     assert_eq!(a.local().sessions_held(), 5_000, "A holds what it saw");
+    // In Redis each session is a key of its own that expires by itself (no hash to prune).
+    let count = redis.command("EVAL \"return #redis.call('KEYS', 'sess:session:*')\" 0");
+    assert_eq!(count.trim(), ":5000", "one key per session");
+    let ttl = redis.command("EVAL \"return redis.call('PTTL', redis.call('KEYS', 'sess:session:*')[1])\" 0");
+    let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap_or(-1);
+    assert!(ttl > 590_000 && ttl <= 600_000, "a session key expires with its record: {ttl} ms");
     assert_eq!(b.local().sessions_held(), 0, "B holds none of A's sessions");
     assert_eq!(b.last_seen(iss, "sid-7"), None);
     assert_eq!(b.refresh(iss, "sid-7", now - 900).await.map_err(|e| e.to_string()), Ok(true), "read on first use");

@@ -5,7 +5,7 @@
 //! update: a new filter configuration, a new engine.)
 
 use crate::engine::Engine;
-use portcullis::config::sources::{Fingerprints, changed, fingerprints};
+use portcullis::config::sources::{Fingerprints, Watch};
 use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::Duration;
@@ -18,24 +18,24 @@ const POLL: Duration = Duration::from_millis(500);
 pub fn watch_policy(engine: Weak<Engine>, file: PathBuf, sources: Fingerprints, has_sidecar: bool) {
     let shown = file.display().to_string();
     let spawned = std::thread::Builder::new().name("portcullis-policy".into()).spawn(move || {
-        let mut watched = sources;
+        let mut watch = Watch::new(sources);
         loop {
             std::thread::sleep(POLL);
             let Some(engine) = engine.upgrade() else { return };
-            if !changed(&watched) {
+            if !watch.due() {
                 continue;
             }
-            // Taken before the load: should it fail, an edit made during it is still a change.
-            let before = fingerprints(&watched);
+            let before = watch.before();
             match crate::settings::reload(&file, has_sidecar) {
                 Ok(settings) => {
-                    watched = settings.sources.clone();
+                    watch.loaded(settings.sources.clone());
                     crate::log_info(&format!("portcullis: policy {} in force", settings.snapshot.hash));
                     engine.replace_snapshot(settings.snapshot.clone());
                 }
                 Err(e) => {
-                    watched = before;
-                    crate::log_error(&format!("portcullis: policy change refused, the one in force stays:\n{e}"));
+                    if watch.failed(before, &e.to_string()) {
+                        crate::log_error(&format!("portcullis: policy change refused, the one in force stays:\n{e}"));
+                    }
                 }
             }
         }
