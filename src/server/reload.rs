@@ -100,8 +100,9 @@ impl Reloader {
                     metrics::counter!(RELOAD_TOTAL, "result" => "ok").increment(1);
                 }
                 Err(e) => {
-                    metrics::counter!(RELOAD_TOTAL, "result" => "error").increment(1);
+                    // Counted and logged per rejected edit, not per silent retry of the same one.
                     if watch.failed(before, &e) || forced {
+                        metrics::counter!(RELOAD_TOTAL, "result" => "error").increment(1);
                         tracing::error!(file = %self.path.display(), error = %e, "policy reload rejected; the previous policy stays in force");
                     }
                 }

@@ -226,9 +226,12 @@ impl FleetLimits {
                     self.failures.store(0, Ordering::Relaxed);
                     return result;
                 }
-                // Still behind this replica's own call for the key (a hot key, not a failing
-                // Redis): refused briefly, never admitted uncharged, not counted as a failure.
-                Err(_) if queued.load(Ordering::Relaxed) => return Err(1),
+                // Still behind this replica's own call for the key: that call is what is slow
+                // (and is counted once, by its own request); this one is limited locally.
+                Err(_) if queued.load(Ordering::Relaxed) => {
+                    tracing::debug!(tier = %tier.name, "fleet rate limit busy for this key; limiting locally");
+                    return self.local_fallback(tier, key);
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(tier = %tier.name, error = %e, "fleet rate limit unavailable; limiting locally")
                 }
@@ -240,6 +243,11 @@ impl FleetLimits {
                 self.retry_after_ms.store(self.clock.now_millis().saturating_add(backoff), Ordering::Release);
             }
         }
+        self.local_fallback(tier, key)
+    }
+
+    /// The tier at its rate divided by `rate_limits.fallback_replicas`, on this replica alone.
+    fn local_fallback(&self, tier: &RateTier, key: &str) -> Result<(), u32> {
         metrics::counter!(FALLBACK_TOTAL, "tier" => tier.name.clone()).increment(1);
         let share = |n: u32| (n / self.replicas).max(1);
         let local = RateTier {
@@ -253,9 +261,10 @@ impl FleetLimits {
 
     /// Spends this replica's lease of `key`, or asks Redis for a new one (requests for one key
     /// on one replica wait for that one call; `queued` is cleared once this one holds the key).
-    /// The call runs in its own task that keeps what Redis granted in the lease even when this
-    /// request stops waiting, so nothing Redis charged is lost. `fleet_exact` asks for one
-    /// request each time and keeps nothing.
+    /// The call runs in its own task, bounded by [`FLEET_WAIT`] too (the key's lock is never
+    /// held longer), that keeps what Redis granted in the lease even when this request stops
+    /// waiting. `fleet_exact` asks for one request each time and keeps nothing: a grant that
+    /// arrives after its request gave up is lost (the fleet under-admits, never over).
     async fn leased(
         &self,
         store: &Arc<crate::state::redis_store::RedisState>,
@@ -286,7 +295,11 @@ impl FleetLimits {
         let (store, name, key, clock, lifetime) =
             (store.clone(), tier.name.clone(), key.to_string(), self.clock.clone(), lease_lifetime_ms(tier));
         let call = tokio::spawn(async move {
-            let grant = store.lease(&name, &key, interval_us, burst, want).await;
+            let grant = match tokio::time::timeout(FLEET_WAIT, store.lease(&name, &key, interval_us, burst, want)).await
+            {
+                Ok(grant) => grant,
+                Err(_) => Err(crate::state::StoreError::Unavailable("the lease call timed out".into())),
+            };
             if let Ok(grant) = &grant {
                 let now = clock.now_millis();
                 let after = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));

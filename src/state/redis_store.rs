@@ -92,6 +92,8 @@ pub struct RedisBackend {
     /// Entries read on demand (sessions), for a second: a flood of refused sessions costs Redis
     /// one read each per second, not one per request. Bounded.
     recent_reads: moka::sync::Cache<String, Option<Entry>>,
+    /// The earlier release's session hash and stream were dropped (or tried) by this process.
+    legacy_dropped: std::sync::atomic::AtomicBool,
 }
 
 /// How long an on-demand read is reused, and how many are kept.
@@ -123,6 +125,7 @@ impl FleetState<RedisBackend> {
             resync_interval: settings.resync_interval,
             local: local.clone(),
             recent_reads: moka::sync::Cache::builder().max_capacity(READS_KEPT).time_to_live(READ_REUSE).build(),
+            legacy_dropped: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Self::with(local, backend, clock))
     }
@@ -274,8 +277,15 @@ impl RedisBackend {
         }
         // Session times of the release before this one (one hash, one stream, followed by
         // every replica) are no longer read: dropped, in the background of Redis' own thread.
-        let legacy = (format!("{}:state:session", self.shared), format!("{}:sessions", self.shared));
-        let _: i64 = redis::cmd("UNLINK").arg(&legacy.0).arg(&legacy.1).query_async(conn).await?;
+        // Once a process, and best effort: an ACL user without UNLINK must not fail every resync.
+        if !self.legacy_dropped.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let legacy = (format!("{}:state:session", self.shared), format!("{}:sessions", self.shared));
+            let dropped: redis::RedisResult<i64> =
+                redis::cmd("UNLINK").arg(&legacy.0).arg(&legacy.1).query_async(conn).await;
+            if let Err(e) = dropped {
+                tracing::info!(error = %e, "could not drop the earlier release's session hash and stream; they are unused");
+            }
+        }
         let held = self.read_all(conn).await?;
         let now = self.clock.now().0;
         let texts: std::collections::HashMap<(Kind, String), String> =
