@@ -179,7 +179,7 @@ pub fn module_envoy(
     let mut config = format!("policy_file: {}", policy.display());
     if let Some(socket) = state_socket {
         let indent = " ".repeat(26);
-        config.push_str(&format!("\n{indent}state_socket: {}\n{indent}stale_after: 1s", socket.display()));
+        config.push_str(&format!("\n{indent}state_socket: {}\n{indent}stale_after: 3s", socket.display()));
     }
     let mut replacements = vec![("policy_file: /etc/portcullis/policy.yaml", config)];
     replacements.extend(more);

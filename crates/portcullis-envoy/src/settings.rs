@@ -11,6 +11,10 @@ use std::time::Duration;
 /// `on_stale` then decides). The sidecar speaks at least once a second.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5);
 
+/// The least `stale_after`: twice the sidecar's heartbeat (one a second), so one late beat on a
+/// busy node does not make the state stale and refuse requests.
+pub const MIN_STALE_AFTER: Duration = Duration::from_secs(2);
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -62,6 +66,12 @@ pub fn parse(text: &str) -> Result<ModuleSettings, Refused> {
         Some(text) => humantime::parse_duration(text)
             .map_err(|e| Refused(format!("portcullis filter_config: stale_after: {e}")))?,
     };
+    if stale_after < MIN_STALE_AFTER {
+        return Err(Refused(format!(
+            "portcullis filter_config: stale_after: at least {}s (the sidecar's heartbeat is one a second)",
+            MIN_STALE_AFTER.as_secs()
+        )));
+    }
     check_supported(&settings, raw.state_socket.is_some())?;
     Ok(ModuleSettings { settings, policy_file: raw.policy_file, state_socket: raw.state_socket, stale_after })
 }

@@ -53,10 +53,15 @@ fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> FakeStream {
     FakeStream { request: headers, direct: Some("10.1.2.3:4444".into()), ..Default::default() }
 }
 
-fn engine() -> std::sync::Arc<Engine> {
+/// The development policy with security headers, indented as an inline `policy: |` block.
+fn indented_dev_policy() -> String {
     let policy =
         include_str!("../../../src/dev/policy.yaml").replace("response:\n", "response:\n  security_headers: true\n");
-    let indented: String = policy.lines().map(|l| format!("  {l}\n")).collect();
+    policy.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn engine() -> std::sync::Arc<Engine> {
+    let indented = indented_dev_policy();
     let settings = crate::settings::parse(&format!("policy: |\n{indented}")).expect("dev policy");
     Engine::new(settings).expect("engine")
 }
@@ -126,6 +131,9 @@ fn what_the_module_cannot_do_is_refused_when_envoy_loads_the_configuration() {
     let err = refused("");
     assert!(err.contains("issuer https://i.test/") && err.contains("jwks.url"), "{err}");
     assert!(crate::settings::parse("policy_file: /nonexistent/policy.yaml").unwrap_err().0.contains("/nonexistent"));
+    // A stale_after the sidecar's one-a-second heartbeat cannot keep fresh under load.
+    let dev = crate::settings::parse(&format!("stale_after: 1s\npolicy: |\n{}", indented_dev_policy()));
+    assert!(dev.map(|_| ()).unwrap_err().0.contains("stale_after: at least 2s"));
 }
 
 #[test]
