@@ -382,14 +382,6 @@ impl AppState {
         });
     }
 
-    /// Decides; when the token named a key its remote issuer lacks, or its signature failed
-    /// under a remote key (a rotation may have reused the `kid`), asks for a refetch and waits at
-    /// most [`KEY_REFETCH_WAIT`] for the fetch before deciding once more. Only a miss that
-    /// survives a completed refetch counts toward auto-block.
-    /// Decides `input`: the core up to the credential, the JWT through the claims cache (awaited,
-    /// not blocking a thread), then the rest. A remote issuer's unknown `kid` asks for a refetch
-    /// and, once new keys are in (at most `KEY_REFETCH_WAIT`), verifies again: the steps before
-    /// verification (and their rate-limit counts) run once.
     /// A session this replica refused as idle is asked of the fleet (this replica holds only
     /// the sessions it has seen, and its times are lower bounds): when the fleet saw it later,
     /// the request is decided again from the same verification (`redo`), past the steps already
@@ -411,6 +403,13 @@ impl AppState {
         }
     }
 
+    /// Decides `input`: the core up to the credential, the JWT through the claims cache (awaited,
+    /// not blocking a thread) or Envoy's `jwt_authn` attestation, then the rest. When the token
+    /// named a key its remote issuer lacks, or its signature failed under a remote key (a
+    /// rotation may have reused the `kid`), asks for a refetch and waits at most
+    /// [`KEY_REFETCH_WAIT`] before verifying once more; only a miss that survives a completed
+    /// refetch counts toward auto-block. The steps before verification (and their rate-limit
+    /// counts) run once; a session-idle refusal is confirmed with the fleet.
     async fn decide_with_key_refetch(
         &self,
         input: &CheckInput,

@@ -191,19 +191,23 @@ impl RedisBackend {
     async fn write_on(&self, conn: &mut Conn, entry: &Entry, acknowledged: bool) -> redis::RedisResult<Option<Entry>> {
         let (_, rank, tiebreak) = entry.order();
         let mut invocation = WRITE_SCRIPT.prepare_invoke();
-        if entry.kind() == Kind::Session {
-            // Its own key, kept as long as the entry holds (at least a second).
-            let left_ms =
-                entry.body.until.map_or(i64::MAX, |until| until.saturating_mul(1000)) - self.clock.now_millis();
+        let session = entry.kind() == Kind::Session;
+        if session {
             invocation.key(self.session_key(&entry.field()));
-            invocation.arg(entry.field()).arg(entry.written_ms).arg(rank).arg(format!("{tiebreak:012x}"));
-            invocation.arg(entry.encode_body()).arg(if acknowledged { "1" } else { "0" }).arg(0);
-            invocation.arg(left_ms.max(1000));
         } else {
             invocation.key(self.hash(entry.kind())).key(self.stream());
-            invocation.arg(entry.field()).arg(entry.written_ms).arg(rank).arg(format!("{tiebreak:012x}"));
-            invocation.arg(entry.encode_body()).arg(if acknowledged { "1" } else { "0" }).arg(STREAM_MAXLEN);
-            invocation.arg("");
+        }
+        invocation.arg(entry.field()).arg(entry.written_ms).arg(rank).arg(format!("{tiebreak:012x}"));
+        invocation.arg(entry.encode_body()).arg(if acknowledged { "1" } else { "0" });
+        if session {
+            // Its own key, never streamed, kept as long as the entry holds: at least a second,
+            // at most a year (a touch always names its end; the cap keeps PX valid regardless).
+            const YEAR_MS: i64 = 366 * 86_400_000;
+            let left_ms =
+                entry.body.until.map_or(YEAR_MS, |until| until.saturating_mul(1000) - self.clock.now_millis());
+            invocation.arg(0).arg(left_ms.clamp(1000, YEAR_MS));
+        } else {
+            invocation.arg(STREAM_MAXLEN).arg("");
         }
         let stored: Option<String> = invocation.invoke_async(conn).await?;
         Ok(stored.and_then(|text| match Entry::decode(&text) {
