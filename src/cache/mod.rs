@@ -39,7 +39,9 @@ impl Default for CacheSettings {
 
 type Key = [u8; 32];
 
-#[derive(Debug)]
+/// Held by moka by value (no `Arc` of our own: moka's entry already is one, and a hit clones
+/// the token's three shared pointers either way).
+#[derive(Debug, Clone)]
 struct Entry {
     /// The verifying issuer's fingerprint (for a failure: every issuer's together).
     fingerprint: u64,
@@ -49,9 +51,6 @@ struct Entry {
     /// are replaced when next asked for, or evicted by moka's own time-to-live (wall clock, a
     /// bound on memory only) or by newer ones.
     expires_at: UnixTime,
-    /// What the weigher charges: the entry's bytes, at least `max_bytes / max_entries`, so both
-    /// bounds hold with one weigher.
-    weight: u32,
 }
 
 /// Failures that depend on neither the clock nor key rotation may be remembered.
@@ -75,11 +74,18 @@ fn entry_bytes(result: &Result<VerifiedToken, TokenError>) -> usize {
     }
 }
 
-/// The claims cache on moka (ARCHITECTURE.md "Stack choices"): entries behind an `Arc` (a hit
-/// clones one pointer), expiry by the injected clock inside the entry, a weigher for
+/// What the weigher charges: the entry's bytes, at least `max_bytes / max_entries`, so both
+/// bounds hold with one weigher (worked out when inserted, not kept in the entry).
+fn weight(settings: &CacheSettings, entry: &Entry) -> u32 {
+    let floor = settings.max_bytes / settings.max_entries.max(1);
+    u32::try_from((entry_bytes(&entry.result) as u64).max(floor)).unwrap_or(u32::MAX)
+}
+
+/// The claims cache on moka (ARCHITECTURE.md "Stack choices"): entries by value (a hit clones
+/// the token's shared pointers), expiry by the injected clock inside the entry, a weigher for
 /// `cache.max_bytes`.
 pub struct ClaimsCache {
-    entries: Cache<Key, Arc<Entry>>,
+    entries: Cache<Key, Entry>,
     settings: CacheSettings,
     counts: Counts,
 }
@@ -106,6 +112,14 @@ impl std::fmt::Debug for ClaimsCache {
     }
 }
 
+/// An entry's result, as the current issuers see it or not.
+enum Served {
+    /// Unexpired, its issuer unchanged: served (the issuer id remapped).
+    Current(Result<VerifiedToken, TokenError>),
+    /// Expired by the injected clock, or its issuer changed since.
+    Stale(Result<VerifiedToken, TokenError>),
+}
+
 /// Why a verification left nothing in the cache: its result and the fingerprint it was made
 /// under, handed to every waiter — which may hold another snapshot, so it serves the result
 /// only if that snapshot would have verified it the same way (one snapshot per check).
@@ -119,7 +133,7 @@ impl ClaimsCache {
     pub fn new(settings: CacheSettings) -> Self {
         let entries = Cache::builder()
             .max_capacity(settings.max_bytes.max(1))
-            .weigher(|_key: &Key, entry: &Arc<Entry>| entry.weight)
+            .weigher(move |_key: &Key, entry: &Entry| weight(&settings, entry))
             // No moka time-to-live: what is served is decided by `expires_at` and the injected
             // clock, and a TTL costs a write-order node per entry; expired entries leave when
             // asked for or evicted by the byte bound.
@@ -137,7 +151,7 @@ impl ClaimsCache {
     pub fn invalidate_subject(&self, sub: &str, iss: Option<&str>) {
         let (sub, iss): (Arc<str>, Option<Arc<str>>) = (Arc::from(sub), iss.map(Arc::from));
         let dropped = self.entries.invalidate_entries_if(move |_, entry| match &entry.result {
-            Ok(token) => token.subject.as_str() == &*sub && iss.as_deref().is_none_or(|i| i == &*token.iss),
+            Ok(token) => token.subject() == &*sub && iss.as_deref().is_none_or(|i| i == token.iss()),
             Err(_) => false,
         });
         if dropped.is_err() {
@@ -171,33 +185,33 @@ impl ClaimsCache {
 
     /// The entry's result as the current issuers see it: unexpired, its issuer unchanged (same
     /// fingerprint, same key-set generation) and found at its current position; `None`: stale.
-    fn serve(inner: &Verifier, entry: &Entry, now: UnixTime) -> Option<Result<VerifiedToken, TokenError>> {
-        if now >= entry.expires_at {
-            return None;
+    fn serve(inner: &Verifier, entry: Entry, now: UnixTime) -> Served {
+        if now >= entry.expires_at || !Self::seen_alike(inner, entry.fingerprint, &entry.result) {
+            return Served::Stale(entry.result);
         }
-        Self::as_seen_by(inner, entry.fingerprint, &entry.result)
+        Served::Current(Self::remapped(inner, entry.result))
     }
 
-    /// `result`, made under `fingerprint`, as `inner` would have made it: a token whose issuer
-    /// has the same fingerprint and key-set generation there (its issuer id remapped), a
-    /// failure under the same issuers and key sets; `None` when `inner` must verify itself.
-    fn as_seen_by(
-        inner: &Verifier,
-        fingerprint: u64,
-        result: &Result<VerifiedToken, TokenError>,
-    ) -> Option<Result<VerifiedToken, TokenError>> {
+    /// Whether `inner` would have made `result`, made under `fingerprint`, the same way: a
+    /// token whose issuer has the same fingerprint and key-set generation there, a failure
+    /// under the same issuers and key sets; `false`: `inner` must verify itself.
+    fn seen_alike(inner: &Verifier, fingerprint: u64, result: &Result<VerifiedToken, TokenError>) -> bool {
         match result {
-            Ok(token) => {
-                let (id, issuer) = inner.find(&token.iss)?;
-                if issuer.fingerprint != fingerprint || issuer.keys.generation() != token.key_generation {
-                    return None;
-                }
-                let mut token = token.clone();
-                token.issuer = id;
-                Some(Ok(token))
-            }
-            Err(e) => (fingerprint == inner.fingerprint()).then(|| Err(e.clone())),
+            Ok(token) => inner.find(token.iss()).is_some_and(|(_, issuer)| {
+                issuer.fingerprint == fingerprint && issuer.keys.generation() == token.key_generation
+            }),
+            Err(_) => fingerprint == inner.fingerprint(),
         }
+    }
+
+    /// A result [`Self::seen_alike`] accepted, its token's issuer id remapped to `inner`'s.
+    fn remapped(inner: &Verifier, result: Result<VerifiedToken, TokenError>) -> Result<VerifiedToken, TokenError> {
+        result.map(|mut token| {
+            if let Some((id, _)) = inner.find(token.iss()) {
+                token.issuer = id;
+            }
+            token
+        })
     }
 
     /// The fingerprint a result depends on: its issuer's, or (a failure) every issuer's.
@@ -213,18 +227,15 @@ impl ClaimsCache {
     fn entry_for(&self, inner: &Verifier, result: &Result<VerifiedToken, TokenError>, now: UnixTime) -> Option<Entry> {
         let ttl = self.ttl_for(result, now)?.as_secs();
         let fingerprint = Self::fingerprint_of(inner, result)?;
-        let floor = self.settings.max_bytes / self.settings.max_entries.max(1);
-        let weight = u32::try_from((entry_bytes(result) as u64).max(floor)).unwrap_or(u32::MAX);
         (ttl > 0).then(|| Entry {
             fingerprint,
             result: result.clone(),
             expires_at: UnixTime(now.0.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
-            weight,
         })
     }
 
-    fn count_hit(&self, entry: &Entry) {
-        (if entry.result.is_ok() { &self.counts.hit } else { &self.counts.negative_hit }).increment(1);
+    fn count_hit(&self, positive: bool) {
+        (if positive { &self.counts.hit } else { &self.counts.negative_hit }).increment(1);
     }
 
     /// Verifies `token` (whose SHA-256 is `digest`) through the cache at `now`. Concurrent
@@ -242,7 +253,7 @@ impl ClaimsCache {
                 self.counts.miss.increment(1);
                 let result = inner.verify(token);
                 match self.entry_for(inner, &result, now) {
-                    Some(entry) => Ok(Arc::new(entry)),
+                    Some(entry) => Ok(entry),
                     // A fingerprint no issuer has (u64::MAX) makes every waiter verify itself.
                     None => {
                         Err(NotKept { fingerprint: Self::fingerprint_of(inner, &result).unwrap_or(u64::MAX), result })
@@ -253,25 +264,28 @@ impl ClaimsCache {
                 Ok(entry) => {
                     let fresh = entry.is_fresh();
                     let entry = entry.into_value();
-                    if let Some(result) = Self::serve(inner, &entry, now) {
-                        if !fresh {
-                            self.count_hit(&entry);
+                    let positive = entry.result.is_ok();
+                    match Self::serve(inner, entry, now) {
+                        Served::Current(result) => {
+                            if !fresh {
+                                self.count_hit(positive);
+                            }
+                            return result;
                         }
-                        return result;
+                        // Stale (expired by the injected clock, or its issuer changed): drop
+                        // it, unless it was just made, and look again.
+                        Served::Stale(result) if fresh => return result,
+                        Served::Stale(_) => self.entries.invalidate(digest).await,
                     }
-                    // Stale (expired by the injected clock, or its issuer changed): drop it,
-                    // unless it was just made, and look again.
-                    if fresh {
-                        return entry.result.clone();
-                    }
-                    self.entries.invalidate(digest).await;
                 }
                 // The verification that ran (this check's, or another's under the same
                 // snapshot) decides; a waiter on another snapshot verifies for itself.
-                Err(not_kept) => match Self::as_seen_by(inner, not_kept.fingerprint, &not_kept.result) {
-                    Some(result) => return result,
-                    None => break,
-                },
+                Err(not_kept) => {
+                    if Self::seen_alike(inner, not_kept.fingerprint, &not_kept.result) {
+                        return Self::remapped(inner, not_kept.result.clone());
+                    }
+                    break;
+                }
             }
         }
         // Replaced by a stale entry twice in a row (reloads racing this check), or handed a

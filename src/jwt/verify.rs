@@ -327,17 +327,16 @@ impl Verifier {
             None => claims,
         };
         // One allocation for what the cache keeps of the token: subject, header values, claims.
-        let (subject, claims, headers) = pack_token(&subject, claims, self.identity_headers.as_ref());
+        let (claims, values_for) = pack_token(&issuer.issuer, &subject, claims, self.identity_headers.as_ref())
+            .map_err(|_| TokenError::Claims("claims too long to keep".into()))?;
         Ok(VerifiedToken {
             issuer: issuer_id,
-            iss: issuer.issuer.clone(),
-            subject,
             claims,
             exp,
-            nbf,
-            iat,
+            nbf: nbf.into(),
+            iat: iat.into(),
             key_generation,
-            headers,
+            values_for,
         })
     }
 }

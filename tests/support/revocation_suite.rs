@@ -2,7 +2,7 @@
 //! fresh, empty store.
 #![allow(dead_code, non_snake_case)]
 
-use portcullis::decision::{IssuerId, Subject, TokenIds, UnixTime, VerifiedToken};
+use portcullis::decision::{Claims, IssuerId, TokenIds, UnixTime, VerifiedToken};
 use portcullis::state::fleet::StateStore;
 use portcullis::state::revocation::{Revocation, RevocationStore};
 use serde_json::json;
@@ -22,14 +22,12 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
     }
     VerifiedToken {
         issuer: IssuerId(0),
-        iss: Arc::from(iss),
-        subject: Subject::new(sub),
-        claims: claims.into(),
+        claims: Claims::for_token(iss, sub, claims),
         exp,
-        nbf: None,
-        iat,
+        nbf: None.into(),
+        iat: iat.into(),
         key_generation: 0,
-        headers: Default::default(),
+        values_for: None,
     }
 }
 
@@ -93,11 +91,12 @@ pub async fn run(all: &dyn StateStore) {
     // A numeric jti is revocable by its digits; a session id at a custom sessions.claim is read
     // there; a revocation without expiry (an issuer without max_token_age) never ends.
     let mut numeric = token(ISS, "dave", None, None, Some(NOW));
-    numeric.claims = json!({"iss": ISS, "sub": "dave", "jti": 123, "session": {"id": "s7"}}).into();
+    numeric.claims =
+        Claims::for_token(ISS, "dave", json!({"iss": ISS, "sub": "dave", "jti": 123, "session": {"id": "s7"}}));
     store.add(Revocation::Jti { iss: ISS.into(), jti: "123".into(), expires_at: i64::MAX }).await.expect("add jti");
     assert!(revoked(store, &numeric, at).is_some(), "numeric jti revoked");
     assert!(revoked(store, &numeric, UnixTime(NOW + 100 * 365 * 86_400)).is_some(), "no expiry");
-    numeric.claims = json!({"iss": ISS, "sub": "dave", "session": {"id": "s7"}}).into();
+    numeric.claims = Claims::for_token(ISS, "dave", json!({"iss": ISS, "sub": "dave", "session": {"id": "s7"}}));
     store.add(Revocation::Session { iss: ISS.into(), sid: "s7".into(), expires_at: NOW + 60 }).await.expect("add sid");
     assert!(store.revoked(&numeric, &TokenIds::of(&numeric, "/session/id"), at).is_some(), "sessions.claim read");
     assert_eq!(store.revoked(&numeric, &TokenIds::of(&numeric, "/sid"), at), None, "another claim is not the sid");

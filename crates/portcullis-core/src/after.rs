@@ -38,8 +38,8 @@ impl After<'_> {
     ) -> Decision {
         let Identity { token, key, rules } = identity;
         let policy = self.policy;
-        context.issuer = Some(token.iss.clone());
-        context.subject = Some(token.subject.clone());
+        context.issuer = Some(token.shared_iss());
+        context.subject = Some(token.shared_subject());
         passed(services, "verification");
         if let Err(deny) = check_times(&token, rules.time, now) {
             return Decision::deny(deny, context);
@@ -119,7 +119,7 @@ impl After<'_> {
         if let Some(tier) = &self.route.rate_limit {
             let key = match tier.key {
                 RateKey::Ip => None,
-                RateKey::Subject => Some(format!("{}\0{}", token.iss, token.subject)),
+                RateKey::Subject => Some(format!("{}\0{}", token.iss(), token.subject())),
                 RateKey::Tenant => context.tenant.clone(),
             };
             if let Some(key) = key

@@ -1,8 +1,9 @@
 //! API keys (docs/contract.md steps 7 and 8): a configured prefix and >= 128 random bits, looked up by SHA-256
 //! digest. Only digests are ever held; the key itself is hashed and dropped.
 
+use super::claim_set::Claims;
 use super::reason::{Deny, DenyReason};
-use super::types::{IssuerId, Subject, UnixTime, VerifiedToken};
+use super::types::{IssuerId, UnixTime, VerifiedToken};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,14 +118,12 @@ pub fn authenticate(
     });
     let token = VerifiedToken {
         issuer: API_KEY_ISSUER_ID,
-        iss: Arc::from(API_KEY_ISSUER),
-        subject: Subject::new(&key.subject),
-        claims: claims.into(),
+        claims: Claims::for_token(API_KEY_ISSUER, &key.subject, claims),
         exp: key.expires.unwrap_or(i64::MAX),
-        nbf: None,
-        iat: None,
+        nbf: None.into(),
+        iat: None.into(),
         key_generation: 0,
-        headers: Default::default(),
+        values_for: None,
     };
     Ok((token, key))
 }

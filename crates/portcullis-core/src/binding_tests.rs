@@ -7,7 +7,6 @@ use super::binding::{
 use super::credential::{Credential, CredentialPolicy, extract_credential};
 use super::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 fn token(cnf: Option<Value>) -> VerifiedToken {
     let mut claims = json!({"iss": "https://issuer.test/", "sub": "u"});
@@ -16,14 +15,12 @@ fn token(cnf: Option<Value>) -> VerifiedToken {
     }
     VerifiedToken {
         issuer: IssuerId(0),
-        iss: Arc::from("https://issuer.test/"),
-        subject: Subject::new("u"),
         exp: i64::MAX,
-        nbf: None,
-        iat: None,
+        nbf: None.into(),
+        iat: None.into(),
         key_generation: 0,
-        headers: Default::default(),
-        claims: claims.into(),
+        values_for: None,
+        claims: Claims::for_token("https://issuer.test/", "u", claims),
     }
 }
 

@@ -45,41 +45,62 @@ const COMMON_NAMES: &[&str] = &[
 /// Parsed members, sorted by name.
 type Members = Box<[(Cow<'static, str>, Value)]>;
 
-/// Top-level claims of a verified token. Cloning shares the packed text and starts unparsed:
-/// the copy in the claims cache is never parsed, each request parses its own on first read.
+/// Top-level claims of a verified token, with its issuer, subject and identity header values:
+/// one text, one allocation, the offsets 32-bit (a cached identity's size is issue 36's memory
+/// target). The `sub` and `iss` members are not written twice: the text leaves out a `sub`
+/// equal to the subject and an `iss` equal to the issuer, and reading puts them back. Cloning
+/// shares the text and starts unparsed: the copy in the claims cache is never parsed, each
+/// request parses its own on first read.
 #[derive(Debug, Default)]
 pub struct Claims {
-    /// Ends with the compact JSON of the members (sorted by name; empty for no claims); a
-    /// verified token's text starts with its subject and identity header values.
+    /// The subject, then the identity header values (one line each), then the compact JSON
+    /// of the members (sorted by name; empty for no claims).
     text: Arc<str>,
-    /// Where the JSON starts in `text`.
-    start: usize,
-    parsed: OnceLock<Members>,
+    /// The verifying issuer's `iss`, shared with it (`None`: claims of no token).
+    iss: Option<Arc<str>>,
+    /// Where the values start (the subject's length).
+    values_start: u32,
+    /// Where the JSON starts.
+    start: u32,
+    /// Boxed: an unparsed copy (every cached one) pays a pointer, not the members' slice.
+    parsed: OnceLock<Box<Members>>,
 }
 
 impl Clone for Claims {
     fn clone(&self) -> Self {
-        Self { text: self.text.clone(), start: self.start, parsed: OnceLock::new() }
+        Self {
+            text: self.text.clone(),
+            iss: self.iss.clone(),
+            values_start: self.values_start,
+            start: self.start,
+            parsed: OnceLock::new(),
+        }
     }
 }
 
 impl PartialEq for Claims {
     fn eq(&self, other: &Self) -> bool {
-        self.packed() == other.packed()
+        self.members() == other.members()
     }
 }
 
 /// Reads the packed text straight into sorted members: no map is built, and a common name is
-/// never copied.
-fn unpack(packed: &str) -> Members {
-    if packed.is_empty() {
-        return Box::default();
-    }
-    // The text was written by `From<Map>` from a valid map; it always reads back.
-    let mut members = serde_json::from_str::<PackedMembers>(packed).map(|m| m.0).unwrap_or_default();
+/// never copied. The `sub` and `iss` left out when packing are put back.
+fn unpack(packed: &str, subject: &str, iss: Option<&str>) -> Members {
+    // The text was written by `pack_json` from a valid map; it always reads back.
+    let mut members = if packed.is_empty() {
+        Vec::with_capacity(2)
+    } else {
+        serde_json::from_str::<PackedMembers>(packed).map(|m| m.0).unwrap_or_default()
+    };
     // Written in name order; sorting again only if some writer ever did otherwise.
     if !members.is_sorted_by(|a, b| a.0 <= b.0) {
         members.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    for (name, value) in [("sub", Some(subject).filter(|s| !s.is_empty())), ("iss", iss)] {
+        if let (Some(value), Err(i)) = (value, members.binary_search_by(|(n, _)| n.as_ref().cmp(name))) {
+            members.insert(i, (Cow::Borrowed(name), Value::String(value.to_string())));
+        }
     }
     members.into()
 }
@@ -125,23 +146,76 @@ impl<'de> serde::Deserialize<'de> for PackedMembers {
     }
 }
 
+/// A packed text longer than 32-bit offsets reach (a token is at most a request header long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong;
+
 impl Claims {
-    /// Claims whose JSON is `text[start..]` (a character boundary).
-    pub(crate) fn suffix_of(text: Arc<str>, start: usize) -> Self {
-        Self { text, start, parsed: OnceLock::new() }
+    /// The members of `map` for a token of `subject` from `iss`, with the identity header
+    /// `values` prepared for it, packed in one text (`sub` and `iss` left out when equal).
+    pub(crate) fn pack(
+        iss: Option<Arc<str>>,
+        subject: &str,
+        values: &str,
+        mut map: Map<String, Value>,
+    ) -> Result<Self, TooLong> {
+        if map.get("sub").and_then(Value::as_str) == Some(subject) {
+            map.remove("sub");
+        }
+        if let Some(iss) = &iss
+            && map.get("iss").and_then(Value::as_str) == Some(iss)
+        {
+            map.remove("iss");
+        }
+        let json = pack_json(map);
+        let values_start = u32::try_from(subject.len()).map_err(|_| TooLong)?;
+        let start = u32::try_from(subject.len() + values.len()).map_err(|_| TooLong)?;
+        u32::try_from(subject.len() + values.len() + json.len()).map_err(|_| TooLong)?;
+        let mut text = String::with_capacity(subject.len() + values.len() + json.len());
+        text.push_str(subject);
+        text.push_str(values);
+        text.push_str(&json);
+        Ok(Self { text: text.into(), iss, values_start, start, parsed: OnceLock::new() })
+    }
+
+    /// The members of `value` (an object; anything else is no claims) for a token of
+    /// `subject` from `iss`, no identity header values prepared.
+    pub fn for_token(iss: &str, subject: &str, value: Value) -> Self {
+        let map = match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        // A subject or claims past 4 GiB come from no token; such a set is kept empty.
+        Self::pack(Some(iss.into()), subject, "", map).unwrap_or_default()
+    }
+
+    /// The verifying issuer's `iss` (`None`: claims of no token).
+    pub fn iss(&self) -> Option<&Arc<str>> {
+        self.iss.as_ref()
+    }
+
+    /// The token's subject (empty for claims built without one).
+    pub fn subject(&self) -> &str {
+        self.text.get(..self.values_start as usize).unwrap_or_default()
+    }
+
+    /// The subject as a shared [`Subject`](super::types::Subject) (no copy of the text).
+    pub fn shared_subject(&self) -> super::types::Subject {
+        super::types::Subject::prefix_of(self.text.clone(), self.values_start as usize)
+    }
+
+    /// The identity header values' lines packed with the claims.
+    pub(crate) fn value_lines(&self) -> &str {
+        self.text.get(self.values_start as usize..self.start as usize).unwrap_or_default()
     }
 
     /// The compact JSON of the members.
     pub(crate) fn packed(&self) -> &str {
-        self.text.get(self.start..).unwrap_or_default()
-    }
-
-    pub(crate) fn text(&self) -> &Arc<str> {
-        &self.text
+        self.text.get(self.start as usize..).unwrap_or_default()
     }
 
     fn members(&self) -> &[(Cow<'static, str>, Value)] {
-        self.parsed.get_or_init(|| unpack(self.packed()))
+        self.parsed.get_or_init(|| Box::new(unpack(self.packed(), self.subject(), self.iss.as_deref())))
     }
 
     /// The top-level claim `name`.
@@ -173,14 +247,14 @@ impl Claims {
         self.members().len()
     }
 
-    /// Heap bytes the packed claims hold (what the claims cache charges for them; a copy in
-    /// the cache is never parsed).
+    /// Heap bytes the packed text holds (what the claims cache charges for it; a copy in the
+    /// cache is never parsed).
     pub fn heap_bytes(&self) -> usize {
         self.text.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.packed().is_empty() || self.members().is_empty()
+        self.members().is_empty()
     }
 }
 
@@ -200,12 +274,10 @@ fn shared_name(name: &str) -> Cow<'static, str> {
     }
 }
 
+/// Claims of no token: no subject, no issuer, nothing left out.
 impl From<Map<String, Value>> for Claims {
     fn from(map: Map<String, Value>) -> Self {
-        if map.is_empty() {
-            return Self::default();
-        }
-        Self::suffix_of(pack_json(map).into(), 0)
+        Self::pack(None, "", "", map).unwrap_or_default()
     }
 }
 

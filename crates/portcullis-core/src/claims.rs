@@ -19,18 +19,18 @@ pub fn check_times(token: &VerifiedToken, policy: TimePolicy, now: UnixTime) -> 
     if now >= token.exp.saturating_add(policy.leeway) {
         return Err(Deny::new(DenyReason::TokenExpired, "token expired"));
     }
-    if let Some(nbf) = token.nbf
+    if let Some(nbf) = token.nbf.get()
         && now.saturating_add(policy.leeway) < nbf
     {
         return Err(Deny::new(DenyReason::TokenInvalid, "token not yet valid (nbf)"));
     }
-    if let Some(iat) = token.iat
+    if let Some(iat) = token.iat.get()
         && now.saturating_add(policy.leeway) < iat
     {
         return Err(Deny::new(DenyReason::TokenInvalid, "token issued in the future (iat)"));
     }
     if let Some(max_age) = policy.max_token_age {
-        let Some(iat) = token.iat else {
+        let Some(iat) = token.iat.get() else {
             return Err(Deny::new(DenyReason::TokenInvalid, "iat required by max_token_age"));
         };
         if now.saturating_sub(iat) > max_age.saturating_add(policy.leeway) {

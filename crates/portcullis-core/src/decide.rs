@@ -122,7 +122,7 @@ pub(super) fn allow(
     context: DecisionContext,
     unverified_authorization: bool,
 ) -> Decision {
-    let values = match token.map(|t| t.headers.values(&policy.response, &t.claims)).transpose() {
+    let values = match token.map(|t| t.identity_values(&policy.response)).transpose() {
         Ok(values) => values,
         Err(deny) => return Decision::deny(deny, context),
     };

@@ -126,74 +126,81 @@ fn values_by<'a>(
         .collect()
 }
 
-/// A verified token's identity header values, encoded once at verification and kept in the
-/// token's packed text (one line per header, empty where there is none): a cached token's
-/// allows neither look its claims up nor encode them again, and hold no allocation of their own.
-///
-/// A cached token outlives policy reloads that leave its issuer alone, so the values remember
-/// the identity header list they were made for (holding it, so its address cannot be reused):
-/// a reload with an equal list keeps them, another list gets values worked out afresh from the
-/// claims, as does a token whose claims could not be encoded (its deny comes again).
-#[derive(Debug, Clone, Default)]
-pub struct PreparedValues {
-    text: Arc<str>,
-    start: usize,
-    end: usize,
-    made_for: Option<Arc<[IdentityHeader]>>,
-}
-
 /// The values an allow forwards: lines of a token's packed text, or worked out for this request.
 #[derive(Debug)]
 pub enum IdentityValues<'a> {
-    Packed(&'a str),
+    /// One line per header; a line that is [`SUBJECT_LINE`] or [`ISS_LINE`] stands for the
+    /// token's subject or `iss` (written once in the token, not again per header).
+    Packed {
+        lines: &'a str,
+        subject: &'a str,
+        iss: &'a str,
+    },
     Fresh(ClaimValues),
 }
+
+/// A packed value line standing for the subject (an encoded value never holds a control
+/// character: [`encode_header_value`] writes only visible ASCII).
+pub const SUBJECT_LINE: &str = "\u{1}";
+/// A packed value line standing for the token's `iss`.
+pub const ISS_LINE: &str = "\u{2}";
 
 impl IdentityValues<'_> {
     /// Header `i`'s value, `None` when it has none.
     pub fn get(&self, i: usize) -> Option<&str> {
         match self {
-            Self::Packed(lines) => lines.split('\n').nth(i).filter(|v| !v.is_empty()),
+            Self::Packed { lines, subject, iss } => match lines.split('\n').nth(i)? {
+                SUBJECT_LINE => Some(*subject),
+                ISS_LINE => Some(*iss),
+                line => Some(line),
+            }
+            .filter(|v| !v.is_empty()),
             Self::Fresh(values) => values.get(i)?.as_deref(),
         }
     }
 }
 
-impl PreparedValues {
-    /// Values `lines` (header `i` on line `i`) at `text[start..end]`, made for `made_for`.
-    pub(crate) fn lines_of(text: Arc<str>, start: usize, end: usize, made_for: Arc<[IdentityHeader]>) -> Self {
-        Self { text, start, end, made_for: Some(made_for) }
-    }
-
-    pub(crate) fn text(&self) -> &Arc<str> {
-        &self.text
-    }
-
-    /// Bytes of the text these values are kept in.
-    pub fn heap_bytes(&self) -> usize {
-        self.text.len()
-    }
-
-    /// The identity header values for `policy`: the prepared ones when they were made for its
-    /// list, else worked out from `claims` now.
-    pub fn values(&self, policy: &ResponsePolicy, claims: &Claims) -> Result<IdentityValues<'_>, Deny> {
-        match &self.made_for {
+impl super::types::VerifiedToken {
+    /// The identity header values for `policy`: the packed ones when they were made for its
+    /// list, else worked out from the claims now.
+    ///
+    /// A verified token's identity header values are encoded once at verification and kept in the
+    /// token's packed text (one line per header, empty where there is none; see [`pack_token`]):
+    /// a cached token's allows neither look its claims up nor encode them again, and hold no
+    /// allocation of their own.
+    ///
+    /// A cached token outlives policy reloads that leave its issuer alone, so the token remembers
+    /// the identity header list its values were made for (holding it, so its address cannot be
+    /// reused): a reload with an equal list keeps them, another list gets values worked out afresh
+    /// from the claims, as does a token whose claims could not be encoded (its deny comes again).
+    pub fn identity_values(&self, policy: &ResponsePolicy) -> Result<IdentityValues<'_>, Deny> {
+        match &self.values_for {
             Some(list) if Arc::ptr_eq(list, &policy.identity_headers) || **list == *policy.identity_headers => {
-                Ok(IdentityValues::Packed(self.text.get(self.start..self.end).unwrap_or_default()))
+                Ok(IdentityValues::Packed {
+                    lines: self.claims.value_lines(),
+                    subject: self.subject(),
+                    iss: self.iss(),
+                })
             }
-            _ => claim_values(&policy.identity_headers, claims).map(IdentityValues::Fresh),
+            _ => claim_values(&policy.identity_headers, &self.claims).map(IdentityValues::Fresh),
         }
     }
 }
 
+/// What [`pack_token`] makes: the claims and the list their values were made for.
+pub type PackedToken = (Claims, Option<Arc<[IdentityHeader]>>);
+
 /// One verified token's subject, identity header values and kept claims in one allocation:
 /// the text is the subject, then one line per identity header of `identity` (when every value
-/// encodes; otherwise none are prepared), then the claims' compact JSON.
+/// encodes; otherwise none are prepared; a value equal to the subject or `iss` is a marker
+/// line, see [`IdentityValues::Packed`]), then the claims' compact JSON. Returns the claims and
+/// the list the values were made for (`None`: none prepared); `Err` for a text past 4 GiB.
 pub fn pack_token(
+    iss: &Arc<str>,
     subject: &str,
     claims: serde_json::Map<String, Value>,
     identity: Option<&Arc<[IdentityHeader]>>,
-) -> (super::types::Subject, Claims, PreparedValues) {
+) -> Result<PackedToken, super::claim_set::TooLong> {
     // The values are read from the map as it is (no packed text parsed back); the empty
     // pointer is the whole claim set, which `Claims::at` never finds either.
     let object = Value::Object(claims);
@@ -204,28 +211,20 @@ pub fn pack_token(
             if i > 0 {
                 lines.push('\n');
             }
-            lines.push_str(value.as_deref().unwrap_or_default());
+            lines.push_str(match value.as_deref().unwrap_or_default() {
+                v if !v.is_empty() && v == subject => SUBJECT_LINE,
+                v if !v.is_empty() && v == &**iss => ISS_LINE,
+                v => v,
+            });
         }
         Some((list.clone(), lines))
     });
-    let json = match object {
-        Value::Object(map) => super::claim_set::pack_json(map),
-        _ => String::new(),
+    let map = match object {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
     };
-    let values_len = lines.as_ref().map_or(0, |(_, l)| l.len());
-    let mut text = String::with_capacity(subject.len() + values_len + json.len());
-    text.push_str(subject);
-    if let Some((_, l)) = &lines {
-        text.push_str(l);
-    }
-    text.push_str(&json);
-    let text: Arc<str> = text.into();
-    let (values_start, values_end) = (subject.len(), subject.len() + values_len);
-    let values = match lines {
-        Some((list, _)) => PreparedValues::lines_of(text.clone(), values_start, values_end, list),
-        None => PreparedValues::default(),
-    };
-    (super::types::Subject::prefix_of(text.clone(), subject.len()), Claims::suffix_of(text, values_end), values)
+    let (made_for, lines) = lines.map_or((None, String::new()), |(list, lines)| (Some(list), lines));
+    Ok((Claims::pack(Some(iss.clone()), subject, &lines, map)?, made_for))
 }
 
 /// Header sets and removals for an allow from [`claim_values`] (`None`: anonymous request).

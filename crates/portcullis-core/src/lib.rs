@@ -35,7 +35,7 @@ mod types;
 pub use answer::{Answer, answer};
 pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
 pub use binding::{Constraint, Proof, ProofError, ProofOutcome, ProofRequest, ProofVerifier, SenderConstraint};
-pub use claim_set::Claims;
+pub use claim_set::{Claims, TooLong};
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};
@@ -44,9 +44,7 @@ pub use decide::{
     finish,
 };
 pub use grammar::{Grammar, check_grammar};
-pub use headers::{
-    IdentityHeader, IdentitySource, IdentityValues, PreparedValues, ResponsePolicy, encode_header_value, pack_token,
-};
+pub use headers::{IdentityHeader, IdentitySource, IdentityValues, ResponsePolicy, encode_header_value, pack_token};
 pub use input::CheckInput;
 pub use ip::{AutoBlock, CidrSet, ClientIp, IpPolicy, client_ip, client_key, parse_cidr};
 pub use path::validate_path;
@@ -58,8 +56,8 @@ pub use semantics::{Authority, FORWARDED_HEADERS, OVERRIDE_HEADERS, check_method
 pub use session::{NoSessions, SessionCheck, SessionPolicy, SessionRefused, SessionTouch};
 pub use tenant::{MemberTable, MembershipCheck, NoMembers, PersonalTenant, TenantPolicy, TenantSource, resolve_tenant};
 pub use types::{
-    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, RateKey, RateLimit, RateScope, RateTier,
-    RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, Trace, UnixTime, VerifiedToken,
+    BlockCheck, IssuerId, NoBlocks, NoRateLimits, NoRevocations, OnStale, OptionalTime, RateKey, RateLimit, RateScope,
+    RateTier, RevocationCheck, Services, Subject, TokenError, TokenIds, TokenVerifier, Trace, UnixTime, VerifiedToken,
 };
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 use super::request_match::{ValueMatcher, ValueTest};
 use super::*;
 use serde_json::json;
-use std::sync::Arc;
 
 fn route(name: &str, headers: Vec<ValueMatcher>, query: Vec<ValueMatcher>) -> Route {
     Route {
@@ -98,14 +97,12 @@ fn header_and_query_matchers_table() {
 fn token(claims: serde_json::Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        iss: Arc::from("https://issuer.test/"),
-        subject: Subject::new("u"),
-        claims: claims.into(),
+        claims: Claims::for_token("https://issuer.test/", "u", claims),
         exp: 0,
-        nbf: None,
-        iat: None,
+        nbf: None.into(),
+        iat: None.into(),
         key_generation: 0,
-        headers: Default::default(),
+        values_for: None,
     }
 }
 

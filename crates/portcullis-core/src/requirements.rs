@@ -133,7 +133,7 @@ fn claim_test_holds(value: Option<&Value>, test: &ClaimTest) -> bool {
 
 /// Checks a verified token against a route's requirements. `roles_pointer` is the issuer's roles claim.
 pub fn check_requirements(token: &VerifiedToken, req: &Requirements, roles_pointer: &str) -> Result<(), Deny> {
-    if !req.issuers.is_empty() && !req.issuers.iter().any(|i| **i == *token.iss) {
+    if !req.issuers.is_empty() && !req.issuers.iter().any(|i| **i == *token.iss()) {
         return Err(Deny::new(DenyReason::TokenInvalid, "issuer not accepted on this route"));
     }
     if !req.audiences.is_empty() {

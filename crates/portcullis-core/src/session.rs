@@ -67,20 +67,20 @@ pub fn check_session(
         Some(_) => return Err(refused("session id claim is not a string")),
     };
     let auth_time = token.claims.get("auth_time").and_then(Value::as_i64);
-    let seed = token.iat.max(auth_time);
-    let Some(last) = store.last_seen(&token.iss, sid).max(seed) else {
+    let seed = token.iat.get().max(auth_time);
+    let Some(last) = store.last_seen(token.iss(), sid).max(seed) else {
         return Err(refused("session without iat or auth_time to start its idle clock"));
     };
     let idle_for = now.0.saturating_sub(last);
     if idle_for > policy.idle_timeout_secs {
-        let judged = SessionTouch { iss: token.iss.to_string(), sid: sid.to_string(), at: last };
+        let judged = SessionTouch { iss: token.iss().to_string(), sid: sid.to_string(), at: last };
         return Err(Box::new(SessionRefused {
             deny: idle()("session idle for longer than sessions.idle_timeout"),
             judged: Some(judged),
         }));
     }
     let touch = (idle_for >= policy.granularity_secs).then(|| SessionTouch {
-        iss: token.iss.to_string(),
+        iss: token.iss().to_string(),
         sid: sid.to_string(),
         at: now.0,
     });

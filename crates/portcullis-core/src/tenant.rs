@@ -40,9 +40,9 @@ impl PersonalTenant {
     }
 
     fn owner_of(&self, token: &VerifiedToken, tenant: &str) -> bool {
-        *token.iss == *self.issuer
+        token.iss() == &*self.issuer
             && tenant.strip_prefix(self.prefix.as_str()).and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
-                == Some(token.subject.as_str())
+                == Some(token.subject())
     }
 }
 
@@ -211,8 +211,8 @@ pub fn membership(
     {
         return Ok(roles);
     }
-    if let Some(roles) = policy.file_members.get(tenant, &token.iss, token.subject.as_str()) {
+    if let Some(roles) = policy.file_members.get(tenant, token.iss(), token.subject()) {
         return Ok(roles.to_vec());
     }
-    store.member_roles(tenant, &token.iss, token.subject.as_str()).ok_or_else(forbidden)
+    store.member_roles(tenant, token.iss(), token.subject()).ok_or_else(forbidden)
 }

@@ -271,14 +271,12 @@ fn header_value_encoding_table() {
 fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        iss: Arc::from("https://issuer.test/"),
-        subject: Subject::new("s"),
-        claims: json!({}).into(),
+        claims: Claims::for_token("https://issuer.test/", "s", json!({})),
         exp,
-        nbf,
-        iat,
+        nbf: nbf.into(),
+        iat: iat.into(),
         key_generation: 0,
-        headers: Default::default(),
+        values_for: None,
     }
 }
 
@@ -373,10 +371,14 @@ fn credential_extraction_table() {
 #[test]
 fn requirements_table() {
     let mut tok = token(NOW + 600, None, None);
-    tok.claims = Claims::from(json!({
-        "aud": ["api", "web"], "scp": ["read", "write"], "roles": "viewer editor",
-        "org": {"plan": "pro", "tags": ["eu"]}, "email_verified": true,
-    }));
+    tok.claims = Claims::for_token(
+        "https://issuer.test/",
+        "s",
+        json!({
+            "aud": ["api", "web"], "scp": ["read", "write"], "roles": "viewer editor",
+            "org": {"plan": "pro", "tags": ["eu"]}, "email_verified": true,
+        }),
+    );
     let req = |f: &dyn Fn(&mut Requirements)| {
         let mut r = Requirements::default();
         f(&mut r);
@@ -560,14 +562,12 @@ impl MembershipCheck for Store {
 fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        iss: Arc::from(iss),
-        subject: Subject::new(sub),
-        claims: claims.into(),
+        claims: Claims::for_token(iss, sub, claims),
         exp: NOW + 600,
-        nbf: None,
-        iat: Some(NOW),
+        nbf: None.into(),
+        iat: Some(NOW).into(),
         key_generation: 0,
-        headers: Default::default(),
+        values_for: None,
     }
 }
 
@@ -775,8 +775,9 @@ fn cidr_parsing_and_files() {
 /// A token packed by the verifier for `identity`: subject, header values and claims.
 fn packed_token(sub: &str, claims: serde_json::Value, identity: &Arc<[IdentityHeader]>) -> VerifiedToken {
     let serde_json::Value::Object(map) = claims else { panic!("claims are an object") };
-    let (subject, claims, headers) = pack_token(sub, map, Some(identity));
-    VerifiedToken { subject, claims, headers, ..claims_token("https://issuer.test/", sub, json!({})) }
+    let iss: Arc<str> = Arc::from("https://issuer.test/");
+    let (claims, values_for) = pack_token(&iss, sub, map, Some(identity)).expect("packed");
+    VerifiedToken { claims, values_for, ..claims_token("https://issuer.test/", sub, json!({})) }
 }
 
 #[test]
@@ -791,11 +792,12 @@ fn claim_values_are_packed_with_the_token_and_the_tenant_is_per_request() {
         ..Default::default()
     };
     let token = packed_token("u 1", json!({"sub": "u 1", "roles": ["a"]}), &policy.identity_headers);
-    // One allocation: the subject, the encoded values, the claims' JSON.
-    assert_eq!(token.subject, "u 1");
-    assert_eq!(token.heap_bytes(), "u 1".len() + "u%201\n\n".len() + r#"{"roles":["a"],"sub":"u 1"}"#.len());
-    let values = token.headers.values(&policy, &token.claims).expect("values");
-    assert!(matches!(values, IdentityValues::Packed("u%201\n\n")), "{values:?}");
+    // One allocation: the subject, the encoded values, the claims' JSON (`sub` not again).
+    assert_eq!(token.subject(), "u 1");
+    assert_eq!(token.heap_bytes(), "u 1".len() + "u%201\n\n".len() + r#"{"roles":["a"]}"#.len());
+    assert_eq!(token.claims.get("sub"), Some(&json!("u 1")), "read back");
+    let values = token.identity_values(&policy).expect("values");
+    assert!(matches!(values, IdentityValues::Packed { lines: "u%201\n\n", .. }), "{values:?}");
     let plan = |tenant| header_plan(&policy, Some(&values), tenant).expect("plan");
     let acme = plan(Some("acme"));
     assert_eq!(acme.set, vec![("x-user-id".into(), "u%201".into()), ("x-tenant-id".into(), "acme".into())]);
@@ -805,27 +807,72 @@ fn claim_values_are_packed_with_the_token_and_the_tenant_is_per_request() {
     // A reload with an equal list (another allocation) keeps the packed values…
     let mut same = policy.clone();
     same.identity_headers = policy.identity_headers.to_vec().into();
-    assert!(matches!(token.headers.values(&same, &token.claims), Ok(IdentityValues::Packed(_))));
+    assert!(matches!(token.identity_values(&same), Ok(IdentityValues::Packed { .. })));
     // …another list gets its own values from the claims, not the first list's.
     let mut other = policy.clone();
     let mut swapped = policy.identity_headers.to_vec();
     swapped.swap(0, 2);
     other.identity_headers = swapped.into();
-    let fresh = token.headers.values(&other, &token.claims).expect("values");
+    let fresh = token.identity_values(&other).expect("values");
     assert!(matches!(fresh, IdentityValues::Fresh(_)));
     assert_eq!([fresh.get(0), fresh.get(1), fresh.get(2)], [None, None, Some("u%201")]);
     // A claim that cannot be forwarded denies on every allow, not only the first.
     let bad = packed_token("u", json!({"sub": "u", "email": {"nested": true}}), &policy.identity_headers);
     for _ in 0..2 {
-        assert_eq!(
-            bad.headers.values(&policy, &bad.claims).map(|_| ()).map_err(|d| d.reason),
-            Err(DenyReason::ClaimMismatch)
-        );
+        assert_eq!(bad.identity_values(&policy).map(|_| ()).map_err(|d| d.reason), Err(DenyReason::ClaimMismatch));
     }
     // A token built without packing works its values out on each allow.
     let plain = claims_token("https://issuer.test/", "u", json!({"sub": "u", "email": "a@b"}));
-    let values = plain.headers.values(&policy, &plain.claims).expect("values");
+    let values = plain.identity_values(&policy).expect("values");
     assert_eq!([values.get(0), values.get(1), values.get(2)], [Some("u"), None, Some("a@b")]);
+}
+
+/// Issue 36: a cached token writes its subject and `iss` once. A `sub` or `iss` member equal to
+/// them is left out of the packed JSON and read back; a header value equal to either is a
+/// marker line; anything else (another `iss`, a value that needed encoding) is kept as it is.
+#[test]
+fn the_packed_token_writes_sub_and_iss_once_and_reads_them_back() {
+    let policy = ResponsePolicy {
+        identity_headers: vec![
+            IdentityHeader { name: "x-user-id".into(), source: IdentitySource::Claim("/sub".into()) },
+            IdentityHeader { name: "x-user-issuer".into(), source: IdentitySource::Claim("/iss".into()) },
+            IdentityHeader { name: "x-tenant-id".into(), source: IdentitySource::Tenant },
+            IdentityHeader { name: "x-name".into(), source: IdentitySource::Claim("/name".into()) },
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let claims = json!({"iss": "https://issuer.test/", "sub": "alice", "name": "alice", "jti": "j1"});
+    let token = packed_token("alice", claims.clone(), &policy.identity_headers);
+    let packed_json = r#"{"jti":"j1","name":"alice"}"#;
+    assert_eq!(token.heap_bytes(), "alice".len() + "\u{1}\n\u{2}\n\n\u{1}".len() + packed_json.len());
+    for (name, value) in claims.as_object().expect("object") {
+        assert_eq!(token.claims.get(name), Some(value), "{name} read back");
+    }
+    assert_eq!(token.claims.len(), 4, "nothing added twice");
+    assert_eq!(token.claims, Claims::from(claims), "the same members as unpacked claims");
+    let values = token.identity_values(&policy).expect("values");
+    let got: Vec<_> = (0..4).map(|i| values.get(i)).collect();
+    assert_eq!(got, [Some("alice"), Some("https://issuer.test/"), None, Some("alice")]);
+    // An `iss` member other than the issuer's (never verified, but packing must not lose it),
+    // and a subject that needs encoding, are kept as written.
+    let odd = json!({"iss": "https://other.test/", "sub": "a b"});
+    let token = packed_token("a b", odd.clone(), &policy.identity_headers);
+    assert_eq!(token.claims.get("iss"), Some(&json!("https://other.test/")));
+    assert_eq!(token.claims.get("sub"), Some(&json!("a b")));
+    let values = token.identity_values(&policy).expect("values");
+    assert_eq!([values.get(0), values.get(1)], [Some("a%20b"), Some("https://other.test/")]);
+    // Claims of no token gain nothing.
+    assert_eq!(Claims::from(json!({"x": 1})).len(), 1);
+}
+
+#[test]
+fn an_optional_time_keeps_every_value_but_its_sentinel() {
+    for t in [None, Some(0), Some(-1), Some(1_700_000_000), Some(i64::MAX), Some(i64::MIN + 1)] {
+        assert_eq!(OptionalTime::from(t).get(), t);
+    }
+    assert_eq!(OptionalTime::from(Some(i64::MIN)).get(), Some(i64::MIN + 1), "never read as absent");
+    assert_eq!(std::mem::size_of::<OptionalTime>(), 8);
 }
 
 /// Issue 32: `ip.allow` holds for the resolved client, a trusted proxy that forwards no

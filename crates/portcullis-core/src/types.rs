@@ -8,13 +8,39 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UnixTime(pub i64);
 
+/// An optional NumericDate in 8 bytes (`Option<i64>` takes 16, and every cached token holds
+/// two): `i64::MIN` is "absent"; a claim of that very value, some 292 billion years before the
+/// epoch, is kept as one second later, which no time rule tells apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OptionalTime(i64);
+
+impl OptionalTime {
+    pub const NONE: Self = Self(i64::MIN);
+
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+}
+
+impl From<Option<i64>> for OptionalTime {
+    fn from(time: Option<i64>) -> Self {
+        time.map_or(Self::NONE, |t| Self(t.max(i64::MIN + 1)))
+    }
+}
+
+impl fmt::Debug for OptionalTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// Index of a configured issuer in the policy snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IssuerId(pub usize);
 
-/// The `sub` claim of a verified token. Subjects are always scoped by their issuer. Shared, not
-/// copied: every cache hit hands the core a clone of the token, and the decision keeps one. A
-/// verified token's subject is the start of its packed text (see [`crate::pack_token`]).
+/// The `sub` claim of a verified token (or an API key's subject). Subjects are always scoped
+/// by their issuer. Shared, not copied: the decision keeps one, a view of the token's packed
+/// text (see [`crate::pack_token`]).
 #[derive(Clone)]
 pub struct Subject {
     text: Arc<str>,
@@ -73,31 +99,43 @@ impl fmt::Display for Subject {
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub issuer: IssuerId,
-    pub iss: Arc<str>,
-    pub subject: Subject,
+    /// The kept claims, packed in one text with the subject and the identity header values,
+    /// with the issuer's `iss` (see [`crate::pack_token`]).
     pub claims: super::claim_set::Claims,
+    /// The identity header list the packed values were made for (`None`: none prepared, worked
+    /// out on each allow; see [`VerifiedToken::identity_values`]).
+    pub values_for: Option<Arc<[super::headers::IdentityHeader]>>,
     pub exp: i64,
-    pub nbf: Option<i64>,
-    pub iat: Option<i64>,
+    pub nbf: OptionalTime,
+    pub iat: OptionalTime,
     /// Generation of the issuer's key set read before verification (cache entries carry it).
     pub key_generation: u64,
-    /// Identity header values from these claims, encoded at verification into the packed
-    /// text (default: none prepared, worked out on each allow).
-    pub headers: super::headers::PreparedValues,
 }
 
 impl VerifiedToken {
-    /// Heap bytes this token holds beyond its own size: its packed text (subject, identity
-    /// header values and claims share one allocation; a token built in parts counts each).
+    /// The `sub` claim. Subjects are always scoped by their issuer.
+    pub fn subject(&self) -> &str {
+        self.claims.subject()
+    }
+
+    /// The verifying issuer's `iss`.
+    pub fn iss(&self) -> &str {
+        self.claims.iss().map_or("", |iss| iss)
+    }
+
+    /// The `iss`, shared (what a decision keeps).
+    pub fn shared_iss(&self) -> Arc<str> {
+        self.claims.iss().cloned().unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// The subject, shared with the token's text (what a decision keeps).
+    pub fn shared_subject(&self) -> Subject {
+        self.claims.shared_subject()
+    }
+
+    /// Heap bytes this token holds beyond its own size: its packed text.
     pub fn heap_bytes(&self) -> usize {
-        let texts = [&self.subject.text, self.claims.text(), self.headers.text()];
-        let mut bytes = 0;
-        for (i, text) in texts.iter().enumerate() {
-            if !texts[..i].iter().any(|seen| Arc::ptr_eq(seen, text)) {
-                bytes += text.len();
-            }
-        }
-        bytes
+        self.claims.heap_bytes()
     }
 }
 

@@ -88,16 +88,16 @@ impl RevocationCheck for MemoryRevocations {
     fn revoked(&self, token: &VerifiedToken, ids: &TokenIds, now: UnixTime) -> Option<&'static str> {
         // A poisoned lock means a writer panicked mid-update: refuse rather than guess.
         let Ok(index) = self.index.read() else { return Some("revocation state unavailable") };
-        let iss = &*token.iss;
+        let iss = token.iss();
         let live = |expires_at: &i64| *expires_at > now.0;
         if let Some(jti) = ids.jti.as_deref()
             && index.jti.get(iss, jti).is_some_and(live)
         {
             return Some("jti revoked");
         }
-        if let Some((before, expires_at)) = index.subject.get(iss, token.subject.as_str())
+        if let Some((before, expires_at)) = index.subject.get(iss, token.subject())
             && live(expires_at)
-            && token.iat.is_none_or(|iat| iat <= *before)
+            && token.iat.get().is_none_or(|iat| iat <= *before)
         {
             return Some("subject revoked");
         }
@@ -114,7 +114,7 @@ impl RevocationCheck for MemoryRevocations {
         index
             .tenant
             .get(tenant)
-            .is_some_and(|(before, expires_at)| *expires_at > now.0 && token.iat.is_none_or(|iat| iat <= *before))
+            .is_some_and(|(before, expires_at)| *expires_at > now.0 && token.iat.get().is_none_or(|iat| iat <= *before))
     }
 }
 
