@@ -80,7 +80,7 @@ async fn main() -> Result<(), String> {
         let batch = common::mint_range(0, 1)?;
         let digest: [u8; 32] = Sha256::digest(batch[0].as_bytes()).into();
         let t = cache.verify(verifier, &batch[0], &digest, now).await.map_err(|e| format!("{e}"))?;
-        eprintln!("{:?} size_of token {}", t.claims, std::mem::size_of_val(&t));
+        eprintln!("{:?} size_of token {}", t.claims(), std::mem::size_of_val(&t));
     }
     let entries = cache.entry_count().await;
     let weighted = cache.weighted_size().await;

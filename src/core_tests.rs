@@ -293,7 +293,7 @@ fn verified_tokens_keep_only_the_claims_the_policy_reads() {
     claims["profile"] = json!({"bio": "x".repeat(500)});
     let token = corpus::sign(jsonwebtoken::Algorithm::RS256, Some("rsa-1"), &claims);
     let verified = snap.verifier.verify(&token).expect("verifies");
-    let names: Vec<&str> = verified.claims.iter().map(|(n, _)| n).collect();
+    let names: Vec<&str> = verified.claims().iter().map(|(n, _)| n).collect();
     assert!(names.iter().all(|n| kept.iter().any(|k| k == n)), "{names:?}");
     assert!(names.contains(&"scope") && !names.contains(&"email") && !names.contains(&"profile"), "{names:?}");
     assert_eq!(verified.subject(), "kept");

@@ -329,14 +329,7 @@ impl Verifier {
         // One allocation for what the cache keeps of the token: subject, header values, claims.
         let (claims, values_for) = pack_token(&issuer.issuer, &subject, claims, self.identity_headers.as_ref())
             .map_err(|_| TokenError::Claims("claims too long to keep".into()))?;
-        Ok(VerifiedToken {
-            issuer: issuer_id,
-            claims,
-            exp,
-            nbf: nbf.into(),
-            iat: iat.into(),
-            key_generation,
-            values_for,
-        })
+        VerifiedToken::new(issuer_id, claims, values_for, exp, nbf.into(), iat.into(), key_generation)
+            .map_err(|_| TokenError::Claims("no issuer or subject to keep".into()))
     }
 }

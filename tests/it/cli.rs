@@ -108,7 +108,7 @@ fn dev_token_mints_tokens_only_the_dev_policy_accepts() {
     let dev = portcullis::dev::settings().expect("dev policy");
     let verified = dev.snapshot.verifier.verify(&token).expect("dev policy accepts it");
     assert_eq!(verified.subject(), "bob");
-    assert_eq!(verified.claims.get("roles"), Some(&serde_json::json!(["admin"])));
+    assert_eq!(verified.claims().get("roles"), Some(&serde_json::json!(["admin"])));
     let test_policy =
         portcullis::config::load_file(&crate::support::corpus::fixtures().join("policy.yaml")).expect("policy");
     assert!(test_policy.snapshot.verifier.verify(&token).is_err(), "no other policy accepts dev tokens");

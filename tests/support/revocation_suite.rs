@@ -12,7 +12,6 @@ const ISS: &str = "https://issuer.test/";
 const OTHER: &str = "https://other.test/";
 
 fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option<i64>) -> VerifiedToken {
-    let exp = iat.unwrap_or(0) + 1_000_000_000;
     let mut claims = json!({ "iss": iss, "sub": sub });
     if let Some(jti) = jti {
         claims["jti"] = json!(jti);
@@ -20,15 +19,13 @@ fn token(iss: &str, sub: &str, jti: Option<&str>, sid: Option<&str>, iat: Option
     if let Some(sid) = sid {
         claims["sid"] = json!(sid);
     }
-    VerifiedToken {
-        issuer: IssuerId(0),
-        claims: Claims::for_token(iss, sub, claims),
-        exp,
-        nbf: None.into(),
-        iat: iat.into(),
-        key_generation: 0,
-        values_for: None,
-    }
+    with_claims(iss, sub, claims, iat)
+}
+
+fn with_claims(iss: &str, sub: &str, claims: serde_json::Value, iat: Option<i64>) -> VerifiedToken {
+    let exp = iat.unwrap_or(0) + 1_000_000_000;
+    let claims = Claims::for_token(iss, sub, claims).expect("claims");
+    VerifiedToken::new(IssuerId(0), claims, None, exp, None.into(), iat.into(), 0).expect("token")
 }
 
 fn revoked(store: &dyn RevocationStore, token: &VerifiedToken, at: UnixTime) -> Option<&'static str> {
@@ -90,13 +87,12 @@ pub async fn run(all: &dyn StateStore) {
 
     // A numeric jti is revocable by its digits; a session id at a custom sessions.claim is read
     // there; a revocation without expiry (an issuer without max_token_age) never ends.
-    let mut numeric = token(ISS, "dave", None, None, Some(NOW));
-    numeric.claims =
-        Claims::for_token(ISS, "dave", json!({"iss": ISS, "sub": "dave", "jti": 123, "session": {"id": "s7"}}));
+    let numeric =
+        with_claims(ISS, "dave", json!({"iss": ISS, "sub": "dave", "jti": 123, "session": {"id": "s7"}}), Some(NOW));
     store.add(Revocation::Jti { iss: ISS.into(), jti: "123".into(), expires_at: i64::MAX }).await.expect("add jti");
     assert!(revoked(store, &numeric, at).is_some(), "numeric jti revoked");
     assert!(revoked(store, &numeric, UnixTime(NOW + 100 * 365 * 86_400)).is_some(), "no expiry");
-    numeric.claims = Claims::for_token(ISS, "dave", json!({"iss": ISS, "sub": "dave", "session": {"id": "s7"}}));
+    let numeric = with_claims(ISS, "dave", json!({"iss": ISS, "sub": "dave", "session": {"id": "s7"}}), Some(NOW));
     store.add(Revocation::Session { iss: ISS.into(), sid: "s7".into(), expires_at: NOW + 60 }).await.expect("add sid");
     assert!(store.revoked(&numeric, &TokenIds::of(&numeric, "/session/id"), at).is_some(), "sessions.claim read");
     assert_eq!(store.revoked(&numeric, &TokenIds::of(&numeric, "/sid"), at), None, "another claim is not the sid");

@@ -116,9 +116,13 @@ pub fn authenticate(
         "roles": key.roles,
         "api_key": key.name,
     });
+    // A subject no token could carry (empty, or past 4 GiB) is no identity: refused.
+    let Ok(claims) = Claims::for_token(API_KEY_ISSUER, &key.subject, claims) else {
+        return refuse("API key subject unusable");
+    };
     let token = VerifiedToken {
         issuer: API_KEY_ISSUER_ID,
-        claims: Claims::for_token(API_KEY_ISSUER, &key.subject, claims),
+        claims,
         exp: key.expires.unwrap_or(i64::MAX),
         nbf: None.into(),
         iat: None.into(),

@@ -20,7 +20,7 @@ fn token(cnf: Option<Value>) -> VerifiedToken {
         iat: None.into(),
         key_generation: 0,
         values_for: None,
-        claims: Claims::for_token("https://issuer.test/", "u", claims),
+        claims: Claims::for_token("https://issuer.test/", "u", claims).expect("claims"),
     }
 }
 

@@ -146,9 +146,10 @@ impl<'de> serde::Deserialize<'de> for PackedMembers {
     }
 }
 
-/// A packed text longer than 32-bit offsets reach (a token is at most a request header long).
+/// Claims that cannot be packed: a text longer than 32-bit offsets reach (a token is at most a
+/// request header long), or a token's without a subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooLong;
+pub struct Unpackable;
 
 impl Claims {
     /// The members of `map` for a token of `subject` from `iss`, with the identity header
@@ -158,8 +159,9 @@ impl Claims {
         subject: &str,
         values: &str,
         mut map: Map<String, Value>,
-    ) -> Result<Self, TooLong> {
-        if map.get("sub").and_then(Value::as_str) == Some(subject) {
+    ) -> Result<Self, Unpackable> {
+        // Left out only what reading puts back: a non-empty subject, an issuer.
+        if !subject.is_empty() && map.get("sub").and_then(Value::as_str) == Some(subject) {
             map.remove("sub");
         }
         if let Some(iss) = &iss
@@ -168,9 +170,9 @@ impl Claims {
             map.remove("iss");
         }
         let json = pack_json(map);
-        let values_start = u32::try_from(subject.len()).map_err(|_| TooLong)?;
-        let start = u32::try_from(subject.len() + values.len()).map_err(|_| TooLong)?;
-        u32::try_from(subject.len() + values.len() + json.len()).map_err(|_| TooLong)?;
+        let values_start = u32::try_from(subject.len()).map_err(|_| Unpackable)?;
+        let start = u32::try_from(subject.len() + values.len()).map_err(|_| Unpackable)?;
+        u32::try_from(subject.len() + values.len() + json.len()).map_err(|_| Unpackable)?;
         let mut text = String::with_capacity(subject.len() + values.len() + json.len());
         text.push_str(subject);
         text.push_str(values);
@@ -179,14 +181,17 @@ impl Claims {
     }
 
     /// The members of `value` (an object; anything else is no claims) for a token of
-    /// `subject` from `iss`, no identity header values prepared.
-    pub fn for_token(iss: &str, subject: &str, value: Value) -> Self {
+    /// `subject` from `iss`, no identity header values prepared. A token has a subject: an
+    /// empty one (or a text past 4 GiB) is refused, never packed as claims of no one.
+    pub fn for_token(iss: &str, subject: &str, value: Value) -> Result<Self, Unpackable> {
+        if subject.is_empty() {
+            return Err(Unpackable);
+        }
         let map = match value {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        // A subject or claims past 4 GiB come from no token; such a set is kept empty.
-        Self::pack(Some(iss.into()), subject, "", map).unwrap_or_default()
+        Self::pack(Some(iss.into()), subject, "", map)
     }
 
     /// The verifying issuer's `iss` (`None`: claims of no token).

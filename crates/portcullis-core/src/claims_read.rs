@@ -38,7 +38,8 @@ impl Policy {
     /// headers, requirements (scopes, audiences, claim matchers, step-up, alternatives), each
     /// issuer's roles claim, the tenant membership claim, the session claim and the
     /// revocation ids (`jti`, the session claim). `iss`, `sub`, `exp`, `nbf` and `iat` are
-    /// kept apart by the verifier.
+    /// kept apart by the verifier: a verified token's `sub` and `iss` read back whatever this
+    /// list says (the packed token restores them), so they need not be listed.
     pub fn claims_read(&self) -> Vec<String> {
         // `cnf`: a token bound to a key or certificate is refused unless proven, whatever the
         // policy asks (RFC 9449 §7.2, RFC 8705), so its binding is always kept.

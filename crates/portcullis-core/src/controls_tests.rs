@@ -21,7 +21,7 @@ fn token(claims: Value) -> VerifiedToken {
         iat: claims["iat"].as_i64().into(),
         key_generation: 0,
         values_for: None,
-        claims: Claims::for_token("https://issuer.test/", &subject, claims),
+        claims: Claims::for_token("https://issuer.test/", &subject, claims).expect("claims"),
     }
 }
 

@@ -200,7 +200,7 @@ pub fn pack_token(
     subject: &str,
     claims: serde_json::Map<String, Value>,
     identity: Option<&Arc<[IdentityHeader]>>,
-) -> Result<PackedToken, super::claim_set::TooLong> {
+) -> Result<PackedToken, super::claim_set::Unpackable> {
     // The values are read from the map as it is (no packed text parsed back); the empty
     // pointer is the whole claim set, which `Claims::at` never finds either.
     let object = Value::Object(claims);

@@ -35,7 +35,7 @@ mod types;
 pub use answer::{Answer, answer};
 pub use api_key::{API_KEY_ISSUER, ApiKey, ApiKeyCheck, ApiKeyPolicy, KeyDigest, NoApiKeys};
 pub use binding::{Constraint, Proof, ProofError, ProofOutcome, ProofRequest, ProofVerifier, SenderConstraint};
-pub use claim_set::{Claims, TooLong};
+pub use claim_set::{Claims, Unpackable};
 pub use claims::{TimePolicy, check_times};
 pub use credential::{Credential, CredentialPolicy, extract_credential};
 pub use csrf::{CsrfPolicy, DoubleSubmit};

@@ -97,7 +97,7 @@ fn header_and_query_matchers_table() {
 fn token(claims: serde_json::Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        claims: Claims::for_token("https://issuer.test/", "u", claims),
+        claims: Claims::for_token("https://issuer.test/", "u", claims).expect("claims"),
         exp: 0,
         nbf: None.into(),
         iat: None.into(),

@@ -271,7 +271,7 @@ fn header_value_encoding_table() {
 fn token(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        claims: Claims::for_token("https://issuer.test/", "s", json!({})),
+        claims: Claims::for_token("https://issuer.test/", "s", json!({})).expect("claims"),
         exp,
         nbf: nbf.into(),
         iat: iat.into(),
@@ -378,7 +378,8 @@ fn requirements_table() {
             "aud": ["api", "web"], "scp": ["read", "write"], "roles": "viewer editor",
             "org": {"plan": "pro", "tags": ["eu"]}, "email_verified": true,
         }),
-    );
+    )
+    .expect("claims");
     let req = |f: &dyn Fn(&mut Requirements)| {
         let mut r = Requirements::default();
         f(&mut r);
@@ -562,7 +563,7 @@ impl MembershipCheck for Store {
 fn claims_token(iss: &str, sub: &str, claims: serde_json::Value) -> VerifiedToken {
     VerifiedToken {
         issuer: IssuerId(0),
-        claims: Claims::for_token(iss, sub, claims),
+        claims: Claims::for_token(iss, sub, claims).expect("claims"),
         exp: NOW + 600,
         nbf: None.into(),
         iat: Some(NOW).into(),
@@ -862,8 +863,16 @@ fn the_packed_token_writes_sub_and_iss_once_and_reads_them_back() {
     assert_eq!(token.claims.get("sub"), Some(&json!("a b")));
     let values = token.identity_values(&policy).expect("values");
     assert_eq!([values.get(0), values.get(1)], [Some("a%20b"), Some("https://other.test/")]);
-    // Claims of no token gain nothing.
+    // Claims of no token gain nothing and lose nothing, an empty `sub` included.
     assert_eq!(Claims::from(json!({"x": 1})).len(), 1);
+    assert_eq!(Claims::from(json!({"sub": ""})).get("sub"), Some(&json!("")));
+    // A token names its issuer and subject: claims without either make none.
+    assert!(Claims::for_token("https://issuer.test/", "", json!({})).is_err(), "no subject");
+    let no_issuer = Claims::from(json!({"sub": "alice"}));
+    assert!(VerifiedToken::new(IssuerId(0), no_issuer, None, NOW, None.into(), None.into(), 0).is_err());
+    let claims = Claims::for_token("https://issuer.test/", "alice", json!({})).expect("claims");
+    let token = VerifiedToken::new(IssuerId(0), claims, None, NOW, None.into(), None.into(), 0).expect("token");
+    assert_eq!([token.iss(), token.subject()], ["https://issuer.test/", "alice"]);
 }
 
 #[test]

@@ -100,8 +100,9 @@ impl fmt::Display for Subject {
 pub struct VerifiedToken {
     pub issuer: IssuerId,
     /// The kept claims, packed in one text with the subject and the identity header values,
-    /// with the issuer's `iss` (see [`crate::pack_token`]).
-    pub claims: super::claim_set::Claims,
+    /// with the issuer's `iss` (see [`crate::pack_token`]). The token's identity lives here, so
+    /// outside the core it is set only with a subject and an issuer ([`VerifiedToken::new`]).
+    pub(crate) claims: super::claim_set::Claims,
     /// The identity header list the packed values were made for (`None`: none prepared, worked
     /// out on each allow; see [`VerifiedToken::identity_values`]).
     pub values_for: Option<Arc<[super::headers::IdentityHeader]>>,
@@ -113,6 +114,30 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// A token of `claims` (packed with [`crate::pack_token`] or [`Claims::for_token`]);
+    /// refused when they name no issuer or no subject, which no verified token lacks.
+    ///
+    /// [`Claims::for_token`]: super::claim_set::Claims::for_token
+    pub fn new(
+        issuer: IssuerId,
+        claims: super::claim_set::Claims,
+        values_for: Option<Arc<[super::headers::IdentityHeader]>>,
+        exp: i64,
+        nbf: OptionalTime,
+        iat: OptionalTime,
+        key_generation: u64,
+    ) -> Result<Self, super::claim_set::Unpackable> {
+        if claims.iss().is_none() || claims.subject().is_empty() {
+            return Err(super::claim_set::Unpackable);
+        }
+        Ok(Self { issuer, claims, values_for, exp, nbf, iat, key_generation })
+    }
+
+    /// The kept claims (with `sub` and `iss`).
+    pub fn claims(&self) -> &super::claim_set::Claims {
+        &self.claims
+    }
+
     /// The `sub` claim. Subjects are always scoped by their issuer.
     pub fn subject(&self) -> &str {
         self.claims.subject()
