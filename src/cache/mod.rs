@@ -27,7 +27,7 @@ pub struct CacheSettings {
     pub ttl: Duration,
     pub max_entries: u64,
     /// The bound on the entries' own bytes (claims, subject, header values; moka's bookkeeping,
-    /// ~380 bytes an entry, is on top).
+    /// ~300 bytes an entry, is on top).
     pub max_bytes: u64,
 }
 
