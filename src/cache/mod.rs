@@ -12,7 +12,7 @@
 //!
 //! Architecture Invariant: nothing here decides; the cache only remembers what the verifier said.
 
-use crate::decision::{TokenError, TokenVerifier, UnixTime, VerifiedToken};
+use crate::decision::{IssuerId, TokenError, TokenVerifier, UnixTime, VerifiedToken};
 use crate::jwt::Verifier;
 use moka::future::Cache;
 use std::sync::Arc;
@@ -184,30 +184,37 @@ impl ClaimsCache {
     }
 
     /// The entry's result as the current issuers see it: unexpired, its issuer unchanged (same
-    /// fingerprint, same key-set generation) and found at its current position; `None`: stale.
+    /// fingerprint, same key-set generation) and found at its current position.
     fn serve(inner: &Verifier, entry: Entry, now: UnixTime) -> Served {
-        if now >= entry.expires_at || !Self::seen_alike(inner, entry.fingerprint, &entry.result) {
-            return Served::Stale(entry.result);
+        let seen = if now < entry.expires_at { Self::seen_as(inner, entry.fingerprint, &entry.result) } else { None };
+        match seen {
+            Some(id) => Served::Current(Self::remapped(entry.result, id)),
+            None => Served::Stale(entry.result),
         }
-        Served::Current(Self::remapped(inner, entry.result))
     }
 
-    /// Whether `inner` would have made `result`, made under `fingerprint`, the same way: a
-    /// token whose issuer has the same fingerprint and key-set generation there, a failure
-    /// under the same issuers and key sets; `false`: `inner` must verify itself.
-    fn seen_alike(inner: &Verifier, fingerprint: u64, result: &Result<VerifiedToken, TokenError>) -> bool {
+    /// How `inner` sees `result`, made under `fingerprint`: `None` when it would not have made
+    /// it the same way (it must verify itself); else a token's issuer id there (`Some(None)`
+    /// for a failure made under the same issuers and key sets). One issuer lookup a hit.
+    fn seen_as(
+        inner: &Verifier,
+        fingerprint: u64,
+        result: &Result<VerifiedToken, TokenError>,
+    ) -> Option<Option<IssuerId>> {
         match result {
-            Ok(token) => inner.find(token.iss()).is_some_and(|(_, issuer)| {
-                issuer.fingerprint == fingerprint && issuer.keys.generation() == token.key_generation
-            }),
-            Err(_) => fingerprint == inner.fingerprint(),
+            Ok(token) => {
+                let (id, issuer) = inner.find(token.iss())?;
+                (issuer.fingerprint == fingerprint && issuer.keys.generation() == token.key_generation)
+                    .then_some(Some(id))
+            }
+            Err(_) => (fingerprint == inner.fingerprint()).then_some(None),
         }
     }
 
-    /// A result [`Self::seen_alike`] accepted, its token's issuer id remapped to `inner`'s.
-    fn remapped(inner: &Verifier, result: Result<VerifiedToken, TokenError>) -> Result<VerifiedToken, TokenError> {
+    /// `result` with its token's issuer id `id` (the position in the snapshot serving it).
+    fn remapped(result: Result<VerifiedToken, TokenError>, id: Option<IssuerId>) -> Result<VerifiedToken, TokenError> {
         result.map(|mut token| {
-            if let Some((id, _)) = inner.find(token.iss()) {
+            if let Some(id) = id {
                 token.issuer = id;
             }
             token
@@ -280,12 +287,10 @@ impl ClaimsCache {
                 }
                 // The verification that ran (this check's, or another's under the same
                 // snapshot) decides; a waiter on another snapshot verifies for itself.
-                Err(not_kept) => {
-                    if Self::seen_alike(inner, not_kept.fingerprint, &not_kept.result) {
-                        return Self::remapped(inner, not_kept.result.clone());
-                    }
-                    break;
-                }
+                Err(not_kept) => match Self::seen_as(inner, not_kept.fingerprint, &not_kept.result) {
+                    Some(id) => return Self::remapped(not_kept.result.clone(), id),
+                    None => break,
+                },
             }
         }
         // Replaced by a stale entry twice in a row (reloads racing this check), or handed a

@@ -266,11 +266,11 @@ fn a_result_not_kept_is_served_only_under_the_snapshot_that_made_it() {
     let made = old.verify(&t);
     assert!(made.is_ok());
     let fingerprint = ClaimsCache::fingerprint_of(&old, &made).expect("issuer");
-    assert!(ClaimsCache::seen_alike(&old, fingerprint, &made), "same snapshot: served");
-    assert!(!ClaimsCache::seen_alike(&new, fingerprint, &made), "another snapshot verifies itself");
+    assert!(ClaimsCache::seen_as(&old, fingerprint, &made).is_some(), "same snapshot: served");
+    assert!(ClaimsCache::seen_as(&new, fingerprint, &made).is_none(), "another snapshot verifies itself");
     let refused = new.verify(&t);
     let fingerprint = ClaimsCache::fingerprint_of(&new, &refused).expect("fingerprint");
-    assert!(!ClaimsCache::seen_alike(&old, fingerprint, &refused), "a failure is not shared either");
+    assert!(ClaimsCache::seen_as(&old, fingerprint, &refused).is_none(), "a failure is not shared either");
 }
 
 /// The same race under load: checks on two snapshots at once, nothing cached; every answer is
