@@ -6,7 +6,10 @@
 
 #[path = "../tests/support/corpus.rs"]
 mod corpus;
+#[path = "counting.rs"]
+mod counting;
 
+use counting::{BYTES_MADE, MADE, read};
 use jsonwebtoken::Algorithm;
 use portcullis::cache::{CacheSettings, ClaimsCache};
 use portcullis::config::{Snapshot, parse_and_validate};
@@ -15,38 +18,11 @@ use portcullis::dev::request::{HeaderEncoding, check_request};
 use portcullis::server::convert::{check_input, check_response_owned};
 use portcullis::server::proto::envoy::service::auth::v3::CheckRequest;
 use prost::Message;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(new_size, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 fn snapshot() -> Result<Arc<Snapshot>, String> {
     let text = std::fs::read_to_string(corpus::fixtures().join("policy.yaml")).map_err(|e| e.to_string())?;
@@ -87,7 +63,7 @@ fn main() -> Result<(), String> {
         return Err("the bench request is not allowed".into());
     }
     // Where they are made, one check's phases apart.
-    let count = || ALLOCATIONS.load(Ordering::Relaxed);
+    let count = || read(&MADE);
     let mut phases: Vec<(&str, usize)> = Vec::new();
     let mut mark = |name, start: usize| {
         let now = count();
@@ -115,7 +91,7 @@ fn main() -> Result<(), String> {
     mark("encode", t);
     drop((encoded, pending));
     const ROUNDS: usize = 1_000;
-    let (allocations, bytes) = (ALLOCATIONS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let (allocations, bytes) = (read(&MADE), read(&BYTES_MADE));
     for _ in 0..ROUNDS {
         check()?;
     }
@@ -123,8 +99,8 @@ fn main() -> Result<(), String> {
     let phases: Vec<String> = phases.iter().map(|(name, n)| format!("\"{name}\": {n}")).collect();
     println!(
         "{{\"allocations_per_check\": {:.1}, \"bytes_allocated_per_check\": {:.0}, \"by_phase\": {{{}}}}}",
-        per(ALLOCATIONS.load(Ordering::Relaxed), allocations),
-        per(BYTES.load(Ordering::Relaxed), bytes),
+        per(read(&MADE), allocations),
+        per(read(&BYTES_MADE), bytes),
         phases.join(", ")
     );
     Ok(())

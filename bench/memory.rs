@@ -11,40 +11,14 @@ mod common;
 use portcullis::cache::{CacheSettings, ClaimsCache};
 use portcullis::decision::UnixTime;
 use sha2::{Digest, Sha256};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "counting.rs"]
+mod counting;
 
-/// Counts live heap bytes and allocations, so the figure says what the entries ask for, apart
-/// from the allocator's rounding and fragmentation that RSS adds.
-struct Counting;
+use counting::{LIVE, LIVE_BYTES, read};
 
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-static LIVE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts live heap bytes and allocations, so the figure says what the entries ask for.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -68,7 +42,7 @@ async fn main() -> Result<(), String> {
     );
     // Tokens are minted in batches and dropped, so what stays is what the cache holds.
     let before = rss_kib();
-    let (bytes_before, allocs_before) = (LIVE_BYTES.load(Ordering::Relaxed), LIVE_ALLOCS.load(Ordering::Relaxed));
+    let (bytes_before, allocs_before) = (read(&LIVE_BYTES), read(&LIVE));
     for start in (0..count).step_by(10_000) {
         let batch = common::mint_range(start, (start + 10_000).min(count))?;
         for token in &batch {
@@ -76,19 +50,13 @@ async fn main() -> Result<(), String> {
             cache.verify(verifier, token, &digest, now).await.map_err(|e| format!("{e}"))?;
         }
     }
-    if std::env::var_os("MEMORY_PEEK").is_some() {
-        let batch = common::mint_range(0, 1)?;
-        let digest: [u8; 32] = Sha256::digest(batch[0].as_bytes()).into();
-        let t = cache.verify(verifier, &batch[0], &digest, now).await.map_err(|e| format!("{e}"))?;
-        eprintln!("{:?} size_of token {}", t.claims(), std::mem::size_of_val(&t));
-    }
     let entries = cache.entry_count().await;
     let weighted = cache.weighted_size().await;
     let after = rss_kib();
     let per = (after.saturating_sub(before) * 1024) / entries.max(1);
     let n = entries.max(1) as usize;
-    let requested = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(bytes_before) / n;
-    let allocs = LIVE_ALLOCS.load(Ordering::Relaxed).saturating_sub(allocs_before) as f64 / n as f64;
+    let requested = read(&LIVE_BYTES).saturating_sub(bytes_before) / n;
+    let allocs = read(&LIVE).saturating_sub(allocs_before) as f64 / n as f64;
     println!(
         "{{\"identities\": {entries}, \"rss_kib_before\": {before}, \"rss_kib_after\": {after}, \"bytes_per_identity\": {per}, \"requested_bytes_per_identity\": {requested}, \"allocations_per_identity\": {allocs:.2}, \"weighted_bytes\": {weighted}}}"
     );
