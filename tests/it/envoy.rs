@@ -43,6 +43,13 @@ pub(crate) fn run_corpus(envoy: &Envoy, upstream: &Upstream, cases: &[Case], mod
             if user != case.user {
                 failures.push(format!("[{mode}] {}: upstream saw x-user-id {user:?}, want {:?}", case.name, case.user));
             }
+            // The issuer header travels in the cached token as a marker for its `iss` (written
+            // once): the upstream must see the issuer itself, and only with an identity.
+            let issuer = echoed["headers"]["x-user-issuer"].as_str();
+            let known = [corpus::ISSUER, corpus::PEM_ISSUER, corpus::HMAC_ISSUER, "urn:portcullis:api-key"];
+            if issuer.is_some() != user.is_some() || issuer.is_some_and(|i| !known.contains(&i)) {
+                failures.push(format!("[{mode}] {}: upstream saw x-user-issuer {issuer:?}", case.name));
+            }
             if !upstream.saw(&id) {
                 failures.push(format!("[{mode}] {}: allowed but upstream not called", case.name));
             }
